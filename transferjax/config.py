@@ -1,0 +1,301 @@
+"""Run configuration: frozen keyword-only dataclasses, loaded from experiment files.
+
+An experiment file is a Python module exposing `get_config() -> RunConfig` (and optionally
+`quick(cfg) -> RunConfig`, a shrunken variant for smoke runs). Any field can be overridden from
+the command line with a dotted key, e.g.
+
+    transferjax run experiments/ml1m_genre_emcdr.py --set trainer.lr=0.01 --set mf.dim=64
+
+Unknown keys and values of the wrong type or outside a field's choices are rejected with a
+message that lists the valid keys or values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import types
+import typing
+from typing import Any, Literal
+
+KW = dict(frozen=True, kw_only=True)
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message lists the valid choices."""
+
+
+@dataclasses.dataclass(**KW)
+class SyntheticConfig:
+    """Knobs of `transferjax.data.synthetic.make_synthetic` (see its docstring)."""
+
+    n_overlap: int = 1000
+    n_source_only: int = 500
+    n_target_only: int = 500
+    n_items_source: int = 500
+    n_items_target: int = 400
+    dim_shared: int = 8
+    dim_private: int = 4
+    shift_deg: float = 10.0
+    density_source: float = 0.08
+    density_target: float = 0.03
+    popularity_skew: float = 0.5
+    noise: float = 0.1
+    implicit: bool = False
+    seed: int = 0
+
+
+@dataclasses.dataclass(**KW)
+class DataConfig:
+    """Which dataset to load.
+
+    name: synthetic | ml1m_genre | ml_overlap | cdrib | douban | csv.
+    path: dataset root or file; "" uses the default (../shared/datasets for cdrib/douban,
+      the download cache for MovieLens).
+    target: cdrib: "game" (Video -> Game) or "video"; douban: "music" or "book".
+    """
+
+    name: Literal["synthetic", "ml1m_genre", "ml_overlap", "cdrib", "douban", "csv"] = "synthetic"
+    path: str = ""
+    target: str = ""
+    csv_source: str = ""
+    csv_target: str = ""
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+@dataclasses.dataclass(**KW)
+class ProtocolConfig:
+    """Evaluation protocol (DESIGN.md section 4).
+
+    name: cold_start | published | warm_ratio | warm_loo.
+    beta: fraction of overlapping users made cold (cold_start).
+    valid_frac: fraction of cold users in cold-valid; the rest are cold-test.
+    n_negatives: sampled negatives per held-out item (0: none, e.g. rating tasks).
+    min_rating: warm_ratio only: held-out ratings below this are not positives (0: all).
+    """
+
+    name: Literal["cold_start", "published", "warm_ratio", "warm_loo"] = "cold_start"
+    beta: float = 0.2
+    valid_frac: float = 0.5
+    n_negatives: int = 0
+    min_rating: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 < self.beta < 1.0:
+            raise ConfigError(f"protocol.beta must be in (0, 1), got {self.beta}")
+        if not 0.0 < self.valid_frac < 1.0:
+            raise ConfigError(f"protocol.valid_frac must be in (0, 1), got {self.valid_frac}")
+        if self.n_negatives < 0:
+            raise ConfigError(f"protocol.n_negatives must be >= 0, got {self.n_negatives}")
+
+
+@dataclasses.dataclass(**KW)
+class TrainerConfig:
+    """Optimisation of the stage that is selected on cold-valid (and defaults for others)."""
+
+    lr: float = 1e-2
+    batch_size: int = 1024
+    epochs: int = 20
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    weight_decay: float = 0.0
+    eval_every: int = 1
+
+    def __post_init__(self):
+        for k in ("lr", "batch_size", "epochs", "eval_every"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"trainer.{k} must be > 0, got {getattr(self, k)}")
+
+
+@dataclasses.dataclass(**KW)
+class EvalConfig:
+    """Evaluation on cold-valid (selection) and cold-test (report).
+
+    select: metric chosen on valid: rmse | mae (lower is better) or a ranking metric such as
+      ndcg@10, hr@10, mrr, recall@10 (higher is better); "auto" picks rmse for explicit
+      ratings and ndcg@10 otherwise.
+    ranking: "sampled" (needs protocol.n_negatives), "full", "both" or "none".
+    """
+
+    select: str = "auto"
+    ranking: Literal["none", "sampled", "full", "both"] = "none"
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    chunk_size: int = 1024
+
+
+@dataclasses.dataclass(**KW)
+class MFConfig:
+    """Matrix factorisation (per domain): r_ui = mu + b_u + b_i + <p_u, q_i>.
+
+    loss: "mse" for explicit ratings, "bpr" for implicit feedback (one sampled negative).
+    reg: L2 weight on the factors and biases of each example's rows.
+    epochs / lr: pre-training of the per-domain MF used by mapping methods (EMCDR).
+    """
+
+    dim: int = 32
+    reg: float = 1e-3
+    loss: Literal["auto", "mse", "bpr"] = "auto"
+    init_std: float = 0.1
+    epochs: int = 20
+    lr: float = 1e-2
+    batch_size: int = 1024
+
+
+@dataclasses.dataclass(**KW)
+class EMCDRConfig:
+    """EMCDR mapping (Man et al., IJCAI 2017): f(source user factors) -> target user factors.
+
+    mapping: "linear" (no bias, as in the paper) or "mlp" (one hidden layer, tanh).
+    """
+
+    mapping: Literal["linear", "mlp"] = "mlp"
+    hidden: int = 64
+    reg: float = 1e-4
+
+
+@dataclasses.dataclass(**KW)
+class RunConfig:
+    """One run: a method on a dataset under a protocol."""
+
+    name: str = "run"
+    method: str = "emcdr"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    protocol: ProtocolConfig = ProtocolConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    eval: EvalConfig = EvalConfig()
+    mf: MFConfig = MFConfig()
+    emcdr: EMCDRConfig = EMCDRConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides, flattening, loading.
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _parse(raw: str, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is Literal:
+        choices = typing.get_args(typ)
+        if raw not in choices:
+            raise ConfigError(f"{key}={raw!r} is not valid; choose one of {list(choices)}")
+        return raw
+    if origin is tuple:
+        (elem, *_) = typing.get_args(typ)
+        parts = [p for p in raw.strip("()[] ").split(",") if p.strip()]
+        return tuple(_parse(p.strip(), elem, key) for p in parts)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        return None if raw.lower() == "none" else _parse(raw, args[0], key)
+    try:
+        if typ is bool:
+            low = raw.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return low in ("true", "1", "yes")
+        if typ is int:
+            return int(raw)
+        if typ is float:
+            return float(raw)
+        if typ is str:
+            return raw
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a valid {typ.__name__}") from None
+    raise ConfigError(f"{key} cannot be set from the command line (type {typ})")
+
+
+def override(cfg, key: str, raw: str):
+    """Returns `cfg` with the dotted `key` set from the string `raw` (parsed by field type)."""
+    head, _, rest = key.partition(".")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if head not in names:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(names))}")
+    value = getattr(cfg, head)
+    if dataclasses.is_dataclass(value):
+        if not rest:
+            sub = ", ".join(f"{head}.{f.name}" for f in dataclasses.fields(value))
+            raise ConfigError(f"{key!r} is a section; set one of its keys: {sub}")
+        try:
+            new = override(value, rest, raw)
+        except ConfigError as e:
+            msg = str(e).replace("valid keys: ", f"valid keys under {head}: ")
+            raise ConfigError(msg.replace(f"key {rest!r}", f"key {key!r}")) from None
+    else:
+        if rest:
+            raise ConfigError(f"unknown config key {key!r}: {head!r} is not a section")
+        new = _parse(raw, _hints(type(cfg))[head], key)
+    return dataclasses.replace(cfg, **{head: new})
+
+
+def apply_overrides(cfg, items: list[str]):
+    """Applies `key=value` strings in order."""
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        cfg = override(cfg, key.strip(), raw.strip())
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg, prefix: str = "") -> dict[str, Any]:
+    """{'trainer.lr': 0.01, ...} for every leaf field."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out.update(flatten(v, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = v
+    return out
+
+
+def from_dict(cls, d: dict):
+    """Inverse of `to_dict` (used to reload a run folder's config.json); unknown keys fail."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)} for {cls.__name__}; valid: {sorted(names)}")
+    kw = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            kw[k] = from_dict(t, v)
+        elif typing.get_origin(t) is tuple:
+            kw[k] = tuple(v)
+        else:
+            kw[k] = v
+    return cls(**kw)
+
+
+def dumps(cfg) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def load(path_or_name: str, *, quick: bool = False) -> RunConfig:
+    """Loads `get_config()` from an experiment file (a path, or a name in ./experiments)."""
+    path = pathlib.Path(path_or_name)
+    if not path.exists() and not path.suffix:
+        path = pathlib.Path("experiments") / f"{path_or_name}.py"
+    if not path.exists():
+        raise ConfigError(f"config file {path_or_name!r} not found")
+    spec = importlib.util.spec_from_file_location(f"_tj_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: defines no get_config()")
+    cfg = module.get_config()
+    if quick:
+        if not hasattr(module, "quick"):
+            raise ConfigError(f"{path}: defines no quick(cfg) variant")
+        cfg = module.quick(cfg)
+    return cfg

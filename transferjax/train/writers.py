@@ -1,0 +1,83 @@
+"""Metric writers behind one small interface: TensorBoard (tensorboardX) and JSON lines.
+
+Only process 0 writes (`jax.process_index() == 0`); other processes get a no-op writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+
+class Writer:
+    """Interface: `scalars(step, {name: value})`, `close()`."""
+
+    def scalars(self, step: int, values: dict) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class NullWriter(Writer):
+    def scalars(self, step, values):
+        pass
+
+
+class TensorBoardWriter(Writer):
+    """Event files under `logdir`, one scalar per key."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        from tensorboardX import SummaryWriter
+
+        self._w = SummaryWriter(logdir=str(logdir))
+
+    def scalars(self, step, values):
+        for k, v in values.items():
+            self._w.add_scalar(k, float(v), global_step=int(step))
+
+    def close(self):
+        self._w.flush()
+        self._w.close()
+
+
+class JsonlWriter(Writer):
+    """Appends `{"step": s, **values}` lines to `path`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._f = open(path, "a", encoding="utf-8")
+
+    def scalars(self, step, values):
+        self._f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
+        self._f.flush()
+
+    def close(self):
+        self._f.close()
+
+
+class MultiWriter(Writer):
+    def __init__(self, writers):
+        self._ws = list(writers)
+
+    def scalars(self, step, values):
+        for w in self._ws:
+            w.scalars(step, values)
+
+    def close(self):
+        for w in self._ws:
+            w.close()
+
+
+def make_writer(run_dir: str | os.PathLike, *, tensorboard: bool = True) -> Writer:
+    """TensorBoard events in `run_dir/tb` and `run_dir/scalars.jsonl`, on process 0 only."""
+    import jax
+
+    if jax.process_index() != 0:
+        return NullWriter()
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ws = [JsonlWriter(run_dir / "scalars.jsonl")]
+    if tensorboard:
+        ws.append(TensorBoardWriter(run_dir / "tb"))
+    return MultiWriter(ws)

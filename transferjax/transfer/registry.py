@@ -1,0 +1,115 @@
+"""Method registry: every method runs by name from `transferjax run`.
+
+A method is a `build(cfg, split, *, key) -> Built` function: initial params (a dict pytree), the
+training `Stage`s, and a `Scorer` that scores target items for (source user, target user) pairs.
+Register one with the `register(name)` decorator; see README "Adding a method".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+    """How a trained method scores target items.
+
+    Attributes:
+      score_items: `(params, src: i32[c], tgt: i32[c], items: i32[c] | i32[c, m]) -> f32[c] |
+        f32[c, m]`; `src` is the user's source index (-1 when none), `tgt` the target index.
+      score_all: `(params, src: i32[c], tgt: i32[c]) -> f32[c, n_items]`.
+      predict: optional rating predictor `(params, src, tgt, items: i32[c]) -> f32[c]` when it
+        differs from `score_items` (e.g. popularity ranks by count but predicts the mean).
+    """
+
+    score_items: Callable
+    score_all: Callable
+    predict: Callable | None = None
+
+    def rating(self, params, src, tgt, items):
+        """f32[c] predicted ratings."""
+        return (self.predict or self.score_items)(params, src, tgt, items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    params: dict
+    stages: tuple
+    scorer: Scorer
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    build: Callable
+    doc: str = ""
+
+
+_METHODS: dict[str, Method] = {}
+# Modules whose import registers the built-in methods.
+_BUILTIN_MODULES = ("transferjax.models.baselines", "transferjax.transfer.mapping")
+
+
+def register(name: str) -> Callable:
+    """Decorator: `@register("my_method") def build(cfg, split, *, key) -> Built`."""
+
+    def deco(build: Callable) -> Callable:
+        if name in _METHODS and _METHODS[name].build is not build:
+            raise ValueError(f"method {name!r} is already registered")
+        _METHODS[name] = Method(name=name, build=build, doc=(build.__doc__ or "").strip())
+        return build
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def available() -> list[str]:
+    _load_builtins()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    _load_builtins()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
+    """A `Scorer` for MF-style methods.
+
+    Args:
+      user_repr: `(params, src, tgt) -> (vec f32[c, d], bias f32[c])` target-space user factors.
+      items_key: params key of the target MF params (item factors, item biases, mu).
+    """
+    from transferjax.models.mf import mf_score, mf_score_all
+
+    def score_items(params, src, tgt, items):
+        vec, bias = user_repr(params, src, tgt)
+        return mf_score(vec, bias, params[items_key], items)
+
+    def score_all(params, src, tgt):
+        vec, bias = user_repr(params, src, tgt)
+        return mf_score_all(vec, bias, params[items_key])
+
+    return Scorer(score_items=score_items, score_all=score_all)
+
+
+def own_or_fallback(known: jax.Array, own: tuple, fallback: tuple, tgt: jax.Array) -> tuple:
+    """Per row, the user's own target factors when `known[tgt]`, else `fallback`.
+
+    Args:
+      known: bool[n_target_users] users with target training data.
+      own, fallback: (vec f32[c, d], bias f32[c]) pairs.
+    """
+    k = known[tgt]
+    return (jnp.where(k[:, None], own[0], fallback[0]), jnp.where(k, own[1], fallback[1]))
