@@ -156,6 +156,73 @@ class EMCDRConfig:
 
 
 @dataclasses.dataclass(**KW)
+class CMFConfig:
+    """Collective MF (Singh & Gordon, KDD 2008): one user factor shared by both domains.
+
+    loss = source_weight * L_source + (1 - source_weight) * L_target (each a mean over its batch).
+    """
+
+    source_weight: float = 0.5
+
+
+@dataclasses.dataclass(**KW)
+class PTUPCDRConfig:
+    """PTUPCDR (Zhu et al., WSDM 2022): personalised bridge from a user's source history.
+
+    hist_len: up to this many positively rated source items (rating >= min_rating).
+    meta_hidden: hidden size of the meta network that emits the d x d bridge.
+    """
+
+    hist_len: int = 20
+    min_rating: float = 4.0
+    meta_hidden: int = 64
+
+
+@dataclasses.dataclass(**KW)
+class PhiConfig:
+    """The multi-task transfer model over phi encoders (see transferjax.transfer.phi).
+
+    encoder: phi of a user's interest vector: "bag" (embedding-bag MLP), "id" or "attention".
+    dims: encoder layer sizes (the first is the embedding-bag width).
+    head: "shared_bottom" | "mmoe" | "ple"; n_experts experts (mmoe/ple).
+    task_weighting: "fixed" (source_weight) or "uncertainty" (Kendall et al. 2018).
+    """
+
+    encoder: Literal["bag", "id", "attention"] = "bag"
+    dims: tuple[int, ...] = (256, 128)
+    head: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
+    n_experts: int = 4
+    expert_dim: int = 64
+    task_weighting: Literal["fixed", "uncertainty"] = "fixed"
+    source_weight: float = 0.5
+    max_len: int = 0
+
+
+@dataclasses.dataclass(**KW)
+class AlignConfig:
+    """Alignment objective added on phi outputs of source and target users.
+
+    objective: "none", "dann", "mmd", "coral", "infonce" or any registered objective.
+    weight: multiplier of the objective in the total loss.
+    lam / lam_schedule / gamma / warmup_steps: DANN gradient-reversal strength and schedule
+      ("constant", "ganin": lam * (2 / (1 + exp(-gamma p)) - 1), "warmup": linear ramp).
+    mmd_estimator / mmd_factors: "unbiased" or "linear"; bandwidth factors times the median.
+    temperature: InfoNCE temperature.
+    """
+
+    objective: str = "none"
+    weight: float = 1.0
+    lam: float = 1.0
+    lam_schedule: Literal["constant", "ganin", "warmup"] = "ganin"
+    gamma: float = 10.0
+    warmup_steps: int = 1000
+    disc_hidden: int = 64
+    mmd_estimator: Literal["unbiased", "linear"] = "unbiased"
+    mmd_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    temperature: float = 0.2
+
+
+@dataclasses.dataclass(**KW)
 class RunConfig:
     """One run: a method on a dataset under a protocol."""
 
@@ -168,6 +235,10 @@ class RunConfig:
     eval: EvalConfig = EvalConfig()
     mf: MFConfig = MFConfig()
     emcdr: EMCDRConfig = EMCDRConfig()
+    cmf: CMFConfig = CMFConfig()
+    ptupcdr: PTUPCDRConfig = PTUPCDRConfig()
+    phi: PhiConfig = PhiConfig()
+    align: AlignConfig = AlignConfig()
 
 
 # ---------------------------------------------------------------------------------------------
