@@ -52,7 +52,8 @@ class Method:
 
 _METHODS: dict[str, Method] = {}
 # Modules whose import registers the built-in methods.
-_BUILTIN_MODULES = ("transferjax.models.baselines", "transferjax.transfer.mapping")
+_BUILTIN_MODULES = ("transferjax.models.baselines", "transferjax.transfer.mapping",
+                    "transferjax.transfer.collective", "transferjax.transfer.ptupcdr")
 
 
 def register(name: str) -> Callable:
@@ -95,6 +96,11 @@ def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
 
     def score_items(params, src, tgt, items):
         vec, bias = user_repr(params, src, tgt)
+        n_items = params[items_key]["item"].shape[0]
+        if items.ndim == 2 and 8 * items.shape[1] >= n_items:
+            # Many candidates per user (sampled ranking): one matmul against all items beats
+            # gathering a [c, m, d] block of item factors.
+            return jnp.take_along_axis(mf_score_all(vec, bias, params[items_key]), items, axis=1)
         return mf_score(vec, bias, params[items_key], items)
 
     def score_all(params, src, tgt):

