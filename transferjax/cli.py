@@ -1,6 +1,9 @@
-"""Command line: `transferjax run | data`.
+"""Command line: `transferjax run | sweep | report | data | methods`.
 
     transferjax run experiments/synthetic_emcdr.py [--set key=value ...] [--out DIR] [--quick]
+                    [--seeds N]
+    transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=1e-3,1e-2 [--random N]
+    transferjax report runs/ --baseline mf --format md,csv,latex [--plots]
     transferjax data fetch ml-1m [--cache-dir DIR]
     transferjax data describe NAME [--set data.target=video] [--set protocol.beta=0.5]
     transferjax methods
@@ -23,7 +26,34 @@ def cmd_run(args) -> int:
     from transferjax.train.run import run
 
     cfg = _cfg_from_args(args)
+    if args.seeds is not None:
+        cfg = C.override(cfg, "seeds", str(args.seeds))
     run(cfg, out_dir=args.out)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from transferjax.train.sweep import sweep
+
+    cfg = _cfg_from_args(args)
+    if args.seeds is not None:
+        cfg = C.override(cfg, "seeds", str(args.seeds))
+    out = args.out or f"runs/sweep-{cfg.name}-{cfg.method}"
+    sweep(cfg, grids=args.grid or [], out_dir=out, random=args.random,
+          sample_seed=args.sample_seed)
+    print(f"sweep folder: {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from transferjax.reports import report_main
+
+    written = report_main(args.runs, out_dir=args.out,
+                          metrics=args.metrics.split(",") if args.metrics else None,
+                          baseline=args.baseline, split=args.split,
+                          fmt=tuple(args.format.split(",")), test=args.test, plots=args.plots)
+    for name, path in written.items():
+        print(f"{name}: {path}")
     return 0
 
 
@@ -62,7 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--out", help="run folder (default runs/NAME-METHOD-TIMESTAMP)")
     r.add_argument("--quick", action="store_true", help="the config's shrunken quick variant")
+    r.add_argument("--seeds", type=int, help="number of seeds (seed, seed+1, ...); vmapped "
+                   "in one program where that pays (trainer.vmap)")
     r.set_defaults(fn=cmd_run)
+
+    w = sub.add_parser("sweep", help="grid or random search, selected on cold-valid only")
+    w.add_argument("config", help="experiment file (or name in ./experiments)")
+    w.add_argument("--grid", action="append", metavar="KEY=V1,V2|KEY=log:LO:HI",
+                   help="a searched key and its values (repeat for more keys)")
+    w.add_argument("--random", type=int, default=0, help="random search with this budget")
+    w.add_argument("--sample-seed", type=int, default=0, help="seed of the random search")
+    w.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    w.add_argument("--seeds", type=int, help="seeds per point")
+    w.add_argument("--out", help="sweep folder (default runs/sweep-NAME-METHOD)")
+    w.add_argument("--quick", action="store_true", help="the config's shrunken quick variant")
+    w.set_defaults(fn=cmd_sweep)
+
+    rp = sub.add_parser("report", help="tables and plots from run folders")
+    rp.add_argument("runs", nargs="+", help="run folders or folders containing them")
+    rp.add_argument("--out", default="report", help="output folder")
+    rp.add_argument("--metrics", help="comma-separated metrics (default: all found)")
+    rp.add_argument("--baseline", default="mf", help="method the significance test compares to")
+    rp.add_argument("--split", default="test", choices=["test", "valid"])
+    rp.add_argument("--format", default="md,csv", help="md,csv,latex")
+    rp.add_argument("--test", default="ttest", choices=["ttest", "wilcoxon"],
+                    help="paired test over seeds")
+    rp.add_argument("--plots", action="store_true", help="PNG plots (needs transferjax[plots])")
+    rp.set_defaults(fn=cmd_report)
 
     m = sub.add_parser("methods", help="list registered methods")
     m.set_defaults(fn=cmd_methods)

@@ -94,7 +94,13 @@ class ProtocolConfig:
 
 @dataclasses.dataclass(**KW)
 class TrainerConfig:
-    """Optimisation of the stage that is selected on cold-valid (and defaults for others)."""
+    """Optimisation of the stage that is selected on cold-valid (and defaults for others).
+
+    checkpoint_every: save the training state every this many epochs and at each stage's end
+      (0: never); a rerun of the same command resumes from the newest checkpoint.
+    vmap: run several seeds as one vmapped program ("on"), one after another ("off"), or
+      choose by backend and model size ("auto"; see `transferjax.train.run.use_vmap`).
+    """
 
     lr: float = 1e-2
     batch_size: int = 1024
@@ -102,6 +108,8 @@ class TrainerConfig:
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     weight_decay: float = 0.0
     eval_every: int = 1
+    checkpoint_every: int = 5
+    vmap: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self):
         for k in ("lr", "batch_size", "epochs", "eval_every"):
@@ -224,11 +232,12 @@ class AlignConfig:
 
 @dataclasses.dataclass(**KW)
 class RunConfig:
-    """One run: a method on a dataset under a protocol."""
+    """One run: a method on a dataset under a protocol, for seeds seed .. seed + seeds - 1."""
 
     name: str = "run"
     method: str = "emcdr"
     seed: int = 0
+    seeds: int = 1
     data: DataConfig = DataConfig()
     protocol: ProtocolConfig = ProtocolConfig()
     trainer: TrainerConfig = TrainerConfig()

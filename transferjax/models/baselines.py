@@ -84,7 +84,7 @@ def domain_mf(cfg, inter, *, key, name: str, part: str, epochs: int, lr: float,
                   examples={"user": inter.user, "item": inter.item, "rating": inter.rating},
                   epochs=epochs, batch_size=batch_size,
                   optimizer=make_optimizer(optimizer, lr=lr, weight_decay=cfg.trainer.weight_decay),
-                  select=select)
+                  select=select, lr_key="trainer.lr" if select else "mf.lr")
     return params, stage
 
 

@@ -2,7 +2,7 @@
 
 Params are a dict pytree:
   user: f32[n_users, dim], item: f32[n_items, dim], user_bias: f32[n_users],
-  item_bias: f32[n_items], mu: f32[] (global mean, fixed to the training mean).
+  item_bias: f32[n_items], mu: f32[] (global offset, initialised to the training mean and trained).
 
 Losses take a batch dict of `user`, `item`, `rating` (i32/i32/f32[batch]) and `mask` bool[batch]
 (padding rows of the last batch are masked out).

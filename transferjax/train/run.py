@@ -2,7 +2,10 @@
 
 A run folder holds:
   config.json   the resolved config
-  metrics.json  every evaluation (valid and test), the selected one, and timings
+  metrics.json  every evaluation (valid and test), the selected one, and timings; with several
+                seeds, a "seeds" list of such entries
+  manifest.json config, versions, git commit, data fingerprint, seeds, devices, timings
+  ckpt/         orbax checkpoints of the training state (resume)
   scalars.jsonl and tb/ (TensorBoard event files through tensorboardX)
   summary.txt   the printed summary
 JSON files are written atomically (temp file, then rename).
@@ -10,13 +13,17 @@ JSON files are written atomically (temp file, then rename).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
 import platform
+import subprocess
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from transferjax import __version__
 from transferjax import config as C
@@ -30,69 +37,193 @@ def write_json(path: str | os.PathLike, obj) -> None:
     """Writes JSON atomically: a reader sees the old file or the complete new one."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def config_hash(cfg) -> str:
+    """8 hex digits identifying the resolved config (the default run folder's suffix)."""
+    return hashlib.sha256(C.dumps(cfg).encode()).hexdigest()[:8]
 
 
 def default_run_dir(cfg) -> pathlib.Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return pathlib.Path("runs") / f"{cfg.name}-{cfg.method}-{stamp}"
+    """runs/NAME-METHOD-HASH: the same command maps to the same folder, so a rerun resumes."""
+    return pathlib.Path("runs") / f"{cfg.name}-{cfg.method}-{config_hash(cfg)}"
+
+
+def split_fingerprint(split) -> str:
+    """sha256 over the arrays a run trains and evaluates on."""
+    h = hashlib.sha256()
+    for inter in (split.source_train, split.target_train):
+        h.update(inter.fingerprint().encode())
+    for part in (split.valid, split.test):
+        for a in (part.pairs, part.row, part.item, part.rating):
+            h.update(np.ascontiguousarray(a).tobytes())
+        if part.negatives is not None:
+            h.update(np.ascontiguousarray(part.negatives).tobytes())
+    h.update(np.ascontiguousarray(split.warm_pairs).tobytes())
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The package checkout's commit, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def use_vmap(cfg, split) -> bool:
+    """Whether several seeds run as one vmapped program.
+
+    "auto": on an accelerator always; on a CPU only for methods whose per-step work is small
+    enough that dispatch, not memory traffic or matmuls, bounds a step (measured in
+    benchmarks/seeds_vmap.py): the closed-form baselines and row-sparse updates. Dense Adam over
+    whole embedding tables moves every table byte each step, so on a CPU 8 seeds cost 8x the
+    bytes and vmap gains nothing; those run one after another.
+    """
+    if cfg.seeds <= 1 or cfg.trainer.vmap == "off":
+        return False
+    if cfg.trainer.vmap == "on":
+        return True
+    return jax.default_backend() != "cpu"
 
 
 def _fmt(metrics: dict, keys) -> str:
     return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
-def summary(cfg, result, split) -> str:
-    best = result.best
-    keys = [k for k in ("mae", "rmse", "hr@10", "ndcg@10", "mrr", "full_hr@10",
-                        "full_ndcg@10", "full_recall@10", "full_mrr") if k in best["valid"]]
-    lines = [
-        f"transferjax {__version__}  {cfg.name}  method={cfg.method}  data={split.data.name}  "
-        f"protocol={split.protocol}",
-        f"selected: stage={best['stage']} epoch={best['epoch']} by valid {result.select_metric}",
-        f"  valid  {_fmt(best['valid'], keys)}",
-        f"  test   {_fmt(best['test'], keys)}",
-        f"wall {result.wall_time:.1f}s (train {result.train_time:.1f}s)",
-    ]
+SUMMARY_KEYS = ("mae", "rmse", "hr@10", "ndcg@10", "mrr", "full_hr@10", "full_ndcg@10",
+                "full_recall@10", "full_mrr")
+
+
+def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
+    lines = [f"transferjax {__version__}  {cfg.name}  method={cfg.method}  data={split.data.name}  "
+             f"protocol={split.protocol}  seeds={list(seeds)}"]
+    for seed, r in zip(seeds, results):
+        best = r.best
+        keys = [k for k in SUMMARY_KEYS if k in best["valid"]]
+        lines += [f"seed {seed}: selected stage={best['stage']} epoch={best['epoch']} "
+                  f"by valid {r.select_metric}",
+                  f"  valid  {_fmt(best['valid'], keys)}",
+                  f"  test   {_fmt(best['test'], keys)}"]
+    if len(results) > 1:
+        keys = [k for k in SUMMARY_KEYS if k in results[0].best["test"]]
+        arr = {k: np.array([r.best["test"][k] for r in results]) for k in keys}
+        lines.append("  test mean +/- std: " + "  ".join(
+            f"{k}={v.mean():.4f}+/-{v.std(ddof=1):.4f}" for k, v in arr.items()))
+    r0 = results[0]
+    lines.append(f"wall {wall:.1f}s (train {train_s:.1f}s, compile {r0.compile_time:.1f}s)"
+                 + (f", resumed from checkpoint {r0.resumed_from}" if r0.resumed_from else ""))
     return "\n".join(lines)
 
 
-def run(cfg, *, out_dir: str | os.PathLike | None = None, echo=print) -> dict:
-    """Runs `cfg` and writes its run folder; returns the metrics dict that was written."""
-    t0 = time.perf_counter()
-    out = pathlib.Path(out_dir) if out_dir else default_run_dir(cfg)
+def _seed_entry(seed, r) -> dict:
+    return {"seed": seed, "select_metric": r.select_metric,
+            "selected": {"index": r.selected, **r.best}, "history": r.history}
+
+
+def prepare_folder(cfg, out: pathlib.Path) -> None:
+    """Creates `out` with config.json; refuses a folder that holds a different config."""
+    if (out / "config.json").exists():
+        old = json.loads((out / "config.json").read_text())
+        if old != json.loads(C.dumps(cfg)):
+            raise C.ConfigError(f"{out} holds a run of a different config; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", C.to_dict(cfg))
-    data = build_dataset(cfg.data)
-    split = build_split(cfg.protocol, data)
-    t_data = time.perf_counter() - t0
-    writer = make_writer(out)
-    try:
-        train = make_train(cfg, split, evaluate=make_evaluate(cfg, split), log=writer.scalars)
-        result = train(jax.random.key(cfg.seed))
-    finally:
-        writer.close()
-    metrics = {
-        "method": cfg.method,
-        "dataset": data.name,
-        "protocol": split.protocol,
+
+
+def train_seeds(cfg, split, *, out: pathlib.Path, writer, trials=None, progress: bool = False,
+                vmapped: bool | None = None) -> list:
+    """Trains seeds cfg.seed .. cfg.seed + cfg.seeds - 1 (times `trials`, when given).
+
+    `trials` (per-trial overrides of traced values such as learning rates) are crossed with the
+    seeds and always share one vmapped program; seeds alone are vmapped when `use_vmap` says so.
+    Returns one `Result` per (trial, seed), trial-major.
+    """
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    evaluate = make_evaluate(cfg, split)
+    vmapped = use_vmap(cfg, split) if vmapped is None else vmapped
+    if trials is not None or vmapped or len(seeds) == 1:
+        tri = None if trials is None else [t for t in trials for _ in seeds]
+        keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
+        train = make_train(cfg, split, evaluate=evaluate, log=writer.scalars,
+                           ckpt_dir=out / "ckpt", trials=tri, progress=progress)
+        results = train(keys[0] if len(keys) == 1 else jnp.stack(keys))
+        return results if isinstance(results, list) else [results]
+    results = []
+    for i, s in enumerate(seeds):
+        log = (lambda i: lambda step, v: writer.scalars(
+            step, {f"trial{i}/{k}": x for k, x in v.items()}))(i)
+        train = make_train(cfg, split, evaluate=evaluate, log=log,
+                           ckpt_dir=out / "ckpt" / f"seed{s}", progress=progress)
+        results.append(train(jax.random.key(s)))
+    return results
+
+
+def write_results(out: pathlib.Path, cfg, split, results, *, vmapped: bool, t_data: float,
+                  wall: float) -> dict:
+    """Writes metrics.json, manifest.json and summary.txt; returns the metrics dict."""
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    train_s = results[0].train_time if vmapped else sum(r.train_time for r in results)
+    common = {
+        "method": cfg.method, "dataset": split.data.name, "protocol": split.protocol,
         "protocol_info": {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                           for k, v in split.info.items()},
-        "select_metric": result.select_metric,
-        "selected": {"index": result.selected, **result.best},
-        "history": result.history,
-        "timing": {"data_s": t_data, "train_s": result.train_time,
-                   "wall_s": time.perf_counter() - t0},
+        "timing": {"data_s": t_data, "train_s": train_s, "compile_s": results[0].compile_time,
+                   "wall_s": wall},
         "version": __version__,
-        "devices": [str(d) for d in jax.devices()],
-        "host": platform.node(),
     }
+    if len(seeds) == 1:
+        metrics = {**common, **_seed_entry(seeds[0], results[0])}
+    else:
+        metrics = {**common, "seeds": [_seed_entry(s, r) for s, r in zip(seeds, results)]}
     write_json(out / "metrics.json", metrics)
-    text = summary(cfg, result, split) + f"\nrun folder: {out}"
+    write_json(out / "manifest.json", {
+        "config": C.to_dict(cfg), "version": __version__, "git_commit": git_commit(),
+        "data_fingerprint": split_fingerprint(split), "seeds": seeds, "vmapped_seeds": vmapped,
+        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
+        "host": platform.node(), "python": platform.python_version(), "jax": jax.__version__,
+        "wall_s": wall, "train_s": train_s, "compile_s": results[0].compile_time,
+        "data_s": t_data, "resumed_from": results[0].resumed_from,
+    })
+    text = summary(cfg, results, split, seeds, wall, train_s) + f"\nrun folder: {out}"
     (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
-    echo(text)
+    metrics["_summary"] = text
+    return metrics
+
+
+def run(cfg, *, out_dir: str | os.PathLike | None = None, echo=print, progress: bool = True) -> dict:
+    """Runs `cfg` and writes its run folder; returns the metrics dict that was written.
+
+    Rerunning with the same folder resumes from its newest checkpoint; a folder that holds a
+    different config is refused.
+    """
+    from transferjax.transfer.registry import get_method
+
+    get_method(cfg.method)  # fail on a typo before loading data or creating the folder
+    if cfg.seeds < 1:
+        raise C.ConfigError(f"seeds must be >= 1, got {cfg.seeds}")
+    t0 = time.perf_counter()
+    out = pathlib.Path(out_dir) if out_dir else default_run_dir(cfg)
+    prepare_folder(cfg, out)
+    split = build_split(cfg.protocol, build_dataset(cfg.data))
+    t_data = time.perf_counter() - t0
+    vmapped = use_vmap(cfg, split)
+    writer = make_writer(out)
+    try:
+        results = train_seeds(cfg, split, out=out, writer=writer, progress=progress, vmapped=vmapped)
+    finally:
+        writer.close()
+    metrics = write_results(out, cfg, split, results, vmapped=vmapped, t_data=t_data,
+                            wall=time.perf_counter() - t0)
+    echo(metrics.pop("_summary"))
     return metrics

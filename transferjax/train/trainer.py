@@ -37,6 +37,8 @@ class Stage:
       epochs, batch_size: passes over the examples and rows per step.
       optimizer: an optax transformation for the trained part.
       select: evaluate on valid after epochs and keep the best epoch's metrics.
+      lr_key: the config key that sets this stage's learning rate (a sweep over that key
+        changes the rate of this stage only; it is a traced value in the optimizer state).
     """
 
     name: str
@@ -47,23 +49,30 @@ class Stage:
     batch_size: int
     optimizer: optax.GradientTransformation
     select: bool = False
+    lr_key: str = "trainer.lr"
 
 
 def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):
-    """optax optimizer by name: adam | adamw | sgd | adagrad."""
-    if name == "adam":
-        return optax.adam(lr)
-    if name == "adamw":
-        return optax.adamw(lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return optax.sgd(lr)
-    if name == "adagrad":
-        return optax.adagrad(lr)
-    raise ValueError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd, adagrad")
+    """optax optimizer by name: adam | adamw | sgd | adagrad.
+
+    The learning rate is injected as a hyperparameter (`opt_state.hyperparams["learning_rate"]`),
+    an array in the optimizer state, so runs that differ only in it share one compiled program
+    and can be batched under `vmap`.
+    """
+    makers = {"adam": optax.adam, "adamw": lambda learning_rate: optax.adamw(
+        learning_rate, weight_decay=weight_decay), "sgd": optax.sgd, "adagrad": optax.adagrad}
+    if name not in makers:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(makers)}")
+    return optax.inject_hyperparams(makers[name])(learning_rate=lr)
 
 
-def make_epoch_fn(stage: Stage) -> Callable:
-    """Jitted `epoch(part, opt_state, frozen, examples, key) -> (part, opt_state, stats)`."""
+def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> Callable:
+    """`epoch(part, opt_state, frozen, examples, key) -> (part, opt_state, stats)`.
+
+    One pass over `stage.examples` as a `lax.scan` of fixed-shape steps. With `batched`, part,
+    opt_state, frozen and key carry a leading trial axis (seeds, learning rates) under `vmap`;
+    the examples are shared. Jitted with part and opt_state donated unless `jit=False`.
+    """
     n = len(next(iter(stage.examples.values())))
     batch_size = min(stage.batch_size, n)
     steps = math.ceil(n / batch_size)
@@ -93,7 +102,8 @@ def make_epoch_fn(stage: Stage) -> Callable:
         stats = {"loss": jnp.mean(losses), **{k: jnp.mean(v) for k, v in aux.items()}}
         return part, opt_state, stats
 
-    return jax.jit(epoch, donate_argnums=(0, 1))
+    fn = jax.vmap(epoch, in_axes=(0, 0, 0, None, 0)) if batched else epoch
+    return jax.jit(fn, donate_argnums=(0, 1)) if jit else fn
 
 
 def lower_is_better(metric: str) -> bool:
@@ -113,7 +123,7 @@ def select_best(valid_history: list[dict], metric: str) -> int:
 
 @dataclasses.dataclass
 class Result:
-    """What `train(key)` returns: final params, the evaluation history and the selection."""
+    """One trial's outcome: final params, the evaluation history and the selection."""
 
     params: Any
     history: list
@@ -121,20 +131,39 @@ class Result:
     select_metric: str
     wall_time: float
     train_time: float
+    compile_time: float = 0.0
+    resumed_from: int | None = None
 
     @property
     def best(self) -> dict:
         return self.history[self.selected]
 
 
-def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None) -> Callable:
-    """Returns `train(key) -> Result` for `cfg.method` on `split`.
+def _index(tree, i: int):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def _stack(trees: list):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
+               ckpt_dir=None, trials: list[dict] | None = None, progress: bool = False) -> Callable:
+    """Returns `train(keys) -> list[Result]` (or `train(key) -> Result` for one scalar key).
+
+    A leading axis of `keys` is a batch of trials (seeds) trained in one compiled program under
+    `vmap` (the params of every stage carry the trial axis; the training data are shared).
+    Evaluation and selection run per trial on the valid split only.
 
     Args:
       cfg: a `RunConfig`.
       split: a `Split`.
       evaluate: `evaluate(scorer, params, heldout) -> dict` (see `transferjax.train.evaluate`).
-      log: optional `log(step, scalars: dict)` called after each epoch and evaluation.
+      log: optional `log(step, scalars)`; batched trials log with a `trial{i}/` prefix.
+      ckpt_dir: folder for orbax checkpoints; an existing checkpoint is resumed from.
+      trials: optional per-trial overrides of traced values, e.g. `[{"trainer.lr": 1e-2}, ...]`
+        (one dict per key; only learning rates, keyed by each stage's `lr_key`).
+      progress: show progress (a bar on a terminal, plain lines otherwise).
     """
     from transferjax.train.evaluate import default_select_metric
     from transferjax.transfer.registry import get_method
@@ -142,45 +171,115 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None) -
     method = get_method(cfg.method)
     metric = cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
     log = log or (lambda step, scalars: None)
+    every = cfg.trainer.checkpoint_every
 
-    def train(key: jax.Array) -> Result:
+    def train(keys: jax.Array):
+        single = keys.ndim == 0
+        keys = keys[None] if single else keys
+        n = keys.shape[0]
+        overrides = trials or [{} for _ in range(n)]
+        if len(overrides) != n:
+            raise ValueError(f"{len(overrides)} trial overrides for {n} keys")
+        batched = n > 1
         t0 = time.perf_counter()
-        k_init, k_train = jax.random.split(key)
-        built = method.build(cfg, split, key=k_init)
-        params, history, step = built.params, [], 0
-        train_time = 0.0
+        k_init, k_train = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        builts = [method.build(cfg, split, key=k_init[i]) for i in range(n)]
+        built = builts[0]
+        params = _stack([b.params for b in builts]) if batched else built.params
+        del builts
+        bar = None
+        if progress:
+            from transferjax.train.progress import Progress
 
-        def record(stage: str, epoch: int, stats: dict):
-            entry = {"stage": stage, "epoch": epoch, "step": step, "train": stats,
-                     "valid": evaluate(built.scorer, params, split.valid),
-                     "test": evaluate(built.scorer, params, split.test)}
-            history.append(entry)
-            log(step, {**{f"train/{k}": v for k, v in stats.items()},
-                       **{f"valid/{k}": v for k, v in entry["valid"].items()},
-                       **{f"test/{k}": v for k, v in entry["test"].items()}})
+            bar = Progress(sum(st.epochs for st in built.stages))
+        history = [[] for _ in range(n)]
+        clock = {"step": 0, "train": 0.0, "compile": 0.0}
+        ckpt = None
+        start_stage, start_epoch, resumed, restored = 0, 0, None, None
+        if ckpt_dir is not None and every > 0:
+            from transferjax.train.checkpoint import Checkpointer
+
+            ckpt = Checkpointer(ckpt_dir)
+            meta = ckpt.latest_meta()
+            if meta is not None:
+                start_stage, start_epoch = meta["stage"], meta["epoch"]
+                history, resumed = meta["history"], meta["_step"]
+                clock.update(step=meta["step"], train=meta["train_time"])
+                restored = meta["_step"]
+
+        def trial_params(i):
+            return _index(params, i) if batched else params
+
+        def record(stage_name: str, epoch: int, stats: list[dict]):
+            for i in range(n):
+                p = trial_params(i)
+                entry = {"stage": stage_name, "epoch": epoch, "step": clock["step"],
+                         "train": stats[i], "valid": evaluate(built.scorer, p, split.valid),
+                         "test": evaluate(built.scorer, p, split.test)}
+                history[i].append(entry)
+                prefix = f"trial{i}/" if batched else ""
+                log(clock["step"], {**{f"{prefix}train/{k}": v for k, v in stats[i].items()},
+                                    **{f"{prefix}valid/{k}": v for k, v in entry["valid"].items()},
+                                    **{f"{prefix}test/{k}": v for k, v in entry["test"].items()}})
 
         for s_idx, stage in enumerate(built.stages):
-            epoch_fn = make_epoch_fn(stage)
+            if s_idx < start_stage:
+                continue
+            epoch_fn = make_epoch_fn(stage, batched=batched, jit=False)
             examples = {k: jnp.asarray(v) for k, v in stage.examples.items()}
-            part = params[stage.part]
-            opt_state = stage.optimizer.init(part)
-            for ep in range(stage.epochs):
+            init = jax.vmap(stage.optimizer.init) if batched else stage.optimizer.init
+            opt_state = init(params[stage.part])
+            lrs = [o.get(stage.lr_key) for o in overrides]
+            if any(v is not None for v in lrs):
+                base = float(opt_state.hyperparams["learning_rate"].reshape(-1)[0])
+                lr = jnp.asarray([base if v is None else v for v in lrs], jnp.float32)
+                opt_state.hyperparams["learning_rate"] = lr if batched else lr[0]
+            first = 0
+            if restored is not None and s_idx == start_stage:
+                state = ckpt.restore(restored, {"params": params, "opt": opt_state})
+                params, opt_state, first = state["params"], state["opt"], start_epoch
+                restored = None
+            compiled = None
+            for ep in range(first, stage.epochs):
+                part = params[stage.part]
                 frozen = {k: v for k, v in params.items() if k != stage.part}
-                k_ep = jax.random.fold_in(jax.random.fold_in(k_train, s_idx), ep)
+                fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: B023
+                k_ep = jax.vmap(fold)(k_train) if batched else fold(k_train[0])
+                args = (part, opt_state, frozen, examples, k_ep)
+                if compiled is None:
+                    t1 = time.perf_counter()
+                    compiled = jax.jit(epoch_fn, donate_argnums=(0, 1)).lower(*args).compile()
+                    clock["compile"] += time.perf_counter() - t1
                 t1 = time.perf_counter()
-                part, opt_state, stats = epoch_fn(part, opt_state, frozen, examples, k_ep)
-                stats = {k: float(v) for k, v in stats.items()}
-                train_time += time.perf_counter() - t1
+                part, opt_state, stats = compiled(*args)
+                stats = jax.device_get(stats)
+                clock["train"] += time.perf_counter() - t1
+                stats = [{k: float(v[i] if batched else v) for k, v in stats.items()} for i in range(n)]
                 params = {**params, stage.part: part}
-                step += 1
+                clock["step"] += 1
                 if stage.select and ((ep + 1) % cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs):
                     record(stage.name, ep + 1, stats)
                 else:
-                    log(step, {f"train/{stage.name}/{k}": v for k, v in stats.items()})
-        if not history:  # nothing selects (closed-form baselines): one evaluation at the end
-            record("final", 0, {})
-        selected = select_best([h["valid"] for h in history], metric)
-        return Result(params=params, history=history, selected=selected, select_metric=metric,
-                      wall_time=time.perf_counter() - t0, train_time=train_time)
+                    log(clock["step"], {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
+                if bar is not None:
+                    bar.update(clock["step"], math.ceil(len(next(iter(examples.values())))
+                                                           / stage.batch_size) * n,
+                                    f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}")
+                if ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
+                    ckpt.save(clock["step"], {"params": params, "opt": opt_state},
+                              {"stage": s_idx, "epoch": ep + 1, "step": clock["step"],
+                               "history": history, "train_time": clock["train"]})
+        if ckpt is not None:
+            ckpt.close()
+        if bar is not None:
+            bar.close()
+        if not history[0]:  # nothing selects (closed-form baselines): one evaluation at the end
+            record("final", 0, [{} for _ in range(n)])
+        wall = time.perf_counter() - t0
+        results = [Result(params=trial_params(i), history=history[i],
+                          selected=select_best([h["valid"] for h in history[i]], metric),
+                          select_metric=metric, wall_time=wall, train_time=clock["train"],
+                          compile_time=clock["compile"], resumed_from=resumed) for i in range(n)]
+        return results[0] if single else results
 
     return train

@@ -53,7 +53,8 @@ class Method:
 _METHODS: dict[str, Method] = {}
 # Modules whose import registers the built-in methods.
 _BUILTIN_MODULES = ("transferjax.models.baselines", "transferjax.transfer.mapping",
-                    "transferjax.transfer.collective", "transferjax.transfer.ptupcdr")
+                    "transferjax.transfer.collective", "transferjax.transfer.ptupcdr",
+                    "transferjax.transfer.phi")
 
 
 def register(name: str) -> Callable:

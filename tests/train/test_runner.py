@@ -1,0 +1,147 @@
+"""Runner: vmapped seeds and learning rates equal sequential runs, SIGKILL + rerun resumes to the
+same metrics, sweeps choose on valid only, atomic result files."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transferjax import config as C
+from transferjax.data.registry import build_dataset, build_split
+from transferjax.train import run as R
+from transferjax.train.evaluate import make_evaluate
+from transferjax.train.trainer import make_train
+
+SMALL = C.SyntheticConfig(n_overlap=300, n_source_only=100, n_target_only=100,
+                          n_items_source=150, n_items_target=120, density_source=0.1,
+                          density_target=0.05, shift_deg=5.0, seed=2)
+CFG = C.RunConfig(method="emcdr", data=C.DataConfig(name="synthetic", synthetic=SMALL),
+                  protocol=C.ProtocolConfig(beta=0.3, seed=1),
+                  trainer=C.TrainerConfig(lr=1e-2, batch_size=64, epochs=4),
+                  mf=C.MFConfig(dim=8, epochs=3, batch_size=128))
+
+
+@pytest.fixture(scope="module")
+def split():
+    return build_split(CFG.protocol, build_dataset(CFG.data))
+
+
+def _hist(r, part):
+    return np.array([[h[part][k] for k in sorted(h[part])] for h in r.history])
+
+
+def test_vmapped_seeds_equal_sequential(split):
+    train = make_train(CFG, split, evaluate=make_evaluate(CFG, split))
+    batched = train(jnp.stack([jax.random.key(5), jax.random.key(6)]))
+    for r, seed in zip(batched, (5, 6)):
+        alone = train(jax.random.key(seed))
+        np.testing.assert_allclose(_hist(r, "valid"), _hist(alone, "valid"), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(_hist(r, "test"), _hist(alone, "test"), rtol=1e-4, atol=1e-5)
+        assert r.selected == alone.selected
+    assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
+
+
+def test_vmapped_learning_rates_equal_separate_runs(split):
+    lrs = [3e-3, 3e-2]
+    train = make_train(CFG, split, evaluate=make_evaluate(CFG, split),
+                       trials=[{"trainer.lr": v} for v in lrs])
+    batched = train(jnp.stack([jax.random.key(0)] * 2))
+    for r, lr in zip(batched, lrs):
+        cfg = C.override(CFG, "trainer.lr", str(lr))
+        alone = make_train(cfg, split, evaluate=make_evaluate(cfg, split))(jax.random.key(0))
+        np.testing.assert_allclose(_hist(r, "valid"), _hist(alone, "valid"), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
+
+
+def _cli(args, cwd, **kw):
+    return subprocess.Popen([sys.executable, "-m", "transferjax.cli", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
+    exp = tmp_path / "exp.py"
+    exp.write_text(
+        "from transferjax import config as C\n"
+        f"def get_config():\n    return C.from_dict(C.RunConfig, {C.to_dict(dataclasses.replace(CFG, trainer=dataclasses.replace(CFG.trainer, epochs=60, checkpoint_every=1), mf=dataclasses.replace(CFG.mf, epochs=20)))!r})\n"
+    )
+    ref = _cli(["run", str(exp), "--out", str(tmp_path / "ref")], tmp_path)
+    assert ref.wait(timeout=600) == 0, ref.stderr.read()
+    killed = tmp_path / "killed"
+    p = _cli(["run", str(exp), "--out", str(killed)], tmp_path)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until the mapping stage has checkpoints, then kill
+        steps = [int(d.name) for d in (killed / "ckpt").glob("[0-9]*") if d.name.isdigit()] if (killed / "ckpt").exists() else []
+        if steps and max(steps) >= 45:
+            break
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    again = _cli(["run", str(exp), "--out", str(killed)], tmp_path)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "resumed from checkpoint" in out
+    a = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert a["history"] == b["history"] and a["selected"] == b["selected"]
+    assert json.loads((killed / "manifest.json").read_text())["resumed_from"] >= 45
+
+
+def test_sweep_chooses_on_valid_only(tmp_path, monkeypatch):
+    from transferjax.train import sweep as S
+
+    cfg = dataclasses.replace(CFG, trainer=dataclasses.replace(CFG.trainer, checkpoint_every=0))
+    grids = ["trainer.lr=1e-3,3e-2", "mf.dim=4,8"]
+    a = S.sweep(cfg, grids=grids, out_dir=tmp_path / "a", echo=lambda *_: None)
+    real = S.build_split
+
+    def scrambled(pc, data):  # same valid, test with every rating set to 5.0
+        sp = real(pc, data)
+        return dataclasses.replace(sp, test=dataclasses.replace(sp.test, rating=sp.test.rating * 0 + 5.0))
+
+    monkeypatch.setattr(S, "build_split", scrambled)
+    b = S.sweep(cfg, grids=grids, out_dir=tmp_path / "b", echo=lambda *_: None)
+    assert a["chosen"] == b["chosen"]
+    assert [p["valid"] for p in a["points"]] == [p["valid"] for p in b["points"]]
+    assert [p["test_for_record"] for p in a["points"]] != [p["test_for_record"] for p in b["points"]]
+    assert a["budget"] == 4 and a["space"] == {"trainer.lr": ["1e-3", "3e-2"], "mf.dim": ["4", "8"]}
+    best = min(a["points"], key=lambda p: p["valid"])
+    assert a["chosen"]["index"] == best["index"]
+    m = json.loads((tmp_path / "a" / best["folder"] / "metrics.json").read_text())
+    assert m["selected"]["valid"]["rmse"] == pytest.approx(best["valid"])
+
+
+def test_sweep_rejects_unknown_grid_key(tmp_path):
+    from transferjax.train.sweep import parse_space, points
+
+    with pytest.raises(C.ConfigError, match="unknown config key 'trainer.lrr'"):
+        parse_space(CFG, ["trainer.lrr=1,2"])
+    with pytest.raises(C.ConfigError, match="not a valid int"):
+        parse_space(CFG, ["mf.dim=a,b"])
+    space = parse_space(CFG, ["trainer.lr=log:1e-4:1e-1", "mf.dim=4,8"])
+    pts = points(space, random=5, seed=3)
+    assert len(pts) == 5 and pts == points(space, random=5, seed=3)
+    assert all(1e-4 <= float(p["trainer.lr"]) <= 1e-1 for p in pts)
+
+
+def test_write_json_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "m.json"
+    R.write_json(path, {"a": 1})
+
+    def boom(obj, f, **kw):
+        f.write('{"a": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R.json, "dump", boom)
+    with pytest.raises(KeyboardInterrupt):
+        R.write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]

@@ -1,0 +1,136 @@
+"""Hyperparameter sweeps: grid or random search, selected on cold-valid only.
+
+    transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=1e-3,1e-2 --grid mf.dim=8,16
+    transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=log:1e-4:1e-1 --random 6
+
+Points that differ only in traced values (learning rates: each stage's `lr_key`) run together
+as one vmapped program; every other point runs on its own. Each point gets a run folder
+(`point-NNN/`) readable by `transferjax report`; `sweep.json` records the search space, the
+budget, every point's valid metric (mean over seeds at each seed's selected epoch) and the
+chosen values. Test metrics are stored for the record and never read by the choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pathlib
+import time
+
+import numpy as np
+
+from transferjax import config as C
+from transferjax.data.registry import build_dataset, build_split
+from transferjax.train.run import prepare_folder, train_seeds, use_vmap, write_json, write_results
+from transferjax.train.trainer import lower_is_better
+from transferjax.train.writers import make_writer
+
+TRACED = ("trainer.lr", "mf.lr")
+
+
+def parse_space(base, grids: list[str]) -> dict[str, list | tuple]:
+    """{'trainer.lr': ['0.001', '0.01'], 'mf.lr': ('log', 1e-4, 1e-1)}; validates every key/value."""
+    space: dict = {}
+    for g in grids:
+        key, sep, raw = g.partition("=")
+        key = key.strip()
+        if not sep or not raw:
+            raise C.ConfigError(f"--grid {g!r} must look like key=v1,v2 or key=log:lo:hi")
+        if raw.startswith("log:"):
+            parts = raw.split(":")
+            if len(parts) != 3:
+                raise C.ConfigError(f"--grid {g!r}: a log range is log:lo:hi")
+            lo, hi = float(parts[1]), float(parts[2])
+            if not 0 < lo < hi:
+                raise C.ConfigError(f"--grid {g!r}: need 0 < lo < hi")
+            C.override(base, key, str(lo))  # validates the key and its type
+            space[key] = ("log", lo, hi)
+        else:
+            values = [v.strip() for v in raw.split(",") if v.strip()]
+            for v in values:
+                C.override(base, key, v)
+            space[key] = values
+    return space
+
+
+def points(space: dict, *, random: int = 0, seed: int = 0) -> list[dict]:
+    """Grid (every combination) or `random` points drawn with a seeded generator."""
+    if not random:
+        if any(isinstance(v, tuple) for v in space.values()):
+            raise C.ConfigError("a log:lo:hi range needs random search (--random N)")
+        keys = list(space)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*space.values())]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(random):
+        pt = {}
+        for k, v in space.items():
+            if isinstance(v, tuple):
+                pt[k] = repr(float(math.exp(rng.uniform(math.log(v[1]), math.log(v[2])))))
+            else:
+                pt[k] = v[int(rng.integers(len(v)))]
+        out.append(pt)
+    return out
+
+
+def _valid_score(metrics_seeds: list, metric: str) -> float:
+    return float(np.mean([r.best["valid"][metric] for r in metrics_seeds]))
+
+
+def sweep(base, *, grids: list[str], out_dir, random: int = 0, sample_seed: int = 0,
+          echo=print) -> dict:
+    """Runs the sweep and writes `out_dir/sweep.json`; returns its content."""
+    space = parse_space(base, grids)
+    pts = points(space, random=random, seed=sample_seed)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    split = build_split(base.protocol, build_dataset(base.data))
+    t_data = time.perf_counter() - t0
+    # Group points by everything that is not traced: one program per group.
+    groups: dict = {}
+    for i, pt in enumerate(pts):
+        static = tuple(sorted((k, v) for k, v in pt.items() if k not in TRACED))
+        groups.setdefault(static, []).append(i)
+    results: dict[int, list] = {}
+    cfgs = {i: C.apply_overrides(base, [f"{k}={v}" for k, v in pt.items()]) for i, pt in enumerate(pts)}
+    for static, idx in groups.items():
+        gcfg = C.apply_overrides(base, [f"{k}={v}" for k, v in static])
+        traced = [{k: float(v) for k, v in pts[i].items() if k in TRACED} for i in idx]
+        folder = out / f"group-{min(idx):03d}"
+        prepare_folder(gcfg, folder)
+        writer = make_writer(folder, tensorboard=False)
+        t1 = time.perf_counter()
+        try:
+            res = train_seeds(gcfg, split, out=folder, writer=writer,
+                              trials=traced if any(traced) else None)
+        finally:
+            writer.close()
+        wall = time.perf_counter() - t1
+        n_seeds = gcfg.seeds
+        for j, i in enumerate(idx):
+            mine = res[j * n_seeds:(j + 1) * n_seeds] if any(traced) else res
+            results[i] = mine
+            pdir = out / f"point-{i:03d}"
+            prepare_folder(cfgs[i], pdir)
+            write_results(pdir, cfgs[i], split, mine, vmapped=use_vmap(cfgs[i], split) or
+                          len(idx) > 1, t_data=t_data, wall=wall)
+    metric = results[0][0].select_metric
+    scores = [_valid_score(results[i], metric) for i in range(len(pts))]
+    best = int(np.argmin(scores) if lower_is_better(metric) else np.argmax(scores))
+    report = {
+        "space": {k: (list(v) if isinstance(v, tuple) else v) for k, v in space.items()},
+        "mode": "random" if random else "grid", "budget": len(pts), "sample_seed": sample_seed,
+        "select_metric": f"valid {metric} (mean over seeds at each seed's selected epoch)",
+        "points": [{"index": i, "values": pts[i], "valid": scores[i],
+                    "test_for_record": float(np.mean([r.best["test"][metric] for r in results[i]]))
+                    if metric in results[i][0].best["test"] else None,
+                    "folder": f"point-{i:03d}"} for i in range(len(pts))],
+        "chosen": {"index": best, "values": pts[best], "valid": scores[best]},
+        "wall_s": time.perf_counter() - t0,
+    }
+    write_json(out / "sweep.json", report)
+    for p in report["points"]:
+        mark = " <- chosen" if p["index"] == best else ""
+        echo(f"point {p['index']:3d} {p['values']}  valid {metric}={p['valid']:.4f}{mark}")
+    return report

@@ -1,0 +1,192 @@
+"""Collective matrix factorisation: CMF (Singh & Gordon, "Relational Learning via Collective
+Matrix Factorization", KDD 2008), as used for cross-domain recommendation.
+
+Both domains are factorised at once and the overlapping users share ONE user factor and bias:
+
+    r^s_ui = mu_s + b_u + b^s_i + <p_u, q^s_i>,      r^t_uj = mu_t + b_u + b^t_j + <p_u, q^t_j>
+    loss   = w * L_source + (1 - w) * L_target,       w = cfg.cmf.source_weight
+
+where each L is the masked mean over its own batch of the MF loss of `transferjax.models.mf`
+(squared error for explicit ratings, BPR with one uniform negative for implicit feedback, chosen
+per domain as in `baselines.mf_loss_kind`) plus `cfg.mf.reg` times the squared norm of the rows
+the example touches. mu_s, mu_t are fixed to each domain's training mean (0 for BPR).
+
+User rows live in a joint index (`joint_user_index`): every overlap pair gets one shared row,
+users of only one domain get their own rows. A cold user (an overlap user without target
+training rows) is scored with the shared factor learned from its source data; a user with no
+training row in either domain gets the item baseline mu_t + b^t_j.
+
+Two tables of different sizes, one stage: the stage's examples are the TARGET training rows
+(shuffled without replacement by the trainer, fixed batch B). Inside the loss a source batch of
+B_s = ceil(B * N_s / N_t) rows is drawn with replacement by `jax.random.randint` from the source
+rows, which are kept as device arrays in the frozen params key "source_rows" (never trained,
+passed to the jitted epoch as an argument, so nothing is baked into the compiled program). One
+epoch therefore sees about every row of each domain once, and every step computes the formula
+above exactly, with each L a mean over its own batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transferjax.models.baselines import mf_loss_kind
+from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
+from transferjax.train.trainer import Stage, make_optimizer
+from transferjax.transfer.registry import Built, Scorer, register
+
+
+def joint_user_index(n_source_users: int, n_target_users: int,
+                     overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Maps both domains' users to one joint table of user rows.
+
+    Rows 0..m-1 are the overlap pairs (in `overlap` order), then the source-only users (by
+    source index), then the target-only users (by target index).
+
+    Args:
+      n_source_users, n_target_users: user counts of the two domains.
+      overlap: int32[m, 2] one-to-one (source user, target user) pairs.
+
+    Returns:
+      src_to_joint: int32[n_source_users]; tgt_to_joint: int32[n_target_users];
+      n_joint = n_source_users + n_target_users - m.
+
+    Raises:
+      ValueError: an overlap index out of range or used twice.
+    """
+    ov = np.asarray(overlap, np.int64).reshape(-1, 2)
+    m = len(ov)
+    for col, n, name in ((0, n_source_users, "source"), (1, n_target_users, "target")):
+        if m and (ov[:, col].min() < 0 or ov[:, col].max() >= n):
+            raise ValueError(f"joint_user_index: overlap {name} index outside [0, {n})")
+        if len(np.unique(ov[:, col])) != m:
+            raise ValueError(f"joint_user_index: overlap {name} users must be distinct")
+    src = np.full(n_source_users, -1, np.int64)
+    tgt = np.full(n_target_users, -1, np.int64)
+    src[ov[:, 0]] = np.arange(m)
+    tgt[ov[:, 1]] = np.arange(m)
+    s_only = np.flatnonzero(src < 0)
+    src[s_only] = m + np.arange(len(s_only))
+    t_only = np.flatnonzero(tgt < 0)
+    tgt[t_only] = m + len(s_only) + np.arange(len(t_only))
+    return src.astype(np.int32), tgt.astype(np.int32), int(m + len(s_only) + len(t_only))
+
+
+def cmf_init(key: jax.Array, *, n_joint: int, n_items_source: int, n_items_target: int,
+             dim: int, init_std: float = 0.1, mu_source: float = 0.0,
+             mu_target: float = 0.0) -> dict:
+    """Trainable CMF params.
+
+    Returns:
+      {"user": f32[n_joint, dim], "user_bias": f32[n_joint],
+       "source": {"item": f32[n_items_source, dim], "item_bias", "mu"},
+       "target": {"item": f32[n_items_target, dim], "item_bias", "mu"}}
+    """
+    ku, ks, kt = jax.random.split(key, 3)
+    user = mf_init(ku, n_users=n_joint, n_items=1, dim=dim, init_std=init_std)
+    out = {"user": user["user"], "user_bias": user["user_bias"]}
+    for name, k, n, mu in (("source", ks, n_items_source, mu_source),
+                           ("target", kt, n_items_target, mu_target)):
+        p = mf_init(k, n_users=1, n_items=n, dim=dim, init_std=init_std, mu=mu)
+        out[name] = {"item": p["item"], "item_bias": p["item_bias"], "mu": p["mu"]}
+    return out
+
+
+def _view(cmf: dict, domain: str) -> dict:
+    """The MF params dict of one domain (shared user rows, that domain's items, fixed mu)."""
+    d = cmf[domain]
+    return {"user": cmf["user"], "user_bias": cmf["user_bias"], "item": d["item"],
+            "item_bias": d["item_bias"], "mu": jax.lax.stop_gradient(d["mu"])}
+
+
+def cmf_loss(cmf: dict, target_batch: dict, source_batch: dict, *, source_weight: float,
+             kinds: tuple[str, str] = ("mse", "mse"), reg: float,
+             key: jax.Array) -> tuple[jax.Array, dict]:
+    """CMF objective of one step (Singh & Gordon, KDD 2008).
+
+    loss = source_weight * L_s + (1 - source_weight) * L_t, with L_d the masked batch mean of
+    `mf_loss` (MSE or BPR, with its per-row L2 term `reg`) in domain d's params view.
+
+    Args:
+      cmf: params of `cmf_init`.
+      target_batch, source_batch: `user` (JOINT rows) i32[b], `item` i32[b], `rating` f32[b],
+        `mask` bool[b]; the two batches may differ in size.
+      source_weight: w in [0, 1].
+      kinds: (source kind, target kind), each "mse" or "bpr".
+      key: negatives for BPR (split between the domains).
+
+    Returns:
+      (scalar loss, {"source_loss", "target_loss"} each including its L2 term).
+    """
+    k_s, k_t = jax.random.split(key)
+    l_s, _ = mf_loss(_view(cmf, "source"), source_batch, kind=kinds[0], reg=reg, key=k_s)
+    l_t, _ = mf_loss(_view(cmf, "target"), target_batch, kind=kinds[1], reg=reg, key=k_t)
+    loss = source_weight * l_s + (1.0 - source_weight) * l_t
+    return loss, {"source_loss": l_s, "target_loss": l_t}
+
+
+def source_batch_size(batch_size: int, n_source: int, n_target: int) -> int:
+    """B_s = ceil(B * N_s / N_t) with B = min(batch_size, N_t): one epoch ~ one pass of each."""
+    b = min(batch_size, n_target)
+    return max(1, math.ceil(b * n_source / n_target))
+
+
+@register("cmf")
+def build_cmf(cfg, split, *, key) -> Built:
+    """CMF: one user factor shared by both domains, weighted source and target losses."""
+    w = float(cfg.cmf.source_weight)
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"cmf.source_weight must be in [0, 1], got {w}")
+    src, tgt = split.source_train, split.target_train
+    s2j, t2j, n_joint = joint_user_index(src.n_users, tgt.n_users, split.data.overlap)
+    kinds = (mf_loss_kind(cfg, src), mf_loss_kind(cfg, tgt))
+    mus = [float(d.rating.mean()) if k == "mse" else 0.0
+           for d, k in zip((src, tgt), kinds, strict=True)]
+    cmf = cmf_init(key, n_joint=n_joint, n_items_source=src.n_items, n_items_target=tgt.n_items,
+                   dim=cfg.mf.dim, init_std=cfg.mf.init_std, mu_source=mus[0], mu_target=mus[1])
+    rows = {"user": jnp.asarray(s2j[src.user]), "item": jnp.asarray(src.item),
+            "rating": jnp.asarray(src.rating)}
+    n_s = len(src)
+    b_s = source_batch_size(cfg.trainer.batch_size, n_s, len(tgt))
+    reg = cfg.mf.reg
+
+    def loss(p, batch, k):
+        k_idx, k_loss = jax.random.split(k)
+        idx = jax.random.randint(k_idx, (b_s,), 0, n_s, dtype=jnp.int32)
+        sb = {name: v[idx] for name, v in p["source_rows"].items()}
+        sb["mask"] = jnp.ones((b_s,), bool)
+        return cmf_loss(p["cmf"], batch, sb, source_weight=w, kinds=kinds, reg=reg, key=k_loss)
+
+    stage = Stage(name="cmf", part="cmf", loss=loss,
+                  examples={"user": t2j[tgt.user], "item": tgt.item, "rating": tgt.rating},
+                  epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
+                  optimizer=make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
+                                           weight_decay=cfg.trainer.weight_decay),
+                  select=True)
+    trained = np.zeros(n_joint, bool)
+    trained[s2j[src.user]] = True
+    trained[t2j[tgt.user]] = True
+    scorer = _cmf_scorer(jnp.asarray(t2j), jnp.asarray(trained))
+    return Built(params={"cmf": cmf, "source_rows": rows}, stages=(stage,), scorer=scorer)
+
+
+def _cmf_scorer(t2j: jax.Array, trained: jax.Array) -> Scorer:
+    """Scores with the joint row of the target user (shared with its source self when it is an
+    overlap user); rows never trained in either domain fall back to the item baseline."""
+
+    def user_repr(p, src, tgt):
+        row = t2j[tgt]
+        ok = trained[row]
+        vec = jnp.where(ok[:, None], p["cmf"]["user"][row], 0.0)
+        return vec, jnp.where(ok, p["cmf"]["user_bias"][row], 0.0)
+
+    def score_items(p, src, tgt, items):
+        return mf_score(*user_repr(p, src, tgt), _view(p["cmf"], "target"), items)
+
+    def score_all(p, src, tgt):
+        return mf_score_all(*user_repr(p, src, tgt), _view(p["cmf"], "target"))
+
+    return Scorer(score_items=score_items, score_all=score_all)
