@@ -39,6 +39,9 @@ class Stage:
       select: evaluate on valid after epochs and keep the best epoch's metrics.
       lr_key: the config key that sets this stage's learning rate (a sweep over that key
         changes the rate of this stage only; it is a traced value in the optimizer state).
+      step: optional custom update `step(part, opt_state, frozen, batch, key) -> (part,
+        opt_state, loss, aux)` replacing value_and_grad + `optimizer.update` (row-sparse
+        updates of embedding tables use it); `optimizer.init` still builds the state.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Stage:
     optimizer: optax.GradientTransformation
     select: bool = False
     lr_key: str = "trainer.lr"
+    step: Callable | None = None
 
 
 def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):
@@ -87,8 +91,13 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
             batch = {k: v[i] for k, v in examples.items()}
             batch["mask"] = m
 
+            k = jax.random.fold_in(k_step, t)
+            if stage.step is not None:
+                p, s, loss, aux = stage.step(p, s, frozen, batch, k)
+                return (p, s), (loss, aux)
+
             def f(p_):
-                return stage.loss({**frozen, stage.part: p_}, batch, jax.random.fold_in(k_step, t))
+                return stage.loss({**frozen, stage.part: p_}, batch, k)
 
             (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(p)
             with jax.numpy_dtype_promotion("standard"):  # optax mixes python floats and ints
