@@ -57,6 +57,25 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    if args.suite == "quality":
+        from transferjax.quality import run_quality
+
+        path = run_quality(quick=args.quick, runs_dir=args.runs, out=args.out or "BENCHMARKS.md",
+                           seeds=args.seeds, only=tuple(args.only.split(",")) if args.only else ())
+        print(f"wrote {path}")
+        return 0
+    import pathlib
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    try:
+        from benchmarks.speed import run_speed
+    except ImportError as e:
+        raise ValueError(f"the speed suite lives in the repository's benchmarks/ folder: {e}") from e
+    run_speed(out=args.out or "benchmarks/results/speed.json", quick=args.quick, device=None)
+    return 0
+
+
 def cmd_methods(args) -> int:
     from transferjax.transfer.registry import get_method, available
 
@@ -119,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="paired test over seeds")
     rp.add_argument("--plots", action="store_true", help="PNG plots (needs transferjax[plots])")
     rp.set_defaults(fn=cmd_report)
+
+    b = sub.add_parser("bench", help="quality suite (BENCHMARKS.md) or speed suite")
+    b.add_argument("suite", choices=["quality", "speed"])
+    b.add_argument("--quick", action="store_true", help="the quick variant")
+    b.add_argument("--runs", help="quality: folder for the run folders")
+    b.add_argument("--out", help="quality: markdown file (BENCHMARKS.md); speed: JSON file")
+    b.add_argument("--seeds", type=int, default=3, help="quality: seeds per cell")
+    b.add_argument("--only", help="quality: comma-separated task names")
+    b.set_defaults(fn=cmd_bench)
 
     m = sub.add_parser("methods", help="list registered methods")
     m.set_defaults(fn=cmd_methods)

@@ -6,6 +6,7 @@ The trainer never sees file formats: it receives the `Split` this module builds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 
 from transferjax.data.types import CrossDomainData, DataError, Split
@@ -20,8 +21,10 @@ def _root(path: str, default: str) -> pathlib.Path:
     return root
 
 
+@functools.lru_cache(maxsize=4)
 def build_dataset(dc) -> CrossDomainData:
-    """Loads the dataset named by `dc.name` (see `DataConfig`)."""
+    """Loads the dataset named by `dc.name` (see `DataConfig`); the last few are cached in
+    memory (configs are frozen, datasets are never modified in place)."""
     name = dc.name
     if name == "synthetic":
         from transferjax.data.synthetic import make_synthetic

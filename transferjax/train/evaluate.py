@@ -34,8 +34,11 @@ def make_evaluate(cfg, split):
     """Returns `evaluate(scorer, params, heldout) -> dict[str, float]`."""
     ec = cfg.eval
     explicit = not split.target_train.implicit
+    if ec.rating == "on" and not explicit:
+        raise ValueError("eval.rating=on needs explicit ratings; this target is implicit")
+    rating = explicit and ec.rating != "off"
     ranking = ec.ranking
-    if ranking == "none" and not explicit:
+    if ranking == "none" and not rating:
         ranking = "sampled" if split.valid.negatives is not None else "full"
     if ranking in ("sampled", "both") and split.valid.negatives is None:
         raise ValueError("eval.ranking needs sampled negatives: set protocol.n_negatives > 0")
@@ -44,7 +47,7 @@ def make_evaluate(cfg, split):
     def evaluate(scorer, params, heldout) -> dict:
         rate, items_fn, all_fn = _jitted(scorer)
         out = {}
-        if explicit:
+        if rating:
             out.update(rating_eval(lambda s, t, i: rate(params, s, t, i), heldout,
                                    chunk_size=max(ec.chunk_size, 4096)))
         if ranking in ("sampled", "both"):
