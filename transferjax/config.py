@@ -125,10 +125,12 @@ class EvalConfig:
       ndcg@10, hr@10, mrr, recall@10 (higher is better); "auto" picks rmse for explicit
       ratings and ndcg@10 otherwise.
     ranking: "sampled" (needs protocol.n_negatives), "full", "both" or "none".
+    rating: MAE/RMSE on explicit ratings ("auto": whenever the target has explicit ratings).
     """
 
     select: str = "auto"
     ranking: Literal["none", "sampled", "full", "both"] = "none"
+    rating: Literal["auto", "on", "off"] = "auto"
     ks: tuple[int, ...] = (1, 5, 10, 20)
     chunk_size: int = 1024
 
@@ -140,6 +142,10 @@ class MFConfig:
     loss: "mse" for explicit ratings, "bpr" for implicit feedback (one sampled negative).
     reg: L2 weight on the factors and biases of each example's rows.
     epochs / lr: pre-training of the per-domain MF used by mapping methods (EMCDR).
+    sparse: row-sparse updates of the embedding tables (`transferjax.train.sparse`): each step
+      touches only the batch's rows, with lazily updated moments; adam becomes lazy Adam,
+      adagrad row-wise Adagrad (other optimizers are refused). Applies to every MF stage
+      (mf, EMCDR/PTUPCDR pre-training) and to CMF.
     """
 
     dim: int = 32
@@ -149,6 +155,7 @@ class MFConfig:
     epochs: int = 20
     lr: float = 1e-2
     batch_size: int = 1024
+    sparse: bool = False
 
 
 @dataclasses.dataclass(**KW)

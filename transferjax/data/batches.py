@@ -54,7 +54,9 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
     if n <= 0 or batch_size <= 0:
         raise ValueError(f"epoch_batches: n={n} and batch_size={batch_size} must be positive")
     steps = -(-n // batch_size)
-    perm = jax.random.permutation(key, n).astype(jnp.int32)
+    # One sort of 32 random bits per row: about half the cost of jax.random.permutation's
+    # multi-round shuffle on a CPU; ties (about n^2 / 2^33 pairs) keep index order.
+    perm = jnp.argsort(jax.random.bits(key, (n,), jnp.uint32)).astype(jnp.int32)
     pad = steps * batch_size - n
     idx = jnp.concatenate([perm, jnp.zeros((pad,), jnp.int32)]).reshape(steps, batch_size)
     mask = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size)

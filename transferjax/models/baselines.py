@@ -80,10 +80,16 @@ def domain_mf(cfg, inter, *, key, name: str, part: str, epochs: int, lr: float,
     def loss(p, batch, k):
         return mf_loss(p[part], batch, kind=kind, reg=reg, key=k)
 
+    opt, step = make_optimizer(optimizer, lr=lr, weight_decay=cfg.trainer.weight_decay), None
+    if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.train.sparse)
+        from transferjax.train.sparse import make_sparse_optimizer
+        from transferjax.train.sparse_mf import mf_sparse_step
+
+        opt = make_sparse_optimizer(optimizer, lr=lr)
+        step = mf_sparse_step(kind=kind, reg=reg, optimizer=opt)
     stage = Stage(name=name, part=part, loss=loss,
                   examples={"user": inter.user, "item": inter.item, "rating": inter.rating},
-                  epochs=epochs, batch_size=batch_size,
-                  optimizer=make_optimizer(optimizer, lr=lr, weight_decay=cfg.trainer.weight_decay),
+                  epochs=epochs, batch_size=batch_size, optimizer=opt, step=step,
                   select=select, lr_key="trainer.lr" if select else "mf.lr")
     return params, stage
 

@@ -160,12 +160,20 @@ def build_cmf(cfg, split, *, key) -> Built:
         sb["mask"] = jnp.ones((b_s,), bool)
         return cmf_loss(p["cmf"], batch, sb, source_weight=w, kinds=kinds, reg=reg, key=k_loss)
 
+    opt = make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
+                         weight_decay=cfg.trainer.weight_decay)
+    step = None
+    if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.train.sparse)
+        from transferjax.train.sparse import make_sparse_optimizer
+        from transferjax.train.sparse_mf import cmf_sparse_step
+
+        opt = make_sparse_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr)
+        step = cmf_sparse_step(source_weight=w, kinds=kinds, reg=reg, source_batch=b_s,
+                               optimizer=opt)
     stage = Stage(name="cmf", part="cmf", loss=loss,
                   examples={"user": t2j[tgt.user], "item": tgt.item, "rating": tgt.rating},
                   epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
-                  optimizer=make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
-                                           weight_decay=cfg.trainer.weight_decay),
-                  select=True)
+                  optimizer=opt, step=step, select=True)
     trained = np.zeros(n_joint, bool)
     trained[s2j[src.user]] = True
     trained[t2j[tgt.user]] = True

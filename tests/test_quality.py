@@ -1,0 +1,38 @@
+"""Quality suite: runs through the runner, reuses finished runs, BENCHMARKS.md from run folders."""
+
+import json
+
+import numpy as np
+
+from transferjax import quality as Q
+
+
+def _tiny_suite(*, quick):
+    return [Q.Task(name="synthetic_tiny", experiment="synthetic_emcdr.py",
+                   overrides=("data.synthetic.n_overlap=200", "data.synthetic.n_source_only=50",
+                              "data.synthetic.n_target_only=50", "data.synthetic.n_items_source=80",
+                              "data.synthetic.n_items_target=60", "trainer.checkpoint_every=0"),
+                   methods=("item_mean", "mf", "emcdr"))]
+
+
+def test_quality_suite_writes_report_from_run_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    out = tmp_path / "BENCHMARKS.md"
+    Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=2, echo=lambda *_: None)
+    text = out.read_text()
+    assert "## synthetic_tiny" in text and "transferjax bench quality --quick" in text
+    for m in ("item_mean", "mf", "emcdr"):
+        assert f"| {m}" in text or f"| **{m}" in text or m in text
+    # the emcdr cell equals the mean of the per-seed test rmse in its metrics.json
+    metrics = json.loads((tmp_path / "runs" / "synthetic_tiny" / "emcdr" / "metrics.json").read_text())
+    vals = [s["selected"]["test"]["rmse"] for s in metrics["seeds"]]
+    assert f"{np.mean(vals):.4f}" in text
+
+    # a second call reuses every finished run folder instead of training again
+    def boom(*a, **k):
+        raise AssertionError("should have reused the run folder")
+
+    import transferjax.train.run as R
+
+    monkeypatch.setattr(R, "run", boom)
+    Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=2, echo=lambda *_: None)

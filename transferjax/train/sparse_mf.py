@@ -1,0 +1,160 @@
+"""Row-sparse training steps for the MF family (`Stage.step` hooks; DESIGN.md section 6).
+
+A dense step differentiates the loss w.r.t. whole tables (a zeros-like table gradient, then
+Adam over every row). These steps gather the batch's rows first and differentiate w.r.t. the
+gathered rows only:
+
+    rows  = {user: P[u], user_bias: b_u[u], item: Q[i], item_bias: b_i[i]  (+ neg: Q[j],
+             neg_bias: b_i[j] for BPR, j the sampled negatives)}
+    (loss, aux), d rows, d mu = value_and_grad(row loss)(rows, mu)
+    params, state = optimizer.sparse_update(params, state, {table: (idx, d rows)}, {mu: d mu})
+
+The row loss is the same formula as `transferjax.models.mf.mse_loss` / `bpr_loss` (masked mean
+of the error plus `reg` times the squared norm of the rows each example touches) and BPR
+samples its negatives with the same call, so a sparse step computes the same loss and, summed
+over duplicate rows, the same gradient as the dense one. Masked (padding) examples get index -1,
+so they change no row and no moment (not even row 0's).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from transferjax.train.sparse import SparseOptimizer
+
+
+def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    m = mask.astype(x.dtype)
+    return jnp.sum(x * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, dict]:
+    """Gathers the rows a batch touches.
+
+    Args:
+      mf: MF params (`transferjax.models.mf.mf_init`): user f32[n_u, d], item f32[n_i, d],
+        user_bias f32[n_u], item_bias f32[n_i], mu f32[].
+      batch: user, item i32[b], rating f32[b], mask bool[b].
+      key: BPR negatives, drawn as in `bpr_loss` (j ~ U[0, n_items), shape of `item`).
+      kind: "mse" or "bpr".
+
+    Returns:
+      rows: {"user": f32[b, d], "user_bias": f32[b], "item": f32[b, d], "item_bias": f32[b]}
+        plus "neg": f32[b, d], "neg_bias": f32[b] for BPR.
+      idx: {"user": i32[b], "item": i32[b] (mse) or i32[2b] (bpr: positives then negatives)}
+        with -1 where the example is masked.
+    """
+    if kind not in ("mse", "bpr"):
+        raise ValueError(f"unknown MF loss {kind!r}; valid: mse, bpr")
+    u, i, mask = batch["user"], batch["item"], batch["mask"]
+    rows = {"user": mf["user"][u], "user_bias": mf["user_bias"][u],
+            "item": mf["item"][i], "item_bias": mf["item_bias"][i]}
+    item_idx = [i]
+    if kind == "bpr":
+        j = jax.random.randint(key, i.shape, 0, mf["item"].shape[0], dtype=i.dtype)
+        rows["neg"], rows["neg_bias"] = mf["item"][j], mf["item_bias"][j]
+        item_idx.append(j)
+    pad = jnp.asarray(-1, u.dtype)
+    idx = {"user": jnp.where(mask, u, pad),
+           "item": jnp.concatenate([jnp.where(mask, x, pad) for x in item_idx])}
+    return rows, idx
+
+
+def mf_row_loss(rows: dict, mu: jax.Array, batch: dict, *, kind: str,
+                reg: float) -> tuple[jax.Array, dict]:
+    """The MF loss of `transferjax.models.mf.mf_loss` over gathered rows.
+
+    mse: mean_b (r - (mu + b_u + b_i + <p_u, q_i>))^2 + reg (|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2).
+    bpr: mean_b -log sigmoid(s_ui - s_uj) + reg (|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2 + |q_j|^2
+      + b_j^2) (Rendle et al., UAI 2009). Means over unmasked rows.
+
+    Args:
+      rows: from `mf_rows`; mu: f32[]; batch: rating f32[b], mask bool[b].
+    """
+    pu, bu, qi, bi = rows["user"], rows["user_bias"], rows["item"], rows["item_bias"]
+    s_i = mu + bu + bi + jnp.sum(pu * qi, axis=-1)
+    norm = jnp.sum(pu**2, -1) + jnp.sum(qi**2, -1) + bu**2 + bi**2
+    if kind == "mse":
+        err = (batch["rating"] - s_i) ** 2
+        aux = {"mse": _masked_mean(err, batch["mask"])}
+        return _masked_mean(err + reg * norm, batch["mask"]), aux
+    qj, bj = rows["neg"], rows["neg_bias"]
+    s_j = mu + bu + bj + jnp.sum(pu * qj, axis=-1)
+    nll = -jax.nn.log_sigmoid(s_i - s_j)
+    norm = norm + jnp.sum(qj**2, -1) + bj**2
+    return _masked_mean(nll + reg * norm, batch["mask"]), {"bpr": _masked_mean(nll, batch["mask"])}
+
+
+def table_grads(idx: dict, g: dict, *, prefix: str = "", item_prefix: str | None = None) -> dict:
+    """{table path: (idx, row gradients)} for `sparse_update` from `mf_rows`' idx and the
+    gradient of the rows dict (BPR negatives join the item table's rows)."""
+    ip = prefix if item_prefix is None else item_prefix
+    item_g, item_bg = g["item"], g["item_bias"]
+    if "neg" in g:
+        item_g = jnp.concatenate([item_g, g["neg"]])
+        item_bg = jnp.concatenate([item_bg, g["neg_bias"]])
+    return {f"{prefix}user": (idx["user"], g["user"]),
+            f"{prefix}user_bias": (idx["user"], g["user_bias"]),
+            f"{ip}item": (idx["item"], item_g), f"{ip}item_bias": (idx["item"], item_bg)}
+
+
+def mf_sparse_step(*, kind: str, reg: float, optimizer: SparseOptimizer):
+    """`step(part, opt_state, frozen, batch, key) -> (part, opt_state, loss, aux)` for a Stage
+    training one domain's MF params (`part`) with a row-sparse optimizer; mu is updated densely.
+    """
+
+    def step(part, opt_state, frozen, batch, key):
+        rows, idx = mf_rows(part, batch, key, kind=kind)
+
+        def f(r, mu):
+            return mf_row_loss(r, mu, batch, kind=kind, reg=reg)
+
+        (loss, aux), (g_rows, g_mu) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
+            rows, part["mu"])
+        part, opt_state = optimizer.sparse_update(part, opt_state, table_grads(idx, g_rows),
+                                                  {"mu": g_mu})
+        return part, opt_state, loss, aux
+
+    return step
+
+
+def cmf_sparse_step(*, source_weight: float, kinds: tuple[str, str], reg: float,
+                    source_batch: int, optimizer: SparseOptimizer):
+    """Row-sparse step for CMF (`transferjax.transfer.collective`): the same objective and the
+    same sampling as its dense loss (a source batch of `source_batch` rows drawn from
+    `frozen["source_rows"]`); the shared user rows of both batches are coalesced into one
+    update; mu_s and mu_t stay fixed (stop-gradient in the dense loss)."""
+    w = float(source_weight)
+
+    def step(part, opt_state, frozen, batch, key):
+        src_rows = frozen["source_rows"]
+        n_s = src_rows["user"].shape[0]
+        k_idx, k_loss = jax.random.split(key)
+        sel = jax.random.randint(k_idx, (source_batch,), 0, n_s, dtype=jnp.int32)
+        sb = {name: v[sel] for name, v in src_rows.items()}
+        sb["mask"] = jnp.ones((source_batch,), bool)
+        k_s, k_t = jax.random.split(k_loss)
+        views, gathered = {}, {}
+        for dom, b, k, kd in (("source", sb, k_s, kinds[0]), ("target", batch, k_t, kinds[1])):
+            views[dom] = {"user": part["user"], "user_bias": part["user_bias"],
+                          "item": part[dom]["item"], "item_bias": part[dom]["item_bias"]}
+            gathered[dom] = mf_rows(views[dom], b, k, kind=kd)
+
+        def f(rs, rt):
+            l_s, _ = mf_row_loss(rs, part["source"]["mu"], sb, kind=kinds[0], reg=reg)
+            l_t, _ = mf_row_loss(rt, part["target"]["mu"], batch, kind=kinds[1], reg=reg)
+            return w * l_s + (1.0 - w) * l_t, {"source_loss": l_s, "target_loss": l_t}
+
+        (loss, aux), (g_s, g_t) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
+            gathered["source"][0], gathered["target"][0])
+        gs = table_grads(gathered["source"][1], g_s, item_prefix="source/")
+        gt = table_grads(gathered["target"][1], g_t, item_prefix="target/")
+        row_grads = {**gs, **gt}
+        for name in ("user", "user_bias"):  # shared rows: one coalesced update
+            row_grads[name] = tuple(jnp.concatenate([a, b])
+                                    for a, b in zip(gs[name], gt[name], strict=True))
+        part, opt_state = optimizer.sparse_update(part, opt_state, row_grads, {})
+        return part, opt_state, loss, aux
+
+    return step
