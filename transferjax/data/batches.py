@@ -63,6 +63,24 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
     return idx, mask
 
 
+def host_epoch_indices(key: jax.Array, n: int, batch_size: int) -> np.ndarray:
+    """The host-side twin of `epoch_batches`: i32[steps, batch_size] (or i32[t, steps, batch]
+    for a batch of t keys), a numpy permutation seeded by the key's data, padded with 0.
+
+    A numpy shuffle costs a few ms per million rows, against about 0.1-0.6 s for a sort on the
+    XLA CPU backend; the trainer uses it and passes the indices into the jitted epoch. The mask
+    is static: `arange(steps * batch_size) < n`.
+    """
+    words = np.asarray(jax.random.key_data(key), dtype=np.uint32)
+    steps = -(-n // batch_size)
+    rows = words.reshape(-1, words.shape[-1])
+    out = np.zeros((len(rows), steps * batch_size), np.int32)
+    for r, w in enumerate(rows):
+        out[r, :n] = np.random.default_rng(w.tolist()).permutation(n)
+    out = out.reshape(len(rows), steps, batch_size)
+    return out if words.ndim > 1 else out[0]
+
+
 def _pack(users, items, weights, n_users: int, max_len: int) -> History:
     """Scatters rows already sorted by (user, priority) into a padded `History`."""
     counts = np.bincount(users, minlength=n_users)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from transferjax.data.batches import epoch_batches
+from transferjax.data.batches import epoch_batches, host_epoch_indices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +71,10 @@ def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):
 
 
 def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> Callable:
-    """`epoch(part, opt_state, frozen, examples, key) -> (part, opt_state, stats)`.
+    """`epoch(part, opt_state, frozen, examples, key, idx=None) -> (part, opt_state, stats)`.
 
-    One pass over `stage.examples` as a `lax.scan` of fixed-shape steps. With `batched`, part,
+    One pass over `stage.examples` as a `lax.scan` of fixed-shape steps, in the order `idx`
+    (i32[steps, batch] from `host_epoch_indices`) or, without it, a shuffle drawn in the graph. With `batched`, part,
     opt_state, frozen and key carry a leading trial axis (seeds, learning rates) under `vmap`;
     the examples are shared. Jitted with part and opt_state donated unless `jit=False`.
     """
@@ -81,9 +82,12 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
     batch_size = min(stage.batch_size, n)
     steps = math.ceil(n / batch_size)
 
-    def epoch(part, opt_state, frozen, examples, key):
+    def epoch(part, opt_state, frozen, examples, key, idx=None):
         k_perm, k_step = jax.random.split(key)
-        idx, mask = epoch_batches(k_perm, n, batch_size)
+        if idx is None:
+            idx, mask = epoch_batches(k_perm, n, batch_size)
+        else:  # host-side shuffle (`host_epoch_indices`), i32[steps, batch]
+            mask = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size)
 
         def step(carry, xs):
             p, s = carry
@@ -111,7 +115,7 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
         stats = {"loss": jnp.mean(losses), **{k: jnp.mean(v) for k, v in aux.items()}}
         return part, opt_state, stats
 
-    fn = jax.vmap(epoch, in_axes=(0, 0, 0, None, 0)) if batched else epoch
+    fn = jax.vmap(epoch, in_axes=(0, 0, 0, None, 0, 0)) if batched else epoch
     return jax.jit(fn, donate_argnums=(0, 1)) if jit else fn
 
 
@@ -236,6 +240,7 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
                 continue
             epoch_fn = make_epoch_fn(stage, batched=batched, jit=False)
             examples = {k: jnp.asarray(v) for k, v in stage.examples.items()}
+            n_rows = len(next(iter(stage.examples.values())))
             init = jax.vmap(stage.optimizer.init) if batched else stage.optimizer.init
             opt_state = init(params[stage.part])
             lrs = [o.get(stage.lr_key) for o in overrides]
@@ -254,7 +259,10 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
                 frozen = {k: v for k, v in params.items() if k != stage.part}
                 fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: B023
                 k_ep = jax.vmap(fold)(k_train) if batched else fold(k_train[0])
-                args = (part, opt_state, frozen, examples, k_ep)
+                k_perm = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30))(k_ep) if batched \
+                    else jax.random.fold_in(k_ep, 1 << 30)
+                idx = jnp.asarray(host_epoch_indices(k_perm, n_rows, min(stage.batch_size, n_rows)))
+                args = (part, opt_state, frozen, examples, k_ep, idx)
                 if compiled is None:
                     t1 = time.perf_counter()
                     compiled = jax.jit(epoch_fn, donate_argnums=(0, 1)).lower(*args).compile()
@@ -271,8 +279,7 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
                 else:
                     log(clock["step"], {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
                 if bar is not None:
-                    bar.update(clock["step"], math.ceil(len(next(iter(examples.values())))
-                                                           / stage.batch_size) * n,
+                    bar.update(clock["step"], math.ceil(n_rows / stage.batch_size) * n,
                                     f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}")
                 if ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
                     ckpt.save(clock["step"], {"params": params, "opt": opt_state},

@@ -1,0 +1,271 @@
+"""MF training speed: the library's JAX path against PyTorch references, and its scaling.
+
+JAX variants run the library's own path: `transferjax.models.baselines.domain_mf` builds the
+`Stage` (dense Adam, or row-sparse lazy Adam with `mf.sparse=True`) and
+`transferjax.train.trainer.make_epoch_fn` runs one epoch as a jitted `lax.scan` over fixed
+batches with the state donated. Compile time is `lower(...).compile()`.
+
+PyTorch variants (`benchmarks.torch_ref`) train the same model from the same initial weights
+with the same hyperparameters (dim 32, init N(0, 0.1^2), reg 1e-3, Adam lr 1e-2, batch 1024,
+the last batch padded and masked as in JAX): fused dense Adam eager, the whole step under
+`torch.compile` (its compile time is the first call's time), and `nn.Embedding(sparse=True)`
+with `SparseAdam`.
+
+Every variant trains the same epochs (one warm-up epoch, then the rounds of
+`benchmarks.measure.interleaved`, one epoch each); throughput is rows per second of the median
+timed epoch, and the validation RMSE after the last epoch checks that the variants learn
+equally well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks.measure import Variant, interleaved, xla_memory_mb
+from transferjax import config as C
+from transferjax.data.types import Interactions
+
+LR, BATCH, DIM, REG, INIT_STD = 1e-2, 1024, 32, 1e-3, 0.1
+
+
+def load_ml1m(cache_dir=None) -> Interactions:
+    """ML-1M ratings with items compacted to the 3,706 rated ones (6,040 users, 1,000,209)."""
+    from transferjax.data.movielens import load_movielens
+
+    r = load_movielens("ml-1m", cache_dir=cache_dir).ratings
+    rated, item = np.unique(r.item, return_inverse=True)
+    return Interactions(user=r.user, item=item.astype(np.int32), rating=r.rating,
+                        n_users=r.n_users, n_items=len(rated), name="ml-1m")
+
+
+def random_split(inter: Interactions, *, valid_frac: float = 0.1, seed: int = 0):
+    """A random (train, valid) split of the rows."""
+    perm = np.random.default_rng(seed).permutation(len(inter))
+    n_valid = int(round(valid_frac * len(inter)))
+    return inter.select(np.sort(perm[n_valid:])), inter.select(np.sort(perm[:n_valid]))
+
+
+def synthetic(*, n_users: int, n_items: int, n: int, seed: int = 0) -> Interactions:
+    """n uniformly random (user, item) pairs with ratings in 1..5 (duplicates allowed)."""
+    rng = np.random.default_rng(seed)
+    return Interactions(user=rng.integers(0, n_users, n, dtype=np.int32),
+                        item=rng.integers(0, n_items, n, dtype=np.int32),
+                        rating=rng.integers(1, 6, n).astype(np.float32),
+                        n_users=n_users, n_items=n_items, name="synthetic")
+
+
+def sparse_available() -> bool:
+    """Whether the library offers row-sparse MF updates (`mf.sparse`)."""
+    return any(f.name == "sparse" for f in dataclasses.fields(C.MFConfig))
+
+
+def _cfg(sparse: bool) -> C.RunConfig:
+    cfg = C.RunConfig()
+    mf = {"dim": DIM, "reg": REG, "init_std": INIT_STD, "loss": "mse"}
+    if sparse:
+        mf["sparse"] = True
+    return dataclasses.replace(cfg, mf=dataclasses.replace(cfg.mf, **mf))
+
+
+def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1):
+    """`({"mf": initial params}, Stage)` from `domain_mf`, the library's MF stage."""
+    from transferjax.models.baselines import domain_mf
+
+    params, stage = domain_mf(_cfg(sparse), train, key=jax.random.key(seed), name="mf",
+                              part="mf", epochs=epochs, lr=LR, batch_size=BATCH, select=False)
+    return {"mf": params}, stage
+
+
+def _rmse_jax(params: dict, valid: Interactions) -> float:
+    from transferjax.models.mf import mf_score
+
+    u, i = jnp.asarray(valid.user), jnp.asarray(valid.item)
+    pred = mf_score(params["user"][u], params["user_bias"][u], params, i)
+    return float(jnp.sqrt(jnp.mean((pred - jnp.asarray(valid.rating)) ** 2)))
+
+
+class JaxMF(Variant):
+    """The library's MF epoch as the trainer runs it: `make_epoch_fn` over `domain_mf`'s stage,
+    dense or sparse, with the epoch order from `host_epoch_indices` (timed with the epoch)."""
+
+    def __init__(self, train: Interactions, valid: Interactions | None, *, sparse: bool,
+                 seed: int = 0, device=None):
+        self.train, self.valid, self.sparse, self.seed = train, valid, sparse, seed
+        self.device = device or jax.devices()[0]
+
+    def _idx(self, key):
+        from transferjax.data.batches import host_epoch_indices
+
+        n = len(self.train)
+        return jax.device_put(host_epoch_indices(key, n, min(BATCH, n)), self.device)
+
+    def setup(self) -> None:
+        from transferjax.train.trainer import make_epoch_fn
+
+        params, stage = mf_stage(self.train, sparse=self.sparse, seed=self.seed)
+        self.part = jax.device_put(params["mf"], self.device)
+        self.state = stage.optimizer.init(self.part)
+        self.examples = jax.device_put({k: jnp.asarray(v) for k, v in stage.examples.items()},
+                                       self.device)
+        self.key, self.epoch = jax.random.key(self.seed + 1), 0
+        t0 = time.perf_counter()
+        self.compiled = make_epoch_fn(stage).lower(self.part, self.state, {}, self.examples,
+                                                   self.key, self._idx(self.key)).compile()
+        self.compile_s = time.perf_counter() - t0
+
+    def run(self) -> float:
+        key = jax.random.fold_in(self.key, self.epoch)
+        self.part, self.state, stats = self.compiled(self.part, self.state, {}, self.examples,
+                                                     key, self._idx(key))
+        self.epoch += 1
+        jax.block_until_ready((self.part, stats))
+        return float(stats["loss"])
+
+    def info(self) -> dict:
+        return {"compile_s": self.compile_s, "epochs": self.epoch, **xla_memory_mb(self.compiled)}
+
+    def finish(self) -> dict:
+        return {"valid_rmse": None if self.valid is None else _rmse_jax(self.part, self.valid)}
+
+
+class TorchMFVariant(Variant):
+    """`TorchMF` trained from `init` with dense (fused) Adam, optionally `torch.compile`-d,
+    or with SparseAdam (`kind="sparse"`); batches as in JAX (padded, masked last batch)."""
+
+    def __init__(self, train: Interactions, valid: Interactions | None, *, kind: str,
+                 compile: bool, init: dict, device, seed: int = 0):
+        self.train, self.valid, self.kind, self.compile = train, valid, kind, compile
+        self.init, self.device, self.seed = init, device, seed
+        self.torch_cuda = device.type == "cuda"
+
+    def setup(self) -> None:
+        import torch
+
+        from benchmarks.torch_ref import TorchMF, mf_optimizers
+
+        t, dev = self.train, self.device
+        self.model = TorchMF(t.n_users, t.n_items, DIM, sparse=self.kind == "sparse").to(dev)
+        self.model.load_jax(self.init)
+        opts = mf_optimizers(self.model, kind=self.kind, lr=LR)
+        model = self.model
+        self.user, self.item = (torch.tensor(a.astype(np.int64), device=dev)
+                                for a in (t.user, t.item))
+        self.rating = torch.tensor(t.rating, device=dev)
+
+        def step(u, i, r, m):
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss = model.loss(u, i, r, m, reg=REG)
+            loss.backward()
+            for o in opts:
+                o.step()
+            return loss.detach()
+
+        self.step = torch.compile(step) if self.compile else step
+        n = len(t)
+        self.steps = -(-n // BATCH)
+        self.gen = torch.Generator(device=dev).manual_seed(self.seed)
+        self.pad = torch.zeros(self.steps * BATCH - n, dtype=torch.int64, device=dev)
+        self.mask = (torch.arange(self.steps * BATCH, device=dev) < n).view(self.steps, BATCH)
+        self.compile_s, self.epoch = None, 0
+
+    def _sync(self) -> None:
+        if self.torch_cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def run(self) -> float:
+        import torch
+
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(self.train), generator=self.gen, device=self.device)
+        idx = torch.cat([perm, self.pad]).view(self.steps, BATCH)
+        out = []
+        for k in range(self.steps):
+            ix = idx[k]
+            out.append(self.step(self.user[ix], self.item[ix], self.rating[ix], self.mask[k]))
+            if self.compile and self.compile_s is None:
+                self._sync()
+                self.compile_s = time.perf_counter() - t0
+        loss = float(torch.stack(out).mean())
+        self._sync()
+        self.epoch += 1
+        return loss
+
+    def info(self) -> dict:
+        return {"compile_s": self.compile_s, "epochs": self.epoch}
+
+    def finish(self) -> dict:
+        import torch
+
+        if self.valid is None:
+            return {"valid_rmse": None}
+        with torch.no_grad():
+            vu, vi = (torch.tensor(a.astype(np.int64), device=self.device)
+                      for a in (self.valid.user, self.valid.item))
+            err = self.model.predict(vu, vi) - torch.tensor(self.valid.rating, device=self.device)
+            return {"valid_rmse": float(torch.sqrt(torch.mean(err**2)))}
+
+
+def summarize(res: dict, n: int) -> dict:
+    """Adds rows/s and ms/step (from the median epoch) to `interleaved` results."""
+    steps = -(-n // BATCH)
+    for r in res.values():
+        if "median_s" in r:
+            r["examples_per_s"] = n / r["median_s"]
+            r["step_ms"] = 1000.0 * r["median_s"] / steps
+            r["train_loss"] = r["losses"][-1]
+    return res
+
+
+def torch_probe(train: Interactions, *, device, threads: int, steps: int = 60) -> float:
+    """Seconds per eager fused-Adam step with `threads` intra-op threads (thread choice)."""
+    import torch
+
+    from benchmarks.torch_ref import TorchMF, mf_optimizers
+
+    torch.set_num_threads(threads)
+    model = TorchMF(train.n_users, train.n_items, DIM).to(device)
+    (opt,) = mf_optimizers(model, kind="dense", lr=LR)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(train), BATCH)
+    u, i = (torch.tensor(a[idx].astype(np.int64), device=device) for a in (train.user, train.item))
+    r = torch.tensor(train.rating[idx], device=device)
+    m = torch.ones(BATCH, dtype=torch.bool, device=device)
+    times = []
+    for k in range(steps + 10):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        model.loss(u, i, r, m, reg=REG).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if k >= 10:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def scaling(points: list[tuple[int, int, int]], *, sparse_too: bool, rounds: int,
+            device=None, log=lambda m: None) -> list[dict]:
+    """JAX MF step time and peak memory per (users, items, interactions) on synthetic data,
+    dense and (with `sparse_too`) row-sparse interleaved at each point."""
+    rows = []
+    for n_users, n_items, n in points:
+        inter = synthetic(n_users=n_users, n_items=n_items, n=n)
+        variants = {"dense": JaxMF(inter, None, sparse=False, device=device)}
+        if sparse_too:
+            variants["sparse"] = JaxMF(inter, None, sparse=True, device=device)
+        res = summarize(interleaved(variants, rounds=rounds, jax_device=device, log=log), n)
+        for kind, r in res.items():
+            keep = ("step_ms", "compile_s", "times_s", "error", "peak_rss_mb",
+                    "warmup_peak_rss_mb", "peak_device_mb", "xla_args_mb", "xla_temp_mb")
+            rows.append({"kind": kind, "n_users": n_users, "n_items": n_items,
+                         "interactions": n, **{k: r[k] for k in keep if k in r}})
+    return rows

@@ -1,0 +1,266 @@
+"""The speed suite: transferjax's JAX paths against PyTorch references, in one process.
+
+    python -m benchmarks.speed [--quick] [--out benchmarks/results/speed.json]
+                               [--device cpu|gpu] [--only mf,dann,rank,scale]
+                               [--torch-threads N] [--no-compile]
+    transferjax bench speed ...   (the same flags)
+
+Sections (each variant measured side by side on the same machine, warm, median of repeats):
+- "mf": MF training on ML-1M (90/10 random split, batch 1024, dim 32, Adam lr 1e-2):
+  rows/s, compile time, peak memory and validation RMSE after the same epochs for JAX dense
+  Adam and row-sparse lazy Adam (`mf.sparse`) vs PyTorch fused dense Adam (eager and
+  `torch.compile`) and `SparseAdam` (`benchmarks.mf_bench`); the JAX epochs are the trainer's
+  (`make_epoch_fn`, epoch order shuffled on the host by `host_epoch_indices`).
+- "dann": DANN steps/s, 256 + 256 users over 3,706 items: JAX embedding bag (ELL), JAX flat
+  gather bag, JAX dense vs PyTorch dense and `embedding_bag` (`benchmarks.dann_bench`).
+- "ranking": full ranking of all 6,040 users over all 3,706 items (`benchmarks.rank_bench`).
+- "scaling": JAX MF step time and peak memory vs items and interactions, dense vs sparse.
+
+The device is JAX's default backend (or `--device`); PyTorch follows it (CUDA when JAX runs on
+a GPU and CUDA is available). On a CPU, PyTorch's intra-op thread count is chosen per section
+by a short probe (1 thread vs the default; a loaded machine can make more threads far
+slower) unless `--torch-threads` fixes it. `torch.compile` compile times are measured with a
+fresh inductor cache (cold). Ratios are JAX / PyTorch throughput from the same run.
+Output: the JSON at `--out` and a markdown table beside it (same name, `.md`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import jax
+
+DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "speed.json"
+SECTIONS = ("mf", "dann", "rank", "scale")
+
+PROFILES = {  # MF trains 1 + mf_rounds epochs; DANN runs (1 + dann_rounds) * dann_steps steps
+    "quick": {"mf_rounds": 3, "dann_pool": 4, "dann_steps": 20, "dann_rounds": 5,
+              "rank_repeats": 3, "scale_rounds": 2, "dann_compile": False,
+              "items": (1_000, 10_000, 100_000), "interactions": (100_000, 1_000_000)},
+    "full": {"mf_rounds": 5, "dann_pool": 8, "dann_steps": 40, "dann_rounds": 7,
+             "rank_repeats": 5, "scale_rounds": 2, "dann_compile": True,
+             "items": (1_000, 10_000, 100_000, 1_000_000),
+             "interactions": (100_000, 1_000_000, 10_000_000)},
+}
+SCALE_USERS, SCALE_ITEMS_FIXED, SCALE_N_FIXED = 10_000, 10_000, 100_000
+
+
+def _log(msg: str) -> None:
+    print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _try(name: str, fn, *args, **kwargs) -> dict:
+    """Runs one variant; a failure is recorded as {"error": ...} instead of ending the run."""
+    _log(f"{name} ...")
+    t0 = time.perf_counter()
+    try:
+        out = fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - one broken variant must not sink the suite
+        _log(f"{name} FAILED: {e!r}")
+        return {"error": repr(e)[:500]}
+    _log(f"{name} done in {time.perf_counter() - t0:.1f}s")
+    return out
+
+
+def _torch(platform: str):
+    """(torch module or None, torch device or None)."""
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    from benchmarks.torch_ref import torch_device
+
+    return torch, torch_device(platform)
+
+
+def _pick_threads(torch, probe, fixed: int | None, tdev) -> dict:
+    """Sets torch's intra-op threads: `fixed`, or the faster of 1 and the default by `probe`."""
+    if tdev.type == "cuda":
+        return {"threads": torch.get_num_threads(), "probe_s_per_step": {}}
+    default = torch.get_num_threads()
+    if fixed:
+        torch.set_num_threads(fixed)
+        return {"threads": fixed, "probe_s_per_step": {}}
+    cands = sorted({1, default, max(1, os.cpu_count() or 1)})
+    probes = {t: probe(t) for t in cands}
+    best = min(probes, key=probes.get)
+    torch.set_num_threads(best)
+    return {"threads": best, "probe_s_per_step": {str(k): v for k, v in probes.items()}}
+
+
+def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
+    from benchmarks import mf_bench as M
+    from benchmarks.measure import interleaved
+
+    train, valid = M.random_split(M.load_ml1m())
+    out = {"setup": {"n_train": len(train), "n_valid": len(valid), "n_users": train.n_users,
+                     "n_items": train.n_items, "batch": M.BATCH, "dim": M.DIM, "lr": M.LR,
+                     "reg": M.REG, "epochs": 1 + prof["mf_rounds"]}}
+    kinds = ("dense", "sparse") if M.sparse_available() else ("dense",)
+    v = {f"jax_{k}": M.JaxMF(train, valid, sparse=k == "sparse", device=dev) for k in kinds}
+    if torch is not None:
+        out["torch_threads"] = _pick_threads(
+            torch, lambda t: M.torch_probe(train, device=tdev, threads=t), threads, tdev)
+        init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
+        kw = dict(init=init, device=tdev)
+        v["torch_dense"] = M.TorchMFVariant(train, valid, kind="dense", compile=False, **kw)
+        if compile_ok:
+            v["torch_dense_compiled"] = M.TorchMFVariant(train, valid, kind="dense",
+                                                         compile=True, **kw)
+        v["torch_sparse"] = M.TorchMFVariant(train, valid, kind="sparse", compile=False, **kw)
+    res = interleaved(v, rounds=prof["mf_rounds"], jax_device=dev, log=lambda m: _log("mf " + m))
+    out["variants"] = M.summarize(res, len(train))
+    if not M.sparse_available():
+        out["variants"]["jax_sparse"] = {"pending": "mf.sparse is not in this transferjax yet"}
+    return out
+
+
+def _dann(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
+    from benchmarks import dann_bench as D
+    from benchmarks.measure import interleaved
+    from benchmarks.mf_bench import load_ml1m
+
+    pool = D.make_pool(load_ml1m(), n_pool=prof["dann_pool"])
+    steps = prof["dann_steps"]
+    out = {"setup": {"n_items": pool["n_items"], "users_per_side": pool["per_side"],
+                     "nnz_per_batch_mean": pool["nnz_mean"], "pool": prof["dann_pool"],
+                     "dims": D.DIMS, "disc_hidden": D.DISC_HIDDEN, "lr": D.LR,
+                     "steps_per_round": steps, "rounds": prof["dann_rounds"]}}
+    v = {f"jax_{f}": D.JaxDANN(pool, form=f, steps=steps, device=dev)
+         for f in ("bag", "bag_flat", "dense")}
+    if torch is not None:
+        out["torch_threads"] = _pick_threads(
+            torch, lambda t: D.torch_probe(pool, device=tdev, threads=t), threads, tdev)
+        kw = dict(steps=steps, device=tdev, init=jax.device_get(D.init_params(pool["n_items"])))
+        v["torch_dense"] = D.TorchDANNVariant(pool, form="dense", **kw)
+        v["torch_bag"] = D.TorchDANNVariant(pool, form="bag", **kw)
+        if compile_ok and prof["dann_compile"]:
+            v["torch_dense_compiled"] = D.TorchDANNVariant(pool, form="dense", compile=True, **kw)
+    res = interleaved(v, rounds=prof["dann_rounds"], jax_device=dev,
+                      log=lambda m: _log("dann " + m))
+    out["variants"] = D.summarize(res)
+    return out
+
+
+def _rank(prof, dev) -> dict:
+    from benchmarks import rank_bench as R
+    from benchmarks.mf_bench import load_ml1m
+
+    return _try("full ranking", R.bench, load_ml1m(), repeats=prof["rank_repeats"], device=dev)
+
+
+def _scale(prof, dev) -> dict:
+    from benchmarks import mf_bench as M
+
+    out = {"setup": {"n_users": SCALE_USERS, "items_axis_interactions": SCALE_N_FIXED,
+                     "interactions_axis_items": SCALE_ITEMS_FIXED, "epochs":
+                     1 + prof["scale_rounds"], "sparse": M.sparse_available()}}
+    if not M.sparse_available():
+        out["sparse"] = {"pending": "mf.sparse is not in this transferjax yet"}
+    axes = {"items": [(SCALE_USERS, n_i, SCALE_N_FIXED) for n_i in prof["items"]],
+            "interactions": [(SCALE_USERS, SCALE_ITEMS_FIXED, n) for n in prof["interactions"]]}
+    for axis, pts in axes.items():
+        out[f"vs_{axis}"] = _try(f"scaling vs {axis}", M.scaling, pts,
+                                 sparse_too=M.sparse_available(), rounds=prof["scale_rounds"],
+                                 device=dev, log=lambda m: _log("scale " + m))
+    return out
+
+
+def run_speed(*, out: str, quick: bool, device: str | None, only=None,
+              torch_threads: int | None = None, compile: bool = True) -> dict:
+    """Runs the suite, writes `out` (JSON) and `out` with suffix .md; returns the results.
+
+    Args:
+      out: JSON path (its folder is created).
+      quick: the shrunken profile (fewer epochs, steps, repeats and scaling points).
+      device: "cpu" | "gpu" | None (JAX's default backend).
+      only: optional subset of ("mf", "dann", "rank", "scale").
+      torch_threads: fix PyTorch's CPU threads instead of probing.
+      compile: include the `torch.compile` variants.
+
+    Returns:
+      The results dict (also holds "markdown", the table written beside the JSON).
+    """
+    only = tuple(only or SECTIONS)
+    bad = set(only) - set(SECTIONS)
+    if bad:
+        raise ValueError(f"unknown sections {sorted(bad)}; valid: {', '.join(SECTIONS)}")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return _run(out=out, quick=quick, device=device, only=only, torch_threads=torch_threads,
+                    compile=compile)
+    with tempfile.TemporaryDirectory(prefix="inductor-") as cache:  # cold torch.compile
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        try:
+            return _run(out=out, quick=quick, device=device, only=only,
+                        torch_threads=torch_threads, compile=compile)
+        finally:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def _run(*, out, quick, device, only, torch_threads, compile) -> dict:
+    from benchmarks.measure import machine_info
+    from benchmarks.speed_report import add_ratios, to_markdown
+
+    dev = jax.devices(device)[0] if device else jax.devices()[0]
+    prof = PROFILES["quick" if quick else "full"]
+    torch, tdev = _torch(dev.platform)
+    t0 = time.perf_counter()
+    res = {"profile": "quick" if quick else "full", "sections": list(only),
+           "machine": machine_info(dev, tdev)}
+    with jax.default_device(dev):
+        if "mf" in only:
+            res["mf"] = _mf(prof, dev, torch, tdev, threads=torch_threads, compile_ok=compile)
+        if "dann" in only:
+            res["dann"] = _dann(prof, dev, torch, tdev, threads=torch_threads,
+                                compile_ok=compile)
+        if "rank" in only:
+            res["ranking"] = _rank(prof, dev)
+        if "scale" in only:
+            res["scaling"] = _scale(prof, dev)
+    res["total_s"] = time.perf_counter() - t0
+    if torch is None:
+        res["torch_missing"] = "torch is not installed: PyTorch variants skipped"
+    add_ratios(res)
+    md = to_markdown(res)
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1, default=str))
+    path.with_suffix(".md").write_text(md)
+    res["markdown"] = md
+    return res
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The suite's flags (on `p`, e.g. a `transferjax bench speed` subparser)."""
+    p = p or argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON path (.md written beside)")
+    p.add_argument("--quick", action="store_true", help="shrunken profile (~3 min on 2 cores)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                   help="JAX platform (default: JAX's default backend)")
+    p.add_argument("--only", default=None, help=f"comma list of {','.join(SECTIONS)}")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="PyTorch CPU threads (default: probe 1 vs the default)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile variants")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    res = run_speed(out=args.out, quick=args.quick, device=args.device,
+                    only=args.only.split(",") if args.only else None,
+                    torch_threads=args.torch_threads, compile=not args.no_compile)
+    print(res["markdown"])
+    print(f"written: {args.out} and {pathlib.Path(args.out).with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,234 @@
+"""Speed suite smoke tests: the PyTorch references compute the same models as the JAX paths,
+the sparse DANN encoders equal the dense one (values and gradients), and the benchmark
+functions run at tiny sizes. PyTorch parts are skipped when torch (the optional extra
+`transferjax[torch]`) is not installed."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from benchmarks import dann_bench as D
+from benchmarks import jax_bag
+from benchmarks import mf_bench as M
+from benchmarks import rank_bench as R
+from benchmarks.measure import interleaved
+from benchmarks.speed_report import add_ratios, to_markdown
+from transferjax.data.types import Interactions
+from transferjax.models.encoders import bag_encoder_init, dense_encoder_apply
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+needs_torch = pytest.mark.skipif(
+    torch is None, reason="torch not installed: the PyTorch reference models are the optional "
+    "extra transferjax[torch] (pip install torch==2.13.0)")
+
+
+def _ratings(n_users=9, n_items=7, n=60, seed=0) -> Interactions:
+    return M.synthetic(n_users=n_users, n_items=n_items, n=n, seed=seed)
+
+
+def _batch(inter, idx, mask):
+    return {"user": jnp.asarray(inter.user[idx]), "item": jnp.asarray(inter.item[idx]),
+            "rating": jnp.asarray(inter.rating[idx]), "mask": jnp.asarray(mask)}
+
+
+def _tbatch(b):
+    return (torch.tensor(np.asarray(b["user"]), dtype=torch.int64),
+            torch.tensor(np.asarray(b["item"]), dtype=torch.int64),
+            torch.tensor(np.asarray(b["rating"])), torch.tensor(np.asarray(b["mask"])))
+
+
+@needs_torch
+def test_torch_mf_same_loss_grads_and_adam_steps_as_library_stage():
+    from benchmarks.torch_ref import TorchMF, mf_optimizers
+
+    inter = _ratings()
+    params, stage = M.mf_stage(inter, sparse=False, seed=3)
+    model = TorchMF(inter.n_users, inter.n_items, M.DIM).load_jax(jax.device_get(params["mf"]))
+    (opt,) = mf_optimizers(model, kind="dense", lr=M.LR)
+    part, state = params["mf"], stage.optimizer.init(params["mf"])
+    key = jax.random.key(0)
+    rng = np.random.default_rng(1)
+    for step in range(3):  # same loss, same gradients, same Adam updates (with a padded row)
+        idx = rng.integers(0, len(inter), 16)
+        mask = np.arange(16) < 13
+        b = _batch(inter, idx, mask)
+        (loss, _), g = jax.value_and_grad(lambda p, b=b: stage.loss({"mf": p}, b, key),
+                                          has_aux=True)(part)
+        opt.zero_grad()
+        tl = model.loss(*_tbatch(b), reg=M.REG)
+        tl.backward()
+        np.testing.assert_allclose(float(tl.detach()), float(loss), rtol=1e-5)
+        if step == 0:
+            np.testing.assert_allclose(model.user.weight.grad.numpy(), g["user"], atol=1e-6)
+            np.testing.assert_allclose(model.item_bias.weight.grad.numpy()[:, 0], g["item_bias"],
+                                       atol=1e-6)
+            np.testing.assert_allclose(float(model.mu.grad), float(g["mu"]), rtol=1e-5)
+        with jax.numpy_dtype_promotion("standard"):
+            upd, state = stage.optimizer.update(g, state, part)
+            part = optax.apply_updates(part, upd)
+        opt.step()
+    np.testing.assert_allclose(model.item.weight.detach().numpy(), part["item"], atol=1e-5)
+    np.testing.assert_allclose(float(model.mu.detach()), float(part["mu"]), atol=1e-5)
+    with torch.no_grad():
+        pred = model.predict(torch.tensor([0, 3]), torch.tensor([1, 2]))
+    from transferjax.models.mf import mf_score
+
+    u = jnp.asarray([0, 3])
+    ref = mf_score(part["user"][u], part["user_bias"][u], part, jnp.asarray([1, 2]))
+    np.testing.assert_allclose(pred.numpy(), ref, rtol=1e-5)
+
+
+@needs_torch
+def test_mf_variants_run_and_learn_alike_at_tiny_size():
+    train, valid = M.random_split(_ratings(n_users=30, n_items=20, n=2500), valid_frac=0.2)
+    init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
+    cpu = torch.device("cpu")
+    variants = {"jax_dense": M.JaxMF(train, valid, sparse=False),
+                "torch_dense": M.TorchMFVariant(train, valid, kind="dense", compile=False,
+                                                init=init, device=cpu),
+                "torch_sparse": M.TorchMFVariant(train, valid, kind="sparse", compile=False,
+                                                 init=init, device=cpu)}
+    if M.sparse_available():
+        variants["jax_sparse"] = M.JaxMF(train, valid, sparse=True)
+    res = M.summarize(interleaved(variants, rounds=2), len(train))
+    for name, r in res.items():
+        assert "error" not in r, (name, r)
+        assert r["examples_per_s"] > 0 and len(r["times_s"]) == 2 and r["epochs"] == 3
+        assert np.isfinite(r["valid_rmse"]) and r["valid_rmse"] < 2.0, (name, r["valid_rmse"])
+    # same model, same init, same epochs: dense JAX and PyTorch end at about the same RMSE
+    assert abs(res["jax_dense"]["valid_rmse"] - res["torch_dense"]["valid_rmse"]) < 0.05
+
+
+def _bags(rng, n_rows=6, n_items=13, nnz=40):
+    row = rng.integers(0, n_rows - 1, nnz).astype(np.int32)  # the last row stays empty
+    item = rng.integers(0, n_items, nnz).astype(np.int32)  # repeats allowed: they add up
+    w = rng.uniform(0.5, 5.0, nnz).astype(np.float32)
+    dense = np.zeros((n_rows, n_items), np.float32)
+    np.add.at(dense, (row, item), w)
+    return row, item, w, dense
+
+
+def test_ell_bag_equals_dense_values_and_gradients():
+    rng = np.random.default_rng(0)
+    row, item, w, dense = _bags(rng)
+    lay = jax_bag.bag_layout(row, item, w, n_rows=6, n_items=13, width=4)
+    assert lay["fwd"]["idx"].shape[1] == 4 and np.all(np.diff(lay["fwd"]["seg"]) >= 0)
+    table = jnp.asarray(rng.normal(size=(13, 5)).astype(np.float32))
+    np.testing.assert_allclose(jax_bag.bag_matmul(table, lay, n_rows=6), dense @ np.asarray(table),
+                               rtol=1e-5, atol=1e-5)
+    g = rng.normal(size=(6, 5)).astype(np.float32)
+    grad = jax.grad(lambda t: jnp.sum(jax_bag.bag_matmul(t, lay, n_rows=6) * g))(table)
+    np.testing.assert_allclose(grad, dense.T @ g, rtol=1e-5, atol=1e-5)  # X^T g via "bwd"
+    params = bag_encoder_init(jax.random.key(0), n_items=13, dims=(8, 4))
+    params["b"] = params["b"] + 0.05
+    ref = dense_encoder_apply(params, jnp.asarray(dense))
+    np.testing.assert_allclose(jax_bag.ell_encoder_apply(params, lay, n_rows=6), ref,
+                               rtol=1e-5, atol=1e-5)
+
+
+def _tiny_pool():
+    inter = _ratings(n_users=40, n_items=30, n=400, seed=2)
+    return D.make_pool(inter, n_pool=2, per_side=4, width=4)
+
+
+def test_dann_forms_compute_the_same_loss_and_gradient():
+    pool = _tiny_pool()
+    data = {k: jax.tree.map(jnp.asarray, pool[k]) for k in ("dense", "ell", "flat_pad")}
+    params = D.init_params(pool["n_items"])
+    outs = {}
+    for form in ("dense", "bag", "bag_flat"):
+        f = lambda p: D.jax_loss(form, p, data, 1, n_rows=8, per_side=4)  # noqa: B023
+        outs[form] = jax.value_and_grad(f)(params)
+    for form in ("bag", "bag_flat"):
+        np.testing.assert_allclose(outs[form][0], outs["dense"][0], rtol=1e-5)
+        np.testing.assert_allclose(outs[form][1]["phi"]["emb"], outs["dense"][1]["phi"]["emb"],
+                                   rtol=1e-4, atol=1e-6)
+    assert float(jnp.abs(outs["dense"][1]["phi"]["emb"]).sum()) > 0
+
+
+@needs_torch
+def test_torch_dann_matches_jax_and_bag_equals_dense():
+    from benchmarks.torch_ref import TorchDANN
+
+    pool = _tiny_pool()
+    params = D.init_params(pool["n_items"])
+    model = TorchDANN(pool["n_items"], D.DIMS, D.DISC_HIDDEN[0]).load_jax(jax.device_get(params))
+    items, offsets, weights, dense = D.torch_batches(pool, torch.device("cpu"))[1]
+    z_dense, z_bag = model.encode_dense(dense), model.encode_bag(items, offsets, weights)
+    np.testing.assert_allclose(z_bag.detach().numpy(), z_dense.detach().numpy(), rtol=1e-5,
+                               atol=1e-5)
+    z_jax = dense_encoder_apply(params["phi"], jnp.asarray(pool["dense"][1]))
+    np.testing.assert_allclose(z_dense.detach().numpy(), z_jax, rtol=1e-4, atol=1e-5)
+    loss = model.dann_loss(z_bag, 4, D.LAM)
+    loss.backward()
+    data = {"ell": jax.tree.map(jnp.asarray, pool["ell"])}
+    jl, jg = jax.value_and_grad(lambda p: D.jax_loss("bag", p, data, 1, n_rows=8, per_side=4))(
+        params)
+    np.testing.assert_allclose(float(loss.detach()), float(jl), rtol=1e-5)
+    # gradient reversal: the encoder gradients agree in sign and size across frameworks
+    np.testing.assert_allclose(model.emb.grad.numpy(), jg["phi"]["emb"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.d2.weight.grad.numpy().T, jg["disc"][1]["w"], rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_dann_variants_run_at_tiny_size():
+    pool = _tiny_pool()
+    variants = {f: D.JaxDANN(pool, form=f, steps=3) for f in ("bag", "bag_flat", "dense")}
+    if torch is not None:
+        init = jax.device_get(D.init_params(pool["n_items"]))
+        for f in ("dense", "bag"):
+            variants[f"torch_{f}"] = D.TorchDANNVariant(pool, form=f, steps=3, init=init,
+                                                        device=torch.device("cpu"))
+    res = D.summarize(interleaved(variants, rounds=2))
+    for name, r in res.items():
+        assert "error" not in r, (name, r)
+        assert r["steps_per_s"] > 0 and r["steps_total"] == 9
+    # same weights, batches and steps: every form ends at the same loss
+    ref = res["dense"]["losses"]
+    for name, r in res.items():
+        np.testing.assert_allclose(r["losses"], ref, rtol=2e-3, err_msg=name)
+
+
+def test_heldout_split_and_full_ranking_bench():
+    inter = _ratings(n_users=12, n_items=40, n=400, seed=4)
+    train, held = R.heldout_split(inter, n_heldout=3)
+    counts = np.bincount(held.target_user, minlength=inter.n_users)
+    has = inter.user_counts() > 3
+    assert np.all(counts[has] == 3) and np.all(counts[~has] == 0)
+    assert len(train) + len(held) == len(inter)
+    all_pairs = set(zip(inter.user.tolist(), inter.item.tolist(), strict=True))
+    assert set(zip(held.target_user.tolist(), held.item.tolist(), strict=True)) <= all_pairs
+    r = R.bench(inter, repeats=1, chunk_size=8, ks=(5,), n_heldout=3)
+    assert r["wall_s"] > 0 and r["n_users"] == int(has.sum())
+
+
+def test_ratios_and_targets():
+    res = {"profile": "quick", "machine": {"cpu": "x", "cores": 2, "jax": "0", "jax_backend": "cpu",
+                                           "jax_device": "cpu"},
+           "mf": {"setup": {"n_train": 10, "batch": 1, "dim": 1, "epochs": 1}, "variants": {
+               "jax_dense": {"examples_per_s": 300.0, "step_ms": 1.0, "valid_rmse": 0.90},
+               "torch_dense": {"examples_per_s": 100.0, "step_ms": 3.0, "valid_rmse": 0.91},
+               "jax_sparse": {"pending": "not yet"}}},
+           "dann": {"setup": {"users_per_side": 1, "n_items": 1, "nnz_per_batch_mean": 1.0},
+                    "variants": {"jax_bag": {"steps_per_s": 50.0, "step_ms": 20.0},
+                                 "torch_dense": {"steps_per_s": 10.0, "step_ms": 100.0},
+                                 "torch_dense_compiled": {"steps_per_s": 20.0, "step_ms": 50.0},
+                                 "torch_bag": {"steps_per_s": 45.0, "step_ms": 22.0}}},
+           "ranking": {"wall_s": 2.5}}
+    add_ratios(res)
+    assert res["ratios"]["mf_jax_dense_vs_torch_dense"] == pytest.approx(3.0)
+    assert res["ratios"]["dann_jax_bag_vs_best_torch_dense"] == pytest.approx(2.5)
+    status = {t["target"]: t["status"] for t in res["targets"]}
+    assert status["MF: JAX dense >= 2x PyTorch fused dense Adam (eager)"] == "pass"
+    assert status["MF: JAX row-sparse >= 1.5x PyTorch SparseAdam"] == "n/a"
+    assert status["DANN: JAX sparse >= 3x best PyTorch dense"] == "MISS"
+    assert status["DANN: JAX sparse >= 1.2x PyTorch embedding_bag"] == "MISS"
+    assert status["Full ranking of all ML-1M users < 2 s"] == "MISS"
+    md = to_markdown(res)
+    assert "pending: not yet" in md and "| MISS |" in md
