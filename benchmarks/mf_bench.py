@@ -25,7 +25,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from benchmarks.measure import Variant, interleaved, xla_memory_mb
 from transferjax import config as C

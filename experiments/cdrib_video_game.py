@@ -10,7 +10,14 @@ HR@1/5/10, NDCG@5/10 and MRR; selects on cold-valid NDCG@10.
 
 import dataclasses
 
-from transferjax.config import DataConfig, EvalConfig, MFConfig, ProtocolConfig, RunConfig, TrainerConfig
+from transferjax.config import (
+    DataConfig,
+    EvalConfig,
+    MFConfig,
+    ProtocolConfig,
+    RunConfig,
+    TrainerConfig,
+)
 
 
 def get_config() -> RunConfig:
@@ -27,5 +34,7 @@ def get_config() -> RunConfig:
 
 def quick(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(
-        cfg, trainer=dataclasses.replace(cfg.trainer, epochs=2), mf=dataclasses.replace(cfg.mf, epochs=1)
+        cfg,
+        trainer=dataclasses.replace(cfg.trainer, epochs=2),
+        mf=dataclasses.replace(cfg.mf, epochs=1),
     )

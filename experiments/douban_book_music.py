@@ -1,7 +1,7 @@
 """Douban Book -> Music, cold-start ratings (beta = 0.2), MAE/RMSE selected on cold-valid.
 
-    transferjax run experiments/douban_book_music.py
-    transferjax run experiments/douban_book_music.py --set method=mf
+transferjax run experiments/douban_book_music.py
+transferjax run experiments/douban_book_music.py --set method=mf
 """
 
 import dataclasses
@@ -22,5 +22,7 @@ def get_config() -> RunConfig:
 
 def quick(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(
-        cfg, trainer=dataclasses.replace(cfg.trainer, epochs=2), mf=dataclasses.replace(cfg.mf, epochs=1)
+        cfg,
+        trainer=dataclasses.replace(cfg.trainer, epochs=2),
+        mf=dataclasses.replace(cfg.mf, epochs=1),
     )

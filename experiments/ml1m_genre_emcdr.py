@@ -24,5 +24,7 @@ def get_config() -> RunConfig:
 
 def quick(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(
-        cfg, trainer=dataclasses.replace(cfg.trainer, epochs=2), mf=dataclasses.replace(cfg.mf, epochs=1)
+        cfg,
+        trainer=dataclasses.replace(cfg.trainer, epochs=2),
+        mf=dataclasses.replace(cfg.mf, epochs=1),
     )

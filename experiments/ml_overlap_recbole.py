@@ -7,7 +7,14 @@ split of the target's interactions, ratings >= 3 as positives, full ranking, met
 
 import dataclasses
 
-from transferjax.config import DataConfig, EvalConfig, MFConfig, ProtocolConfig, RunConfig, TrainerConfig
+from transferjax.config import (
+    DataConfig,
+    EvalConfig,
+    MFConfig,
+    ProtocolConfig,
+    RunConfig,
+    TrainerConfig,
+)
 
 
 def get_config() -> RunConfig:

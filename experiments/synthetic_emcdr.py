@@ -9,7 +9,14 @@ The README's main job; needs no download:
 
 import dataclasses
 
-from transferjax.config import DataConfig, MFConfig, ProtocolConfig, RunConfig, SyntheticConfig, TrainerConfig
+from transferjax.config import (
+    DataConfig,
+    MFConfig,
+    ProtocolConfig,
+    RunConfig,
+    SyntheticConfig,
+    TrainerConfig,
+)
 
 
 def get_config() -> RunConfig:

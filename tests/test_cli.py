@@ -12,8 +12,13 @@ EXP = "experiments/synthetic_emcdr.py"
 
 
 def _run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "transferjax.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "transferjax.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture

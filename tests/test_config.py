@@ -8,10 +8,18 @@ from transferjax import config as C
 
 
 def test_override_parses_by_field_type():
-    cfg = C.apply_overrides(C.RunConfig(), [
-        "trainer.lr=0.05", "trainer.epochs=7", "mf.loss=bpr", "eval.ks=1,5", "method=mf",
-        "data.synthetic.implicit=true", "data.synthetic.shift_deg=45",
-    ])
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            "trainer.lr=0.05",
+            "trainer.epochs=7",
+            "mf.loss=bpr",
+            "eval.ks=1,5",
+            "method=mf",
+            "data.synthetic.implicit=true",
+            "data.synthetic.shift_deg=45",
+        ],
+    )
     assert cfg.trainer.lr == 0.05 and isinstance(cfg.trainer.lr, float)
     assert cfg.trainer.epochs == 7 and isinstance(cfg.trainer.epochs, int)
     assert cfg.mf.loss == "bpr"

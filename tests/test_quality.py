@@ -8,11 +8,21 @@ from transferjax import quality as Q
 
 
 def _tiny_suite(*, quick):
-    return [Q.Task(name="synthetic_tiny", experiment="synthetic_emcdr.py",
-                   overrides=("data.synthetic.n_overlap=200", "data.synthetic.n_source_only=50",
-                              "data.synthetic.n_target_only=50", "data.synthetic.n_items_source=80",
-                              "data.synthetic.n_items_target=60", "trainer.checkpoint_every=0"),
-                   methods=("item_mean", "mf", "emcdr"))]
+    return [
+        Q.Task(
+            name="synthetic_tiny",
+            experiment="synthetic_emcdr.py",
+            overrides=(
+                "data.synthetic.n_overlap=200",
+                "data.synthetic.n_source_only=50",
+                "data.synthetic.n_target_only=50",
+                "data.synthetic.n_items_source=80",
+                "data.synthetic.n_items_target=60",
+                "trainer.checkpoint_every=0",
+            ),
+            methods=("item_mean", "mf", "emcdr"),
+        )
+    ]
 
 
 def test_quality_suite_writes_report_from_run_folders(tmp_path, monkeypatch):
@@ -24,7 +34,9 @@ def test_quality_suite_writes_report_from_run_folders(tmp_path, monkeypatch):
     for m in ("item_mean", "mf", "emcdr"):
         assert f"| {m}" in text or f"| **{m}" in text or m in text
     # the emcdr cell equals the mean of the per-seed test rmse in its metrics.json
-    metrics = json.loads((tmp_path / "runs" / "synthetic_tiny" / "emcdr" / "metrics.json").read_text())
+    metrics = json.loads(
+        (tmp_path / "runs" / "synthetic_tiny" / "emcdr" / "metrics.json").read_text()
+    )
     vals = [s["selected"]["test"]["rmse"] for s in metrics["seeds"]]
     assert f"{np.mean(vals):.4f}" in text
 

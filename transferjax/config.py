@@ -351,7 +351,9 @@ def from_dict(cls, d: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
-        raise ConfigError(f"unknown keys {sorted(unknown)} for {cls.__name__}; valid: {sorted(names)}")
+        raise ConfigError(
+            f"unknown keys {sorted(unknown)} for {cls.__name__}; valid: {sorted(names)}"
+        )
     kw = {}
     for k, v in d.items():
         t = hints[k]

@@ -24,16 +24,21 @@ def test_scores_match_numpy():
     np.testing.assert_allclose(got_all, ref[[0, 3, 4]], rtol=1e-5, atol=1e-6)
     items = jnp.array([[1, 2], [6, 0], [3, 3]], jnp.int32)
     got = mf_score(p["user"][u], p["user_bias"][u], p, items)
-    np.testing.assert_allclose(got, np.take_along_axis(ref[[0, 3, 4]], np.asarray(items), 1),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got, np.take_along_axis(ref[[0, 3, 4]], np.asarray(items), 1), rtol=1e-5, atol=1e-6
+    )
     one = mf_score(p["user"][u], p["user_bias"][u], p, jnp.array([2, 5, 1], jnp.int32))
     np.testing.assert_allclose(one, ref[[0, 3, 4], [2, 5, 1]], rtol=1e-5, atol=1e-6)
 
 
 def test_mse_loss_masks_padding_and_matches_numpy():
     p = _params()
-    batch = {"user": jnp.array([0, 1, 2, 0], jnp.int32), "item": jnp.array([1, 2, 3, 0], jnp.int32),
-             "rating": jnp.array([4.0, 2.0, 5.0, 100.0]), "mask": jnp.array([True, True, True, False])}
+    batch = {
+        "user": jnp.array([0, 1, 2, 0], jnp.int32),
+        "item": jnp.array([1, 2, 3, 0], jnp.int32),
+        "rating": jnp.array([4.0, 2.0, 5.0, 100.0]),
+        "mask": jnp.array([True, True, True, False]),
+    }
     loss, aux = mse_loss(p, batch, reg=0.1)
     P, Q = np.asarray(p["user"]), np.asarray(p["item"])
     bu, bi = np.asarray(p["user_bias"]), np.asarray(p["item_bias"])
@@ -49,8 +54,12 @@ def test_mse_loss_masks_padding_and_matches_numpy():
 
 def test_bpr_prefers_positive_after_training():
     p = mf_init(jax.random.key(1), n_users=4, n_items=6, dim=4)
-    batch = {"user": jnp.array([0, 1, 2, 3], jnp.int32), "item": jnp.array([0, 0, 1, 1], jnp.int32),
-             "rating": jnp.ones(4), "mask": jnp.ones(4, bool)}
+    batch = {
+        "user": jnp.array([0, 1, 2, 3], jnp.int32),
+        "item": jnp.array([0, 0, 1, 1], jnp.int32),
+        "rating": jnp.ones(4),
+        "mask": jnp.ones(4, bool),
+    }
     grad = jax.jit(jax.grad(lambda q, k: bpr_loss(q, batch, reg=0.0, key=k)[0]))
     for t in range(200):
         g = grad(p, jax.random.key(t))

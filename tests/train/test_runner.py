@@ -20,13 +20,24 @@ from transferjax.train import run as R
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
-SMALL = C.SyntheticConfig(n_overlap=300, n_source_only=100, n_target_only=100,
-                          n_items_source=150, n_items_target=120, density_source=0.1,
-                          density_target=0.05, shift_deg=5.0, seed=2)
-CFG = C.RunConfig(method="emcdr", data=C.DataConfig(name="synthetic", synthetic=SMALL),
-                  protocol=C.ProtocolConfig(beta=0.3, seed=1),
-                  trainer=C.TrainerConfig(lr=1e-2, batch_size=64, epochs=4),
-                  mf=C.MFConfig(dim=8, epochs=3, batch_size=128))
+SMALL = C.SyntheticConfig(
+    n_overlap=300,
+    n_source_only=100,
+    n_target_only=100,
+    n_items_source=150,
+    n_items_target=120,
+    density_source=0.1,
+    density_target=0.05,
+    shift_deg=5.0,
+    seed=2,
+)
+CFG = C.RunConfig(
+    method="emcdr",
+    data=C.DataConfig(name="synthetic", synthetic=SMALL),
+    protocol=C.ProtocolConfig(beta=0.3, seed=1),
+    trainer=C.TrainerConfig(lr=1e-2, batch_size=64, epochs=4),
+    mf=C.MFConfig(dim=8, epochs=3, batch_size=128),
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +62,9 @@ def test_vmapped_seeds_equal_sequential(split):
 
 def test_vmapped_learning_rates_equal_separate_runs(split):
     lrs = [3e-3, 3e-2]
-    train = make_train(CFG, split, evaluate=make_evaluate(CFG, split),
-                       trials=[{"trainer.lr": v} for v in lrs])
+    train = make_train(
+        CFG, split, evaluate=make_evaluate(CFG, split), trials=[{"trainer.lr": v} for v in lrs]
+    )
     batched = train(jnp.stack([jax.random.key(0)] * 2))
     for r, lr in zip(batched, lrs):
         cfg = C.override(CFG, "trainer.lr", str(lr))
@@ -62,15 +74,28 @@ def test_vmapped_learning_rates_equal_separate_runs(split):
 
 
 def _cli(args, cwd, **kw):
-    return subprocess.Popen([sys.executable, "-m", "transferjax.cli", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "transferjax.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+LONG = dataclasses.replace(
+    CFG,
+    trainer=dataclasses.replace(CFG.trainer, epochs=60, checkpoint_every=1),
+    mf=dataclasses.replace(CFG.mf, epochs=20),
+)
 
 
 def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     exp = tmp_path / "exp.py"
     exp.write_text(
         "from transferjax import config as C\n"
-        f"def get_config():\n    return C.from_dict(C.RunConfig, {C.to_dict(dataclasses.replace(CFG, trainer=dataclasses.replace(CFG.trainer, epochs=60, checkpoint_every=1), mf=dataclasses.replace(CFG.mf, epochs=20)))!r})\n"
+        f"def get_config():\n    return C.from_dict(C.RunConfig, {C.to_dict(LONG)!r})\n"
     )
     ref = _cli(["run", str(exp), "--out", str(tmp_path / "ref")], tmp_path)
     assert ref.wait(timeout=600) == 0, ref.stderr.read()
@@ -78,7 +103,11 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     p = _cli(["run", str(exp), "--out", str(killed)], tmp_path)
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until the mapping stage has checkpoints, then kill
-        steps = [int(d.name) for d in (killed / "ckpt").glob("[0-9]*") if d.name.isdigit()] if (killed / "ckpt").exists() else []
+        steps = (
+            [int(d.name) for d in (killed / "ckpt").glob("[0-9]*") if d.name.isdigit()]
+            if (killed / "ckpt").exists()
+            else []
+        )
         if steps and max(steps) >= 45:
             break
         time.sleep(0.05)
@@ -105,13 +134,17 @@ def test_sweep_chooses_on_valid_only(tmp_path, monkeypatch):
 
     def scrambled(pc, data):  # same valid, test with every rating set to 5.0
         sp = real(pc, data)
-        return dataclasses.replace(sp, test=dataclasses.replace(sp.test, rating=sp.test.rating * 0 + 5.0))
+        return dataclasses.replace(
+            sp, test=dataclasses.replace(sp.test, rating=sp.test.rating * 0 + 5.0)
+        )
 
     monkeypatch.setattr(S, "build_split", scrambled)
     b = S.sweep(cfg, grids=grids, out_dir=tmp_path / "b", echo=lambda *_: None)
     assert a["chosen"] == b["chosen"]
     assert [p["valid"] for p in a["points"]] == [p["valid"] for p in b["points"]]
-    assert [p["test_for_record"] for p in a["points"]] != [p["test_for_record"] for p in b["points"]]
+    assert [p["test_for_record"] for p in a["points"]] != [
+        p["test_for_record"] for p in b["points"]
+    ]
     assert a["budget"] == 4 and a["space"] == {"trainer.lr": ["1e-3", "3e-2"], "mf.dim": ["4", "8"]}
     best = min(a["points"], key=lambda p: p["valid"])
     assert a["chosen"]["index"] == best["index"]

@@ -14,9 +14,17 @@ from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_epoch_fn, make_train, select_best
 from transferjax.transfer.registry import get_method
 
-SMALL = C.SyntheticConfig(n_overlap=600, n_source_only=200, n_target_only=200,
-                          n_items_source=300, n_items_target=250, density_source=0.1,
-                          density_target=0.04, shift_deg=5.0, seed=3)
+SMALL = C.SyntheticConfig(
+    n_overlap=600,
+    n_source_only=200,
+    n_target_only=200,
+    n_items_source=300,
+    n_items_target=250,
+    density_source=0.1,
+    density_target=0.04,
+    shift_deg=5.0,
+    seed=3,
+)
 
 
 def _cfg(method="emcdr", **syn):
@@ -51,11 +59,16 @@ def test_emcdr_beats_target_only_at_small_shift(small_split):
 
 
 def test_identical_runs_identical_metrics(small_split):
-    cfg = dataclasses.replace(_cfg(), trainer=dataclasses.replace(_cfg().trainer, epochs=3),
-                              mf=dataclasses.replace(_cfg().mf, epochs=2))
+    cfg = dataclasses.replace(
+        _cfg(),
+        trainer=dataclasses.replace(_cfg().trainer, epochs=3),
+        mf=dataclasses.replace(_cfg().mf, epochs=2),
+    )
     a, _ = _train(cfg, small_split)
     b, _ = _train(cfg, small_split)
-    assert a.history == b.history or [h["valid"] for h in a.history] == [h["valid"] for h in b.history]
+    assert a.history == b.history or [h["valid"] for h in a.history] == [
+        h["valid"] for h in b.history
+    ]
     assert [h["test"] for h in a.history] == [h["test"] for h in b.history]
     assert a.selected == b.selected
 
@@ -74,7 +87,11 @@ def test_selection_never_reads_test(small_split):
 
 
 def test_select_best_direction():
-    hist = [{"rmse": 1.0, "ndcg@10": 0.1}, {"rmse": 0.8, "ndcg@10": 0.3}, {"rmse": 0.9, "ndcg@10": 0.2}]
+    hist = [
+        {"rmse": 1.0, "ndcg@10": 0.1},
+        {"rmse": 0.8, "ndcg@10": 0.3},
+        {"rmse": 0.9, "ndcg@10": 0.2},
+    ]
     assert select_best(hist, "rmse") == 1
     assert select_best(hist, "ndcg@10") == 1
     assert select_best([{"rmse": float("nan")}, {"rmse": 2.0}], "rmse") == 1

@@ -12,13 +12,25 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.train.trainer import make_epoch_fn
 from transferjax.transfer.registry import available, get_method
 
-TINY = C.SyntheticConfig(n_overlap=120, n_source_only=30, n_target_only=30, n_items_source=50,
-                         n_items_target=40, density_source=0.15, density_target=0.1, seed=4)
+TINY = C.SyntheticConfig(
+    n_overlap=120,
+    n_source_only=30,
+    n_target_only=30,
+    n_items_source=50,
+    n_items_target=40,
+    density_source=0.15,
+    density_target=0.1,
+    seed=4,
+)
 
 
 def _split(implicit: bool):
-    cfg = C.RunConfig(data=C.DataConfig(name="synthetic", synthetic=C.SyntheticConfig(
-        **{**TINY.__dict__, "implicit": implicit})), protocol=C.ProtocolConfig(beta=0.3))
+    cfg = C.RunConfig(
+        data=C.DataConfig(
+            name="synthetic", synthetic=C.SyntheticConfig(**{**TINY.__dict__, "implicit": implicit})
+        ),
+        protocol=C.ProtocolConfig(beta=0.3),
+    )
     return cfg, build_split(cfg.protocol, build_dataset(cfg.data))
 
 
@@ -26,17 +38,28 @@ def _split(implicit: bool):
 @pytest.mark.parametrize("method", available())
 def test_method_trains_two_epochs_without_retracing(method, implicit):
     cfg, split = _split(implicit)
-    cfg = C.apply_overrides(cfg, [f"method={method}", "mf.dim=4", "phi.dims=16,8",
-                                  "phi.expert_dim=8", "trainer.batch_size=32", "mf.batch_size=64"])
+    cfg = C.apply_overrides(
+        cfg,
+        [
+            f"method={method}",
+            "mf.dim=4",
+            "phi.dims=16,8",
+            "phi.expert_dim=8",
+            "trainer.batch_size=32",
+            "mf.batch_size=64",
+        ],
+    )
     built = get_method(method).build(cfg, split, key=jax.random.key(0))
     params = built.params
     for stage in built.stages:
         chex.clear_trace_counter()
         import dataclasses
 
-        stage = dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1),
-                                    step=None if stage.step is None
-                                    else chex.assert_max_traces(stage.step, n=1))
+        stage = dataclasses.replace(
+            stage,
+            loss=chex.assert_max_traces(stage.loss, n=1),
+            step=None if stage.step is None else chex.assert_max_traces(stage.step, n=1),
+        )
         fn = make_epoch_fn(stage)
         part = params[stage.part]
         opt = stage.optimizer.init(part)

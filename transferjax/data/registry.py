@@ -48,12 +48,14 @@ def build_dataset(dc) -> CrossDomainData:
 
         if name == "ml1m_genre":
             return ml.genre_split(ml.load_movielens("ml-1m", path=dc.path or None))
-        return ml.item_overlap(ml.load_movielens("ml-1m", path=dc.path or None),
-                               ml.load_movielens("ml-100k"))
+        return ml.item_overlap(
+            ml.load_movielens("ml-1m", path=dc.path or None), ml.load_movielens("ml-100k")
+        )
     if name == "csv":
+        import numpy as np
+
         from transferjax.data.csv import load_csv
         from transferjax.data.types import CrossDomainData as CDD
-        import numpy as np
 
         if not dc.csv_source or not dc.csv_target:
             raise DataError("data.name=csv needs data.csv_source and data.csv_target files")
@@ -69,13 +71,15 @@ def build_split(pc, data: CrossDomainData) -> Split:
     from transferjax.data import protocols as pr
 
     if pc.name == "cold_start":
-        return pr.cold_start_split(data, beta=pc.beta, valid_frac=pc.valid_frac, seed=pc.seed,
-                                   n_negatives=pc.n_negatives)
+        return pr.cold_start_split(
+            data, beta=pc.beta, valid_frac=pc.valid_frac, seed=pc.seed, n_negatives=pc.n_negatives
+        )
     if pc.name == "published":
         return pr.published_split(data, n_negatives=pc.n_negatives, seed=pc.seed)
     if pc.name == "warm_ratio":
-        return pr.warm_ratio_split(data, seed=pc.seed, n_negatives=pc.n_negatives,
-                                   min_rating=pc.min_rating or None)
+        return pr.warm_ratio_split(
+            data, seed=pc.seed, n_negatives=pc.n_negatives, min_rating=pc.min_rating or None
+        )
     if pc.name == "warm_loo":
         return pr.warm_loo_split(data, seed=pc.seed, n_negatives=pc.n_negatives)
     raise DataError(f"unknown protocol {pc.name!r}")

@@ -4,11 +4,27 @@ The baselines (`transferjax.models.baselines`) register methods and are loaded b
 """
 
 from transferjax.models.discriminator import dann_loss, discriminator_apply, discriminator_init
-from transferjax.models.encoders import (attention_pool_apply, attention_pool_init,
-                                         bag_encoder_apply, bag_encoder_init, dense_encoder_apply,
-                                         id_encoder_apply, id_encoder_init, mlp_apply, mlp_init)
-from transferjax.models.heads import (fixed_weights, mmoe_apply, mmoe_init, ple_apply, ple_init,
-                                      shared_bottom_apply, shared_bottom_init, uncertainty_weights)
+from transferjax.models.encoders import (
+                                         attention_pool_apply,
+                                         attention_pool_init,
+                                         bag_encoder_apply,
+                                         bag_encoder_init,
+                                         dense_encoder_apply,
+                                         id_encoder_apply,
+                                         id_encoder_init,
+                                         mlp_apply,
+                                         mlp_init,
+)
+from transferjax.models.heads import (
+                                         fixed_weights,
+                                         mmoe_apply,
+                                         mmoe_init,
+                                         ple_apply,
+                                         ple_init,
+                                         shared_bottom_apply,
+                                         shared_bottom_init,
+                                         uncertainty_weights,
+)
 from transferjax.models.mf import bpr_loss, mf_init, mf_loss, mf_score, mf_score_all, mse_loss
 
 __all__ = [

@@ -43,8 +43,11 @@ def build_popularity(cfg, split, *, key) -> Built:
     def predict(params, src, tgt, items):
         return jnp.broadcast_to(params["mu"], items.shape)
 
-    return Built(params={"table": jnp.asarray(counts), "mu": mu}, stages=(),
-                 scorer=_item_table_scorer(predict))
+    return Built(
+        params={"table": jnp.asarray(counts), "mu": mu},
+        stages=(),
+        scorer=_item_table_scorer(predict),
+    )
 
 
 def item_means(tr, *, shrink: float = SHRINK) -> np.ndarray:
@@ -68,13 +71,30 @@ def mf_loss_kind(cfg, inter) -> str:
     return "bpr" if inter.implicit else "mse"
 
 
-def domain_mf(cfg, inter, *, key, name: str, part: str, epochs: int, lr: float,
-              batch_size: int, select: bool, optimizer: str = "adam") -> tuple[dict, Stage]:
+def domain_mf(
+    cfg,
+    inter,
+    *,
+    key,
+    name: str,
+    part: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    select: bool,
+    optimizer: str = "adam",
+) -> tuple[dict, Stage]:
     """Initial MF params for one domain and the stage that trains them on `inter`."""
     kind = mf_loss_kind(cfg, inter)
     mu = float(inter.rating.mean()) if kind == "mse" else 0.0
-    params = mf_init(key, n_users=inter.n_users, n_items=inter.n_items, dim=cfg.mf.dim,
-                     init_std=cfg.mf.init_std, mu=mu)
+    params = mf_init(
+        key,
+        n_users=inter.n_users,
+        n_items=inter.n_items,
+        dim=cfg.mf.dim,
+        init_std=cfg.mf.init_std,
+        mu=mu,
+    )
     reg = cfg.mf.reg
 
     def loss(p, batch, k):
@@ -87,10 +107,18 @@ def domain_mf(cfg, inter, *, key, name: str, part: str, epochs: int, lr: float,
 
         opt = make_sparse_optimizer(optimizer, lr=lr)
         step = mf_sparse_step(kind=kind, reg=reg, optimizer=opt)
-    stage = Stage(name=name, part=part, loss=loss,
-                  examples={"user": inter.user, "item": inter.item, "rating": inter.rating},
-                  epochs=epochs, batch_size=batch_size, optimizer=opt, step=step,
-                  select=select, lr_key="trainer.lr" if select else "mf.lr")
+    stage = Stage(
+        name=name,
+        part=part,
+        loss=loss,
+        examples={"user": inter.user, "item": inter.item, "rating": inter.rating},
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=opt,
+        step=step,
+        select=select,
+        lr_key="trainer.lr" if select else "mf.lr",
+    )
     return params, stage
 
 
@@ -103,10 +131,18 @@ def known_users(inter) -> jnp.ndarray:
 def build_mf(cfg, split, *, key) -> Built:
     """Target-only MF; cold users get mu + b_i."""
     tr = split.target_train
-    params, stage = domain_mf(cfg, tr, key=key, name="target_mf", part="target",
-                              epochs=cfg.trainer.epochs, lr=cfg.trainer.lr,
-                              batch_size=cfg.trainer.batch_size, select=True,
-                              optimizer=cfg.trainer.optimizer)
+    params, stage = domain_mf(
+        cfg,
+        tr,
+        key=key,
+        name="target_mf",
+        part="target",
+        epochs=cfg.trainer.epochs,
+        lr=cfg.trainer.lr,
+        batch_size=cfg.trainer.batch_size,
+        select=True,
+        optimizer=cfg.trainer.optimizer,
+    )
     known = known_users(tr)
 
     def user_repr(p, src, tgt):

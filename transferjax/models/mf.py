@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 
 
-def mf_init(key: jax.Array, *, n_users: int, n_items: int, dim: int, init_std: float = 0.1,
-            mu: float = 0.0) -> dict:
+def mf_init(
+    key: jax.Array, *, n_users: int, n_items: int, dim: int, init_std: float = 0.1, mu: float = 0.0
+) -> dict:
     """Gaussian factors N(0, init_std^2), zero biases, `mu` as given."""
     ku, ki = jax.random.split(key)
     return {
@@ -27,7 +28,9 @@ def mf_init(key: jax.Array, *, n_users: int, n_items: int, dim: int, init_std: f
     }
 
 
-def mf_score(user_vec: jax.Array, user_bias: jax.Array, params: dict, items: jax.Array) -> jax.Array:
+def mf_score(
+    user_vec: jax.Array, user_bias: jax.Array, params: dict, items: jax.Array
+) -> jax.Array:
     """Scores of given user representations on items.
 
     Args:
@@ -45,13 +48,19 @@ def mf_score(user_vec: jax.Array, user_bias: jax.Array, params: dict, items: jax
 
 def mf_score_all(user_vec: jax.Array, user_bias: jax.Array, params: dict) -> jax.Array:
     """f32[b, n_items] scores of user representations against every item."""
-    return params["mu"] + user_bias[:, None] + params["item_bias"][None] + user_vec @ params["item"].T
+    return (
+        params["mu"] + user_bias[:, None] + params["item_bias"][None] + user_vec @ params["item"].T
+    )
 
 
 def _reg(params: dict, users: jax.Array, items: jax.Array) -> jax.Array:
     """f32[b] per-example squared L2 norm of the rows an example touches."""
-    return (jnp.sum(params["user"][users] ** 2, -1) + jnp.sum(params["item"][items] ** 2, -1)
-            + params["user_bias"][users] ** 2 + params["item_bias"][items] ** 2)
+    return (
+        jnp.sum(params["user"][users] ** 2, -1)
+        + jnp.sum(params["item"][items] ** 2, -1)
+        + params["user_bias"][users] ** 2
+        + params["item_bias"][items] ** 2
+    )
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -72,7 +81,8 @@ def bpr_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[
     """Bayesian personalised ranking (Rendle et al., UAI 2009) with one uniform negative.
 
     loss = mean -log sigmoid(s_ui - s_uj) + reg * (||rows_ui||^2 + ||q_j||^2 + b_j^2), j ~ U(items).
-    (A sampled negative may occasionally be a positive; with sparse data this is the usual practice.)
+    (A sampled negative may occasionally be a positive; with sparse data this is the usual
+    practice.)
     """
     u, i = batch["user"], batch["item"]
     n_items = params["item"].shape[0]

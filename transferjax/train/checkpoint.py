@@ -24,7 +24,9 @@ class Checkpointer:
         self.directory = pathlib.Path(directory).absolute()
         self._mngr = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, enable_async_checkpointing=False
+            ),
         )
 
     def latest_meta(self) -> dict | None:
@@ -32,21 +34,27 @@ class Checkpointer:
         step = self._mngr.latest_step()
         if step is None:
             return None
-        meta = self._mngr.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))
+        meta = self._mngr.restore(
+            step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
+        )
         return {**meta.meta, "_step": step}
 
     def save(self, step: int, state, meta: dict) -> None:
         """Writes `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`."""
         args = self._ocp.args
-        self._mngr.save(step, args=args.Composite(state=args.StandardSave(state),
-                                                   meta=args.JsonSave(meta)), force=True)
+        self._mngr.save(
+            step,
+            args=args.Composite(state=args.StandardSave(state), meta=args.JsonSave(meta)),
+            force=True,
+        )
         self._mngr.wait_until_finished()
 
     def restore(self, step: int, template):
         """The state of checkpoint `step`, shaped like `template`."""
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
         out = self._mngr.restore(
-            step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract)))
+            step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract))
+        )
         return out.state
 
     def close(self) -> None:

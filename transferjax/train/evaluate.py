@@ -48,15 +48,31 @@ def make_evaluate(cfg, split):
         rate, items_fn, all_fn = _jitted(scorer)
         out = {}
         if rating:
-            out.update(rating_eval(lambda s, t, i: rate(params, s, t, i), heldout,
-                                   chunk_size=max(ec.chunk_size, 4096)))
+            out.update(
+                rating_eval(
+                    lambda s, t, i: rate(params, s, t, i),
+                    heldout,
+                    chunk_size=max(ec.chunk_size, 4096),
+                )
+            )
         if ranking in ("sampled", "both"):
-            out.update(sampled_ranking(lambda s, t, i: items_fn(params, s, t, i), heldout,
-                                       ks=ec.ks, chunk_size=ec.chunk_size))
+            out.update(
+                sampled_ranking(
+                    lambda s, t, i: items_fn(params, s, t, i),
+                    heldout,
+                    ks=ec.ks,
+                    chunk_size=ec.chunk_size,
+                )
+            )
         if ranking in ("full", "both"):
-            full = full_ranking(lambda s, t: all_fn(params, s, t), heldout,
-                                exclude=split.target_train, n_items=n_items, ks=ec.ks,
-                                chunk_size=ec.chunk_size)
+            full = full_ranking(
+                lambda s, t: all_fn(params, s, t),
+                heldout,
+                exclude=split.target_train,
+                n_items=n_items,
+                ks=ec.ks,
+                chunk_size=ec.chunk_size,
+            )
             out.update({f"full_{k}": v for k, v in full.items()})
         return {k: float(v) for k, v in out.items()}
 

@@ -13,6 +13,7 @@ JSON files are written atomically (temp file, then rename).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -74,8 +75,13 @@ def split_fingerprint(split) -> str:
 def git_commit() -> str | None:
     """The package checkout's commit, when it is a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=pathlib.Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -113,34 +119,55 @@ def _fmt(metrics: dict, keys) -> str:
     return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
-SUMMARY_KEYS = ("mae", "rmse", "hr@10", "ndcg@10", "mrr", "full_hr@10", "full_ndcg@10",
-                "full_recall@10", "full_mrr")
+SUMMARY_KEYS = (
+    "mae",
+    "rmse",
+    "hr@10",
+    "ndcg@10",
+    "mrr",
+    "full_hr@10",
+    "full_ndcg@10",
+    "full_recall@10",
+    "full_mrr",
+)
 
 
 def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
-    lines = [f"transferjax {__version__}  {cfg.name}  method={cfg.method}  data={split.data.name}  "
-             f"protocol={split.protocol}  seeds={list(seeds)}"]
+    lines = [
+        f"transferjax {__version__}  {cfg.name}  method={cfg.method}  data={split.data.name}  "
+        f"protocol={split.protocol}  seeds={list(seeds)}"
+    ]
     for seed, r in zip(seeds, results):
         best = r.best
         keys = [k for k in SUMMARY_KEYS if k in best["valid"]]
-        lines += [f"seed {seed}: selected stage={best['stage']} epoch={best['epoch']} "
-                  f"by valid {r.select_metric}",
-                  f"  valid  {_fmt(best['valid'], keys)}",
-                  f"  test   {_fmt(best['test'], keys)}"]
+        lines += [
+            f"seed {seed}: selected stage={best['stage']} epoch={best['epoch']} "
+            f"by valid {r.select_metric}",
+            f"  valid  {_fmt(best['valid'], keys)}",
+            f"  test   {_fmt(best['test'], keys)}",
+        ]
     if len(results) > 1:
         keys = [k for k in SUMMARY_KEYS if k in results[0].best["test"]]
         arr = {k: np.array([r.best["test"][k] for r in results]) for k in keys}
-        lines.append("  test mean +/- std: " + "  ".join(
-            f"{k}={v.mean():.4f}+/-{v.std(ddof=1):.4f}" for k, v in arr.items()))
+        lines.append(
+            "  test mean +/- std: "
+            + "  ".join(f"{k}={v.mean():.4f}+/-{v.std(ddof=1):.4f}" for k, v in arr.items())
+        )
     r0 = results[0]
-    lines.append(f"wall {wall:.1f}s (train {train_s:.1f}s, compile {r0.compile_time:.1f}s)"
-                 + (f", resumed from checkpoint {r0.resumed_from}" if r0.resumed_from else ""))
+    lines.append(
+        f"wall {wall:.1f}s (train {train_s:.1f}s, compile {r0.compile_time:.1f}s)"
+        + (f", resumed from checkpoint {r0.resumed_from}" if r0.resumed_from else "")
+    )
     return "\n".join(lines)
 
 
 def _seed_entry(seed, r) -> dict:
-    return {"seed": seed, "select_metric": r.select_metric,
-            "selected": {"index": r.selected, **r.best}, "history": r.history}
+    return {
+        "seed": seed,
+        "select_metric": r.select_metric,
+        "selected": {"index": r.selected, **r.best},
+        "history": r.history,
+    }
 
 
 def prepare_folder(cfg, out: pathlib.Path) -> None:
@@ -153,8 +180,20 @@ def prepare_folder(cfg, out: pathlib.Path) -> None:
     write_json(out / "config.json", C.to_dict(cfg))
 
 
-def train_seeds(cfg, split, *, out: pathlib.Path, writer, trials=None, progress: bool = False,
-                vmapped: bool | None = None) -> list:
+def _prefixed(writer, prefix: str, step: int, values: dict) -> None:
+    writer.scalars(step, {f"{prefix}{k}": v for k, v in values.items()})
+
+
+def train_seeds(
+    cfg,
+    split,
+    *,
+    out: pathlib.Path,
+    writer,
+    trials=None,
+    progress: bool = False,
+    vmapped: bool | None = None,
+) -> list:
     """Trains seeds cfg.seed .. cfg.seed + cfg.seeds - 1 (times `trials`, when given).
 
     `trials` (per-trial overrides of traced values such as learning rates) are crossed with the
@@ -167,31 +206,52 @@ def train_seeds(cfg, split, *, out: pathlib.Path, writer, trials=None, progress:
     if trials is not None or vmapped or len(seeds) == 1:
         tri = None if trials is None else [t for t in trials for _ in seeds]
         keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
-        train = make_train(cfg, split, evaluate=evaluate, log=writer.scalars,
-                           ckpt_dir=out / "ckpt", trials=tri, progress=progress)
+        train = make_train(
+            cfg,
+            split,
+            evaluate=evaluate,
+            log=writer.scalars,
+            ckpt_dir=out / "ckpt",
+            trials=tri,
+            progress=progress,
+        )
         results = train(keys[0] if len(keys) == 1 else jnp.stack(keys))
         return results if isinstance(results, list) else [results]
     results = []
     for i, s in enumerate(seeds):
-        log = (lambda i: lambda step, v: writer.scalars(
-            step, {f"trial{i}/{k}": x for k, x in v.items()}))(i)
-        train = make_train(cfg, split, evaluate=evaluate, log=log,
-                           ckpt_dir=out / "ckpt" / f"seed{s}", progress=progress)
+        log = functools.partial(_prefixed, writer, f"trial{i}/")
+        train = make_train(
+            cfg,
+            split,
+            evaluate=evaluate,
+            log=log,
+            ckpt_dir=out / "ckpt" / f"seed{s}",
+            progress=progress,
+        )
         results.append(train(jax.random.key(s)))
     return results
 
 
-def write_results(out: pathlib.Path, cfg, split, results, *, vmapped: bool, t_data: float,
-                  wall: float) -> dict:
+def write_results(
+    out: pathlib.Path, cfg, split, results, *, vmapped: bool, t_data: float, wall: float
+) -> dict:
     """Writes metrics.json, manifest.json and summary.txt; returns the metrics dict."""
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     train_s = results[0].train_time if vmapped else sum(r.train_time for r in results)
     common = {
-        "method": cfg.method, "dataset": split.data.name, "protocol": split.protocol,
-        "protocol_info": {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                          for k, v in split.info.items()},
-        "timing": {"data_s": t_data, "train_s": train_s, "compile_s": results[0].compile_time,
-                   "wall_s": wall},
+        "method": cfg.method,
+        "dataset": split.data.name,
+        "protocol": split.protocol,
+        "protocol_info": {
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+            for k, v in split.info.items()
+        },
+        "timing": {
+            "data_s": t_data,
+            "train_s": train_s,
+            "compile_s": results[0].compile_time,
+            "wall_s": wall,
+        },
         "version": __version__,
     }
     if len(seeds) == 1:
@@ -199,21 +259,36 @@ def write_results(out: pathlib.Path, cfg, split, results, *, vmapped: bool, t_da
     else:
         metrics = {**common, "seeds": [_seed_entry(s, r) for s, r in zip(seeds, results)]}
     write_json(out / "metrics.json", metrics)
-    write_json(out / "manifest.json", {
-        "config": C.to_dict(cfg), "version": __version__, "git_commit": git_commit(),
-        "data_fingerprint": split_fingerprint(split), "seeds": seeds, "vmapped_seeds": vmapped,
-        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-        "host": platform.node(), "python": platform.python_version(), "jax": jax.__version__,
-        "wall_s": wall, "train_s": train_s, "compile_s": results[0].compile_time,
-        "data_s": t_data, "resumed_from": results[0].resumed_from,
-    })
+    write_json(
+        out / "manifest.json",
+        {
+            "config": C.to_dict(cfg),
+            "version": __version__,
+            "git_commit": git_commit(),
+            "data_fingerprint": split_fingerprint(split),
+            "seeds": seeds,
+            "vmapped_seeds": vmapped,
+            "devices": [str(d) for d in jax.devices()],
+            "backend": jax.default_backend(),
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "wall_s": wall,
+            "train_s": train_s,
+            "compile_s": results[0].compile_time,
+            "data_s": t_data,
+            "resumed_from": results[0].resumed_from,
+        },
+    )
     text = summary(cfg, results, split, seeds, wall, train_s) + f"\nrun folder: {out}"
     (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
     metrics["_summary"] = text
     return metrics
 
 
-def run(cfg, *, out_dir: str | os.PathLike | None = None, echo=print, progress: bool = True) -> dict:
+def run(
+    cfg, *, out_dir: str | os.PathLike | None = None, echo=print, progress: bool = True
+) -> dict:
     """Runs `cfg` and writes its run folder; returns the metrics dict that was written.
 
     Rerunning with the same folder resumes from its newest checkpoint; a folder that holds a
@@ -232,10 +307,13 @@ def run(cfg, *, out_dir: str | os.PathLike | None = None, echo=print, progress: 
     vmapped = use_vmap(cfg, split)
     writer = make_writer(out)
     try:
-        results = train_seeds(cfg, split, out=out, writer=writer, progress=progress, vmapped=vmapped)
+        results = train_seeds(
+            cfg, split, out=out, writer=writer, progress=progress, vmapped=vmapped
+        )
     finally:
         writer.close()
-    metrics = write_results(out, cfg, split, results, vmapped=vmapped, t_data=t_data,
-                            wall=time.perf_counter() - t0)
+    metrics = write_results(
+        out, cfg, split, results, vmapped=vmapped, t_data=t_data, wall=time.perf_counter() - t0
+    )
     echo(metrics.pop("_summary"))
     return metrics

@@ -29,7 +29,7 @@ TRACED = ("trainer.lr", "mf.lr")
 
 
 def parse_space(base, grids: list[str]) -> dict[str, list | tuple]:
-    """{'trainer.lr': ['0.001', '0.01'], 'mf.lr': ('log', 1e-4, 1e-1)}; validates every key/value."""
+    """{'trainer.lr': ['0.001', '0.01'], 'mf.lr': ('log', 1e-4, 1e-1)}; validates each key/value."""
     space: dict = {}
     for g in grids:
         key, sep, raw = g.partition("=")
@@ -77,8 +77,9 @@ def _valid_score(metrics_seeds: list, metric: str) -> float:
     return float(np.mean([r.best["valid"][metric] for r in metrics_seeds]))
 
 
-def sweep(base, *, grids: list[str], out_dir, random: int = 0, sample_seed: int = 0,
-          echo=print) -> dict:
+def sweep(
+    base, *, grids: list[str], out_dir, random: int = 0, sample_seed: int = 0, echo=print
+) -> dict:
     """Runs the sweep and writes `out_dir/sweep.json`; returns its content."""
     space = parse_space(base, grids)
     pts = points(space, random=random, seed=sample_seed)
@@ -93,7 +94,9 @@ def sweep(base, *, grids: list[str], out_dir, random: int = 0, sample_seed: int 
         static = tuple(sorted((k, v) for k, v in pt.items() if k not in TRACED))
         groups.setdefault(static, []).append(i)
     results: dict[int, list] = {}
-    cfgs = {i: C.apply_overrides(base, [f"{k}={v}" for k, v in pt.items()]) for i, pt in enumerate(pts)}
+    cfgs = {
+        i: C.apply_overrides(base, [f"{k}={v}" for k, v in pt.items()]) for i, pt in enumerate(pts)
+    }
     for static, idx in groups.items():
         gcfg = C.apply_overrides(base, [f"{k}={v}" for k, v in static])
         traced = [{k: float(v) for k, v in pts[i].items() if k in TRACED} for i in idx]
@@ -102,30 +105,48 @@ def sweep(base, *, grids: list[str], out_dir, random: int = 0, sample_seed: int 
         writer = make_writer(folder, tensorboard=False)
         t1 = time.perf_counter()
         try:
-            res = train_seeds(gcfg, split, out=folder, writer=writer,
-                              trials=traced if any(traced) else None)
+            res = train_seeds(
+                gcfg, split, out=folder, writer=writer, trials=traced if any(traced) else None
+            )
         finally:
             writer.close()
         wall = time.perf_counter() - t1
         n_seeds = gcfg.seeds
         for j, i in enumerate(idx):
-            mine = res[j * n_seeds:(j + 1) * n_seeds] if any(traced) else res
+            mine = res[j * n_seeds : (j + 1) * n_seeds] if any(traced) else res
             results[i] = mine
             pdir = out / f"point-{i:03d}"
             prepare_folder(cfgs[i], pdir)
-            write_results(pdir, cfgs[i], split, mine, vmapped=use_vmap(cfgs[i], split) or
-                          len(idx) > 1, t_data=t_data, wall=wall)
+            write_results(
+                pdir,
+                cfgs[i],
+                split,
+                mine,
+                vmapped=use_vmap(cfgs[i], split) or len(idx) > 1,
+                t_data=t_data,
+                wall=wall,
+            )
     metric = results[0][0].select_metric
     scores = [_valid_score(results[i], metric) for i in range(len(pts))]
     best = int(np.argmin(scores) if lower_is_better(metric) else np.argmax(scores))
     report = {
         "space": {k: (list(v) if isinstance(v, tuple) else v) for k, v in space.items()},
-        "mode": "random" if random else "grid", "budget": len(pts), "sample_seed": sample_seed,
+        "mode": "random" if random else "grid",
+        "budget": len(pts),
+        "sample_seed": sample_seed,
         "select_metric": f"valid {metric} (mean over seeds at each seed's selected epoch)",
-        "points": [{"index": i, "values": pts[i], "valid": scores[i],
-                    "test_for_record": float(np.mean([r.best["test"][metric] for r in results[i]]))
-                    if metric in results[i][0].best["test"] else None,
-                    "folder": f"point-{i:03d}"} for i in range(len(pts))],
+        "points": [
+            {
+                "index": i,
+                "values": pts[i],
+                "valid": scores[i],
+                "test_for_record": float(np.mean([r.best["test"][metric] for r in results[i]]))
+                if metric in results[i][0].best["test"]
+                else None,
+                "folder": f"point-{i:03d}",
+            }
+            for i in range(len(pts))
+        ],
         "chosen": {"index": best, "values": pts[best], "valid": scores[best]},
         "wall_s": time.perf_counter() - t0,
     }

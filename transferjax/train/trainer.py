@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +64,12 @@ def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):
     an array in the optimizer state, so runs that differ only in it share one compiled program
     and can be batched under `vmap`.
     """
-    makers = {"adam": optax.adam, "adamw": lambda learning_rate: optax.adamw(
-        learning_rate, weight_decay=weight_decay), "sgd": optax.sgd, "adagrad": optax.adagrad}
+    makers = {
+        "adam": optax.adam,
+        "adamw": lambda learning_rate: optax.adamw(learning_rate, weight_decay=weight_decay),
+        "sgd": optax.sgd,
+        "adagrad": optax.adagrad,
+    }
     if name not in makers:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(makers)}")
     return optax.inject_hyperparams(makers[name])(learning_rate=lr)
@@ -74,9 +79,9 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
     """`epoch(part, opt_state, frozen, examples, key, idx=None) -> (part, opt_state, stats)`.
 
     One pass over `stage.examples` as a `lax.scan` of fixed-shape steps, in the order `idx`
-    (i32[steps, batch] from `host_epoch_indices`) or, without it, a shuffle drawn in the graph. With `batched`, part,
-    opt_state, frozen and key carry a leading trial axis (seeds, learning rates) under `vmap`;
-    the examples are shared. Jitted with part and opt_state donated unless `jit=False`.
+    (i32[steps, batch] from `host_epoch_indices`) or, without it, a shuffle drawn in the graph.
+    With `batched`, part, opt_state, frozen, key and idx carry a leading trial axis (seeds,
+    learning rates) under `vmap`; the examples are shared. Jitted with part and opt_state donated unless `jit=False`.
     """
     n = len(next(iter(stage.examples.values())))
     batch_size = min(stage.batch_size, n)
@@ -128,7 +133,9 @@ def select_best(valid_history: list[dict], metric: str) -> int:
     if not valid_history:
         raise ValueError("nothing to select from: no evaluation ran")
     if metric not in valid_history[0]:
-        raise ValueError(f"selection metric {metric!r} not computed; have {sorted(valid_history[0])}")
+        raise ValueError(
+            f"selection metric {metric!r} not computed; have {sorted(valid_history[0])}"
+        )
     vals = np.array([h[metric] for h in valid_history], dtype=np.float64)
     vals = np.where(np.isnan(vals), np.inf if lower_is_better(metric) else -np.inf, vals)
     return int(np.argmin(vals) if lower_is_better(metric) else np.argmax(vals))
@@ -160,8 +167,16 @@ def _stack(trees: list):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
-               ckpt_dir=None, trials: list[dict] | None = None, progress: bool = False) -> Callable:
+def make_train(
+    cfg,
+    split,
+    *,
+    evaluate: Callable,
+    log: Callable | None = None,
+    ckpt_dir=None,
+    trials: list[dict] | None = None,
+    progress: bool = False,
+) -> Callable:
     """Returns `train(keys) -> list[Result]` (or `train(key) -> Result` for one scalar key).
 
     A leading axis of `keys` is a batch of trials (seeds) trained in one compiled program under
@@ -226,14 +241,24 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
         def record(stage_name: str, epoch: int, stats: list[dict]):
             for i in range(n):
                 p = trial_params(i)
-                entry = {"stage": stage_name, "epoch": epoch, "step": clock["step"],
-                         "train": stats[i], "valid": evaluate(built.scorer, p, split.valid),
-                         "test": evaluate(built.scorer, p, split.test)}
+                entry = {
+                    "stage": stage_name,
+                    "epoch": epoch,
+                    "step": clock["step"],
+                    "train": stats[i],
+                    "valid": evaluate(built.scorer, p, split.valid),
+                    "test": evaluate(built.scorer, p, split.test),
+                }
                 history[i].append(entry)
                 prefix = f"trial{i}/" if batched else ""
-                log(clock["step"], {**{f"{prefix}train/{k}": v for k, v in stats[i].items()},
-                                    **{f"{prefix}valid/{k}": v for k, v in entry["valid"].items()},
-                                    **{f"{prefix}test/{k}": v for k, v in entry["test"].items()}})
+                log(
+                    clock["step"],
+                    {
+                        **{f"{prefix}train/{k}": v for k, v in stats[i].items()},
+                        **{f"{prefix}valid/{k}": v for k, v in entry["valid"].items()},
+                        **{f"{prefix}test/{k}": v for k, v in entry["test"].items()},
+                    },
+                )
 
         for s_idx, stage in enumerate(built.stages):
             if s_idx < start_stage:
@@ -259,8 +284,11 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
                 frozen = {k: v for k, v in params.items() if k != stage.part}
                 fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: B023
                 k_ep = jax.vmap(fold)(k_train) if batched else fold(k_train[0])
-                k_perm = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30))(k_ep) if batched \
+                k_perm = (
+                    jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30))(k_ep)
+                    if batched
                     else jax.random.fold_in(k_ep, 1 << 30)
+                )
                 idx = jnp.asarray(host_epoch_indices(k_perm, n_rows, min(stage.batch_size, n_rows)))
                 args = (part, opt_state, frozen, examples, k_ep, idx)
                 if compiled is None:
@@ -271,20 +299,35 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
                 part, opt_state, stats = compiled(*args)
                 stats = jax.device_get(stats)
                 clock["train"] += time.perf_counter() - t1
-                stats = [{k: float(v[i] if batched else v) for k, v in stats.items()} for i in range(n)]
+                stats = [
+                    {k: float(v[i] if batched else v) for k, v in stats.items()} for i in range(n)
+                ]
                 params = {**params, stage.part: part}
                 clock["step"] += 1
-                if stage.select and ((ep + 1) % cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs):
+                if stage.select and (
+                    (ep + 1) % cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs
+                ):
                     record(stage.name, ep + 1, stats)
                 else:
                     log(clock["step"], {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
                 if bar is not None:
-                    bar.update(clock["step"], math.ceil(n_rows / stage.batch_size) * n,
-                                    f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}")
+                    bar.update(
+                        clock["step"],
+                        math.ceil(n_rows / stage.batch_size) * n,
+                        f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}",
+                    )
                 if ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
-                    ckpt.save(clock["step"], {"params": params, "opt": opt_state},
-                              {"stage": s_idx, "epoch": ep + 1, "step": clock["step"],
-                               "history": history, "train_time": clock["train"]})
+                    ckpt.save(
+                        clock["step"],
+                        {"params": params, "opt": opt_state},
+                        {
+                            "stage": s_idx,
+                            "epoch": ep + 1,
+                            "step": clock["step"],
+                            "history": history,
+                            "train_time": clock["train"],
+                        },
+                    )
         if ckpt is not None:
             ckpt.close()
         if bar is not None:
@@ -292,10 +335,19 @@ def make_train(cfg, split, *, evaluate: Callable, log: Callable | None = None,
         if not history[0]:  # nothing selects (closed-form baselines): one evaluation at the end
             record("final", 0, [{} for _ in range(n)])
         wall = time.perf_counter() - t0
-        results = [Result(params=trial_params(i), history=history[i],
-                          selected=select_best([h["valid"] for h in history[i]], metric),
-                          select_metric=metric, wall_time=wall, train_time=clock["train"],
-                          compile_time=clock["compile"], resumed_from=resumed) for i in range(n)]
+        results = [
+            Result(
+                params=trial_params(i),
+                history=history[i],
+                selected=select_best([h["valid"] for h in history[i]], metric),
+                select_metric=metric,
+                wall_time=wall,
+                train_time=clock["train"],
+                compile_time=clock["compile"],
+                resumed_from=resumed,
+            )
+            for i in range(n)
+        ]
         return results[0] if single else results
 
     return train

@@ -49,7 +49,9 @@ class JsonlWriter(Writer):
         self._f = open(path, "a", encoding="utf-8")
 
     def scalars(self, step, values):
-        self._f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
+        self._f.write(
+            json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n"
+        )
         self._f.flush()
 
     def close(self):

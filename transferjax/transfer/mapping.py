@@ -65,24 +65,31 @@ def build_emcdr(cfg, split, *, key) -> Built:
     """EMCDR: MF per domain, then a linear or MLP map trained on warm overlap users."""
     k_s, k_t, k_m = jax.random.split(key, 3)
     mf_kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
-    src_params, src_stage = domain_mf(cfg, split.source_train, key=k_s, name="source_mf",
-                                      part="source", **mf_kw)
-    tgt_params, tgt_stage = domain_mf(cfg, split.target_train, key=k_t, name="target_mf",
-                                      part="target", **mf_kw)
+    src_params, src_stage = domain_mf(
+        cfg, split.source_train, key=k_s, name="source_mf", part="source", **mf_kw
+    )
+    tgt_params, tgt_stage = domain_mf(
+        cfg, split.target_train, key=k_t, name="target_mf", part="target", **mf_kw
+    )
     if len(split.warm_pairs) == 0:
         raise ValueError("EMCDR needs warm overlapping users; the split has none")
     d = cfg.mf.dim + 1
-    map_params = mapping_init(k_m, dim_in=d, dim_out=d, kind=cfg.emcdr.mapping,
-                              hidden=cfg.emcdr.hidden)
+    map_params = mapping_init(
+        k_m, dim_in=d, dim_out=d, kind=cfg.emcdr.mapping, hidden=cfg.emcdr.hidden
+    )
     reg = cfg.emcdr.reg
     map_stage = Stage(
-        name="mapping", part="map",
+        name="mapping",
+        part="map",
         loss=lambda p, batch, k: mapping_loss(p, batch, reg=reg),
         examples={"src": split.warm_pairs[:, 0], "tgt": split.warm_pairs[:, 1]},
-        epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
-                                 weight_decay=cfg.trainer.weight_decay),
-        select=True)
+        epochs=cfg.trainer.epochs,
+        batch_size=cfg.trainer.batch_size,
+        optimizer=make_optimizer(
+            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
+        ),
+        select=True,
+    )
     known = known_users(split.target_train)
 
     def user_repr(p, src, tgt):
@@ -91,10 +98,14 @@ def build_emcdr(cfg, split, *, key) -> Built:
         mapped = mapping_apply(p["map"], _user_x(p["source"], jnp.maximum(src, 0)))
         fallback = (mapped[:, :-1], mapped[:, -1])
         # no source profile (src < 0) and no target history: item baseline only.
-        has_src = (src >= 0)
-        fallback = (jnp.where(has_src[:, None], fallback[0], 0.0), jnp.where(has_src, fallback[1], 0.0))
+        has_src = src >= 0
+        fallback = (
+            jnp.where(has_src[:, None], fallback[0], 0.0),
+            jnp.where(has_src, fallback[1], 0.0),
+        )
         return own_or_fallback(known, own, fallback, tgt)
 
     params = {"source": src_params, "target": tgt_params, "map": map_params}
-    return Built(params=params, stages=(src_stage, tgt_stage, map_stage),
-                 scorer=mf_scorer(user_repr))
+    return Built(
+        params=params, stages=(src_stage, tgt_stage, map_stage), scorer=mf_scorer(user_repr)
+    )

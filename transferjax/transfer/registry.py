@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +52,13 @@ class Method:
 
 _METHODS: dict[str, Method] = {}
 # Modules whose import registers the built-in methods.
-_BUILTIN_MODULES = ("transferjax.models.baselines", "transferjax.transfer.mapping",
-                    "transferjax.transfer.collective", "transferjax.transfer.ptupcdr",
-                    "transferjax.transfer.phi")
+_BUILTIN_MODULES = (
+    "transferjax.models.baselines",
+    "transferjax.transfer.mapping",
+    "transferjax.transfer.collective",
+    "transferjax.transfer.ptupcdr",
+    "transferjax.transfer.phi",
+)
 
 
 def register(name: str) -> Callable:
