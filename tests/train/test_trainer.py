@@ -115,3 +115,24 @@ def test_epochs_do_not_recompile(small_split, method):
             part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
             assert np.isfinite(float(stats["loss"]))
         params = {**params, stage.part: part}
+
+
+def test_default_select_metric_matches_what_is_computed():
+    from transferjax.train.evaluate import default_select_metric, make_evaluate
+
+    cfg = C.apply_overrides(_cfg("popularity"), ["data.synthetic.implicit=true",
+                                                 "protocol.n_negatives=20"])
+    split = build_split(cfg.protocol, build_dataset(cfg.data))
+    metric = default_select_metric(cfg, split)
+    assert metric == "ndcg@10"
+    res, _ = _train(cfg, split)
+    assert metric in res.best["valid"] and "rmse" not in res.best["valid"]
+    explicit = _cfg("popularity")
+    assert default_select_metric(explicit, build_split(explicit.protocol,
+                                                       build_dataset(explicit.data))) == "rmse"
+    off = C.apply_overrides(explicit, ["eval.rating=off"])
+    sp = build_split(off.protocol, build_dataset(off.data))
+    assert default_select_metric(off, sp) == "full_ndcg@10"
+    assert "rmse" not in make_evaluate(off, sp)(
+        get_method("popularity").build(off, sp, key=jax.random.key(0)).scorer,
+        get_method("popularity").build(off, sp, key=jax.random.key(0)).params, sp.valid)

@@ -8,7 +8,6 @@ Ids are 0-based dense int32 indices; the raw ids a loader read are kept in `user
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
@@ -45,9 +44,9 @@ class Interactions:
     rating: np.ndarray
     n_users: int
     n_items: int
-    timestamp: Optional[np.ndarray] = None
-    user_ids: Optional[np.ndarray] = None
-    item_ids: Optional[np.ndarray] = None
+    timestamp: np.ndarray | None = None
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
     name: str = "domain"
 
     def __post_init__(self):
@@ -83,7 +82,7 @@ class Interactions:
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
-    def select(self, mask_or_index) -> "Interactions":
+    def select(self, mask_or_index) -> Interactions:
         """Rows picked by a boolean mask or an index array; id spaces are unchanged."""
         idx = np.asarray(mask_or_index)
         ts = None if self.timestamp is None else self.timestamp[idx]
@@ -142,7 +141,7 @@ class CrossDomainData:
     target: Interactions
     overlap: np.ndarray
     item_overlap: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int32))
-    published: Optional[dict] = None
+    published: dict | None = None
     name: str = "cross_domain"
 
     def __post_init__(self):
@@ -183,7 +182,7 @@ class HeldOut:
     row: np.ndarray
     item: np.ndarray
     rating: np.ndarray
-    negatives: Optional[np.ndarray] = None
+    negatives: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "pairs", np.asarray(self.pairs, np.int32).reshape(-1, 2))

@@ -23,8 +23,10 @@ def _jitted(scorer):
 def default_select_metric(cfg, split) -> str:
     """rmse for explicit ratings without ranking; ndcg@10 (sampled, else full) otherwise."""
     ranking = cfg.eval.ranking
-    if ranking == "none" and not split.target_train.implicit:
-        return "rmse"
+    if ranking == "none":
+        if not split.target_train.implicit and cfg.eval.rating != "off":
+            return "rmse"
+        ranking = "sampled" if split.valid.negatives is not None else "full"
     if ranking in ("sampled", "both"):
         return "ndcg@10"
     return "full_ndcg@10"

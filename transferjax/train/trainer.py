@@ -81,7 +81,8 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
     One pass over `stage.examples` as a `lax.scan` of fixed-shape steps, in the order `idx`
     (i32[steps, batch] from `host_epoch_indices`) or, without it, a shuffle drawn in the graph.
     With `batched`, part, opt_state, frozen, key and idx carry a leading trial axis (seeds,
-    learning rates) under `vmap`; the examples are shared. Jitted with part and opt_state donated unless `jit=False`.
+    learning rates) under `vmap`; the examples are shared. Jitted with part and opt_state
+    donated unless `jit=False`.
     """
     n = len(next(iter(stage.examples.values())))
     batch_size = min(stage.batch_size, n)

@@ -3,7 +3,13 @@
 Method modules (mapping, collective, ptupcdr, phi) register themselves when the registry loads.
 """
 
-from transferjax.transfer.alignment import coral, info_nce, median_bandwidths, mmd2_linear, mmd2_unbiased
+from transferjax.transfer.alignment import (
+           coral,
+           info_nce,
+           median_bandwidths,
+           mmd2_linear,
+           mmd2_unbiased,
+)
 from transferjax.transfer.grl import constant, ganin, grad_reverse, warmup
 from transferjax.transfer.registry import Built, Scorer, available, get_method, register
 

@@ -227,7 +227,9 @@ def info_nce(
         raise ValueError(f"info_nce: z_a {z_a.shape} and z_b {z_b.shape} must be equal [b, d]")
     b = z_a.shape[0]
     valid = _weights(mask, b, "mask") > 0
-    norm = lambda z: z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-8)
+    # rsqrt of the clamped squared norm: finite value and gradient for an all-zero row (the
+    # gradient of ||z|| at 0 is NaN even behind a maximum).
+    norm = lambda z: z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-16))
     s = (norm(z_a) @ norm(z_b).T) / temperature
     pair_ok = valid[:, None] & valid[None, :]
     s = jnp.where(pair_ok, s, -1e9)

@@ -1,0 +1,276 @@
+"""The multi-task transfer model over phi encoders (DESIGN.md section 5), with an alignment
+objective from `transferjax.transfer.objectives`.
+
+Model. A user's source and target interest vectors (`_userbags`: shrunk mean of centred
+ratings) go through two encoders, `z_s = phi_s(x_s)`, `z_t = phi_t(x_t)` (cfg.phi.encoder,
+layers cfg.phi.dims, common space dims[-1]), merged as the masked mean of the available ones,
+`h = (u_s z_s + u_t z_t) / max(u_s + u_t, 1)` (u: the row uses that vector; h = 0 for neither).
+A residual multi-task head (`_phi_heads`, cfg.phi.head) gives one representation per task, each
+with an output layer over all items of its domain: source click, source rating (explicit source
+data), target click, target rating (explicit target data).
+
+Losses. Click: sigmoid BCE against the user's interests, every rated item a positive (also for
+explicit data: a rating is an interaction, as in the ranking protocols). Rating: MSE on
+observed ratings only. Task weights cfg.phi.task_weighting: "fixed" (source tasks
+source_weight, target tasks 1 - source_weight) or "uncertainty" (Kendall et al. 2018). Plus
+cfg.align.weight times the alignment objective cfg.align.objective on the phi outputs
+(rows paired by user; z_s over rows that use a source vector, z_t over rows that use a target
+vector).
+
+Cold users and no label leakage. A cold user has no target vector: its h is z_s alone
+(phi_s of its source vector) through the target heads. Training simulates this and never shows
+a model the entries it predicts: every step each user's bag is split at random into input
+entries (prob SOURCE_KEEP / TARGET_KEEP) and label entries; encoders read only input entries,
+losses only label entries (input items are left out of the BCE). Users with both domains are
+also simulated cold with prob COLD_RATE: their whole target bag becomes labels and h = z_s, the
+path a cold user takes at test time. Gradients: phi_s is trained by the source tasks only;
+target tasks and the alignment see z_s through stop_gradient, so a few hundred users with both
+domains cannot make phi_s memorise their target ratings (as EMCDR fixes the source factors while
+fitting its bridge), and the alignment moves phi_t into phi_s's space (as ADDA, Tzeng et al.
+2017, adapts only the target encoder). phi_t learns from the target tasks of rows that are not
+simulated cold and from the alignment.
+
+Scoring: `predict` = the target rating head (explicit data); `score_items` / `score_all` = the
+target click logits. Users with target training data use both vectors (all their training
+entries), cold users z_s only, users with neither h = 0. The interest bags are compact CSR
+arrays in the frozen params key "bags", so evaluation looks users up by index.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from transferjax.models import heads as H
+from transferjax.train.trainer import Stage, make_optimizer
+from transferjax.transfer import _phi_heads as O
+from transferjax.transfer import _userbags as U
+from transferjax.transfer.objectives import get_objective
+from transferjax.transfer.registry import Built, Scorer, register
+
+COLD_RATE = 0.5  # share of users with both domains simulated cold per step
+SOURCE_KEEP = 0.5  # share of a source bag's entries that are input in a step (rest: labels)
+TARGET_KEEP = 0.5  # the same for target bags of rows not simulated cold
+
+
+class PhiModel:
+    """One phi model: static structure (domain specs, tasks, objective) and pure functions."""
+
+    def __init__(self, cfg, split, *, objective: str):
+        self.cfg, self.split, self.objective = cfg, split, get_objective(objective)
+        self.bags_s, self.spec_s = U.domain_bags(split.source_train, max_len=cfg.phi.max_len)
+        self.bags_t, self.spec_t = U.domain_bags(split.target_train, max_len=cfg.phi.max_len)
+        self.explicit = self.spec_t.explicit
+        self.tasks = (("src_click",) + (("src_rating",) if self.spec_s.explicit else ())
+                      + ("tgt_click",) + (("rating",) if self.explicit else ()))
+        self.n_tasks = len(self.tasks)
+        self.dim = int(cfg.phi.dims[-1])
+        self.head_init, self.head_apply = O.head_fns(cfg.phi, dim=self.dim, n_tasks=self.n_tasks)
+
+    def init(self, key) -> dict:
+        """Trainable params: encoders, head, output layers, objective params, step counter."""
+        pc, d, sp = self.cfg.phi, self.dim, self.split
+        k_s, k_t, k_h, k_o, k_obj = jax.random.split(key, 5)
+        ko = dict(zip(self.tasks, jax.random.split(k_o, self.n_tasks), strict=True))
+        out = {"src_click": O.click_out_init(ko["src_click"], dim=d, inter=sp.source_train),
+               "tgt_click": O.click_out_init(ko["tgt_click"], dim=d, inter=sp.target_train)}
+        for task, inter, spec in (("src_rating", sp.source_train, self.spec_s),
+                                  ("rating", sp.target_train, self.spec_t)):
+            if task in self.tasks:
+                out[task] = O.rating_out_init(ko[task], dim=d, inter=inter, mu=spec.mu)
+        p = {"enc_s": U.encoder_init(k_s, kind=pc.encoder, spec=self.spec_s, dims=pc.dims),
+             "enc_t": U.encoder_init(k_t, kind=pc.encoder, spec=self.spec_t, dims=pc.dims),
+             "head": self.head_init(k_h), "out": out,
+             "obj": self.objective.init(k_obj, dim=d, cfg=self.cfg),
+             "step": jnp.zeros((), jnp.float32)}
+        if pc.task_weighting == "uncertainty":
+            p["log_vars"] = jnp.zeros((self.n_tasks,), jnp.float32)
+        return p
+
+    def forward(self, p, src_in, tgt_in, *, users_s, users_t, use_s, use_t, train=False):
+        """(z_s, z_t f32[b, D], task representations: list of f32[b, D]).
+
+        Args:
+          src_in, tgt_in: (items, rating, mask) input entries [b, L] of each domain.
+          users_s, users_t: i32[b] user indices (-1: none; read by the "id" encoder).
+          use_s, use_t: bool[b] which vectors enter the merge.
+          train: target tasks read the merge of stop_gradient(z_s) (module docstring).
+        """
+        kind = self.cfg.phi.encoder
+        z_s = U.encoder_apply(p["enc_s"], kind=kind, spec=self.spec_s, items=src_in[0],
+                              rating=src_in[1], mask=src_in[2], users=users_s)
+        z_t = U.encoder_apply(p["enc_t"], kind=kind, spec=self.spec_t, items=tgt_in[0],
+                              rating=tgt_in[1], mask=tgt_in[2], users=users_t)
+        a_s, a_t = use_s.astype(jnp.float32)[:, None], use_t.astype(jnp.float32)[:, None]
+        merge = lambda zs: (a_s * zs + a_t * z_t) / jnp.maximum(a_s + a_t, 1.0)
+        reps = self.head_apply(p["head"], merge(z_s))
+        if train:
+            reps_t = self.head_apply(p["head"], merge(jax.lax.stop_gradient(z_s)))
+            reps = [r if k.startswith("src") else rt
+                    for k, r, rt in zip(self.tasks, reps, reps_t, strict=True)]
+        return z_s, z_t, reps
+
+    def terms(self, p, src_in, src_lab, tgt_in, tgt_lab, *, users_s, users_t, has_s, has_t):
+        """Per-row task losses for given input and label entries (disjoint masks).
+
+        Args:
+          src_in, src_lab, tgt_in, tgt_lab: (items i32[b, L], rating f32[b, L], mask bool[b, L]).
+          users_s, users_t: i32[b] user indices.
+          has_s, has_t: bool[b] rows that have that domain (its vector may be used).
+
+        Returns:
+          {"z_s", "z_t", "use_s", "use_t"} and per task f32[b] rows: click BCE, or for rating
+          tasks a pair (sum of squared errors, count of label ratings).
+        """
+        use_s = has_s & jnp.any(src_in[2], axis=1)
+        use_t = has_t & jnp.any(tgt_in[2], axis=1)
+        z_s, z_t, reps = self.forward(p, src_in, tgt_in, users_s=users_s, users_t=users_t,
+                                      use_s=use_s, use_t=use_t, train=True)
+        rep = dict(zip(self.tasks, reps, strict=True))
+        out = {"z_s": z_s, "z_t": z_t, "use_s": use_s, "use_t": use_t}
+        for task in self.tasks:
+            src = task.startswith("src")
+            inp, lab = (src_in, src_lab) if src else (tgt_in, tgt_lab)
+            if task.endswith("click"):
+                out[task] = O.click_rows(p["out"][task], rep[task], inp, lab)
+            else:
+                mu = (self.spec_s if src else self.spec_t).mu
+                out[task] = O.rating_rows(p["out"][task], rep[task], mu, lab)
+        return out
+
+    def loss(self, params, batch, key, *, total_steps: int):
+        """Stage loss `(params, batch, key) -> (loss, aux)` (module docstring)."""
+        p, bags = params["phi"], params["bags"]
+        k_cold, k_s, k_t, k_obj = jax.random.split(key, 4)
+        src, tgt = batch["src"], batch["tgt"]
+        s_items, s_rating, s_mask = U.gather_rows(bags["source"], src, max_len=self.spec_s.max_len)
+        t_items, t_rating, t_mask = U.gather_rows(bags["target"], tgt, max_len=self.spec_t.max_len)
+        has_s, has_t = (src >= 0) & batch["mask"], (tgt >= 0) & batch["mask"]
+        cold = has_s & has_t & jax.random.bernoulli(k_cold, COLD_RATE, has_s.shape)
+        s_in, s_lab = U.split_entries(k_s, s_mask, keep=SOURCE_KEEP)
+        t_in, t_lab = U.split_entries(k_t, t_mask, keep=TARGET_KEEP)
+        t_in, t_lab = t_in & ~cold[:, None], t_lab | (t_mask & cold[:, None])
+        r = self.terms(p, (s_items, s_rating, s_in), (s_items, s_rating, s_lab),
+                       (t_items, t_rating, t_in), (t_items, t_rating, t_lab),
+                       users_s=src, users_t=tgt, has_s=has_s, has_t=has_t)
+        losses = []
+        for task in self.tasks:
+            w = (has_s if task.startswith("src") else has_t).astype(jnp.float32)
+            if task.endswith("click"):  # mean over the rows of that domain
+                losses.append(jnp.sum(r[task] * w) / jnp.maximum(jnp.sum(w), 1.0))
+            else:  # mean over all label ratings of the batch
+                sse, n = r[task]
+                losses.append(jnp.sum(sse * w) / jnp.maximum(jnp.sum(n * w), 1.0))
+        losses = jnp.stack(losses)
+        if self.cfg.phi.task_weighting == "uncertainty":
+            total = H.uncertainty_weights(losses, p["log_vars"])
+        else:
+            sw = self.cfg.phi.source_weight
+            total = H.fixed_weights(
+                losses, weights=[sw if k.startswith("src") else 1.0 - sw for k in self.tasks])
+        align, obj_aux = self.objective.fn(
+            jax.lax.stop_gradient(r["z_s"]), r["z_t"], mask_s=r["use_s"], mask_t=r["use_t"],
+            paired=True, params=p["obj"], step=jax.lax.stop_gradient(p["step"]),
+            total_steps=total_steps, cfg=self.cfg, key=k_obj)
+        aux = {**dict(zip(self.tasks, losses, strict=True)), "align": align, **obj_aux}
+        return total + self.cfg.align.weight * align, aux
+
+    def _reps(self, params, src, tgt) -> list:
+        s = U.gather_rows(params["bags"]["source"], src, max_len=self.spec_s.max_len)
+        t = U.gather_rows(params["bags"]["target"], tgt, max_len=self.spec_t.max_len)
+        return self.forward(params["phi"], s, t, users_s=src, users_t=tgt,
+                            use_s=jnp.any(s[2], axis=1), use_t=jnp.any(t[2], axis=1))[2]
+
+    def reps(self, params, src, tgt) -> list:
+        """Task representations of evaluation users (src -1: none; cold: empty target bag).
+
+        Rating evaluation passes one row per held-out rating, so a chunk repeats each user many
+        times: when a chunk of c rows has at most c // 8 distinct (src, tgt) pairs, the users are
+        encoded once each (same values, a fraction of the work), else row by row.
+        """
+        c = src.shape[0]
+        k = c // 8
+        if k < 1:
+            return self._reps(params, src, tgt)
+        order = jnp.lexsort((tgt, src))
+        s, t = src[order], tgt[order]
+        n_pairs = 1 + jnp.sum((s[1:] != s[:-1]) | (t[1:] != t[:-1]))
+
+        def dedup():
+            pairs, inv = jnp.unique(jnp.stack([src, tgt], 1), axis=0, size=k, fill_value=-1,
+                                    return_inverse=True)
+            return [r[inv.reshape(-1)] for r in self._reps(params, pairs[:, 0], pairs[:, 1])]
+
+        return jax.lax.cond(n_pairs <= k, dedup, lambda: self._reps(params, src, tgt))
+
+    def scorer(self) -> Scorer:
+        i_click = self.tasks.index("tgt_click")
+        n_items, mu = self.spec_t.n_items, self.spec_t.mu
+
+        def score_all(params, src, tgt):
+            o = params["phi"]["out"]["tgt_click"]
+            return self.reps(params, src, tgt)[i_click] @ o["w"] + o["b"]
+
+        def score_items(params, src, tgt, items):
+            if items.ndim == 2 and 8 * items.shape[1] >= n_items:
+                return jnp.take_along_axis(score_all(params, src, tgt), items, axis=1)
+            t = self.reps(params, src, tgt)[i_click]
+            return O.click_at(params["phi"]["out"]["tgt_click"], t, items)
+
+        def predict(params, src, tgt, items):
+            t = self.reps(params, src, tgt)[self.tasks.index("rating")]
+            return O.rating_at(params["phi"]["out"]["rating"], t, mu, items)
+
+        return Scorer(score_items=score_items, score_all=score_all,
+                      predict=predict if self.explicit else None)
+
+
+def _step_fn(loss, opt):
+    """`Stage.step`: value_and_grad and the `opt` update, then the step counter += 1."""
+
+    def step(part, opt_state, frozen, batch, key):
+        f = lambda q: loss({**frozen, "phi": q}, batch, key)
+        (value, aux), grads = jax.value_and_grad(f, has_aux=True)(part)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes python floats and ints
+            updates, opt_state = opt.update(grads, opt_state, part)
+            new = optax.apply_updates(part, updates)
+        return {**new, "step": part["step"] + 1.0}, opt_state, value, aux
+
+    return step
+
+
+def build_phi(cfg, split, *, key, objective: str | None = None) -> Built:
+    """The phi model trained in one selected stage with alignment `objective`
+    (default cfg.align.objective); lr, epochs and batch size from cfg.trainer."""
+    model = PhiModel(cfg, split, objective=objective or cfg.align.objective)
+    src, tgt = U.joint_rows(split)
+    tc = cfg.trainer
+    total_steps = tc.epochs * -(-len(src) // min(tc.batch_size, len(src)))
+    opt = make_optimizer(tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay)
+    loss = lambda params, batch, k: model.loss(params, batch, k, total_steps=total_steps)
+    stage = Stage(name="phi", part="phi", loss=loss, examples={"src": src, "tgt": tgt},
+                  epochs=tc.epochs, batch_size=tc.batch_size, optimizer=opt, select=True,
+                  step=_step_fn(loss, opt))
+    params = {"phi": model.init(key), "bags": {"source": model.bags_s, "target": model.bags_t}}
+    return Built(params=params, stages=(stage,), scorer=model.scorer())
+
+
+@register("phi")
+def build_phi_method(cfg, split, *, key) -> Built:
+    """Multi-task transfer model over phi encoders; alignment from align.objective."""
+    return build_phi(cfg, split, key=key)
+
+
+def _forced(name: str, doc: str):
+    def build(cfg, split, *, key) -> Built:
+        return build_phi(cfg, split, key=key, objective=name)
+
+    build.__doc__, build.__name__ = doc, f"build_{name}"
+    return register(name)(build)
+
+
+build_dann = _forced("dann", "phi model with DANN alignment (gradient reversal, discriminator).")
+build_mmd = _forced("mmd", "phi model with multi-kernel MMD alignment (median bandwidths).")
+build_coral = _forced("coral", "phi model with Deep CORAL alignment (covariances).")
+build_infonce = _forced("infonce", "phi model with InfoNCE between a user's two vectors.")
