@@ -178,8 +178,11 @@ def test_meta_epochs_do_not_recompile(built):
 
 
 def _best_test(cfg, split):
+    """Cold-test metrics at the selected epoch, averaged over 3 seeds (90 cold-test users make
+    one seed's MAE noisy at the 0.01 level)."""
     train = make_train(cfg, split, evaluate=make_evaluate(cfg, split))
-    return train(jax.random.key(cfg.seed)).best["test"]
+    res = train(jnp.stack([jax.random.key(s) for s in range(3)]))
+    return {k: float(np.mean([r.best["test"][k] for r in res])) for k in ("mae", "rmse")}
 
 
 def test_ptupcdr_beats_target_only_at_small_shift(small_split):
