@@ -39,8 +39,14 @@ def load_ml1m(cache_dir=None) -> Interactions:
 
     r = load_movielens("ml-1m", cache_dir=cache_dir).ratings
     rated, item = np.unique(r.item, return_inverse=True)
-    return Interactions(user=r.user, item=item.astype(np.int32), rating=r.rating,
-                        n_users=r.n_users, n_items=len(rated), name="ml-1m")
+    return Interactions(
+        user=r.user,
+        item=item.astype(np.int32),
+        rating=r.rating,
+        n_users=r.n_users,
+        n_items=len(rated),
+        name="ml-1m",
+    )
 
 
 def random_split(inter: Interactions, *, valid_frac: float = 0.1, seed: int = 0):
@@ -53,10 +59,14 @@ def random_split(inter: Interactions, *, valid_frac: float = 0.1, seed: int = 0)
 def synthetic(*, n_users: int, n_items: int, n: int, seed: int = 0) -> Interactions:
     """n uniformly random (user, item) pairs with ratings in 1..5 (duplicates allowed)."""
     rng = np.random.default_rng(seed)
-    return Interactions(user=rng.integers(0, n_users, n, dtype=np.int32),
-                        item=rng.integers(0, n_items, n, dtype=np.int32),
-                        rating=rng.integers(1, 6, n).astype(np.float32),
-                        n_users=n_users, n_items=n_items, name="synthetic")
+    return Interactions(
+        user=rng.integers(0, n_users, n, dtype=np.int32),
+        item=rng.integers(0, n_items, n, dtype=np.int32),
+        rating=rng.integers(1, 6, n).astype(np.float32),
+        n_users=n_users,
+        n_items=n_items,
+        name="synthetic",
+    )
 
 
 def sparse_available() -> bool:
@@ -76,8 +86,17 @@ def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1):
     """`({"mf": initial params}, Stage)` from `domain_mf`, the library's MF stage."""
     from transferjax.models.baselines import domain_mf
 
-    params, stage = domain_mf(_cfg(sparse), train, key=jax.random.key(seed), name="mf",
-                              part="mf", epochs=epochs, lr=LR, batch_size=BATCH, select=False)
+    params, stage = domain_mf(
+        _cfg(sparse),
+        train,
+        key=jax.random.key(seed),
+        name="mf",
+        part="mf",
+        epochs=epochs,
+        lr=LR,
+        batch_size=BATCH,
+        select=False,
+    )
     return {"mf": params}, stage
 
 
@@ -91,16 +110,26 @@ def _rmse_jax(params: dict, valid: Interactions) -> float:
 
 class JaxMF(Variant):
     """The library's MF epoch as the trainer runs it: `make_epoch_fn` over `domain_mf`'s stage,
-    dense or sparse, with the epoch order from `host_epoch_indices` (timed with the epoch)."""
+    dense or sparse; on a CPU the epoch order comes from `host_epoch_indices` (timed with the
+    epoch), elsewhere from the in-graph shuffle, as in `make_train`."""
 
-    def __init__(self, train: Interactions, valid: Interactions | None, *, sparse: bool,
-                 seed: int = 0, device=None):
+    def __init__(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        *,
+        sparse: bool,
+        seed: int = 0,
+        device=None,
+    ):
         self.train, self.valid, self.sparse, self.seed = train, valid, sparse, seed
         self.device = device or jax.devices()[0]
 
     def _idx(self, key):
         from transferjax.data.batches import host_epoch_indices
 
+        if self.device.platform != "cpu":  # the trainer shuffles in the graph there
+            return None
         n = len(self.train)
         return jax.device_put(host_epoch_indices(key, n, min(BATCH, n)), self.device)
 
@@ -110,18 +139,23 @@ class JaxMF(Variant):
         params, stage = mf_stage(self.train, sparse=self.sparse, seed=self.seed)
         self.part = jax.device_put(params["mf"], self.device)
         self.state = stage.optimizer.init(self.part)
-        self.examples = jax.device_put({k: jnp.asarray(v) for k, v in stage.examples.items()},
-                                       self.device)
+        self.examples = jax.device_put(
+            {k: jnp.asarray(v) for k, v in stage.examples.items()}, self.device
+        )
         self.key, self.epoch = jax.random.key(self.seed + 1), 0
         t0 = time.perf_counter()
-        self.compiled = make_epoch_fn(stage).lower(self.part, self.state, {}, self.examples,
-                                                   self.key, self._idx(self.key)).compile()
+        self.compiled = (
+            make_epoch_fn(stage)
+            .lower(self.part, self.state, {}, self.examples, self.key, self._idx(self.key))
+            .compile()
+        )
         self.compile_s = time.perf_counter() - t0
 
     def run(self) -> float:
         key = jax.random.fold_in(self.key, self.epoch)
-        self.part, self.state, stats = self.compiled(self.part, self.state, {}, self.examples,
-                                                     key, self._idx(key))
+        self.part, self.state, stats = self.compiled(
+            self.part, self.state, {}, self.examples, key, self._idx(key)
+        )
         self.epoch += 1
         jax.block_until_ready((self.part, stats))
         return float(stats["loss"])
@@ -137,8 +171,17 @@ class TorchMFVariant(Variant):
     """`TorchMF` trained from `init` with dense (fused) Adam, optionally `torch.compile`-d,
     or with SparseAdam (`kind="sparse"`); batches as in JAX (padded, masked last batch)."""
 
-    def __init__(self, train: Interactions, valid: Interactions | None, *, kind: str,
-                 compile: bool, init: dict, device, seed: int = 0):
+    def __init__(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        *,
+        kind: str,
+        compile: bool,
+        init: dict,
+        device,
+        seed: int = 0,
+    ):
         self.train, self.valid, self.kind, self.compile = train, valid, kind, compile
         self.init, self.device, self.seed = init, device, seed
         self.torch_cuda = device.type == "cuda"
@@ -153,8 +196,9 @@ class TorchMFVariant(Variant):
         self.model.load_jax(self.init)
         opts = mf_optimizers(self.model, kind=self.kind, lr=LR)
         model = self.model
-        self.user, self.item = (torch.tensor(a.astype(np.int64), device=dev)
-                                for a in (t.user, t.item))
+        self.user, self.item = (
+            torch.tensor(a.astype(np.int64), device=dev) for a in (t.user, t.item)
+        )
         self.rating = torch.tensor(t.rating, device=dev)
 
         def step(u, i, r, m):
@@ -207,8 +251,10 @@ class TorchMFVariant(Variant):
         if self.valid is None:
             return {"valid_rmse": None}
         with torch.no_grad():
-            vu, vi = (torch.tensor(a.astype(np.int64), device=self.device)
-                      for a in (self.valid.user, self.valid.item))
+            vu, vi = (
+                torch.tensor(a.astype(np.int64), device=self.device)
+                for a in (self.valid.user, self.valid.item)
+            )
             err = self.model.predict(vu, vi) - torch.tensor(self.valid.rating, device=self.device)
             return {"valid_rmse": float(torch.sqrt(torch.mean(err**2)))}
 
@@ -251,8 +297,14 @@ def torch_probe(train: Interactions, *, device, threads: int, steps: int = 60) -
     return float(np.median(times))
 
 
-def scaling(points: list[tuple[int, int, int]], *, sparse_too: bool, rounds: int,
-            device=None, log=lambda m: None) -> list[dict]:
+def scaling(
+    points: list[tuple[int, int, int]],
+    *,
+    sparse_too: bool,
+    rounds: int,
+    device=None,
+    log=lambda m: None,
+) -> list[dict]:
     """JAX MF step time and peak memory per (users, items, interactions) on synthetic data,
     dense and (with `sparse_too`) row-sparse interleaved at each point."""
     rows = []
@@ -263,8 +315,24 @@ def scaling(points: list[tuple[int, int, int]], *, sparse_too: bool, rounds: int
             variants["sparse"] = JaxMF(inter, None, sparse=True, device=device)
         res = summarize(interleaved(variants, rounds=rounds, jax_device=device, log=log), n)
         for kind, r in res.items():
-            keep = ("step_ms", "compile_s", "times_s", "error", "peak_rss_mb",
-                    "warmup_peak_rss_mb", "peak_device_mb", "xla_args_mb", "xla_temp_mb")
-            rows.append({"kind": kind, "n_users": n_users, "n_items": n_items,
-                         "interactions": n, **{k: r[k] for k in keep if k in r}})
+            keep = (
+                "step_ms",
+                "compile_s",
+                "times_s",
+                "error",
+                "peak_rss_mb",
+                "warmup_peak_rss_mb",
+                "peak_device_mb",
+                "xla_args_mb",
+                "xla_temp_mb",
+            )
+            rows.append(
+                {
+                    "kind": kind,
+                    "n_users": n_users,
+                    "n_items": n_items,
+                    "interactions": n,
+                    **{k: r[k] for k in keep if k in r},
+                }
+            )
     return rows

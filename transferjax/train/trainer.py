@@ -201,6 +201,9 @@ def make_train(
     metric = cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
     log = log or (lambda step, scalars: None)
     every = cfg.trainer.checkpoint_every
+    # Epoch order: a numpy shuffle on the host is ~2x cheaper than XLA's sort on a CPU; on an
+    # accelerator the in-graph shuffle is faster (H100: 28M vs 13.5M MF rows/s, speed suite).
+    host_shuffle = jax.default_backend() == "cpu"
 
     def train(keys: jax.Array):
         single = keys.ndim == 0
@@ -285,12 +288,15 @@ def make_train(
                 frozen = {k: v for k, v in params.items() if k != stage.part}
                 fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: B023
                 k_ep = jax.vmap(fold)(k_train) if batched else fold(k_train[0])
-                k_perm = (
-                    jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30))(k_ep)
-                    if batched
-                    else jax.random.fold_in(k_ep, 1 << 30)
-                )
-                idx = jnp.asarray(host_epoch_indices(k_perm, n_rows, min(stage.batch_size, n_rows)))
+                idx = None
+                if host_shuffle:
+                    perm_key = (
+                        jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30))(k_ep)
+                        if batched
+                        else jax.random.fold_in(k_ep, 1 << 30)
+                    )
+                    b = min(stage.batch_size, n_rows)
+                    idx = jnp.asarray(host_epoch_indices(perm_key, n_rows, b))
                 args = (part, opt_state, frozen, examples, k_ep, idx)
                 if compiled is None:
                     t1 = time.perf_counter()
