@@ -169,16 +169,17 @@ def run_quality(
             walls[(task.name, method)] = m["timing"]["wall_s"]
     total = time.perf_counter() - t0
     return write_report(
-        tasks, runs=runs, out=out, quick=quick, seeds=seeds, walls=walls, total=total
+        tasks, runs=runs, out=out, quick=quick, seeds=seeds, walls=walls, total=total, only=only
     )
 
 
-def write_report(tasks, *, runs, out, quick, seeds, walls, total) -> pathlib.Path:
+def write_report(tasks, *, runs, out, quick, seeds, walls, total, only=()) -> pathlib.Path:
     """BENCHMARKS.md from the run folders only."""
     from transferjax.reports import collect_runs, summarize, to_markdown
     from transferjax.reports.plots import plot_metric_vs
 
     cmd = "transferjax bench quality" + (" --quick" if quick else "")
+    cmd += f" --only {','.join(only)}" if only else ""
     lines = [
         "# transferjax quality benchmark",
         "",
