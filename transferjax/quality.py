@@ -54,8 +54,9 @@ CORE = ("popularity", "item_mean", "mf", "emcdr", "cmf", "ptupcdr", "phi", "dann
 
 def suite(*, quick: bool) -> list[Task]:
     """The declared tasks. The quick suite keeps the synthetic extremes (no shift, 90 degrees)
-    with the core methods and Douban with the MF family (about 6 minutes of runs on 2 cores); the full suite adds every alignment objective, the
-    intermediate shifts, ML-1M at three betas, CDRIB both ways and ML-1M -> ML-100k."""
+    with the core methods and Douban with the MF family (about 6 minutes of runs on 2 cores);
+    the full suite adds every alignment objective, the intermediate shifts, ML-1M at three
+    betas, CDRIB both ways and ML-1M -> ML-100k."""
     if quick:
         return [
             _rating(
