@@ -189,9 +189,9 @@ def write_report(tasks, *, runs, out, quick, seeds, walls, total, only=()) -> pa
         "",
         f"Machine: {json.dumps(_machine())}",
         "",
-        f"Seeds per cell: {seeds}. Suite wall time: {total:.0f} s "
-        f"(sum of run wall times: {sum(walls.values()):.0f} s; reused runs count their "
-        "original time).",
+        f"Seeds per cell: {seeds}. Wall time of the suite's runs (each measured when it ran): "
+        f"{sum(walls.values()):.0f} s; this invocation took {total:.0f} s (finished run "
+        "folders are reused, not rerun).",
         "",
         "Cells are test-split means +/- std over seeds at the epoch each seed selected on "
         "its validation users; a dagger marks a significant paired t-test against "
@@ -237,9 +237,14 @@ def write_report(tasks, *, runs, out, quick, seeds, walls, total, only=()) -> pa
             lines += [f"(plot skipped: {e})", ""]
     path = pathlib.Path(out)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    speed = _section(old, "speed")
-    path.write_text("\n".join(lines) + "\n" + (f"\n{speed}\n" if speed else ""), encoding="utf-8")
+    kept = [sec for name in KEPT_SECTIONS if (sec := _section(old, name))]
+    path.write_text(
+        "\n".join(lines) + "\n" + "".join(f"\n{sec}\n" for sec in kept), encoding="utf-8"
+    )
     return path
+
+
+KEPT_SECTIONS = ("speed", "speed-h100")  # written by `bench speed`; kept by `bench quality`
 
 
 def _section(text: str, name: str) -> str:
