@@ -108,16 +108,7 @@ def load_grouplens(path: PathLike) -> MovieLens:
             unique=(0,),
         )
         genres = [tuple(g for g in s.split("|") if g) for s in movies[2]]
-        rat = read_table(
-            rp,
-            {0: "int", 1: "int", 2: "rating", 3: "timestamp"},
-            sep="::",
-            header=False,
-            encoding="latin-1",
-            member=rm,
-            unique=(0, 1),
-        )
-        return _build(movies[0], movies[1], genres, rat, "ml-1m")
+        return _build(movies[0], movies[1], genres, _grouplens_ratings(rp, rm, "::"), "ml-1m")
     files = _locate(path, ("u.data", "u.item"))
     if files is None:
         raise DataError(
@@ -128,16 +119,14 @@ def load_grouplens(path: PathLike) -> MovieLens:
     movies = read_table(mp, conv, sep="|", header=False, encoding="latin-1", member=mm, unique=(0,))
     flags = np.stack([movies[5 + k] for k in range(len(GENRES_100K))], axis=1) > 0
     genres = [tuple(itertools.compress(GENRES_100K, row)) for row in flags.tolist()]
-    rat = read_table(
-        rp,
-        {0: "int", 1: "int", 2: "rating", 3: "timestamp"},
-        sep="\t",
-        header=False,
-        encoding="latin-1",
-        member=rm,
-        unique=(0, 1),
-    )
-    return _build(movies[0], movies[1], genres, rat, "ml-100k")
+    return _build(movies[0], movies[1], genres, _grouplens_ratings(rp, rm, "\t"), "ml-100k")
+
+
+def _grouplens_ratings(path, member, sep: str):
+    """user, item, rating, timestamp rows of a GroupLens ratings file (latin-1, no header)."""
+    conv = {0: "int", 1: "int", 2: "rating", 3: "timestamp"}
+    return read_table(path, conv, sep=sep, header=False, encoding="latin-1", member=member,
+                      unique=(0, 1))
 
 
 def load_recbole(path: PathLike, *, name: str, duplicates: str = "first") -> MovieLens:
