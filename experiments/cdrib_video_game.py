@@ -8,8 +8,6 @@ HR@1/5/10, NDCG@5/10 and MRR; selects on cold-valid NDCG@10.
     transferjax run experiments/cdrib_video_game.py --set data.target=video   # Game -> Video
 """
 
-import dataclasses
-
 from transferjax.config import (
     DataConfig,
     EvalConfig,
@@ -17,6 +15,7 @@ from transferjax.config import (
     ProtocolConfig,
     RunConfig,
     TrainerConfig,
+    shrink,
 )
 
 
@@ -33,8 +32,4 @@ def get_config() -> RunConfig:
 
 
 def quick(cfg: RunConfig) -> RunConfig:
-    return dataclasses.replace(
-        cfg,
-        trainer=dataclasses.replace(cfg.trainer, epochs=2),
-        mf=dataclasses.replace(cfg.mf, epochs=1),
-    )
+    return shrink(cfg, epochs=2, mf_epochs=1)

@@ -4,9 +4,14 @@ transferjax run experiments/douban_book_music.py
 transferjax run experiments/douban_book_music.py --set method=mf
 """
 
-import dataclasses
-
-from transferjax.config import DataConfig, MFConfig, ProtocolConfig, RunConfig, TrainerConfig
+from transferjax.config import (
+    DataConfig,
+    MFConfig,
+    ProtocolConfig,
+    RunConfig,
+    TrainerConfig,
+    shrink,
+)
 
 
 def get_config() -> RunConfig:
@@ -21,8 +26,4 @@ def get_config() -> RunConfig:
 
 
 def quick(cfg: RunConfig) -> RunConfig:
-    return dataclasses.replace(
-        cfg,
-        trainer=dataclasses.replace(cfg.trainer, epochs=2),
-        mf=dataclasses.replace(cfg.mf, epochs=1),
-    )
+    return shrink(cfg, epochs=2, mf_epochs=1)

@@ -6,9 +6,14 @@ cold-start ratings with beta = 0.2, MAE/RMSE selected on cold-valid. Fetches ML-
     transferjax run experiments/ml1m_genre_emcdr.py --set protocol.beta=0.5
 """
 
-import dataclasses
-
-from transferjax.config import DataConfig, MFConfig, ProtocolConfig, RunConfig, TrainerConfig
+from transferjax.config import (
+    DataConfig,
+    MFConfig,
+    ProtocolConfig,
+    RunConfig,
+    TrainerConfig,
+    shrink,
+)
 
 
 def get_config() -> RunConfig:
@@ -23,8 +28,4 @@ def get_config() -> RunConfig:
 
 
 def quick(cfg: RunConfig) -> RunConfig:
-    return dataclasses.replace(
-        cfg,
-        trainer=dataclasses.replace(cfg.trainer, epochs=2),
-        mf=dataclasses.replace(cfg.mf, epochs=1),
-    )
+    return shrink(cfg, epochs=2, mf_epochs=1)

@@ -5,8 +5,6 @@ split of the target's interactions, ratings >= 3 as positives, full ranking, met
     transferjax run experiments/ml_overlap_recbole.py --set method=popularity
 """
 
-import dataclasses
-
 from transferjax.config import (
     DataConfig,
     EvalConfig,
@@ -14,6 +12,7 @@ from transferjax.config import (
     ProtocolConfig,
     RunConfig,
     TrainerConfig,
+    shrink,
 )
 
 
@@ -30,4 +29,4 @@ def get_config() -> RunConfig:
 
 
 def quick(cfg: RunConfig) -> RunConfig:
-    return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=2))
+    return shrink(cfg, epochs=2)

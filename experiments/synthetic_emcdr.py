@@ -7,8 +7,6 @@ The README's main job; needs no download:
     transferjax run experiments/synthetic_emcdr.py --set data.synthetic.shift_deg=80
 """
 
-import dataclasses
-
 from transferjax.config import (
     DataConfig,
     MFConfig,
@@ -16,6 +14,7 @@ from transferjax.config import (
     RunConfig,
     SyntheticConfig,
     TrainerConfig,
+    shrink,
 )
 
 
@@ -31,8 +30,4 @@ def get_config() -> RunConfig:
 
 
 def quick(cfg: RunConfig) -> RunConfig:
-    return dataclasses.replace(
-        cfg,
-        trainer=dataclasses.replace(cfg.trainer, epochs=3),
-        mf=dataclasses.replace(cfg.mf, epochs=3),
-    )
+    return shrink(cfg, epochs=3, mf_epochs=3)

@@ -329,6 +329,14 @@ def apply_overrides(cfg, items: list[str]):
     return cfg
 
 
+def shrink(cfg: RunConfig, *, epochs: int, mf_epochs: int | None = None) -> RunConfig:
+    """A quick variant: `epochs` for the selected stage, `mf_epochs` for MF pre-training."""
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=epochs))
+    if mf_epochs is not None:
+        cfg = dataclasses.replace(cfg, mf=dataclasses.replace(cfg.mf, epochs=mf_epochs))
+    return cfg
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -37,7 +37,6 @@ class Task:
     overrides: tuple = ()
     methods: tuple = BASELINES + TRANSFER
     metrics: tuple = ("mae", "rmse")
-    quick_overrides: tuple = ()
 
 
 def _rating(name, exp, extra=(), **kw):
@@ -108,17 +107,15 @@ def suite(*, quick: bool) -> list[Task]:
     return tasks
 
 
-def task_config(task: Task, method: str, *, quick: bool, seeds: int) -> C.RunConfig:
-    cfg = C.load(
-        str(EXPERIMENTS / task.experiment)
-    )  # the quick suite has fewer tasks, not fewer epochs
+def task_config(task: Task, method: str, *, seeds: int) -> C.RunConfig:
+    """The run config of one cell (the quick suite has fewer tasks, not fewer epochs)."""
+    cfg = C.load(str(EXPERIMENTS / task.experiment))
     sets = [
         f"method={method}",
         f"name={task.name}",
         f"seeds={seeds}",
         *task.overrides,
         *METHOD_SETTINGS.get(method, ()),
-        *(task.quick_overrides if quick else ()),
     ]
     return C.apply_overrides(cfg, sets)
 
@@ -158,7 +155,7 @@ def run_quality(
     walls = {}
     for task in tasks:
         for method in task.methods:
-            cfg = task_config(task, method, quick=quick, seeds=seeds)
+            cfg = task_config(task, method, seeds=seeds)
             folder = runs / task.name / method
             done = folder / "metrics.json"
             if done.exists() and json.loads((folder / "config.json").read_text()) == json.loads(
