@@ -80,3 +80,14 @@ def test_experiment_files_load(tmp_path):
         assert C.load(str(f), quick=True).trainer.epochs <= cfg.trainer.epochs
     with pytest.raises(C.ConfigError, match="not found"):
         C.load(str(tmp_path / "nope.py"))
+
+
+def test_same_config_accepts_a_folder_written_before_a_field_was_added():
+    cfg = C.apply_overrides(C.RunConfig(), ["trainer.lr=0.05", "method=emcdr"])
+    stored = C.to_dict(cfg)
+    assert C.same_config(stored, cfg)
+    del stored["align"]["temperature"]  # as if written before the field existed
+    assert C.same_config(stored, cfg)
+    assert not C.same_config(stored, C.override(cfg, "align.temperature", "0.5"))
+    assert not C.same_config({**C.to_dict(cfg), "gone": 1}, cfg)  # a removed field
+    assert not C.same_config(C.to_dict(C.override(cfg, "trainer.lr", "0.1")), cfg)

@@ -69,7 +69,7 @@ def cmd_bench(args) -> int:
         path = run_quality(
             quick=args.quick,
             runs_dir=args.runs,
-            out=args.out or "BENCHMARKS.md",
+            out=args.out,
             seeds=args.seeds,
             only=tuple(args.only.split(",")) if args.only else (),
         )

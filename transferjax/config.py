@@ -378,6 +378,17 @@ def dumps(cfg) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 
 
+def same_config(stored: dict, cfg) -> bool:
+    """Whether a run folder's config.json (`stored`) describes `cfg`. A field added to the
+    config classes after the folder was written counts as holding its default value, so a
+    finished run stays reusable; a changed or removed field does not match."""
+    try:
+        old = from_dict(type(cfg), stored)
+    except (ConfigError, TypeError):
+        return False
+    return dumps(old) == dumps(cfg)
+
+
 def load(path_or_name: str, *, quick: bool = False) -> RunConfig:
     """Loads `get_config()` from an experiment file (a path, or a name in ./experiments)."""
     path = pathlib.Path(path_or_name)

@@ -1,8 +1,9 @@
 """The quality benchmark: a declared suite of datasets x protocols x methods x seeds, run through
 the runner, with `BENCHMARKS.md` generated from the run folders (never edited by hand).
 
-    transferjax bench quality --quick        # under 10 minutes on a 2-core CPU
-    transferjax bench quality                # the full suite (wall time stated in the file)
+    transferjax bench quality --quick        # under 10 minutes on a 2-core CPU; writes
+                                             # runs/bench-quality-quick/BENCHMARKS.md
+    transferjax bench quality                # the full suite -> BENCHMARKS.md (wall time stated)
 
 Run folders go to `--runs` (default runs/bench-quality[-quick]/TASK/METHOD); a run folder that
 already holds the same config's results is reused, so an interrupted suite resumes.
@@ -144,12 +145,15 @@ def _machine() -> dict:
 
 
 def run_quality(
-    *, quick: bool, runs_dir=None, out="BENCHMARKS.md", seeds: int = 3, only: tuple = (), echo=print
+    *, quick: bool, runs_dir=None, out=None, seeds: int = 3, only: tuple = (), echo=print
 ) -> pathlib.Path:
-    """Runs the suite (reusing finished run folders) and writes the markdown report."""
+    """Runs the suite (reusing finished run folders) and writes the markdown report: the full
+    suite to BENCHMARKS.md, the quick one beside its run folders (default out) so that it
+    never replaces the committed full report."""
     from transferjax.train.run import run
 
     runs = pathlib.Path(runs_dir or f"runs/bench-quality{'-quick' if quick else ''}")
+    out = out or (runs / "BENCHMARKS.md" if quick else "BENCHMARKS.md")
     t0 = time.perf_counter()
     tasks = [t for t in suite(quick=quick) if not only or t.name in only]
     walls = {}
@@ -158,9 +162,8 @@ def run_quality(
             cfg = task_config(task, method, seeds=seeds)
             folder = runs / task.name / method
             done = folder / "metrics.json"
-            if done.exists() and json.loads((folder / "config.json").read_text()) == json.loads(
-                C.dumps(cfg)
-            ):
+            stored = folder / "config.json"
+            if done.exists() and C.same_config(json.loads(stored.read_text()), cfg):
                 walls[(task.name, method)] = json.loads(done.read_text())["timing"]["wall_s"]
                 continue
             echo(f"== {task.name} / {method}")

@@ -173,8 +173,7 @@ def _seed_entry(seed, r) -> dict:
 def prepare_folder(cfg, out: pathlib.Path) -> None:
     """Creates `out` with config.json; refuses a folder that holds a different config."""
     if (out / "config.json").exists():
-        old = json.loads((out / "config.json").read_text())
-        if old != json.loads(C.dumps(cfg)):
+        if not C.same_config(json.loads((out / "config.json").read_text()), cfg):
             raise C.ConfigError(f"{out} holds a run of a different config; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", C.to_dict(cfg))
