@@ -83,11 +83,14 @@ def _cfg(sparse: bool) -> C.RunConfig:
 
 
 def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1):
-    """`({"mf": initial params}, Stage)` from `domain_mf`, the library's MF stage."""
-    from transferjax.models.baselines import domain_mf
+    """`({"mf": initial params, "hyper": its traced mf.reg}, Stage)` from `domain_mf`, the
+    library's MF stage."""
+    from transferjax.models.baselines import MF_TRACED, domain_mf
+    from transferjax.transfer.registry import hyper_init
 
+    cfg = _cfg(sparse)
     params, stage = domain_mf(
-        _cfg(sparse),
+        cfg,
         train,
         key=jax.random.key(seed),
         name="mf",
@@ -97,7 +100,7 @@ def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1):
         batch_size=BATCH,
         select=False,
     )
-    return {"mf": params}, stage
+    return {"mf": params, "hyper": hyper_init(cfg, MF_TRACED)}, stage
 
 
 def _rmse_jax(params: dict, valid: Interactions) -> float:
@@ -138,6 +141,7 @@ class JaxMF(Variant):
 
         params, stage = mf_stage(self.train, sparse=self.sparse, seed=self.seed)
         self.part = jax.device_put(params["mf"], self.device)
+        self.frozen = jax.device_put({"hyper": params["hyper"]}, self.device)
         self.state = stage.optimizer.init(self.part)
         self.examples = jax.device_put(
             {k: jnp.asarray(v) for k, v in stage.examples.items()}, self.device
@@ -146,7 +150,8 @@ class JaxMF(Variant):
         t0 = time.perf_counter()
         self.compiled = (
             make_epoch_fn(stage)
-            .lower(self.part, self.state, {}, self.examples, self.key, self._idx(self.key))
+            .lower(self.part, self.state, self.frozen, self.examples, self.key,
+                   self._idx(self.key))
             .compile()
         )
         self.compile_s = time.perf_counter() - t0
@@ -154,7 +159,7 @@ class JaxMF(Variant):
     def run(self) -> float:
         key = jax.random.fold_in(self.key, self.epoch)
         self.part, self.state, stats = self.compiled(
-            self.part, self.state, {}, self.examples, key, self._idx(key)
+            self.part, self.state, self.frozen, self.examples, key, self._idx(key)
         )
         self.epoch += 1
         jax.block_until_ready((self.part, stats))

@@ -6,13 +6,17 @@ On the ML-1M genre split (cold-start protocol), for each configuration:
   phi        a phi-encoder method (--phi-method, default "dann"); "standin" times a jitted
              lax.scan of steps of the bag encoder + a sigmoid head instead
 
-it times `make_train` with keys [N] (one vmapped program) and N runs with one key each
-(sequential; their median is the 1-seed time); N = --seeds (8) for the MF configs and
---phi-seeds (4) for phi, whose build and compile take seconds per seed. Times are per epoch,
-compile excluded (the trainer's Result.train_time / epochs; compile is Result.compile_time,
-reported apart). Every epoch time includes the trainer's shuffle of the examples
-(`epoch_batches`), timed alone as shuffle_s. The MF configs evaluate once at the end (mean
-cold-test RMSE of the seeds is reported); phi is not evaluated (a stub returns NaN).
+it times `make_train` with keys [N] (one vmapped program), N runs with one key each
+(sequential; their median is the 1-seed time), and the N runs spread over threads, one per core,
+as `transferjax run --seeds N` does on a CPU (`run.train_seeds`; checked to give the sequential
+numbers); N = --seeds (8) for the MF configs and --phi-seeds (4) for phi, whose build and
+compile take seconds per seed. Per-epoch times exclude compiles (the trainer's
+Result.train_time / epochs; compile is Result.compile_time, reported apart); the end-to-end
+wall times include them and the evaluations, and each path starts with empty compile caches
+(sequential seeds after the first reuse its executables, `trainer.compile_cached`). Every
+epoch time includes the trainer's shuffle of the examples, timed alone as shuffle_s. The MF
+configs evaluate after the last epoch (mean cold-test RMSE of the seeds is reported); phi is not
+evaluated (a stub returns NaN).
 
     python benchmarks/seeds_vmap.py                      # 3 epochs each, JSON to
                                                          # benchmarks/results/seeds_vmap.json
@@ -80,8 +84,27 @@ def _shuffle_s(n: int, batch_size: int, seeds: int) -> dict:
     return out
 
 
-def _bench_trainer(cfg, split, *, seeds: int, evaluate: bool) -> dict:
-    """Vmapped (keys [seeds]) and sequential (one key at a time) runs of make_train."""
+def _fresh() -> None:
+    """Forget compiled programs (JAX's caches and the trainer's executables), so that each
+    path below pays its own compiles."""
+    from transferjax.train import trainer
+
+    jax.clear_caches()
+    trainer._EXECUTABLES.clear()
+
+
+def _seeds_on_threads(cfg, split, ev, keys, workers: int) -> list:
+    """The runner's non-vmapped path (`run.train_seeds`): whole seeds on `workers` threads."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda k: make_train(cfg, split, evaluate=ev)(k), keys))
+
+
+def _bench_trainer(cfg, split, *, seeds: int, evaluate: bool, workers: int) -> dict:
+    """Vmapped (keys [seeds]), sequential (one key at a time) and threaded (`workers` threads
+    of sequential seeds, as `transferjax run` does on a CPU) runs of make_train. Sequential
+    seeds after the first reuse its compiled programs (`trainer.compile_cached`)."""
     if evaluate:
         ev = make_evaluate(cfg, split)
     else:
@@ -90,21 +113,31 @@ def _bench_trainer(cfg, split, *, seeds: int, evaluate: bool) -> dict:
         ev = _no_eval(default_select_metric(cfg, split))
     e = cfg.trainer.epochs
     keys = [jax.random.key(s) for s in range(seeds)]
+    _fresh()
     t0 = time.perf_counter()
     vm = make_train(cfg, split, evaluate=ev)(jnp.stack(keys))
     wall_v = time.perf_counter() - t0
+    _fresh()
     seq, t0 = [], time.perf_counter()
     for k in keys:
         seq.append(make_train(cfg, split, evaluate=ev)(k))
     wall_s = time.perf_counter() - t0
+    _fresh()
+    t0 = time.perf_counter()
+    par = _seeds_on_threads(cfg, split, ev, keys, workers)
+    wall_p = time.perf_counter() - t0
     one = statistics.median(r.train_time for r in seq) / e
     out = {
         "epoch_s": {"one": one, "vmapped": vm[0].train_time / e,
                     "sequential": sum(r.train_time for r in seq) / e},
-        "compile_s": {"one": statistics.median(r.compile_time for r in seq),
-                      "vmapped": vm[0].compile_time},
-        "wall_s": {"vmapped": wall_v, "sequential": wall_s},
+        "compile_s": {"one": seq[0].compile_time, "vmapped": vm[0].compile_time,
+                      "sequential_total": sum(r.compile_time for r in seq)},
+        "wall_s": {"vmapped": wall_v, "sequential": wall_s, "threads": wall_p},
+        "threads": workers,
     }
+    for a, b in zip(seq, par, strict=True):  # threads change nothing but the wall time
+        if json.dumps(a.history) != json.dumps(b.history):
+            raise AssertionError("threaded seeds differ from sequential ones")
     metric = vm[0].select_metric
     if evaluate:
         out["test"] = {metric: {
@@ -194,6 +227,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--phi-seeds", type=int, default=4,
                     help="seeds of the phi config (its build takes seconds per seed)")
     ap.add_argument("--phi-epochs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads of the threaded path (0: as `transferjax run`, one per core)")
     ap.add_argument("--out", default="benchmarks/results/seeds_vmap.json")
     args = ap.parse_args(argv)
     epochs, seeds = (1, 4) if args.quick else (args.epochs, args.seeds)
@@ -218,7 +253,12 @@ def main(argv=None) -> dict:
             cfg = _cfg(name, epochs=n_epochs, batch_size=args.batch_size,
                        phi_method=args.phi_method)
             try:
-                r = _bench_trainer(cfg, split, seeds=n_seeds, evaluate=name != "phi")
+                from transferjax.train.run import seed_workers
+
+                workers = seed_workers(C.override(cfg, "trainer.workers", str(args.threads)),
+                                       n_seeds)
+                r = _bench_trainer(cfg, split, seeds=n_seeds, evaluate=name != "phi",
+                                   workers=workers)
                 r["method"] = cfg.method
             except Exception as e:  # noqa: BLE001 - the phi method may be unfinished
                 if name != "phi":
@@ -234,6 +274,11 @@ def main(argv=None) -> dict:
         ep = r["epoch_s"]
         r["ratio"] = {"sequential_over_vmapped": ep["sequential"] / ep["vmapped"],
                       "vmapped_over_one": ep["vmapped"] / ep["one"]}
+        if "wall_s" in r:
+            w = r["wall_s"]
+            r["ratio"].update(wall_sequential_over_vmapped=w["sequential"] / w["vmapped"],
+                              wall_sequential_over_threads=w["sequential"] / w["threads"],
+                              wall_vmapped_over_threads=w["vmapped"] / w["threads"])
         r["bench_wall_s"] = time.perf_counter() - t0
         rows[name] = r
         print(f"  {name}: done in {r['bench_wall_s']:.0f}s", flush=True)
@@ -248,6 +293,14 @@ def main(argv=None) -> dict:
         print(f"{name:10} {r['seeds']:5d} {ep['one']:8.3f} {ep['vmapped']:8.3f} "
               f"{ep['sequential']:8.3f} {ra['sequential_over_vmapped']:8.2f} "
               f"{ra['vmapped_over_one']:7.2f} {co['one']:7.1f}/{co['vmapped']:<7.1f} {sh}")
+        if "wall_s" in r:
+            w = r["wall_s"]
+            print(f"  end to end ({r['epochs']} epochs, compiles and evaluation included): "
+                  f"vmapped {w['vmapped']:.1f}s, sequential {w['sequential']:.1f}s, "
+                  f"{r['threads']} threads {w['threads']:.1f}s; sequential/vmapped "
+                  f"{ra['wall_sequential_over_vmapped']:.2f}, sequential/threads "
+                  f"{ra['wall_sequential_over_threads']:.2f}, vmapped/threads "
+                  f"{ra['wall_vmapped_over_threads']:.2f}")
         if "test" in r:
             print(f"  test: {r['test']}")
         if "note" in r:

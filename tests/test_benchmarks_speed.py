@@ -58,7 +58,7 @@ def test_torch_mf_same_loss_grads_and_adam_steps_as_library_stage():
         idx = rng.integers(0, len(inter), 16)
         mask = np.arange(16) < 13
         b = _batch(inter, idx, mask)
-        (loss, _), g = jax.value_and_grad(lambda p, b=b: stage.loss({"mf": p}, b, key),
+        (loss, _), g = jax.value_and_grad(lambda p, b=b: stage.loss({**params, "mf": p}, b, key),
                                           has_aux=True)(part)
         opt.zero_grad()
         tl = model.loss(*_tbatch(b), reg=M.REG)

@@ -101,8 +101,11 @@ def cmd_methods(args) -> int:
     from transferjax.transfer.registry import available, get_method
 
     for name in available():
-        doc = get_method(name).doc.splitlines()
+        m = get_method(name)
+        doc = m.doc.splitlines()
         print(f"{name:14s} {doc[0] if doc else ''}")
+        if m.traced:
+            print(f"{'':14s} traced (sweeps vmap them): {', '.join(m.traced)}")
     return 0
 
 

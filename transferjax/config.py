@@ -100,6 +100,9 @@ class TrainerConfig:
       (0: never); a rerun of the same command resumes from the newest checkpoint.
     vmap: run several seeds as one vmapped program ("on"), one after another ("off"), or
       choose by backend and model size ("auto"; see `transferjax.train.run.use_vmap`).
+    workers: seeds that run one after another (not vmapped) are spread over this many
+      threads, each training whole seeds (0: one per CPU core on a CPU backend, 1 elsewhere);
+      every seed runs the same program either way, so the numbers do not depend on it.
     """
 
     lr: float = 1e-2
@@ -110,11 +113,14 @@ class TrainerConfig:
     eval_every: int = 1
     checkpoint_every: int = 5
     vmap: Literal["auto", "on", "off"] = "auto"
+    workers: int = 0
 
     def __post_init__(self):
         for k in ("lr", "batch_size", "epochs", "eval_every"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"trainer.{k} must be > 0, got {getattr(self, k)}")
+        if self.workers < 0:
+            raise ConfigError(f"trainer.workers must be >= 0, got {self.workers}")
 
 
 @dataclasses.dataclass(**KW)

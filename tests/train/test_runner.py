@@ -73,6 +73,55 @@ def test_vmapped_learning_rates_equal_separate_runs(split):
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 
+TRACED_CASES = [  # (method, key, two values, extra overrides)
+    ("cmf", "cmf.source_weight", (0.2, 0.8), []),
+    ("emcdr", "mf.reg", (1e-4, 0.1), []),
+    ("mf", "mf.reg", (1e-4, 0.1), ["mf.sparse=true"]),
+    ("dann", "align.lam", (0.1, 3.0), ["align.lam_schedule=constant"]),
+    ("infonce", "align.temperature", (0.05, 1.0), []),
+    ("mmd", "align.weight", (0.0, 5.0), []),
+]
+
+
+@pytest.mark.parametrize(("method", "key", "values", "extra"), TRACED_CASES)
+def test_vmapped_loss_hyperparameters_equal_separate_runs(split, method, key, values, extra):
+    base = C.apply_overrides(
+        CFG,
+        [f"method={method}", "trainer.epochs=2", "mf.epochs=1", "phi.dims=16,8", *extra],
+    )
+    train = make_train(
+        base, split, evaluate=make_evaluate(base, split), trials=[{key: v} for v in values]
+    )
+    batched = train(jnp.stack([jax.random.key(0)] * 2))
+    for r, v in zip(batched, values):
+        cfg = C.override(base, key, str(v))
+        alone = make_train(cfg, split, evaluate=make_evaluate(cfg, split))(jax.random.key(0))
+        np.testing.assert_allclose(_hist(r, "valid"), _hist(alone, "valid"), rtol=1e-4, atol=1e-5)
+        assert float(r.params["hyper"][key]) == pytest.approx(v)
+    assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
+
+
+def test_untraced_trial_key_is_rejected(split):
+    train = make_train(
+        CFG, split, evaluate=make_evaluate(CFG, split), trials=[{"align.weight": 1.0}] * 2
+    )
+    with pytest.raises(ValueError, match="'align.weight' is not a traced value of method 'emcdr'"):
+        train(jnp.stack([jax.random.key(0)] * 2))
+
+
+def test_sweep_groups_traced_hyperparameters_into_one_program(tmp_path):
+    from transferjax.train import sweep as S
+
+    cfg = C.apply_overrides(
+        CFG, ["method=cmf", "trainer.epochs=2", "trainer.checkpoint_every=0"]
+    )
+    grids = ["cmf.source_weight=0.2,0.8", "trainer.lr=1e-2,3e-2"]
+    rep = S.sweep(cfg, grids=grids, out_dir=tmp_path, echo=lambda *_: None)
+    assert rep["budget"] == 4
+    assert sorted(q.name for q in tmp_path.glob("group-*")) == ["group-000"]  # one program
+    assert len({p["valid"] for p in rep["points"]}) == 4
+
+
 def _cli(args, cwd, **kw):
     return subprocess.Popen(
         [sys.executable, "-m", "transferjax.cli", *args],
@@ -163,6 +212,30 @@ def test_sweep_rejects_unknown_grid_key(tmp_path):
     pts = points(space, random=5, seed=3)
     assert len(pts) == 5 and pts == points(space, random=5, seed=3)
     assert all(1e-4 <= float(p["trainer.lr"]) <= 1e-1 for p in pts)
+
+
+def test_seeds_on_threads_equal_seeds_one_after_another(split, tmp_path):
+    from transferjax.train.writers import JsonlWriter
+
+    cfg = C.apply_overrides(CFG, ["seeds=3", "trainer.epochs=2", "trainer.checkpoint_every=1"])
+    out = {}
+    for workers in (1, 2):
+        c = C.override(cfg, "trainer.workers", str(workers))
+        assert R.seed_workers(c, 3) == workers
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        writer = JsonlWriter(folder / "scalars.jsonl")
+        try:
+            out[workers] = R.train_seeds(c, split, out=folder, writer=writer, vmapped=False)
+        finally:
+            writer.close()
+        assert sorted(q.name for q in (folder / "ckpt").iterdir()) == ["seed0", "seed1", "seed2"]
+        lines = (folder / "scalars.jsonl").read_text().splitlines()
+        assert all(json.loads(line) for line in lines)  # no interleaved writes
+    for a, b in zip(out[1], out[2], strict=True):
+        assert a.history == b.history
+    assert out[1][0].history != out[1][1].history
+    assert R.seed_workers(C.override(cfg, "trainer.workers", "8"), 3) == 3
 
 
 def test_write_json_is_atomic(tmp_path, monkeypatch):

@@ -50,12 +50,28 @@ def _steps(seed=0, n_steps=4, k=6):
     return out
 
 
-def test_coalesce_sums_duplicates_and_drops_padding():
+@pytest.mark.parametrize("scratch", [True, False], ids=["scratch", "sort"])
+def test_coalesce_sums_duplicates_and_drops_padding(scratch, monkeypatch):
+    from transferjax.train import sparse as S
+
+    monkeypatch.setattr(S, "SCRATCH_ROWS_PER_INDEX", 1 << 20 if scratch else 0)
     idx = jnp.asarray([3, 1, 3, -1, 5, 9], jnp.int32)
     g = jnp.arange(6, dtype=jnp.float32)[:, None] * jnp.ones((1, 2), jnp.float32)
     uidx, gsum = coalesce(idx, g, 6)
-    np.testing.assert_array_equal(uidx, [1, 3, 5, 6, 6, 6])
-    np.testing.assert_allclose(gsum[:3, 0], [1.0, 0.0 + 2.0, 4.0])
+    rows = {int(r): gsum[j, 0] for j, r in enumerate(np.asarray(uidx)) if r != 6}
+    assert sorted(rows) == [1, 3, 5] and np.sum(np.asarray(uidx) == 6) == 3
+    assert {r: float(v) for r, v in rows.items()} == {1: 1.0, 3: 2.0, 5: 4.0}
+    if not scratch:
+        np.testing.assert_array_equal(uidx, [1, 3, 5, 6, 6, 6])  # ascending, then sentinels
+    rng = np.random.default_rng(0)  # against numpy on a larger draw with many duplicates
+    ri = rng.integers(-3, 40, 200).astype(np.int32)
+    rg = rng.normal(size=(200, 3)).astype(np.float32)
+    uidx, gsum = coalesce(jnp.asarray(ri), jnp.asarray(rg), 37)
+    got = {int(r): np.asarray(gsum[j]) for j, r in enumerate(np.asarray(uidx)) if r != 37}
+    want = {int(r): rg[ri == r].sum(0) for r in np.unique(ri[(ri >= 0) & (ri < 37)])}
+    assert sorted(got) == sorted(want)
+    for r in want:
+        np.testing.assert_allclose(got[r], want[r], rtol=1e-5, atol=1e-5)
 
 
 def test_lazy_adam_matches_numpy_sparse_adam():
@@ -276,7 +292,8 @@ def test_cmf_sparse_first_step_equals_dense(split):
     ex = {k: jnp.asarray(v) for k, v in one.items()}
     (ps, _, s_stats), (pd, _, d_stats) = (  # same key: equal initial params (each donated)
         make_epoch_fn(st)(p["cmf"], st.optimizer.init(p["cmf"]),
-                          {"source_rows": p["source_rows"]}, ex, jax.random.key(5))
+                          {"source_rows": p["source_rows"], "hyper": p["hyper"]}, ex,
+                          jax.random.key(5))
         for st, p in ((stage, built.params), (dstage, dense_built.params)))
     np.testing.assert_allclose(s_stats["loss"], d_stats["loss"], rtol=1e-6)
     chex.assert_trees_all_close(ps, pd, rtol=1e-5, atol=1e-6)

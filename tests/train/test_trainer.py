@@ -5,6 +5,7 @@ import dataclasses
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -136,3 +137,29 @@ def test_default_select_metric_matches_what_is_computed():
     assert "rmse" not in make_evaluate(off, sp)(
         get_method("popularity").build(off, sp, key=jax.random.key(0)).scorer,
         get_method("popularity").build(off, sp, key=jax.random.key(0)).params, sp.valid)
+
+
+def test_compile_cached_reuses_only_identical_programs(monkeypatch):
+    from transferjax.train import trainer as T
+
+    monkeypatch.setattr(T, "_EXECUTABLES", type(T._EXECUTABLES)())
+    x = jnp.zeros((4000,), jnp.float32)
+    const = np.arange(4000, dtype=np.float32)
+    other = const.copy()
+    other[1234] += 1.0  # one element of an embedded constant differs
+    f1 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(const)), (x,))
+    f2 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(const)), (x,))  # a new closure
+    f3 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(other)), (x,))
+    assert f1 is f2 and f3 is not f1 and len(T._EXECUTABLES) == 2
+    np.testing.assert_array_equal(f3(x), other)
+    np.testing.assert_array_equal(f1(x), const)
+
+
+def test_sequential_seeds_compile_each_epoch_program_once(small_split):
+    cfg = C.apply_overrides(_cfg(), ["trainer.epochs=2", "mf.epochs=2"])
+    first = make_train(cfg, small_split, evaluate=make_evaluate(cfg, small_split))
+    a = first(jax.random.key(11))
+    b = make_train(cfg, small_split, evaluate=make_evaluate(cfg, small_split))(jax.random.key(12))
+    assert b.compile_time < 0.5 * a.compile_time, (a.compile_time, b.compile_time)
+    again = first(jax.random.key(11))  # a cached executable gives the same numbers
+    assert again.history == a.history

@@ -169,7 +169,8 @@ def _epochs(built, n: int):
     ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
     stats = []
     for ep in range(n):
-        part, opt, s = fn(part, opt, {"bags": built.params["bags"]}, ex, jax.random.key(ep))
+        frozen = {k: v for k, v in built.params.items() if k != "phi"}
+        part, opt, s = fn(part, opt, frozen, ex, jax.random.key(ep))
         stats.append({k: float(v) for k, v in s.items()})
     return {**built.params, "phi": part}, stats
 

@@ -16,7 +16,14 @@ import numpy as np
 
 from transferjax.models.mf import mf_init, mf_loss
 from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer.registry import Built, Scorer, mf_scorer, own_or_fallback, register
+from transferjax.transfer.registry import (
+    Built,
+    Scorer,
+    hyper_init,
+    mf_scorer,
+    own_or_fallback,
+    register,
+)
 
 SHRINK = 5.0
 
@@ -84,7 +91,10 @@ def domain_mf(
     select: bool,
     optimizer: str = "adam",
 ) -> tuple[dict, Stage]:
-    """Initial MF params for one domain and the stage that trains them on `inter`."""
+    """Initial MF params for one domain and the stage that trains them on `inter`.
+
+    The stage's losses read the traced `params["hyper"]["mf.reg"]` (`MF_TRACED`): the caller's
+    params dict holds `"hyper": hyper_init(cfg, MF_TRACED)` beside `part`."""
     kind = mf_loss_kind(cfg, inter)
     mu = float(inter.rating.mean()) if kind == "mse" else 0.0
     params = mf_init(
@@ -95,10 +105,9 @@ def domain_mf(
         init_std=cfg.mf.init_std,
         mu=mu,
     )
-    reg = cfg.mf.reg
 
     def loss(p, batch, k):
-        return mf_loss(p[part], batch, kind=kind, reg=reg, key=k)
+        return mf_loss(p[part], batch, kind=kind, reg=p["hyper"]["mf.reg"], key=k)
 
     opt, step = make_optimizer(optimizer, lr=lr, weight_decay=cfg.trainer.weight_decay), None
     if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.train.sparse)
@@ -106,7 +115,7 @@ def domain_mf(
         from transferjax.train.sparse_mf import mf_sparse_step
 
         opt = make_sparse_optimizer(optimizer, lr=lr)
-        step = mf_sparse_step(kind=kind, reg=reg, optimizer=opt)
+        step = mf_sparse_step(kind=kind, reg="mf.reg", optimizer=opt)
     stage = Stage(
         name=name,
         part=part,
@@ -127,7 +136,10 @@ def known_users(inter) -> jnp.ndarray:
     return jnp.asarray(inter.user_counts() > 0)
 
 
-@register("mf")
+MF_TRACED = ("mf.reg",)
+
+
+@register("mf", traced=MF_TRACED)
 def build_mf(cfg, split, *, key) -> Built:
     """Target-only MF; cold users get mu + b_i."""
     tr = split.target_train
@@ -151,4 +163,5 @@ def build_mf(cfg, split, *, key) -> Built:
         zero = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1]))
         return own_or_fallback(known, own, zero, tgt)
 
-    return Built(params={"target": params}, stages=(stage,), scorer=mf_scorer(user_repr))
+    return Built(params={"target": params, "hyper": hyper_init(cfg, MF_TRACED)}, stages=(stage,),
+                 scorer=mf_scorer(user_repr))

@@ -13,6 +13,7 @@ JSON files are written atomically (temp file, then rename).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import json
@@ -20,6 +21,7 @@ import os
 import pathlib
 import platform
 import subprocess
+import threading
 import time
 
 import jax
@@ -216,19 +218,36 @@ def train_seeds(
         )
         results = train(keys[0] if len(keys) == 1 else jnp.stack(keys))
         return results if isinstance(results, list) else [results]
-    results = []
-    for i, s in enumerate(seeds):
-        log = functools.partial(_prefixed, writer, f"trial{i}/")
+    workers = seed_workers(cfg, len(seeds))
+    lock = threading.Lock()
+
+    def log(i, step, values):
+        with lock:  # one writer shared by the seeds' threads
+            _prefixed(writer, f"trial{i}/", step, values)
+
+    def one(i: int):
         train = make_train(
             cfg,
             split,
             evaluate=evaluate,
-            log=log,
-            ckpt_dir=out / "ckpt" / f"seed{s}",
-            progress=progress,
+            log=functools.partial(log, i),
+            ckpt_dir=out / "ckpt" / f"seed{seeds[i]}",
+            progress=progress and workers == 1,
         )
-        results.append(train(jax.random.key(s)))
-    return results
+        return train(jax.random.key(seeds[i]))
+
+    if workers == 1:
+        return [one(i) for i in range(len(seeds))]
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="seed") as pool:
+        return list(pool.map(one, range(len(seeds))))
+
+
+def seed_workers(cfg, n_seeds: int) -> int:
+    """Threads for seeds that run one after another: trainer.workers, or (0) one per CPU core
+    on a CPU backend (XLA:CPU runs these small steps on one core) and 1 on an accelerator."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    w = cfg.trainer.workers or ((cores or 1) if jax.default_backend() == "cpu" else 1)
+    return max(1, min(w, n_seeds))
 
 
 def write_results(
@@ -267,6 +286,7 @@ def write_results(
             "data_fingerprint": split_fingerprint(split),
             "seeds": seeds,
             "vmapped_seeds": vmapped,
+            "seed_workers": 1 if vmapped else seed_workers(cfg, len(seeds)),
             "devices": [str(d) for d in jax.devices()],
             "backend": jax.default_backend(),
             "host": platform.node(),

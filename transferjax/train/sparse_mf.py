@@ -99,16 +99,23 @@ def table_grads(idx: dict, g: dict, *, prefix: str = "", item_prefix: str | None
             f"{ip}item": (idx["item"], item_g), f"{ip}item_bias": (idx["item"], item_bg)}
 
 
-def mf_sparse_step(*, kind: str, reg: float, optimizer: SparseOptimizer):
+def _value(v, frozen: dict):
+    """A hyperparameter given as a number, or as a config key read (traced) from
+    `frozen["hyper"]` (see `transferjax.transfer.registry`)."""
+    return frozen["hyper"][v] if isinstance(v, str) else v
+
+
+def mf_sparse_step(*, kind: str, reg: float | str, optimizer: SparseOptimizer):
     """`step(part, opt_state, frozen, batch, key) -> (part, opt_state, loss, aux)` for a Stage
     training one domain's MF params (`part`) with a row-sparse optimizer; mu is updated densely.
+    `reg`: a number or a key of the traced `frozen["hyper"]` ("mf.reg").
     """
 
     def step(part, opt_state, frozen, batch, key):
         rows, idx = mf_rows(part, batch, key, kind=kind)
 
         def f(r, mu):
-            return mf_row_loss(r, mu, batch, kind=kind, reg=reg)
+            return mf_row_loss(r, mu, batch, kind=kind, reg=_value(reg, frozen))
 
         (loss, aux), (g_rows, g_mu) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
             rows, part["mu"])
@@ -119,15 +126,16 @@ def mf_sparse_step(*, kind: str, reg: float, optimizer: SparseOptimizer):
     return step
 
 
-def cmf_sparse_step(*, source_weight: float, kinds: tuple[str, str], reg: float,
+def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: float | str,
                     source_batch: int, optimizer: SparseOptimizer):
     """Row-sparse step for CMF (`transferjax.transfer.collective`): the same objective and the
     same sampling as its dense loss (a source batch of `source_batch` rows drawn from
     `frozen["source_rows"]`); the shared user rows of both batches are coalesced into one
-    update; mu_s and mu_t stay fixed (stop-gradient in the dense loss)."""
-    w = float(source_weight)
+    update; mu_s and mu_t stay fixed (stop-gradient in the dense loss). `source_weight` and
+    `reg`: numbers or keys of the traced `frozen["hyper"]`."""
 
     def step(part, opt_state, frozen, batch, key):
+        w, lam = _value(source_weight, frozen), _value(reg, frozen)
         src_rows = frozen["source_rows"]
         n_s = src_rows["user"].shape[0]
         k_idx, k_loss = jax.random.split(key)
@@ -142,8 +150,8 @@ def cmf_sparse_step(*, source_weight: float, kinds: tuple[str, str], reg: float,
             gathered[dom] = mf_rows(views[dom], b, k, kind=kd)
 
         def f(rs, rt):
-            l_s, _ = mf_row_loss(rs, part["source"]["mu"], sb, kind=kinds[0], reg=reg)
-            l_t, _ = mf_row_loss(rt, part["target"]["mu"], batch, kind=kinds[1], reg=reg)
+            l_s, _ = mf_row_loss(rs, part["source"]["mu"], sb, kind=kinds[0], reg=lam)
+            l_t, _ = mf_row_loss(rt, part["target"]["mu"], batch, kind=kinds[1], reg=lam)
             return w * l_s + (1.0 - w) * l_t, {"source_loss": l_s, "target_loss": l_t}
 
         (loss, aux), (g_s, g_t) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(

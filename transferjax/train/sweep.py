@@ -3,11 +3,13 @@
     transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=1e-3,1e-2 --grid mf.dim=8,16
     transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=log:1e-4:1e-1 --random 6
 
-Points that differ only in traced values (learning rates: each stage's `lr_key`) run together
-as one vmapped program; every other point runs on its own. Each point gets a run folder
-(`point-NNN/`) readable by `transferjax report`; `sweep.json` records the search space, the
-budget, every point's valid metric (mean over seeds at each seed's selected epoch) and the
-chosen values. Test metrics are stored for the record and never read by the choice.
+Points that differ only in traced values (learning rates, each stage's `lr_key`, and the
+method's traced hyperparameters: loss weights, regularisation, the GRL strength; see
+`traced_keys`) run together as one vmapped program; every other point runs on its own. Each
+point gets a run folder (`point-NNN/`) readable by `transferjax report`; `sweep.json` records
+the search space, the budget, every point's valid metric (mean over seeds at each seed's
+selected epoch) and the chosen values. Test metrics are stored for the record and never read
+by the choice.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ import numpy as np
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.train.run import prepare_folder, train_seeds, use_vmap, write_json, write_results
-from transferjax.train.trainer import lower_is_better
+from transferjax.train.trainer import LR_KEYS, lower_is_better
 from transferjax.train.writers import make_writer
 
-TRACED = ("trainer.lr", "mf.lr")
+
+def traced_keys(method: str) -> tuple[str, ...]:
+    """Config keys a sweep varies inside one compiled program for `method`: the learning
+    rates and the method's traced hyperparameters (`register(name, traced=...)`)."""
+    from transferjax.transfer.registry import get_method
+
+    return (*LR_KEYS, *get_method(method).traced)
 
 
 def parse_space(base, grids: list[str]) -> dict[str, list | tuple]:
@@ -91,7 +99,8 @@ def sweep(
     # Group points by everything that is not traced: one program per group.
     groups: dict = {}
     for i, pt in enumerate(pts):
-        static = tuple(sorted((k, v) for k, v in pt.items() if k not in TRACED))
+        traced = traced_keys(pt.get("method", base.method))
+        static = tuple(sorted((k, v) for k, v in pt.items() if k not in traced))
         groups.setdefault(static, []).append(i)
     results: dict[int, list] = {}
     cfgs = {
@@ -99,7 +108,8 @@ def sweep(
     }
     for static, idx in groups.items():
         gcfg = C.apply_overrides(base, [f"{k}={v}" for k, v in static])
-        traced = [{k: float(v) for k, v in pts[i].items() if k in TRACED} for i in idx]
+        keys = traced_keys(gcfg.method)
+        traced = [{k: float(v) for k, v in pts[i].items() if k in keys} for i in idx]
         folder = out / f"group-{min(idx):03d}"
         prepare_folder(gcfg, folder)
         writer = make_writer(folder, tensorboard=False)

@@ -11,8 +11,11 @@ the record but never read by the selection.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -125,6 +128,29 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
     return jax.jit(fn, donate_argnums=(0, 1)) if jit else fn
 
 
+_EXECUTABLES: collections.OrderedDict = collections.OrderedDict()
+_EXECUTABLES_KEPT = 8
+_COMPILE_LOCK = threading.Lock()
+
+
+def compile_cached(jitted, args):
+    """`jitted.lower(*args).compile()`, reusing an executable compiled earlier in this process
+    for the same program: the key is a hash of the lowered StableHLO text (shapes, dtypes,
+    shardings, embedded constants), so sequential seeds of one config, whose methods are built
+    anew per seed, compile once. Keeps the `_EXECUTABLES_KEPT` most recent executables."""
+    lowered = jitted.lower(*args)
+    key = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+    with _COMPILE_LOCK:  # seeds on several threads: the first compiles, the others reuse
+        if key in _EXECUTABLES:
+            _EXECUTABLES.move_to_end(key)
+            return _EXECUTABLES[key]
+        compiled = lowered.compile()
+        _EXECUTABLES[key] = compiled
+        while len(_EXECUTABLES) > _EXECUTABLES_KEPT:
+            _EXECUTABLES.popitem(last=False)
+        return compiled
+
+
 def lower_is_better(metric: str) -> bool:
     return metric in ("mae", "rmse") or metric.endswith("loss")
 
@@ -168,6 +194,28 @@ def _stack(trees: list):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+LR_KEYS = ("trainer.lr", "mf.lr")
+
+
+def with_trial_hypers(params: dict, overrides: list[dict], *, batched: bool, method: str) -> dict:
+    """`params` with `params["hyper"][key]` set per trial from `overrides` (keys the method
+    traces, see `transferjax.transfer.registry`); learning-rate keys are left to the stages.
+    A key that is neither fails, naming the keys the method traces."""
+    hyper = dict(params.get("hyper", {}))
+    for key in sorted({k for o in overrides for k in o}):
+        if key in LR_KEYS:
+            continue
+        if key not in hyper:
+            raise ValueError(
+                f"{key!r} is not a traced value of method {method!r}; traced: "
+                f"{', '.join([*LR_KEYS, *sorted(hyper)])}"
+            )
+        base = np.broadcast_to(np.asarray(hyper[key]), (len(overrides),))
+        vals = [float(o.get(key, b)) for o, b in zip(overrides, base, strict=True)]
+        hyper[key] = jnp.asarray(vals if batched else vals[0], jnp.float32)
+    return {**params, "hyper": hyper} if hyper else params
+
+
 def make_train(
     cfg,
     split,
@@ -191,7 +239,8 @@ def make_train(
       log: optional `log(step, scalars)`; batched trials log with a `trial{i}/` prefix.
       ckpt_dir: folder for orbax checkpoints; an existing checkpoint is resumed from.
       trials: optional per-trial overrides of traced values, e.g. `[{"trainer.lr": 1e-2}, ...]`
-        (one dict per key; only learning rates, keyed by each stage's `lr_key`).
+        (one dict per key): learning rates (each stage's `lr_key`) and the config keys the
+        method traces in `params["hyper"]` (loss weights, regularisation, GRL strength).
       progress: show progress (a bar on a terminal, plain lines otherwise).
     """
     from transferjax.train.evaluate import default_select_metric
@@ -218,6 +267,7 @@ def make_train(
         builts = [method.build(cfg, split, key=k_init[i]) for i in range(n)]
         built = builts[0]
         params = _stack([b.params for b in builts]) if batched else built.params
+        params = with_trial_hypers(params, overrides, batched=batched, method=cfg.method)
         del builts
         bar = None
         if progress:
@@ -300,7 +350,7 @@ def make_train(
                 args = (part, opt_state, frozen, examples, k_ep, idx)
                 if compiled is None:
                     t1 = time.perf_counter()
-                    compiled = jax.jit(epoch_fn, donate_argnums=(0, 1)).lower(*args).compile()
+                    compiled = compile_cached(jax.jit(epoch_fn, donate_argnums=(0, 1)), args)
                     clock["compile"] += time.perf_counter() - t1
                 t1 = time.perf_counter()
                 part, opt_state, stats = compiled(*args)

@@ -36,7 +36,7 @@ import numpy as np
 from transferjax.models.baselines import mf_loss_kind
 from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
 from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer.registry import Built, Scorer, register
+from transferjax.transfer.registry import Built, Scorer, hyper_init, register
 
 
 def joint_user_index(n_source_users: int, n_target_users: int,
@@ -134,7 +134,10 @@ def source_batch_size(batch_size: int, n_source: int, n_target: int) -> int:
     return max(1, math.ceil(b * n_source / n_target))
 
 
-@register("cmf")
+CMF_TRACED = ("cmf.source_weight", "mf.reg")
+
+
+@register("cmf", traced=CMF_TRACED)
 def build_cmf(cfg, split, *, key) -> Built:
     """CMF: one user factor shared by both domains, weighted source and target losses."""
     w = float(cfg.cmf.source_weight)
@@ -151,14 +154,15 @@ def build_cmf(cfg, split, *, key) -> Built:
             "rating": jnp.asarray(src.rating)}
     n_s = len(src)
     b_s = source_batch_size(cfg.trainer.batch_size, n_s, len(tgt))
-    reg = cfg.mf.reg
 
     def loss(p, batch, k):
         k_idx, k_loss = jax.random.split(k)
         idx = jax.random.randint(k_idx, (b_s,), 0, n_s, dtype=jnp.int32)
         sb = {name: v[idx] for name, v in p["source_rows"].items()}
         sb["mask"] = jnp.ones((b_s,), bool)
-        return cmf_loss(p["cmf"], batch, sb, source_weight=w, kinds=kinds, reg=reg, key=k_loss)
+        h = p["hyper"]
+        return cmf_loss(p["cmf"], batch, sb, source_weight=h["cmf.source_weight"], kinds=kinds,
+                        reg=h["mf.reg"], key=k_loss)
 
     opt = make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
                          weight_decay=cfg.trainer.weight_decay)
@@ -168,8 +172,8 @@ def build_cmf(cfg, split, *, key) -> Built:
         from transferjax.train.sparse_mf import cmf_sparse_step
 
         opt = make_sparse_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr)
-        step = cmf_sparse_step(source_weight=w, kinds=kinds, reg=reg, source_batch=b_s,
-                               optimizer=opt)
+        step = cmf_sparse_step(source_weight="cmf.source_weight", kinds=kinds, reg="mf.reg",
+                               source_batch=b_s, optimizer=opt)
     stage = Stage(name="cmf", part="cmf", loss=loss,
                   examples={"user": t2j[tgt.user], "item": tgt.item, "rating": tgt.rating},
                   epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
@@ -178,7 +182,8 @@ def build_cmf(cfg, split, *, key) -> Built:
     trained[s2j[src.user]] = True
     trained[t2j[tgt.user]] = True
     scorer = _cmf_scorer(jnp.asarray(t2j), jnp.asarray(trained))
-    return Built(params={"cmf": cmf, "source_rows": rows}, stages=(stage,), scorer=scorer)
+    params = {"cmf": cmf, "source_rows": rows, "hyper": hyper_init(cfg, CMF_TRACED)}
+    return Built(params=params, stages=(stage,), scorer=scorer)
 
 
 def _cmf_scorer(t2j: jax.Array, trained: jax.Array) -> Scorer:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from transferjax.models.baselines import domain_mf, known_users
+from transferjax.models.baselines import MF_TRACED, domain_mf, known_users
 from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer.registry import Built, mf_scorer, own_or_fallback, register
+from transferjax.transfer.registry import Built, hyper_init, mf_scorer, own_or_fallback, register
 
 
 def mapping_init(key: jax.Array, *, dim_in: int, dim_out: int, kind: str, hidden: int) -> dict:
@@ -60,7 +60,10 @@ def mapping_loss(params: dict, batch: dict, *, reg: float) -> tuple[jax.Array, d
     return mse + reg * l2, {"map_mse": mse}
 
 
-@register("emcdr")
+EMCDR_TRACED = (*MF_TRACED, "emcdr.reg")
+
+
+@register("emcdr", traced=EMCDR_TRACED)
 def build_emcdr(cfg, split, *, key) -> Built:
     """EMCDR: MF per domain, then a linear or MLP map trained on warm overlap users."""
     k_s, k_t, k_m = jax.random.split(key, 3)
@@ -77,11 +80,10 @@ def build_emcdr(cfg, split, *, key) -> Built:
     map_params = mapping_init(
         k_m, dim_in=d, dim_out=d, kind=cfg.emcdr.mapping, hidden=cfg.emcdr.hidden
     )
-    reg = cfg.emcdr.reg
     map_stage = Stage(
         name="mapping",
         part="map",
-        loss=lambda p, batch, k: mapping_loss(p, batch, reg=reg),
+        loss=lambda p, batch, k: mapping_loss(p, batch, reg=p["hyper"]["emcdr.reg"]),
         examples={"src": split.warm_pairs[:, 0], "tgt": split.warm_pairs[:, 1]},
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
@@ -105,7 +107,8 @@ def build_emcdr(cfg, split, *, key) -> Built:
         )
         return own_or_fallback(known, own, fallback, tgt)
 
-    params = {"source": src_params, "target": tgt_params, "map": map_params}
+    params = {"source": src_params, "target": tgt_params, "map": map_params,
+              "hyper": hyper_init(cfg, EMCDR_TRACED)}
     return Built(
         params=params, stages=(src_stage, tgt_stage, map_stage), scorer=mf_scorer(user_repr)
     )

@@ -3,13 +3,16 @@
 An objective is one pure function over a batch of source and target representations
 
     fn(z_s: f32[b, d], z_t: f32[b2, d], *, mask_s: bool[b], mask_t: bool[b2], paired: bool,
-       params, step: f32[], total_steps: int, cfg: RunConfig, key) -> (loss f32[], aux dict)
+       params, step: f32[], total_steps: int, cfg: RunConfig, key, hyper: dict)
+       -> (loss f32[], aux dict)
 
 registered with `@register_objective(name)`; it may declare `init(key, *, dim, cfg) -> params`
 for trainable params of its own (DANN's discriminator), which train with the encoders. Masks
 drop padded rows and rows of users without that domain; `paired` says row i of `z_s` and
 `z_t` is the same user (then b == b2), which contrastive objectives need. `step` is the traced
 global training step and `total_steps` the number of steps of the stage (known at build time).
+`hyper` maps config keys to traced f32[] values ("align.lam", "align.temperature"): read those
+rather than `cfg`, so that sweeps over them share one compiled program.
 Objectives that need only some arguments take the rest as `**_`:
 
     @register_objective("mean_l2")
@@ -80,14 +83,16 @@ def get_objective(name: str) -> Objective:
     return _OBJECTIVES[name]
 
 
-def lam_schedule(align, *, total_steps: int) -> grl.Schedule:
-    """The GRL strength schedule of `align` (an `AlignConfig`): constant | ganin | warmup."""
+def lam_schedule(align, *, total_steps: int, lam=None) -> grl.Schedule:
+    """The GRL strength schedule of `align` (an `AlignConfig`): constant | ganin | warmup, to
+    the final strength `lam` (a traced value; default align.lam)."""
+    lam = align.lam if lam is None else lam
     if align.lam_schedule == "constant":
-        return grl.constant(align.lam)
+        return grl.constant(lam)
     if align.lam_schedule == "ganin":
-        return grl.ganin(lam_max=align.lam, gamma=align.gamma, total_steps=max(total_steps, 1))
+        return grl.ganin(lam_max=lam, gamma=align.gamma, total_steps=max(total_steps, 1))
     if align.lam_schedule == "warmup":
-        return grl.warmup(lam=align.lam, warmup_steps=align.warmup_steps)
+        return grl.warmup(lam=lam, warmup_steps=align.warmup_steps)
     raise ValueError(f"align.lam_schedule={align.lam_schedule!r}; valid: constant, ganin, warmup")
 
 
@@ -102,14 +107,16 @@ def _dann_init(key, *, dim, cfg) -> list:
 
 
 @register_objective("dann", init=_dann_init)
-def dann_objective(z_s, z_t, *, mask_s, mask_t, params, step, total_steps, cfg, **_):
+def dann_objective(z_s, z_t, *, mask_s, mask_t, params, step, total_steps, cfg, hyper=None,
+                   **_):
     """DANN (Ganin & Lempitsky 2015): domain BCE of a discriminator on gradient-reversed z.
 
     `lam = schedule(step)` (align.lam_schedule, align.lam, align.gamma, align.warmup_steps);
     minimising the loss trains the discriminator and, through the reversal, pushes the encoders
     towards domain-indistinguishable outputs (see `discriminator.dann_loss`).
     """
-    lam = lam_schedule(cfg.align, total_steps=total_steps)(step)
+    lam = lam_schedule(cfg.align, total_steps=total_steps,
+                       lam=(hyper or {}).get("align.lam"))(step)
     loss, aux = dann_loss(params, z_s, z_t, lam=lam, mask_source=mask_s, mask_target=mask_t)
     return loss, {"disc_acc": aux["accuracy"], "lam": lam}
 
@@ -157,7 +164,7 @@ def coral_objective(z_s, z_t, *, mask_s, mask_t, **_):
 
 
 @register_objective("infonce")
-def infonce_objective(z_s, z_t, *, mask_s, mask_t, paired, cfg, **_):
+def infonce_objective(z_s, z_t, *, mask_s, mask_t, paired, cfg, hyper=None, **_):
     """Symmetric InfoNCE (Oord et al. 2018) between a user's source and target representations.
 
     Positives are the two rows of one user; only rows where the user has both (mask_s &
@@ -171,5 +178,6 @@ def infonce_objective(z_s, z_t, *, mask_s, mask_t, paired, cfg, **_):
         z = jnp.where(valid[:, None], z, 1.0)
         return z * jax.lax.rsqrt(jnp.sum(z * z, axis=-1, keepdims=True) + 1e-12)
 
-    loss = al.info_nce(unit(z_s), unit(z_t), temperature=cfg.align.temperature, mask=valid)
+    temperature = (hyper or {}).get("align.temperature", cfg.align.temperature)
+    loss = al.info_nce(unit(z_s), unit(z_t), temperature=temperature, mask=valid)
     return loss, {"infonce": loss}

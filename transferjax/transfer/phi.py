@@ -47,7 +47,7 @@ from transferjax.train.trainer import Stage, make_optimizer
 from transferjax.transfer import _phi_heads as O
 from transferjax.transfer import _userbags as U
 from transferjax.transfer.objectives import get_objective
-from transferjax.transfer.registry import Built, Scorer, register
+from transferjax.transfer.registry import Built, Scorer, hyper_init, register
 
 COLD_RATE = 0.5  # share of users with both domains simulated cold per step
 SOURCE_KEEP = 0.5  # share of a source bag's entries that are input in a step (rest: labels)
@@ -163,18 +163,19 @@ class PhiModel:
                 sse, n = r[task]
                 losses.append(jnp.sum(sse * w) / jnp.maximum(jnp.sum(n * w), 1.0))
         losses = jnp.stack(losses)
+        hyper = params["hyper"]
         if self.cfg.phi.task_weighting == "uncertainty":
             total = H.uncertainty_weights(losses, p["log_vars"])
         else:
-            sw = self.cfg.phi.source_weight
+            sw = hyper["phi.source_weight"]
             total = H.fixed_weights(
                 losses, weights=[sw if k.startswith("src") else 1.0 - sw for k in self.tasks])
         align, obj_aux = self.objective.fn(
             jax.lax.stop_gradient(r["z_s"]), r["z_t"], mask_s=r["use_s"], mask_t=r["use_t"],
             paired=True, params=p["obj"], step=jax.lax.stop_gradient(p["step"]),
-            total_steps=total_steps, cfg=self.cfg, key=k_obj)
+            total_steps=total_steps, cfg=self.cfg, key=k_obj, hyper=hyper)
         aux = {**dict(zip(self.tasks, losses, strict=True)), "align": align, **obj_aux}
-        return total + self.cfg.align.weight * align, aux
+        return total + hyper["align.weight"] * align, aux
 
     def _reps(self, params, src, tgt) -> list:
         s = U.gather_rows(params["bags"]["source"], src, max_len=self.spec_s.max_len)
@@ -240,6 +241,10 @@ def _step_fn(loss, opt):
     return step
 
 
+# Config keys the phi losses read as traced values (params["hyper"]).
+PHI_TRACED = ("phi.source_weight", "align.weight", "align.lam", "align.temperature")
+
+
 def build_phi(cfg, split, *, key, objective: str | None = None) -> Built:
     """The phi model trained in one selected stage with alignment `objective`
     (default cfg.align.objective); lr, epochs and batch size from cfg.trainer."""
@@ -252,11 +257,12 @@ def build_phi(cfg, split, *, key, objective: str | None = None) -> Built:
     stage = Stage(name="phi", part="phi", loss=loss, examples={"src": src, "tgt": tgt},
                   epochs=tc.epochs, batch_size=tc.batch_size, optimizer=opt, select=True,
                   step=_step_fn(loss, opt))
-    params = {"phi": model.init(key), "bags": {"source": model.bags_s, "target": model.bags_t}}
+    params = {"phi": model.init(key), "bags": {"source": model.bags_s, "target": model.bags_t},
+              "hyper": hyper_init(cfg, PHI_TRACED)}
     return Built(params=params, stages=(stage,), scorer=model.scorer())
 
 
-@register("phi")
+@register("phi", traced=PHI_TRACED)
 def build_phi_method(cfg, split, *, key) -> Built:
     """Multi-task transfer model over phi encoders; alignment from align.objective."""
     return build_phi(cfg, split, key=key)
@@ -267,7 +273,7 @@ def _forced(name: str, doc: str):
         return build_phi(cfg, split, key=key, objective=name)
 
     build.__doc__, build.__name__ = doc, f"build_{name}"
-    return register(name)(build)
+    return register(name, traced=PHI_TRACED)(build)
 
 
 build_dann = _forced("dann", "phi model with DANN alignment (gradient reversal, discriminator).")

@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.data.batches import History, padded_history
-from transferjax.models.baselines import domain_mf, known_users, mf_loss_kind
+from transferjax.models.baselines import MF_TRACED, domain_mf, known_users, mf_loss_kind
 from transferjax.models.mf import mf_score
 from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer.registry import Built, mf_scorer, own_or_fallback, register
+from transferjax.transfer.registry import Built, hyper_init, mf_scorer, own_or_fallback, register
 
 _NEG = -1e30  # logit of a masked history slot (finite, so no inf - inf)
 
@@ -153,7 +153,7 @@ def warm_rows(split) -> dict:
     return {"src": src_of[tr.user[keep]], "item": tr.item[keep], "rating": tr.rating[keep]}
 
 
-@register("ptupcdr")
+@register("ptupcdr", traced=MF_TRACED)
 def build_ptupcdr(cfg, split, *, key) -> Built:
     """PTUPCDR: MF per domain, then a meta network's per-user bridge trained on target ratings."""
     k_s, k_t, k_m = jax.random.split(key, 3)
@@ -188,6 +188,7 @@ def build_ptupcdr(cfg, split, *, key) -> Built:
 
     params = {"source": src_params, "target": tgt_params,
               "meta": meta_init(k_m, dim=cfg.mf.dim, hidden=pc.meta_hidden),
-              "history": {"items": jnp.asarray(hist.items), "mask": jnp.asarray(hist.mask)}}
+              "history": {"items": jnp.asarray(hist.items), "mask": jnp.asarray(hist.mask)},
+              "hyper": hyper_init(cfg, MF_TRACED)}
     return Built(params=params, stages=(src_stage, tgt_stage, meta_stage),
                  scorer=mf_scorer(user_repr))

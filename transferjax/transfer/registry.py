@@ -3,6 +3,13 @@
 A method is a `build(cfg, split, *, key) -> Built` function: initial params (a dict pytree), the
 training `Stage`s, and a `Scorer` that scores target items for (source user, target user) pairs.
 Register one with the `register(name)` decorator; see README "Adding a method".
+
+Traced hyperparameters. A method lists in `register(name, traced=(...))` the config keys its
+losses read as traced values (loss weights, regularisation, the GRL strength) and keeps them
+in `params["hyper"]` (`hyper_init(cfg, keys)`: {key: f32[]}); its losses read
+`params["hyper"][key]`, never the config. No stage trains "hyper". The trainer replaces the
+values per trial, so sweeps over them (like learning rates) share one compiled program under
+`vmap` (see `transferjax.train.sweep`).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class Method:
     name: str
     build: Callable
     doc: str = ""
+    traced: tuple = ()
 
 
 _METHODS: dict[str, Method] = {}
@@ -61,16 +69,27 @@ _BUILTIN_MODULES = (
 )
 
 
-def register(name: str) -> Callable:
-    """Decorator: `@register("my_method") def build(cfg, split, *, key) -> Built`."""
+def register(name: str, *, traced: tuple = ()) -> Callable:
+    """Decorator: `@register("my_method") def build(cfg, split, *, key) -> Built`.
+
+    `traced`: config keys held in `params["hyper"]` (module docstring)."""
 
     def deco(build: Callable) -> Callable:
         if name in _METHODS and _METHODS[name].build is not build:
             raise ValueError(f"method {name!r} is already registered")
-        _METHODS[name] = Method(name=name, build=build, doc=(build.__doc__ or "").strip())
+        _METHODS[name] = Method(name=name, build=build, doc=(build.__doc__ or "").strip(),
+                                traced=tuple(traced))
         return build
 
     return deco
+
+
+def hyper_init(cfg, keys) -> dict:
+    """{key: f32[]} of the config values of `keys` (e.g. "align.weight"), for `params["hyper"]`."""
+    from transferjax.config import flatten
+
+    flat = flatten(cfg)
+    return {k: jnp.asarray(float(flat[k]), jnp.float32) for k in keys}
 
 
 def _load_builtins() -> None:
