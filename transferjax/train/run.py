@@ -90,25 +90,27 @@ def git_commit() -> str | None:
 
 
 def use_vmap(cfg, split) -> bool:
-    """Whether several seeds run as one vmapped program.
+    """Whether several seeds run as one vmapped program (else one after another, spread over
+    `seed_workers` threads).
 
-    "auto": on an accelerator always, on a CPU never. Measured by benchmarks/seeds_vmap.py
-    (ML-1M genre split, batch 1024; 8 sequential / 8 vmapped seeds, epoch time without
-    compile; > 1 means vmap pays):
+    "auto": on an accelerator always; on a CPU never, since whole seeds on one thread per core
+    are faster there. Measured by `python benchmarks/seeds_vmap.py --epochs 10` (ML-1M genre
+    split, batch 1024, 8 seeds; DANN: `--configs phi`, 4 seeds, 1 epoch), as speed-ups over
+    the seeds run one after another on one thread:
 
-                         MF dense Adam   MF row-sparse (mf.sparse)   DANN (phi, 4 seeds)
-      H100 GPU               4.6x               6.0x                      2.9x
-      2 idle cores (a)       1.33x              1.27x (b128: 1.34x)       0.89x
-      2 shared cores (b)     0.77-1.06x         0.84-0.92x (b128: 0.82x)  0.44-0.58x
+                                   MF dense Adam   MF row-sparse (mf.sparse)   DANN (phi)
+      H100 GPU, vmapped, per epoch     4.6x               6.0x                    2.9x
+      2-core CPU, vmapped, per epoch   1.31x              1.51x                   0.77x
+      2-core CPU, vmapped, end to end  1.24x              1.36x                   0.73x
+      2-core CPU, 2 threads, end to end 1.36x             1.82x                   1.05x
 
-    (a) the GPU machine's CPU under `taskset -c 0,1`, JAX_PLATFORMS=cpu; (b) the 2-core dev
-    machine while other jobs ran (load 3-5), two runs.
-
-    Inside a compiled `lax.scan`, XLA's per-op overhead on a CPU is already small, so a step is
-    bound by the bytes and FLOPs it touches, and 8 seeds cost about 8x whether vmapped or not
-    (the per-seed shuffle of the examples, part of every epoch, also scales linearly); the
-    gain on an idle CPU is below 1.5x and turns into a loss on a loaded one. `trainer.vmap=on`
-    forces vmap.
+    (end to end: compiles and evaluation included; sequential seeds after the first reuse its
+    compiled programs.) On a CPU a vmapped step moves 8 seeds' tables and optimizer state
+    through the caches at once (8 ML-1M MF tables with their Adam moments outgrow the 2 MB L2
+    that holds one), so it gains at most about 1.5x over one seed at a time, and a dense
+    encoder's matmuls gain nothing; two cores running whole seeds gain more. Two threads of
+    4 vmapped seeds each measured 1.59x (row-sparse) end to end, below plain threads.
+    `trainer.vmap=on` forces vmap.
     """
     if cfg.seeds <= 1 or cfg.trainer.vmap == "off":
         return False
