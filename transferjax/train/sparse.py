@@ -84,8 +84,11 @@ def _adam_rule(*, b1: float, b2: float, eps: float) -> Rule:
         m = b1 * s[0] + (1.0 - b1) * g
         v = b2 * s[1] + (1.0 - b2) * g * g
         tf = t.astype(w.dtype)
-        m_hat = m / (1.0 - b1**tf)
-        v_hat = v / (1.0 - b2**tf)
+        # computed once: without the barrier XLA:CPU fuses the scalar powers into the
+        # elementwise loop over the rows (27 vs 19 us for 1024 x 32 rows)
+        bc1, bc2 = jax.lax.optimization_barrier((1.0 - b1**tf, 1.0 - b2**tf))
+        m_hat = m / bc1
+        v_hat = v / bc2
         return w - lr * m_hat / (jnp.sqrt(v_hat) + eps), (m, v)
 
     return Rule(slots, apply)
