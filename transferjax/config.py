@@ -178,12 +178,16 @@ class EMCDRConfig:
 
 @dataclasses.dataclass(**KW)
 class CMFConfig:
-    """Collective MF (Singh & Gordon, KDD 2008): one user factor shared by both domains.
+    """Collective MF (Singh & Gordon, KDD 2008): one factor per overlapping user (or item)
+    shared by both domains.
 
     loss = source_weight * L_source + (1 - source_weight) * L_target (each a mean over its batch).
+    share: "users", "items" (domains matched by item, e.g. ML-1M -> ML-100k by title), or
+      "auto" (users when the data has overlapping users, else items).
     """
 
     source_weight: float = 0.5
+    share: Literal["auto", "users", "items"] = "auto"
 
 
 @dataclasses.dataclass(**KW)

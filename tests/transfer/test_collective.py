@@ -42,7 +42,7 @@ def small_split():
 
 
 def _hand_params():
-    p = cmf_init(jax.random.key(0), n_joint=4, n_items_source=5, n_items_target=6, dim=3,
+    p = cmf_init(jax.random.key(0), n_joint=4, n_source=5, n_target=6, dim=3,
                  init_std=0.5, mu_source=3.0, mu_target=3.5)
     p["user_bias"] = jnp.array([0.1, -0.2, 0.3, 0.0], jnp.float32)
     p["source"]["item_bias"] = jnp.arange(5, dtype=jnp.float32) * 0.1
@@ -162,3 +162,90 @@ def test_cmf_beats_target_only_at_small_shift(small_split):
     cmf, mf = _best_test(_cfg("cmf"), small_split), _best_test(_cfg("mf"), small_split)
     assert cmf["rmse"] < mf["rmse"] - 0.05, (cmf, mf)
     assert cmf["mae"] < mf["mae"], (cmf, mf)
+
+
+def _item_overlap_split(implicit: bool):
+    """Two domains with disjoint users and 30 shared items (source items 0..29 = target items
+    10..39); warm 8:1:1 split of the target."""
+    from transferjax.data.types import CrossDomainData, Interactions
+
+    rng = np.random.default_rng(4)
+
+    def dom(n_users, n_items, n, name):
+        pairs = np.unique(np.stack([rng.integers(0, n_users, n), rng.integers(0, n_items, n)], 1),
+                          axis=0)
+        r = np.ones(len(pairs)) if implicit else rng.integers(1, 6, len(pairs))
+        return Interactions(user=pairs[:, 0].astype(np.int32), item=pairs[:, 1].astype(np.int32),
+                            rating=r.astype(np.float32), n_users=n_users, n_items=n_items,
+                            name=name)
+
+    data = CrossDomainData(source=dom(80, 50, 1500, "source"), target=dom(60, 45, 700, "target"),
+                           overlap=np.zeros((0, 2), np.int32),
+                           item_overlap=np.stack([np.arange(30), np.arange(10, 40)], 1),
+                           name="items")
+    pc = C.ProtocolConfig(name="warm_ratio", seed=0)
+    return build_split(pc, data)
+
+
+def _items_cfg(**kw):
+    return C.apply_overrides(
+        C.RunConfig(method="cmf"),
+        ["trainer.batch_size=64", "mf.dim=4", *[f"{k}={v}" for k, v in kw.items()]],
+    )
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["mse", "bpr"])
+def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
+    split = _item_overlap_split(implicit)
+    built = get_method("cmf").build(_items_cfg(), split, key=jax.random.key(0))
+    p = built.params
+    assert set(p["cmf"]) == {"item", "item_bias", "source", "target"}
+    assert p["cmf"]["item"].shape[0] == 50 + 45 - 30  # joint items
+    assert p["cmf"]["source"]["user"].shape[0] == 80
+    assert p["cmf"]["target"]["user"].shape[0] == 60
+    stage = built.stages[0]
+    batch = {k: jnp.asarray(v[:64]) for k, v in stage.examples.items()}
+    batch["mask"] = jnp.ones((64,), bool)
+    frozen = {k: v for k, v in p.items() if k != "cmf"}
+    g = jax.grad(lambda c: stage.loss({**frozen, "cmf": c}, batch, jax.random.key(1))[0])(
+        p["cmf"])
+    t2j = np.asarray(p["neg_items"]["target"])
+    s2j = np.asarray(p["neg_items"]["source"])
+    assert np.all(t2j[10:40] == s2j[:30])  # the shared items map to one joint row
+    touched = np.flatnonzero(np.any(np.asarray(g["item"]) != 0, axis=1))
+    target_only = set(t2j[:10]) | set(t2j[40:])
+    shared = set(s2j[:30])
+    if not implicit:  # a target-only item row moves only when the target batch has it
+        assert set(touched) & target_only <= set(np.asarray(batch["item"]))
+    assert set(touched) & shared  # shared rows take gradients (from either domain)
+    assert np.any(np.asarray(g["source"]["user"]) != 0)  # the source batch trains its users
+    from transferjax.models.mf import sample_negatives
+
+    neg = sample_negatives({"neg_items": jnp.asarray(t2j)}, jax.random.key(2),
+                           jnp.zeros((2000,), jnp.int32))
+    assert set(np.asarray(neg)) <= set(t2j) and len(set(np.asarray(neg))) > 35
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["mse", "bpr"])
+def test_item_shared_cmf_sparse_first_step_equals_dense(implicit):
+    split = _item_overlap_split(implicit)
+    out = []
+    for sparse in (True, False):
+        cfg = _items_cfg(**{"mf.sparse": str(sparse).lower(), "cmf.share": "items"})
+        built = get_method("cmf").build(cfg, split, key=jax.random.key(0))
+        one = {k: v[:64] for k, v in built.stages[0].examples.items()}
+        stage = dataclasses.replace(built.stages[0], examples=one)
+        frozen = {k: v for k, v in built.params.items() if k != "cmf"}
+        ex = {k: jnp.asarray(v) for k, v in one.items()}
+        part = built.params["cmf"]
+        out.append(make_epoch_fn(stage)(part, stage.optimizer.init(part), frozen, ex,
+                                        jax.random.key(5)))
+    (ps, _, s_stats), (pd, _, d_stats) = out
+    np.testing.assert_allclose(s_stats["loss"], d_stats["loss"], rtol=1e-6)
+    chex.assert_trees_all_close(ps, pd, rtol=1e-5, atol=1e-6)
+
+
+def test_item_shared_cmf_needs_overlapping_items():
+    split = _item_overlap_split(False)
+    with pytest.raises(ValueError, match="no overlapping users"):
+        get_method("cmf").build(_items_cfg(**{"cmf.share": "users"}), split, key=jax.random.key(0))

@@ -77,6 +77,16 @@ def mse_loss(params: dict, batch: dict, *, reg: float) -> tuple[jax.Array, dict]
     return loss, {"mse": _masked_mean(err, batch["mask"])}
 
 
+def sample_negatives(params: dict, key: jax.Array, items: jax.Array) -> jax.Array:
+    """Uniform negatives shaped like `items`: rows of `params["item"]`, or, when the item table
+    is shared by two domains (CMF over overlapping items), entries of `params["neg_items"]`
+    (i32[n]: the joint rows of this domain's items)."""
+    if "neg_items" in params:
+        pool = params["neg_items"]
+        return pool[jax.random.randint(key, items.shape, 0, pool.shape[0], dtype=items.dtype)]
+    return jax.random.randint(key, items.shape, 0, params["item"].shape[0], dtype=items.dtype)
+
+
 def bpr_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[jax.Array, dict]:
     """Bayesian personalised ranking (Rendle et al., UAI 2009) with one uniform negative.
 
@@ -85,8 +95,7 @@ def bpr_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[
     practice.)
     """
     u, i = batch["user"], batch["item"]
-    n_items = params["item"].shape[0]
-    j = jax.random.randint(key, i.shape, 0, n_items, dtype=i.dtype)
+    j = sample_negatives(params, key, i)
     pu, bu = params["user"][u], params["user_bias"][u]
     diff = mf_score(pu, bu, params, i) - mf_score(pu, bu, params, j)
     nll = -jax.nn.log_sigmoid(diff)

