@@ -155,7 +155,10 @@ def test_compile_cached_reuses_only_identical_programs(monkeypatch):
     np.testing.assert_array_equal(f1(x), const)
 
 
-def test_sequential_seeds_compile_each_epoch_program_once(small_split):
+def test_sequential_seeds_compile_each_epoch_program_once(small_split, monkeypatch):
+    from transferjax.train import trainer as T
+
+    monkeypatch.setattr(T, "_EXECUTABLES", type(T._EXECUTABLES)())  # none from other tests
     cfg = C.apply_overrides(_cfg(), ["trainer.epochs=2", "mf.epochs=2"])
     first = make_train(cfg, small_split, evaluate=make_evaluate(cfg, small_split))
     a = first(jax.random.key(11))
