@@ -49,3 +49,17 @@ def test_quality_suite_writes_report_from_run_folders(tmp_path, monkeypatch):
 
     monkeypatch.setattr(R, "run", boom)
     Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=2, echo=lambda *_: None)
+
+
+def test_report_only_runs_nothing_and_lists_missing_cells(tmp_path, monkeypatch):
+    import transferjax.train.run as R
+
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    out = tmp_path / "B.md"
+    Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=2, echo=lambda *_: None,
+                  report_only=True)
+    text = out.read_text()
+    cells = [f"synthetic_tiny/{m}" for m in _tiny_suite(quick=True)[0].methods]
+    assert f"Not run yet (no finished run folder): {', '.join(cells)}." in text
+    assert "--report-only" in text

@@ -72,6 +72,7 @@ def cmd_bench(args) -> int:
             out=args.out,
             seeds=args.seeds,
             only=tuple(args.only.split(",")) if args.only else (),
+            report_only=args.report_only,
         )
         print(f"wrote {path}")
         return 0
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="quality: markdown file (BENCHMARKS.md); speed: JSON file")
     b.add_argument("--seeds", type=int, default=3, help="quality: seeds per cell")
     b.add_argument("--only", help="quality: comma-separated task names")
+    b.add_argument("--report-only", action="store_true",
+                   help="quality: run nothing; report the finished run folders, list the rest")
     b.add_argument(
         "--report",
         help="speed: markdown file whose speed section is replaced (default BENCHMARKS.md)",

@@ -156,18 +156,26 @@ def _machine() -> dict:
 
 
 def run_quality(
-    *, quick: bool, runs_dir=None, out=None, seeds: int = 3, only: tuple = (), echo=print
+    *,
+    quick: bool,
+    runs_dir=None,
+    out=None,
+    seeds: int = 3,
+    only: tuple = (),
+    echo=print,
+    report_only: bool = False,
 ) -> pathlib.Path:
     """Runs the suite (reusing finished run folders) and writes the markdown report: the full
     suite to BENCHMARKS.md, the quick one beside its run folders (default out) so that it
-    never replaces the committed full report."""
+    never replaces the committed full report. `report_only` runs nothing: the report lists
+    the cells that have no finished run folder."""
     from transferjax.train.run import run
 
     runs = pathlib.Path(runs_dir or f"runs/bench-quality{'-quick' if quick else ''}")
     out = out or (runs / "BENCHMARKS.md" if quick else "BENCHMARKS.md")
     t0 = time.perf_counter()
     tasks = [t for t in suite(quick=quick) if not only or t.name in only]
-    walls = {}
+    walls, missing = {}, []
     for task in tasks:
         for method in task.methods:
             cfg = task_config(task, method, seeds=seeds)
@@ -177,22 +185,36 @@ def run_quality(
             if done.exists() and C.same_config(json.loads(stored.read_text()), cfg):
                 walls[(task.name, method)] = json.loads(done.read_text())["timing"]["wall_s"]
                 continue
+            if report_only:
+                missing.append(f"{task.name}/{method}")
+                continue
             echo(f"== {task.name} / {method}")
             m = run(cfg, out_dir=folder, echo=lambda *_: None, progress=False)
             walls[(task.name, method)] = m["timing"]["wall_s"]
     total = time.perf_counter() - t0
     return write_report(
-        tasks, runs=runs, out=out, quick=quick, seeds=seeds, walls=walls, total=total, only=only
+        tasks,
+        runs=runs,
+        out=out,
+        quick=quick,
+        seeds=seeds,
+        walls=walls,
+        total=total,
+        only=only,
+        missing=missing,
     )
 
 
-def write_report(tasks, *, runs, out, quick, seeds, walls, total, only=()) -> pathlib.Path:
+def write_report(
+    tasks, *, runs, out, quick, seeds, walls, total, only=(), missing=()
+) -> pathlib.Path:
     """BENCHMARKS.md from the run folders only."""
     from transferjax.reports import collect_runs, summarize, to_markdown
     from transferjax.reports.plots import plot_metric_vs
 
     cmd = "transferjax bench quality" + (" --quick" if quick else "")
     cmd += f" --only {','.join(only)}" if only else ""
+    cmd += " --report-only" if missing else ""
     lines = [
         "# transferjax quality benchmark",
         "",
@@ -213,8 +235,12 @@ def write_report(tasks, *, runs, out, quick, seeds, walls, total, only=()) -> pa
         + ".",
         "",
     ]
+    if missing:
+        lines += [f"Not run yet (no finished run folder): {', '.join(missing)}.", ""]
     shift_records = []
     for task in tasks:
+        if not (runs / task.name).is_dir():
+            continue
         recs = collect_runs([runs / task.name])
         if task.name.startswith("synthetic_shift"):
             shift_records += recs
