@@ -38,7 +38,15 @@ def _slug(text: str) -> str:
 
 
 def _colors(methods) -> dict[str, str]:
-    return {m: f"C{i % 10}" for i, m in enumerate(sorted(methods))}
+    """One colour per method: the 10-colour cycle, then tab20's lighter shades beyond ten."""
+    ms = sorted(methods)
+    if len(ms) <= 10:
+        return {m: f"C{i}" for i, m in enumerate(ms)}
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # ten dark hues first, then their light pairs
+    return {m: matplotlib.colors.to_hex(cmap(order[i % 20])) for i, m in enumerate(ms)}
 
 
 def _selection_metric(recs) -> str | None:
