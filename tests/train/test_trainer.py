@@ -151,6 +151,11 @@ def test_compile_cached_reuses_only_identical_programs(monkeypatch):
     f2 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(const)), (x,))  # a new closure
     f3 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(other)), (x,))
     assert f1 is f2 and f3 is not f1 and len(T._EXECUTABLES) == 2
+    # the same program text (an unused argument is pruned) with another input pytree
+    g1 = T.compile_cached(jax.jit(lambda a, d: a + 1.0), (x, {"u": x}))
+    g2 = T.compile_cached(jax.jit(lambda a, d: a + 1.0), (x, {"u": x, "v": x}))
+    assert g1 is not g2
+    np.testing.assert_array_equal(g2(x, {"u": x, "v": x}), x + 1.0)
     np.testing.assert_array_equal(f3(x), other)
     np.testing.assert_array_equal(f1(x), const)
 

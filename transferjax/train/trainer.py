@@ -136,10 +136,17 @@ _COMPILE_LOCK = threading.Lock()
 def compile_cached(jitted, args):
     """`jitted.lower(*args).compile()`, reusing an executable compiled earlier in this process
     for the same program: the key is a hash of the lowered StableHLO text (shapes, dtypes,
-    shardings, embedded constants), so sequential seeds of one config, whose methods are built
-    anew per seed, compile once. Keeps the `_EXECUTABLES_KEPT` most recent executables."""
+    shardings, embedded constants) and of the arguments' pytree structure and shapes (unused
+    arguments are pruned from the text), so sequential seeds of one config, whose methods are
+    built anew per seed, compile once. Keeps the `_EXECUTABLES_KEPT` most recent executables."""
     lowered = jitted.lower(*args)
-    key = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+    h = hashlib.sha256(lowered.as_text().encode())
+    # Unused arguments are pruned from the program text, but the executable still checks the
+    # full input pytree and shapes: they are part of the key.
+    h.update(str(jax.tree.structure(args)).encode())
+    h.update(str([(np.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree.leaves(args)])
+             .encode())
+    key = h.hexdigest()
     with _COMPILE_LOCK:  # seeds on several threads: the first compiles, the others reuse
         if key in _EXECUTABLES:
             _EXECUTABLES.move_to_end(key)
