@@ -251,3 +251,19 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
         R.write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_checkpoint_of_another_structure_fails_naming_the_folder(tmp_path):
+    from transferjax.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(1, {"params": {"a": jnp.ones(3)}}, {"stage": 0})
+    ckpt.close()
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    try:
+        with pytest.raises(ValueError, match=r"ckpt: checkpoint 1 does not match .* delete"):
+            ckpt.restore(1, {"params": {"a": jnp.ones(3), "hyper": {"x": jnp.ones(())}}})
+        state = ckpt.restore(1, {"params": {"a": jnp.zeros(3)}})  # the matching one restores
+        np.testing.assert_array_equal(state["params"]["a"], np.ones(3))
+    finally:
+        ckpt.close()

@@ -50,11 +50,23 @@ class Checkpointer:
         self._mngr.wait_until_finished()
 
     def restore(self, step: int, template):
-        """The state of checkpoint `step`, shaped like `template`."""
+        """The state of checkpoint `step`, shaped like `template`.
+
+        Raises:
+          ValueError: naming the folder, when the checkpoint holds another structure (written by
+            another version of the method's code): its state cannot continue this run.
+        """
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
-        out = self._mngr.restore(
-            step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract))
-        )
+        try:
+            out = self._mngr.restore(
+                step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract))
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"{self.directory}: checkpoint {step} does not match this run's training state (it "
+                f"was written by another version of the code); delete {self.directory} to train "
+                f"from the start. Orbax: {e}"
+            ) from e
         return out.state
 
     def close(self) -> None:
