@@ -108,8 +108,7 @@ def use_vmap(cfg, split) -> bool:
     compiled programs.) On a CPU a vmapped step moves 8 seeds' tables and optimizer state
     through the caches at once (8 ML-1M MF tables with their Adam moments outgrow the 2 MB L2
     that holds one), so it gains at most about 1.5x over one seed at a time, and a dense
-    encoder's matmuls gain nothing; two cores running whole seeds gain more. Two threads of
-    4 vmapped seeds each measured 1.59x (row-sparse) end to end, below plain threads.
+    encoder's matmuls gain nothing; two cores running whole seeds gain more.
     `trainer.vmap=on` forces vmap.
     """
     if cfg.seeds <= 1 or cfg.trainer.vmap == "off":
