@@ -3,6 +3,8 @@ the sparse DANN encoders equal the dense one (values and gradients), and the ben
 functions run at tiny sizes. PyTorch parts are skipped when torch (the optional extra
 `transferjax[torch]`) is not installed."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -232,3 +234,44 @@ def test_ratios_and_targets():
     assert status["Full ranking of all ML-1M users < 2 s"] == "MISS"
     md = to_markdown(res)
     assert "pending: not yet" in md and "| MISS |" in md
+
+
+def test_op_profile_classifies_ops_of_a_known_program():
+    """A jitted scan whose step gathers rows, multiplies them by a matrix and scatters the
+    result back: the profile finds those kinds, in per-step figures."""
+    from benchmarks import op_profile as P
+
+    table = jnp.ones((512, 64))
+    w = jnp.eye(64) * 0.5
+    idx = jnp.asarray(np.random.default_rng(0).integers(0, 512, (6, 256)), jnp.int32)
+
+    def run(t, ix):
+        def step(t, i):
+            rows = t[i] @ w
+            return t.at[i].add(rows), None
+        return jax.lax.scan(step, t, ix)[0]
+
+    class Case:
+        def setup(self):
+            self.compiled = jax.jit(run).lower(table, idx).compile()
+            self.t = table
+
+        def run(self):
+            self.t = jax.block_until_ready(self.compiled(self.t, idx))
+
+    hlo = jax.jit(run).lower(table, idx).compile().as_text()
+    names = re.findall(r"^\s*(?:ROOT )?%(\S+) = \S+ (?:gather|scatter|fusion|dot)\(", hlo, re.M)
+    kinds = {P.op_kind(n, hlo)[0] for n in names}
+    assert {"gather", "scatter", "dot"} <= kinds, kinds
+    assert P.op_kind("SlinkyThreadPool::Await", hlo) == ("wait", "")
+    assert P.op_kind("no_such_op", hlo) == ("other", "")
+
+    r = P.profile(Case(), steps_per_run=6, rounds=1)
+    assert r["wall_us_per_step"] > 0 and r["ops_per_step"] >= 3
+    assert set(r["us_by_kind"]) == set(P.KINDS)
+    assert abs(sum(v for k, v in r["us_by_kind"].items() if k != "wait")
+               - r["busy_us_per_step"]) < 1e-6 * max(1.0, r["busy_us_per_step"])
+    assert r["us_by_kind"]["dot"] > 0 and r["us_by_kind"]["scatter"] > 0
+    md = P.to_markdown({"backend": "cpu", "jax": jax.__version__, "cpus": 2,
+                        "loadavg_1min": 0.0, "cases": {"toy": r}})
+    assert "| toy |" in md and "toy: largest ops" in md
