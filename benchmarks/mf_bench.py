@@ -82,7 +82,8 @@ def _cfg(sparse: bool) -> C.RunConfig:
     return dataclasses.replace(cfg, mf=dataclasses.replace(cfg.mf, **mf))
 
 
-def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1):
+def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1,
+             batch: int = BATCH):
     """`({"mf": initial params, "hyper": its traced mf.reg}, Stage)` from `domain_mf`, the
     library's MF stage."""
     from transferjax.models.baselines import MF_TRACED, domain_mf
@@ -97,7 +98,7 @@ def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1):
         part="mf",
         epochs=epochs,
         lr=LR,
-        batch_size=BATCH,
+        batch_size=batch,
         select=False,
     )
     return {"mf": params, "hyper": hyper_init(cfg, MF_TRACED)}, stage
@@ -124,8 +125,10 @@ class JaxMF(Variant):
         sparse: bool,
         seed: int = 0,
         device=None,
+        batch: int = BATCH,
     ):
         self.train, self.valid, self.sparse, self.seed = train, valid, sparse, seed
+        self.batch = batch
         self.device = device or jax.devices()[0]
 
     def _idx(self, key):
@@ -134,12 +137,13 @@ class JaxMF(Variant):
         if self.device.platform != "cpu":  # the trainer shuffles in the graph there
             return None
         n = len(self.train)
-        return jax.device_put(host_epoch_indices(key, n, min(BATCH, n)), self.device)
+        return jax.device_put(host_epoch_indices(key, n, min(self.batch, n)), self.device)
 
     def setup(self) -> None:
         from transferjax.train.trainer import make_epoch_fn
 
-        params, stage = mf_stage(self.train, sparse=self.sparse, seed=self.seed)
+        params, stage = mf_stage(self.train, sparse=self.sparse, seed=self.seed,
+                                 batch=self.batch)
         self.part = jax.device_put(params["mf"], self.device)
         self.frozen = jax.device_put({"hyper": params["hyper"]}, self.device)
         self.state = stage.optimizer.init(self.part)
@@ -186,9 +190,10 @@ class TorchMFVariant(Variant):
         init: dict,
         device,
         seed: int = 0,
+        batch: int = BATCH,
     ):
         self.train, self.valid, self.kind, self.compile = train, valid, kind, compile
-        self.init, self.device, self.seed = init, device, seed
+        self.init, self.device, self.seed, self.batch = init, device, seed, batch
         self.torch_cuda = device.type == "cuda"
 
     def setup(self) -> None:
@@ -217,10 +222,11 @@ class TorchMFVariant(Variant):
 
         self.step = torch.compile(step) if self.compile else step
         n = len(t)
-        self.steps = -(-n // BATCH)
+        b = self.batch
+        self.steps = -(-n // b)
         self.gen = torch.Generator(device=dev).manual_seed(self.seed)
-        self.pad = torch.zeros(self.steps * BATCH - n, dtype=torch.int64, device=dev)
-        self.mask = (torch.arange(self.steps * BATCH, device=dev) < n).view(self.steps, BATCH)
+        self.pad = torch.zeros(self.steps * b - n, dtype=torch.int64, device=dev)
+        self.mask = (torch.arange(self.steps * b, device=dev) < n).view(self.steps, b)
         self.compile_s, self.epoch = None, 0
 
     def _sync(self) -> None:
@@ -234,7 +240,7 @@ class TorchMFVariant(Variant):
 
         t0 = time.perf_counter()
         perm = torch.randperm(len(self.train), generator=self.gen, device=self.device)
-        idx = torch.cat([perm, self.pad]).view(self.steps, BATCH)
+        idx = torch.cat([perm, self.pad]).view(self.steps, self.batch)
         out = []
         for k in range(self.steps):
             ix = idx[k]
@@ -264,9 +270,9 @@ class TorchMFVariant(Variant):
             return {"valid_rmse": float(torch.sqrt(torch.mean(err**2)))}
 
 
-def summarize(res: dict, n: int) -> dict:
+def summarize(res: dict, n: int, *, batch: int = BATCH) -> dict:
     """Adds rows/s and ms/step (from the median epoch) to `interleaved` results."""
-    steps = -(-n // BATCH)
+    steps = -(-n // batch)
     for r in res.values():
         if "median_s" in r:
             r["examples_per_s"] = n / r["median_s"]

@@ -37,16 +37,18 @@ import time
 import jax
 
 DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "speed.json"
-SECTIONS = ("mf", "dann", "rank", "scale")
+SECTIONS = ("mf", "batch", "dann", "rank", "scale")
 
 PROFILES = {  # MF trains 1 + mf_rounds epochs; DANN runs (1 + dann_rounds) * dann_steps steps
     "quick": {"mf_rounds": 3, "dann_pool": 4, "dann_steps": 20, "dann_rounds": 5,
               "rank_repeats": 3, "scale_rounds": 2, "dann_compile": False,
-              "items": (1_000, 10_000, 100_000), "interactions": (100_000, 1_000_000)},
+              "items": (1_000, 10_000, 100_000), "interactions": (100_000, 1_000_000),
+              "batches": (256, 4096), "batch_rounds": 1},
     "full": {"mf_rounds": 5, "dann_pool": 8, "dann_steps": 40, "dann_rounds": 7,
              "rank_repeats": 5, "scale_rounds": 2, "dann_compile": True,
              "items": (1_000, 10_000, 100_000, 1_000_000),
-             "interactions": (100_000, 1_000_000, 10_000_000)},
+             "interactions": (100_000, 1_000_000, 10_000_000),
+             "batches": (256, 1024, 4096), "batch_rounds": 2},
 }
 SCALE_USERS, SCALE_ITEMS_FIXED, SCALE_N_FIXED = 10_000, 10_000, 100_000
 
@@ -119,6 +121,37 @@ def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
     if not M.sparse_available():
         out["variants"]["jax_sparse"] = {"pending": "mf.sparse is not in this transferjax yet"}
     return out
+
+
+def _batch(prof, dev, torch, tdev, *, threads) -> dict:
+    """MF on ML-1M at each batch size of the profile: JAX row-sparse and dense against
+    PyTorch fused dense Adam and SparseAdam (eager), interleaved per batch size. Dense Adam
+    pays for the whole tables every step, row-sparse updates for the rows a batch touches, so
+    their ratio moves with the batch size."""
+    from benchmarks import mf_bench as M
+    from benchmarks.measure import interleaved
+
+    train, valid = M.random_split(M.load_ml1m())
+    if torch is not None:
+        _pick_threads(torch, lambda t: M.torch_probe(train, device=tdev, threads=t), threads,
+                      tdev)
+        init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
+    rows = []
+    for b in prof["batches"]:
+        v = {f"jax_{k}": M.JaxMF(train, valid, sparse=k == "sparse", device=dev, batch=b)
+             for k in ("sparse", "dense")}
+        if torch is not None:
+            for k in ("dense", "sparse"):
+                v[f"torch_{k}"] = M.TorchMFVariant(train, valid, kind=k, compile=False,
+                                                   init=init, device=tdev, batch=b)
+        res = M.summarize(interleaved(v, rounds=prof["batch_rounds"], jax_device=dev,
+                                      log=lambda m, b=b: _log(f"batch {b} " + m)),
+                          len(train), batch=b)
+        for name, r in res.items():
+            rows.append({"batch": b, "variant": name, **{
+                k: r[k] for k in ("examples_per_s", "step_ms", "valid_rmse", "error")
+                if k in r}})
+    return {"epochs": 1 + prof["batch_rounds"], "rows": rows}
 
 
 def _dann(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
@@ -217,6 +250,9 @@ def _run(*, out, quick, device, only, torch_threads, compile) -> dict:
     with jax.default_device(dev):
         if "mf" in only:
             res["mf"] = _mf(prof, dev, torch, tdev, threads=torch_threads, compile_ok=compile)
+        if "batch" in only:
+            res["batch"] = _try("MF vs batch size", _batch, prof, dev, torch, tdev,
+                                threads=torch_threads)
         if "dann" in only:
             res["dann"] = _dann(prof, dev, torch, tdev, threads=torch_threads,
                                 compile_ok=compile)

@@ -52,6 +52,15 @@ def add_ratios(res: dict) -> None:
         x, y = _rate(dn.get(a), "steps_per_s"), _rate(dn.get(b), "steps_per_s")
         if x and y:
             ratios[name] = x / y
+    batch = res.get("batch", {}).get("rows")
+    if batch:
+        by = {(r["batch"], r["variant"]): r for r in batch}
+        for b in sorted({r["batch"] for r in batch}):
+            for den in ("torch_dense", "torch_sparse"):
+                x = _rate(by.get((b, "jax_sparse")), "examples_per_s")
+                y = _rate(by.get((b, den)), "examples_per_s")
+                if x and y:
+                    ratios[f"mf_batch{b}_jax_sparse_vs_{den}"] = x / y
     res["ratios"] = ratios
     targets = []
     for desc, key, thr in TARGETS:
@@ -115,6 +124,15 @@ def to_markdown(res: dict) -> str:
                 _f(v.get("valid_rmse"), 4)])
         lines += _table(["variant", "rows/s", "ms/step", "compile s", "peak RSS MB",
                          "peak dev MB", "valid RMSE"], rows)
+    if "batch" in res:
+        b = res["batch"]
+        lines += [f"## MF vs batch size (ML-1M, {b.get('epochs', '-')} epochs, learning rate "
+                  "as above; eager PyTorch)", ""]
+        lines += _table(["batch", "variant", "rows/s", "ms/step", "valid RMSE"], [
+            [r["batch"], r["variant"], _f(r.get("examples_per_s"), 0), _f(r.get("step_ms"), 3),
+             _f(r.get("valid_rmse"), 4)] if "error" not in r else
+            [r["batch"], r["variant"], _status(r), "", ""] for r in b["rows"]]
+            if "rows" in b else [["-", _status(b), "", "", ""]])
     if "dann" in res:
         d = res["dann"]
         s = d["setup"]

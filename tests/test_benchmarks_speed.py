@@ -107,6 +107,23 @@ def test_mf_variants_run_and_learn_alike_at_tiny_size():
     assert abs(res["jax_dense"]["valid_rmse"] - res["torch_dense"]["valid_rmse"]) < 0.05
 
 
+@needs_torch
+def test_mf_variants_take_the_batch_size():
+    """The batch-size series: both frameworks step over ceil(n / batch) batches per epoch."""
+    train, valid = M.random_split(_ratings(n_users=30, n_items=20, n=2500), valid_frac=0.2)
+    init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
+    n = len(train)
+    for b in (64, 512):
+        tv = M.TorchMFVariant(train, valid, kind="dense", compile=False, init=init,
+                              device=torch.device("cpu"), batch=b)
+        jv = M.JaxMF(train, valid, sparse=True, batch=b)
+        res = M.summarize(interleaved({"jax": jv, "torch": tv}, rounds=1), n, batch=b)
+        assert tv.steps == -(-n // b)
+        assert int(jv.state.count) == res["jax"]["epochs"] * -(-n // b)  # optimizer steps
+        for r in res.values():
+            assert r["step_ms"] == pytest.approx(1000 * r["median_s"] / -(-n // b))
+
+
 def _bags(rng, n_rows=6, n_items=13, nnz=40):
     row = rng.integers(0, n_rows - 1, nnz).astype(np.int32)  # the last row stays empty
     item = rng.integers(0, n_items, nnz).astype(np.int32)  # repeats allowed: they add up
@@ -222,9 +239,15 @@ def test_ratios_and_targets():
                                  "torch_dense": {"steps_per_s": 10.0, "step_ms": 100.0},
                                  "torch_dense_compiled": {"steps_per_s": 20.0, "step_ms": 50.0},
                                  "torch_bag": {"steps_per_s": 45.0, "step_ms": 22.0}}},
-           "ranking": {"wall_s": 2.5}}
+           "ranking": {"wall_s": 2.5},
+           "batch": {"epochs": 2, "rows": [
+               {"batch": 8, "variant": "jax_sparse", "examples_per_s": 800.0, "step_ms": 0.1},
+               {"batch": 8, "variant": "torch_dense", "examples_per_s": 100.0, "step_ms": 0.8},
+               {"batch": 8, "variant": "torch_sparse", "error": "boom"}]}}
     add_ratios(res)
     assert res["ratios"]["mf_jax_dense_vs_torch_dense"] == pytest.approx(3.0)
+    assert res["ratios"]["mf_batch8_jax_sparse_vs_torch_dense"] == pytest.approx(8.0)
+    assert "mf_batch8_jax_sparse_vs_torch_sparse" not in res["ratios"]
     assert res["ratios"]["dann_jax_bag_vs_best_torch_dense"] == pytest.approx(2.5)
     status = {t["target"]: t["status"] for t in res["targets"]}
     assert status["MF: JAX dense >= 2x PyTorch fused dense Adam (eager)"] == "pass"
@@ -234,6 +257,7 @@ def test_ratios_and_targets():
     assert status["Full ranking of all ML-1M users < 2 s"] == "MISS"
     md = to_markdown(res)
     assert "pending: not yet" in md and "| MISS |" in md
+    assert "## MF vs batch size (ML-1M, 2 epochs" in md and "| 8 | torch_sparse | error: " in md
 
 
 def test_op_profile_classifies_ops_of_a_known_program():
