@@ -1,7 +1,7 @@
 """The speed suite: transferjax's JAX paths against PyTorch references, in one process.
 
     python -m benchmarks.speed [--quick] [--out benchmarks/results/speed.json]
-                               [--device cpu|gpu] [--only mf,dann,rank,scale]
+                               [--device cpu|gpu] [--only mf,batch,dann,rank,scale]
                                [--torch-threads N] [--no-compile]
     transferjax bench speed ...   (the same flags)
 
@@ -11,6 +11,9 @@ Sections (each variant measured side by side on the same machine, warm, median o
   Adam and row-sparse lazy Adam (`mf.sparse`) vs PyTorch fused dense Adam (eager and
   `torch.compile`) and `SparseAdam` (`benchmarks.mf_bench`); the JAX epochs are the trainer's
   (`make_epoch_fn`, epoch order shuffled on the host by `host_epoch_indices`).
+- "batch": the same MF comparison (JAX row-sparse and dense, PyTorch eager dense and sparse)
+  at batch 256, 1,024 and 4,096 (quick: 256 and 4,096): dense Adam pays for whole tables every
+  step, row-sparse updates for the rows a batch touches, so the ratio moves with the batch.
 - "dann": DANN steps/s, 256 + 256 users over 3,706 items: JAX embedding bag (ELL), JAX flat
   gather bag, JAX dense vs PyTorch dense and `embedding_bag` (`benchmarks.dann_bench`).
 - "ranking": full ranking of all 6,040 users over all 3,706 items (`benchmarks.rank_bench`).
