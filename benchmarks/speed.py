@@ -135,9 +135,10 @@ def _batch(prof, dev, torch, tdev, *, threads) -> dict:
     from benchmarks.measure import interleaved
 
     train, valid = M.random_split(M.load_ml1m())
+    th = None
     if torch is not None:
-        _pick_threads(torch, lambda t: M.torch_probe(train, device=tdev, threads=t), threads,
-                      tdev)
+        th = _pick_threads(torch, lambda t: M.torch_probe(train, device=tdev, threads=t),
+                           threads, tdev)["threads"]
         init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
     rows = []
     for b in prof["batches"]:
@@ -154,7 +155,7 @@ def _batch(prof, dev, torch, tdev, *, threads) -> dict:
             rows.append({"batch": b, "variant": name, **{
                 k: r[k] for k in ("examples_per_s", "step_ms", "valid_rmse", "error")
                 if k in r}})
-    return {"epochs": 1 + prof["batch_rounds"], "rows": rows}
+    return {"epochs": 1 + prof["batch_rounds"], "torch_threads": th, "rows": rows}
 
 
 def _dann(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:

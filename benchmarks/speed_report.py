@@ -127,7 +127,7 @@ def to_markdown(res: dict) -> str:
     if "batch" in res:
         b = res["batch"]
         lines += [f"## MF vs batch size (ML-1M, {b.get('epochs', '-')} epochs, learning rate "
-                  "as above; eager PyTorch)", ""]
+                  f"as above; eager PyTorch, threads {b.get('torch_threads', '-')})", ""]
         lines += _table(["batch", "variant", "rows/s", "ms/step", "valid RMSE"], [
             [r["batch"], r["variant"], _f(r.get("examples_per_s"), 0), _f(r.get("step_ms"), 3),
              _f(r.get("valid_rmse"), 4)] if "error" not in r else

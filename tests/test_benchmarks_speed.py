@@ -240,7 +240,7 @@ def test_ratios_and_targets():
                                  "torch_dense_compiled": {"steps_per_s": 20.0, "step_ms": 50.0},
                                  "torch_bag": {"steps_per_s": 45.0, "step_ms": 22.0}}},
            "ranking": {"wall_s": 2.5},
-           "batch": {"epochs": 2, "rows": [
+           "batch": {"epochs": 2, "torch_threads": 1, "rows": [
                {"batch": 8, "variant": "jax_sparse", "examples_per_s": 800.0, "step_ms": 0.1},
                {"batch": 8, "variant": "torch_dense", "examples_per_s": 100.0, "step_ms": 0.8},
                {"batch": 8, "variant": "torch_sparse", "error": "boom"}]}}
@@ -257,7 +257,8 @@ def test_ratios_and_targets():
     assert status["Full ranking of all ML-1M users < 2 s"] == "MISS"
     md = to_markdown(res)
     assert "pending: not yet" in md and "| MISS |" in md
-    assert "## MF vs batch size (ML-1M, 2 epochs" in md and "| 8 | torch_sparse | error: " in md
+    assert "## MF vs batch size (ML-1M, 2 epochs" in md and "threads 1)" in md
+    assert "| 8 | torch_sparse | error: " in md
 
 
 def test_op_profile_classifies_ops_of_a_known_program():
