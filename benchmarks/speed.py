@@ -254,9 +254,10 @@ def _run(*, out, quick, device, only, torch_threads, compile) -> dict:
     with jax.default_device(dev):
         if "mf" in only:
             res["mf"] = _mf(prof, dev, torch, tdev, threads=torch_threads, compile_ok=compile)
-        if "batch" in only:
+        if "batch" in only:  # PyTorch's threads as the MF section chose them (no re-probe)
+            chosen = res.get("mf", {}).get("torch_threads", {}).get("threads")
             res["batch"] = _try("MF vs batch size", _batch, prof, dev, torch, tdev,
-                                threads=torch_threads)
+                                threads=torch_threads or chosen)
         if "dann" in only:
             res["dann"] = _dann(prof, dev, torch, tdev, threads=torch_threads,
                                 compile_ok=compile)
