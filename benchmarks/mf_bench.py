@@ -31,6 +31,9 @@ from transferjax import config as C
 from transferjax.data.types import Interactions
 
 LR, BATCH, DIM, REG, INIT_STD = 1e-2, 1024, 32, 1e-3, 0.1
+# Adagrad learning rates: the best of `benchmarks.mf_lr.GRID` by validation RMSE on another
+# random split of ML-1M (seed 1; the suite reports split seed 0): `python -m benchmarks.mf_lr`.
+ADAGRAD_LR = {"jax_rowwise": 3.0, "torch_sparse": 0.03}
 
 
 def load_ml1m(cache_dir=None) -> Interactions:
@@ -83,9 +86,9 @@ def _cfg(sparse: bool) -> C.RunConfig:
 
 
 def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1,
-             batch: int = BATCH):
+             batch: int = BATCH, optimizer: str = "adam", lr: float = LR):
     """`({"mf": initial params, "hyper": its traced mf.reg}, Stage)` from `domain_mf`, the
-    library's MF stage."""
+    library's MF stage (`optimizer` "adam", or "adagrad": row-wise Adagrad when sparse)."""
     from transferjax.models.baselines import MF_TRACED, domain_mf
     from transferjax.transfer.registry import hyper_init
 
@@ -97,9 +100,10 @@ def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1,
         name="mf",
         part="mf",
         epochs=epochs,
-        lr=LR,
+        lr=lr,
         batch_size=batch,
         select=False,
+        optimizer=optimizer,
     )
     return {"mf": params, "hyper": hyper_init(cfg, MF_TRACED)}, stage
 
@@ -115,7 +119,8 @@ def _rmse_jax(params: dict, valid: Interactions) -> float:
 class JaxMF(Variant):
     """The library's MF epoch as the trainer runs it: `make_epoch_fn` over `domain_mf`'s stage,
     dense or sparse; on a CPU the epoch order comes from `host_epoch_indices` (timed with the
-    epoch), elsewhere from the in-graph shuffle, as in `make_train`."""
+    epoch), elsewhere from the in-graph shuffle, as in `make_train`. `optimizer="adagrad"`
+    trains with (row-wise, when sparse) Adagrad at `lr` (default `ADAGRAD_LR["jax_rowwise"]`)."""
 
     def __init__(
         self,
@@ -126,9 +131,13 @@ class JaxMF(Variant):
         seed: int = 0,
         device=None,
         batch: int = BATCH,
+        optimizer: str = "adam",
+        lr: float | None = None,
     ):
         self.train, self.valid, self.sparse, self.seed = train, valid, sparse, seed
-        self.batch = batch
+        self.batch, self.optimizer = batch, optimizer
+        self.lr = lr if lr is not None else (ADAGRAD_LR["jax_rowwise"] if optimizer == "adagrad"
+                                             else LR)
         self.device = device or jax.devices()[0]
 
     def _idx(self, key):
@@ -143,7 +152,7 @@ class JaxMF(Variant):
         from transferjax.train.trainer import make_epoch_fn
 
         params, stage = mf_stage(self.train, sparse=self.sparse, seed=self.seed,
-                                 batch=self.batch)
+                                 batch=self.batch, optimizer=self.optimizer, lr=self.lr)
         self.part = jax.device_put(params["mf"], self.device)
         self.frozen = jax.device_put({"hyper": params["hyper"]}, self.device)
         self.state = stage.optimizer.init(self.part)
@@ -178,7 +187,9 @@ class JaxMF(Variant):
 
 class TorchMFVariant(Variant):
     """`TorchMF` trained from `init` with dense (fused) Adam, optionally `torch.compile`-d,
-    or with SparseAdam (`kind="sparse"`); batches as in JAX (padded, masked last batch)."""
+    or with SparseAdam (`kind="sparse"`), or sparse-gradient Adagrad (`kind="sparse_adagrad"`,
+    lr `ADAGRAD_LR["torch_sparse"]` unless `lr` is given); batches as in JAX (padded, masked
+    last batch)."""
 
     def __init__(
         self,
@@ -191,9 +202,12 @@ class TorchMFVariant(Variant):
         device,
         seed: int = 0,
         batch: int = BATCH,
+        lr: float | None = None,
     ):
         self.train, self.valid, self.kind, self.compile = train, valid, kind, compile
         self.init, self.device, self.seed, self.batch = init, device, seed, batch
+        self.lr = lr if lr is not None else (ADAGRAD_LR["torch_sparse"]
+                                             if kind == "sparse_adagrad" else LR)
         self.torch_cuda = device.type == "cuda"
 
     def setup(self) -> None:
@@ -202,9 +216,10 @@ class TorchMFVariant(Variant):
         from benchmarks.torch_ref import TorchMF, mf_optimizers
 
         t, dev = self.train, self.device
-        self.model = TorchMF(t.n_users, t.n_items, DIM, sparse=self.kind == "sparse").to(dev)
+        self.model = TorchMF(t.n_users, t.n_items, DIM,
+                             sparse=self.kind.startswith("sparse")).to(dev)
         self.model.load_jax(self.init)
-        opts = mf_optimizers(self.model, kind=self.kind, lr=LR)
+        opts = mf_optimizers(self.model, kind=self.kind, lr=self.lr)
         model = self.model
         self.user, self.item = (
             torch.tensor(a.astype(np.int64), device=dev) for a in (t.user, t.item)

@@ -2,16 +2,16 @@
 
     python benchmarks/op_profile.py      # benchmarks/results/op_profile.json and .md
 
-Cases: the library's MF epoch on ML-1M with row-sparse lazy Adam and with dense Adam
-(`benchmarks.mf_bench.JaxMF`, batch 1,024, dim 32) and the DANN step over sparse interest
-vectors (`benchmarks.dann_bench.JaxDANN`, ELL bag, 256 + 256 users). Each compiled program is
-timed without the profiler (best of `rounds`), then runs once more under `jax.profiler`; the
-trace's events that are instructions of the optimized HLO (XLA:CPU thunks, GPU kernels) are
-summed per step and grouped by what each op computes: scatter, gather, dot, reduce,
-elementwise, copy, other (a fusion counts as the first of scatter, gather, dot, reduce that
-it contains, so a gather fused with arithmetic counts as a gather). "Wait" is time a worker
-spent waiting on the thread pool. On a CPU the ops of one step run on several threads, so the
-busy sum can exceed the wall time.
+Cases: the library's MF epoch on ML-1M with row-sparse lazy Adam, row-sparse row-wise Adagrad
+and dense Adam (`benchmarks.mf_bench.JaxMF`, batch 1,024, dim 32) and the DANN step over sparse
+interest vectors (`benchmarks.dann_bench.JaxDANN`, ELL bag, 256 + 256 users). Each compiled
+program is timed without the profiler (best of `rounds`), then runs once more under
+`jax.profiler`; the trace's events that are instructions of the optimized HLO (XLA:CPU
+thunks, GPU kernels) are summed per step and grouped by what each op computes: scatter,
+gather, dot, reduce, elementwise, copy, other (a fusion counts as the first of scatter,
+gather, dot, reduce that it contains, so a gather fused with arithmetic counts as a gather).
+"Wait" is time a worker spent waiting on the thread pool. On a CPU the ops of one step run
+on several threads, so the busy sum can exceed the wall time.
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ def main() -> dict:
     pool = D.make_pool(inter, n_pool=4)
     cases = {
         "mf_sparse": profile(M.JaxMF(train, valid, sparse=True), steps_per_run=mf_steps),
+        "mf_sparse_adagrad": profile(M.JaxMF(train, valid, sparse=True, optimizer="adagrad"),
+                                     steps_per_run=mf_steps),
         "mf_dense": profile(M.JaxMF(train, valid, sparse=False), steps_per_run=mf_steps),
         "dann_bag": profile(D.JaxDANN(pool, form="bag", steps=20), steps_per_run=20),
     }

@@ -8,12 +8,15 @@
 Sections (each variant measured side by side on the same machine, warm, median of repeats):
 - "mf": MF training on ML-1M (90/10 random split, batch 1024, dim 32, Adam lr 1e-2):
   rows/s, compile time, peak memory and validation RMSE after the same epochs for JAX dense
-  Adam and row-sparse lazy Adam (`mf.sparse`) vs PyTorch fused dense Adam (eager and
-  `torch.compile`) and `SparseAdam` (`benchmarks.mf_bench`); the JAX epochs are the trainer's
-  (`make_epoch_fn`, epoch order shuffled on the host by `host_epoch_indices`).
-- "batch": the same MF comparison (JAX row-sparse and dense, PyTorch eager dense and sparse)
-  at batch 256, 1,024 and 4,096 (quick: 256 and 4,096): dense Adam pays for whole tables every
-  step, row-sparse updates for the rows a batch touches, so the ratio moves with the batch.
+  Adam, row-sparse lazy Adam and row-sparse row-wise Adagrad (`mf.sparse`) vs PyTorch fused
+  dense Adam (eager and `torch.compile`), `SparseAdam` and Adagrad over sparse gradients
+  (`benchmarks.mf_bench`; the Adagrad learning rates come from `benchmarks.mf_lr`); the JAX
+  epochs are the trainer's (`make_epoch_fn`, epoch order shuffled on the host by
+  `host_epoch_indices`).
+- "batch": the same MF comparison (JAX row-sparse Adam and Adagrad and dense, PyTorch eager
+  dense and sparse) at batch 256, 1,024 and 4,096 (quick: 256 and 4,096): dense Adam pays for
+  whole tables every step, row-sparse updates for the rows a batch touches, so the ratio moves
+  with the batch.
 - "dann": DANN steps/s, 256 + 256 users over 3,706 items: JAX embedding bag (ELL), JAX flat
   gather bag, JAX dense vs PyTorch dense and `embedding_bag` (`benchmarks.dann_bench`).
 - "ranking": full ranking of all 6,040 users over all 3,706 items (`benchmarks.rank_bench`).
@@ -106,9 +109,12 @@ def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
     train, valid = M.random_split(M.load_ml1m())
     out = {"setup": {"n_train": len(train), "n_valid": len(valid), "n_users": train.n_users,
                      "n_items": train.n_items, "batch": M.BATCH, "dim": M.DIM, "lr": M.LR,
-                     "reg": M.REG, "epochs": 1 + prof["mf_rounds"]}}
+                     "reg": M.REG, "adagrad_lr": M.ADAGRAD_LR, "epochs": 1 + prof["mf_rounds"]}}
     kinds = ("dense", "sparse") if M.sparse_available() else ("dense",)
     v = {f"jax_{k}": M.JaxMF(train, valid, sparse=k == "sparse", device=dev) for k in kinds}
+    if M.sparse_available():
+        v["jax_sparse_adagrad"] = M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
+                                          device=dev)
     if torch is not None:
         out["torch_threads"] = _pick_threads(
             torch, lambda t: M.torch_probe(train, device=tdev, threads=t), threads, tdev)
@@ -119,6 +125,8 @@ def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
             v["torch_dense_compiled"] = M.TorchMFVariant(train, valid, kind="dense",
                                                          compile=True, **kw)
         v["torch_sparse"] = M.TorchMFVariant(train, valid, kind="sparse", compile=False, **kw)
+        v["torch_sparse_adagrad"] = M.TorchMFVariant(train, valid, kind="sparse_adagrad",
+                                                     compile=False, **kw)
     res = interleaved(v, rounds=prof["mf_rounds"], jax_device=dev, log=lambda m: _log("mf " + m))
     out["variants"] = M.summarize(res, len(train))
     if not M.sparse_available():
@@ -144,6 +152,8 @@ def _batch(prof, dev, torch, tdev, *, threads) -> dict:
     for b in prof["batches"]:
         v = {f"jax_{k}": M.JaxMF(train, valid, sparse=k == "sparse", device=dev, batch=b)
              for k in ("sparse", "dense")}
+        v["jax_sparse_adagrad"] = M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
+                                          device=dev, batch=b)
         if torch is not None:
             for k in ("dense", "sparse"):
                 v[f"torch_{k}"] = M.TorchMFVariant(train, valid, kind=k, compile=False,

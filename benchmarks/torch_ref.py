@@ -3,9 +3,9 @@
 - `TorchMF`: biased MF `r_hat = mu + b_u + b_i + <p_u, q_i>` with the loss of
   `transferjax.models.mf.mse_loss`: masked mean of `(r - r_hat)^2 + reg * (|p_u|^2 + |q_i|^2 +
   b_u^2 + b_i^2)`. Tables are `nn.Embedding`s (`sparse=True` for the SparseAdam path).
-- `mf_optimizers`: dense Adam (`fused=True` where the device supports it, else `foreach`) or
-  `SparseAdam` for the tables plus dense Adam for `mu`; Adam's defaults match optax's
-  (b1 0.9, b2 0.999, eps 1e-8).
+- `mf_optimizers`: dense Adam (`fused=True` where the device supports it, else `foreach`),
+  `SparseAdam` for the tables plus dense Adam for `mu`, or Adagrad over sparse gradients;
+  Adam's defaults match optax's (b1 0.9, b2 0.999, eps 1e-8).
 - `TorchDANN`: the phi encoder (`n_items -> 256 -> 128`, ReLU) over dense interest vectors
   (`addmm`) or their sparse form (`F.embedding_bag(mode="sum", per_sample_weights=...)`), a
   gradient-reversal `autograd.Function`, the discriminator `128 -> 64 -> 1` and the pooled
@@ -83,15 +83,19 @@ class TorchMF(nn.Module):
 
 
 def mf_optimizers(model: TorchMF, *, kind: str, lr: float) -> list:
-    """Optimizers of an MF model: "dense" (Adam, fused where supported) or "sparse"
-    (SparseAdam over the embedding tables, dense Adam over `mu`; needs `sparse=True`)."""
+    """Optimizers of an MF model: "dense" (Adam, fused where supported), "sparse"
+    (SparseAdam over the embedding tables, dense Adam over `mu`) or "sparse_adagrad"
+    (`torch.optim.Adagrad`, which takes the tables' sparse gradients, over every parameter);
+    the sparse kinds need `sparse=True`."""
     if kind == "dense":
         return [adam(model.parameters(), lr=lr)]
     if kind == "sparse":
         tables = [model.user.weight, model.item.weight, model.user_bias.weight,
                   model.item_bias.weight]
         return [torch.optim.SparseAdam(tables, lr=lr), adam([model.mu], lr=lr)]
-    raise ValueError(f"mf_optimizers: kind must be dense|sparse, got {kind!r}")
+    if kind == "sparse_adagrad":
+        return [torch.optim.Adagrad(model.parameters(), lr=lr)]
+    raise ValueError(f"mf_optimizers: kind must be dense|sparse|sparse_adagrad, got {kind!r}")
 
 
 class GradReverse(torch.autograd.Function):

@@ -25,9 +25,11 @@ from transferjax.models.mf import sample_negatives
 from transferjax.train.sparse import SparseOptimizer
 
 
-def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    m = mask.astype(x.dtype)
-    return jnp.sum(x * m) / jnp.maximum(jnp.sum(m), 1.0)
+def _masked_means(mask: jax.Array, *xs: jax.Array) -> list[jax.Array]:
+    """Means of each x f32[b] over the rows where mask bool[b] is set (0 when none is)."""
+    m = mask.astype(xs[0].dtype)
+    sums = jnp.stack([jnp.sum(x * m) for x in xs] + [jnp.sum(m)])  # one output of the sums
+    return [sums[k] / jnp.maximum(sums[-1], 1.0) for k in range(len(xs))]
 
 
 def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, dict]:
@@ -75,16 +77,17 @@ def mf_row_loss(rows: dict, mu: jax.Array, batch: dict, *, kind: str,
     """
     pu, bu, qi, bi = rows["user"], rows["user_bias"], rows["item"], rows["item_bias"]
     s_i = mu + bu + bi + jnp.sum(pu * qi, axis=-1)
-    norm = jnp.sum(pu**2, -1) + jnp.sum(qi**2, -1) + bu**2 + bi**2
+    norm = jnp.sum(pu * pu, -1) + jnp.sum(qi * qi, -1) + bu * bu + bi * bi
     if kind == "mse":
         err = (batch["rating"] - s_i) ** 2
-        aux = {"mse": _masked_mean(err, batch["mask"])}
-        return _masked_mean(err + reg * norm, batch["mask"]), aux
+        mse, loss = _masked_means(batch["mask"], err, err + reg * norm)
+        return loss, {"mse": mse}
     qj, bj = rows["neg"], rows["neg_bias"]
     s_j = mu + bu + bj + jnp.sum(pu * qj, axis=-1)
     nll = -jax.nn.log_sigmoid(s_i - s_j)
-    norm = norm + jnp.sum(qj**2, -1) + bj**2
-    return _masked_mean(nll + reg * norm, batch["mask"]), {"bpr": _masked_mean(nll, batch["mask"])}
+    norm = norm + jnp.sum(qj * qj, -1) + bj * bj
+    bpr, loss = _masked_means(batch["mask"], nll, nll + reg * norm)
+    return loss, {"bpr": bpr}
 
 
 def table_grads(idx: dict, g: dict, *, prefix: str = "", item_prefix: str | None = None) -> dict:
