@@ -128,6 +128,11 @@ def to_markdown(res: dict) -> str:
         th = mf.get("torch_threads", {}).get("threads")
         lines += [f"## MF training, ML-1M ({s['n_train']:,} train rows, batch {s['batch']}, "
                   f"dim {s['dim']}, {s['epochs']} epochs; torch threads {th})", ""]
+        if "adagrad_lr" in s:
+            ag = s["adagrad_lr"]
+            lines += [f"Adam lr {s.get('lr')}; Adagrad lr: JAX row-wise {ag.get('jax_rowwise')}, "
+                      f"PyTorch {ag.get('torch_sparse')} (each the best of a grid on another "
+                      "split: `python -m benchmarks.mf_lr`).", ""]
         rows = []
         for k, v in mf["variants"].items():
             st = _status(v)
