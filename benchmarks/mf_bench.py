@@ -36,6 +36,13 @@ LR, BATCH, DIM, REG, INIT_STD = 1e-2, 1024, 32, 1e-3, 0.1
 ADAGRAD_LR = {"jax_rowwise": 3.0, "torch_sparse": 0.03}
 
 
+def _lr(lr: float | None, *, adagrad: bool, key: str) -> float:
+    """`lr` if given, else the suite's rate: `ADAGRAD_LR[key]` for Adagrad, `LR` for Adam."""
+    if lr is not None:
+        return lr
+    return ADAGRAD_LR[key] if adagrad else LR
+
+
 def load_ml1m(cache_dir=None) -> Interactions:
     """ML-1M ratings with items compacted to the 3,706 rated ones (6,040 users, 1,000,209)."""
     from transferjax.data.movielens import load_movielens
@@ -136,8 +143,7 @@ class JaxMF(Variant):
     ):
         self.train, self.valid, self.sparse, self.seed = train, valid, sparse, seed
         self.batch, self.optimizer = batch, optimizer
-        self.lr = lr if lr is not None else (ADAGRAD_LR["jax_rowwise"] if optimizer == "adagrad"
-                                             else LR)
+        self.lr = _lr(lr, adagrad=optimizer == "adagrad", key="jax_rowwise")
         self.device = device or jax.devices()[0]
 
     def _idx(self, key):
@@ -206,8 +212,7 @@ class TorchMFVariant(Variant):
     ):
         self.train, self.valid, self.kind, self.compile = train, valid, kind, compile
         self.init, self.device, self.seed, self.batch = init, device, seed, batch
-        self.lr = lr if lr is not None else (ADAGRAD_LR["torch_sparse"]
-                                             if kind == "sparse_adagrad" else LR)
+        self.lr = _lr(lr, adagrad=kind == "sparse_adagrad", key="torch_sparse")
         self.torch_cuda = device.type == "cuda"
 
     def setup(self) -> None:
