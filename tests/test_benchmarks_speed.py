@@ -300,14 +300,15 @@ def test_op_profile_classifies_ops_of_a_known_program():
         def run(self):
             self.t = jax.block_until_ready(self.compiled(self.t, idx))
 
-    hlo = jax.jit(run).lower(table, idx).compile().as_text()
+    case = Case()
+    r = P.profile(case, steps_per_run=6, rounds=1)  # sets the case up (compiles it)
+    hlo = case.compiled.as_text()
     names = re.findall(r"^\s*(?:ROOT )?%(\S+) = \S+ (?:gather|scatter|fusion|dot)\(", hlo, re.M)
     kinds = {P.op_kind(n, hlo)[0] for n in names}
     assert {"gather", "scatter", "dot"} <= kinds, kinds
     assert P.op_kind("SlinkyThreadPool::Await", hlo) == ("wait", "")
     assert P.op_kind("no_such_op", hlo) == ("other", "")
 
-    r = P.profile(Case(), steps_per_run=6, rounds=1)
     assert r["wall_us_per_step"] > 0 and r["ops_per_step"] >= 3
     assert set(r["us_by_kind"]) == set(P.KINDS)
     assert abs(sum(v for k, v in r["us_by_kind"].items() if k != "wait")
