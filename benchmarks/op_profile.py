@@ -1,6 +1,8 @@
 """Where a compiled training step spends its time, op by op (XLA's profiler trace).
 
     python benchmarks/op_profile.py      # benchmarks/results/op_profile.json and .md
+    taskset -c 0 python benchmarks/op_profile.py --cases dann_bag \
+        --out benchmarks/results/op_profile_1core.json   # one core: which ops run in parallel
 
 Cases: the library's MF epoch on ML-1M with row-sparse lazy Adam, row-sparse row-wise Adagrad
 and dense Adam (`benchmarks.mf_bench.JaxMF`, batch 1,024, dim 32) and the DANN step over sparse
@@ -10,8 +12,10 @@ program is timed without the profiler (best of `rounds`), then runs once more un
 thunks, GPU kernels) are summed per step and grouped by what each op computes: scatter,
 gather, dot, reduce, elementwise, copy, other (a fusion counts as the first of scatter,
 gather, dot, reduce that it contains, so a gather fused with arithmetic counts as a gather).
-"Wait" is time a worker spent waiting on the thread pool. On a CPU the ops of one step run
-on several threads, so the busy sum can exceed the wall time.
+"Wait" is time a worker spent waiting on the thread pool. Control flow (the scan's `while`)
+is left out: it encloses the ops it runs. On a CPU the ops of one step run on several
+threads, so the busy sum can exceed the wall time; an op that takes as long on one core
+(`taskset -c 0`) as on all of them runs on one thread.
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ _ELEMENTWISE = {"add", "subtract", "multiply", "divide", "select", "maximum", "m
                 "broadcast", "convert", "concatenate", "bitcast", "slice", "dynamic-slice",
                 "dynamic-update-slice", "iota", "power", "tanh", "logistic", "abs", "pad",
                 "reshape", "transpose", "clamp", "exponential-minus-one", "log-plus-one"}
+# Control flow encloses the ops it runs (when its thread blocks on them), so it is not summed.
+_CONTROL = {"while", "conditional", "call"}
 
 
 def op_kind(name: str, hlo: str) -> tuple[str, str]:
     """(kind, result shape) of the instruction `name` in the optimized HLO text `hlo`."""
     if "Await" in name:
         return "wait", ""
-    m = re.search(r"^\s*(?:ROOT )?%" + re.escape(name) + r" = (\S+) ([a-z\-]+)\((.*)$", hlo,
+    m = re.search(r"^\s*(?:ROOT )?%" + re.escape(name) + r" = (.+?) ([a-z\-]+)\((.*)$", hlo,
                   re.M)
     if not m:
         return "other", ""
@@ -56,6 +62,8 @@ def op_kind(name: str, hlo: str) -> tuple[str, str]:
                       "add" if inside & _ELEMENTWISE else "other")
     if opcode in ("gather", "scatter", "copy", "reduce"):
         return opcode, shape
+    if opcode in _CONTROL:
+        return "control", shape
     if opcode in ("dot", "convolution", "custom-call"):
         return "dot", shape
     return ("elementwise" if opcode in _ELEMENTWISE else "other"), shape
@@ -91,12 +99,14 @@ def profile(variant, *, steps_per_run: int, rounds: int = 5, top: int = 8) -> di
         per_op[name] += ns / 1e3 / steps_per_run
         count[name] += 1
     kinds = {name: op_kind(name, hlo) for name in per_op}
+    for name in [n for n, k in kinds.items() if k[0] == "control"]:
+        del per_op[name], kinds[name]
     by_kind = dict.fromkeys(KINDS, 0.0)
     for name, us in per_op.items():
         by_kind[kinds[name][0]] += us
     return {
         "wall_us_per_step": best / steps_per_run * 1e6,
-        "ops_per_step": sum(c for n, c in count.items() if kinds[n][0] != "wait")
+        "ops_per_step": sum(count[n] for n in per_op if kinds[n][0] != "wait")
         / steps_per_run,
         "busy_us_per_step": sum(us for n, us in per_op.items() if kinds[n][0] != "wait"),
         "us_by_kind": by_kind,
@@ -107,7 +117,7 @@ def profile(variant, *, steps_per_run: int, rounds: int = 5, top: int = 8) -> di
 
 def to_markdown(res: dict) -> str:
     """The tables of `main`'s results."""
-    lines = ["# Op profile (`python benchmarks/op_profile.py`)", "",
+    lines = [f"# Op profile (`{res.get('command', 'python benchmarks/op_profile.py')}`)", "",
              f"{res['backend']} ({res['cpus']} cores, load {res['loadavg_1min']:.2f}), "
              f"JAX {res['jax']}. Microseconds per step.", "",
              "| case | wall | ops/step | busy | " + " | ".join(KINDS) + " |",
@@ -125,25 +135,41 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> dict:
+CASES = ("mf_sparse", "mf_sparse_adagrad", "mf_dense", "dann_bag")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
     from benchmarks import dann_bench as D
     from benchmarks import mf_bench as M
 
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    ap.add_argument("--out", type=pathlib.Path,
+                    default=pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json",
+                    help="JSON path; the markdown goes beside it (.md)")
+    args = ap.parse_args(argv)
     inter = M.load_ml1m()
     train, valid = M.random_split(inter)
     mf_steps = -(-len(train) // M.BATCH)
-    pool = D.make_pool(inter, n_pool=4)
-    cases = {
-        "mf_sparse": profile(M.JaxMF(train, valid, sparse=True), steps_per_run=mf_steps),
-        "mf_sparse_adagrad": profile(M.JaxMF(train, valid, sparse=True, optimizer="adagrad"),
-                                     steps_per_run=mf_steps),
-        "mf_dense": profile(M.JaxMF(train, valid, sparse=False), steps_per_run=mf_steps),
-        "dann_bag": profile(D.JaxDANN(pool, form="bag", steps=20), steps_per_run=20),
+    make = {
+        "mf_sparse": lambda: (M.JaxMF(train, valid, sparse=True), mf_steps),
+        "mf_sparse_adagrad": lambda: (M.JaxMF(train, valid, sparse=True, optimizer="adagrad"),
+                                      mf_steps),
+        "mf_dense": lambda: (M.JaxMF(train, valid, sparse=False), mf_steps),
+        "dann_bag": lambda: (D.JaxDANN(D.make_pool(inter, n_pool=4), form="bag", steps=20), 20),
     }
+    cases = {}
+    for name in args.cases:
+        variant, steps = make[name]()
+        cases[name] = profile(variant, steps_per_run=steps)
     res = {"backend": jax.default_backend(), "jax": jax.__version__,
            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-           "loadavg_1min": os.getloadavg()[0], "cases": cases}
-    out = pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json"
+           "loadavg_1min": os.getloadavg()[0],
+           "command": " ".join(["python benchmarks/op_profile.py", *(argv or sys.argv[1:])]),
+           "cases": cases}
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     md = to_markdown(res)

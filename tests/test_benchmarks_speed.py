@@ -308,6 +308,9 @@ def test_op_profile_classifies_ops_of_a_known_program():
     assert {"gather", "scatter", "dot"} <= kinds, kinds
     assert P.op_kind("SlinkyThreadPool::Await", hlo) == ("wait", "")
     assert P.op_kind("no_such_op", hlo) == ("other", "")
+    loop = re.search(r"^\s*%(\S+) = \(.*\) while\(", hlo, re.M).group(1)  # the scan
+    assert P.op_kind(loop, hlo)[0] == "control"
+    assert all(o["op"] != loop for o in r["top_ops"])  # it encloses the ops, so not summed
 
     assert r["wall_us_per_step"] > 0 and r["ops_per_step"] >= 3
     assert set(r["us_by_kind"]) == set(P.KINDS)
@@ -315,5 +318,7 @@ def test_op_profile_classifies_ops_of_a_known_program():
                - r["busy_us_per_step"]) < 1e-6 * max(1.0, r["busy_us_per_step"])
     assert r["us_by_kind"]["dot"] > 0 and r["us_by_kind"]["scatter"] > 0
     md = P.to_markdown({"backend": "cpu", "jax": jax.__version__, "cpus": 2,
-                        "loadavg_1min": 0.0, "cases": {"toy": r}})
+                        "loadavg_1min": 0.0, "command": "python benchmarks/op_profile.py --x",
+                        "cases": {"toy": r}})
     assert "| toy |" in md and "toy: largest ops" in md
+    assert md.startswith("# Op profile (`python benchmarks/op_profile.py --x`)")
