@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=pathlib.Path,
                     default=pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json",
                     help="JSON path; the markdown goes beside it (.md)")
+    ap.add_argument("--top", type=int, default=8, help="largest ops listed per case")
     args = ap.parse_args(argv)
     inter = M.load_ml1m()
     train, valid = M.random_split(inter)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     cases = {}
     for name in args.cases:
         variant, steps = make[name]()
-        cases[name] = profile(variant, steps_per_run=steps)
+        cases[name] = profile(variant, steps_per_run=steps, top=args.top)
     res = {"backend": jax.default_backend(), "jax": jax.__version__,
            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
            "loadavg_1min": os.getloadavg()[0],
