@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
                     default=pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json",
                     help="JSON path; the markdown goes beside it (.md)")
     ap.add_argument("--top", type=int, default=8, help="largest ops listed per case")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     inter = M.load_ml1m()
     train, valid = M.random_split(inter)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"backend": jax.default_backend(), "jax": jax.__version__,
            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
            "loadavg_1min": os.getloadavg()[0],
-           "command": " ".join(["python benchmarks/op_profile.py", *(argv or sys.argv[1:])]),
+           "command": " ".join(["python benchmarks/op_profile.py", *argv]),
            "cases": cases}
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
