@@ -102,6 +102,19 @@ def _pick_threads(torch, probe, fixed: int | None, tdev) -> dict:
     return {"threads": best, "probe_s_per_step": {str(k): v for k, v in probes.items()}}
 
 
+def _jax_mf_variants(train, valid, dev, *, batch: int) -> dict:
+    """The JAX MF variants: dense Adam, and row-sparse lazy Adam and row-wise Adagrad where
+    the row-sparse path is available."""
+    from benchmarks import mf_bench as M
+
+    v = {"jax_dense": M.JaxMF(train, valid, sparse=False, device=dev, batch=batch)}
+    if M.sparse_available():
+        v["jax_sparse"] = M.JaxMF(train, valid, sparse=True, device=dev, batch=batch)
+        v["jax_sparse_adagrad"] = M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
+                                          device=dev, batch=batch)
+    return v
+
+
 def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
     from benchmarks import mf_bench as M
     from benchmarks.measure import interleaved
@@ -110,11 +123,7 @@ def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
     out = {"setup": {"n_train": len(train), "n_valid": len(valid), "n_users": train.n_users,
                      "n_items": train.n_items, "batch": M.BATCH, "dim": M.DIM, "lr": M.LR,
                      "reg": M.REG, "adagrad_lr": M.ADAGRAD_LR, "epochs": 1 + prof["mf_rounds"]}}
-    kinds = ("dense", "sparse") if M.sparse_available() else ("dense",)
-    v = {f"jax_{k}": M.JaxMF(train, valid, sparse=k == "sparse", device=dev) for k in kinds}
-    if M.sparse_available():
-        v["jax_sparse_adagrad"] = M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
-                                          device=dev)
+    v = _jax_mf_variants(train, valid, dev, batch=M.BATCH)
     if torch is not None:
         out["torch_threads"] = _pick_threads(
             torch, lambda t: M.torch_probe(train, device=tdev, threads=t), threads, tdev)
@@ -150,10 +159,7 @@ def _batch(prof, dev, torch, tdev, *, threads) -> dict:
         init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
     rows = []
     for b in prof["batches"]:
-        v = {f"jax_{k}": M.JaxMF(train, valid, sparse=k == "sparse", device=dev, batch=b)
-             for k in ("sparse", "dense")}
-        v["jax_sparse_adagrad"] = M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
-                                          device=dev, batch=b)
+        v = _jax_mf_variants(train, valid, dev, batch=b)
         if torch is not None:
             for k in ("dense", "sparse"):
                 v[f"torch_{k}"] = M.TorchMFVariant(train, valid, kind=k, compile=False,
