@@ -8,7 +8,7 @@ discriminator. Batches come from a fixed pool (`pool` batches, indexed by step m
 inside the scan, as the trainer does); every form sees the same batches.
 
 Forms:
-- JAX "bag": the ELL embedding bag of `benchmarks.jax_bag` (fused gathers, custom VJP);
+- JAX "bag": the ELL embedding bag of `transferjax.models.ell` (fused gathers, custom VJP);
 - JAX "bag_flat": `table[items] * w` then `segment_sum` (one gathered row per entry), the
   straightforward sparse form, kept to show why the ELL form exists;
 - JAX "dense": `dense_encoder_apply` on f32[512, n_items] interest vectors;
@@ -17,7 +17,10 @@ Forms:
   would recompile).
 JAX steps run as a jitted `lax.scan` of `steps` steps with the state donated. All variants
 start from the same weights and run the same steps on the same batches (one warm-up block,
-then the interleaved rounds of `benchmarks.measure.interleaved`), so their losses agree.
+then the interleaved rounds of `benchmarks.measure.interleaved`), so their losses agree at
+first (the tests check one step) and then drift apart: the adversarial game (lambda 1) swings
+the loss by an order of magnitude and amplifies the float rounding in which the forms differ,
+so the per-round losses of the report agree only over the first rounds.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import jax_bag
 from benchmarks.measure import Variant, xla_memory_mb
 from transferjax.data.types import Interactions
+from transferjax.models import ell
 from transferjax.models.discriminator import dann_loss, discriminator_init
 from transferjax.models.encoders import bag_encoder_init, dense_encoder_apply, mlp_apply
 
@@ -68,9 +71,9 @@ def make_pool(inter: Interactions, *, n_pool: int, per_side: int = 256, seed: in
     flat_pad = {"row": np.stack([pad(f[0], n_rows - 1) for f in flat]),
                 "item": np.stack([pad(f[1], 0) for f in flat]),
                 "weight": np.stack([pad(f[2], 0.0) for f in flat])}
-    ell = jax_bag.stack_layouts([jax_bag.bag_layout(*f, n_rows=n_rows, n_items=inter.n_items,
-                                                    width=width) for f in flat])
-    return {"flat": flat, "dense": dense, "ell": ell, "flat_pad": flat_pad, "n_rows": n_rows,
+    lays = ell.stack_layouts([ell.bag_layout(*f, n_rows=n_rows, n_items=inter.n_items,
+                                              width=width) for f in flat])
+    return {"flat": flat, "dense": dense, "ell": lays, "flat_pad": flat_pad, "n_rows": n_rows,
             "per_side": per_side, "n_items": inter.n_items, "nnz_mean": float(np.mean(
                 [len(f[0]) for f in flat]))}
 
@@ -88,7 +91,7 @@ def encode(form: str, phi: dict, data: dict, j, *, n_rows: int) -> jax.Array:
         return dense_encoder_apply(phi, data["dense"][j])
     if form == "bag":
         lay = jax.tree.map(lambda a: a[j], data["ell"])
-        return jax_bag.ell_encoder_apply(phi, lay, n_rows=n_rows)
+        return ell.ell_encoder_apply(phi, lay, n_rows=n_rows)
     if form == "bag_flat":
         f = jax.tree.map(lambda a: a[j], data["flat_pad"])
         rows = phi["emb"][f["item"]] * f["weight"][:, None]

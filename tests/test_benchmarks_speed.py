@@ -12,13 +12,12 @@ import optax
 import pytest
 
 from benchmarks import dann_bench as D
-from benchmarks import jax_bag
 from benchmarks import mf_bench as M
 from benchmarks import rank_bench as R
 from benchmarks.measure import interleaved
 from benchmarks.speed_report import add_ratios, to_markdown
 from transferjax.data.types import Interactions
-from transferjax.models.encoders import bag_encoder_init, dense_encoder_apply
+from transferjax.models.encoders import dense_encoder_apply
 
 try:
     import torch
@@ -127,33 +126,6 @@ def test_mf_variants_take_the_batch_size():
         assert int(jv.state.count) == res["jax"]["epochs"] * -(-n // b)  # optimizer steps
         for r in res.values():
             assert r["step_ms"] == pytest.approx(1000 * r["median_s"] / -(-n // b))
-
-
-def _bags(rng, n_rows=6, n_items=13, nnz=40):
-    row = rng.integers(0, n_rows - 1, nnz).astype(np.int32)  # the last row stays empty
-    item = rng.integers(0, n_items, nnz).astype(np.int32)  # repeats allowed: they add up
-    w = rng.uniform(0.5, 5.0, nnz).astype(np.float32)
-    dense = np.zeros((n_rows, n_items), np.float32)
-    np.add.at(dense, (row, item), w)
-    return row, item, w, dense
-
-
-def test_ell_bag_equals_dense_values_and_gradients():
-    rng = np.random.default_rng(0)
-    row, item, w, dense = _bags(rng)
-    lay = jax_bag.bag_layout(row, item, w, n_rows=6, n_items=13, width=4)
-    assert lay["fwd"]["idx"].shape[1] == 4 and np.all(np.diff(lay["fwd"]["seg"]) >= 0)
-    table = jnp.asarray(rng.normal(size=(13, 5)).astype(np.float32))
-    np.testing.assert_allclose(jax_bag.bag_matmul(table, lay, n_rows=6), dense @ np.asarray(table),
-                               rtol=1e-5, atol=1e-5)
-    g = rng.normal(size=(6, 5)).astype(np.float32)
-    grad = jax.grad(lambda t: jnp.sum(jax_bag.bag_matmul(t, lay, n_rows=6) * g))(table)
-    np.testing.assert_allclose(grad, dense.T @ g, rtol=1e-5, atol=1e-5)  # X^T g via "bwd"
-    params = bag_encoder_init(jax.random.key(0), n_items=13, dims=(8, 4))
-    params["b"] = params["b"] + 0.05
-    ref = dense_encoder_apply(params, jnp.asarray(dense))
-    np.testing.assert_allclose(jax_bag.ell_encoder_apply(params, lay, n_rows=6), ref,
-                               rtol=1e-5, atol=1e-5)
 
 
 def _tiny_pool():

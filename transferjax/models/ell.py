@@ -1,4 +1,4 @@
-"""Embedding-bag matmul in a chunked (ELL) layout, the fast sparse phi path on XLA.
+"""Sparse-times-dense matmul in a chunked (ELL) layout: the fast sparse first layer of phi.
 
 `bag_matmul(table, layout)` computes `X @ table` for a sparse interest matrix
 `X: f32[n_rows, n_items]` (a batch of users' bags: X[r, i] = weight of item i in row r's bag)
@@ -12,9 +12,19 @@ without the dense matrix and without materialising one gathered row per bag entr
   grouped by item, gathering rows of `g: f32[n_rows, d]`), via `jax.custom_vjp`, so there is
   no scatter-add of nnz rows into the table either.
 
+The layouts are built on the host (`bag_layout`, numpy) once per batch; a pool of batches
+(`stack_layouts`) is indexed inside a jitted `lax.scan`, as in this DANN step over ML-1M-sized
+bags (`benchmarks/dann_bench.py` times it against dense and PyTorch steps):
+
+    lay = jax.tree.map(jnp.asarray, stack_layouts(
+        [bag_layout(row, item, w, n_rows=512, n_items=3706) for row, item, w in batches]))
+    def loss(params, j):  # j: the pool index of this step's batch
+        z = ell_encoder_apply(params["phi"], jax.tree.map(lambda a: a[j], lay), n_rows=512)
+        return dann_loss(params["disc"], z[:256], z[256:], lam=1.0)[0]
+
 On XLA:CPU a plain gather of nnz rows (`table[items]`, then `segment_sum`) writes an
-[nnz, d] buffer and measured about 15x slower than this fused form on ML-1M-sized bags; the
-dense matmul pays O(n_rows * n_items * d). Same math as `transferjax.models.encoders`:
+[nnz, d] buffer; the DANN step above runs about 6x slower with it (`jax_bag_flat` against
+`jax_bag` in BENCHMARKS.md). The dense matmul pays O(n_rows * n_items * d).
 `ell_encoder_apply(params, layout)` equals `dense_encoder_apply(params, X)` for params from
 `bag_encoder_init`.
 """
@@ -48,8 +58,13 @@ def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
     seg, idx, w = (np.asarray(a) for a in (seg, idx, w))
     if width < 1:
         raise ValueError(f"ell_layout: width must be >= 1, got {width}")
-    if len(seg) and (seg.min() < 0 or seg.max() >= n_seg):
-        raise ValueError(f"ell_layout: seg outside [0, {n_seg})")
+    if not (seg.ndim == idx.ndim == w.ndim == 1 and len(seg) == len(idx) == len(w)):
+        raise ValueError(f"ell_layout: seg, idx and w must be 1-d of one length, got shapes "
+                         f"{seg.shape}, {idx.shape}, {w.shape}")
+    _check_range("seg", seg, n_seg)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"ell_layout: weight of entry {int(np.flatnonzero(~np.isfinite(w))[0])} "
+                         f"is not finite ({w[~np.isfinite(w)][0]})")
     order = np.lexsort((idx, seg))
     seg, idx, w = seg[order], idx[order], w[order]
     counts = np.bincount(seg, minlength=n_seg)
@@ -70,8 +85,17 @@ def bag_layout(row: np.ndarray, item: np.ndarray, weight: np.ndarray, *, n_rows:
 
     Repeated (row, item) entries add up, as in a dense scatter-add.
     """
+    _check_range("item", np.asarray(item), n_items)
+    _check_range("row", np.asarray(row), n_rows)
     return {"fwd": ell_layout(row, item, weight, n_seg=n_rows, width=width),
             "bwd": ell_layout(item, row, weight, n_seg=n_items, width=width)}
+
+
+def _check_range(name: str, a: np.ndarray, n: int) -> None:
+    bad = np.flatnonzero((a < 0) | (a >= n)) if len(a) else []
+    if len(bad):
+        raise ValueError(f"{name} id {int(a[bad[0]])} of entry {int(bad[0])} is outside "
+                         f"[0, {n})")
 
 
 def _pad_chunks(lay: dict, n_chunks: int) -> dict:
@@ -85,7 +109,8 @@ def stack_layouts(layouts: list[dict]) -> dict:
     """Stacks per-batch `bag_layout`s into one pool (leading axis), padding chunk counts.
 
     Padding chunks repeat the last segment id with zero weights, so `seg` stays sorted and
-    they add nothing. Index the pool with `jax.tree.map(lambda a: a[j], pool)`.
+    they add nothing. Put the pool on the device (`jax.tree.map(jnp.asarray, pool)`), then
+    index it with a traced `j` as `jax.tree.map(lambda a: a[j], pool)`.
     """
     out = {}
     for part in ("fwd", "bwd"):
