@@ -154,3 +154,46 @@ def test_bag_encoder_first_layer_gradient_matches_numpy():
     delta = c * (pre > 0)
     np.testing.assert_allclose(g["emb"], x.T @ delta, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(g["b"], delta.sum(0), rtol=1e-5, atol=1e-6)
+
+
+def _ragged(rng, b=6, L=9, n_items=N_ITEMS):
+    """Padded bags with repeats, garbage (NaN, out-of-range) in padded slots, one empty row."""
+    items = rng.integers(0, n_items, (b, L)).astype(np.int32)
+    weights = rng.uniform(0.5, 2.0, (b, L)).astype(np.float32)
+    lens = rng.integers(0, L + 1, b)
+    lens[0], lens[1] = L, 0
+    mask = np.arange(L)[None] < lens[:, None]
+    items[~mask] = 10 * n_items  # out of range, and masked
+    weights[~mask] = np.nan  # must not leak
+    items[0, 1] = items[0, 0]  # a repeated item adds up
+    return items, weights, mask
+
+
+@pytest.mark.parametrize("slack", [0, 5, 1000])  # capacity = entries + slack (>= b * L: no cond)
+def test_packed_bag_matmul_equals_dense_values_and_grads(slack):
+    rng = np.random.default_rng(slack)
+    items, weights, mask = _ragged(rng)
+    table = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    x = _np_dense(np.where(mask, items, 0), np.where(mask, weights, 0), mask)
+    cap = int(mask.sum()) + slack
+    f = jax.jit(lambda t: enc.packed_bag_matmul(t, items, weights, mask, capacity=cap))
+    np.testing.assert_allclose(f(table), x @ table, rtol=1e-5, atol=1e-6)
+    cot = rng.normal(size=(items.shape[0], 4)).astype(np.float32)
+    grad = jax.grad(lambda t: jnp.sum(f(t) * cot))(table)
+    np.testing.assert_allclose(grad, x.T @ cot, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_bag_matmul_overflow_takes_the_dense_product():
+    rng = np.random.default_rng(1)
+    items, weights, mask = _ragged(rng)
+    table = rng.normal(size=(N_ITEMS, 4)).astype(np.float32)
+    x = _np_dense(np.where(mask, items, 0), np.where(mask, weights, 0), mask)
+    small = int(mask.sum()) - 1  # one entry too many for the packed slots
+    out = jax.jit(lambda t, it, w, m: enc.packed_bag_matmul(t, it, w, m, capacity=small))
+    np.testing.assert_allclose(out(table, items, weights, mask), x @ table, rtol=1e-5,
+                               atol=1e-6)
+    # per example under vmap (the cond becomes a select): one batch fits, the other does not
+    m2 = np.stack([mask, mask & (np.arange(mask.shape[1]) < 2)])
+    x2 = np.stack([x, _np_dense(np.where(m2[1], items, 0), np.where(m2[1], weights, 0), m2[1])])
+    vm = jax.vmap(out, in_axes=(None, None, None, 0))(table, items, weights, m2)
+    np.testing.assert_allclose(vm, x2 @ table, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.models import encoders as E
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 from transferjax.transfer import _userbags as U
@@ -152,3 +153,59 @@ def test_phi_and_dann_beat_target_only_mf_on_cold_users():
         rmse[m] = res.best["test"]["rmse"]
     assert rmse["phi"] < rmse["mf"] - 0.05, rmse
     assert rmse["dann"] < rmse["mf"] - 0.05, rmse
+
+
+def _long_tailed(n_users=60, n_items=500, seed=0):
+    """Interactions whose bags are short next to the longest one (as CDRIB's users)."""
+    from transferjax.data.types import Interactions
+
+    rng = np.random.default_rng(seed)
+    lens = np.minimum(rng.geometric(0.4, n_users), 40)
+    lens[3] = 40
+    user = np.repeat(np.arange(n_users), lens).astype(np.int32)
+    item = np.concatenate([rng.choice(n_items, k, replace=n_items < k) for k in lens]).astype(
+        np.int32)
+    rating = rng.integers(1, 6, len(user)).astype(np.float32)
+    return Interactions(user=user, item=item, rating=rating, n_users=n_users, n_items=n_items)
+
+
+def test_capacity_is_the_most_entries_of_distinct_users():
+    inter = _long_tailed()
+    _, spec = U.domain_bags(inter)
+    lens = np.bincount(inter.user, minlength=inter.n_users)
+    for b in (1, 7, 60):
+        assert spec.capacity(b) == np.sort(lens)[::-1][:b].sum()
+    assert spec.capacity(200) == lens.sum()  # more rows than users: all users, each once
+    assert spec.capacity(0) == 0
+
+
+@pytest.mark.parametrize("n_items", [5000, 30])  # long-tailed: packed; dense bags: dense
+def test_first_layer_equals_the_dense_product_in_either_form(n_items):
+    inter = _long_tailed(n_items=min(n_items, 500))  # 30 items: bags repeat items
+    inter = dataclasses.replace(inter, item=inter.item % n_items, n_items=n_items)
+    bags, spec = U.domain_bags(inter)
+    b = 16
+    packed = U.PACKED_COST * spec.capacity(b) <= b * n_items
+    assert packed == (n_items == 5000)
+    emb = jax.random.normal(jax.random.key(0), (n_items, 5))
+    users = [np.arange(3, 3 + b), np.full(b, 3)]  # distinct users; one long user repeated
+    for u in users:
+        items, rating, mask = U.gather_rows(bags, jnp.asarray(u, jnp.int32),
+                                            max_len=spec.max_len)
+        bi, bw, bm = U._interest(items, rating, mask, spec)
+        x = np.asarray(E.bag_to_dense(bi, bw, bm, n_items=n_items), np.float64)
+        g = np.random.default_rng(1).normal(size=(b, 5))
+        f = lambda e: jnp.sum(U.first_layer(e, bi, bw, bm, spec) * g)  # noqa: B023
+        np.testing.assert_allclose(U.first_layer(emb, bi, bw, bm, spec), x @ np.asarray(emb),
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(jax.grad(f)(emb), x.T @ g, rtol=1e-4, atol=1e-6)
+
+
+def test_click_softplus_values_and_gradient():
+    from transferjax.transfer._phi_heads import softplus
+
+    x = jnp.asarray([-1e4, -90.0, -3.0, -1e-3, 0.0, 2e-3, 4.0, 90.0, 1e4, jnp.inf, -jnp.inf])
+    np.testing.assert_allclose(softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=0)
+    g = jax.vmap(jax.grad(softplus))(x)
+    np.testing.assert_allclose(g, 1 / (1 + np.exp(-np.asarray(x, np.float64))), rtol=1e-6,
+                               atol=1e-30)

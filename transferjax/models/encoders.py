@@ -7,7 +7,9 @@ The embedding-bag encoder is the sparse form of an FC+ReLU tower over a user's d
 vector `x: f32[batch, n_items]` (DESIGN.md section 6): its first layer
 `relu(x @ W1 + b1)` is computed as `relu(sum_l w_l * W1[item_l] + b1)` by gathering only the
 rows of the items the user touched. `dense_encoder_apply` is the same model evaluated the
-dense way (reference and benchmarks).
+dense way (reference and benchmarks). `packed_bag_matmul` is the first layer over a padded
+batch whose bags are mostly padding: it packs the real entries into a fixed number of slots
+first, so it gathers and scatters only those.
 
 Padded positions in `items: i32[batch, L]` are marked by `mask: bool[batch, L]`; their ids are
 clipped into range before the gather and their contribution is zeroed, so any padding id is
@@ -32,6 +34,7 @@ __all__ = [
     "bag_encoder_init",
     "bag_to_dense",
     "dense_encoder_apply",
+    "packed_bag_matmul",
     "id_encoder_apply",
     "id_encoder_init",
     "mlp_apply",
@@ -159,6 +162,57 @@ def bag_to_dense(
     rows = jnp.broadcast_to(jnp.arange(b)[:, None], items.shape)
     cols = jnp.clip(items, 0, n_items - 1)
     return jnp.zeros((b, n_items), jnp.float32).at[rows, cols].add(w)
+
+
+def packed_bag_matmul(
+    table: jax.Array, items: jax.Array, weights: jax.Array, mask: jax.Array, *, capacity: int
+) -> jax.Array:
+    """`bag_to_dense(items, weights, mask) @ table`, reading only the bags' real entries.
+
+    The real entries of the padded batch (row-major order) are packed into `capacity` slots
+    (unused slots point past the table and are dropped); the slots' table rows are gathered,
+    weighted and `segment_sum`-ed into their rows, so the gradient w.r.t. `table` is a
+    scatter-add of `capacity` rows rather than a [batch, n_items] product. Cost O(capacity * d +
+    batch * L) instead of O(batch * n_items * d): the form for batches whose bags are short next
+    to the longest one (e.g. CDRIB's users: 6 items on average, 167 at most). A batch with more
+    real entries than `capacity` takes the dense product instead (`lax.cond`; under `vmap` both
+    branches run), so the result never depends on the capacity.
+
+    Args:
+      table: f32[n_items, d].
+      items: i32[batch, L] item ids (clipped into range, as in `bag_to_dense`).
+      weights: f32[batch, L].
+      mask: bool[batch, L] True for real entries.
+      capacity: slots (static), e.g. the total length of the `batch` longest bags.
+
+    Returns:
+      f32[batch, d].
+    """
+    b, L = mask.shape
+    n_items = table.shape[0]
+    m = mask.reshape(-1)
+
+    def packed():
+        dest = jnp.where(m, jnp.cumsum(m, dtype=jnp.int32) - 1, capacity)  # capacity: dropped
+
+        def put(fill, values):
+            return jnp.full((capacity,), fill, values.dtype).at[dest].set(
+                values.reshape(-1), mode="drop", unique_indices=True)
+
+        row = put(b, jnp.repeat(jnp.arange(b, dtype=jnp.int32), L))
+        item = put(n_items, jnp.clip(items, 0, n_items - 1).astype(jnp.int32))
+        w = put(0, weights.astype(table.dtype))
+        rows = table.at[item].get(mode="fill", fill_value=0)
+        return jax.ops.segment_sum(rows * w[:, None], row, num_segments=b,
+                                   indices_are_sorted=True)
+
+    if capacity >= b * L:
+        return packed()
+
+    def dense():
+        return bag_to_dense(items, weights, mask, n_items=n_items).astype(table.dtype) @ table
+
+    return jax.lax.cond(jnp.sum(m, dtype=jnp.int32) <= capacity, packed, dense)
 
 
 # ----------------------------------------------------------------------------- id embedding

@@ -6,7 +6,8 @@
 - `joint_rows`: the joint user index: one row per warm overlap pair (source, target), one per
   other source user (source, -1) and one per other target user with training data (-1, target).
 - `split_entries`: the per-step random split of a bag into input entries and label entries.
-- `encoder_init` / `encoder_apply`: phi of one domain, "bag" | "attention" | "id".
+- `encoder_init` / `encoder_apply`: phi of one domain, "bag" | "attention" | "id";
+  `first_layer`: the bag encoder's first layer, packed or dense.
 
 Interest vector (the input of phi) over the n input entries of a user:
 
@@ -18,10 +19,13 @@ subset of the entries gives a similar, a little more shrunk, vector). Explicit d
 centred ratings only: an indicator channel "rated" on top made cold-start RMSE worse on the
 synthetic benchmark (which items a user rates carries no preference there, and the extra
 channel is fitted as noise). The "bag" encoder is an FC+ReLU MLP over x with a linear last
-layer; its first layer is an embedding bag (gather the rows of the user's items) when the padded
-bag is very short (128 * max_len <= n_items), else a dense matmul over the scattered vector: on
-a 2-core CPU a [256, L, 256] gather costs about 100 times a dense multiply-add per element
-(L = 282 of 1000 items: 62 ms against 3.3 ms forward; 12k items, L = 100: 12 ms against 30 ms).
+layer. Its first layer `x @ W1` takes one of two exact forms per batch shape (`first_layer`):
+packed (`encoders.packed_bag_matmul`: gather the rows of the batch's real entries, at most
+`capacity` = the total length of the batch-size longest bags) when
+PACKED_COST * capacity <= batch * n_items, else a dense matmul over the scattered vectors. A
+packed slot costs about as much as PACKED_COST dense multiply-adds of one [batch, n_items] x
+[n_items, 256] cell (`python benchmarks/phi_layer.py`), so long-tailed bags (CDRIB: 6 items on
+average of 12k, 167 at most) pack and long dense ones (ML-1M: 165 on average of 3.7k) do not.
 The "attention" encoder pools the embeddings of the user's input items (rating values unused);
 "id" embeds the user index (it memorises, and cannot encode users it never trained on).
 """
@@ -34,10 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferjax.data.batches import gather_bag, interest_bags
+from transferjax.data.batches import interest_bags
 from transferjax.models import encoders as E
 
 SHRINK = 5.0  # pseudo-count of the shrunk mean in the interest vector
+PACKED_COST = 100  # dense [batch, n_items] cells one packed slot costs (module docstring)
+LONGEST_KEPT = 1 << 16  # batch sizes up to this get a capacity below batch * max_len
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +55,17 @@ class DomainSpec:
     explicit: bool
     mu: float
     max_len: int
-    dense: bool
+    longest: tuple  # longest[k - 1]: total length of the k longest bags (k <= LONGEST_KEPT)
+
+    def capacity(self, batch: int) -> int:
+        """Most entries a batch of `batch` distinct users (or no user: -1) can hold."""
+        if batch <= 0 or not self.longest:
+            return 0
+        if batch <= len(self.longest):
+            return self.longest[batch - 1]
+        if len(self.longest) >= self.n_users:  # every user's length is in `longest`
+            return self.longest[-1]
+        return batch * self.max_len
 
 
 def domain_bags(inter, *, max_len: int = 0) -> tuple[dict, DomainSpec]:
@@ -72,9 +88,10 @@ def domain_bags(inter, *, max_len: int = 0) -> tuple[dict, DomainSpec]:
     items = np.concatenate([h.items[h.mask], np.zeros(L, np.int32)]).astype(np.int32)
     rating = np.concatenate([h.weights[h.mask], np.zeros(L, np.float32)]).astype(np.float32)
     explicit = not inter.implicit
+    longest = np.cumsum(np.sort(length)[::-1][:LONGEST_KEPT], dtype=np.int64)
     spec = DomainSpec(n_users=inter.n_users, n_items=inter.n_items, explicit=explicit,
                       mu=float(inter.rating.mean()) if explicit else 0.0,
-                      max_len=L, dense=128 * L > inter.n_items)
+                      max_len=L, longest=tuple(int(x) for x in longest))
     bags = {"items": items, "rating": rating, "start": start, "length": length}
     return {k: jnp.asarray(v) for k, v in bags.items()}, spec
 
@@ -114,6 +131,15 @@ def _interest(items, rating, mask, spec: DomainSpec):
     return items, (rating - spec.mu) * w if spec.explicit else w, mask
 
 
+def first_layer(emb: jax.Array, items, weights, mask, spec: DomainSpec) -> jax.Array:
+    """`x @ emb` f32[b, d] for the padded bags [b, L]: packed or dense (module docstring)."""
+    b = mask.shape[0]
+    capacity = spec.capacity(b)
+    if PACKED_COST * capacity <= b * spec.n_items:
+        return E.packed_bag_matmul(emb, items, weights, mask, capacity=capacity)
+    return E.bag_to_dense(items, weights, mask, n_items=spec.n_items) @ emb
+
+
 def encoder_init(key, *, kind: str, spec: DomainSpec, dims) -> dict:
     """Params of phi for one domain: kind "bag" | "attention" | "id", layers `dims`."""
     dims = tuple(int(d) for d in dims)
@@ -140,12 +166,7 @@ def encoder_apply(params: dict, *, kind: str, spec: DomainSpec, items, rating, m
       users: i32[b] user indices (used by "id" only).
     """
     if kind == "bag":
-        bi, bw, bm = _interest(items, rating, mask, spec)
-        if spec.dense:
-            x = E.bag_to_dense(bi, bw, bm, n_items=spec.n_items)
-            h = x @ params["emb"] + params["b"]
-        else:
-            h = gather_bag(params["emb"], bi, bw, bm) + params["b"]
+        h = first_layer(params["emb"], *_interest(items, rating, mask, spec), spec) + params["b"]
     elif kind == "attention":
         h = E.attention_pool_apply(params["pool"], items, mask)
     elif kind == "id":

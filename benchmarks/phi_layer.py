@@ -1,0 +1,123 @@
+"""phi's first layer on real bag-length profiles: packed against dense, and which one is chosen.
+
+    python benchmarks/phi_layer.py            # every domain found; prints a markdown table
+    python benchmarks/phi_layer.py --domains synthetic cdrib_game
+
+For each domain, `pool` batches of 256 distinct users (their input entries after the training
+split, `keep` 0.5) go through `x @ emb` (emb f32[n_items, 256]) forward and backward, with an
+SGD update of emb, as a jitted `lax.scan`: once in the dense form (`bag_to_dense` then matmul)
+and once packed (`encoders.packed_bag_matmul`, capacity = the batch-size longest bags). The
+table gives ms per step, the packed slots and the real entries per batch, and
+`slot_cost` = (packed ms / slot) / (dense ms / cell): the number of dense cells one packed
+slot costs, which `transferjax.transfer._userbags.PACKED_COST` approximates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from transferjax.data.types import Interactions  # noqa: E402
+from transferjax.models import encoders as E  # noqa: E402
+from transferjax.transfer import _userbags as U  # noqa: E402
+
+DOMAINS = ("synthetic", "cdrib_game", "cdrib_video", "ml1m")
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def load(name: str) -> Interactions | None:
+    """The domain's training interactions, or None when its data is absent."""
+    if name == "synthetic":  # long-tailed lengths: geometric, mean 8, over 10k items
+        rng = np.random.default_rng(0)
+        lens = np.minimum(rng.geometric(1 / 8, 20_000), 400)
+        user = np.repeat(np.arange(len(lens)), lens).astype(np.int32)
+        item = rng.integers(0, 10_000, len(user)).astype(np.int32)
+        return Interactions(user=user, item=item, rating=np.ones(len(user), np.float32),
+                            n_users=len(lens), n_items=10_000, name="synthetic")
+    if name.startswith("cdrib"):
+        from transferjax.data.cdrib import load_cdrib
+
+        root = SHARED / "cdrib_game_video"
+        if not root.exists():
+            return None
+        return load_cdrib(root, target=name.split("_")[1]).target
+    from benchmarks.mf_bench import load_ml1m
+
+    try:
+        return load_ml1m()
+    except Exception:  # noqa: BLE001 - absent or unreadable: skip the domain
+        return None
+
+
+def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: int = 16,
+               rounds: int = 5, d: int = 256) -> dict:
+    """ms/step of the dense and packed first layer (forward, backward, SGD) on one domain."""
+    bags, spec = U.domain_bags(inter)
+    rng = np.random.default_rng(0)
+    users = jnp.asarray(np.stack([rng.choice(inter.n_users, batch, replace=False)
+                                  for _ in range(pool)]).astype(np.int32))
+    cap = spec.capacity(batch)
+    emb = jnp.asarray(rng.normal(size=(inter.n_items, d)).astype(np.float32) * 0.01)
+    g = jnp.asarray(rng.normal(size=(batch, d)).astype(np.float32))
+
+    def batch_of(j, key):
+        items, rating, mask = U.gather_rows(bags, users[j], max_len=spec.max_len)
+        inp, _ = U.split_entries(key, mask, keep=0.5)
+        return U._interest(items, rating, inp, spec)
+
+    forms = {"dense": lambda e, b: E.bag_to_dense(*b, n_items=spec.n_items) @ e,
+             "packed": lambda e, b: E.packed_bag_matmul(e, *b, capacity=cap)}
+    out = {"n_items": inter.n_items, "max_len": spec.max_len, "capacity": cap,
+           "chosen": "packed" if U.PACKED_COST * cap <= batch * inter.n_items else "dense"}
+    entries = [int(jnp.sum(batch_of(j, jax.random.key(j))[2])) for j in range(pool)]
+    out["entries_mean"] = float(np.mean(entries))
+    for name, form in forms.items():
+        def run(e, form=form):
+            def body(e, t):
+                b = batch_of(t % pool, jax.random.key(t))
+                return e - 1e-3 * jax.grad(lambda e: jnp.sum(form(e, b) * g))(e), None
+            return jax.lax.scan(body, e, jnp.arange(steps))[0]
+
+        f = jax.jit(run)
+        jax.block_until_ready(f(emb))
+        ts = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(emb))
+            ts.append(time.perf_counter() - t0)
+        out[f"{name}_ms"] = 1e3 * float(np.median(ts)) / steps
+    cells = batch * inter.n_items
+    out["slot_cost"] = (out["packed_ms"] / max(cap, 1)) / (out["dense_ms"] / cells)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--domains", nargs="+", choices=DOMAINS, default=list(DOMAINS))
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    res = {}
+    print("| domain | items | max len | entries/batch | capacity | dense ms | packed ms | "
+          "slot_cost | chosen |\n|---|---|---|---|---|---|---|---|---|")
+    for name in args.domains:
+        inter = load(name)
+        if inter is None:
+            print(f"| {name} | (data absent: skipped) |||||||")
+            continue
+        r = res[name] = time_forms(inter)
+        print(f"| {name} | {r['n_items']} | {r['max_len']} | {r['entries_mean']:.0f} | "
+              f"{r['capacity']} | {r['dense_ms']:.2f} | {r['packed_ms']:.2f} | "
+              f"{r['slot_cost']:.0f} | {r['chosen']} |", flush=True)
+    print(f"\nPACKED_COST = {U.PACKED_COST}; jax {jax.__version__} on {jax.default_backend()}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
