@@ -1,5 +1,6 @@
 """Every registered method trains two epochs on tiny synthetic data (explicit and implicit) with a
-finite loss, scores finite, and traces each stage's loss once (no recompilation)."""
+finite loss, scores finite (candidate scores agreeing with all-item scores), and traces each
+stage's loss once (no recompilation)."""
 
 import chex
 import jax
@@ -36,7 +37,7 @@ def _split(implicit: bool):
 
 @pytest.mark.parametrize("implicit", [False, True])
 @pytest.mark.parametrize("method", available())
-def test_method_trains_two_epochs_without_retracing(method, implicit):
+def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatch):
     cfg, split = _split(implicit)
     cfg = C.apply_overrides(
         cfg,
@@ -74,6 +75,16 @@ def test_method_trains_two_epochs_without_retracing(method, implicit):
     scores = built.scorer.score_all(params, src, tgt)
     assert scores.shape == (len(pairs), split.target_train.n_items)
     assert bool(jnp.all(jnp.isfinite(scores)))
+    # candidate scores, gathered or picked from all items' scores, equal score_all's
+    from transferjax.transfer import registry
+
+    n = split.target_train.n_items
+    cand = jnp.asarray(np.random.default_rng(0).integers(0, n, (len(pairs), 5)), jnp.int32)
+    want = np.take_along_axis(np.asarray(scores), np.asarray(cand), 1)
+    for cost in (0, 10**6):
+        monkeypatch.setattr(registry, "GATHER_COST", cost)
+        got = built.scorer.score_items(params, src, tgt, cand)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"{cost}")
     items = jnp.asarray(split.test.item[: len(pairs)] % split.target_train.n_items)
     rating = built.scorer.rating(params, src[: len(items)], tgt[: len(items)], items)
     assert bool(jnp.all(jnp.isfinite(rating)))

@@ -84,6 +84,22 @@ def test_output_shapes(tiny, dann):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("gather_cost", [0, 10**6])  # always gather / always all items
+def test_candidate_scores_agree_in_both_forms(tiny, dann, monkeypatch, gather_cost):
+    from transferjax.transfer import registry
+
+    built = dann[0]
+    monkeypatch.setattr(registry, "GATHER_COST", gather_cost)
+    src = jnp.asarray(tiny.test.pairs[:4, 0].tolist() + [-1])
+    tgt = jnp.asarray(tiny.test.pairs[:4, 1].tolist() + [0])
+    n = tiny.target_train.n_items
+    items = jnp.asarray(np.random.default_rng(0).integers(0, n, (5, 7)), jnp.int32)
+    full = np.asarray(built.scorer.score_all(built.params, src, tgt))
+    got = built.scorer.score_items(built.params, src, tgt, items)  # traced afresh: no jit
+    np.testing.assert_allclose(got, np.take_along_axis(full, np.asarray(items), 1), rtol=1e-5,
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("cold_rate", [1.0, 0.0])
 def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
     """The target-task loss of a user simulated cold has zero gradient w.r.t. that user's target

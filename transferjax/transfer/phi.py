@@ -47,7 +47,7 @@ from transferjax.train.trainer import Stage, make_optimizer
 from transferjax.transfer import _phi_heads as O
 from transferjax.transfer import _userbags as U
 from transferjax.transfer.objectives import get_objective
-from transferjax.transfer.registry import Built, Scorer, hyper_init, register
+from transferjax.transfer.registry import Built, Scorer, all_items_pay, hyper_init, register
 
 COLD_RATE = 0.5  # share of users with both domains simulated cold per step
 SOURCE_KEEP = 0.5  # share of a source bag's entries that are input in a step (rest: labels)
@@ -214,7 +214,7 @@ class PhiModel:
             return self.reps(params, src, tgt)[i_click] @ o["w"] + o["b"]
 
         def score_items(params, src, tgt, items):
-            if items.ndim == 2 and 8 * items.shape[1] >= n_items:
+            if all_items_pay(items, n_items):
                 return jnp.take_along_axis(score_all(params, src, tgt), items, axis=1)
             t = self.reps(params, src, tgt)[i_click]
             return O.click_at(params["phi"]["out"]["tgt_click"], t, items)

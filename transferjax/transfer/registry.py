@@ -109,6 +109,18 @@ def get_method(name: str) -> Method:
     return _METHODS[name]
 
 
+# One candidate scored by gathering its factors costs about as much as this many scores of the
+# all-item matmul (95-209 on a 2-core CPU: `python benchmarks/score_candidates.py`, which
+# materialises the [c, m, d] gather); scorers take the all-item form for m candidates per user
+# when GATHER_COST * m >= n_items.
+GATHER_COST = 128
+
+
+def all_items_pay(items: jax.Array, n_items: int) -> bool:
+    """Whether candidates i32[c, m] are scored faster from all items' scores than gathered."""
+    return items.ndim == 2 and GATHER_COST * items.shape[1] >= n_items
+
+
 def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
     """A `Scorer` for MF-style methods.
 
@@ -121,7 +133,7 @@ def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
     def score_items(params, src, tgt, items):
         vec, bias = user_repr(params, src, tgt)
         n_items = params[items_key]["item"].shape[0]
-        if items.ndim == 2 and 8 * items.shape[1] >= n_items:
+        if all_items_pay(items, n_items):
             # Many candidates per user (sampled ranking): one matmul against all items beats
             # gathering a [c, m, d] block of item factors.
             return jnp.take_along_axis(mf_score_all(vec, bias, params[items_key]), items, axis=1)
