@@ -193,7 +193,10 @@ def packed_bag_matmul(
     m = mask.reshape(-1)
 
     def packed():
-        dest = jnp.where(m, jnp.cumsum(m, dtype=jnp.int32) - 1, capacity)  # capacity: dropped
+        # Real entries go to slots 0, 1, ...; the others to distinct slots past the end
+        # (dropped), so the scatter's indices are unique whenever the batch fits.
+        flat = jnp.arange(b * L, dtype=jnp.int32)
+        dest = jnp.where(m, jnp.cumsum(m, dtype=jnp.int32) - 1, capacity + flat)
 
         def put(fill, values):
             return jnp.full((capacity,), fill, values.dtype).at[dest].set(
