@@ -217,6 +217,23 @@ def test_first_layer_equals_the_dense_product_in_either_form(n_items):
         np.testing.assert_allclose(jax.grad(f)(emb), x.T @ g, rtol=1e-4, atol=1e-6)
 
 
+def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
+    built = get_method("phi").build(_cfg(), tiny, key=jax.random.key(0))
+    stage = built.stages[0]
+    batch = {k: jnp.asarray(v[:8]) for k, v in stage.examples.items()}
+    batch["mask"] = jnp.asarray([True] * 5 + [False] * 3)
+    seen, first_layer = [], U.first_layer
+
+    def spy(emb, items, weights, mask, spec):
+        seen.append(np.asarray(mask))
+        return first_layer(emb, items, weights, mask, spec)
+
+    monkeypatch.setattr(U, "first_layer", spy)
+    loss, _ = stage.loss(built.params, batch, jax.random.key(1))
+    assert np.isfinite(float(loss)) and len(seen) == 2  # source and target encoders
+    assert all(not m[5:].any() for m in seen) and all(m[:5].any() for m in seen)
+
+
 def test_click_softplus_values_and_gradient():
     from transferjax.transfer._phi_heads import softplus
 

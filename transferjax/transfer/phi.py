@@ -144,8 +144,13 @@ class PhiModel:
         p, bags = params["phi"], params["bags"]
         k_cold, k_s, k_t, k_obj = jax.random.split(key, 4)
         src, tgt = batch["src"], batch["tgt"]
-        s_items, s_rating, s_mask = U.gather_rows(bags["source"], src, max_len=self.spec_s.max_len)
-        t_items, t_rating, t_mask = U.gather_rows(bags["target"], tgt, max_len=self.spec_t.max_len)
+        # Padded rows (mask False) read empty bags: a batch then holds each user at most once,
+        # within the capacity of the packed first layer (`_userbags.first_layer`).
+        live = lambda u: jnp.where(batch["mask"], u, -1)  # noqa: E731
+        s_items, s_rating, s_mask = U.gather_rows(bags["source"], live(src),
+                                                  max_len=self.spec_s.max_len)
+        t_items, t_rating, t_mask = U.gather_rows(bags["target"], live(tgt),
+                                                  max_len=self.spec_t.max_len)
         has_s, has_t = (src >= 0) & batch["mask"], (tgt >= 0) & batch["mask"]
         cold = has_s & has_t & jax.random.bernoulli(k_cold, COLD_RATE, has_s.shape)
         s_in, s_lab = U.split_entries(k_s, s_mask, keep=SOURCE_KEEP)
