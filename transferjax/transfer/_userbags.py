@@ -22,10 +22,11 @@ channel is fitted as noise). The "bag" encoder is an FC+ReLU MLP over x with a l
 layer. Its first layer `x @ W1` takes one of two exact forms per batch shape (`first_layer`):
 packed (`encoders.packed_bag_matmul`: gather the rows of the batch's real entries, at most
 `capacity` = the total length of the batch-size longest bags) when
-PACKED_COST * capacity <= batch * n_items, else a dense matmul over the scattered vectors. A
-packed slot costs about as much as PACKED_COST dense multiply-adds of one [batch, n_items] x
-[n_items, 256] cell (`python benchmarks/phi_layer.py`), so long-tailed bags (CDRIB: 6 items on
-average of 12k, 167 at most) pack and long dense ones (ML-1M: 165 on average of 3.7k) do not.
+PACKED_COST * capacity <= batch * n_items, else a dense matmul over the scattered vectors. One
+packed slot (forward and backward) costs about as much as PACKED_COST cells of the dense
+[batch, n_items] product (87-116 on three long-tailed profiles: `python benchmarks/phi_layer.py`),
+so long-tailed bags (CDRIB: 6 items on average of 12k, 167 at most) pack and long dense ones
+(ML-1M: 165 on average of 3.7k) do not.
 The "attention" encoder pools the embeddings of the user's input items (rating values unused);
 "id" embeds the user index (it memorises, and cannot encode users it never trained on).
 """
