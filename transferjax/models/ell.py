@@ -41,7 +41,7 @@ __all__ = ["bag_layout", "bag_matmul", "ell_encoder_apply", "ell_layout", "stack
 
 
 def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
-               width: int) -> dict:
+               width: int, seg_name: str = "seg") -> dict:
     """Groups entries `(seg_k, idx_k, w_k)` by `seg` into chunks of at most `width` entries.
 
     Args:
@@ -50,6 +50,7 @@ def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
       w: f32[nnz] weight of each entry.
       n_seg: number of output rows.
       width: entries per chunk.
+      seg_name: what `seg` holds, for the error on an id outside [0, n_seg).
 
     Returns:
       `{"idx": i32[c, width], "w": f32[c, width], "seg": i32[c]}`, chunks sorted by `seg`;
@@ -61,7 +62,7 @@ def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
     if not (seg.ndim == idx.ndim == w.ndim == 1 and len(seg) == len(idx) == len(w)):
         raise ValueError(f"ell_layout: seg, idx and w must be 1-d of one length, got shapes "
                          f"{seg.shape}, {idx.shape}, {w.shape}")
-    _check_range("seg", seg, n_seg)
+    _check_range(seg_name, seg, n_seg)
     if not np.all(np.isfinite(w)):
         raise ValueError(f"ell_layout: weight of entry {int(np.flatnonzero(~np.isfinite(w))[0])} "
                          f"is not finite ({w[~np.isfinite(w)][0]})")
@@ -85,10 +86,8 @@ def bag_layout(row: np.ndarray, item: np.ndarray, weight: np.ndarray, *, n_rows:
 
     Repeated (row, item) entries add up, as in a dense scatter-add.
     """
-    _check_range("item", np.asarray(item), n_items)
-    _check_range("row", np.asarray(row), n_rows)
-    return {"fwd": ell_layout(row, item, weight, n_seg=n_rows, width=width),
-            "bwd": ell_layout(item, row, weight, n_seg=n_items, width=width)}
+    return {"fwd": ell_layout(row, item, weight, n_seg=n_rows, width=width, seg_name="row"),
+            "bwd": ell_layout(item, row, weight, n_seg=n_items, width=width, seg_name="item")}
 
 
 def _check_range(name: str, a: np.ndarray, n: int) -> None:
