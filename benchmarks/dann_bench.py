@@ -39,11 +39,17 @@ from transferjax.models.discriminator import dann_loss, discriminator_init
 from transferjax.models.encoders import bag_encoder_init, dense_encoder_apply, mlp_apply
 
 DIMS, DISC_HIDDEN, LR, LAM = (256, 128), (64,), 1e-3, 1.0
+# ELL forward chunks grouped by 4 item ranges (about 0.95 MB of the 3,706 x 256 table each):
+# `python benchmarks/op_profile.py --cases dann_bag --item-blocks 1` against the default
+# (see `transferjax.models.ell`).
+ITEM_BLOCKS = 4
 
 
 def make_pool(inter: Interactions, *, n_pool: int, per_side: int = 256, seed: int = 0,
-              width: int = 16) -> dict:
+              width: int = 16, item_blocks: int = ITEM_BLOCKS) -> dict:
     """`n_pool` batches of 2 * per_side distinct users (first half source, rest target).
+
+    `width` and `item_blocks` shape the ELL layouts (`transferjax.models.ell.bag_layout`).
 
     Returns a dict of numpy arrays: "flat" per batch (row i32[nnz], item, weight), "dense"
     f32[n_pool, 2B, n_items], "ell" (a stacked `bag_layout` pool), "flat_pad" (row/item/weight
@@ -72,7 +78,8 @@ def make_pool(inter: Interactions, *, n_pool: int, per_side: int = 256, seed: in
                 "item": np.stack([pad(f[1], 0) for f in flat]),
                 "weight": np.stack([pad(f[2], 0.0) for f in flat])}
     lays = ell.stack_layouts([ell.bag_layout(*f, n_rows=n_rows, n_items=inter.n_items,
-                                              width=width) for f in flat])
+                                              width=width, item_blocks=item_blocks)
+                              for f in flat])
     return {"flat": flat, "dense": dense, "ell": lays, "flat_pad": flat_pad, "n_rows": n_rows,
             "per_side": per_side, "n_items": inter.n_items, "nnz_mean": float(np.mean(
                 [len(f[0]) for f in flat]))}

@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
                     default=pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json",
                     help="JSON path; the markdown goes beside it (.md)")
     ap.add_argument("--top", type=int, default=8, help="largest ops listed per case")
+    ap.add_argument("--item-blocks", type=int, default=D.ITEM_BLOCKS,
+                    help="dann_bag: item ranges of the ELL forward layout (ell.bag_layout)")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     inter = M.load_ml1m()
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         "mf_sparse_adagrad": lambda: (M.JaxMF(train, valid, sparse=True, optimizer="adagrad"),
                                       mf_steps),
         "mf_dense": lambda: (M.JaxMF(train, valid, sparse=False), mf_steps),
-        "dann_bag": lambda: (D.JaxDANN(D.make_pool(inter, n_pool=4), form="bag", steps=20), 20),
+        "dann_bag": lambda: (D.JaxDANN(D.make_pool(inter, n_pool=4, item_blocks=args.item_blocks),
+                                       form="bag", steps=20), 20),
     }
     cases = {}
     for name in args.cases:

@@ -33,6 +33,26 @@ def test_bag_matmul_equals_dense_values_and_gradients(width):
     np.testing.assert_allclose(grad, dense.T @ g, rtol=1e-5, atol=1e-5)  # X^T g via "bwd"
 
 
+@pytest.mark.parametrize("item_blocks", [2, 3, 13])
+def test_item_blocks_group_forward_chunks_by_item_range(item_blocks):
+    rng = np.random.default_rng(10 + item_blocks)
+    row, item, w, dense = _bags(rng, nnz=60)
+    lay = ell.bag_layout(row, item, w, n_rows=6, n_items=13, width=4, item_blocks=item_blocks)
+    fwd = lay["fwd"]
+    block = np.where(fwd["w"] > 0, fwd["idx"] * item_blocks // 13, -1)
+    chunk_block = block.max(axis=1)
+    assert np.all((block == chunk_block[:, None]) | (block == -1))  # one block per chunk
+    assert np.all(np.diff(chunk_block) >= 0)  # chunks laid out block after block
+    np.testing.assert_array_equal(lay["bwd"]["idx"], ell.bag_layout(
+        row, item, w, n_rows=6, n_items=13, width=4)["bwd"]["idx"])  # backward unchanged
+    table = rng.normal(size=(13, 5)).astype(np.float32)
+    np.testing.assert_allclose(ell.bag_matmul(table, lay, n_rows=6), dense @ table,
+                               rtol=1e-5, atol=1e-5)
+    g = rng.normal(size=(6, 5)).astype(np.float32)
+    grad = jax.grad(lambda t: jnp.sum(ell.bag_matmul(t, lay, n_rows=6) * g))(table)
+    np.testing.assert_allclose(grad, dense.T @ g, rtol=1e-5, atol=1e-5)
+
+
 def test_layout_chunks_hold_every_entry_once():
     rng = np.random.default_rng(1)
     row, item, w, dense = _bags(rng, nnz=50)
@@ -55,11 +75,13 @@ def test_ell_encoder_equals_dense_encoder():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_stacked_pool_indexed_in_a_scan_equals_each_batch():
+@pytest.mark.parametrize("item_blocks", [1, 2])
+def test_stacked_pool_indexed_in_a_scan_equals_each_batch(item_blocks):
     rng = np.random.default_rng(3)
     batches = [_bags(rng, nnz=n) for n in (10, 45, 0)]  # unequal chunk counts, one empty
     pool = jax.tree.map(jnp.asarray, ell.stack_layouts(
-        [ell.bag_layout(r, i, w, n_rows=6, n_items=13, width=4) for r, i, w, _ in batches]))
+        [ell.bag_layout(r, i, w, n_rows=6, n_items=13, width=4, item_blocks=item_blocks)
+         for r, i, w, _ in batches]))
     table = rng.normal(size=(13, 3)).astype(np.float32)
 
     def body(t, j):
@@ -75,19 +97,24 @@ def test_stacked_pool_indexed_in_a_scan_equals_each_batch():
         np.testing.assert_allclose(grads[j], dense.T @ (2 * h), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("item_blocks", [1, 3])
 @pytest.mark.parametrize("change, match", [
     (lambda r, i, w: (r, np.where(np.arange(len(i)) == 3, 13, i), w), "item id 13 of entry 3"),
     (lambda r, i, w: (np.where(np.arange(len(r)) == 2, -1, r), i, w), "row id -1 of entry 2"),
+    (lambda r, i, w: (np.where(np.arange(len(r)) == 2, 6, r), i, w), "row id 6 of entry 2"),
     (lambda r, i, w: (r, i, np.where(np.arange(len(w)) == 4, np.nan, w)), "entry 4 is not finite"),
     (lambda r, i, w: (r[:-1], i, w), "one length"),
 ])
-def test_bad_entries_raise_naming_the_entry(change, match):
+def test_bad_entries_raise_naming_the_entry(change, match, item_blocks):
     row, item, w, _ = _bags(np.random.default_rng(4))
     with pytest.raises(ValueError, match=match):
-        ell.bag_layout(*change(row, item, w), n_rows=6, n_items=13)
+        ell.bag_layout(*change(row, item, w), n_rows=6, n_items=13, item_blocks=item_blocks)
 
 
-def test_width_must_be_positive():
+def test_width_and_item_blocks_must_be_positive():
     with pytest.raises(ValueError, match="width must be >= 1"):
         ell.ell_layout(np.zeros(2, np.int32), np.zeros(2, np.int32), np.ones(2), n_seg=1,
                        width=0)
+    with pytest.raises(ValueError, match="item_blocks must be >= 1"):
+        ell.bag_layout(np.zeros(2, np.int32), np.zeros(2, np.int32), np.ones(2), n_rows=1,
+                       n_items=1, item_blocks=0)
