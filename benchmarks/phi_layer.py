@@ -2,6 +2,7 @@
 
     python benchmarks/phi_layer.py            # every domain found; prints a markdown table
     python benchmarks/phi_layer.py --domains synthetic cdrib_game
+    python benchmarks/phi_layer.py --trials 2   # vmapped over 2 trials, as sweeps run
 
 For each domain, `pool` batches of 256 distinct users (their input entries after the training
 split, `keep` 0.5) go through `x @ emb` (emb f32[n_items, 256]) forward and backward, with an
@@ -10,6 +11,12 @@ and once packed (`encoders.packed_bag_matmul`, capacity = the batch-size longest
 table gives ms per step, the packed slots and the real entries per batch, and
 `slot_cost` = (packed ms / slot) / (dense ms / cell): the number of dense cells one packed
 slot costs, which `transferjax.transfer._userbags.PACKED_COST` approximates.
+
+With `--trials N` every step runs N trials under `vmap` (own tables, own input splits: the
+masks are batched), as a sweep or vmapped seeds train; "packed" keeps the exact dense fallback
+for batches over capacity, which the batched `lax.cond` turns into a select that computes the
+dense form too, and "packed_distinct" (`overflow="nan"`, what training batches of distinct
+users take) has no fallback; slot_cost then reads packed_distinct.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ def load(name: str) -> Interactions | None:
 
 
 def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: int = 16,
-               rounds: int = 5, d: int = 256) -> dict:
+               rounds: int = 5, d: int = 256, trials: int = 1) -> dict:
     """ms/step of the dense and packed first layer (forward, backward, SGD) on one domain."""
     bags, spec = U.domain_bags(inter)
     rng = np.random.default_rng(0)
@@ -75,15 +82,24 @@ def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: i
 
     forms = {"dense": lambda e, b: E.bag_to_dense(*b, n_items=spec.n_items) @ e,
              "packed": lambda e, b: E.packed_bag_matmul(e, *b, capacity=cap)}
+    if trials > 1:
+        forms["packed_distinct"] = lambda e, b: E.packed_bag_matmul(e, *b, capacity=cap,
+                                                                    overflow="nan")
+        emb = jnp.broadcast_to(emb, (trials, *emb.shape))
     out = {"n_items": inter.n_items, "max_len": spec.max_len, "capacity": cap,
            "chosen": "packed" if U.PACKED_COST * cap <= batch * inter.n_items else "dense"}
     entries = [int(jnp.sum(batch_of(j, jax.random.key(j))[2])) for j in range(pool)]
     out["entries_mean"] = float(np.mean(entries))
     for name, form in forms.items():
         def run(e, form=form):
+            def trial(e, t, k):
+                b = batch_of(t % pool, jax.random.fold_in(jax.random.key(t), k))
+                return e - 1e-3 * jax.grad(lambda e: jnp.sum(form(e, b) * g))(e)
+
             def body(e, t):
-                b = batch_of(t % pool, jax.random.key(t))
-                return e - 1e-3 * jax.grad(lambda e: jnp.sum(form(e, b) * g))(e), None
+                if trials > 1:
+                    return jax.vmap(trial, in_axes=(0, None, 0))(e, t, jnp.arange(trials)), None
+                return trial(e, t, 0), None
             return jax.lax.scan(body, e, jnp.arange(steps))[0]
 
         f = jax.jit(run)
@@ -95,26 +111,32 @@ def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: i
             ts.append(time.perf_counter() - t0)
         out[f"{name}_ms"] = 1e3 * float(np.median(ts)) / steps
     cells = batch * inter.n_items
-    out["slot_cost"] = (out["packed_ms"] / max(cap, 1)) / (out["dense_ms"] / cells)
+    packed = out["packed_distinct_ms" if trials > 1 else "packed_ms"]
+    out["slot_cost"] = (packed / max(cap, 1)) / (out["dense_ms"] / cells)
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--domains", nargs="+", choices=DOMAINS, default=list(DOMAINS))
+    ap.add_argument("--trials", type=int, default=1, help="trials vmapped in each step")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     res = {}
-    print("| domain | items | max len | entries/batch | capacity | dense ms | packed ms | "
-          "slot_cost | chosen |\n|---|---|---|---|---|---|---|---|---|")
+    extra = " packed_distinct ms |" if args.trials > 1 else ""
+    print(f"| domain | items | max len | entries/batch | capacity | dense ms | packed ms |{extra} "
+          f"slot_cost | chosen |\n|---|---|---|---|---|---|---|{'---|' if extra else ''}---|---|")
     for name in args.domains:
         inter = load(name)
         if inter is None:
             print(f"| {name} | (data absent: skipped) |||||||")
             continue
-        r = res[name] = time_forms(inter)
+        r = res[name] = time_forms(inter, trials=args.trials)
+        more = f" {r['packed_distinct_ms']:.2f} |" if extra else ""
         print(f"| {name} | {r['n_items']} | {r['max_len']} | {r['entries_mean']:.0f} | "
-              f"{r['capacity']} | {r['dense_ms']:.2f} | {r['packed_ms']:.2f} | "
+              f"{r['capacity']} | {r['dense_ms']:.2f} | {r['packed_ms']:.2f} |{more} "
               f"{r['slot_cost']:.0f} | {r['chosen']} |", flush=True)
+    if args.trials > 1:
+        print(f"\n{args.trials} trials vmapped per step")
     print(f"\nPACKED_COST = {U.PACKED_COST}; jax {jax.__version__} on {jax.default_backend()}")
     return res
 

@@ -197,3 +197,29 @@ def test_packed_bag_matmul_overflow_takes_the_dense_product():
     x2 = np.stack([x, _np_dense(np.where(m2[1], items, 0), np.where(m2[1], weights, 0), m2[1])])
     vm = jax.vmap(out, in_axes=(None, None, None, 0))(table, items, weights, m2)
     np.testing.assert_allclose(vm, x2 @ table, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_bag_matmul_overflow_nan_skips_the_dense_form_even_under_vmap():
+    rng = np.random.default_rng(2)
+    items, weights, mask = _ragged(rng)
+    table = jnp.asarray(rng.normal(size=(N_ITEMS, 4)), jnp.float32)
+    x = _np_dense(np.where(mask, items, 0), np.where(mask, weights, 0), mask)
+    cap = int(mask.sum())
+
+    def f(t, m, cap=cap):
+        return enc.packed_bag_matmul(t, items, weights, m, capacity=cap, overflow="nan")
+
+    np.testing.assert_allclose(f(table, mask), x @ table, rtol=1e-5, atol=1e-6)
+    cot = rng.normal(size=(items.shape[0], 4)).astype(np.float32)
+    grad = jax.grad(lambda t: jnp.sum(f(t, mask) * cot))(table)
+    np.testing.assert_allclose(grad, x.T @ cot, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isnan(f(table, mask, cap - 1)))  # over capacity: loud, not truncated
+    m2 = np.stack([mask, mask & (np.arange(mask.shape[1]) < 2)])  # a batched mask
+    vm = jax.vmap(f, in_axes=(None, 0))
+    jaxpr = str(jax.make_jaxpr(vm)(table, m2))
+    assert "dot_general" not in jaxpr and "cond" not in jaxpr  # the dense form never runs
+    assert "dot_general" in str(jax.make_jaxpr(jax.vmap(
+        lambda t, m: enc.packed_bag_matmul(t, items, weights, m, capacity=cap),
+        in_axes=(None, 0)))(table, m2))  # the default keeps the exact dense fallback
+    with pytest.raises(ValueError, match="overflow='drop'"):
+        enc.packed_bag_matmul(table, items, weights, mask, capacity=cap, overflow="drop")

@@ -224,14 +224,29 @@ def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
     batch["mask"] = jnp.asarray([True] * 5 + [False] * 3)
     seen, first_layer = [], U.first_layer
 
-    def spy(emb, items, weights, mask, spec):
-        seen.append(np.asarray(mask))
-        return first_layer(emb, items, weights, mask, spec)
+    def spy(emb, items, weights, mask, spec, **kw):
+        seen.append((mask, kw))  # evaluation traces it (lax.cond): keep masks unconverted
+        return first_layer(emb, items, weights, mask, spec, **kw)
 
     monkeypatch.setattr(U, "first_layer", spy)
     loss, _ = stage.loss(built.params, batch, jax.random.key(1))
     assert np.isfinite(float(loss)) and len(seen) == 2  # source and target encoders
-    assert all(not m[5:].any() for m in seen) and all(m[:5].any() for m in seen)
+    masks = [np.asarray(m) for m, _ in seen]
+    assert all(not m[5:].any() for m in masks) and all(m[:5].any() for m in masks)
+    assert all(kw == {"distinct": True} for _, kw in seen)  # no dense fallback in training
+    seen.clear()
+    scores = built.scorer.score_all(built.params, batch["src"], batch["tgt"])
+    assert np.all(np.isfinite(np.asarray(scores))) and seen
+    assert all(kw == {"distinct": False} for _, kw in seen)  # evaluation repeats users
+
+
+def test_training_rows_hold_each_user_once(tiny):
+    built = get_method("phi").build(_cfg(), tiny, key=jax.random.key(0))
+    ex = built.stages[0].examples
+    for dom in ("src", "tgt"):
+        u = np.asarray(ex[dom])
+        u = u[u >= 0]
+        assert len(np.unique(u)) == len(u)  # so a training batch fits the packed capacity
 
 
 def test_click_softplus_values_and_gradient():

@@ -165,7 +165,8 @@ def bag_to_dense(
 
 
 def packed_bag_matmul(
-    table: jax.Array, items: jax.Array, weights: jax.Array, mask: jax.Array, *, capacity: int
+    table: jax.Array, items: jax.Array, weights: jax.Array, mask: jax.Array, *, capacity: int,
+    overflow: str = "dense",
 ) -> jax.Array:
     """`bag_to_dense(items, weights, mask) @ table`, reading only the bags' real entries.
 
@@ -174,9 +175,7 @@ def packed_bag_matmul(
     weighted and `segment_sum`-ed into their rows, so the gradient w.r.t. `table` is a
     scatter-add of `capacity` rows rather than a [batch, n_items] product. Cost O(capacity * d +
     batch * L) instead of O(batch * n_items * d): the form for batches whose bags are short next
-    to the longest one (e.g. CDRIB's users: 6 items on average, 167 at most). A batch with more
-    real entries than `capacity` takes the dense product instead (`lax.cond`; under `vmap` both
-    branches run), so the result never depends on the capacity.
+    to the longest one (e.g. CDRIB's users: 6 items on average, 167 at most).
 
     Args:
       table: f32[n_items, d].
@@ -184,10 +183,18 @@ def packed_bag_matmul(
       weights: f32[batch, L].
       mask: bool[batch, L] True for real entries.
       capacity: slots (static), e.g. the total length of the `batch` longest bags.
+      overflow: what a batch with more real entries than `capacity` gets. "dense": the dense
+        product (`lax.cond`), so the result never depends on the capacity; but under `vmap`
+        with a batched mask the cond becomes a select and both forms run. "nan": no fallback,
+        the whole result is NaN, for callers whose batches fit by construction (distinct
+        users, capacity from the longest bags), so a broken promise shows instead of dropping
+        entries.
 
     Returns:
       f32[batch, d].
     """
+    if overflow not in ("dense", "nan"):
+        raise ValueError(f"packed_bag_matmul: overflow={overflow!r}; valid: dense, nan")
     b, L = mask.shape
     n_items = table.shape[0]
     m = mask.reshape(-1)
@@ -211,11 +218,14 @@ def packed_bag_matmul(
 
     if capacity >= b * L:
         return packed()
+    fits = jnp.sum(m, dtype=jnp.int32) <= capacity
+    if overflow == "nan":
+        return jnp.where(fits, packed(), jnp.nan)
 
     def dense():
         return bag_to_dense(items, weights, mask, n_items=n_items).astype(table.dtype) @ table
 
-    return jax.lax.cond(jnp.sum(m, dtype=jnp.int32) <= capacity, packed, dense)
+    return jax.lax.cond(fits, packed, dense)
 
 
 # ----------------------------------------------------------------------------- id embedding

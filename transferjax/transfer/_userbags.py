@@ -27,6 +27,9 @@ packed slot (forward and backward) costs about as much as PACKED_COST cells of t
 [batch, n_items] product (87-116 on three long-tailed profiles: `python benchmarks/phi_layer.py`),
 so long-tailed bags (CDRIB: 6 items on average of 12k, 167 at most) pack and long dense ones
 (ML-1M: 165 on average of 3.7k) do not.
+A training batch holds distinct users (padded rows read empty bags), so it always fits the
+capacity and its packed layer runs without the dense fallback that evaluation batches (which
+repeat users) keep.
 The "attention" encoder pools the embeddings of the user's input items (rating values unused);
 "id" embeds the user index (it memorises, and cannot encode users it never trained on).
 """
@@ -132,12 +135,19 @@ def _interest(items, rating, mask, spec: DomainSpec):
     return items, (rating - spec.mu) * w if spec.explicit else w, mask
 
 
-def first_layer(emb: jax.Array, items, weights, mask, spec: DomainSpec) -> jax.Array:
-    """`x @ emb` f32[b, d] for the padded bags [b, L]: packed or dense (module docstring)."""
+def first_layer(emb: jax.Array, items, weights, mask, spec: DomainSpec, *,
+                distinct: bool = False) -> jax.Array:
+    """`x @ emb` f32[b, d] for the padded bags [b, L]: packed or dense (module docstring).
+
+    `distinct`: the rows are distinct users (or empty), as in a training batch, so the packed
+    form always fits its capacity and needs no dense fallback (which `vmap` over trials would
+    otherwise run beside it); a batch that breaks the promise gets NaN, not dropped entries.
+    """
     b = mask.shape[0]
     capacity = spec.capacity(b)
     if PACKED_COST * capacity <= b * spec.n_items:
-        return E.packed_bag_matmul(emb, items, weights, mask, capacity=capacity)
+        return E.packed_bag_matmul(emb, items, weights, mask, capacity=capacity,
+                                   overflow="nan" if distinct else "dense")
     return E.bag_to_dense(items, weights, mask, n_items=spec.n_items) @ emb
 
 
@@ -156,7 +166,7 @@ def encoder_init(key, *, kind: str, spec: DomainSpec, dims) -> dict:
 
 
 def encoder_apply(params: dict, *, kind: str, spec: DomainSpec, items, rating, mask,
-                  users) -> jax.Array:
+                  users, distinct: bool = False) -> jax.Array:
     """phi of a batch: f32[b, dims[-1]].
 
     The first layer (embedding bag / attention pool / id embedding) is followed by ReLU and
@@ -165,9 +175,11 @@ def encoder_apply(params: dict, *, kind: str, spec: DomainSpec, items, rating, m
     Args:
       items, rating, mask: the input entries i32/f32/bool[b, L] (see `gather_rows`).
       users: i32[b] user indices (used by "id" only).
+      distinct: the rows are distinct users or empty (a training batch; see `first_layer`).
     """
     if kind == "bag":
-        h = first_layer(params["emb"], *_interest(items, rating, mask, spec), spec) + params["b"]
+        h = first_layer(params["emb"], *_interest(items, rating, mask, spec), spec,
+                        distinct=distinct) + params["b"]
     elif kind == "attention":
         h = E.attention_pool_apply(params["pool"], items, mask)
     elif kind == "id":

@@ -95,13 +95,14 @@ class PhiModel:
           src_in, tgt_in: (items, rating, mask) input entries [b, L] of each domain.
           users_s, users_t: i32[b] user indices (-1: none; read by the "id" encoder).
           use_s, use_t: bool[b] which vectors enter the merge.
-          train: target tasks read the merge of stop_gradient(z_s) (module docstring).
+          train: target tasks read the merge of stop_gradient(z_s) (module docstring); the
+            rows are a training batch: distinct users, padded rows empty (`loss`).
         """
         kind = self.cfg.phi.encoder
         z_s = U.encoder_apply(p["enc_s"], kind=kind, spec=self.spec_s, items=src_in[0],
-                              rating=src_in[1], mask=src_in[2], users=users_s)
+                              rating=src_in[1], mask=src_in[2], users=users_s, distinct=train)
         z_t = U.encoder_apply(p["enc_t"], kind=kind, spec=self.spec_t, items=tgt_in[0],
-                              rating=tgt_in[1], mask=tgt_in[2], users=users_t)
+                              rating=tgt_in[1], mask=tgt_in[2], users=users_t, distinct=train)
         a_s, a_t = use_s.astype(jnp.float32)[:, None], use_t.astype(jnp.float32)[:, None]
         merge = lambda zs: (a_s * zs + a_t * z_t) / jnp.maximum(a_s + a_t, 1.0)
         reps = self.head_apply(p["head"], merge(z_s))
