@@ -170,12 +170,15 @@ def bag_matmul(table: jax.Array, layout: dict, *, n_rows: int) -> jax.Array:
     """
     n_items = table.shape[0]
 
+    def forward(t, fwd):  # rows are unsorted when item_blocks > 1 (block by block)
+        return _ell_reduce(t, fwd, n_rows, seg_sorted=False)
+
     @jax.custom_vjp
     def matmul(t, fwd, bwd):
-        return _ell_reduce(t, fwd, n_rows, seg_sorted=False)  # item_blocks > 1: by block
+        return forward(t, fwd)
 
     def matmul_fwd(t, fwd, bwd):
-        return _ell_reduce(t, fwd, n_rows, seg_sorted=False), (fwd, bwd)
+        return forward(t, fwd), (fwd, bwd)
 
     def matmul_bwd(res, g):
         fwd, bwd = res
