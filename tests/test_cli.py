@@ -60,3 +60,10 @@ def test_data_describe_synthetic(capsys):
     assert cli.main(["data", "describe", "synthetic"]) == 0
     out = capsys.readouterr().out
     assert "source" in out and "target" in out and "valid" in out and "test" in out
+
+
+def test_bench_speed_section_name_is_checked_before_running(capsys):
+    assert cli.main(["bench", "speed", "--section", "results"]) == 2
+    err = capsys.readouterr().err
+    assert "--section 'results'" in err and "starts with 'speed'" in err
+    assert cli.main(["bench", "speed", "--section", "speed h100"]) == 2

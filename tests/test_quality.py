@@ -63,3 +63,30 @@ def test_report_only_runs_nothing_and_lists_missing_cells(tmp_path, monkeypatch)
     cells = [f"synthetic_tiny/{m}" for m in _tiny_suite(quick=True)[0].methods]
     assert f"Not run yet (no finished run folder): {', '.join(cells)}." in text
     assert "--report-only" in text
+
+
+def test_report_keeps_every_speed_section_and_drops_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    out = tmp_path / "B.md"
+    Q.put_section(out, "speed", "## Speed here\n\n| a | 1 |")
+    Q.put_section(out, "speed-xeon", "## Speed there")
+    Q.put_section(out, "notes", "hand notes")
+    Q.put_section(out, "speed", "## Speed here, rerun")  # replaced in place, not appended
+    text = out.read_text()
+    assert text.count("<!-- speed:begin -->") == 1 and "rerun" in text
+    assert "| a | 1 |" not in text
+    assert Q.section_names(text) == ["speed", "speed-xeon", "notes"]
+    # an unclosed marker is not a section
+    assert Q.section_names(text + "\n<!-- speed-x:begin -->\n") == ["speed", "speed-xeon",
+                                                                     "notes"]
+
+    import transferjax.train.run as R
+
+    monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=2,
+                  echo=lambda *_: None, report_only=True)
+    text = out.read_text()
+    assert text.startswith("# transferjax quality benchmark")
+    assert Q.section_names(text) == ["speed", "speed-xeon"]
+    assert "## Speed here, rerun" in text and "## Speed there" in text
+    assert "hand notes" not in text

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import pathlib
 import platform
+import re
 import time
 
 from transferjax import config as C
@@ -277,14 +278,18 @@ def write_report(
             lines += [f"(plot skipped: {e})", ""]
     path = pathlib.Path(out)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    kept = [sec for name in KEPT_SECTIONS if (sec := _section(old, name))]
+    kept = [_section(old, name) for name in section_names(old) if name.startswith("speed")]
     path.write_text(
         "\n".join(lines) + "\n" + "".join(f"\n{sec}\n" for sec in kept), encoding="utf-8"
     )
     return path
 
 
-KEPT_SECTIONS = ("speed", "speed-h100")  # written by `bench speed`; kept by `bench quality`
+def section_names(text: str) -> list[str]:
+    """Names of the complete marked sections of `text`, in order (`bench quality` keeps those
+    named speed*: `bench speed` writes them, one per machine)."""
+    return [n for n in re.findall(r"<!-- ([\w.-]+):begin -->", text)
+            if f"<!-- {n}:end -->" in text]
 
 
 def _section(text: str, name: str) -> str:
