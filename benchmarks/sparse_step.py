@@ -63,7 +63,8 @@ def adam_rule() -> dict:
 
     def body(c, i):
         w, m, v, t = c
-        w, (m, v) = lib.apply(w, g + i, (m, v), t=t + 1, lr=1e-3)
+        dw, (m, v) = lib.delta(g + i, (m, v), t=t + 1, lr=1e-3)
+        w = w + dw
         return w, m, v, t + 1
 
     z = jnp.zeros((K, D))

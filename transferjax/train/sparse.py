@@ -7,9 +7,11 @@ PyTorch `SparseAdam`, FBGEMM row-wise Adagrad):
   1. coalesce: duplicate indices of a table are merged and their gradients summed (fixed
      shapes; leaves given the same index array, such as a table and its bias column, share
      one coalescing plan); indices outside [0, n_rows) are padding and change nothing;
-  2. gather the touched rows of the table and of its optimizer slots;
-  3. apply the update rule to those rows only;
-  4. scatter the new rows back (`mode="drop"` discards the padding slots).
+  2. gather the touched rows of the optimizer slots;
+  3. apply the update rule to those rows only: new slots and a weight change dw (neither
+     rule reads the weights);
+  4. scatter the new slot rows back and scatter-add dw into the table (`mode="drop"`
+     discards the padding slots).
 
 Rows a step does not touch stay bit-identical, params and slots alike. Leaves given as dense
 gradients (e.g. the global offset mu) get the same rule on the whole leaf; leaves in neither
@@ -70,25 +72,27 @@ class SparseOptimizer(NamedTuple):
 
 class Rule(NamedTuple):
     """A per-row update rule: `slots(leaf) -> tuple` of zero/initial slot arrays, and
-    `apply(w, g, slots, *, t, lr) -> (w, slots)` over rows (leading axis) or a whole leaf."""
+    `delta(g, slots, *, t, lr) -> (dw, slots)` over rows (leading axis) or a whole leaf: the
+    new weights are w + dw. Neither rule reads w, so a row update is one scatter-add of dw
+    instead of a gather of w and a scatter of the new rows."""
 
     slots: Callable
-    apply: Callable
+    delta: Callable
 
 
 def _adam_rule(*, b1: float, b2: float, eps: float) -> Rule:
     def slots(x):
         return (jnp.zeros_like(x), jnp.zeros_like(x))
 
-    def apply(w, g, s, *, t, lr):
+    def delta(g, s, *, t, lr):
         m = b1 * s[0] + (1.0 - b1) * g
         v = b2 * s[1] + (1.0 - b2) * g * g
-        tf = t.astype(w.dtype)
+        tf = t.astype(g.dtype)
         m_hat = m / (1.0 - b1**tf)
         v_hat = v / (1.0 - b2**tf)
-        return w - lr * m_hat / (jnp.sqrt(v_hat) + eps), (m, v)
+        return -(lr * m_hat / (jnp.sqrt(v_hat) + eps)), (m, v)  # w + (-x) == w - x exactly
 
-    return Rule(slots, apply)
+    return Rule(slots, delta)
 
 
 def _adagrad_rule(*, initial_accumulator_value: float, eps: float) -> Rule:
@@ -96,16 +100,16 @@ def _adagrad_rule(*, initial_accumulator_value: float, eps: float) -> Rule:
         shape = x.shape[:1] if x.ndim >= 2 else x.shape
         return (jnp.full(shape, initial_accumulator_value, x.dtype),)
 
-    def apply(w, g, s, *, t, lr):
+    def delta(g, s, *, t, lr):
         # On gathered rows, a leaf with ndim >= 2 has g: [k, ...] and s[0]: [k].
         sq = g * g
         if g.ndim > s[0].ndim:
             sq = jnp.mean(sq.reshape(g.shape[0], -1), axis=-1)
         acc = s[0] + sq
         scale = jax.lax.rsqrt(acc + eps).reshape(acc.shape + (1,) * (g.ndim - acc.ndim))
-        return w - lr * g * scale, (acc,)
+        return -(lr * g * scale), (acc,)
 
-    return Rule(slots, apply)
+    return Rule(slots, delta)
 
 
 # Tables up to this many rows per index coalesce through a scratch table of n_rows + 1 slots
@@ -221,15 +225,14 @@ def sparse_update(params: dict, state: SparseState, row_grads: dict, dense_grads
             plans[plan_key] = (idx, coalesce_plan(idx, n))  # idx kept alive: ids stay unique
         uidx, slot = plans[plan_key][1]
         gsum = jax.ops.segment_sum(g.astype(table.dtype), slot, num_segments=idx.shape[0])
-        w = table.at[uidx].get(mode="clip")
         s = tuple(a.at[uidx].get(mode="clip") for a in slots[name])
-        w, s = rule.apply(w, gsum, s, t=t, lr=lr)
-        params[name] = table.at[uidx].set(w, mode="drop")
+        dw, s = rule.delta(gsum, s, t=t, lr=lr)
+        params[name] = table.at[uidx].add(dw, mode="drop")  # uidx holds each row once
         slots[name] = tuple(a.at[uidx].set(b, mode="drop")
                             for a, b in zip(slots[name], s, strict=True))
     for name, g in dense_grads.items():
-        params[name], slots[name] = rule.apply(params[name], g.astype(params[name].dtype),
-                                               slots[name], t=t, lr=lr)
+        dw, slots[name] = rule.delta(g.astype(params[name].dtype), slots[name], t=t, lr=lr)
+        params[name] = params[name] + dw
     return _unflatten(params), SparseState(count=t, slots=_unflatten(slots),
                                            hyperparams=state.hyperparams)
 
