@@ -239,17 +239,3 @@ def summarize(res: dict) -> dict:
             r["step_ms"] = 1000.0 * r["median_s"] / r["steps"]
             r["final_loss"] = r["losses"][-1]
     return res
-
-
-def torch_probe(pool: dict, *, device, threads: int, steps: int = 6) -> float:
-    """Seconds per eager dense DANN step with `threads` intra-op threads (thread choice)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    v = TorchDANNVariant(pool, form="dense", steps=steps, device=device,
-                         init=jax.device_get(init_params(pool["n_items"])))
-    v.setup()
-    v.run()
-    t0 = time.perf_counter()
-    v.run()
-    return (time.perf_counter() - t0) / steps

@@ -301,33 +301,6 @@ def summarize(res: dict, n: int, *, batch: int = BATCH) -> dict:
     return res
 
 
-def torch_probe(train: Interactions, *, device, threads: int, steps: int = 60) -> float:
-    """Seconds per eager fused-Adam step with `threads` intra-op threads (thread choice)."""
-    import torch
-
-    from benchmarks.torch_ref import TorchMF, mf_optimizers
-
-    torch.set_num_threads(threads)
-    model = TorchMF(train.n_users, train.n_items, DIM).to(device)
-    (opt,) = mf_optimizers(model, kind="dense", lr=LR)
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(train), BATCH)
-    u, i = (torch.tensor(a[idx].astype(np.int64), device=device) for a in (train.user, train.item))
-    r = torch.tensor(train.rating[idx], device=device)
-    m = torch.ones(BATCH, dtype=torch.bool, device=device)
-    times = []
-    for k in range(steps + 10):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        model.loss(u, i, r, m, reg=REG).backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if k >= 10:
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def scaling(
     points: list[tuple[int, int, int]],
     *,

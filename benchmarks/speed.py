@@ -23,16 +23,18 @@ Sections (each variant measured side by side on the same machine, warm, median o
 - "scaling": JAX MF step time and peak memory vs items and interactions, dense vs sparse.
 
 The device is JAX's default backend (or `--device`); PyTorch follows it (CUDA when JAX runs on
-a GPU and CUDA is available). On a CPU, PyTorch's intra-op thread count is chosen per section
-by a short probe (1 thread vs the default; a loaded machine can make more threads far
-slower) unless `--torch-threads` fixes it. `torch.compile` compile times are measured with a
-fresh inductor cache (cold). Ratios are JAX / PyTorch throughput from the same run.
+a GPU and CUDA is available). On a CPU, each PyTorch variant runs at 1 thread and at the
+default (all cores), both timed in the same interleaved rounds, and the faster counts (the
+tables name it; eager and compiled variants can differ), unless `--torch-threads` fixes it.
+`torch.compile` compile times are measured with a fresh inductor cache (cold). Ratios are
+JAX / PyTorch throughput from the same run.
 Output: the JSON at `--out` and a markdown table beside it (same name, `.md`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -87,19 +89,66 @@ def _torch(platform: str):
     return torch, torch_device(platform)
 
 
-def _pick_threads(torch, probe, fixed: int | None, tdev) -> dict:
-    """Sets torch's intra-op threads: `fixed`, or the faster of 1 and the default by `probe`."""
+class _Threads:
+    """A PyTorch variant set up and run with `threads` intra-op threads (a process-wide setting
+    in torch, so it is set again before each of the variant's calls)."""
+
+    def __init__(self, torch, variant, threads: int):
+        self.torch, self.v, self.threads = torch, variant, threads
+        self.torch_cuda = variant.torch_cuda
+
+    def _call(self, fn):
+        self.torch.set_num_threads(self.threads)
+        return fn()
+
+    def setup(self):
+        return self._call(self.v.setup)
+
+    def run(self):
+        return self._call(self.v.run)
+
+    def info(self) -> dict:
+        return {**self.v.info(), "threads": self.threads}
+
+    def finish(self) -> dict:
+        return self._call(self.v.finish)
+
+
+def _thread_counts(torch, tdev, fixed: int | None) -> list[int]:
+    """PyTorch's CPU thread counts to time: `fixed`, else 1 and the default (and all cores).
+    Empty on a GPU (threads do not apply)."""
     if tdev.type == "cuda":
-        return {"threads": torch.get_num_threads(), "probe_s_per_step": {}}
-    default = torch.get_num_threads()
+        return []
     if fixed:
-        torch.set_num_threads(fixed)
-        return {"threads": fixed, "probe_s_per_step": {}}
-    cands = sorted({1, default, max(1, os.cpu_count() or 1)})
-    probes = {t: probe(t) for t in cands}
-    best = min(probes, key=probes.get)
-    torch.set_num_threads(best)
-    return {"threads": best, "probe_s_per_step": {str(k): v for k, v in probes.items()}}
+        return [fixed]
+    return sorted({1, torch.get_num_threads(), max(1, os.cpu_count() or 1)})
+
+
+def _at_threads(torch, makers: dict, counts: list[int]) -> dict:
+    """A fresh PyTorch variant per thread count, from `makers` {NAME: () -> variant}, as
+    NAME@T (timed in the same interleaved rounds, so the choice of threads sees the same load
+    as the comparison); just NAME where no thread counts apply."""
+    if not counts:
+        return {n: make() for n, make in makers.items()}
+    return {f"{n}@{t}": _Threads(torch, make(), t) for n, make in makers.items() for t in counts}
+
+
+def _fastest_threads(res: dict, rate: str) -> dict:
+    """Folds NAME@T results into NAME: the thread count with the highest `rate`, plus
+    `rate_by_threads`; results without @ pass through."""
+    out, groups = {}, {}
+    for name, r in res.items():
+        base, at, t = name.partition("@")
+        if at:
+            groups.setdefault(base, {})[int(t)] = r
+        else:
+            out[name] = r
+    for base, by in groups.items():
+        ok = {t: r for t, r in by.items() if rate in r}
+        best = max(ok, key=lambda t: ok[t][rate]) if ok else min(by)
+        out[base] = {**by[best], "threads": best,
+                     "rate_by_threads": {str(t): r.get(rate) for t, r in sorted(by.items())}}
+    return out
 
 
 def _jax_mf_variants(train, valid, dev, *, batch: int) -> dict:
@@ -125,19 +174,17 @@ def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
                      "reg": M.REG, "adagrad_lr": M.ADAGRAD_LR, "epochs": 1 + prof["mf_rounds"]}}
     v = _jax_mf_variants(train, valid, dev, batch=M.BATCH)
     if torch is not None:
-        out["torch_threads"] = _pick_threads(
-            torch, lambda t: M.torch_probe(train, device=tdev, threads=t), threads, tdev)
+        out["torch_threads_timed"] = counts = _thread_counts(torch, tdev, threads)
         init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
         kw = dict(init=init, device=tdev)
-        v["torch_dense"] = M.TorchMFVariant(train, valid, kind="dense", compile=False, **kw)
-        if compile_ok:
-            v["torch_dense_compiled"] = M.TorchMFVariant(train, valid, kind="dense",
-                                                         compile=True, **kw)
-        v["torch_sparse"] = M.TorchMFVariant(train, valid, kind="sparse", compile=False, **kw)
-        v["torch_sparse_adagrad"] = M.TorchMFVariant(train, valid, kind="sparse_adagrad",
-                                                     compile=False, **kw)
+        kinds = {"torch_dense": ("dense", False), "torch_dense_compiled": ("dense", True),
+                 "torch_sparse": ("sparse", False),
+                 "torch_sparse_adagrad": ("sparse_adagrad", False)}
+        v.update(_at_threads(torch, {
+            name: functools.partial(M.TorchMFVariant, train, valid, kind=k, compile=c, **kw)
+            for name, (k, c) in kinds.items() if compile_ok or not c}, counts))
     res = interleaved(v, rounds=prof["mf_rounds"], jax_device=dev, log=lambda m: _log("mf " + m))
-    out["variants"] = M.summarize(res, len(train))
+    out["variants"] = _fastest_threads(M.summarize(res, len(train)), "examples_per_s")
     if not M.sparse_available():
         out["variants"]["jax_sparse"] = {"pending": "mf.sparse is not in this transferjax yet"}
     return out
@@ -152,26 +199,26 @@ def _batch(prof, dev, torch, tdev, *, threads) -> dict:
     from benchmarks.measure import interleaved
 
     train, valid = M.random_split(M.load_ml1m())
-    th = None
+    counts = []
     if torch is not None:
-        th = _pick_threads(torch, lambda t: M.torch_probe(train, device=tdev, threads=t),
-                           threads, tdev)["threads"]
+        counts = _thread_counts(torch, tdev, threads)
         init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
     rows = []
     for b in prof["batches"]:
         v = _jax_mf_variants(train, valid, dev, batch=b)
         if torch is not None:
-            for k in ("dense", "sparse"):
-                v[f"torch_{k}"] = M.TorchMFVariant(train, valid, kind=k, compile=False,
-                                                   init=init, device=tdev, batch=b)
+            v.update(_at_threads(torch, {
+                f"torch_{k}": functools.partial(M.TorchMFVariant, train, valid, kind=k,
+                                                compile=False, init=init, device=tdev, batch=b)
+                for k in ("dense", "sparse")}, counts))
         res = M.summarize(interleaved(v, rounds=prof["batch_rounds"], jax_device=dev,
                                       log=lambda m, b=b: _log(f"batch {b} " + m)),
                           len(train), batch=b)
-        for name, r in res.items():
+        for name, r in _fastest_threads(res, "examples_per_s").items():
             rows.append({"batch": b, "variant": name, **{
-                k: r[k] for k in ("examples_per_s", "step_ms", "valid_rmse", "error")
+                k: r[k] for k in ("examples_per_s", "step_ms", "valid_rmse", "error", "threads")
                 if k in r}})
-    return {"epochs": 1 + prof["batch_rounds"], "torch_threads": th, "rows": rows}
+    return {"epochs": 1 + prof["batch_rounds"], "torch_threads_timed": counts, "rows": rows}
 
 
 def _dann(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
@@ -188,16 +235,17 @@ def _dann(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
     v = {f"jax_{f}": D.JaxDANN(pool, form=f, steps=steps, device=dev)
          for f in ("bag", "bag_flat", "dense")}
     if torch is not None:
-        out["torch_threads"] = _pick_threads(
-            torch, lambda t: D.torch_probe(pool, device=tdev, threads=t), threads, tdev)
+        out["torch_threads_timed"] = counts = _thread_counts(torch, tdev, threads)
         kw = dict(steps=steps, device=tdev, init=jax.device_get(D.init_params(pool["n_items"])))
-        v["torch_dense"] = D.TorchDANNVariant(pool, form="dense", **kw)
-        v["torch_bag"] = D.TorchDANNVariant(pool, form="bag", **kw)
-        if compile_ok and prof["dann_compile"]:
-            v["torch_dense_compiled"] = D.TorchDANNVariant(pool, form="dense", compile=True, **kw)
+        forms = {"torch_dense": ("dense", False), "torch_bag": ("bag", False),
+                 "torch_dense_compiled": ("dense", True)}
+        v.update(_at_threads(torch, {
+            name: functools.partial(D.TorchDANNVariant, pool, form=f, compile=c, **kw)
+            for name, (f, c) in forms.items()
+            if not c or (compile_ok and prof["dann_compile"])}, counts))
     res = interleaved(v, rounds=prof["dann_rounds"], jax_device=dev,
                       log=lambda m: _log("dann " + m))
-    out["variants"] = D.summarize(res)
+    out["variants"] = _fastest_threads(D.summarize(res), "steps_per_s")
     return out
 
 
@@ -270,10 +318,9 @@ def _run(*, out, quick, device, only, torch_threads, compile) -> dict:
     with jax.default_device(dev):
         if "mf" in only:
             res["mf"] = _mf(prof, dev, torch, tdev, threads=torch_threads, compile_ok=compile)
-        if "batch" in only:  # PyTorch's threads as the MF section chose them (no re-probe)
-            chosen = res.get("mf", {}).get("torch_threads", {}).get("threads")
+        if "batch" in only:
             res["batch"] = _try("MF vs batch size", _batch, prof, dev, torch, tdev,
-                                threads=torch_threads or chosen)
+                                threads=torch_threads)
         if "dann" in only:
             res["dann"] = _dann(prof, dev, torch, tdev, threads=torch_threads,
                                 compile_ok=compile)
@@ -304,7 +351,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="JAX platform (default: JAX's default backend)")
     p.add_argument("--only", default=None, help=f"comma list of {','.join(SECTIONS)}")
     p.add_argument("--torch-threads", type=int, default=None,
-                   help="PyTorch CPU threads (default: probe 1 vs the default)")
+                   help="PyTorch CPU threads (default: each variant timed at 1 thread and "
+                   "at the default, the faster kept)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile variants")
     return p
 

@@ -123,6 +123,22 @@ def _status(v: dict) -> str | None:
     return None
 
 
+def _threads_note(section: dict) -> str:
+    """How the section chose PyTorch's CPU threads."""
+    counts = section.get("torch_threads_timed")
+    if not counts:
+        return "PyTorch threads: n/a"
+    if len(counts) == 1:
+        return f"PyTorch threads {counts[0]}"
+    return ("each PyTorch variant timed at " + " and ".join(map(str, counts))
+            + " threads, the faster shown")
+
+
+def _name(name: str, v: dict) -> str:
+    """A table row's variant, with the thread count a PyTorch variant ran at."""
+    return f"{name} ({v['threads']} thr)" if v.get("threads") else name
+
+
 def to_markdown(res: dict) -> str:
     """The human-readable summary of a result dict."""
     m = res["machine"]
@@ -134,9 +150,8 @@ def to_markdown(res: dict) -> str:
     if "mf" in res:
         mf = res["mf"]
         s = mf["setup"]
-        th = mf.get("torch_threads", {}).get("threads")
         lines += [f"## MF training, ML-1M ({s['n_train']:,} train rows, batch {s['batch']}, "
-                  f"dim {s['dim']}, {s['epochs']} epochs; torch threads {th})", ""]
+                  f"dim {s['dim']}, {s['epochs']} epochs; {_threads_note(mf)})", ""]
         if "adagrad_lr" in s:
             ag = s["adagrad_lr"]
             lines += [f"Adam lr {s.get('lr')}; Adagrad lr: JAX row-wise {ag.get('jax_rowwise')}, "
@@ -145,8 +160,9 @@ def to_markdown(res: dict) -> str:
         rows = []
         for k, v in mf["variants"].items():
             st = _status(v)
-            rows.append([k, st] + ["" for _ in range(5)] if st else [
-                k, _f(v["examples_per_s"], 0), _f(v["step_ms"], 3), _f(v.get("compile_s")),
+            rows.append([_name(k, v), st] + ["" for _ in range(5)] if st else [
+                _name(k, v), _f(v["examples_per_s"], 0), _f(v["step_ms"], 3),
+                _f(v.get("compile_s")),
                 _f(v.get("peak_rss_mb"), 0), _f(v.get("peak_cuda_mb", v.get("peak_device_mb")), 0),
                 _f(v.get("valid_rmse"), 4)])
         lines += _table(["variant", "rows/s", "ms/step", "compile s", "peak RSS MB",
@@ -154,24 +170,23 @@ def to_markdown(res: dict) -> str:
     if "batch" in res:
         b = res["batch"]
         lines += [f"## MF vs batch size (ML-1M, {b.get('epochs', '-')} epochs, learning rate "
-                  f"as above; eager PyTorch, threads {b.get('torch_threads', '-')})", ""]
+                  f"as above; eager PyTorch; {_threads_note(b)})", ""]
         lines += _table(["batch", "variant", "rows/s", "ms/step", "valid RMSE"], [
-            [r["batch"], r["variant"], _f(r.get("examples_per_s"), 0), _f(r.get("step_ms"), 3),
-             _f(r.get("valid_rmse"), 4)] if "error" not in r else
+            [r["batch"], _name(r["variant"], r), _f(r.get("examples_per_s"), 0),
+             _f(r.get("step_ms"), 3), _f(r.get("valid_rmse"), 4)] if "error" not in r else
             [r["batch"], r["variant"], _status(r), "", ""] for r in b["rows"]]
             if "rows" in b else [["-", _status(b), "", "", ""]])
     if "dann" in res:
         d = res["dann"]
         s = d["setup"]
-        th = d.get("torch_threads", {}).get("threads")
         lines += [f"## DANN step ({s['users_per_side']}+{s['users_per_side']} users, "
                   f"{s['n_items']} items, ~{s['nnz_per_batch_mean']:,.0f} entries/batch; "
-                  f"torch threads {th})", ""]
+                  f"{_threads_note(d)})", ""]
         rows = []
         for k, v in d["variants"].items():
             st = _status(v)
-            rows.append([k, st, "", "", "", ""] if st else [
-                k, _f(v["steps_per_s"], 1), _f(v["step_ms"], 2),
+            rows.append([_name(k, v), st, "", "", "", ""] if st else [
+                _name(k, v), _f(v["steps_per_s"], 1), _f(v["step_ms"], 2),
                 _f(v.get("compile_s", v.get("first_call_s"))), _f(v.get("peak_rss_mb"), 0),
                 _f(v.get("peak_cuda_mb", v.get("peak_device_mb")), 0)])
         lines += _table(["variant", "steps/s", "ms/step", "compile/first s", "peak RSS MB",

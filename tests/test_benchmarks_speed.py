@@ -209,7 +209,8 @@ def test_ratios_and_targets():
                                            "jax_device": "cpu"},
            "mf": {"setup": {"n_train": 10, "batch": 1, "dim": 1, "epochs": 1}, "variants": {
                "jax_dense": {"examples_per_s": 300.0, "step_ms": 1.0, "valid_rmse": 0.90},
-               "torch_dense": {"examples_per_s": 100.0, "step_ms": 3.0, "valid_rmse": 0.91},
+               "torch_dense": {"examples_per_s": 100.0, "step_ms": 3.0, "valid_rmse": 0.91,
+                               "threads": 2},
                "torch_dense_compiled": {"examples_per_s": 160.0, "step_ms": 1.9,
                                         "valid_rmse": 0.91},
                "jax_sparse": {"pending": "not yet"},
@@ -223,7 +224,7 @@ def test_ratios_and_targets():
                                  "torch_dense_compiled": {"steps_per_s": 20.0, "step_ms": 50.0},
                                  "torch_bag": {"steps_per_s": 45.0, "step_ms": 22.0}}},
            "ranking": {"wall_s": 2.5},
-           "batch": {"epochs": 2, "torch_threads": 1, "rows": [
+           "batch": {"epochs": 2, "torch_threads_timed": [1], "rows": [
                {"batch": 8, "variant": "jax_sparse", "examples_per_s": 800.0, "step_ms": 0.1},
                {"batch": 8, "variant": "torch_dense", "examples_per_s": 100.0, "step_ms": 0.8},
                {"batch": 8, "variant": "torch_sparse", "error": "boom"}]}}
@@ -251,7 +252,8 @@ def test_ratios_and_targets():
     assert status["Full ranking of all ML-1M users < 2 s"] == "MISS"
     md = to_markdown(res)
     assert "pending: not yet" in md and "| MISS |" in md
-    assert "## MF vs batch size (ML-1M, 2 epochs" in md and "threads 1)" in md
+    assert "## MF vs batch size (ML-1M, 2 epochs" in md and "PyTorch threads 1)" in md
+    assert "| torch_dense (2 thr) | 100 |" in md
     assert "| 8 | torch_sparse | error: " in md
 
 
@@ -300,3 +302,73 @@ def test_op_profile_classifies_ops_of_a_known_program():
                         "cases": {"toy": r}})
     assert "| toy |" in md and "toy: largest ops" in md
     assert md.startswith("# Op profile (`python benchmarks/op_profile.py --x`)")
+
+
+def test_each_torch_variant_is_timed_at_each_thread_count_and_the_faster_kept():
+    from benchmarks import speed as S
+
+    class FakeTorch:
+        threads = 8
+
+        def set_num_threads(self, t):
+            self.threads = t
+
+        def get_num_threads(self):
+            return self.threads
+
+    class Probe:  # records the thread count torch had when each call ran
+        torch_cuda = False
+
+        def __init__(self, torch):
+            self.torch, self.seen = torch, []
+
+        def setup(self):
+            self.seen.append(("setup", self.torch.threads))
+
+        def run(self):
+            self.seen.append(("run", self.torch.threads))
+            return 0.0
+
+        def info(self):
+            return {"compile_s": 1.0}
+
+        def finish(self):
+            return {}
+
+    torch = FakeTorch()
+    v = S._at_threads(torch, {"torch_dense": lambda: Probe(torch),
+                              "torch_bag": lambda: Probe(torch)}, [1, 2])
+    assert sorted(v) == ["torch_bag@1", "torch_bag@2", "torch_dense@1", "torch_dense@2"]
+    # each thread count trains its own model: no instance is shared
+    assert len({id(x.v) for x in v.values()}) == 4
+    for name in ("torch_dense@2", "torch_dense@1", "torch_dense@2"):  # interleaved calls
+        v[name].run()
+    assert v["torch_dense@2"].v.seen == [("run", 2), ("run", 2)]
+    assert v["torch_dense@1"].v.seen == [("run", 1)]
+    v["torch_bag@1"].setup()
+    assert v["torch_bag@1"].v.seen == [("setup", 1)]
+    assert v["torch_bag@1"].info() == {"compile_s": 1.0, "threads": 1}
+    plain = S._at_threads(torch, {"x": lambda: Probe(torch)}, [])  # GPU: no thread variants
+    assert list(plain) == ["x"] and isinstance(plain["x"], Probe)
+
+    res = {"jax_dense": {"examples_per_s": 10.0},
+           "torch_dense@1": {"examples_per_s": 5.0, "step_ms": 2.0},
+           "torch_dense@2": {"examples_per_s": 7.0, "step_ms": 1.4},
+           "torch_sparse@1": {"error": "boom"}, "torch_sparse@2": {"examples_per_s": 3.0}}
+    out = S._fastest_threads(res, "examples_per_s")
+    assert out["jax_dense"] == {"examples_per_s": 10.0}
+    assert out["torch_dense"]["threads"] == 2 and out["torch_dense"]["step_ms"] == 1.4
+    assert out["torch_dense"]["rate_by_threads"] == {"1": 5.0, "2": 7.0}
+    assert out["torch_sparse"]["threads"] == 2  # the failed count is not the faster
+    failed = S._fastest_threads({"t@1": {"error": "a"}, "t@2": {"error": "b"}}, "examples_per_s")
+    assert failed["t"]["error"] == "a" and failed["t"]["threads"] == 1
+
+    class Cuda:
+        type = "cuda"
+
+    class Cpu:
+        type = "cpu"
+
+    assert S._thread_counts(torch, Cuda(), None) == []
+    assert S._thread_counts(torch, Cpu(), 3) == [3]
+    assert 1 in S._thread_counts(torch, Cpu(), None)
