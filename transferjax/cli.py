@@ -77,9 +77,10 @@ def cmd_bench(args) -> int:
         print(f"wrote {path}")
         return 0
     import pathlib
-    import re
 
-    if not re.fullmatch(r"speed[\w.-]*", args.section):
+    from transferjax.quality import is_speed_section, put_section
+
+    if not is_speed_section(args.section):
         raise ValueError(
             f"--section {args.section!r}: a speed section's name starts with 'speed' and holds "
             "only letters, digits, '_', '.' and '-' (e.g. speed-h100)"
@@ -92,7 +93,6 @@ def cmd_bench(args) -> int:
         raise ValueError(
             f"the speed suite lives in the repository's benchmarks/ folder: {e}"
         ) from e
-    from transferjax.quality import put_section
 
     out = args.out or "benchmarks/results/speed.json"
     res = run_speed(out=out, quick=args.quick, device=None)

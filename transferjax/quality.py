@@ -278,11 +278,17 @@ def write_report(
             lines += [f"(plot skipped: {e})", ""]
     path = pathlib.Path(out)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    kept = [_section(old, name) for name in section_names(old) if name.startswith("speed")]
+    kept = [_section(old, name) for name in section_names(old) if is_speed_section(name)]
     path.write_text(
         "\n".join(lines) + "\n" + "".join(f"\n{sec}\n" for sec in kept), encoding="utf-8"
     )
     return path
+
+
+def is_speed_section(name: str) -> bool:
+    """Whether `name` is a speed section's: `bench speed` writes those (one per machine, e.g.
+    speed-h100) and `bench quality` keeps them."""
+    return re.fullmatch(r"speed[\w.-]*", name) is not None
 
 
 def section_names(text: str) -> list[str]:
