@@ -29,6 +29,7 @@ import numpy as np
 from benchmarks.measure import Variant, interleaved, xla_memory_mb
 from transferjax import config as C
 from transferjax.data.types import Interactions
+from transferjax.methods.mf import MFConfig
 
 LR, BATCH, DIM, REG, INIT_STD = 1e-2, 1024, 32, 1e-3, 0.1
 # Adagrad learning rates: the best of `benchmarks.mf_lr.GRID` by validation RMSE on another
@@ -45,7 +46,7 @@ def _lr(lr: float | None, *, adagrad: bool, key: str) -> float:
 
 def load_ml1m(cache_dir=None) -> Interactions:
     """ML-1M ratings with items compacted to the 3,706 rated ones (6,040 users, 1,000,209)."""
-    from transferjax.data.movielens import load_movielens
+    from transferjax.data.fetch import load_movielens
 
     r = load_movielens("ml-1m", cache_dir=cache_dir).ratings
     rated, item = np.unique(r.item, return_inverse=True)
@@ -81,7 +82,7 @@ def synthetic(*, n_users: int, n_items: int, n: int, seed: int = 0) -> Interacti
 
 def sparse_available() -> bool:
     """Whether the library offers row-sparse MF updates (`mf.sparse`)."""
-    return any(f.name == "sparse" for f in dataclasses.fields(C.MFConfig))
+    return any(f.name == "sparse" for f in dataclasses.fields(MFConfig))
 
 
 def _cfg(sparse: bool) -> C.RunConfig:
@@ -96,8 +97,8 @@ def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1,
              batch: int = BATCH, optimizer: str = "adam", lr: float = LR):
     """`({"mf": initial params, "hyper": its traced mf.reg}, Stage)` from `domain_mf`, the
     library's MF stage (`optimizer` "adam", or "adagrad": row-wise Adagrad when sparse)."""
-    from transferjax.models.baselines import MF_TRACED, domain_mf
-    from transferjax.transfer.registry import hyper_init
+    from transferjax.methods.api import hyper_init
+    from transferjax.methods.mf import MF_TRACED, domain_mf
 
     cfg = _cfg(sparse)
     params, stage = domain_mf(

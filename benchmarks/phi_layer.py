@@ -10,7 +10,7 @@ SGD update of emb, as a jitted `lax.scan`: once in the dense form (`bag_to_dense
 and once packed (`encoders.packed_bag_matmul`, capacity = the batch-size longest bags). The
 table gives ms per step, the packed slots and the real entries per batch, and
 `slot_cost` = (packed ms / slot) / (dense ms / cell): the number of dense cells one packed
-slot costs, which `transferjax.transfer._userbags.PACKED_COST` approximates.
+slot costs, which `transferjax.methods.phi.bags.PACKED_COST` approximates.
 
 With `--trials N` every step runs N trials under `vmap` (own tables, own input splits: the
 masks are batched), as a sweep or vmapped seeds train; "packed" keeps the exact dense fallback
@@ -33,8 +33,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from transferjax.data.types import Interactions  # noqa: E402
+from transferjax.methods.phi import bags as U  # noqa: E402
 from transferjax.models import encoders as E  # noqa: E402
-from transferjax.transfer import _userbags as U  # noqa: E402
 
 DOMAINS = ("synthetic", "cdrib_game", "cdrib_video", "ml1m")
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"

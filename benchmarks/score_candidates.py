@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from transferjax.transfer.registry import GATHER_COST  # noqa: E402
+from transferjax.methods.mf import GATHER_COST  # noqa: E402
 
 USERS = 1024
 

@@ -42,6 +42,7 @@ import numpy as np
 from transferjax import config as C
 from transferjax.data.batches import epoch_batches
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.mf import MFConfig
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
@@ -53,7 +54,7 @@ def _cfg(name: str, *, epochs: int, batch_size: int, phi_method: str) -> C.RunCo
                               checkpoint_every=0)
     method = {"mf_dense": "mf", "mf_sparse": "mf", "phi": phi_method}[name]
     return C.RunConfig(name=f"bench_{name}", method=method, data=C.DataConfig(name="ml1m_genre"),
-                       trainer=trainer, mf=C.MFConfig(sparse=name == "mf_sparse"))
+                       trainer=trainer, mf=MFConfig(sparse=name == "mf_sparse"))
 
 
 def _no_eval(metric: str):

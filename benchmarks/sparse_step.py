@@ -1,4 +1,4 @@
-"""Where the time of a row-sparse MF step goes (`mf.sparse`, `transferjax.train.sparse`).
+"""Where the time of a row-sparse MF step goes (`mf.sparse`, `transferjax.models.sparse`).
 
 Each part runs a jitted `lax.scan` of steps and reports microseconds per step (best of 5):
   plan       `coalesce_plan` of 1,024 indices into 6,040 rows: scratch table vs sort
@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from transferjax.train import sparse as SP  # noqa: E402
+from transferjax.models import sparse as SP  # noqa: E402
 
 N, D, K, T = 6040, 32, 1024, 300
 

@@ -11,12 +11,12 @@ HR@1/5/10, NDCG@5/10 and MRR; selects on cold-valid NDCG@10.
 from transferjax.config import (
     DataConfig,
     EvalConfig,
-    MFConfig,
     ProtocolConfig,
     RunConfig,
     TrainerConfig,
     shrink,
 )
+from transferjax.methods.mf import MFConfig
 
 
 def get_config() -> RunConfig:

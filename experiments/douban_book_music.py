@@ -6,12 +6,12 @@ transferjax run experiments/douban_book_music.py --set method=mf
 
 from transferjax.config import (
     DataConfig,
-    MFConfig,
     ProtocolConfig,
     RunConfig,
     TrainerConfig,
     shrink,
 )
+from transferjax.methods.mf import MFConfig
 
 
 def get_config() -> RunConfig:

@@ -8,12 +8,12 @@ cold-start ratings with beta = 0.2, MAE/RMSE selected on cold-valid. Fetches ML-
 
 from transferjax.config import (
     DataConfig,
-    MFConfig,
     ProtocolConfig,
     RunConfig,
     TrainerConfig,
     shrink,
 )
+from transferjax.methods.mf import MFConfig
 
 
 def get_config() -> RunConfig:

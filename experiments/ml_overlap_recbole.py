@@ -9,12 +9,12 @@ split of the target's interactions, ratings >= 3 as positives, full ranking, met
 from transferjax.config import (
     DataConfig,
     EvalConfig,
-    MFConfig,
     ProtocolConfig,
     RunConfig,
     TrainerConfig,
     shrink,
 )
+from transferjax.methods.mf import MFConfig
 
 
 def get_config() -> RunConfig:

@@ -9,13 +9,13 @@ The README's main job; needs no download:
 
 from transferjax.config import (
     DataConfig,
-    MFConfig,
     ProtocolConfig,
     RunConfig,
     SyntheticConfig,
     TrainerConfig,
     shrink,
 )
+from transferjax.methods.mf import MFConfig
 
 
 def get_config() -> RunConfig:

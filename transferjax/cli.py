@@ -107,7 +107,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from transferjax.transfer.registry import available, get_method
+    from transferjax.methods.registry import available, get_method
 
     for name in available():
         m = get_method(name)

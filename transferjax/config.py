@@ -141,115 +141,58 @@ class EvalConfig:
     chunk_size: int = 1024
 
 
-@dataclasses.dataclass(**KW)
-class MFConfig:
-    """Matrix factorisation (per domain): r_ui = mu + b_u + b_i + <p_u, q_i>.
+# ---------------------------------------------------------------------------------------------
+# Method sections: each method module declares its own section next to its code.
 
-    loss: "mse" for explicit ratings, "bpr" for implicit feedback (one sampled negative).
-    reg: L2 weight on the factors and biases of each example's rows.
-    epochs / lr: pre-training of the per-domain MF used by mapping methods (EMCDR).
-    sparse: row-sparse updates of the embedding tables (`transferjax.train.sparse`): each step
-      touches only the batch's rows, with lazily updated moments; adam becomes lazy Adam,
-      adagrad row-wise Adagrad (other optimizers are refused). Applies to every MF stage
-      (mf, EMCDR/PTUPCDR pre-training) and to CMF.
-    """
-
-    dim: int = 32
-    reg: float = 1e-3
-    loss: Literal["auto", "mse", "bpr"] = "auto"
-    init_std: float = 0.1
-    epochs: int = 20
-    lr: float = 1e-2
-    batch_size: int = 1024
-    sparse: bool = False
+_SECTIONS: dict[str, type] = {}
+CORE = ("name", "method", "seed", "seeds", "data", "protocol", "trainer", "eval")
 
 
-@dataclasses.dataclass(**KW)
-class EMCDRConfig:
-    """EMCDR mapping (Man et al., IJCAI 2017): f(source user factors) -> target user factors.
+def section(name: str):
+    """Class decorator: registers a frozen dataclass as the config section `name`.
 
-    mapping: "linear" (no bias, as in the paper) or "mlp" (one hidden layer, tanh).
-    """
+    A method module declares the section its build reads (`cfg.<name>.<key>`, `--set
+    <name>.<key>=...`) next to its code, e.g. `@section("mf") @dataclasses.dataclass(frozen=True,
+    kw_only=True) class MFConfig: ...`; every `RunConfig` then carries it, with its defaults
+    unless given. Registering a different class under a taken name is an error."""
 
-    mapping: Literal["linear", "mlp"] = "mlp"
-    hidden: int = 64
-    reg: float = 1e-4
+    def deco(cls):
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"config section {name!r}: {cls.__name__} is not a dataclass")
+        if name in CORE or (name in _SECTIONS and _SECTIONS[name].__qualname__ != cls.__qualname__):
+            raise ValueError(f"config section {name!r} is already taken")
+        _SECTIONS[name] = cls
+        return cls
 
-
-@dataclasses.dataclass(**KW)
-class CMFConfig:
-    """Collective MF (Singh & Gordon, KDD 2008): one factor per overlapping user (or item)
-    shared by both domains.
-
-    loss = source_weight * L_source + (1 - source_weight) * L_target (each a mean over its batch).
-    share: "users", "items" (domains matched by item, e.g. ML-1M -> ML-100k by title), or
-      "auto" (users when the data has overlapping users, else items).
-    """
-
-    source_weight: float = 0.5
-    share: Literal["auto", "users", "items"] = "auto"
+    return deco
 
 
-@dataclasses.dataclass(**KW)
-class PTUPCDRConfig:
-    """PTUPCDR (Zhu et al., WSDM 2022): personalised bridge from a user's source history.
-
-    hist_len: up to this many positively rated source items (rating >= min_rating).
-    meta_hidden: hidden size of the meta network that emits the d x d bridge.
-    """
-
-    hist_len: int = 20
-    min_rating: float = 4.0
-    meta_hidden: int = 64
+def sections() -> dict[str, type]:
+    """{name: section class} of every registered section."""
+    return dict(_SECTIONS)
 
 
-@dataclasses.dataclass(**KW)
-class PhiConfig:
-    """The multi-task transfer model over phi encoders (see transferjax.transfer.phi).
+class Sections(tuple):
+    """The method sections of a `RunConfig`: a sorted tuple of (name, section) pairs."""
 
-    encoder: phi of a user's interest vector: "bag" (embedding-bag MLP), "id" or "attention".
-    dims: encoder layer sizes (the first is the embedding-bag width).
-    head: "shared_bottom" | "mmoe" | "ple"; n_experts experts (mmoe/ple).
-    task_weighting: "fixed" (source_weight) or "uncertainty" (Kendall et al. 2018).
-    """
+    def get(self, name: str):
+        for k, v in self:
+            if k == name:
+                return v
+        return None
 
-    encoder: Literal["bag", "id", "attention"] = "bag"
-    dims: tuple[int, ...] = (256, 128)
-    head: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
-    n_experts: int = 4
-    expert_dim: int = 64
-    task_weighting: Literal["fixed", "uncertainty"] = "fixed"
-    source_weight: float = 0.5
-    max_len: int = 0
+    def names(self) -> list[str]:
+        return [k for k, _ in self]
 
 
-@dataclasses.dataclass(**KW)
-class AlignConfig:
-    """Alignment objective added on phi outputs of source and target users.
-
-    objective: "none", "dann", "mmd", "coral", "infonce" or any registered objective.
-    weight: multiplier of the objective in the total loss.
-    lam / lam_schedule / gamma / warmup_steps: DANN gradient-reversal strength and schedule
-      ("constant", "ganin": lam * (2 / (1 + exp(-gamma p)) - 1), "warmup": linear ramp).
-    mmd_estimator / mmd_factors: "unbiased" or "linear"; bandwidth factors times the median.
-    temperature: InfoNCE temperature.
-    """
-
-    objective: str = "none"
-    weight: float = 1.0
-    lam: float = 1.0
-    lam_schedule: Literal["constant", "ganin", "warmup"] = "ganin"
-    gamma: float = 10.0
-    warmup_steps: int = 1000
-    disc_hidden: int = 64
-    mmd_estimator: Literal["unbiased", "linear"] = "unbiased"
-    mmd_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
-    temperature: float = 0.2
-
-
-@dataclasses.dataclass(**KW)
+@dataclasses.dataclass(frozen=True, init=False)
 class RunConfig:
-    """One run: a method on a dataset under a protocol, for seeds seed .. seed + seeds - 1."""
+    """One run: a method on a dataset under a protocol, for seeds seed .. seed + seeds - 1.
+
+    The core fields are below; every registered method section (`section`) is an attribute too:
+    `RunConfig(method="mf", mf=MFConfig(dim=8)).mf.dim`, and `dataclasses.replace(cfg, mf=...)`
+    works as for a field.
+    """
 
     name: str = "run"
     method: str = "emcdr"
@@ -259,12 +202,47 @@ class RunConfig:
     protocol: ProtocolConfig = ProtocolConfig()
     trainer: TrainerConfig = TrainerConfig()
     eval: EvalConfig = EvalConfig()
-    mf: MFConfig = MFConfig()
-    emcdr: EMCDRConfig = EMCDRConfig()
-    cmf: CMFConfig = CMFConfig()
-    ptupcdr: PTUPCDRConfig = PTUPCDRConfig()
-    phi: PhiConfig = PhiConfig()
-    align: AlignConfig = AlignConfig()
+    sections: Sections = Sections()
+
+    def __init__(self, **given):
+        for f in dataclasses.fields(RunConfig):
+            if f.name != "sections":
+                object.__setattr__(self, f.name, given.pop(f.name, f.default))
+        sections = given.pop("sections", ())
+        secs = dict(sections)
+        for k, v in given.items():
+            if k not in _SECTIONS:
+                raise ConfigError(f"unknown config section {k!r}; valid: "
+                                  f"{', '.join(sorted([*CORE, *_SECTIONS]))}")
+            if not isinstance(v, _SECTIONS[k]):
+                raise ConfigError(f"section {k!r} must be a {_SECTIONS[k].__name__}, got "
+                                  f"{type(v).__name__}")
+            secs[k] = v
+        for k, cls in _SECTIONS.items():
+            secs.setdefault(k, cls())
+        object.__setattr__(self, "sections", Sections(sorted(secs.items())))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        got = self.__dict__.get("sections", Sections()).get(name)
+        if got is not None:
+            return got
+        if name in _SECTIONS:  # registered after this config was made: its defaults
+            return _SECTIONS[name]()
+        raise AttributeError(f"RunConfig has no field or section {name!r}")
+
+
+def _children(cfg) -> list[tuple[str, Any]]:
+    """(name, value) of a config's fields, with a RunConfig's sections as fields of their own."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, Sections):
+            out.extend(v)
+        else:
+            out.append((f.name, v))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,10 +287,10 @@ def _parse(raw: str, typ: Any, key: str) -> Any:
 def override(cfg, key: str, raw: str):
     """Returns `cfg` with the dotted `key` set from the string `raw` (parsed by field type)."""
     head, _, rest = key.partition(".")
-    names = [f.name for f in dataclasses.fields(cfg)]
-    if head not in names:
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(names))}")
-    value = getattr(cfg, head)
+    children = dict(_children(cfg))
+    if head not in children:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(children))}")
+    value = children[head]
     if dataclasses.is_dataclass(value):
         if not rest:
             sub = ", ".join(f"{head}.{f.name}" for f in dataclasses.fields(value))
@@ -348,25 +326,27 @@ def shrink(cfg: RunConfig, *, epochs: int, mf_epochs: int | None = None) -> RunC
 
 
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """Nested plain dict of a config (a RunConfig's sections appear as top-level keys)."""
+    return {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in _children(cfg)}
 
 
 def flatten(cfg, prefix: str = "") -> dict[str, Any]:
     """{'trainer.lr': 0.01, ...} for every leaf field."""
     out = {}
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
+    for name, v in _children(cfg):
         if dataclasses.is_dataclass(v):
-            out.update(flatten(v, f"{prefix}{f.name}."))
+            out.update(flatten(v, f"{prefix}{name}."))
         else:
-            out[f"{prefix}{f.name}"] = v
+            out[f"{prefix}{name}"] = v
     return out
 
 
 def from_dict(cls, d: dict):
     """Inverse of `to_dict` (used to reload a run folder's config.json); unknown keys fail."""
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    if cls is RunConfig:
+        hints = {**{k: v for k, v in hints.items() if k != "sections"}, **_SECTIONS}
+    names = set(hints)
     unknown = set(d) - names
     if unknown:
         raise ConfigError(

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from transferjax.data import fetch
-from transferjax.data.movielens import GENRES_100K, load_grouplens, load_movielens, load_recbole
+from transferjax.data.fetch import load_movielens
+from transferjax.data.movielens import GENRES_100K, load_grouplens, load_recbole
 from transferjax.data.types import DataError
 
 INTER = (

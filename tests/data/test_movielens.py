@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from transferjax.data import movielens as mlmod
-from transferjax.data.fetch import default_cache_dir
+from transferjax.data.fetch import default_cache_dir, load_movielens
 from transferjax.data.movielens import (
     GENRES_100K,
     MovieLens,
     genre_split,
     item_overlap,
     load_grouplens,
-    load_movielens,
     load_recbole,
 )
 from transferjax.data.types import DataError

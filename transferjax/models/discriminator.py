@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from transferjax.models.encoders import mlp_apply, mlp_init
-from transferjax.transfer.grl import grad_reverse
+from transferjax.models.grl import grad_reverse
 
 __all__ = ["dann_loss", "discriminator_apply", "discriminator_init"]
 

@@ -314,7 +314,7 @@ def run(
     Rerunning with the same folder resumes from its newest checkpoint; a folder that holds a
     different config is refused.
     """
-    from transferjax.transfer.registry import get_method
+    from transferjax.methods.registry import get_method
 
     get_method(cfg.method)  # fail on a typo before loading data or creating the folder
     if cfg.seeds < 1:

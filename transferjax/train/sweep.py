@@ -31,7 +31,7 @@ from transferjax.train.writers import make_writer
 def traced_keys(method: str) -> tuple[str, ...]:
     """Config keys a sweep varies inside one compiled program for `method`: the learning
     rates and the method's traced hyperparameters (`register(name, traced=...)`)."""
-    from transferjax.transfer.registry import get_method
+    from transferjax.methods.registry import get_method
 
     return (*LR_KEYS, *get_method(method).traced)
 

@@ -26,56 +26,7 @@ import numpy as np
 import optax
 
 from transferjax.data.batches import epoch_batches, host_epoch_indices
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One optimisation stage.
-
-    Attributes:
-      name: stage name used in logs ("source_mf", "mapping", ...).
-      part: key of the params dict this stage trains; every other key is frozen.
-      loss: `loss(params, batch, key) -> (scalar, aux dict)` over the full params dict;
-        `batch` holds the rows of `examples` plus `mask` bool[batch].
-      examples: dict of parallel numpy arrays, one row per training example.
-      epochs, batch_size: passes over the examples and rows per step.
-      optimizer: an optax transformation for the trained part.
-      select: evaluate on valid after epochs and keep the best epoch's metrics.
-      lr_key: the config key that sets this stage's learning rate (a sweep over that key
-        changes the rate of this stage only; it is a traced value in the optimizer state).
-      step: optional custom update `step(part, opt_state, frozen, batch, key) -> (part,
-        opt_state, loss, aux)` replacing value_and_grad + `optimizer.update` (row-sparse
-        updates of embedding tables use it); `optimizer.init` still builds the state.
-    """
-
-    name: str
-    part: str
-    loss: Callable
-    examples: dict
-    epochs: int
-    batch_size: int
-    optimizer: optax.GradientTransformation
-    select: bool = False
-    lr_key: str = "trainer.lr"
-    step: Callable | None = None
-
-
-def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):
-    """optax optimizer by name: adam | adamw | sgd | adagrad.
-
-    The learning rate is injected as a hyperparameter (`opt_state.hyperparams["learning_rate"]`),
-    an array in the optimizer state, so runs that differ only in it share one compiled program
-    and can be batched under `vmap`.
-    """
-    makers = {
-        "adam": optax.adam,
-        "adamw": lambda learning_rate: optax.adamw(learning_rate, weight_decay=weight_decay),
-        "sgd": optax.sgd,
-        "adagrad": optax.adagrad,
-    }
-    if name not in makers:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(makers)}")
-    return optax.inject_hyperparams(makers[name])(learning_rate=lr)
+from transferjax.methods.api import Stage
 
 
 def row_taker(examples: dict, *, pack: bool = True) -> Callable:
@@ -282,8 +233,8 @@ def make_train(
         method traces in `params["hyper"]` (loss weights, regularisation, GRL strength).
       progress: show progress (a bar on a terminal, plain lines otherwise).
     """
+    from transferjax.methods.registry import get_method
     from transferjax.train.evaluate import default_select_metric
-    from transferjax.transfer.registry import get_method
 
     method = get_method(cfg.method)
     metric = cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)

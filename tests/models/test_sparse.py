@@ -13,12 +13,14 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.api import make_optimizer
+from transferjax.methods.mf import MFConfig
+from transferjax.methods.registry import get_method
 from transferjax.models.mf import mf_init, mf_loss
+from transferjax.models.mf_sparse import mf_row_loss, mf_rows, mf_sparse_step
+from transferjax.models.sparse import coalesce, lazy_adam, make_sparse_optimizer, rowwise_adagrad
 from transferjax.train.evaluate import make_evaluate
-from transferjax.train.sparse import coalesce, lazy_adam, make_sparse_optimizer, rowwise_adagrad
-from transferjax.train.sparse_mf import mf_row_loss, mf_rows, mf_sparse_step
-from transferjax.train.trainer import make_epoch_fn, make_optimizer, make_train
-from transferjax.transfer.registry import get_method
+from transferjax.train.trainer import make_epoch_fn, make_train
 
 N, D = 7, 3
 
@@ -52,7 +54,7 @@ def _steps(seed=0, n_steps=4, k=6):
 
 @pytest.mark.parametrize("scratch", [True, False], ids=["scratch", "sort"])
 def test_coalesce_sums_duplicates_and_drops_padding(scratch, monkeypatch):
-    from transferjax.train import sparse as S
+    from transferjax.models import sparse as S
 
     monkeypatch.setattr(S, "SCRATCH_ROWS_PER_INDEX", 1 << 20 if scratch else 0)
     idx = jnp.asarray([3, 1, 3, -1, 5, 9], jnp.int32)
@@ -269,7 +271,7 @@ def _cfg(method="emcdr", sparse=False, epochs=4, mf_epochs=6):
         method=method, data=C.DataConfig(name="synthetic", synthetic=SMALL),
         protocol=C.ProtocolConfig(beta=0.3, seed=1),
         trainer=C.TrainerConfig(lr=1e-2, batch_size=128, epochs=epochs),
-        mf=C.MFConfig(dim=12, reg=1e-3, epochs=mf_epochs, lr=1e-2, batch_size=256, sparse=sparse))
+        mf=MFConfig(dim=12, reg=1e-3, epochs=mf_epochs, lr=1e-2, batch_size=256, sparse=sparse))
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,32 @@ The padded histories are kept in the frozen params key "history" ({"items": i32[
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transferjax.config import section
 from transferjax.data.batches import History, padded_history
-from transferjax.models.baselines import MF_TRACED, domain_mf, known_users, mf_loss_kind
+from transferjax.methods.api import Built, Stage, hyper_init, make_optimizer, own_or_fallback
+from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_loss_kind, mf_scorer
+from transferjax.methods.registry import register
 from transferjax.models.mf import mf_score
-from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer.registry import Built, hyper_init, mf_scorer, own_or_fallback, register
+
+
+@section("ptupcdr")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PTUPCDRConfig:
+    """PTUPCDR (Zhu et al., WSDM 2022): personalised bridge from a user's source history.
+
+    hist_len: up to this many positively rated source items (rating >= min_rating).
+    meta_hidden: hidden size of the meta network that emits the d x d bridge.
+    """
+
+    hist_len: int = 20
+    min_rating: float = 4.0
+    meta_hidden: int = 64
 
 _NEG = -1e30  # logit of a masked history slot (finite, so no inf - inf)
 

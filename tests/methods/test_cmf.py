@@ -11,10 +11,17 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.cmf import (
+    CMFConfig,
+    cmf_init,
+    cmf_loss,
+    joint_user_index,
+    source_batch_size,
+)
+from transferjax.methods.mf import MFConfig
+from transferjax.methods.registry import get_method
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_epoch_fn, make_train
-from transferjax.transfer.collective import cmf_init, cmf_loss, joint_user_index, source_batch_size
-from transferjax.transfer.registry import get_method
 
 SMALL = C.SyntheticConfig(n_overlap=600, n_source_only=200, n_target_only=200,
                           n_items_source=300, n_items_target=250, density_source=0.1,
@@ -29,8 +36,8 @@ def _cfg(method="cmf", **over):
         # CMF needs a real L2 weight: with reg=1e-3 the 13 free parameters of a user's shared
         # row fit its ~10 target ratings exactly and nothing transfers to cold users.
         trainer=C.TrainerConfig(lr=1e-2, batch_size=128, epochs=30),
-        mf=C.MFConfig(dim=12, reg=0.1, epochs=20, lr=1e-2, batch_size=256),
-        cmf=C.CMFConfig(source_weight=0.8),
+        mf=MFConfig(dim=12, reg=0.1, epochs=20, lr=1e-2, batch_size=256),
+        cmf=CMFConfig(source_weight=0.8),
     )
     return C.apply_overrides(cfg, [f"{k}={v}" for k, v in over.items()])
 

@@ -13,10 +13,9 @@ import pytest
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.data.types import Interactions
-from transferjax.models.mf import mf_score
-from transferjax.train.evaluate import make_evaluate
-from transferjax.train.trainer import make_epoch_fn, make_train
-from transferjax.transfer.ptupcdr import (
+from transferjax.methods.mf import MFConfig
+from transferjax.methods.ptupcdr import (
+    PTUPCDRConfig,
     characteristic,
     meta_init,
     ptupcdr_bridge,
@@ -25,7 +24,10 @@ from transferjax.transfer.ptupcdr import (
     ptupcdr_user,
     warm_rows,
 )
-from transferjax.transfer.registry import get_method
+from transferjax.methods.registry import get_method
+from transferjax.models.mf import mf_score
+from transferjax.train.evaluate import make_evaluate
+from transferjax.train.trainer import make_epoch_fn, make_train
 
 SMALL = C.SyntheticConfig(n_overlap=600, n_source_only=200, n_target_only=200,
                           n_items_source=300, n_items_target=250, density_source=0.1,
@@ -41,8 +43,8 @@ def _cfg(method="ptupcdr"):
         # ~4k warm target rows train ~12k meta params: a small lr and few epochs (the selection
         # on cold-valid picks the epoch), and a real L2 weight for the pre-trained MF.
         trainer=C.TrainerConfig(lr=1e-3, batch_size=128, epochs=10),
-        mf=C.MFConfig(dim=DIM, reg=0.1, epochs=20, lr=1e-2, batch_size=256),
-        ptupcdr=C.PTUPCDRConfig(hist_len=20, min_rating=4.0, meta_hidden=64),
+        mf=MFConfig(dim=DIM, reg=0.1, epochs=20, lr=1e-2, batch_size=256),
+        ptupcdr=PTUPCDRConfig(hist_len=20, min_rating=4.0, meta_hidden=64),
     )
 
 

@@ -1,5 +1,5 @@
 """The multi-task transfer model over phi encoders (DESIGN.md section 5), with an alignment
-objective from `transferjax.transfer.objectives`.
+objective from `transferjax.align.objectives`.
 
 Model. A user's source and target interest vectors (`_userbags`: shrunk mean of centred
 ratings) go through two encoders, `z_s = phi_s(x_s)`, `z_t = phi_t(x_t)` (cfg.phi.encoder,
@@ -42,12 +42,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from transferjax.align.objectives import get_objective
+from transferjax.methods.api import Built, Scorer, Stage, all_items_pay, hyper_init, make_optimizer
+from transferjax.methods.phi import bags as U
+from transferjax.methods.phi import heads as O
+from transferjax.methods.phi.config import PhiConfig  # noqa: F401  (registers the phi section)
+from transferjax.methods.registry import register
 from transferjax.models import heads as H
-from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer import _phi_heads as O
-from transferjax.transfer import _userbags as U
-from transferjax.transfer.objectives import get_objective
-from transferjax.transfer.registry import Built, Scorer, all_items_pay, hyper_init, register
 
 COLD_RATE = 0.5  # share of users with both domains simulated cold per step
 SOURCE_KEEP = 0.5  # share of a source bag's entries that are input in a step (rest: labels)

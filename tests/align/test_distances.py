@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transferjax.transfer import alignment as al
+from transferjax.align import distances as al
 
 BW = (0.5, 2.0, 8.0)
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from transferjax.models.mf import sample_negatives
-from transferjax.train.sparse import SparseOptimizer
+from transferjax.models.sparse import SparseOptimizer
 
 
 def _masked_means(mask: jax.Array, *xs: jax.Array) -> list[jax.Array]:
@@ -132,7 +132,7 @@ def mf_sparse_step(*, kind: str, reg: float | str, optimizer: SparseOptimizer):
 
 def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: float | str,
                     source_batch: int, optimizer: SparseOptimizer, share: str = "users"):
-    """Row-sparse step for CMF (`transferjax.transfer.collective`): the same objective and the
+    """Row-sparse step for CMF (`transferjax.methods.cmf`): the same objective and the
     same sampling as its dense loss (a source batch of `source_batch` rows drawn from
     `frozen["source_rows"]`); the shared rows (`share`: "users" or "items") of both batches
     are coalesced into one update; mu_s and mu_t stay fixed (stop-gradient in the dense loss).

@@ -14,13 +14,29 @@ only); with `mapping="linear"` f is x -> x W without bias, as in the paper.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
-from transferjax.models.baselines import MF_TRACED, domain_mf, known_users
-from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer.registry import Built, hyper_init, mf_scorer, own_or_fallback, register
+from transferjax.config import section
+from transferjax.methods.api import Built, Stage, hyper_init, make_optimizer, own_or_fallback
+from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_scorer
+from transferjax.methods.registry import register
 
+
+@section("emcdr")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EMCDRConfig:
+    """EMCDR mapping (Man et al., IJCAI 2017): f(source user factors) -> target user factors.
+
+    mapping: "linear" (no bias, as in the paper) or "mlp" (one hidden layer, tanh).
+    """
+
+    mapping: Literal["linear", "mlp"] = "mlp"
+    hidden: int = 64
+    reg: float = 1e-4
 
 def mapping_init(key: jax.Array, *, dim_in: int, dim_out: int, kind: str, hidden: int) -> dict:
     """Params of f: linear {"w": f32[in, out]} or MLP {"w1", "b1", "w2", "b2"}."""

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transferjax.transfer import grl
+from transferjax.models import grl
 
 
 def _loss(x, lam, c):

@@ -11,19 +11,21 @@ import numpy as np
 import pytest
 
 from transferjax import config as C
+from transferjax.align import AlignConfig
+from transferjax.align import distances as al
+from transferjax.align import objectives as ob
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.phi import PhiConfig
+from transferjax.methods.phi.model import build_phi
+from transferjax.methods.registry import get_method
 from transferjax.models.discriminator import discriminator_apply
 from transferjax.train.trainer import make_epoch_fn
-from transferjax.transfer import alignment as al
-from transferjax.transfer import objectives as ob
-from transferjax.transfer.phi import build_phi
-from transferjax.transfer.registry import get_method
 
 BUILTIN = ("none", "dann", "mmd", "coral", "infonce")
 
 
 def _cfg(**align):
-    return C.RunConfig(align=C.AlignConfig(**align))
+    return C.RunConfig(align=AlignConfig(**align))
 
 
 def _z(seed, n=12, d=5, shift=0.0):
@@ -185,7 +187,7 @@ VARIANTS = {"phi": {}, "dann": dict(head="mmoe", task_weighting="uncertainty"),
 def test_every_phi_method_trains_without_recompiling(tiny, method):
     phi = {"dims": (8,), "expert_dim": 8, **VARIANTS[method]}
     cfg = C.RunConfig(method=method, trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
-                      phi=C.PhiConfig(**phi))
+                      phi=PhiConfig(**phi))
     built = get_method(method).build(cfg, tiny, key=jax.random.key(0))
     chex.clear_trace_counter()
     stage = built.stages[0]
@@ -214,8 +216,8 @@ def mean_l2(z_s, z_t, *, mask_s, mask_t, **_):
 
 def _train_gap(split, weight: float) -> list:
     cfg = C.RunConfig(method="phi", trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=3),
-                      phi=C.PhiConfig(dims=(8,), expert_dim=8),
-                      align=C.AlignConfig(objective="test_mean_l2", weight=weight))
+                      phi=PhiConfig(dims=(8,), expert_dim=8),
+                      align=AlignConfig(objective="test_mean_l2", weight=weight))
     built = build_phi(cfg, split, key=jax.random.key(0))
     params, stats = _epochs(built, 3)
     for s in stats:

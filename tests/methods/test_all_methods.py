@@ -10,8 +10,8 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.registry import available, get_method
 from transferjax.train.trainer import make_epoch_fn
-from transferjax.transfer.registry import available, get_method
 
 TINY = C.SyntheticConfig(
     n_overlap=120,
@@ -76,7 +76,7 @@ def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatc
     assert scores.shape == (len(pairs), split.target_train.n_items)
     assert bool(jnp.all(jnp.isfinite(scores)))
     # candidate scores, gathered or picked from all items' scores, equal score_all's
-    from transferjax.transfer import registry
+    from transferjax.methods import api as registry
 
     n = split.target_train.n_items
     cand = jnp.asarray(np.random.default_rng(0).integers(0, n, (len(pairs), 5)), jnp.int32)

@@ -34,17 +34,36 @@ above exactly, with each L a mean over its own batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferjax.models.baselines import mf_loss_kind
+from transferjax.config import section
+from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
+from transferjax.methods.mf import mf_loss_kind
+from transferjax.methods.registry import register
 from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
-from transferjax.train.trainer import Stage, make_optimizer
-from transferjax.transfer.registry import Built, Scorer, hyper_init, register
+from transferjax.models.mf_sparse import cmf_sparse_step
+from transferjax.models.sparse import make_sparse_optimizer
 
+
+@section("cmf")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CMFConfig:
+    """Collective MF (Singh & Gordon, KDD 2008): one factor per overlapping user (or item)
+    shared by both domains.
+
+    loss = source_weight * L_source + (1 - source_weight) * L_target (each a mean over its batch).
+    share: "users", "items" (domains matched by item, e.g. ML-1M -> ML-100k by title), or
+      "auto" (users when the data has overlapping users, else items).
+    """
+
+    source_weight: float = 0.5
+    share: Literal["auto", "users", "items"] = "auto"
 
 def joint_user_index(n_source_users: int, n_target_users: int,
                      overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -204,10 +223,7 @@ def build_cmf(cfg, split, *, key) -> Built:
     opt = make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
                          weight_decay=cfg.trainer.weight_decay)
     step = None
-    if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.train.sparse)
-        from transferjax.train.sparse import make_sparse_optimizer
-        from transferjax.train.sparse_mf import cmf_sparse_step
-
+    if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.models.sparse)
         opt = make_sparse_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr)
         step = cmf_sparse_step(source_weight="cmf.source_weight", kinds=kinds, reg="mf.reg",
                                source_batch=b_s, optimizer=opt, share=share)

@@ -1,4 +1,4 @@
-"""Task heads of the phi model (`transferjax.transfer.phi`): the multi-task head, per-item
+"""Task heads of the phi model (`transferjax.methods.phi.model`): the multi-task head, per-item
 output layers and their per-row losses.
 
 The multi-task head (cfg.phi.head: shared_bottom | mmoe | ple over `heads.py`) is residual:
@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transferjax.methods.baselines import item_means
 from transferjax.models import heads as H
-from transferjax.models.baselines import item_means
 
 
 def head_fns(phi_cfg, *, dim: int, n_tasks: int):

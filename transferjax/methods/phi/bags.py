@@ -1,4 +1,4 @@
-"""Users and interest vectors of the phi model (`transferjax.transfer.phi`).
+"""Users and interest vectors of the phi model (`transferjax.methods.phi.model`).
 
 - `domain_bags` / `gather_rows`: each user's sparse interest vector of one domain, stored as
   compact CSR arrays (highest ratings first, capped at `max_len` when > 0) and gathered into

@@ -23,7 +23,7 @@ Objectives that need only some arguments take the rest as `**_`:
 
 Defined in an experiment file (which `transferjax run` imports), `--set align.objective=mean_l2`
 then trains the phi model with it. The phi model passes z_s through stop_gradient, so its
-objectives adapt the target encoder towards the source space (see `transferjax.transfer.phi`).
+objectives adapt the target encoder towards the source space (see `transferjax.methods.phi.model`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from transferjax.align import distances as al
+from transferjax.align.config import AlignConfig  # noqa: F401  (registers the align section)
+from transferjax.models import grl
 from transferjax.models.discriminator import dann_loss, discriminator_init
-from transferjax.transfer import alignment as al
-from transferjax.transfer import grl
 
 __all__ = ["Objective", "available_objectives", "get_objective", "lam_schedule",
            "register_objective"]

@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 
 from transferjax import config as C
+from transferjax.align import AlignConfig
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.mf import MFConfig
+from transferjax.methods.phi import PhiConfig
+from transferjax.methods.phi import bags as U
+from transferjax.methods.phi import model as P
+from transferjax.methods.registry import get_method
 from transferjax.models import encoders as E
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
-from transferjax.transfer import _userbags as U
-from transferjax.transfer import phi as P
-from transferjax.transfer.registry import get_method
 
 TINY = C.SyntheticConfig(n_overlap=80, n_source_only=20, n_target_only=20, n_items_source=40,
                          n_items_target=30, density_source=0.2, density_target=0.15, seed=1)
@@ -26,7 +29,7 @@ def _cfg(method="phi", syn=TINY, **phi):
     return C.RunConfig(method=method, data=C.DataConfig(name="synthetic", synthetic=syn),
                        protocol=C.ProtocolConfig(beta=0.3, seed=0),
                        trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
-                       phi=C.PhiConfig(**{"dims": (8,), "expert_dim": 8, **phi}))
+                       phi=PhiConfig(**{"dims": (8,), "expert_dim": 8, **phi}))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,7 @@ def test_output_shapes(tiny, dann):
 
 @pytest.mark.parametrize("gather_cost", [0, 10**6])  # always gather / always all items
 def test_candidate_scores_agree_in_both_forms(tiny, dann, monkeypatch, gather_cost):
-    from transferjax.transfer import registry
+    from transferjax.methods import api as registry
 
     built = dann[0]
     monkeypatch.setattr(registry, "GATHER_COST", gather_cost)
@@ -106,7 +109,7 @@ def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
     interest values (labels enter through stop_gradient, so this is the input path); without the
     simulation the same gradient is non-zero, so the check can fail."""
     monkeypatch.setattr(P, "COLD_RATE", cold_rate)
-    cfg = dataclasses.replace(_cfg(source_weight=0.0), align=C.AlignConfig(weight=0.0))
+    cfg = dataclasses.replace(_cfg(source_weight=0.0), align=AlignConfig(weight=0.0))
     built = get_method("phi").build(cfg, tiny, key=jax.random.key(0))
     stage = built.stages[0]
     src, tgt = (jnp.asarray(v) for v in (stage.examples["src"], stage.examples["tgt"]))
@@ -159,8 +162,8 @@ def test_phi_and_dann_beat_target_only_mf_on_cold_users():
     cfg = C.RunConfig(data=C.DataConfig(name="synthetic", synthetic=SHIFT5),
                       protocol=C.ProtocolConfig(beta=0.3, seed=1),
                       trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=15, eval_every=5),
-                      mf=C.MFConfig(dim=12, reg=1e-3),
-                      phi=C.PhiConfig(dims=(64,), expert_dim=32))
+                      mf=MFConfig(dim=12, reg=1e-3),
+                      phi=PhiConfig(dims=(64,), expert_dim=32))
     split = build_split(cfg.protocol, build_dataset(cfg.data))
     rmse = {}
     for m in ("mf", "phi", "dann"):
@@ -250,7 +253,7 @@ def test_training_rows_hold_each_user_once(tiny):
 
 
 def test_click_softplus_values_and_gradient():
-    from transferjax.transfer._phi_heads import softplus
+    from transferjax.methods.phi.heads import softplus
 
     x = jnp.asarray([-1e4, -90.0, -3.0, -1e-3, 0.0, 2e-3, 4.0, 90.0, 1e4, jnp.inf, -jnp.inf])
     np.testing.assert_allclose(softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=0)

@@ -1,0 +1,21 @@
+"""Methods: one module (or folder) per registered method, each with its config section.
+
+Importing this package registers the built-in methods and their config sections:
+
+- `baselines`: popularity, item_mean;
+- `mf`: target-only biased MF (and the per-domain MF stage mapping methods pre-train);
+- `emcdr`: embedding mapping (EMCDR); `ptupcdr`: personalised bridges (PTUPCDR);
+- `cmf`: collective MF;
+- `phi`: the multi-task model over phi encoders and its aligned variants dann, mmd, coral,
+  infonce.
+
+The contract between a method and the trainer is `transferjax.methods.api`; the registry is
+`transferjax.methods.registry`.
+"""
+
+from transferjax.methods import baselines, cmf, emcdr, mf, phi, ptupcdr
+from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
+from transferjax.methods.registry import available, get_method, register
+
+__all__ = ["Built", "Scorer", "Stage", "available", "baselines", "cmf", "emcdr", "get_method",
+           "hyper_init", "make_optimizer", "mf", "phi", "ptupcdr", "register"]

@@ -1,0 +1,124 @@
+"""The contract between a method and the trainer.
+
+A method is built into a `Built`: the training `Stage`s and a `Scorer` that scores target items
+for (source user, target user) pairs. Each stage trains one part of the params with its own
+loss and optimizer; the trainer runs the stages in order (`transferjax.train.trainer`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from transferjax.config import flatten
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One optimisation stage.
+
+    Attributes:
+      name: stage name used in logs ("source_mf", "mapping", ...).
+      part: key of the params dict this stage trains; every other key is frozen.
+      loss: `loss(params, batch, key) -> (scalar, aux dict)` over the full params dict;
+        `batch` holds the rows of `examples` plus `mask` bool[batch].
+      examples: dict of parallel numpy arrays, one row per training example.
+      epochs, batch_size: passes over the examples and rows per step.
+      optimizer: an optax transformation for the trained part.
+      select: evaluate on valid after epochs and keep the best epoch's metrics.
+      lr_key: the config key that sets this stage's learning rate (a sweep over that key
+        changes the rate of this stage only; it is a traced value in the optimizer state).
+      step: optional custom update `step(part, opt_state, frozen, batch, key) -> (part,
+        opt_state, loss, aux)` replacing value_and_grad + `optimizer.update` (row-sparse
+        updates of embedding tables use it); `optimizer.init` still builds the state.
+    """
+
+    name: str
+    part: str
+    loss: Callable
+    examples: dict
+    epochs: int
+    batch_size: int
+    optimizer: optax.GradientTransformation
+    select: bool = False
+    lr_key: str = "trainer.lr"
+    step: Callable | None = None
+
+
+def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):
+    """optax optimizer by name: adam | adamw | sgd | adagrad.
+
+    The learning rate is injected as a hyperparameter (`opt_state.hyperparams["learning_rate"]`),
+    an array in the optimizer state, so runs that differ only in it share one compiled program
+    and can be batched under `vmap`.
+    """
+    makers = {
+        "adam": optax.adam,
+        "adamw": lambda learning_rate: optax.adamw(learning_rate, weight_decay=weight_decay),
+        "sgd": optax.sgd,
+        "adagrad": optax.adagrad,
+    }
+    if name not in makers:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(makers)}")
+    return optax.inject_hyperparams(makers[name])(learning_rate=lr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+    """How a trained method scores target items.
+
+    Attributes:
+      score_items: `(params, src: i32[c], tgt: i32[c], items: i32[c] | i32[c, m]) -> f32[c] |
+        f32[c, m]`; `src` is the user's source index (-1 when none), `tgt` the target index.
+      score_all: `(params, src: i32[c], tgt: i32[c]) -> f32[c, n_items]`.
+      predict: optional rating predictor `(params, src, tgt, items: i32[c]) -> f32[c]` when it
+        differs from `score_items` (e.g. popularity ranks by count but predicts the mean).
+    """
+
+    score_items: Callable
+    score_all: Callable
+    predict: Callable | None = None
+
+    def rating(self, params, src, tgt, items):
+        """f32[c] predicted ratings."""
+        return (self.predict or self.score_items)(params, src, tgt, items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    params: dict
+    stages: tuple
+    scorer: Scorer
+
+
+def hyper_init(cfg, keys) -> dict:
+    """{key: f32[]} of the config values of `keys` (e.g. "align.weight"), for `params["hyper"]`."""
+    flat = flatten(cfg)
+    return {k: jnp.asarray(float(flat[k]), jnp.float32) for k in keys}
+
+
+# One candidate scored by gathering its factors costs about as much as this many scores of the
+# all-item matmul (95-209 on a 2-core CPU: `python benchmarks/score_candidates.py`, which
+# materialises the [c, m, d] gather); scorers take the all-item form for m candidates per user
+# when GATHER_COST * m >= n_items.
+GATHER_COST = 128
+
+
+def all_items_pay(items: jax.Array, n_items: int) -> bool:
+    """Whether candidates i32[c, m] are scored faster from all items' scores than gathered."""
+    return items.ndim == 2 and GATHER_COST * items.shape[1] >= n_items
+
+
+def own_or_fallback(known: jax.Array, own: tuple, fallback: tuple, tgt: jax.Array) -> tuple:
+    """Per row, the user's own target factors when `known[tgt]`, else `fallback`.
+
+    Args:
+      known: bool[n_target_users] users with target training data.
+      own, fallback: (vec f32[c, d], bias f32[c]) pairs.
+    """
+    k = known[tgt]
+    return (jnp.where(k[:, None], own[0], fallback[0]), jnp.where(k, own[1], fallback[1]))

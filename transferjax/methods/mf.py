@@ -1,0 +1,167 @@
+"""Target-only biased MF (`mf`) and the per-domain MF stage that mapping methods pre-train.
+
+A cold user has no target history, so its factors and bias are replaced by zeros: the
+prediction is mu + b_i (the learned item baseline), never a random embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal
+
+import jax.numpy as jnp
+
+from transferjax.config import section
+from transferjax.methods.api import (
+    Built,
+    Scorer,
+    Stage,
+    all_items_pay,
+    hyper_init,
+    make_optimizer,
+    own_or_fallback,
+)
+from transferjax.methods.registry import register
+from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
+from transferjax.models.mf_sparse import mf_sparse_step
+from transferjax.models.sparse import make_sparse_optimizer
+
+
+@section("mf")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MFConfig:
+    """Matrix factorisation (per domain): r_ui = mu + b_u + b_i + <p_u, q_i>.
+
+    loss: "mse" for explicit ratings, "bpr" for implicit feedback (one sampled negative).
+    reg: L2 weight on the factors and biases of each example's rows.
+    epochs / lr: pre-training of the per-domain MF used by mapping methods (EMCDR).
+    sparse: row-sparse updates of the embedding tables (`transferjax.models.sparse`): each step
+      touches only the batch's rows, with lazily updated moments; adam becomes lazy Adam,
+      adagrad row-wise Adagrad (other optimizers are refused). Applies to every MF stage
+      (mf, EMCDR/PTUPCDR pre-training) and to CMF.
+    """
+
+    dim: int = 32
+    reg: float = 1e-3
+    loss: Literal["auto", "mse", "bpr"] = "auto"
+    init_std: float = 0.1
+    epochs: int = 20
+    lr: float = 1e-2
+    batch_size: int = 1024
+    sparse: bool = False
+
+
+def mf_loss_kind(cfg, inter) -> str:
+    if cfg.mf.loss != "auto":
+        return cfg.mf.loss
+    return "bpr" if inter.implicit else "mse"
+
+
+def domain_mf(
+    cfg,
+    inter,
+    *,
+    key,
+    name: str,
+    part: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    select: bool,
+    optimizer: str = "adam",
+) -> tuple[dict, Stage]:
+    """Initial MF params for one domain and the stage that trains them on `inter`.
+
+    The stage's losses read the traced `params["hyper"]["mf.reg"]` (`MF_TRACED`): the caller's
+    params dict holds `"hyper": hyper_init(cfg, MF_TRACED)` beside `part`."""
+    kind = mf_loss_kind(cfg, inter)
+    mu = float(inter.rating.mean()) if kind == "mse" else 0.0
+    params = mf_init(
+        key,
+        n_users=inter.n_users,
+        n_items=inter.n_items,
+        dim=cfg.mf.dim,
+        init_std=cfg.mf.init_std,
+        mu=mu,
+    )
+
+    def loss(p, batch, k):
+        return mf_loss(p[part], batch, kind=kind, reg=p["hyper"]["mf.reg"], key=k)
+
+    opt, step = make_optimizer(optimizer, lr=lr, weight_decay=cfg.trainer.weight_decay), None
+    if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.models.sparse)
+        opt = make_sparse_optimizer(optimizer, lr=lr)
+        step = mf_sparse_step(kind=kind, reg="mf.reg", optimizer=opt)
+    stage = Stage(
+        name=name,
+        part=part,
+        loss=loss,
+        examples={"user": inter.user, "item": inter.item, "rating": inter.rating},
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=opt,
+        step=step,
+        select=select,
+        lr_key="trainer.lr" if select else "mf.lr",
+    )
+    return params, stage
+
+
+def known_users(inter) -> jnp.ndarray:
+    """bool[n_users]: users with at least one interaction in `inter`."""
+    return jnp.asarray(inter.user_counts() > 0)
+
+
+MF_TRACED = ("mf.reg",)
+
+
+@register("mf", traced=MF_TRACED)
+def build_mf(cfg, split, *, key) -> Built:
+    """Target-only MF; cold users get mu + b_i."""
+    tr = split.target_train
+    params, stage = domain_mf(
+        cfg,
+        tr,
+        key=key,
+        name="target_mf",
+        part="target",
+        epochs=cfg.trainer.epochs,
+        lr=cfg.trainer.lr,
+        batch_size=cfg.trainer.batch_size,
+        select=True,
+        optimizer=cfg.trainer.optimizer,
+    )
+    known = known_users(tr)
+
+    def user_repr(p, src, tgt):
+        t = p["target"]
+        own = (t["user"][tgt], t["user_bias"][tgt])
+        zero = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1]))
+        return own_or_fallback(known, own, zero, tgt)
+
+    return Built(params={"target": params, "hyper": hyper_init(cfg, MF_TRACED)}, stages=(stage,),
+                 scorer=mf_scorer(user_repr))
+
+
+def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
+    """A `Scorer` for MF-style methods.
+
+    Args:
+      user_repr: `(params, src, tgt) -> (vec f32[c, d], bias f32[c])` target-space user factors.
+      items_key: params key of the target MF params (item factors, item biases, mu).
+    """
+    def score_items(params, src, tgt, items):
+        vec, bias = user_repr(params, src, tgt)
+        n_items = params[items_key]["item"].shape[0]
+        if all_items_pay(items, n_items):
+            # Many candidates per user (sampled ranking): one matmul against all items beats
+            # gathering a [c, m, d] block of item factors.
+            return jnp.take_along_axis(mf_score_all(vec, bias, params[items_key]), items, axis=1)
+        return mf_score(vec, bias, params[items_key], items)
+
+    def score_all(params, src, tgt):
+        vec, bias = user_repr(params, src, tgt)
+        return mf_score_all(vec, bias, params[items_key])
+
+    return Scorer(score_items=score_items, score_all=score_all)

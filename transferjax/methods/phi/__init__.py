@@ -1,0 +1,14 @@
+"""The phi family: a multi-task transfer model over phi encoders of users' interest vectors,
+registered as `phi` (alignment from `align.objective`) and as `dann`, `mmd`, `coral`, `infonce`
+(that objective forced).
+
+- `config`: the `phi` config section;
+- `bags`: users' interest vectors as compact CSR bags, the joint user rows, the encoders;
+- `heads`: the multi-task head and the output layers over items;
+- `model`: the model, its losses, scorer and the registered builds.
+"""
+
+from transferjax.methods.phi.config import PhiConfig
+from transferjax.methods.phi.model import PHI_TRACED, PhiModel, build_phi
+
+__all__ = ["PHI_TRACED", "PhiConfig", "PhiModel", "build_phi"]

@@ -1,0 +1,29 @@
+"""The config section `phi` of the phi-family methods."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from transferjax.config import section
+
+
+@section("phi")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PhiConfig:
+    """The multi-task transfer model over phi encoders (see transferjax.methods.phi.model).
+
+    encoder: phi of a user's interest vector: "bag" (embedding-bag MLP), "id" or "attention".
+    dims: encoder layer sizes (the first is the embedding-bag width).
+    head: "shared_bottom" | "mmoe" | "ple"; n_experts experts (mmoe/ple).
+    task_weighting: "fixed" (source_weight) or "uncertainty" (Kendall et al. 2018).
+    """
+
+    encoder: Literal["bag", "id", "attention"] = "bag"
+    dims: tuple[int, ...] = (256, 128)
+    head: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
+    n_experts: int = 4
+    expert_dim: int = 64
+    task_weighting: Literal["fixed", "uncertainty"] = "fixed"
+    source_weight: float = 0.5
+    max_len: int = 0
