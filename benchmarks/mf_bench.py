@@ -1,6 +1,6 @@
 """MF training speed: the library's JAX path against PyTorch references, and its scaling.
 
-JAX variants run the library's own path: `transferjax.models.baselines.domain_mf` builds the
+JAX variants run the library's own path: `transferjax.methods.mf.domain_mf` builds the
 `Stage` (dense Adam, or row-sparse lazy Adam with `mf.sparse=True`) and
 `transferjax.train.trainer.make_epoch_fn` runs one epoch as a jitted `lax.scan` over fixed
 batches with the state donated. Compile time is `lower(...).compile()`.
@@ -101,10 +101,9 @@ def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1,
     from transferjax.methods.mf import MF_TRACED, domain_mf
 
     cfg = _cfg(sparse)
-    params, stage = domain_mf(
+    init, stage = domain_mf(
         cfg,
         train,
-        key=jax.random.key(seed),
         name="mf",
         part="mf",
         epochs=epochs,
@@ -113,7 +112,7 @@ def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1,
         select=False,
         optimizer=optimizer,
     )
-    return {"mf": params, "hyper": hyper_init(cfg, MF_TRACED)}, stage
+    return {"mf": init(jax.random.key(seed)), "hyper": hyper_init(cfg, MF_TRACED)}, stage
 
 
 def _rmse_jax(params: dict, valid: Interactions) -> float:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import view0
 from transferjax import config as C
 from transferjax.align import AlignConfig
 from transferjax.align import distances as al
@@ -167,14 +168,14 @@ def _epochs(built, n: int):
     """n epochs of the built phi stage; returns (params, per-epoch stats)."""
     stage = built.stages[0]
     fn = make_epoch_fn(stage)
-    part, opt = built.params["phi"], stage.optimizer.init(built.params["phi"])
+    part, opt = view0(built)["phi"], stage.optimizer.init(view0(built)["phi"])
     ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
     stats = []
     for ep in range(n):
-        frozen = {k: v for k, v in built.params.items() if k != "phi"}
+        frozen = {k: v for k, v in view0(built).items() if k != "phi"}
         part, opt, s = fn(part, opt, frozen, ex, jax.random.key(ep))
         stats.append({k: float(v) for k, v in s.items()})
-    return {**built.params, "phi": part}, stats
+    return {**view0(built), "phi": part}, stats
 
 
 # every registered phi method, each with another head / encoder / weighting variant
@@ -188,11 +189,11 @@ def test_every_phi_method_trains_without_recompiling(tiny, method):
     phi = {"dims": (8,), "expert_dim": 8, **VARIANTS[method]}
     cfg = C.RunConfig(method=method, trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
                       phi=PhiConfig(**phi))
-    built = get_method(method).build(cfg, tiny, key=jax.random.key(0))
+    built = get_method(method).build(cfg, tiny)
     chex.clear_trace_counter()
     stage = built.stages[0]
     built = dataclasses.replace(
-        built, stages=(dataclasses.replace(stage, step=chex.assert_max_traces(stage.step, n=1)),))
+        built, stages=(dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1)),))
     params, stats = _epochs(built, 2)
     assert all(np.isfinite(s["loss"]) for s in stats)
     assert (stats[0]["align"] == 0.0) == (method == "phi")
@@ -218,7 +219,7 @@ def _train_gap(split, weight: float) -> list:
     cfg = C.RunConfig(method="phi", trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=3),
                       phi=PhiConfig(dims=(8,), expert_dim=8),
                       align=AlignConfig(objective="test_mean_l2", weight=weight))
-    built = build_phi(cfg, split, key=jax.random.key(0))
+    built = build_phi(cfg, split)
     params, stats = _epochs(built, 3)
     for s in stats:
         assert np.isfinite(s["loss"]) and s["gap"] == s["align"]

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import view0
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.cmf import (
@@ -125,12 +126,12 @@ def test_joint_user_index_on_split(small_split):
 
 
 def test_cold_user_scored_with_shared_factor(small_split):
-    built = get_method("cmf").build(_cfg(), small_split, key=jax.random.key(0))
-    p, d = built.params["cmf"], small_split.data
+    built = get_method("cmf").build(_cfg(), small_split)
+    p, d = view0(built)["cmf"], small_split.data
     s2j, _, _ = joint_user_index(d.source.n_users, d.target.n_users, d.overlap)
     te = small_split.test
     src, tgt, items = (jnp.asarray(a[:64]) for a in (te.source_user, te.target_user, te.item))
-    got = built.scorer.rating(built.params, src, tgt, items)
+    got = built.scorer.rating(view0(built), src, tgt, items)
     row = s2j[np.asarray(src)]  # the cold user's SOURCE row is the one that scores its target items
     t = p["target"]
     want = (t["mu"] + p["user_bias"][row] + t["item_bias"][items]
@@ -141,14 +142,14 @@ def test_cold_user_scored_with_shared_factor(small_split):
 
 def test_cmf_epochs_do_not_recompile(small_split):
     cfg = _cfg()
-    built = get_method("cmf").build(cfg, small_split, key=jax.random.key(0))
+    built = get_method("cmf").build(cfg, small_split)
     (stage,) = built.stages
     n_s, n_t = len(small_split.source_train), len(small_split.target_train)
     assert len(stage.examples["user"]) == n_t
     assert source_batch_size(128, n_s, n_t) == -(-128 * n_s // n_t)
     chex.clear_trace_counter()
     stage = dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1))
-    fn, params = make_epoch_fn(stage), built.params
+    fn, params = make_epoch_fn(stage), view0(built)
     part, opt = params["cmf"], stage.optimizer.init(params["cmf"])
     ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
     frozen = {k: v for k, v in params.items() if k != stage.part}
@@ -204,8 +205,8 @@ def _items_cfg(**kw):
 @pytest.mark.parametrize("implicit", [False, True], ids=["mse", "bpr"])
 def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
     split = _item_overlap_split(implicit)
-    built = get_method("cmf").build(_items_cfg(), split, key=jax.random.key(0))
-    p = built.params
+    built = get_method("cmf").build(_items_cfg(), split)
+    p = view0(built)
     assert set(p["cmf"]) == {"item", "item_bias", "source", "target"}
     assert p["cmf"]["item"].shape[0] == 50 + 45 - 30  # joint items
     assert p["cmf"]["source"]["user"].shape[0] == 80
@@ -239,12 +240,12 @@ def test_item_shared_cmf_sparse_first_step_equals_dense(implicit):
     out = []
     for sparse in (True, False):
         cfg = _items_cfg(**{"mf.sparse": str(sparse).lower(), "cmf.share": "items"})
-        built = get_method("cmf").build(cfg, split, key=jax.random.key(0))
+        built = get_method("cmf").build(cfg, split)
         one = {k: v[:64] for k, v in built.stages[0].examples.items()}
         stage = dataclasses.replace(built.stages[0], examples=one)
-        frozen = {k: v for k, v in built.params.items() if k != "cmf"}
+        frozen = {k: v for k, v in view0(built).items() if k != "cmf"}
         ex = {k: jnp.asarray(v) for k, v in one.items()}
-        part = built.params["cmf"]
+        part = view0(built)["cmf"]
         out.append(make_epoch_fn(stage)(part, stage.optimizer.init(part), frozen, ex,
                                         jax.random.key(5)))
     (ps, _, s_stats), (pd, _, d_stats) = out
@@ -255,4 +256,4 @@ def test_item_shared_cmf_sparse_first_step_equals_dense(implicit):
 def test_item_shared_cmf_needs_overlapping_items():
     split = _item_overlap_split(False)
     with pytest.raises(ValueError, match="no overlapping users"):
-        get_method("cmf").build(_items_cfg(**{"cmf.share": "users"}), split, key=jax.random.key(0))
+        get_method("cmf").build(_items_cfg(**{"cmf.share": "users"}), split)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import view0
 from transferjax import config as C
 from transferjax.align import AlignConfig
 from transferjax.data.registry import build_dataset, build_split
@@ -57,14 +58,14 @@ def test_joint_rows_and_bags(tiny):
 @pytest.fixture(scope="module")
 def dann(tiny):
     """A built dann model and its jitted scorer functions."""
-    built = get_method("dann").build(_cfg("dann"), tiny, key=jax.random.key(0))
+    built = get_method("dann").build(_cfg("dann"), tiny)
     sc = built.scorer
     return built, jax.jit(sc.score_all), jax.jit(sc.score_items), jax.jit(sc.predict)
 
 
 def test_output_shapes(tiny, dann):
     built, score_all, score_items, predict = dann
-    p = built.params
+    p = view0(built)
     src = jnp.asarray(tiny.test.pairs[:5, 0].tolist() + [-1])
     tgt = jnp.asarray(tiny.test.pairs[:5, 1].tolist() + [0])
     n = tiny.target_train.n_items
@@ -97,8 +98,8 @@ def test_candidate_scores_agree_in_both_forms(tiny, dann, monkeypatch, gather_co
     tgt = jnp.asarray(tiny.test.pairs[:4, 1].tolist() + [0])
     n = tiny.target_train.n_items
     items = jnp.asarray(np.random.default_rng(0).integers(0, n, (5, 7)), jnp.int32)
-    full = np.asarray(built.scorer.score_all(built.params, src, tgt))
-    got = built.scorer.score_items(built.params, src, tgt, items)  # traced afresh: no jit
+    full = np.asarray(built.scorer.score_all(view0(built), src, tgt))
+    got = built.scorer.score_items(view0(built), src, tgt, items)  # traced afresh: no jit
     np.testing.assert_allclose(got, np.take_along_axis(full, np.asarray(items), 1), rtol=1e-5,
                                atol=1e-6)
 
@@ -110,11 +111,11 @@ def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
     simulation the same gradient is non-zero, so the check can fail."""
     monkeypatch.setattr(P, "COLD_RATE", cold_rate)
     cfg = dataclasses.replace(_cfg(source_weight=0.0), align=AlignConfig(weight=0.0))
-    built = get_method("phi").build(cfg, tiny, key=jax.random.key(0))
+    built = get_method("phi").build(cfg, tiny)
     stage = built.stages[0]
     src, tgt = (jnp.asarray(v) for v in (stage.examples["src"], stage.examples["tgt"]))
     batch = {"src": src, "tgt": tgt, "mask": jnp.ones(src.shape, bool)}
-    params = built.params
+    params = view0(built)
 
     def loss(rating):
         bags = {**params["bags"], "target": {**params["bags"]["target"], "rating": rating}}
@@ -137,7 +138,7 @@ def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
 def test_cold_scores_ignore_the_target_encoder(tiny, dann):
     """A cold user's scores use z_s only: replacing phi_t changes warm users' scores, not theirs."""
     built, score_all, _, predict = dann
-    p = built.params
+    p = view0(built)
     other = P.PhiModel(_cfg(), tiny, objective="none").init(jax.random.key(9))["enc_t"]
     q = {**p, "phi": {**p["phi"], "enc_t": other}}
     n = 16
@@ -221,7 +222,7 @@ def test_first_layer_equals_the_dense_product_in_either_form(n_items):
 
 
 def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
-    built = get_method("phi").build(_cfg(), tiny, key=jax.random.key(0))
+    built = get_method("phi").build(_cfg(), tiny)
     stage = built.stages[0]
     batch = {k: jnp.asarray(v[:8]) for k, v in stage.examples.items()}
     batch["mask"] = jnp.asarray([True] * 5 + [False] * 3)
@@ -232,19 +233,19 @@ def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
         return first_layer(emb, items, weights, mask, spec, **kw)
 
     monkeypatch.setattr(U, "first_layer", spy)
-    loss, _ = stage.loss(built.params, batch, jax.random.key(1))
+    loss, _ = stage.loss(view0(built), batch, jax.random.key(1))
     assert np.isfinite(float(loss)) and len(seen) == 2  # source and target encoders
     masks = [np.asarray(m) for m, _ in seen]
     assert all(not m[5:].any() for m in masks) and all(m[:5].any() for m in masks)
     assert all(kw == {"distinct": True} for _, kw in seen)  # no dense fallback in training
     seen.clear()
-    scores = built.scorer.score_all(built.params, batch["src"], batch["tgt"])
+    scores = built.scorer.score_all(view0(built), batch["src"], batch["tgt"])
     assert np.all(np.isfinite(np.asarray(scores))) and seen
     assert all(kw == {"distinct": False} for _, kw in seen)  # evaluation repeats users
 
 
 def test_training_rows_hold_each_user_once(tiny):
-    built = get_method("phi").build(_cfg(), tiny, key=jax.random.key(0))
+    built = get_method("phi").build(_cfg(), tiny)
     ex = built.stages[0].examples
     for dom in ("src", "tgt"):
         u = np.asarray(ex[dom])

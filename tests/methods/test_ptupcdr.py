@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import view0
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.data.types import Interactions
@@ -56,7 +57,7 @@ def small_split():
 
 @pytest.fixture(scope="module")
 def built(small_split):
-    return get_method("ptupcdr").build(_cfg(), small_split, key=jax.random.key(0))
+    return get_method("ptupcdr").build(_cfg(), small_split)
 
 
 def test_history_positive_items_with_fallback():
@@ -103,7 +104,7 @@ def test_attention_matches_numpy_and_ignores_padding():
 
 
 def test_bridge_is_personal_and_blind_to_padding(built, small_split):
-    p = built.params
+    p = view0(built)
     src = jnp.asarray(small_split.warm_pairs[:6, 0])
     bridge = jax.jit(ptupcdr_bridge)
     w = bridge(p, src)
@@ -127,7 +128,7 @@ def test_bridge_is_personal_and_blind_to_padding(built, small_split):
 
 
 def test_loss_is_mse_on_target_ratings_and_trains_meta_only(built, small_split):
-    p = built.params
+    p = view0(built)
     rows = warm_rows(small_split)
     assert np.all(np.isin(rows["src"], small_split.warm_pairs[:, 0]))
     batch = {k: jnp.asarray(v[:16]) for k, v in rows.items()}
@@ -138,8 +139,8 @@ def test_loss_is_mse_on_target_ratings_and_trains_meta_only(built, small_split):
     pred = np.asarray(mf_score(vec, bias, p["target"], batch["item"]))
     want = np.mean((np.asarray(batch["rating"]) - pred)[:12] ** 2)
     np.testing.assert_allclose(loss, want, rtol=1e-5)
-    floats = {k: v for k, v in p.items() if k != "history"}
-    g = jax.jit(jax.grad(lambda q: ptupcdr_loss({**q, "history": p["history"]}, batch, kind="mse",
+    floats = {k: p[k] for k in ("source", "target", "meta")}
+    g = jax.jit(jax.grad(lambda q: ptupcdr_loss({**p, **q}, batch, kind="mse",
                                         key=jax.random.key(0))[0]))(floats)
     for part in ("source", "target"):
         assert not any(np.any(np.asarray(v)) for v in g[part].values()), part
@@ -147,7 +148,7 @@ def test_loss_is_mse_on_target_ratings_and_trains_meta_only(built, small_split):
 
 
 def test_scorer_bridges_cold_users_only(built, small_split):
-    p, te, tr = built.params, small_split.test, small_split.target_train
+    p, te, tr = view0(built), small_split.test, small_split.target_train
     src, tgt, items = (jnp.asarray(a[:32]) for a in (te.source_user, te.target_user, te.item))
     vec, bias = jax.jit(ptupcdr_user)(p, src)
     rate = jax.jit(built.scorer.rating)
@@ -162,7 +163,7 @@ def test_scorer_bridges_cold_users_only(built, small_split):
 
 def test_meta_epochs_do_not_recompile(built):
     """The MF stages are `domain_mf` (checked in tests/train); here the new meta stage."""
-    params = built.params
+    params = view0(built)
     assert [s.name for s in built.stages] == ["source_mf", "target_mf", "meta"]
     stage = built.stages[-1]
     chex.clear_trace_counter()

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import view0
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.mf import MFConfig
@@ -105,8 +106,8 @@ def test_select_best_direction():
 @pytest.mark.parametrize("method", ["mf", "emcdr"])
 def test_epochs_do_not_recompile(small_split, method):
     cfg = _cfg(method)
-    built = get_method(method).build(cfg, small_split, key=jax.random.key(0))
-    params = built.params
+    built = get_method(method).build(cfg, small_split)
+    params = view0(built)
     for stage in built.stages:
         chex.clear_trace_counter()  # source and target MF stages share the loss's source code
         stage = dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1))
@@ -136,43 +137,36 @@ def test_default_select_metric_matches_what_is_computed():
     off = C.apply_overrides(explicit, ["eval.rating=off"])
     sp = build_split(off.protocol, build_dataset(off.data))
     assert default_select_metric(off, sp) == "full_ndcg@10"
-    assert "rmse" not in make_evaluate(off, sp)(
-        get_method("popularity").build(off, sp, key=jax.random.key(0)).scorer,
-        get_method("popularity").build(off, sp, key=jax.random.key(0)).params, sp.valid)
+    built = get_method("popularity").build(off, sp)
+    assert "rmse" not in make_evaluate(off, sp)(built.scorer, view0(built), sp.valid)
 
 
-def test_compile_cached_reuses_only_identical_programs(monkeypatch):
-    from transferjax.train import trainer as T
-
-    monkeypatch.setattr(T, "_EXECUTABLES", type(T._EXECUTABLES)())
-    x = jnp.zeros((4000,), jnp.float32)
-    const = np.arange(4000, dtype=np.float32)
-    other = const.copy()
-    other[1234] += 1.0  # one element of an embedded constant differs
-    f1 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(const)), (x,))
-    f2 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(const)), (x,))  # a new closure
-    f3 = T.compile_cached(jax.jit(lambda a: a + jnp.asarray(other)), (x,))
-    assert f1 is f2 and f3 is not f1 and len(T._EXECUTABLES) == 2
-    # the same program text (an unused argument is pruned) with another input pytree
-    g1 = T.compile_cached(jax.jit(lambda a, d: a + 1.0), (x, {"u": x}))
-    g2 = T.compile_cached(jax.jit(lambda a, d: a + 1.0), (x, {"u": x, "v": x}))
-    assert g1 is not g2
-    np.testing.assert_array_equal(g2(x, {"u": x, "v": x}), x + 1.0)
-    np.testing.assert_array_equal(f3(x), other)
-    np.testing.assert_array_equal(f1(x), const)
-
-
-def test_sequential_seeds_compile_each_epoch_program_once(small_split, monkeypatch):
-    from transferjax.train import trainer as T
-
-    monkeypatch.setattr(T, "_EXECUTABLES", type(T._EXECUTABLES)())  # none from other tests
+def test_seeds_reuse_the_programs_compiled_for_the_first(small_split):
+    """The method is built once per `make_train`; later seeds (one after another or on other
+    threads) reuse its compiled epoch programs and give the numbers a fresh trainer gives."""
     cfg = C.apply_overrides(_cfg(), ["trainer.epochs=2", "mf.epochs=2"])
-    first = make_train(cfg, small_split, evaluate=make_evaluate(cfg, small_split))
-    a = first(jax.random.key(11))
-    b = make_train(cfg, small_split, evaluate=make_evaluate(cfg, small_split))(jax.random.key(12))
-    assert b.compile_time < 0.5 * a.compile_time, (a.compile_time, b.compile_time)
-    again = first(jax.random.key(11))  # a cached executable gives the same numbers
+    train = make_train(cfg, small_split, evaluate=make_evaluate(cfg, small_split))
+    a = train(jax.random.key(11))
+    compiled = a.compile_time
+    assert compiled > 0
+    b = train(jax.random.key(12))
+    assert b.compile_time == compiled  # nothing compiled for the second seed
+    again = train(jax.random.key(11))
     assert again.history == a.history
+    fresh = make_train(cfg, small_split, evaluate=make_evaluate(cfg, small_split))
+    assert fresh(jax.random.key(12)).history == b.history
+
+
+def test_train_state_holds_no_data_and_no_step_among_params(small_split):
+    """Checkpointed state = trainable params, optimizer state, step, key; the data a method
+    reads (bags, histories, masks) are not in it."""
+    for method in ("ptupcdr", "phi"):
+        cfg = C.apply_overrides(_cfg(method), ["phi.dims=8", "mf.dim=4"])
+        built = get_method(method).build(cfg, small_split)
+        params = built.init(jax.random.key(0))
+        assert not set(params) & set(built.data), method
+        assert "hyper" not in params and "step" not in jax.tree_util.keystr(params)
+    assert "history" in get_method("ptupcdr").build(_cfg("ptupcdr"), small_split).data
 
 
 def test_row_taker_packs_32bit_columns_bit_exactly():
@@ -203,16 +197,17 @@ def test_packed_batches_train_exactly_as_per_column_gathers(small_split, monkeyp
     column on its own."""
     from transferjax.methods.api import hyper_init
     from transferjax.methods.mf import MF_TRACED, domain_mf
-    from transferjax.train import trainer as T
+    from transferjax.train import epoch as E
 
     cfg = _cfg()
-    params, stage = domain_mf(cfg, small_split.target_train, key=jax.random.key(0), name="mf",
-                              part="mf", epochs=1, lr=1e-2, batch_size=64, select=False)
+    init, stage = domain_mf(cfg, small_split.target_train, name="mf", part="mf", epochs=1,
+                            lr=1e-2, batch_size=64, select=False)
+    params = init(jax.random.key(0))
     frozen = {"hyper": hyper_init(cfg, MF_TRACED)}
     examples = {k: jnp.asarray(v) for k, v in stage.examples.items()}
     out = {}
     for pack in (True, False):
-        monkeypatch.setattr(T, "row_taker", lambda e, pack=pack: make_row_taker(e, pack=pack))
+        monkeypatch.setattr(E, "row_taker", lambda e, pack=pack: make_row_taker(e, pack=pack))
         epoch = make_epoch_fn(stage)
         part = jax.tree.map(jnp.copy, params)  # the epoch donates its inputs
         state = stage.optimizer.init(part)

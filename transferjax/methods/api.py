@@ -90,13 +90,39 @@ class Scorer:
 
 @dataclasses.dataclass(frozen=True)
 class Built:
-    params: dict
+    """A method built for one split: once per run, whatever the number of seeds or trials.
+
+    Attributes:
+      init: `init(key) -> params`, the trainable parts `{part: pytree}`; the trainer vmaps it
+        over the keys of the seeds / trials it trains as one program.
+      stages: the `Stage`s, trained in order.
+      scorer: the `Scorer` of the trained method.
+      data: arrays every loss and the scorer read that no stage trains (interest bags,
+        histories, masks, closed-form tables): shared by all trials (un-batched arguments of
+        the compiled programs), never copied per trial and never written into checkpoints.
+      hyper: `{config key: f32[]}` traced hyperparameters (`hyper_init`); the trainer replaces
+        them per trial, so runs that differ only in them share one compiled program.
+
+    Losses and scorers read one dict, the `view`: `{**params, **data, "hyper": hyper}` (plus
+    `"step"`, the stage's step count i32[], while training).
+    """
+
+    init: Callable
     stages: tuple
     scorer: Scorer
+    data: dict = dataclasses.field(default_factory=dict)
+    hyper: dict = dataclasses.field(default_factory=dict)
+
+    def view(self, params: dict, hyper: dict | None = None) -> dict:
+        """`{**params, **data, "hyper": hyper}` (this method's own `hyper` when None)."""
+        clash = set(params) & set(self.data)
+        if clash:
+            raise ValueError(f"params and data share keys {sorted(clash)}")
+        return {**params, **self.data, "hyper": self.hyper if hyper is None else hyper}
 
 
 def hyper_init(cfg, keys) -> dict:
-    """{key: f32[]} of the config values of `keys` (e.g. "align.weight"), for `params["hyper"]`."""
+    """{key: f32[]} of the config values of `keys` (e.g. "align.weight"), for `Built.hyper`."""
     flat = flatten(cfg)
     return {k: jnp.asarray(float(flat[k]), jnp.float32) for k in keys}
 

@@ -30,7 +30,7 @@ def _item_table_scorer(predict=None) -> Scorer:
 
 
 @register("popularity")
-def build_popularity(cfg, split, *, key) -> Built:
+def build_popularity(cfg, split) -> Built:
     """Item popularity (training count) for ranking; global mean for ratings."""
     tr = split.target_train
     counts = tr.item_counts().astype(np.float32)
@@ -39,11 +39,8 @@ def build_popularity(cfg, split, *, key) -> Built:
     def predict(params, src, tgt, items):
         return jnp.broadcast_to(params["mu"], items.shape)
 
-    return Built(
-        params={"table": jnp.asarray(counts), "mu": mu},
-        stages=(),
-        scorer=_item_table_scorer(predict),
-    )
+    return Built(init=lambda key: {}, stages=(), scorer=_item_table_scorer(predict),
+                 data={"table": jnp.asarray(counts), "mu": mu})
 
 
 def item_means(tr, *, shrink: float = SHRINK) -> np.ndarray:
@@ -55,9 +52,10 @@ def item_means(tr, *, shrink: float = SHRINK) -> np.ndarray:
 
 
 @register("item_mean")
-def build_item_mean(cfg, split, *, key) -> Built:
+def build_item_mean(cfg, split) -> Built:
     """Item mean rating shrunk to the global mean."""
     table = item_means(split.target_train)
-    return Built(params={"table": jnp.asarray(table)}, stages=(), scorer=_item_table_scorer())
+    return Built(init=lambda key: {}, stages=(), scorer=_item_table_scorer(),
+                 data={"table": jnp.asarray(table)})
 
 

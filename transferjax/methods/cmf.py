@@ -35,6 +35,7 @@ above exactly, with each L a mean over its own batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal
 
@@ -180,7 +181,7 @@ CMF_TRACED = ("cmf.source_weight", "mf.reg")
 
 
 @register("cmf", traced=CMF_TRACED)
-def build_cmf(cfg, split, *, key) -> Built:
+def build_cmf(cfg, split) -> Built:
     """CMF: overlapping users (or items) share factors; weighted source and target losses."""
     w = float(cfg.cmf.source_weight)
     if not 0.0 <= w <= 1.0:
@@ -198,7 +199,7 @@ def build_cmf(cfg, split, *, key) -> Built:
     kinds = (mf_loss_kind(cfg, src), mf_loss_kind(cfg, tgt))
     mus = [float(d.rating.mean()) if k == "mse" else 0.0
            for d, k in zip((src, tgt), kinds, strict=True)]
-    cmf = cmf_init(key, n_joint=n_joint, dim=cfg.mf.dim, init_std=cfg.mf.init_std,
+    init = functools.partial(cmf_init, n_joint=n_joint, dim=cfg.mf.dim, init_std=cfg.mf.init_std,
                    n_source=src.n_items if users else src.n_users,
                    n_target=tgt.n_items if users else tgt.n_users,
                    mu_source=mus[0], mu_target=mus[1], share=share)
@@ -230,16 +231,17 @@ def build_cmf(cfg, split, *, key) -> Built:
     stage = Stage(name="cmf", part="cmf", loss=loss, examples=rows_of(tgt, t2j),
                   epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
                   optimizer=opt, step=step, select=True)
-    params = {"cmf": cmf, "source_rows": rows, "hyper": hyper_init(cfg, CMF_TRACED)}
+    data = {"source_rows": rows}
     if users:
         trained = np.zeros(n_joint, bool)
         trained[s2j[src.user]] = True
         trained[t2j[tgt.user]] = True
         scorer = _cmf_scorer(jnp.asarray(t2j), jnp.asarray(trained))
     else:
-        params["neg_items"] = neg
+        data["neg_items"] = neg
         scorer = _cmf_item_scorer(jnp.asarray(t2j), jnp.asarray(tgt.user_counts() > 0))
-    return Built(params=params, stages=(stage,), scorer=scorer)
+    return Built(init=lambda key: {"cmf": init(key)}, stages=(stage,), scorer=scorer, data=data,
+                 hyper=hyper_init(cfg, CMF_TRACED))
 
 
 def _cmf_scorer(t2j: jax.Array, trained: jax.Array) -> Scorer:

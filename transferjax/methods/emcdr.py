@@ -80,22 +80,25 @@ EMCDR_TRACED = (*MF_TRACED, "emcdr.reg")
 
 
 @register("emcdr", traced=EMCDR_TRACED)
-def build_emcdr(cfg, split, *, key) -> Built:
+def build_emcdr(cfg, split) -> Built:
     """EMCDR: MF per domain, then a linear or MLP map trained on warm overlap users."""
-    k_s, k_t, k_m = jax.random.split(key, 3)
     mf_kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
-    src_params, src_stage = domain_mf(
-        cfg, split.source_train, key=k_s, name="source_mf", part="source", **mf_kw
+    src_init, src_stage = domain_mf(
+        cfg, split.source_train, name="source_mf", part="source", **mf_kw
     )
-    tgt_params, tgt_stage = domain_mf(
-        cfg, split.target_train, key=k_t, name="target_mf", part="target", **mf_kw
+    tgt_init, tgt_stage = domain_mf(
+        cfg, split.target_train, name="target_mf", part="target", **mf_kw
     )
     if len(split.warm_pairs) == 0:
         raise ValueError("EMCDR needs warm overlapping users; the split has none")
     d = cfg.mf.dim + 1
-    map_params = mapping_init(
-        k_m, dim_in=d, dim_out=d, kind=cfg.emcdr.mapping, hidden=cfg.emcdr.hidden
-    )
+
+    def init(key):
+        k_s, k_t, k_m = jax.random.split(key, 3)
+        return {"source": src_init(k_s), "target": tgt_init(k_t),
+                "map": mapping_init(k_m, dim_in=d, dim_out=d, kind=cfg.emcdr.mapping,
+                                    hidden=cfg.emcdr.hidden)}
+
     map_stage = Stage(
         name="mapping",
         part="map",
@@ -108,7 +111,6 @@ def build_emcdr(cfg, split, *, key) -> Built:
         ),
         select=True,
     )
-    known = known_users(split.target_train)
 
     def user_repr(p, src, tgt):
         t = p["target"]
@@ -121,10 +123,8 @@ def build_emcdr(cfg, split, *, key) -> Built:
             jnp.where(has_src[:, None], fallback[0], 0.0),
             jnp.where(has_src, fallback[1], 0.0),
         )
-        return own_or_fallback(known, own, fallback, tgt)
+        return own_or_fallback(p["known_target"], own, fallback, tgt)
 
-    params = {"source": src_params, "target": tgt_params, "map": map_params,
-              "hyper": hyper_init(cfg, EMCDR_TRACED)}
-    return Built(
-        params=params, stages=(src_stage, tgt_stage, map_stage), scorer=mf_scorer(user_repr)
-    )
+    return Built(init=init, stages=(src_stage, tgt_stage, map_stage), scorer=mf_scorer(user_repr),
+                 data={"known_target": known_users(split.target_train)},
+                 hyper=hyper_init(cfg, EMCDR_TRACED))

@@ -7,6 +7,7 @@ prediction is mu + b_i (the learned item baseline), never a random embedding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -62,7 +63,6 @@ def domain_mf(
     cfg,
     inter,
     *,
-    key,
     name: str,
     part: str,
     epochs: int,
@@ -70,21 +70,15 @@ def domain_mf(
     batch_size: int,
     select: bool,
     optimizer: str = "adam",
-) -> tuple[dict, Stage]:
-    """Initial MF params for one domain and the stage that trains them on `inter`.
+) -> tuple[Callable, Stage]:
+    """`init(key) -> MF params` of one domain and the stage that trains them (`part`) on `inter`.
 
-    The stage's losses read the traced `params["hyper"]["mf.reg"]` (`MF_TRACED`): the caller's
-    params dict holds `"hyper": hyper_init(cfg, MF_TRACED)` beside `part`."""
+    The stage's loss reads the traced `view["hyper"]["mf.reg"]` (`MF_TRACED`): the caller's
+    `Built.hyper` holds `hyper_init(cfg, MF_TRACED)`."""
     kind = mf_loss_kind(cfg, inter)
     mu = float(inter.rating.mean()) if kind == "mse" else 0.0
-    params = mf_init(
-        key,
-        n_users=inter.n_users,
-        n_items=inter.n_items,
-        dim=cfg.mf.dim,
-        init_std=cfg.mf.init_std,
-        mu=mu,
-    )
+    init = functools.partial(mf_init, n_users=inter.n_users, n_items=inter.n_items,
+                             dim=cfg.mf.dim, init_std=cfg.mf.init_std, mu=mu)
 
     def loss(p, batch, k):
         return mf_loss(p[part], batch, kind=kind, reg=p["hyper"]["mf.reg"], key=k)
@@ -105,7 +99,7 @@ def domain_mf(
         select=select,
         lr_key="trainer.lr" if select else "mf.lr",
     )
-    return params, stage
+    return init, stage
 
 
 def known_users(inter) -> jnp.ndarray:
@@ -117,13 +111,12 @@ MF_TRACED = ("mf.reg",)
 
 
 @register("mf", traced=MF_TRACED)
-def build_mf(cfg, split, *, key) -> Built:
+def build_mf(cfg, split) -> Built:
     """Target-only MF; cold users get mu + b_i."""
     tr = split.target_train
-    params, stage = domain_mf(
+    init, stage = domain_mf(
         cfg,
         tr,
-        key=key,
         name="target_mf",
         part="target",
         epochs=cfg.trainer.epochs,
@@ -132,16 +125,16 @@ def build_mf(cfg, split, *, key) -> Built:
         select=True,
         optimizer=cfg.trainer.optimizer,
     )
-    known = known_users(tr)
 
-    def user_repr(p, src, tgt):
-        t = p["target"]
+    def user_repr(v, src, tgt):
+        t = v["target"]
         own = (t["user"][tgt], t["user_bias"][tgt])
         zero = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1]))
-        return own_or_fallback(known, own, zero, tgt)
+        return own_or_fallback(v["known_target"], own, zero, tgt)
 
-    return Built(params={"target": params, "hyper": hyper_init(cfg, MF_TRACED)}, stages=(stage,),
-                 scorer=mf_scorer(user_repr))
+    return Built(init=lambda key: {"target": init(key)}, stages=(stage,),
+                 scorer=mf_scorer(user_repr), data={"known_target": known_users(tr)},
+                 hyper=hyper_init(cfg, MF_TRACED))
 
 
 def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:

@@ -171,14 +171,13 @@ def warm_rows(split) -> dict:
 
 
 @register("ptupcdr", traced=MF_TRACED)
-def build_ptupcdr(cfg, split, *, key) -> Built:
+def build_ptupcdr(cfg, split) -> Built:
     """PTUPCDR: MF per domain, then a meta network's per-user bridge trained on target ratings."""
-    k_s, k_t, k_m = jax.random.split(key, 3)
     mf_kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
-    src_params, src_stage = domain_mf(cfg, split.source_train, key=k_s, name="source_mf",
-                                      part="source", **mf_kw)
-    tgt_params, tgt_stage = domain_mf(cfg, split.target_train, key=k_t, name="target_mf",
-                                      part="target", **mf_kw)
+    src_init, src_stage = domain_mf(cfg, split.source_train, name="source_mf", part="source",
+                                    **mf_kw)
+    tgt_init, tgt_stage = domain_mf(cfg, split.target_train, name="target_mf", part="target",
+                                    **mf_kw)
     if len(split.warm_pairs) == 0:
         raise ValueError("PTUPCDR needs warm overlapping users; the split has none")
     pc = cfg.ptupcdr
@@ -193,7 +192,11 @@ def build_ptupcdr(cfg, split, *, key) -> Built:
         optimizer=make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
                                  weight_decay=cfg.trainer.weight_decay),
         select=True)
-    known = known_users(split.target_train)
+
+    def init(key):
+        k_s, k_t, k_m = jax.random.split(key, 3)
+        return {"source": src_init(k_s), "target": tgt_init(k_t),
+                "meta": meta_init(k_m, dim=cfg.mf.dim, hidden=pc.meta_hidden)}
 
     def user_repr(p, src, tgt):
         t = p["target"]
@@ -201,11 +204,9 @@ def build_ptupcdr(cfg, split, *, key) -> Built:
         vec, bias = ptupcdr_user(p, jnp.maximum(src, 0))
         has_src = src >= 0
         fallback = (jnp.where(has_src[:, None], vec, 0.0), jnp.where(has_src, bias, 0.0))
-        return own_or_fallback(known, own, fallback, tgt)
+        return own_or_fallback(p["known_target"], own, fallback, tgt)
 
-    params = {"source": src_params, "target": tgt_params,
-              "meta": meta_init(k_m, dim=cfg.mf.dim, hidden=pc.meta_hidden),
-              "history": {"items": jnp.asarray(hist.items), "mask": jnp.asarray(hist.mask)},
-              "hyper": hyper_init(cfg, MF_TRACED)}
-    return Built(params=params, stages=(src_stage, tgt_stage, meta_stage),
-                 scorer=mf_scorer(user_repr))
+    data = {"history": {"items": jnp.asarray(hist.items), "mask": jnp.asarray(hist.mask)},
+            "known_target": known_users(split.target_train)}
+    return Built(init=init, stages=(src_stage, tgt_stage, meta_stage),
+                 scorer=mf_scorer(user_repr), data=data, hyper=hyper_init(cfg, MF_TRACED))

@@ -1,14 +1,15 @@
 """Method registry: every method runs by name from `transferjax run`.
 
-A method is a `build(cfg, split, *, key) -> Built` function (`transferjax.methods.api`).
-Register one with the `register(name)` decorator; see README "Adding a method".
+A method is a `build(cfg, split) -> Built` function (`transferjax.methods.api`), called once
+per run; its `Built.init(key)` makes the params of one seed. Register one with the
+`register(name)` decorator; see README "Adding a method".
 
 Traced hyperparameters. A method lists in `register(name, traced=(...))` the config keys its
-losses read as traced values (loss weights, regularisation, the GRL strength) and keeps them
-in `params["hyper"]` (`hyper_init(cfg, keys)`: {key: f32[]}); its losses read
-`params["hyper"][key]`, never the config. No stage trains "hyper". The trainer replaces the
-values per trial, so sweeps over them (like learning rates) share one compiled program under
-`vmap` (see `transferjax.train.sweep`).
+losses read as traced values (loss weights, regularisation, the GRL strength) and returns them
+as `Built.hyper` (`hyper_init(cfg, keys)`: {key: f32[]}); its losses read
+`view["hyper"][key]`, never the config. The trainer replaces the values per trial, so sweeps
+over them (like learning rates) share one compiled program under `vmap` (see
+`transferjax.train.sweep`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ _METHODS: dict[str, Method] = {}
 
 
 def register(name: str, *, traced: tuple = ()) -> Callable:
-    """Decorator: `@register("my_method") def build(cfg, split, *, key) -> Built`.
+    """Decorator: `@register("my_method") def build(cfg, split) -> Built`.
 
-    `traced`: config keys held in `params["hyper"]` (module docstring)."""
+    `traced`: the config keys of `Built.hyper` (module docstring)."""
 
     def deco(build: Callable) -> Callable:
         if name in _METHODS and _METHODS[name].build is not build:

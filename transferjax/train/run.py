@@ -31,6 +31,7 @@ import numpy as np
 from transferjax import __version__
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.registry import get_method
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 from transferjax.train.writers import make_writer
@@ -158,7 +159,8 @@ def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
         )
     r0 = results[0]
     lines.append(
-        f"wall {wall:.1f}s (train {train_s:.1f}s, compile {r0.compile_time:.1f}s)"
+        f"wall {wall:.1f}s (train {train_s:.1f}s, "
+        f"compile {max(r.compile_time for r in results):.1f}s)"
         + (f", resumed from checkpoint {r0.resumed_from}" if r0.resumed_from else "")
     )
     return "\n".join(lines)
@@ -203,21 +205,15 @@ def train_seeds(
     Returns one `Result` per (trial, seed), trial-major.
     """
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    evaluate = make_evaluate(cfg, split)
     vmapped = use_vmap(cfg, split) if vmapped is None else vmapped
-    if trials is not None or vmapped or len(seeds) == 1:
-        tri = None if trials is None else [t for t in trials for _ in seeds]
+    together = trials is not None or vmapped or len(seeds) == 1
+    tri = None if trials is None else [t for t in trials for _ in seeds]
+    train = make_train(cfg, split, evaluate=make_evaluate(cfg, split), trials=tri,
+                       progress=progress)
+    if together:
         keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
-        train = make_train(
-            cfg,
-            split,
-            evaluate=evaluate,
-            log=writer.scalars,
-            ckpt_dir=out / "ckpt",
-            trials=tri,
-            progress=progress,
-        )
-        results = train(keys[0] if len(keys) == 1 else jnp.stack(keys))
+        results = train(keys[0] if len(keys) == 1 else jnp.stack(keys), log=writer.scalars,
+                        ckpt_dir=out / "ckpt")
         return results if isinstance(results, list) else [results]
     workers = seed_workers(cfg, len(seeds))
     lock = threading.Lock()
@@ -227,15 +223,8 @@ def train_seeds(
             _prefixed(writer, f"trial{i}/", step, values)
 
     def one(i: int):
-        train = make_train(
-            cfg,
-            split,
-            evaluate=evaluate,
-            log=functools.partial(log, i),
-            ckpt_dir=out / "ckpt" / f"seed{seeds[i]}",
-            progress=progress and workers == 1,
-        )
-        return train(jax.random.key(seeds[i]))
+        return train(jax.random.key(seeds[i]), log=functools.partial(log, i),
+                     ckpt_dir=out / "ckpt" / f"seed{seeds[i]}", show=progress and workers == 1)
 
     if workers == 1:
         return [one(i) for i in range(len(seeds))]
@@ -268,7 +257,7 @@ def write_results(
         "timing": {
             "data_s": t_data,
             "train_s": train_s,
-            "compile_s": results[0].compile_time,
+            "compile_s": max(r.compile_time for r in results),
             "wall_s": wall,
         },
         "version": __version__,
@@ -295,7 +284,7 @@ def write_results(
             "jax": jax.__version__,
             "wall_s": wall,
             "train_s": train_s,
-            "compile_s": results[0].compile_time,
+            "compile_s": max(r.compile_time for r in results),
             "data_s": t_data,
             "resumed_from": results[0].resumed_from,
         },
@@ -314,8 +303,6 @@ def run(
     Rerunning with the same folder resumes from its newest checkpoint; a folder that holds a
     different config is refused.
     """
-    from transferjax.methods.registry import get_method
-
     get_method(cfg.method)  # fail on a typo before loading data or creating the folder
     if cfg.seeds < 1:
         raise C.ConfigError(f"seeds must be >= 1, got {cfg.seeds}")

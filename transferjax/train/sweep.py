@@ -23,6 +23,7 @@ import numpy as np
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.methods.registry import get_method
 from transferjax.train.run import prepare_folder, train_seeds, use_vmap, write_json, write_results
 from transferjax.train.trainer import LR_KEYS, lower_is_better
 from transferjax.train.writers import make_writer
@@ -31,8 +32,6 @@ from transferjax.train.writers import make_writer
 def traced_keys(method: str) -> tuple[str, ...]:
     """Config keys a sweep varies inside one compiled program for `method`: the learning
     rates and the method's traced hyperparameters (`register(name, traced=...)`)."""
-    from transferjax.methods.registry import get_method
-
     return (*LR_KEYS, *get_method(method).traced)
 
 

@@ -1,9 +1,12 @@
-"""The trainer: `make_train(cfg, split) -> train(key)`.
+"""The trainer: `make_train(cfg, split) -> train(keys)`.
 
-A method is built into initial params, a sequence of `Stage`s and a `Scorer`
-(`transferjax.transfer.registry`). Each stage trains one part of the params (the others are
-frozen) over a table of training examples, one epoch per call of a jitted `lax.scan` over
-fixed-shape batches (the last batch padded and masked), so nothing recompiles between epochs.
+`make_train` builds the method once (`transferjax.methods.api.Built`) and jits one epoch
+program per stage (`transferjax.train.epoch`); `train(keys)` then trains one trial per key:
+`Built.init` is vmapped over the keys, the `TrainState`s of the trials advance as one program
+(a leading trial axis) and the method's data enter every program as un-batched arguments.
+Calls of `train` for other seeds (one after another, or on several threads) reuse the same
+compiled programs through jit's own cache.
+
 Stages marked `select` are evaluated on the valid split after every `eval_every` epochs; the
 epoch with the best valid metric is selected. Test metrics are computed at the same points for
 the record but never read by the selection.
@@ -11,10 +14,7 @@ the record but never read by the selection.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -23,122 +23,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from transferjax.data.batches import epoch_batches, host_epoch_indices
-from transferjax.methods.api import Stage
+from transferjax.data.batches import host_epoch_indices
+from transferjax.methods.registry import get_method
+from transferjax.train.checkpoint import Checkpointer
+from transferjax.train.epoch import (
+    TrainState,
+    from_host,
+    make_epoch_fn,
+    row_taker,
+    stage_epoch,
+    steps_per_epoch,
+    to_host,
+)
+from transferjax.train.evaluate import default_select_metric
+from transferjax.train.progress import Progress
 
-
-def row_taker(examples: dict, *, pack: bool = True) -> Callable:
-    """`take(i) -> {name: examples[name][i]}` for i32[batch] row indices, in one gather.
-
-    The 1-D 32-bit columns (int32, uint32, float32) are bit-cast to uint32 and stacked into one
-    [n, columns] table (once per epoch), so a shuffled batch reads each example's fields from
-    one place instead of making one random read per column; on a CPU those reads dominate
-    batch assembly for tables of a million examples. The values come back bit-exact; other
-    columns are gathered on their own (all of them without `pack`).
-
-    Args:
-      examples: {name: array with rows on axis 0}, all with the same number of rows.
-    Returns:
-      take: i32[batch] -> {name: rows of examples[name]}.
-    """
-    packable = [k for k, v in examples.items()
-                if v.ndim == 1 and np.dtype(v.dtype) in (np.int32, np.uint32, np.float32)]
-    if len(packable) < 2 or not pack:
-        return lambda i: {k: v[i] for k, v in examples.items()}
-    table = jnp.stack([jax.lax.bitcast_convert_type(examples[k], jnp.uint32)
-                       for k in packable], axis=1)
-    rest = {k: v for k, v in examples.items() if k not in packable}
-
-    def take(i):
-        rows = table[i]
-        out = {k: jax.lax.bitcast_convert_type(rows[:, c], examples[k].dtype)
-               for c, k in enumerate(packable)}
-        return {**out, **{k: v[i] for k, v in rest.items()}}
-
-    return take
-
-
-def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> Callable:
-    """`epoch(part, opt_state, frozen, examples, key, idx=None) -> (part, opt_state, stats)`.
-
-    One pass over `stage.examples` as a `lax.scan` of fixed-shape steps, in the order `idx`
-    (i32[steps, batch] from `host_epoch_indices`) or, without it, a shuffle drawn in the graph.
-    With `batched`, part, opt_state, frozen, key and idx carry a leading trial axis (seeds,
-    learning rates) under `vmap`; the examples are shared. Jitted with part and opt_state
-    donated unless `jit=False`.
-    """
-    n = len(next(iter(stage.examples.values())))
-    batch_size = min(stage.batch_size, n)
-    steps = math.ceil(n / batch_size)
-
-    def epoch(part, opt_state, frozen, examples, key, idx=None):
-        k_perm, k_step = jax.random.split(key)
-        if idx is None:
-            idx, mask = epoch_batches(k_perm, n, batch_size)
-        else:  # host-side shuffle (`host_epoch_indices`), i32[steps, batch]
-            mask = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size)
-        take = row_taker(examples)
-
-        def step(carry, xs):
-            p, s = carry
-            i, m, t = xs
-            batch = take(i)
-            batch["mask"] = m
-
-            k = jax.random.fold_in(k_step, t)
-            if stage.step is not None:
-                p, s, loss, aux = stage.step(p, s, frozen, batch, k)
-                return (p, s), (loss, aux)
-
-            def f(p_):
-                return stage.loss({**frozen, stage.part: p_}, batch, k)
-
-            (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(p)
-            with jax.numpy_dtype_promotion("standard"):  # optax mixes python floats and ints
-                updates, s = stage.optimizer.update(grads, s, p)
-                p = optax.apply_updates(p, updates)
-            return (p, s), (loss, aux)
-
-        (part, opt_state), (losses, aux) = jax.lax.scan(
-            step, (part, opt_state), (idx, mask, jnp.arange(steps))
-        )
-        stats = {"loss": jnp.mean(losses), **{k: jnp.mean(v) for k, v in aux.items()}}
-        return part, opt_state, stats
-
-    fn = jax.vmap(epoch, in_axes=(0, 0, 0, None, 0, 0)) if batched else epoch
-    return jax.jit(fn, donate_argnums=(0, 1)) if jit else fn
-
-
-_EXECUTABLES: collections.OrderedDict = collections.OrderedDict()
-_EXECUTABLES_KEPT = 8
-_COMPILE_LOCK = threading.Lock()
-
-
-def compile_cached(jitted, args):
-    """`jitted.lower(*args).compile()`, reusing an executable compiled earlier in this process
-    for the same program: the key is a hash of the lowered StableHLO text (shapes, dtypes,
-    shardings, embedded constants) and of the arguments' pytree structure and shapes (unused
-    arguments are pruned from the text), so sequential seeds of one config, whose methods are
-    built anew per seed, compile once. Keeps the `_EXECUTABLES_KEPT` most recent executables."""
-    lowered = jitted.lower(*args)
-    h = hashlib.sha256(lowered.as_text().encode())
-    # Unused arguments are pruned from the program text, but the executable still checks the
-    # full input pytree and shapes: they are part of the key.
-    h.update(str(jax.tree.structure(args)).encode())
-    h.update(str([(np.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree.leaves(args)])
-             .encode())
-    key = h.hexdigest()
-    with _COMPILE_LOCK:  # seeds on several threads: the first compiles, the others reuse
-        if key in _EXECUTABLES:
-            _EXECUTABLES.move_to_end(key)
-            return _EXECUTABLES[key]
-        compiled = lowered.compile()
-        _EXECUTABLES[key] = compiled
-        while len(_EXECUTABLES) > _EXECUTABLES_KEPT:
-            _EXECUTABLES.popitem(last=False)
-        return compiled
+__all__ = ["LR_KEYS", "Result", "TrainState", "make_epoch_fn", "make_train", "row_taker",
+           "select_best", "trial_hypers"]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -180,221 +82,226 @@ def _index(tree, i: int):
     return jax.tree.map(lambda x: x[i], tree)
 
 
-def _stack(trees: list):
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
 LR_KEYS = ("trainer.lr", "mf.lr")
 
 
-def with_trial_hypers(params: dict, overrides: list[dict], *, batched: bool, method: str) -> dict:
-    """`params` with `params["hyper"][key]` set per trial from `overrides` (keys the method
-    traces, see `transferjax.transfer.registry`); learning-rate keys are left to the stages.
-    A key that is neither fails, naming the keys the method traces."""
-    hyper = dict(params.get("hyper", {}))
-    for key in sorted({k for o in overrides for k in o}):
-        if key in LR_KEYS:
-            continue
+def trial_hypers(hyper: dict, overrides: list[dict], *, batched: bool, method: str) -> dict:
+    """`hyper` with each key set per trial from `overrides` (keys the method traces, see
+    `transferjax.methods.registry`), with a leading trial axis when `batched`; learning-rate
+    keys are left to the stages. A key that is neither fails, naming the keys the method
+    traces."""
+    out = {}
+    for key in sorted({k for o in overrides for k in o} - set(LR_KEYS)):
         if key not in hyper:
             raise ValueError(
                 f"{key!r} is not a traced value of method {method!r}; traced: "
                 f"{', '.join([*LR_KEYS, *sorted(hyper)])}"
             )
-        base = np.broadcast_to(np.asarray(hyper[key]), (len(overrides),))
-        vals = [float(o.get(key, b)) for o, b in zip(overrides, base, strict=True)]
-        hyper[key] = jnp.asarray(vals if batched else vals[0], jnp.float32)
-    return {**params, "hyper": hyper} if hyper else params
+    for key, base in hyper.items():
+        vals = [float(o.get(key, base)) for o in overrides]
+        out[key] = jnp.asarray(vals if batched else vals[0], jnp.float32)
+    return out
 
 
-def make_train(
-    cfg,
-    split,
-    *,
-    evaluate: Callable,
-    log: Callable | None = None,
-    ckpt_dir=None,
-    trials: list[dict] | None = None,
-    progress: bool = False,
-) -> Callable:
-    """Returns `train(keys) -> list[Result]` (or `train(key) -> Result` for one scalar key).
+def _with_lrs(opt_state, stage, overrides: list[dict], *, batched: bool):
+    """The optimizer state with the per-trial learning rate of `stage.lr_key` where given."""
+    lrs = [o.get(stage.lr_key) for o in overrides]
+    if all(v is None for v in lrs):
+        return opt_state
+    base = float(opt_state.hyperparams["learning_rate"].reshape(-1)[0])
+    lr = jnp.asarray([base if v is None else v for v in lrs], jnp.float32)
+    opt_state.hyperparams["learning_rate"] = lr if batched else lr[0]
+    return opt_state
 
-    A leading axis of `keys` is a batch of trials (seeds) trained in one compiled program under
-    `vmap` (the params of every stage carry the trial axis; the training data are shared).
-    Evaluation and selection run per trial on the valid split only.
+
+class _Programs:
+    """The jitted epoch program of each (stage, batched), compiled on first use; the first
+    thread to need one compiles it, the others wait and reuse it."""
+
+    def __init__(self, stages):
+        self.stages, self.lock, self.compiled, self.seconds = stages, threading.Lock(), {}, 0.0
+
+    def get(self, s_idx: int, batched: bool, args) -> Callable:
+        """The compiled program (its compile time is added to `seconds`)."""
+        with self.lock:
+            key = (s_idx, batched, jax.tree.structure(args),
+                   tuple(np.shape(x) for x in jax.tree.leaves(args)))
+            if key in self.compiled:
+                return self.compiled[key]
+            t0 = time.perf_counter()
+            fn = stage_epoch(self.stages[s_idx], batched=batched)
+            self.compiled[key] = fn.lower(*args).compile()
+            self.seconds += time.perf_counter() - t0
+            return self.compiled[key]
+
+
+@dataclasses.dataclass
+class _Book:
+    """Host-side record of one `train` call: histories, clocks, logging, checkpoints."""
+
+    n: int
+    batched: bool
+    log: Callable
+    ckpt: Checkpointer | None
+    bar: Progress | None
+    history: list = dataclasses.field(default_factory=list)
+    step: int = 0
+    train_s: float = 0.0
+    resumed: int | None = None
+    meta: dict | None = None
+
+    def trial(self, tree, i: int):
+        return _index(tree, i) if self.batched else tree
+
+    def stats(self, stats: dict) -> list[dict]:
+        return [{k: float(v[i] if self.batched else v) for k, v in stats.items()}
+                for i in range(self.n)]
+
+
+def make_train(cfg, split, *, evaluate: Callable, trials: list[dict] | None = None,
+               progress: bool = False) -> Callable:
+    """Builds the method of `cfg` on `split` once; returns `train(keys, *, log=None,
+    ckpt_dir=None) -> list[Result]` (or one `Result` for one scalar key).
+
+    A leading axis of `keys` is a batch of trials (seeds) trained as one compiled program under
+    `vmap`. Evaluation and selection run per trial on the valid split only.
 
     Args:
       cfg: a `RunConfig`.
       split: a `Split`.
-      evaluate: `evaluate(scorer, params, heldout) -> dict` (see `transferjax.train.evaluate`).
-      log: optional `log(step, scalars)`; batched trials log with a `trial{i}/` prefix.
-      ckpt_dir: folder for orbax checkpoints; an existing checkpoint is resumed from.
+      evaluate: `evaluate(scorer, view, heldout) -> dict` (`transferjax.train.evaluate`).
       trials: optional per-trial overrides of traced values, e.g. `[{"trainer.lr": 1e-2}, ...]`
         (one dict per key): learning rates (each stage's `lr_key`) and the config keys the
-        method traces in `params["hyper"]` (loss weights, regularisation, GRL strength).
+        method traces (`Built.hyper`: loss weights, regularisation, GRL strength).
       progress: show progress (a bar on a terminal, plain lines otherwise).
+    The returned `train` takes `log(step, scalars)` (batched trials log with a `trial{i}/`
+    prefix) and `ckpt_dir`, a folder for orbax checkpoints (an existing one is resumed from).
     """
-    from transferjax.methods.registry import get_method
-    from transferjax.train.evaluate import default_select_metric
-
     method = get_method(cfg.method)
+    built = method.build(cfg, split)
+    if set(built.hyper) != set(method.traced):
+        raise ValueError(f"method {cfg.method!r}: Built.hyper has {sorted(built.hyper)} but "
+                         f"register(traced=...) says {sorted(method.traced)}")
     metric = cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
-    log = log or (lambda step, scalars: None)
-    every = cfg.trainer.checkpoint_every
-    # Epoch order: a numpy shuffle on the host is ~2x cheaper than XLA's sort on a CPU; on an
-    # accelerator the in-graph shuffle is faster (H100: 28M vs 13.5M MF rows/s, speed suite).
+    shared = jax.device_put(built.data)
+    examples = [jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
+                for st in built.stages]
+    programs = _Programs(built.stages)
+    # Epoch order: a numpy shuffle on the host is cheaper than XLA's sort on a CPU; on an
+    # accelerator the in-graph shuffle is faster (`python -m benchmarks.speed`).
     host_shuffle = jax.default_backend() == "cpu"
 
-    def train(keys: jax.Array):
+    def evaluate_all(book: _Book, state: TrainState, hyper: dict, stage: str, epoch: int,
+                     stats: list[dict]) -> None:
+        for i in range(book.n):
+            view = built.view(book.trial(state.params, i), book.trial(hyper, i))
+            entry = {"stage": stage, "epoch": epoch, "step": book.step, "train": stats[i],
+                     "valid": evaluate(built.scorer, view, split.valid),
+                     "test": evaluate(built.scorer, view, split.test)}
+            book.history[i].append(entry)
+            prefix = f"trial{i}/" if book.batched else ""
+            book.log(book.step, {**{f"{prefix}train/{k}": v for k, v in stats[i].items()},
+                                 **{f"{prefix}{s}/{k}": v for s in ("valid", "test")
+                                    for k, v in entry[s].items()}})
+
+    def start_stage(book, s_idx, stage, params, key, overrides) -> tuple[TrainState, int]:
+        """The state at the start of stage `s_idx` (restored when the run resumes inside it)
+        and the first epoch to run."""
+        init = jax.vmap(stage.optimizer.init) if book.batched else stage.optimizer.init
+        opt = _with_lrs(init(params[stage.part]), stage, overrides, batched=book.batched)
+        step = jnp.zeros((book.n,) if book.batched else (), jnp.int32)
+        state = TrainState(params, opt, step, key)
+        meta = book.meta
+        if meta is None or meta["stage"] != s_idx:
+            return state, 0
+        book.meta = None
+        restored = book.ckpt.restore(meta["_step"], to_host(state))
+        return from_host(restored, like=state), meta["epoch"]
+
+    def run_epoch(book, s_idx, stage, state, hyper, ep) -> tuple[TrainState, list[dict]]:
+        fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: E731
+        k_ep = jax.vmap(fold)(state.key) if book.batched else fold(state.key)
+        idx = None
+        if host_shuffle:
+            perm = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30)) if book.batched else (
+                lambda k: jax.random.fold_in(k, 1 << 30))
+            n_rows = len(next(iter(stage.examples.values())))
+            idx = jnp.asarray(host_epoch_indices(perm(k_ep), n_rows,
+                                                 min(stage.batch_size, n_rows)))
+        args = (state, hyper, shared, examples[s_idx], k_ep, idx)
+        program = programs.get(s_idx, book.batched, args)
+        t0 = time.perf_counter()
+        state, stats = program(*args)
+        stats = jax.device_get(stats)
+        book.train_s += time.perf_counter() - t0
+        book.step += 1
+        return state, book.stats(stats)
+
+    def after_epoch(book, s_idx, stage, state, hyper, ep, stats) -> None:
+        if stage.select and ((ep + 1) % cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs):
+            evaluate_all(book, state, hyper, stage.name, ep + 1, stats)
+        else:
+            book.log(book.step, {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
+        if book.bar is not None:
+            book.bar.update(book.step, steps_per_epoch(stage) * book.n,
+                            f"{stage.name} epoch {ep + 1}/{stage.epochs} "
+                            f"loss {stats[0]['loss']:.4f}")
+        every = cfg.trainer.checkpoint_every
+        if book.ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
+            book.ckpt.save(book.step, to_host(state),
+                           {"stage": s_idx, "epoch": ep + 1, "step": book.step,
+                            "history": book.history, "train_time": book.train_s})
+
+    def open_book(n, batched, log, ckpt_dir, show) -> _Book:
+        use_ckpt = ckpt_dir is not None and cfg.trainer.checkpoint_every > 0
+        book = _Book(n=n, batched=batched, log=log or (lambda step, scalars: None),
+                     ckpt=Checkpointer(ckpt_dir) if use_ckpt else None,
+                     bar=Progress(sum(st.epochs for st in built.stages)) if show else None,
+                     history=[[] for _ in range(n)])
+        book.meta = book.ckpt.latest_meta() if book.ckpt is not None else None
+        if book.meta is not None:
+            book.history, book.resumed = book.meta["history"], book.meta["_step"]
+            book.step, book.train_s = book.meta["step"], book.meta["train_time"]
+        return book
+
+    def train(keys: jax.Array, *, log: Callable | None = None, ckpt_dir=None,
+              show: bool | None = None):
         single = keys.ndim == 0
         keys = keys[None] if single else keys
-        n = keys.shape[0]
+        n, t0 = keys.shape[0], time.perf_counter()
         overrides = trials or [{} for _ in range(n)]
         if len(overrides) != n:
             raise ValueError(f"{len(overrides)} trial overrides for {n} keys")
         batched = n > 1
-        t0 = time.perf_counter()
         k_init, k_train = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-        builts = [method.build(cfg, split, key=k_init[i]) for i in range(n)]
-        built = builts[0]
-        params = _stack([b.params for b in builts]) if batched else built.params
-        params = with_trial_hypers(params, overrides, batched=batched, method=cfg.method)
-        del builts
-        bar = None
-        if progress:
-            from transferjax.train.progress import Progress
-
-            bar = Progress(sum(st.epochs for st in built.stages))
-        history = [[] for _ in range(n)]
-        clock = {"step": 0, "train": 0.0, "compile": 0.0}
-        ckpt = None
-        start_stage, start_epoch, resumed, restored = 0, 0, None, None
-        if ckpt_dir is not None and every > 0:
-            from transferjax.train.checkpoint import Checkpointer
-
-            ckpt = Checkpointer(ckpt_dir)
-            meta = ckpt.latest_meta()
-            if meta is not None:
-                start_stage, start_epoch = meta["stage"], meta["epoch"]
-                history, resumed = meta["history"], meta["_step"]
-                clock.update(step=meta["step"], train=meta["train_time"])
-                restored = meta["_step"]
-
-        def trial_params(i):
-            return _index(params, i) if batched else params
-
-        def record(stage_name: str, epoch: int, stats: list[dict]):
-            for i in range(n):
-                p = trial_params(i)
-                entry = {
-                    "stage": stage_name,
-                    "epoch": epoch,
-                    "step": clock["step"],
-                    "train": stats[i],
-                    "valid": evaluate(built.scorer, p, split.valid),
-                    "test": evaluate(built.scorer, p, split.test),
-                }
-                history[i].append(entry)
-                prefix = f"trial{i}/" if batched else ""
-                log(
-                    clock["step"],
-                    {
-                        **{f"{prefix}train/{k}": v for k, v in stats[i].items()},
-                        **{f"{prefix}valid/{k}": v for k, v in entry["valid"].items()},
-                        **{f"{prefix}test/{k}": v for k, v in entry["test"].items()},
-                    },
-                )
-
+        params = jax.vmap(built.init)(k_init) if batched else built.init(k_init[0])
+        hyper = trial_hypers(built.hyper, overrides, batched=batched, method=cfg.method)
+        book = open_book(n, batched, log, ckpt_dir, progress if show is None else show)
+        first_stage = book.meta["stage"] if book.meta is not None else 0
+        key = k_train if batched else k_train[0]
         for s_idx, stage in enumerate(built.stages):
-            if s_idx < start_stage:
+            if s_idx < first_stage:
                 continue
-            epoch_fn = make_epoch_fn(stage, batched=batched, jit=False)
-            examples = {k: jnp.asarray(v) for k, v in stage.examples.items()}
-            n_rows = len(next(iter(stage.examples.values())))
-            init = jax.vmap(stage.optimizer.init) if batched else stage.optimizer.init
-            opt_state = init(params[stage.part])
-            lrs = [o.get(stage.lr_key) for o in overrides]
-            if any(v is not None for v in lrs):
-                base = float(opt_state.hyperparams["learning_rate"].reshape(-1)[0])
-                lr = jnp.asarray([base if v is None else v for v in lrs], jnp.float32)
-                opt_state.hyperparams["learning_rate"] = lr if batched else lr[0]
-            first = 0
-            if restored is not None and s_idx == start_stage:
-                state = ckpt.restore(restored, {"params": params, "opt": opt_state})
-                params, opt_state, first = state["params"], state["opt"], start_epoch
-                restored = None
-            compiled = None
-            for ep in range(first, stage.epochs):
-                part = params[stage.part]
-                frozen = {k: v for k, v in params.items() if k != stage.part}
-                fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: B023
-                k_ep = jax.vmap(fold)(k_train) if batched else fold(k_train[0])
-                idx = None
-                if host_shuffle:
-                    perm_key = (
-                        jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30))(k_ep)
-                        if batched
-                        else jax.random.fold_in(k_ep, 1 << 30)
-                    )
-                    b = min(stage.batch_size, n_rows)
-                    idx = jnp.asarray(host_epoch_indices(perm_key, n_rows, b))
-                args = (part, opt_state, frozen, examples, k_ep, idx)
-                if compiled is None:
-                    t1 = time.perf_counter()
-                    compiled = compile_cached(jax.jit(epoch_fn, donate_argnums=(0, 1)), args)
-                    clock["compile"] += time.perf_counter() - t1
-                t1 = time.perf_counter()
-                part, opt_state, stats = compiled(*args)
-                stats = jax.device_get(stats)
-                clock["train"] += time.perf_counter() - t1
-                stats = [
-                    {k: float(v[i] if batched else v) for k, v in stats.items()} for i in range(n)
-                ]
-                params = {**params, stage.part: part}
-                clock["step"] += 1
-                if stage.select and (
-                    (ep + 1) % cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs
-                ):
-                    record(stage.name, ep + 1, stats)
-                else:
-                    log(clock["step"], {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
-                if bar is not None:
-                    bar.update(
-                        clock["step"],
-                        math.ceil(n_rows / stage.batch_size) * n,
-                        f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}",
-                    )
-                if ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
-                    ckpt.save(
-                        clock["step"],
-                        {"params": params, "opt": opt_state},
-                        {
-                            "stage": s_idx,
-                            "epoch": ep + 1,
-                            "step": clock["step"],
-                            "history": history,
-                            "train_time": clock["train"],
-                        },
-                    )
-        if ckpt is not None:
-            ckpt.close()
-        if bar is not None:
-            bar.close()
-        if not history[0]:  # nothing selects (closed-form baselines): one evaluation at the end
-            record("final", 0, [{} for _ in range(n)])
-        wall = time.perf_counter() - t0
-        results = [
-            Result(
-                params=trial_params(i),
-                history=history[i],
-                selected=select_best([h["valid"] for h in history[i]], metric),
-                select_metric=metric,
-                wall_time=wall,
-                train_time=clock["train"],
-                compile_time=clock["compile"],
-                resumed_from=resumed,
-            )
-            for i in range(n)
-        ]
+            state, first = start_stage(book, s_idx, stage, params, key, overrides)
+            for ep in range(first, stage.epochs):  # each epoch donates the state it advances
+                state, stats = run_epoch(book, s_idx, stage, state, hyper, ep)
+                after_epoch(book, s_idx, stage, state, hyper, ep, stats)
+            params, key = state.params, state.key
+        return finish(book, params, hyper, time.perf_counter() - t0, single)
+
+    def finish(book, params, hyper, wall, single):
+        for closer in (book.ckpt, book.bar):
+            if closer is not None:
+                closer.close()
+        if not book.history[0]:  # nothing selects (closed-form baselines): one final evaluation
+            state = TrainState(params, None, None, None)
+            evaluate_all(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
+        results = [Result(params=book.trial(params, i), history=book.history[i],
+                          selected=select_best([h["valid"] for h in book.history[i]], metric),
+                          select_metric=metric, wall_time=wall, train_time=book.train_s,
+                          compile_time=programs.seconds, resumed_from=book.resumed)
+                   for i in range(book.n)]
         return results[0] if single else results
 
+    train.built = built
     return train

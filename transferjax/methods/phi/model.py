@@ -33,14 +33,13 @@ simulated cold and from the alignment.
 Scoring: `predict` = the target rating head (explicit data); `score_items` / `score_all` = the
 target click logits. Users with target training data use both vectors (all their training
 entries), cold users z_s only, users with neither h = 0. The interest bags are compact CSR
-arrays in the frozen params key "bags", so evaluation looks users up by index.
+arrays in the method's data (`Built.data["bags"]`), so evaluation looks users up by index.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from transferjax.align.objectives import get_objective
 from transferjax.methods.api import Built, Scorer, Stage, all_items_pay, hyper_init, make_optimizer
@@ -70,7 +69,7 @@ class PhiModel:
         self.head_init, self.head_apply = O.head_fns(cfg.phi, dim=self.dim, n_tasks=self.n_tasks)
 
     def init(self, key) -> dict:
-        """Trainable params: encoders, head, output layers, objective params, step counter."""
+        """Trainable params: encoders, head, output layers, objective params."""
         pc, d, sp = self.cfg.phi, self.dim, self.split
         k_s, k_t, k_h, k_o, k_obj = jax.random.split(key, 5)
         ko = dict(zip(self.tasks, jax.random.split(k_o, self.n_tasks), strict=True))
@@ -83,8 +82,7 @@ class PhiModel:
         p = {"enc_s": U.encoder_init(k_s, kind=pc.encoder, spec=self.spec_s, dims=pc.dims),
              "enc_t": U.encoder_init(k_t, kind=pc.encoder, spec=self.spec_t, dims=pc.dims),
              "head": self.head_init(k_h), "out": out,
-             "obj": self.objective.init(k_obj, dim=d, cfg=self.cfg),
-             "step": jnp.zeros((), jnp.float32)}
+             "obj": self.objective.init(k_obj, dim=d, cfg=self.cfg)}
         if pc.task_weighting == "uncertainty":
             p["log_vars"] = jnp.zeros((self.n_tasks,), jnp.float32)
         return p
@@ -179,7 +177,7 @@ class PhiModel:
                 losses, weights=[sw if k.startswith("src") else 1.0 - sw for k in self.tasks])
         align, obj_aux = self.objective.fn(
             jax.lax.stop_gradient(r["z_s"]), r["z_t"], mask_s=r["use_s"], mask_t=r["use_t"],
-            paired=True, params=p["obj"], step=jax.lax.stop_gradient(p["step"]),
+            paired=True, params=p["obj"], step=params["step"].astype(jnp.float32),
             total_steps=total_steps, cfg=self.cfg, key=k_obj, hyper=hyper)
         aux = {**dict(zip(self.tasks, losses, strict=True)), "align": align, **obj_aux}
         return total + hyper["align.weight"] * align, aux
@@ -234,25 +232,11 @@ class PhiModel:
                       predict=predict if self.explicit else None)
 
 
-def _step_fn(loss, opt):
-    """`Stage.step`: value_and_grad and the `opt` update, then the step counter += 1."""
-
-    def step(part, opt_state, frozen, batch, key):
-        f = lambda q: loss({**frozen, "phi": q}, batch, key)
-        (value, aux), grads = jax.value_and_grad(f, has_aux=True)(part)
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes python floats and ints
-            updates, opt_state = opt.update(grads, opt_state, part)
-            new = optax.apply_updates(part, updates)
-        return {**new, "step": part["step"] + 1.0}, opt_state, value, aux
-
-    return step
-
-
-# Config keys the phi losses read as traced values (params["hyper"]).
+# Config keys the phi losses read as traced values (view["hyper"]).
 PHI_TRACED = ("phi.source_weight", "align.weight", "align.lam", "align.temperature")
 
 
-def build_phi(cfg, split, *, key, objective: str | None = None) -> Built:
+def build_phi(cfg, split, *, objective: str | None = None) -> Built:
     """The phi model trained in one selected stage with alignment `objective`
     (default cfg.align.objective); lr, epochs and batch size from cfg.trainer."""
     model = PhiModel(cfg, split, objective=objective or cfg.align.objective)
@@ -262,22 +246,22 @@ def build_phi(cfg, split, *, key, objective: str | None = None) -> Built:
     opt = make_optimizer(tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay)
     loss = lambda params, batch, k: model.loss(params, batch, k, total_steps=total_steps)
     stage = Stage(name="phi", part="phi", loss=loss, examples={"src": src, "tgt": tgt},
-                  epochs=tc.epochs, batch_size=tc.batch_size, optimizer=opt, select=True,
-                  step=_step_fn(loss, opt))
-    params = {"phi": model.init(key), "bags": {"source": model.bags_s, "target": model.bags_t},
-              "hyper": hyper_init(cfg, PHI_TRACED)}
-    return Built(params=params, stages=(stage,), scorer=model.scorer())
+                  epochs=tc.epochs, batch_size=tc.batch_size, optimizer=opt, select=True)
+    return Built(init=lambda key: {"phi": model.init(key)}, stages=(stage,),
+                 scorer=model.scorer(),
+                 data={"bags": {"source": model.bags_s, "target": model.bags_t}},
+                 hyper=hyper_init(cfg, PHI_TRACED))
 
 
 @register("phi", traced=PHI_TRACED)
-def build_phi_method(cfg, split, *, key) -> Built:
+def build_phi_method(cfg, split) -> Built:
     """Multi-task transfer model over phi encoders; alignment from align.objective."""
-    return build_phi(cfg, split, key=key)
+    return build_phi(cfg, split)
 
 
 def _forced(name: str, doc: str):
-    def build(cfg, split, *, key) -> Built:
-        return build_phi(cfg, split, key=key, objective=name)
+    def build(cfg, split) -> Built:
+        return build_phi(cfg, split, objective=name)
 
     build.__doc__, build.__name__ = doc, f"build_{name}"
     return register(name, traced=PHI_TRACED)(build)
