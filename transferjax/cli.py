@@ -21,7 +21,14 @@ from transferjax import config as C
 
 
 def _cfg_from_args(args) -> C.RunConfig:
-    cfg = C.load(args.config, quick=args.quick) if args.config else C.RunConfig()
+    """The experiment file's config, or without one the built-in default (synthetic data,
+    EMCDR); `--quick` shrinks either (the default as the synthetic experiment's quick variant:
+    3 epochs per stage), then the `--set` overrides apply."""
+    if args.config:
+        cfg = C.load(args.config, quick=args.quick)
+    else:
+        cfg = C.RunConfig()
+        cfg = C.shrink(cfg, epochs=3, mf_epochs=3) if args.quick else cfg
     return C.apply_overrides(cfg, args.set or [])
 
 
@@ -105,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", help="experiment file (or name in ./experiments)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--out", help="run folder (default runs/NAME-METHOD-TIMESTAMP)")
-    r.add_argument("--quick", action="store_true", help="the config's shrunken quick variant")
+    r.add_argument("--quick", action="store_true",
+                   help="the config's shrunken quick variant (no config: the default, 3 epochs)")
     r.add_argument(
         "--seeds",
         type=int,
