@@ -40,7 +40,7 @@ from transferjax.models.encoders import bag_encoder_init, dense_encoder_apply, m
 
 DIMS, DISC_HIDDEN, LR, LAM = (256, 128), (64,), 1e-3, 1.0
 # ELL forward chunks grouped by 4 item ranges (about 0.95 MB of the 3,706 x 256 table each):
-# `python benchmarks/op_profile.py --cases dann_bag --item-blocks 1` against the default
+# `python -m benchmarks.op_profile --cases dann_bag --item-blocks 1` against the default
 # (see `transferjax.models.ell`).
 ITEM_BLOCKS = 4
 

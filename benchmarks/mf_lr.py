@@ -12,6 +12,7 @@ come from and flags a mismatch.
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import sys
@@ -50,8 +51,11 @@ def best(rmse: dict) -> float:
     return min(rmse, key=rmse.get)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     from benchmarks import mf_bench as M
+
+    argparse.ArgumentParser(prog="python -m benchmarks.mf_lr",
+                            description=__doc__.splitlines()[0]).parse_args(argv)
 
     try:
         import torch  # noqa: F401

@@ -1,7 +1,7 @@
 """Where a compiled training step spends its time, op by op (XLA's profiler trace).
 
-    python benchmarks/op_profile.py      # benchmarks/results/op_profile.json and .md
-    taskset -c 0 python benchmarks/op_profile.py --cases dann_bag \
+    python -m benchmarks.op_profile      # benchmarks/results/op_profile.json and .md
+    taskset -c 0 python -m benchmarks.op_profile --cases dann_bag \
         --out benchmarks/results/op_profile_1core.json   # one core: which ops run in parallel
 
 Cases: the library's MF epoch on ML-1M with row-sparse lazy Adam, row-sparse row-wise Adagrad
@@ -31,8 +31,6 @@ import tempfile
 import time
 
 import jax
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 KINDS = ("gather", "scatter", "dot", "reduce", "elementwise", "copy", "wait", "other")
 _ELEMENTWISE = {"add", "subtract", "multiply", "divide", "select", "maximum", "minimum",
@@ -117,7 +115,7 @@ def profile(variant, *, steps_per_run: int, rounds: int = 5, top: int = 8) -> di
 
 def to_markdown(res: dict) -> str:
     """The tables of `main`'s results."""
-    lines = [f"# Op profile (`{res.get('command', 'python benchmarks/op_profile.py')}`)", "",
+    lines = [f"# Op profile (`{res.get('command', 'python -m benchmarks.op_profile')}`)", "",
              f"{res['backend']} ({res['cpus']} cores, load {res['loadavg_1min']:.2f}), "
              f"JAX {res['jax']}. Microseconds per step.", "",
              "| case | wall | ops/step | busy | " + " | ".join(KINDS) + " |",
@@ -144,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks import dann_bench as D
     from benchmarks import mf_bench as M
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.op_profile",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     ap.add_argument("--out", type=pathlib.Path,
                     default=pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json",
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"backend": jax.default_backend(), "jax": jax.__version__,
            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
            "loadavg_1min": os.getloadavg()[0],
-           "command": " ".join(["python benchmarks/op_profile.py", *argv]),
+           "command": " ".join(["python -m benchmarks.op_profile", *argv]),
            "cases": cases}
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)

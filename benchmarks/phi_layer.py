@@ -1,8 +1,8 @@
 """phi's first layer on real bag-length profiles: packed against dense, and which one is chosen.
 
-    python benchmarks/phi_layer.py            # every domain found; prints a markdown table
-    python benchmarks/phi_layer.py --domains synthetic cdrib_game
-    python benchmarks/phi_layer.py --trials 2   # vmapped over 2 trials, as sweeps run
+    python -m benchmarks.phi_layer            # every domain found; prints a markdown table
+    python -m benchmarks.phi_layer --domains synthetic cdrib_game
+    python -m benchmarks.phi_layer --trials 2   # vmapped over 2 trials, as sweeps run
 
 For each domain, `pool` batches of 256 distinct users (their input entries after the training
 split, `keep` 0.5) go through `x @ emb` (emb f32[n_items, 256]) forward and backward, with an
@@ -22,7 +22,6 @@ users take) has no fallback; slot_cost then reads packed_distinct.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 import time
 
@@ -30,14 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from transferjax.data.types import Interactions  # noqa: E402
-from transferjax.methods.phi import bags as U  # noqa: E402
-from transferjax.models import encoders as E  # noqa: E402
+from transferjax.data.registry import datasets_root
+from transferjax.data.types import Interactions
+from transferjax.methods.phi import bags as U
+from transferjax.models import encoders as E
 
 DOMAINS = ("synthetic", "cdrib_game", "cdrib_video", "ml1m")
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def load(name: str) -> Interactions | None:
@@ -52,7 +49,7 @@ def load(name: str) -> Interactions | None:
     if name.startswith("cdrib"):
         from transferjax.data.cdrib import load_cdrib
 
-        root = SHARED / "cdrib_game_video"
+        root = datasets_root() / "cdrib_game_video"  # $TRANSFERJAX_DATA or ../shared/datasets
         if not root.exists():
             return None
         return load_cdrib(root, target=name.split("_")[1]).target
@@ -117,7 +114,8 @@ def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: i
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.phi_layer",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--domains", nargs="+", choices=DOMAINS, default=list(DOMAINS))
     ap.add_argument("--trials", type=int, default=1, help="trials vmapped in each step")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)

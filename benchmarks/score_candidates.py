@@ -1,6 +1,6 @@
 """Scoring m candidate items per user: gather their factors, or score all items and pick.
 
-    python benchmarks/score_candidates.py
+    python -m benchmarks.score_candidates
 
 For 1,024 users with factors f32[1024, d] and an item table f32[n_items, d], each form scores
 m candidates per user, as in the sampled-ranking protocol (m = 1 + 999 negatives):
@@ -9,23 +9,20 @@ m candidates per user, as in the sampled-ranking protocol (m = 1 + 999 negatives
 - all: `take_along_axis(t @ W.T, items)`, one matmul over every item.
 
 `gather_cost` = (gather s / candidate) / (all s / item): how many all-item scores one gathered
-candidate costs. `transferjax.transfer.registry.GATHER_COST` approximates it: the scorers take
+candidate costs. `transferjax.methods.api.GATHER_COST` approximates it: the scorers take
 the all-item form when `GATHER_COST * m >= n_items`.
 """
 
 from __future__ import annotations
 
-import pathlib
-import sys
+import argparse
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from transferjax.methods.mf import GATHER_COST  # noqa: E402
+from transferjax.methods.api import GATHER_COST
 
 USERS = 1024
 
@@ -51,7 +48,9 @@ def time_forms(n_items: int, d: int, m: int, *, rounds: int = 5) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(prog="python -m benchmarks.score_candidates",
+                            description=__doc__.splitlines()[0]).parse_args(argv)
     print("| n_items | d | m | gather ms | all ms | gather_cost | chosen |")
     print("|---|---|---|---|---|---|---|")
     for n_items, d, m in [(3706, 32, 100), (12319, 128, 1000), (12319, 64, 1000),

@@ -18,10 +18,10 @@ epoch time includes the trainer's shuffle of the examples, timed alone as shuffl
 configs evaluate after the last epoch (mean cold-test RMSE of the seeds is reported); phi is not
 evaluated (a stub returns NaN).
 
-    python benchmarks/seeds_vmap.py                      # 3 epochs each, JSON to
+    python -m benchmarks.seeds_vmap                      # 3 epochs each, JSON to
                                                          # benchmarks/results/seeds_vmap.json
-    python benchmarks/seeds_vmap.py --quick              # 1 epoch, 4 seeds everywhere
-    python benchmarks/seeds_vmap.py --epochs 5 --configs mf_sparse --out /tmp/x.json
+    python -m benchmarks.seeds_vmap --quick              # 1 epoch, 4 seeds everywhere
+    python -m benchmarks.seeds_vmap --epochs 5 --configs mf_sparse --out /tmp/x.json
 """
 
 from __future__ import annotations
@@ -218,7 +218,8 @@ def _bench_standin(split, *, epochs: int, seeds: int, batch_size: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.seeds_vmap",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="1 epoch, 4 seeds")
@@ -307,7 +308,8 @@ def main(argv=None) -> dict:
         if "note" in r:
             print(f"  note: {r['note']}")
     result = {"dataset": "ml1m_genre", "protocol": "cold_start", "epochs": epochs, "seeds": seeds,
-              "command": "python benchmarks/seeds_vmap.py " + " ".join(argv or sys.argv[1:]),
+              "command": " ".join(["python -m benchmarks.seeds_vmap",
+                                  *(sys.argv[1:] if argv is None else argv)]),
               "batch_size": args.batch_size, "backend": jax.default_backend(),
               "devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count(),
               "host": platform.node(), "jax": jax.__version__, "configs": rows}

@@ -6,25 +6,23 @@ Each part runs a jitted `lax.scan` of steps and reports microseconds per step (b
   mf_step    the library's sparse MF epoch on ML-1M (`benchmarks.mf_bench.JaxMF`, batch 1,024,
              dim 32): the whole step vs the step without its row updates
 
-    python benchmarks/sparse_step.py                 # JSON: benchmarks/results/sparse_step.json
-    taskset -c 0 python benchmarks/sparse_step.py    # the same pinned to one core
+    python -m benchmarks.sparse_step                 # JSON: benchmarks/results/sparse_step.json
+    taskset -c 0 python -m benchmarks.sparse_step    # the same pinned to one core
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from transferjax.models import sparse as SP  # noqa: E402
+from transferjax.models import sparse as SP
 
 N, D, K, T = 6040, 32, 1024, 300
 
@@ -97,7 +95,9 @@ def mf_step() -> dict:
     return out
 
 
-def main() -> dict:
+def main(argv=None) -> dict:
+    argparse.ArgumentParser(prog="python -m benchmarks.sparse_step",
+                            description=__doc__.splitlines()[0]).parse_args(argv)
     res = {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
            "loadavg_1min": os.getloadavg()[0], "backend": jax.default_backend(),
            "plan": plan(), "adam_rule": adam_rule(), "mf_step": mf_step()}

@@ -44,3 +44,24 @@ def test_readme_method_example_trains_like_builtin_mf():
     # Same MF stage, same cold-user fallback (zero factors): the same numbers.
     assert np.all(np.isfinite(out["my_method"])) and len(out["my_method"]) == 2
     np.testing.assert_allclose(out["my_method"], out["mf"], rtol=1e-6)
+
+
+def test_readme_commands_name_existing_entry_points():
+    """Every `transferjax SUB` the docs give is a library subcommand, and every benchmark they
+    give is a `python -m benchmarks.NAME` module with a `main(argv=None)`."""
+    import importlib
+
+    from transferjax import cli
+
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    docs = README.read_text(encoding="utf-8") + (README.parent / "BENCHMARKS.md").read_text(
+        encoding="utf-8")
+    shell = "\n".join(re.findall(r"```bash\n(.*?)```", docs, re.S))
+    used = set(re.findall(r"`transferjax ([a-z]+)\b", docs)) | set(
+        re.findall(r"(?:^|&& )transferjax ([a-z]+)\b", shell, re.M))
+    assert used and used <= set(sub.choices), used - set(sub.choices)
+    assert "python benchmarks/" not in docs
+    mods = set(re.findall(r"python -m (benchmarks\.[a-z_]+)", docs))  # not .NAME
+    assert {"benchmarks.quality", "benchmarks.speed"} <= mods
+    for name in mods:
+        assert callable(importlib.import_module(name).main), name

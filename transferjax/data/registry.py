@@ -7,17 +7,37 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
 
 from transferjax.data.types import CrossDomainData, DataError, Split
 
-SHARED_DATASETS = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+DATA_ENV = "TRANSFERJAX_DATA"
+DEFAULT_DATASETS = "../shared/datasets"  # relative to the current working directory
+
+
+def datasets_root() -> pathlib.Path:
+    """The folder holding the named datasets (cdrib_game_video/, douban_book_music/): the
+    environment variable TRANSFERJAX_DATA when set, else ../shared/datasets relative to the
+    current working directory (never to where the package is installed)."""
+    return pathlib.Path(os.environ.get(DATA_ENV) or DEFAULT_DATASETS)
 
 
 def _root(path: str, default: str) -> pathlib.Path:
-    root = pathlib.Path(path) if path else SHARED_DATASETS / default
+    """`path` (data.path) when set, else the dataset folder `default` under `datasets_root()`."""
+    if path:
+        root = pathlib.Path(path)
+        if not root.exists():
+            raise DataError(f"dataset folder {root} (data.path) not found")
+        return root
+    root = datasets_root() / default
     if not root.exists():
-        raise DataError(f"dataset folder {root} not found; set data.path to its location")
+        where = (f"${DATA_ENV}={os.environ[DATA_ENV]}" if os.environ.get(DATA_ENV)
+                 else f"{DEFAULT_DATASETS} from the current directory {pathlib.Path.cwd()}")
+        raise DataError(
+            f"dataset folder {root} not found (looked under {where}); set data.path to the "
+            f"dataset's folder or {DATA_ENV} to the folder holding {default}/"
+        )
     return root
 
 

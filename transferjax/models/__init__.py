@@ -1,7 +1,7 @@
 """Models as pure (init, apply) functions: MF, phi encoders (and their ELL sparse first layer),
-multi-task heads, discriminator.
+multi-task heads, discriminator, gradient reversal, row-sparse optimizers.
 
-The baselines (`transferjax.models.baselines`) register methods and are loaded by the registry.
+Math only: nothing here imports the methods, the trainer or the evaluation.
 """
 
 from transferjax.models.discriminator import dann_loss, discriminator_apply, discriminator_init

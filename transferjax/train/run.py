@@ -76,11 +76,16 @@ def split_fingerprint(split) -> str:
 
 
 def git_commit() -> str | None:
-    """The package checkout's commit, when it is a git checkout."""
+    """The commit of the code that ran, recorded only when the package sits at the top of a git
+    checkout (`transferjax/` beside `.git`, as in an editable install); None otherwise (an
+    installed copy, even one inside some other repository, or no git), without an error."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():  # a folder, or a file in a git worktree
+        return None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=pathlib.Path(__file__).parent,
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=5,

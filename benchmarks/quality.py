@@ -1,9 +1,11 @@
 """The quality benchmark: a declared suite of datasets x protocols x methods x seeds, run through
 the runner, with `BENCHMARKS.md` generated from the run folders (never edited by hand).
 
-    transferjax bench quality --quick        # under 10 minutes on a 2-core CPU; writes
+From the repository root (the suite reads `experiments/` and writes BENCHMARKS.md there):
+
+    python -m benchmarks.quality --quick     # under 10 minutes on a 2-core CPU; writes
                                              # runs/bench-quality-quick/BENCHMARKS.md
-    transferjax bench quality                # the full suite -> BENCHMARKS.md (wall time stated)
+    python -m benchmarks.quality             # the full suite -> BENCHMARKS.md (wall time stated)
 
 Run folders go to `--runs` (default runs/bench-quality[-quick]/TASK/METHOD); a run folder that
 already holds the same config's results is reused, so an interrupted suite resumes.
@@ -11,15 +13,19 @@ already holds the same config's results is reused, so an interrupted suite resum
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import platform
-import re
+import sys
 import time
 
+from benchmarks.sections import is_speed_section, section, section_names
 from transferjax import config as C
 
+# The suite's experiment files: the checkout's experiments/ folder (benchmarks/ is not installed).
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 BASELINES = ("popularity", "item_mean", "mf")
 TRANSFER = ("emcdr", "cmf", "ptupcdr", "phi", "dann", "mmd", "coral", "infonce")
@@ -144,8 +150,6 @@ def _machine() -> dict:
                 break
     except OSError:
         pass
-    import os
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -213,7 +217,7 @@ def write_report(
     from transferjax.reports import collect_runs, summarize, to_markdown
     from transferjax.reports.plots import plot_metric_vs
 
-    cmd = "transferjax bench quality" + (" --quick" if quick else "")
+    cmd = "python -m benchmarks.quality" + (" --quick" if quick else "")
     cmd += f" --only {','.join(only)}" if only else ""
     cmd += " --report-only" if missing else ""
     lines = [
@@ -278,39 +282,41 @@ def write_report(
             lines += [f"(plot skipped: {e})", ""]
     path = pathlib.Path(out)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    kept = [_section(old, name) for name in section_names(old) if is_speed_section(name)]
+    kept = [section(old, name) for name in section_names(old) if is_speed_section(name)]
     path.write_text(
         "\n".join(lines) + "\n" + "".join(f"\n{sec}\n" for sec in kept), encoding="utf-8"
     )
     return path
 
 
-def is_speed_section(name: str) -> bool:
-    """Whether `name` is a speed section's: `bench speed` writes those (one per machine, e.g.
-    speed-h100) and `bench quality` keeps them."""
-    return re.fullmatch(r"speed[\w.-]*", name) is not None
+def build_parser() -> argparse.ArgumentParser:
+    """The suite's flags."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the quick suite")
+    p.add_argument("--runs", help="folder for the run folders "
+                   "(default runs/bench-quality[-quick])")
+    p.add_argument("--out", help="markdown file (default BENCHMARKS.md; quick: beside the runs)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell")
+    p.add_argument("--only", help="comma-separated task names")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing; report the finished run folders, list the rest")
+    return p
 
 
-def section_names(text: str) -> list[str]:
-    """Names of the complete marked sections of `text`, in order (`bench quality` keeps those
-    named speed*: `bench speed` writes them, one per machine)."""
-    return [n for n in re.findall(r"<!-- ([\w.-]+):begin -->", text)
-            if f"<!-- {n}:end -->" in text]
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    path = run_quality(
+        quick=args.quick,
+        runs_dir=args.runs,
+        out=args.out,
+        seeds=args.seeds,
+        only=tuple(args.only.split(",")) if args.only else (),
+        report_only=args.report_only,
+    )
+    print(f"wrote {path}")
+    return 0
 
 
-def _section(text: str, name: str) -> str:
-    """The marked section `<!-- NAME:begin --> ... <!-- NAME:end -->` of `text`, or ""."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if begin in text and end in text:
-        return text[text.index(begin) : text.index(end) + len(end)]
-    return ""
-
-
-def put_section(path, name: str, body: str) -> None:
-    """Writes `body` as the marked section NAME of the markdown file at `path` (replacing it)."""
-    path = pathlib.Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"<!-- {name}:begin -->\n{body.strip()}\n<!-- {name}:end -->"
-    old = _section(text, name)
-    text = text.replace(old, block) if old else (text.rstrip() + "\n\n" + block + "\n")
-    path.write_text(text, encoding="utf-8")
+if __name__ == "__main__":
+    sys.exit(main())
