@@ -158,53 +158,67 @@ class _Book:
                 for i in range(self.n)]
 
 
-def make_train(cfg, split, *, evaluate: Callable, trials: list[dict] | None = None,
-               progress: bool = False) -> Callable:
-    """Builds the method of `cfg` on `split` once; returns `train(keys, *, log=None,
-    ckpt_dir=None) -> list[Result]` (or one `Result` for one scalar key).
+class Trainer:
+    """`train(keys, *, log=None, ckpt_dir=None, show=None) -> list[Result]` (one `Result` for
+    one scalar key) for a method built once on a split; see `make_train`."""
 
-    A leading axis of `keys` is a batch of trials (seeds) trained as one compiled program under
-    `vmap`. Evaluation and selection run per trial on the valid split only.
+    def __init__(self, cfg, split, *, evaluate: Callable, trials: list[dict] | None = None,
+                 progress: bool = False):
+        method = get_method(cfg.method)
+        self.cfg, self.split, self.evaluate = cfg, split, evaluate
+        self.trials, self.progress = trials, progress
+        self.built = built = method.build(cfg, split)
+        if set(built.hyper) != set(method.traced):
+            raise ValueError(f"method {cfg.method!r}: Built.hyper has {sorted(built.hyper)} but "
+                             f"register(traced=...) says {sorted(method.traced)}")
+        self.metric = (cfg.eval.select if cfg.eval.select != "auto"
+                       else default_select_metric(cfg, split))
+        self.shared = jax.device_put(built.data)
+        self.examples = [jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
+                         for st in built.stages]
+        self.programs = _Programs(built.stages)
+        # Epoch order: a numpy shuffle on the host is cheaper than XLA's sort on a CPU; on an
+        # accelerator the in-graph shuffle is faster (`python -m benchmarks.speed`).
+        self.host_shuffle = jax.default_backend() == "cpu"
 
-    Args:
-      cfg: a `RunConfig`.
-      split: a `Split`.
-      evaluate: `evaluate(scorer, view, heldout) -> dict` (`transferjax.train.evaluate`).
-      trials: optional per-trial overrides of traced values, e.g. `[{"trainer.lr": 1e-2}, ...]`
-        (one dict per key): learning rates (each stage's `lr_key`) and the config keys the
-        method traces (`Built.hyper`: loss weights, regularisation, GRL strength).
-      progress: show progress (a bar on a terminal, plain lines otherwise).
-    The returned `train` takes `log(step, scalars)` (batched trials log with a `trial{i}/`
-    prefix) and `ckpt_dir`, a folder for orbax checkpoints (an existing one is resumed from).
-    """
-    method = get_method(cfg.method)
-    built = method.build(cfg, split)
-    if set(built.hyper) != set(method.traced):
-        raise ValueError(f"method {cfg.method!r}: Built.hyper has {sorted(built.hyper)} but "
-                         f"register(traced=...) says {sorted(method.traced)}")
-    metric = cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
-    shared = jax.device_put(built.data)
-    examples = [jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
-                for st in built.stages]
-    programs = _Programs(built.stages)
-    # Epoch order: a numpy shuffle on the host is cheaper than XLA's sort on a CPU; on an
-    # accelerator the in-graph shuffle is faster (`python -m benchmarks.speed`).
-    host_shuffle = jax.default_backend() == "cpu"
+    def __call__(self, keys: jax.Array, *, log: Callable | None = None, ckpt_dir=None,
+                 show: bool | None = None):
+        single = keys.ndim == 0
+        keys = keys[None] if single else keys
+        n, t0 = keys.shape[0], time.perf_counter()
+        overrides = self.trials or [{} for _ in range(n)]
+        if len(overrides) != n:
+            raise ValueError(f"{len(overrides)} trial overrides for {n} keys")
+        batched = n > 1
+        k_init, k_train = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        params = jax.vmap(self.built.init)(k_init) if batched else self.built.init(k_init[0])
+        hyper = trial_hypers(self.built.hyper, overrides, batched=batched, method=self.cfg.method)
+        book = self._open(n, batched, log, ckpt_dir, self.progress if show is None else show)
+        first_stage = book.meta["stage"] if book.meta is not None else 0
+        key = k_train if batched else k_train[0]
+        for s_idx, stage in enumerate(self.built.stages):
+            if s_idx < first_stage:
+                continue
+            state, first = self._start_stage(book, s_idx, stage, params, key, overrides)
+            for ep in range(first, stage.epochs):  # each epoch donates the state it advances
+                state, stats = self._run_epoch(book, s_idx, stage, state, hyper, ep)
+                self._after_epoch(book, s_idx, stage, state, hyper, ep, stats)
+            params, key = state.params, state.key
+        return self._finish(book, params, hyper, time.perf_counter() - t0, single)
 
-    def evaluate_all(book: _Book, state: TrainState, hyper: dict, stage: str, epoch: int,
-                     stats: list[dict]) -> None:
-        for i in range(book.n):
-            view = built.view(book.trial(state.params, i), book.trial(hyper, i))
-            entry = {"stage": stage, "epoch": epoch, "step": book.step, "train": stats[i],
-                     "valid": evaluate(built.scorer, view, split.valid),
-                     "test": evaluate(built.scorer, view, split.test)}
-            book.history[i].append(entry)
-            prefix = f"trial{i}/" if book.batched else ""
-            book.log(book.step, {**{f"{prefix}train/{k}": v for k, v in stats[i].items()},
-                                 **{f"{prefix}{s}/{k}": v for s in ("valid", "test")
-                                    for k, v in entry[s].items()}})
+    def _open(self, n, batched, log, ckpt_dir, show) -> _Book:
+        use_ckpt = ckpt_dir is not None and self.cfg.trainer.checkpoint_every > 0
+        book = _Book(n=n, batched=batched, log=log or (lambda step, scalars: None),
+                     ckpt=Checkpointer(ckpt_dir) if use_ckpt else None,
+                     bar=Progress(sum(st.epochs for st in self.built.stages)) if show else None,
+                     history=[[] for _ in range(n)])
+        book.meta = book.ckpt.latest_meta() if book.ckpt is not None else None
+        if book.meta is not None:
+            book.history, book.resumed = book.meta["history"], book.meta["_step"]
+            book.step, book.train_s = book.meta["step"], book.meta["train_time"]
+        return book
 
-    def start_stage(book, s_idx, stage, params, key, overrides) -> tuple[TrainState, int]:
+    def _start_stage(self, book, s_idx, stage, params, key, overrides) -> tuple[TrainState, int]:
         """The state at the start of stage `s_idx` (restored when the run resumes inside it)
         and the first epoch to run."""
         init = jax.vmap(stage.optimizer.init) if book.batched else stage.optimizer.init
@@ -218,18 +232,18 @@ def make_train(cfg, split, *, evaluate: Callable, trials: list[dict] | None = No
         restored = book.ckpt.restore(meta["_step"], to_host(state))
         return from_host(restored, like=state), meta["epoch"]
 
-    def run_epoch(book, s_idx, stage, state, hyper, ep) -> tuple[TrainState, list[dict]]:
+    def _run_epoch(self, book, s_idx, stage, state, hyper, ep) -> tuple[TrainState, list[dict]]:
         fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: E731
         k_ep = jax.vmap(fold)(state.key) if book.batched else fold(state.key)
         idx = None
-        if host_shuffle:
+        if self.host_shuffle:
             perm = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30)) if book.batched else (
                 lambda k: jax.random.fold_in(k, 1 << 30))
             n_rows = len(next(iter(stage.examples.values())))
             idx = jnp.asarray(host_epoch_indices(perm(k_ep), n_rows,
                                                  min(stage.batch_size, n_rows)))
-        args = (state, hyper, shared, examples[s_idx], k_ep, idx)
-        program = programs.get(s_idx, book.batched, args)
+        args = (state, hyper, self.shared, self.examples[s_idx], k_ep, idx)
+        program = self.programs.get(s_idx, book.batched, args)
         t0 = time.perf_counter()
         state, stats = program(*args)
         stats = jax.device_get(stats)
@@ -237,71 +251,66 @@ def make_train(cfg, split, *, evaluate: Callable, trials: list[dict] | None = No
         book.step += 1
         return state, book.stats(stats)
 
-    def after_epoch(book, s_idx, stage, state, hyper, ep, stats) -> None:
-        if stage.select and ((ep + 1) % cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs):
-            evaluate_all(book, state, hyper, stage.name, ep + 1, stats)
+    def _after_epoch(self, book, s_idx, stage, state, hyper, ep, stats) -> None:
+        if stage.select and ((ep + 1) % self.cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs):
+            self._evaluate(book, state, hyper, stage.name, ep + 1, stats)
         else:
             book.log(book.step, {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
         if book.bar is not None:
             book.bar.update(book.step, steps_per_epoch(stage) * book.n,
                             f"{stage.name} epoch {ep + 1}/{stage.epochs} "
                             f"loss {stats[0]['loss']:.4f}")
-        every = cfg.trainer.checkpoint_every
+        every = self.cfg.trainer.checkpoint_every
         if book.ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
             book.ckpt.save(book.step, to_host(state),
                            {"stage": s_idx, "epoch": ep + 1, "step": book.step,
                             "history": book.history, "train_time": book.train_s})
 
-    def open_book(n, batched, log, ckpt_dir, show) -> _Book:
-        use_ckpt = ckpt_dir is not None and cfg.trainer.checkpoint_every > 0
-        book = _Book(n=n, batched=batched, log=log or (lambda step, scalars: None),
-                     ckpt=Checkpointer(ckpt_dir) if use_ckpt else None,
-                     bar=Progress(sum(st.epochs for st in built.stages)) if show else None,
-                     history=[[] for _ in range(n)])
-        book.meta = book.ckpt.latest_meta() if book.ckpt is not None else None
-        if book.meta is not None:
-            book.history, book.resumed = book.meta["history"], book.meta["_step"]
-            book.step, book.train_s = book.meta["step"], book.meta["train_time"]
-        return book
+    def _evaluate(self, book: _Book, state: TrainState, hyper: dict, stage: str, epoch: int,
+                     stats: list[dict]) -> None:
+        for i in range(book.n):
+            view = self.built.view(book.trial(state.params, i), book.trial(hyper, i))
+            entry = {"stage": stage, "epoch": epoch, "step": book.step, "train": stats[i],
+                     "valid": self.evaluate(self.built.scorer, view, self.split.valid),
+                     "test": self.evaluate(self.built.scorer, view, self.split.test)}
+            book.history[i].append(entry)
+            prefix = f"trial{i}/" if book.batched else ""
+            book.log(book.step, {**{f"{prefix}train/{k}": v for k, v in stats[i].items()},
+                                 **{f"{prefix}{s}/{k}": v for s in ("valid", "test")
+                                    for k, v in entry[s].items()}})
 
-    def train(keys: jax.Array, *, log: Callable | None = None, ckpt_dir=None,
-              show: bool | None = None):
-        single = keys.ndim == 0
-        keys = keys[None] if single else keys
-        n, t0 = keys.shape[0], time.perf_counter()
-        overrides = trials or [{} for _ in range(n)]
-        if len(overrides) != n:
-            raise ValueError(f"{len(overrides)} trial overrides for {n} keys")
-        batched = n > 1
-        k_init, k_train = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-        params = jax.vmap(built.init)(k_init) if batched else built.init(k_init[0])
-        hyper = trial_hypers(built.hyper, overrides, batched=batched, method=cfg.method)
-        book = open_book(n, batched, log, ckpt_dir, progress if show is None else show)
-        first_stage = book.meta["stage"] if book.meta is not None else 0
-        key = k_train if batched else k_train[0]
-        for s_idx, stage in enumerate(built.stages):
-            if s_idx < first_stage:
-                continue
-            state, first = start_stage(book, s_idx, stage, params, key, overrides)
-            for ep in range(first, stage.epochs):  # each epoch donates the state it advances
-                state, stats = run_epoch(book, s_idx, stage, state, hyper, ep)
-                after_epoch(book, s_idx, stage, state, hyper, ep, stats)
-            params, key = state.params, state.key
-        return finish(book, params, hyper, time.perf_counter() - t0, single)
-
-    def finish(book, params, hyper, wall, single):
+    def _finish(self, book, params, hyper, wall, single):
         for closer in (book.ckpt, book.bar):
             if closer is not None:
                 closer.close()
         if not book.history[0]:  # nothing selects (closed-form baselines): one final evaluation
             state = TrainState(params, None, None, None)
-            evaluate_all(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
+            self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
         results = [Result(params=book.trial(params, i), history=book.history[i],
-                          selected=select_best([h["valid"] for h in book.history[i]], metric),
-                          select_metric=metric, wall_time=wall, train_time=book.train_s,
-                          compile_time=programs.seconds, resumed_from=book.resumed)
+                          selected=select_best([h["valid"] for h in book.history[i]], self.metric),
+                          select_metric=self.metric, wall_time=wall, train_time=book.train_s,
+                          compile_time=self.programs.seconds, resumed_from=book.resumed)
                    for i in range(book.n)]
         return results[0] if single else results
 
-    train.built = built
-    return train
+
+def make_train(cfg, split, *, evaluate: Callable, trials: list[dict] | None = None,
+               progress: bool = False) -> Trainer:
+    """Builds the method of `cfg` on `split` once and returns its `Trainer`: `train(keys, *,
+    log=None, ckpt_dir=None) -> list[Result]` (or one `Result` for one scalar key).
+
+    A leading axis of `keys` is a batch of trials (seeds) trained as one compiled program under
+    `vmap`. Evaluation and selection run per trial on the valid split only.
+
+    Args:
+      cfg: a `RunConfig`.
+      split: a `Split`.
+      evaluate: `evaluate(scorer, view, heldout) -> dict` (`transferjax.train.evaluate`).
+      trials: optional per-trial overrides of traced values, e.g. `[{"trainer.lr": 1e-2}, ...]`
+        (one dict per key): learning rates (each stage's `lr_key`) and the config keys the
+        method traces (`Built.hyper`: loss weights, regularisation, GRL strength).
+      progress: show progress (a bar on a terminal, plain lines otherwise).
+    The trainer's call takes `log(step, scalars)` (batched trials log with a `trial{i}/`
+    prefix) and `ckpt_dir`, a folder for orbax checkpoints (an existing one is resumed from).
+    """
+    return Trainer(cfg, split, evaluate=evaluate, trials=trials, progress=progress)
