@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -76,6 +77,7 @@ class Evaluator:
     _other_plans: weakref.WeakKeyDictionary = dataclasses.field(
         default_factory=weakref.WeakKeyDictionary, repr=False
     )
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
     def plans_of(self, heldout: str | HeldOut) -> dict:
         """{family: (plan, real rows)} of "valid", "test", one of those HeldOut objects (by
@@ -87,19 +89,21 @@ class Evaluator:
         for name, ho in self.heldouts.items():
             if heldout is ho:
                 return self.plans[name]
-        if heldout not in self._other_plans:
-            self._other_plans[heldout] = self.make_plans({"other": heldout})["other"]
-        return self._other_plans[heldout]
+        with self._lock:  # the runner evaluates seeds on threads
+            if heldout not in self._other_plans:
+                self._other_plans[heldout] = self.make_plans({"other": heldout})["other"]
+            return self._other_plans[heldout]
 
     def programs_of(self, scorer) -> dict:
         """The jitted programs of `scorer`, built on first use (see `_jit_programs`)."""
-        progs = self._programs.get(scorer)
-        if progs is None:
-            if len(self._programs) >= _MAX_SCORERS:
-                self._programs.pop(next(iter(self._programs)))
-            progs = _jit_programs(scorer, families=self.families, ks=self.ks)
-            self._programs[scorer] = progs
-        return progs
+        with self._lock:
+            progs = self._programs.get(scorer)
+            if progs is None:
+                if len(self._programs) >= _MAX_SCORERS:
+                    self._programs.pop(next(iter(self._programs)))
+                progs = _jit_programs(scorer, families=self.families, ks=self.ks)
+                self._programs[scorer] = progs
+            return progs
 
     def __call__(self, scorer, params, heldout, *, batched: bool = False) -> dict | list[dict]:
         """Metrics of `scorer` with `params` on `heldout` ("valid", "test" or a HeldOut).
