@@ -1,7 +1,8 @@
 """Rating and ranking metrics: the math only, in jax.
 
 Every function takes jax or numpy arrays and returns python floats (means over rows or users),
-except `topk_metrics_per_user`, which returns per-user jax arrays. Nothing here knows about
+except `topk_metrics_per_user`, which returns per-user jax arrays, and the sum form at the end
+(sums per chunk inside a compiled program, means on the host). Nothing here knows about
 models or data sets; `transferjax.eval.ranking` produces the ranks and hit matrices.
 
 Key names: "mae", "rmse"; "hr@K", "ndcg@K", "precision@K", "recall@K", "f1@K", "mrr".
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _F32 = jnp.float32
 
@@ -183,3 +185,76 @@ def topk_metrics(hits, n_rel, *, ks: Sequence[int] = (5, 10, 20)) -> dict:
     if jnp.asarray(hits).shape[0] == 0:
         raise ValueError("topk_metrics: no users to average")
     return {k: float(jnp.mean(v)) for k, v in per_user.items()}
+
+
+# Sum form, for evaluation in chunks (`transferjax.eval.compiled`): each chunk returns the sums
+# of the per-row values over its real rows, the host adds the chunks' sums in float64 and divides
+# once. Same formulas as above; the means agree with them up to float32 summation order.
+
+
+def rank_metric_sums(rank, real, *, ks: tuple[int, ...]) -> dict:
+    """Sums over the rows where `real` of the per-row terms of `rank_metrics_from_ranks`.
+
+    Args:
+      rank: i32[c] 0-based rank of each row's positive.
+      real: bool[c] rows that count.
+      ks: cutoffs K.
+
+    Returns:
+      dict of f32[] sums: "mrr" of 1/(r+1), "hr@K" of 1[r<K], "ndcg@K" of 1[r<K]/log2(r+2);
+      `rank_metrics_from_sums` turns them into every key of `rank_metrics_from_ranks`.
+    """
+    r = rank.astype(_F32)
+    out = {"mrr": jnp.sum(jnp.where(real, 1.0 / (r + 1.0), 0.0))}
+    gain = 1.0 / jnp.log2(r + 2.0)
+    for k in ks:
+        hit = real & (rank < k)
+        out[f"hr@{k}"] = jnp.sum(hit.astype(_F32))
+        out[f"ndcg@{k}"] = jnp.sum(jnp.where(hit, gain, 0.0))
+    return out
+
+
+def rank_metrics_from_sums(sums: dict, count: int, *, ks: tuple[int, ...]) -> dict:
+    """`rank_metrics_from_ranks` from `rank_metric_sums` of each chunk, on the host.
+
+    Args:
+      sums: {key: f32[..., n_chunks]} per-chunk sums (leading axes, e.g. trials, are kept).
+      count: rows summed.
+      ks: cutoffs K, as given to `rank_metric_sums`.
+
+    Returns:
+      {key: float32 array[...]} with the keys of `rank_metrics_from_ranks`, sorted.
+    """
+    mean = _means(sums, count)
+    for k in ks:
+        hr = mean[f"hr@{k}"]
+        mean[f"precision@{k}"] = hr / k
+        mean[f"recall@{k}"] = hr
+        mean[f"f1@{k}"] = 2.0 * hr / (k + 1)
+    return {k: v.astype(np.float32) for k, v in sorted(mean.items())}
+
+
+def topk_metric_sums(hits, n_rel, real, *, ks: tuple[int, ...]) -> dict:
+    """Sums over the users where `real` of `topk_metrics_per_user` (same keys).
+
+    Args:
+      hits: bool[c, K] relevance of each user's top-K list, K = max(ks).
+      n_rel: i32[c] number of relevant items of each user.
+      real: bool[c] users that count.
+      ks: cutoffs k.
+
+    Returns:
+      dict of f32[] sums; their means over users are `topk_metrics`.
+    """
+    per_user = _topk_metrics(hits, n_rel, ks)
+    return {k: jnp.sum(jnp.where(real, v, 0.0)) for k, v in per_user.items()}
+
+
+def _means(sums: dict, count: int) -> dict:
+    return {k: np.asarray(v, np.float64).sum(axis=-1) / count for k, v in sums.items()}
+
+
+def means_from_sums(sums: dict, count: int) -> dict:
+    """{key: float32 mean} (numpy, on the host) of per-chunk sums {key: f32[..., n_chunks]}:
+    the chunks are added in float64, divided by `count`, then rounded to float32."""
+    return {k: v.astype(np.float32) for k, v in sorted(_means(sums, count).items())}

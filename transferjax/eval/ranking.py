@@ -1,7 +1,10 @@
 """Chunked evaluation of a scoring model on held-out target interactions.
 
 Three protocols, all in fixed-shape chunks (the last chunk is padded by repeating a real row and
-its results dropped) so that a jitted model function compiles once:
+its results dropped; the layouts are built in `transferjax.eval.plan`) so that a jitted model
+function compiles once. These functions walk the chunks on the host, one call per chunk: the
+reference path. `transferjax.eval.compiled` computes the same metrics as one compiled scan
+over a plan (what `transferjax.train.evaluate` runs after every epoch).
 
 * `full_ranking` / `full_ranking_ranks`: score every target item for each evaluated user,
   `chunk_size` users at a time; at most one [chunk, n_items] score matrix (and same-shaped
@@ -21,7 +24,7 @@ model scores ties are rare and both rules agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,88 +32,7 @@ import numpy as np
 
 from transferjax.data.types import HeldOut, Interactions
 from transferjax.eval import metrics
-
-_TIES = ("pessimistic", "optimistic")
-
-
-def _check_common(heldout: HeldOut, chunk_size: int, ties: str = "pessimistic") -> None:
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if ties not in _TIES:
-        raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
-    if len(heldout) == 0:
-        raise ValueError("heldout has no interactions to evaluate")
-    if heldout.row.min() < 0 or heldout.row.max() >= len(heldout.pairs):
-        raise ValueError(f"HeldOut.row outside [0, {len(heldout.pairs)})")
-
-
-def _bucket(n: int) -> int:
-    """Next power of two >= max(n, 1): few distinct padded widths, few recompiles."""
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _pad_to(a: np.ndarray, size: int, fill) -> np.ndarray:
-    out = np.full((size,) + a.shape[1:], fill, a.dtype)
-    out[: len(a)] = a
-    return out
-
-
-def _row_chunks(n: int, chunk_size: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Index arrays int64[chunk_size] over [0, n), the last padded with its first index."""
-    for s in range(0, n, chunk_size):
-        idx = np.arange(s, min(s + chunk_size, n))
-        yield _pad_to(idx, chunk_size, s), len(idx)
-
-
-def _group(e_pos: np.ndarray, items: np.ndarray, chunk_size: int, n_chunks: int, n_items: int):
-    """Groups (user position, item) entries by user chunk.
-
-    Returns:
-      order: int64[m] entry indices sorted by chunk; starts: int64[n_chunks + 1] offsets into
-      `order`; take(j) -> (row within chunk j: i32[w], item: i32[w]), padded to one width w
-      for all chunks with item = n_items (dropped by the kernels' scatters).
-    """
-    chunk = e_pos // chunk_size
-    order = np.argsort(chunk, kind="stable")
-    starts = np.searchsorted(chunk[order], np.arange(n_chunks + 1), side="left")
-    width = _bucket(int(np.max(np.diff(starts), initial=0)))
-    local = (e_pos % chunk_size).astype(np.int32)
-
-    def take(j):
-        sel = order[starts[j] : starts[j + 1]]
-        return (_pad_to(local[sel], width, 0), _pad_to(items[sel].astype(np.int32), width, n_items))
-
-    return order, starts, take
-
-
-def _user_chunks(heldout: HeldOut, exclude: Interactions | None, n_items: int, chunk_size: int):
-    """Evaluated users and, per chunk, their pairs, excluded items and held-out items."""
-    if heldout.item.min() < 0 or heldout.item.max() >= n_items:
-        raise ValueError(f"HeldOut.item outside [0, {n_items})")
-    if exclude is not None and exclude.n_items != n_items:
-        raise ValueError(f"exclude.n_items={exclude.n_items} but n_items={n_items}")
-    rows = np.unique(heldout.row)  # evaluated users: pairs rows with >= 1 held-out item
-    pos_of_row = np.full(len(heldout.pairs), -1, np.int64)
-    pos_of_row[rows] = np.arange(len(rows))
-    h_pos = pos_of_row[heldout.row]
-    n_chunks = -(-len(rows) // chunk_size)
-    ex_pos = np.zeros(0, np.int64)
-    ex_item = np.zeros(0, np.int32)
-    if exclude is not None and len(exclude):
-        tgt = heldout.pairs[rows, 1]  # a target user may head several rows: expand matches
-        by_tgt = np.argsort(tgt, kind="stable")
-        lo = np.searchsorted(tgt[by_tgt], exclude.user, side="left")
-        cnt = np.searchsorted(tgt[by_tgt], exclude.user, side="right") - lo
-        first = np.repeat(lo, cnt)
-        offs = np.arange(first.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        ex_pos = by_tgt[first + offs].astype(np.int64)
-        ex_item = np.repeat(exclude.item, cnt)
-    h_order, h_starts, h_take = _group(h_pos, heldout.item, chunk_size, n_chunks, n_items)
-    _, _, ex_take = _group(ex_pos, ex_item, chunk_size, n_chunks, n_items)
-    pairs = heldout.pairs[rows]
-    for j, (idx, n_real) in enumerate(_row_chunks(len(rows), chunk_size)):
-        entries = h_order[h_starts[j] : h_starts[j + 1]]
-        yield (pairs[idx, 0], pairs[idx, 1], n_real, ex_take(j), h_take(j), entries)
+from transferjax.eval.plan import check_heldout, row_chunks, user_chunks
 
 
 def _scores(score_fn, src, tgt, n_items: int) -> jax.Array:
@@ -166,10 +88,10 @@ def full_ranking(
       dict of floats "precision@k", "recall@k", "f1@k", "hr@k", "ndcg@k", "mrr" (first hit
       within max(ks)) and "n_users" (int).
     """
-    _check_common(heldout, chunk_size)
+    check_heldout(heldout, chunk_size)
     ks = metrics._check_ks(ks, n_items)
     hits, n_rel, nans = [], [], []
-    for src, tgt, n_real, (ex_r, ex_i), (p_r, p_i), _ in _user_chunks(
+    for src, tgt, n_real, (ex_r, ex_i), (p_r, p_i), _ in user_chunks(
         heldout, exclude, n_items, chunk_size
     ):
         s = _scores(score_fn, src, tgt, n_items)
@@ -228,10 +150,10 @@ def full_ranking_ranks(
     Returns:
       int32[len(heldout)] ranks aligned with `heldout.item`.
     """
-    _check_common(heldout, chunk_size, ties)
+    check_heldout(heldout, chunk_size, ties)
     ranks = np.zeros(len(heldout), np.int32)
     parts, nans = [], []
-    for src, tgt, n_real, (ex_r, ex_i), (p_r, p_i), entries in _user_chunks(
+    for src, tgt, n_real, (ex_r, ex_i), (p_r, p_i), entries in user_chunks(
         heldout, exclude, n_items, chunk_size
     ):
         s = _scores(score_fn, src, tgt, n_items)
@@ -280,7 +202,7 @@ def sampled_ranking(
     Returns:
       dict of floats (keys of `rank_metrics_from_ranks`) and "n_interactions" (int).
     """
-    _check_common(heldout, chunk_size, ties)
+    check_heldout(heldout, chunk_size, ties)
     if heldout.negatives is None:
         raise ValueError("HeldOut.negatives is None: this split has no sampled negatives")
     if heldout.negatives.ndim != 2 or len(heldout.negatives) != len(heldout):
@@ -291,7 +213,7 @@ def sampled_ranking(
     items = np.concatenate([heldout.item[:, None], heldout.negatives], axis=1)
     src, tgt = heldout.source_user, heldout.target_user
     ranks, nans = [], []
-    for idx, n_real in _row_chunks(len(heldout), chunk_size):
+    for idx, n_real in row_chunks(len(heldout), chunk_size):
         s = score_items_fn(jnp.asarray(src[idx]), jnp.asarray(tgt[idx]), jnp.asarray(items[idx]))
         if s.shape != (chunk_size, items.shape[1]):
             raise ValueError(
@@ -318,10 +240,10 @@ def rating_eval(predict_fn: Callable, heldout: HeldOut, *, chunk_size: int = 819
     Returns:
       {"mae": float, "rmse": float}.
     """
-    _check_common(heldout, chunk_size)
+    check_heldout(heldout, chunk_size)
     src, tgt = heldout.source_user, heldout.target_user
     preds = []
-    for idx, n_real in _row_chunks(len(heldout), chunk_size):
+    for idx, n_real in row_chunks(len(heldout), chunk_size):
         p = predict_fn(jnp.asarray(src[idx]), jnp.asarray(tgt[idx]), jnp.asarray(heldout.item[idx]))
         if p.shape != (chunk_size,):
             raise ValueError(f"predict_fn returned shape {p.shape}, expected {(chunk_size,)}")

@@ -2,22 +2,31 @@
 
 Metric names: `mae`, `rmse` (explicit ratings); sampled-negative ranking metrics as `hr@K`,
 `ndcg@K`, `mrr`, ...; full-ranking metrics with a `full_` prefix (`full_recall@10`, ...).
-Scorers are jitted once per scorer with the params as an argument, so evaluating after every
-epoch never recompiles.
+
+`make_evaluator(cfg, split)` builds the evaluation plans of `split.valid` and `split.test` once,
+as device arrays (`transferjax.eval.plan`), and per scorer one jitted program per metric family
+(`transferjax.eval.compiled`: a scan over the plan's chunks, the params an argument), plain and
+vmapped over a leading trial axis of the params. Evaluating after every epoch, for every trial,
+reuses them: one compile per (scorer, plan), one device-to-host transfer per evaluation. The
+values equal those of `transferjax.eval.ranking`'s host-loop functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import threading
+import weakref
+from collections.abc import Callable
 
 import jax
+import numpy as np
 
-from transferjax.eval.ranking import full_ranking, rating_eval, sampled_ranking
+from transferjax.data.types import HeldOut
+from transferjax.eval import compiled, metrics, plan
 
-
-@functools.lru_cache(maxsize=64)
-def _jitted(scorer):
-    return (jax.jit(scorer.rating), jax.jit(scorer.score_items), jax.jit(scorer.score_all))
+_MAX_SCORERS = 8  # scorers whose compiled programs an evaluator keeps (a run uses one)
+_FAMILIES = ("rating", "sampled", "full")  # evaluation (and NaN-check) order
 
 
 def default_select_metric(cfg, split) -> str:
@@ -32,8 +41,152 @@ def default_select_metric(cfg, split) -> str:
     return "full_ndcg@10"
 
 
-def make_evaluate(cfg, split):
-    """Returns `evaluate(scorer, params, heldout) -> dict[str, float]`."""
+def _jit_programs(scorer, *, families: tuple[str, ...], ks: tuple[int, ...]) -> dict:
+    """{family: (jitted f(params, plan), jitted vmap of f over params' leading trial axis)}."""
+    fns = {
+        "rating": functools.partial(compiled.rating_sums, scorer.rating),
+        "sampled": functools.partial(
+            compiled.sampled_sums, scorer.score_items, ks=ks, pessimistic=True
+        ),
+        "full": functools.partial(compiled.full_sums, scorer.score_all, ks=ks),
+    }
+    return {
+        name: (jax.jit(fns[name]), jax.jit(jax.vmap(fns[name], in_axes=(0, None))))
+        for name in families
+    }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Evaluator:
+    """`evaluator(scorer, params, heldout, *, batched=False)` for one split.
+
+    Attributes:
+      heldouts: {"valid": HeldOut, "test": HeldOut} of the split.
+      plans: {name: {family: (plan, real rows)}} built once for each of `heldouts`.
+      families: the metric families computed, a subset of ("rating", "sampled", "full").
+      ks: cutoffs K of the ranking metrics.
+      make_plans: `{name: HeldOut} -> {name: {family: (plan, real rows)}}` (`_make_plans`).
+    """
+
+    heldouts: dict
+    plans: dict
+    families: tuple[str, ...]
+    ks: tuple[int, ...]
+    make_plans: Callable
+    _programs: dict = dataclasses.field(default_factory=dict, repr=False)
+    _other_plans: weakref.WeakKeyDictionary = dataclasses.field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def plans_of(self, heldout: str | HeldOut) -> dict:
+        """{family: (plan, real rows)} of "valid", "test", one of those HeldOut objects (by
+        identity) or another HeldOut (planned on first use and kept while it lives)."""
+        if isinstance(heldout, str):
+            if heldout not in self.plans:
+                raise ValueError(f"unknown held-out set {heldout!r}; valid: {sorted(self.plans)}")
+            return self.plans[heldout]
+        for name, ho in self.heldouts.items():
+            if heldout is ho:
+                return self.plans[name]
+        with self._lock:  # the runner evaluates seeds on threads
+            if heldout not in self._other_plans:
+                self._other_plans[heldout] = self.make_plans({"other": heldout})["other"]
+            return self._other_plans[heldout]
+
+    def programs_of(self, scorer) -> dict:
+        """The jitted programs of `scorer`, built on first use (see `_jit_programs`)."""
+        with self._lock:
+            progs = self._programs.get(scorer)
+            if progs is None:
+                if len(self._programs) >= _MAX_SCORERS:
+                    self._programs.pop(next(iter(self._programs)))
+                progs = _jit_programs(scorer, families=self.families, ks=self.ks)
+                self._programs[scorer] = progs
+            return progs
+
+    def __call__(self, scorer, params, heldout, *, batched: bool = False) -> dict | list[dict]:
+        """Metrics of `scorer` with `params` on `heldout` ("valid", "test" or a HeldOut).
+
+        Args:
+          scorer: a `transferjax.methods.api.Scorer`.
+          params: its params; with `batched`, every leaf has a leading trial axis [T, ...].
+          heldout: the held-out set.
+          batched: evaluate the T trials in one vmapped program.
+
+        Returns:
+          {metric: float}, or with `batched` a list of T such dicts.
+
+        Raises:
+          ValueError: a scorer returned NaN scores (in any trial) or a wrongly shaped output.
+        """
+        plans = self.plans_of(heldout)
+        progs = self.programs_of(scorer)
+        outs = {f: progs[f][int(batched)](params, p) for f, (p, _) in plans.items()}
+        outs = jax.device_get(outs)  # the one transfer of this evaluation
+        vals = {}
+        for family in self.families:  # NaN checks in the order of the reference functions
+            count = plans[family][1]
+            if family == "rating":
+                vals.update(compiled.finish_rating(outs[family], count))
+                continue
+            sums, n_nan = outs[family]
+            err = compiled.nan_error(n_nan)
+            if err is not None:
+                raise err
+            if family == "sampled":
+                vals.update(compiled.finish_sampled(sums, count, ks=self.ks))
+            else:
+                vals.update({f"full_{k}": v for k, v in compiled.finish_full(sums, count).items()})
+        if not batched:
+            return {k: float(v) for k, v in vals.items()}
+        n_trials = jax.tree_util.tree_leaves(params)[0].shape[0]
+        vals = {k: np.broadcast_to(np.asarray(v), (n_trials,)) for k, v in vals.items()}
+        return [{k: float(v[i]) for k, v in vals.items()} for i in range(n_trials)]
+
+    def batched(self, scorer, params, heldout) -> list[dict]:
+        """One metrics dict per trial of `params` (leaves [T, ...]), from one vmapped program."""
+        return self(scorer, params, heldout, batched=True)
+
+
+def _make_plans(
+    heldouts: dict,
+    *,
+    families: tuple[str, ...],
+    exclude,
+    n_items: int,
+    chunk_size: int,
+    rating_chunk: int,
+) -> dict:
+    """{name: {family: (plan, real rows)}} of `heldouts` ({name: HeldOut}); one chunk size per
+    family, fitted to the largest set, and plans padded to common shapes (`plan.same_shapes`):
+    one compiled program per family serves every set."""
+    rows = {
+        "rating": max(len(h) for h in heldouts.values()),
+        "full": max(len(np.unique(h.row)) for h in heldouts.values()),
+    }
+    rows["sampled"] = rows["rating"]
+    fit = {
+        f: plan.fit_chunk(rows[f], rating_chunk if f == "rating" else chunk_size) for f in families
+    }
+    builders = {
+        "rating": lambda h: plan.rating_plan(h, chunk_size=fit["rating"]),
+        "sampled": lambda h: plan.sampled_plan(h, chunk_size=fit["sampled"]),
+        "full": lambda h: plan.full_plan(
+            h, exclude=exclude, n_items=n_items, chunk_size=fit["full"]
+        ),
+    }
+    out = {name: {} for name in heldouts}
+    for f in families:
+        built = plan.same_shapes([builders[f](h) for h in heldouts.values()])
+        for name, p in zip(heldouts, built, strict=True):
+            out[name][f] = (p, plan.n_rows(p))
+    return out
+
+
+def make_evaluator(cfg, split) -> Evaluator:
+    """The `Evaluator` of `split` under `cfg.eval`; plans valid and test now, to one shape per
+    metric family (padded with empty chunks: one compile per family and scorer serves both)."""
     ec = cfg.eval
     explicit = not split.target_train.implicit
     if ec.rating == "on" and not explicit:
@@ -45,37 +198,33 @@ def make_evaluate(cfg, split):
     if ranking in ("sampled", "both") and split.valid.negatives is None:
         raise ValueError("eval.ranking needs sampled negatives: set protocol.n_negatives > 0")
     n_items = split.target_train.n_items
+    wanted = {
+        "rating": rating,
+        "sampled": ranking in ("sampled", "both"),
+        "full": ranking in ("full", "both"),
+    }
+    families = tuple(f for f in _FAMILIES if wanted[f])
+    ks = metrics._check_ks(ec.ks, n_items if wanted["full"] else None)
+    make_plans = functools.partial(
+        _make_plans,
+        families=families,
+        exclude=split.target_train,
+        n_items=n_items,
+        chunk_size=ec.chunk_size,
+        rating_chunk=max(ec.chunk_size, 4096),
+    )
+    heldouts = {"valid": split.valid, "test": split.test}
+    return Evaluator(
+        heldouts=heldouts,
+        plans=make_plans(heldouts),
+        families=families,
+        ks=ks,
+        make_plans=make_plans,
+    )
 
-    def evaluate(scorer, params, heldout) -> dict:
-        rate, items_fn, all_fn = _jitted(scorer)
-        out = {}
-        if rating:
-            out.update(
-                rating_eval(
-                    lambda s, t, i: rate(params, s, t, i),
-                    heldout,
-                    chunk_size=max(ec.chunk_size, 4096),
-                )
-            )
-        if ranking in ("sampled", "both"):
-            out.update(
-                sampled_ranking(
-                    lambda s, t, i: items_fn(params, s, t, i),
-                    heldout,
-                    ks=ec.ks,
-                    chunk_size=ec.chunk_size,
-                )
-            )
-        if ranking in ("full", "both"):
-            full = full_ranking(
-                lambda s, t: all_fn(params, s, t),
-                heldout,
-                exclude=split.target_train,
-                n_items=n_items,
-                ks=ec.ks,
-                chunk_size=ec.chunk_size,
-            )
-            out.update({f"full_{k}": v for k, v in full.items()})
-        return {k: float(v) for k, v in out.items()}
 
-    return evaluate
+def make_evaluate(cfg, split) -> Evaluator:
+    """Returns `evaluate(scorer, params, heldout) -> dict[str, float]` (an `Evaluator`), with
+    `evaluate.batched(scorer, params_with_trial_axis, heldout) -> list[dict]`; `heldout` is
+    `split.valid` or `split.test` (or another HeldOut, planned on first use)."""
+    return make_evaluator(cfg, split)
