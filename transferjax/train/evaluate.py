@@ -50,8 +50,12 @@ def _jit_programs(scorer, *, families: tuple[str, ...], ks: tuple[int, ...]) -> 
         ),
         "full": functools.partial(compiled.full_sums, scorer.score_all, ks=ks),
     }
+    def with_shared(fn):  # the scorer reads {**params, **shared}; shared is never batched
+        return lambda params, shared, plan: fn({**params, **shared}, plan)
+
     return {
-        name: (jax.jit(fns[name]), jax.jit(jax.vmap(fns[name], in_axes=(0, None))))
+        name: (jax.jit(with_shared(fns[name])),
+               jax.jit(jax.vmap(with_shared(fns[name]), in_axes=(0, None, None))))
         for name in families
     }
 
@@ -105,7 +109,8 @@ class Evaluator:
                 self._programs[scorer] = progs
             return progs
 
-    def __call__(self, scorer, params, heldout, *, batched: bool = False) -> dict | list[dict]:
+    def __call__(self, scorer, params, heldout, *, batched: bool = False,
+                 shared: dict | None = None) -> dict | list[dict]:
         """Metrics of `scorer` with `params` on `heldout` ("valid", "test" or a HeldOut).
 
         Args:
@@ -113,6 +118,8 @@ class Evaluator:
           params: its params; with `batched`, every leaf has a leading trial axis [T, ...].
           heldout: the held-out set.
           batched: evaluate the T trials in one vmapped program.
+          shared: arrays the scorer reads beside `params` that no trial owns (a method's
+            `Built.data`): never batched, merged into the params the scorer sees.
 
         Returns:
           {metric: float}, or with `batched` a list of T such dicts.
@@ -122,7 +129,8 @@ class Evaluator:
         """
         plans = self.plans_of(heldout)
         progs = self.programs_of(scorer)
-        outs = {f: progs[f][int(batched)](params, p) for f, (p, _) in plans.items()}
+        shared = {} if shared is None else shared
+        outs = {f: progs[f][int(batched)](params, shared, p) for f, (p, _) in plans.items()}
         outs = jax.device_get(outs)  # the one transfer of this evaluation
         vals = {}
         for family in self.families:  # NaN checks in the order of the reference functions
@@ -144,9 +152,9 @@ class Evaluator:
         vals = {k: np.broadcast_to(np.asarray(v), (n_trials,)) for k, v in vals.items()}
         return [{k: float(v[i]) for k, v in vals.items()} for i in range(n_trials)]
 
-    def batched(self, scorer, params, heldout) -> list[dict]:
+    def batched(self, scorer, params, heldout, *, shared: dict | None = None) -> list[dict]:
         """One metrics dict per trial of `params` (leaves [T, ...]), from one vmapped program."""
-        return self(scorer, params, heldout, batched=True)
+        return self(scorer, params, heldout, batched=True, shared=shared)
 
 
 def _make_plans(

@@ -267,12 +267,15 @@ class Trainer:
                             "history": book.history, "train_time": book.train_s})
 
     def _evaluate(self, book: _Book, state: TrainState, hyper: dict, stage: str, epoch: int,
-                     stats: list[dict]) -> None:
+                  stats: list[dict]) -> None:
+        """Valid and test metrics of every trial (one vmapped program for batched trials)."""
+        params, data = {**state.params, "hyper": hyper}, self.built.data
+        got = {name: self.evaluate(self.built.scorer, params, held, batched=book.batched,
+                                   shared=data)
+               for name, held in (("valid", self.split.valid), ("test", self.split.test))}
         for i in range(book.n):
-            view = self.built.view(book.trial(state.params, i), book.trial(hyper, i))
             entry = {"stage": stage, "epoch": epoch, "step": book.step, "train": stats[i],
-                     "valid": self.evaluate(self.built.scorer, view, self.split.valid),
-                     "test": self.evaluate(self.built.scorer, view, self.split.test)}
+                     **{name: g[i] if book.batched else g for name, g in got.items()}}
             book.history[i].append(entry)
             prefix = f"trial{i}/" if book.batched else ""
             book.log(book.step, {**{f"{prefix}train/{k}": v for k, v in stats[i].items()},
@@ -305,7 +308,8 @@ def make_train(cfg, split, *, evaluate: Callable, trials: list[dict] | None = No
     Args:
       cfg: a `RunConfig`.
       split: a `Split`.
-      evaluate: `evaluate(scorer, view, heldout) -> dict` (`transferjax.train.evaluate`).
+      evaluate: an evaluator, `evaluate(scorer, params, heldout, *, batched, shared) -> dict
+        | list[dict]` (`transferjax.train.evaluate.make_evaluate`).
       trials: optional per-trial overrides of traced values, e.g. `[{"trainer.lr": 1e-2}, ...]`
         (one dict per key): learning rates (each stage's `lr_key`) and the config keys the
         method traces (`Built.hyper`: loss weights, regularisation, GRL strength).
