@@ -176,7 +176,7 @@ class Trainer:
         self.shared = jax.device_put(built.data)
         self.examples = [jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
                          for st in built.stages]
-        self.programs = _Programs(built.stages)
+        self.programs, self.inits = _Programs(built.stages), {}
         # Epoch order: a numpy shuffle on the host is cheaper than XLA's sort on a CPU; on an
         # accelerator the in-graph shuffle is faster (`python -m benchmarks.speed`).
         self.host_shuffle = jax.default_backend() == "cpu"
@@ -191,7 +191,7 @@ class Trainer:
             raise ValueError(f"{len(overrides)} trial overrides for {n} keys")
         batched = n > 1
         k_init, k_train = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-        params = jax.vmap(self.built.init)(k_init) if batched else self.built.init(k_init[0])
+        params = self._init(batched)(k_init if batched else k_init[0])
         hyper = trial_hypers(self.built.hyper, overrides, batched=batched, method=self.cfg.method)
         book = self._open(n, batched, log, ckpt_dir, self.progress if show is None else show)
         first_stage = book.meta["stage"] if book.meta is not None else 0
@@ -205,6 +205,15 @@ class Trainer:
                 self._after_epoch(book, s_idx, stage, state, hyper, ep, stats)
             params, key = state.params, state.key
         return self._finish(book, params, hyper, time.perf_counter() - t0, single)
+
+    def _init(self, batched: bool) -> Callable:
+        """`Built.init` as one compiled program (vmapped over the keys when `batched`), not
+        one small program per random draw."""
+        with self.programs.lock:
+            if batched not in self.inits:
+                fn = jax.vmap(self.built.init) if batched else self.built.init
+                self.inits[batched] = jax.jit(fn)
+            return self.inits[batched]
 
     def _open(self, n, batched, log, ckpt_dir, show) -> _Book:
         use_ckpt = ckpt_dir is not None and self.cfg.trainer.checkpoint_every > 0
