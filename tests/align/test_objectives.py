@@ -223,8 +223,6 @@ def _train_gap(split, weight: float) -> list:
     params, stats = _epochs(built, 3)
     for s in stats:
         assert np.isfinite(s["loss"]) and s["gap"] == s["align"]
-    n_rows = len(built.stages[0].examples["src"])
-    assert float(params["phi"]["step"]) == 3 * -(-n_rows // 32)  # the traced step counter
     return [s["gap"] for s in stats]
 
 

@@ -98,7 +98,7 @@ def test_vmapped_loss_hyperparameters_equal_separate_runs(split, method, key, va
         cfg = C.override(base, key, str(v))
         alone = make_train(cfg, split, evaluate=make_evaluate(cfg, split))(jax.random.key(0))
         np.testing.assert_allclose(_hist(r, "valid"), _hist(alone, "valid"), rtol=1e-4, atol=1e-5)
-        assert float(r.params["hyper"][key]) == pytest.approx(v)
+        assert float(r.hyper[key]) == pytest.approx(v)
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 

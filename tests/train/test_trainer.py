@@ -215,3 +215,24 @@ def test_packed_batches_train_exactly_as_per_column_gathers(small_split, monkeyp
             part, state, _ = epoch(part, state, frozen, examples, jax.random.key(e))
         out[pack] = part
     chex.assert_trees_all_equal(out[True], out[False])
+
+
+def test_train_state_counts_the_stage_steps_and_keeps_its_key(small_split):
+    """`stage_epoch` advances TrainState.step by the epoch's steps; the key passes through."""
+    from transferjax.train.epoch import TrainState, stage_epoch, steps_per_epoch
+
+    cfg = _cfg("mf")
+    built = get_method("mf").build(cfg, small_split)
+    stage = built.stages[0]
+    params = built.init(jax.random.key(0))
+    key = jax.random.key(3)
+    key_data = jax.random.key_data(key).tolist()  # the state is donated: read it first
+    state = TrainState(params, stage.optimizer.init(params[stage.part]),
+                       jnp.zeros((), jnp.int32), key)
+    run = stage_epoch(stage, batched=False)
+    examples = {k: jnp.asarray(v) for k, v in stage.examples.items()}
+    for ep in range(2):
+        state, stats = run(state, built.hyper, built.data, examples, jax.random.key(ep), None)
+        assert np.isfinite(float(stats["loss"]))
+    assert int(state.step) == 2 * steps_per_epoch(stage)
+    assert jax.random.key_data(state.key).tolist() == key_data

@@ -72,6 +72,7 @@ class Result:
     train_time: float
     compile_time: float = 0.0
     resumed_from: int | None = None
+    hyper: dict = dataclasses.field(default_factory=dict)  # the trial's traced values
 
     @property
     def best(self) -> dict:
@@ -301,7 +302,8 @@ class Trainer:
         results = [Result(params=book.trial(params, i), history=book.history[i],
                           selected=select_best([h["valid"] for h in book.history[i]], self.metric),
                           select_metric=self.metric, wall_time=wall, train_time=book.train_s,
-                          compile_time=self.programs.seconds, resumed_from=book.resumed)
+                          compile_time=self.programs.seconds, resumed_from=book.resumed,
+                          hyper={k: float(v) for k, v in book.trial(hyper, i).items()})
                    for i in range(book.n)]
         return results[0] if single else results
 
