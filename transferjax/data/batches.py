@@ -1,4 +1,4 @@
-"""Fixed-shape batches and sparse user histories (DESIGN.md section 6).
+"""Fixed-shape batches and sparse user histories.
 
 - `epoch_batches`: a jit-friendly shuffled epoch as (idx, mask) of fixed shape.
 - `History`: a user's items as a padded bag (items, weights, mask, length).

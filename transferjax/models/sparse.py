@@ -1,4 +1,4 @@
-"""Row-sparse (lazy) optimizers for embedding tables (DESIGN.md section 6).
+"""Row-sparse (lazy) optimizers for embedding tables.
 
 Dense Adam over a whole table reads and writes every row and both moments every step. Here a
 step touches only the rows a batch uses, as large-scale recommenders do (TF `LazyAdam`,
