@@ -1,6 +1,6 @@
 """MF training speed: the library's JAX path against PyTorch references, and its scaling.
 
-JAX variants run the library's own path: `transferjax.models.baselines.domain_mf` builds the
+JAX variants run the library's own path: `transferjax.methods.mf.domain_mf` builds the
 `Stage` (dense Adam, or row-sparse lazy Adam with `mf.sparse=True`) and
 `transferjax.train.trainer.make_epoch_fn` runs one epoch as a jitted `lax.scan` over fixed
 batches with the state donated. Compile time is `lower(...).compile()`.

@@ -9,7 +9,7 @@ m candidates per user, as in the sampled-ranking protocol (m = 1 + 999 negatives
 - all: `take_along_axis(t @ W.T, items)`, one matmul over every item.
 
 `gather_cost` = (gather s / candidate) / (all s / item): how many all-item scores one gathered
-candidate costs. `transferjax.transfer.registry.GATHER_COST` approximates it: the scorers take
+candidate costs. `transferjax.methods.api.GATHER_COST` approximates it: the scorers take
 the all-item form when `GATHER_COST * m >= n_items`.
 """
 

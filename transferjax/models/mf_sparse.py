@@ -105,7 +105,7 @@ def table_grads(idx: dict, g: dict, *, prefix: str = "", item_prefix: str | None
 
 def _value(v, frozen: dict):
     """A hyperparameter given as a number, or as a config key read (traced) from
-    `frozen["hyper"]` (see `transferjax.transfer.registry`)."""
+    `frozen["hyper"]` (see `transferjax.methods.registry`)."""
     return frozen["hyper"][v] if isinstance(v, str) else v
 
 
