@@ -68,6 +68,7 @@ def test_linear_equals_brute_force():
         al.mmd2_linear(x, y[:6], bandwidths=BW)
 
 
+@pytest.mark.slow
 def test_mmd_near_zero_same_distribution_and_monotone_in_shift():
     x = _sample(6, 200, 4)
     y = _sample(7, 200, 4)

@@ -35,8 +35,17 @@ def _split(implicit: bool):
     return cfg, build_split(cfg.protocol, build_dataset(cfg.data))
 
 
-@pytest.mark.parametrize("implicit", [False, True])
-@pytest.mark.parametrize("method", available())
+# The baselines and target-only MF on implicit data stay in the quick loop (`-m "not slow"`);
+# the other cases, each a few compiled stages, run in the full suite.
+QUICK = {("popularity", False), ("popularity", True), ("item_mean", False), ("item_mean", True),
+         ("mf", True)}
+
+
+@pytest.mark.parametrize(
+    ("method", "implicit"),
+    [pytest.param(m, i, marks=() if (m, i) in QUICK else pytest.mark.slow)
+     for m in available() for i in (False, True)],
+)
 def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatch):
     cfg, split = _split(implicit)
     cfg = C.apply_overrides(

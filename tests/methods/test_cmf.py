@@ -165,6 +165,7 @@ def _best_test(cfg, split):
     return train(jax.random.key(cfg.seed)).best["test"]
 
 
+@pytest.mark.slow
 def test_cmf_beats_target_only_at_small_shift(small_split):
     cmf, mf = _best_test(_cfg("cmf"), small_split), _best_test(_cfg("mf"), small_split)
     assert cmf["rmse"] < mf["rmse"] - 0.05, (cmf, mf)
@@ -201,6 +202,7 @@ def _items_cfg(**kw):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("implicit", [False, True], ids=["mse", "bpr"])
 def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
     split = _item_overlap_split(implicit)
@@ -233,6 +235,7 @@ def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
     assert set(np.asarray(neg)) <= set(t2j) and len(set(np.asarray(neg))) > 35
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("implicit", [False, True], ids=["mse", "bpr"])
 def test_item_shared_cmf_sparse_first_step_equals_dense(implicit):
     split = _item_overlap_split(implicit)

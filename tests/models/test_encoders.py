@@ -199,6 +199,7 @@ def test_packed_bag_matmul_overflow_takes_the_dense_product():
     np.testing.assert_allclose(vm, x2 @ table, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_packed_bag_matmul_overflow_nan_skips_the_dense_form_even_under_vmap():
     rng = np.random.default_rng(2)
     items, weights, mask = _ragged(rng)

@@ -217,7 +217,7 @@ def test_mf_rows_loss_and_gradient_equal_dense(kind):
             assert not np.any(g[i < 0]) and not np.any(np.asarray(dense_g[table])[0])
 
 
-@pytest.mark.parametrize("kind", ["mse", "bpr"])
+@pytest.mark.parametrize("kind", [pytest.param("mse", marks=pytest.mark.slow), "bpr"])
 def test_one_sparse_mf_step_equals_one_dense_adam_step(kind):
     """At the first step lazy and dense Adam agree on every row (zero gradient -> no move);
     row 0, touched only by padding, keeps its params and moments bit-identical."""
@@ -284,6 +284,7 @@ def _train(cfg, split, keys):
     return make_train(cfg, split, evaluate=make_evaluate(cfg, split))(keys)
 
 
+@pytest.mark.slow
 def test_cmf_sparse_first_step_equals_dense(split):
     cfg = _cfg("cmf", sparse=True)
     built = get_method("cmf").build(cfg, split, key=jax.random.key(0))
@@ -301,6 +302,7 @@ def test_cmf_sparse_first_step_equals_dense(split):
     chex.assert_trees_all_close(ps, pd, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_emcdr_sparse_close_to_dense(split):
     key = jax.random.key(0)
     dense = _train(_cfg(), split, key).best["test"]["rmse"]
@@ -308,6 +310,7 @@ def test_emcdr_sparse_close_to_dense(split):
     assert np.isfinite(sparse) and sparse <= dense + 0.03, (sparse, dense)
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_with_sparse_updates(split):
     cfg = _cfg("mf", sparse=True, epochs=2)
     keys = jnp.stack([jax.random.key(0), jax.random.key(1)])

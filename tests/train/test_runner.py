@@ -50,6 +50,7 @@ def _hist(r, part):
     return np.array([[h[part][k] for k in sorted(h[part])] for h in r.history])
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_sequential(split):
     train = make_train(CFG, split, evaluate=make_evaluate(CFG, split))
     batched = train(jnp.stack([jax.random.key(5), jax.random.key(6)]))
@@ -61,6 +62,7 @@ def test_vmapped_seeds_equal_sequential(split):
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 
+@pytest.mark.slow
 def test_vmapped_learning_rates_equal_separate_runs(split):
     lrs = [3e-3, 3e-2]
     train = make_train(
@@ -74,13 +76,14 @@ def test_vmapped_learning_rates_equal_separate_runs(split):
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 
+SLOW = pytest.mark.slow
 TRACED_CASES = [  # (method, key, two values, extra overrides)
-    ("cmf", "cmf.source_weight", (0.2, 0.8), []),
-    ("emcdr", "mf.reg", (1e-4, 0.1), []),
+    pytest.param("cmf", "cmf.source_weight", (0.2, 0.8), [], marks=SLOW),
+    pytest.param("emcdr", "mf.reg", (1e-4, 0.1), [], marks=SLOW),
     ("mf", "mf.reg", (1e-4, 0.1), ["mf.sparse=true"]),
-    ("dann", "align.lam", (0.1, 3.0), ["align.lam_schedule=constant"]),
-    ("infonce", "align.temperature", (0.05, 1.0), []),
-    ("mmd", "align.weight", (0.0, 5.0), []),
+    pytest.param("dann", "align.lam", (0.1, 3.0), ["align.lam_schedule=constant"], marks=SLOW),
+    pytest.param("infonce", "align.temperature", (0.05, 1.0), [], marks=SLOW),
+    pytest.param("mmd", "align.weight", (0.0, 5.0), [], marks=SLOW),
 ]
 
 
@@ -110,6 +113,7 @@ def test_untraced_trial_key_is_rejected(split):
         train(jnp.stack([jax.random.key(0)] * 2))
 
 
+@pytest.mark.slow
 def test_sweep_groups_traced_hyperparameters_into_one_program(tmp_path):
     from transferjax.train import sweep as S
 
@@ -141,6 +145,7 @@ LONG = dataclasses.replace(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     exp = tmp_path / "exp.py"
     exp.write_text(
@@ -174,6 +179,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     assert json.loads((killed / "manifest.json").read_text())["resumed_from"] >= 45
 
 
+@pytest.mark.slow
 def test_sweep_chooses_on_valid_only(tmp_path, monkeypatch):
     from transferjax.train import sweep as S
 
@@ -215,6 +221,7 @@ def test_sweep_rejects_unknown_grid_key(tmp_path):
     assert all(1e-4 <= float(p["trainer.lr"]) <= 1e-1 for p in pts)
 
 
+@pytest.mark.slow
 def test_seeds_on_threads_equal_seeds_one_after_another(split, tmp_path):
     from transferjax.train.writers import JsonlWriter
 

@@ -52,6 +52,7 @@ def small_split():
     return build_split(cfg.protocol, build_dataset(cfg.data))
 
 
+@pytest.mark.slow
 def test_emcdr_beats_target_only_at_small_shift(small_split):
     res = {m: _train(_cfg(m), small_split)[0].best["test"] for m in ("emcdr", "mf", "item_mean")}
     assert res["emcdr"]["rmse"] < res["mf"]["rmse"] - 0.02, res
@@ -61,6 +62,7 @@ def test_emcdr_beats_target_only_at_small_shift(small_split):
     assert res["mf"]["rmse"] < res["item_mean"]["rmse"] + 0.05, res
 
 
+@pytest.mark.slow
 def test_identical_runs_identical_metrics(small_split):
     cfg = dataclasses.replace(
         _cfg(),
@@ -102,7 +104,7 @@ def test_select_best_direction():
         select_best(hist, "mrr")
 
 
-@pytest.mark.parametrize("method", ["mf", "emcdr"])
+@pytest.mark.parametrize("method", ["mf", pytest.param("emcdr", marks=pytest.mark.slow)])
 def test_epochs_do_not_recompile(small_split, method):
     cfg = _cfg(method)
     built = get_method(method).build(cfg, small_split, key=jax.random.key(0))
@@ -162,6 +164,7 @@ def test_compile_cached_reuses_only_identical_programs(monkeypatch):
     np.testing.assert_array_equal(f1(x), const)
 
 
+@pytest.mark.slow
 def test_sequential_seeds_compile_each_epoch_program_once(small_split, monkeypatch):
     from transferjax.train import trainer as T
 
