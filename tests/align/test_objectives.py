@@ -86,6 +86,7 @@ def test_masked_rows_do_not_count():
         np.testing.assert_allclose(float(a), float(b), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_mmd_and_coral_match_alignment_references():
     ms, mt = _masks()
     z_s, z_t = _z(4), _z(5, shift=0.7)

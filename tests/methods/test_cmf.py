@@ -74,6 +74,7 @@ SB = {"user": jnp.array([0, 2, 2, 1, 0, 3], jnp.int32),
       "rating": jnp.array([1.0, 5.0, 3.0, 4.0, 2.0, 3.0]), "mask": jnp.ones((6,), bool)}
 
 
+@pytest.mark.slow
 def test_cmf_loss_matches_numpy():
     p, w, reg = _hand_params(), 0.3, 0.1
     loss, aux = cmf_loss(p, TB, SB, source_weight=w, reg=reg, key=jax.random.key(0))
@@ -83,6 +84,7 @@ def test_cmf_loss_matches_numpy():
     np.testing.assert_allclose(loss, w * l_s + (1 - w) * l_t, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cmf_gradients_follow_the_weight():
     p = _hand_params()
 
@@ -124,6 +126,7 @@ def test_joint_user_index_on_split(small_split):
     assert n == d.source.n_users + d.target.n_users - len(d.overlap)
 
 
+@pytest.mark.slow
 def test_cold_user_scored_with_shared_factor(small_split):
     built = get_method("cmf").build(_cfg(), small_split, key=jax.random.key(0))
     p, d = built.params["cmf"], small_split.data
@@ -139,6 +142,7 @@ def test_cold_user_scored_with_shared_factor(small_split):
     assert not np.allclose(got, t["mu"] + t["item_bias"][items])  # not the item baseline
 
 
+@pytest.mark.slow
 def test_cmf_epochs_do_not_recompile(small_split):
     cfg = _cfg()
     built = get_method("cmf").build(cfg, small_split, key=jax.random.key(0))

@@ -105,6 +105,7 @@ def test_candidate_scores_agree_in_both_forms(tiny, dann, monkeypatch, gather_co
                                atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cold_rate", [1.0, 0.0])
 def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
     """The target-task loss of a user simulated cold has zero gradient w.r.t. that user's target

@@ -103,6 +103,7 @@ def test_attention_matches_numpy_and_ignores_padding():
     assert np.all(np.isfinite(g)) and not np.any(np.asarray(g[9]))
 
 
+@pytest.mark.slow
 def test_bridge_is_personal_and_blind_to_padding(built, small_split):
     p = built.params
     src = jnp.asarray(small_split.warm_pairs[:6, 0])

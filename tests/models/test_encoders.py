@@ -133,6 +133,7 @@ def test_attention_pool_masks_and_weights():
     np.testing.assert_array_equal(out, enc.attention_pool_apply(params, items2, mask))
 
 
+@pytest.mark.slow
 def test_attention_pool_fully_masked_row_is_zero_with_finite_grads():
     params = enc.attention_pool_init(jax.random.key(6), n_items=N_ITEMS, dim=4)
     items, _, mask = _bag()

@@ -21,6 +21,7 @@ def _is_distribution(g, n):
     np.testing.assert_allclose(g.sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_shared_bottom_shapes_and_task_independence():
     p = heads.shared_bottom_init(
         jax.random.key(0), in_dim=D, n_tasks=3, bottom=(8,), tower=(4,), out_dim=2
@@ -34,6 +35,7 @@ def _relu(a):
     return np.maximum(a, 0.0)
 
 
+@pytest.mark.slow
 def test_mmoe_shapes_gates_and_numpy_reference():
     p = heads.mmoe_init(
         jax.random.key(1), in_dim=D, n_tasks=2, n_experts=3, expert=(7,), tower=(4,), out_dim=1

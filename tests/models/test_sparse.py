@@ -217,7 +217,8 @@ def test_mf_rows_loss_and_gradient_equal_dense(kind):
             assert not np.any(g[i < 0]) and not np.any(np.asarray(dense_g[table])[0])
 
 
-@pytest.mark.parametrize("kind", [pytest.param("mse", marks=pytest.mark.slow), "bpr"])
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["mse", "bpr"])
 def test_one_sparse_mf_step_equals_one_dense_adam_step(kind):
     """At the first step lazy and dense Adam agree on every row (zero gradient -> no move);
     row 0, touched only by padding, keeps its params and moments bit-identical."""
@@ -240,6 +241,7 @@ def test_one_sparse_mf_step_equals_one_dense_adam_step(kind):
             assert not np.any(state.slots[k][0][0]) and not np.any(state.slots[k][1][0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mse", "bpr"])
 def test_padding_rows_change_nothing(kind):
     """Row 0 gets real moments at step 1; at step 2 it appears only in masked slots and keeps
@@ -321,6 +323,7 @@ def test_vmapped_seeds_with_sparse_updates(split):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sparse_epochs_do_not_recompile(split):
     cfg = _cfg("mf", sparse=True)
     built = get_method("mf").build(cfg, split, key=jax.random.key(0))

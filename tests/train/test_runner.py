@@ -76,17 +76,17 @@ def test_vmapped_learning_rates_equal_separate_runs(split):
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 
-SLOW = pytest.mark.slow
 TRACED_CASES = [  # (method, key, two values, extra overrides)
-    pytest.param("cmf", "cmf.source_weight", (0.2, 0.8), [], marks=SLOW),
-    pytest.param("emcdr", "mf.reg", (1e-4, 0.1), [], marks=SLOW),
+    ("cmf", "cmf.source_weight", (0.2, 0.8), []),
+    ("emcdr", "mf.reg", (1e-4, 0.1), []),
     ("mf", "mf.reg", (1e-4, 0.1), ["mf.sparse=true"]),
-    pytest.param("dann", "align.lam", (0.1, 3.0), ["align.lam_schedule=constant"], marks=SLOW),
-    pytest.param("infonce", "align.temperature", (0.05, 1.0), [], marks=SLOW),
-    pytest.param("mmd", "align.weight", (0.0, 5.0), [], marks=SLOW),
+    ("dann", "align.lam", (0.1, 3.0), ["align.lam_schedule=constant"]),
+    ("infonce", "align.temperature", (0.05, 1.0), []),
+    ("mmd", "align.weight", (0.0, 5.0), []),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "key", "values", "extra"), TRACED_CASES)
 def test_vmapped_loss_hyperparameters_equal_separate_runs(split, method, key, values, extra):
     base = C.apply_overrides(
@@ -105,6 +105,7 @@ def test_vmapped_loss_hyperparameters_equal_separate_runs(split, method, key, va
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 
+@pytest.mark.slow
 def test_untraced_trial_key_is_rejected(split):
     train = make_train(
         CFG, split, evaluate=make_evaluate(CFG, split), trials=[{"align.weight": 1.0}] * 2

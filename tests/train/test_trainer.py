@@ -78,6 +78,7 @@ def test_identical_runs_identical_metrics(small_split):
     assert a.selected == b.selected
 
 
+@pytest.mark.slow
 def test_selection_never_reads_test(small_split):
     """Scrambling the test split changes test metrics but not the selection or valid metrics."""
     cfg = dataclasses.replace(_cfg("mf"), trainer=dataclasses.replace(_cfg().trainer, epochs=6))
@@ -201,6 +202,7 @@ def test_row_taker_packs_32bit_columns_bit_exactly():
         np.testing.assert_array_equal(np.asarray(unpacked[k]), want[k])
 
 
+@pytest.mark.slow
 def test_packed_batches_train_exactly_as_per_column_gathers(small_split, monkeypatch):
     """An MF epoch over packed rows gives the same params, bit for bit, as one gathering each
     column on its own."""
