@@ -3,7 +3,7 @@ the runner, with `BENCHMARKS.md` generated from the run folders (never edited by
 
 From the repository root (the suite reads `experiments/` and writes BENCHMARKS.md there):
 
-    python -m benchmarks.quality --quick     # under 10 minutes on a 2-core CPU; writes
+    python -m benchmarks.quality --quick     # a subset (wall time stated); writes
                                              # runs/bench-quality-quick/BENCHMARKS.md
     python -m benchmarks.quality             # the full suite -> BENCHMARKS.md (wall time stated)
 
@@ -68,9 +68,9 @@ CORE = ("popularity", "item_mean", "mf", "emcdr", "cmf", "ptupcdr", "phi", "dann
 
 def suite(*, quick: bool) -> list[Task]:
     """The declared tasks. The quick suite keeps the synthetic extremes (no shift, 90 degrees)
-    with the core methods and Douban with the MF family (about 6 minutes of runs on 2 cores);
-    the full suite adds every alignment objective, the intermediate shifts, ML-1M at three
-    betas, CDRIB both ways and ML-1M -> ML-100k."""
+    with the core methods and Douban with the MF family (its report states the wall time of
+    its runs); the full suite adds every alignment objective, the intermediate shifts, ML-1M
+    at three betas, CDRIB both ways and ML-1M -> ML-100k."""
     if quick:
         return [
             _rating(

@@ -1,4 +1,4 @@
-"""Seeds as a vmap axis: 8 vmapped seeds vs 1 seed vs 8 sequential runs (DESIGN.md section 6).
+"""Seeds as a vmap axis: 8 vmapped seeds vs 1 seed vs 8 sequential runs (`trainer.vmap`).
 
 On the ML-1M genre split (cold-start protocol), for each configuration:
   mf_dense   target-only MF ("mf"), dense Adam over the whole tables

@@ -24,6 +24,9 @@ try:
 except ImportError:
     torch = None
 
+# The benchmark scripts at tiny sizes, against PyTorch references: the full suite only.
+pytestmark = pytest.mark.slow
+
 needs_torch = pytest.mark.skipif(
     torch is None, reason="torch not installed: the PyTorch reference models are the optional "
     "extra transferjax[torch] (pip install torch==2.13.0)")

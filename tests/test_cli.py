@@ -28,6 +28,7 @@ def repo_root():
     return pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_run_writes_run_folder(tmp_path, repo_root):
     out = tmp_path / "run"
     p = _run("run", EXP, "--quick", "--set", "trainer.epochs=2", "--out", str(out), cwd=repo_root)

@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from benchmarks import quality as Q
 from benchmarks import sections as S
@@ -28,6 +29,7 @@ def _tiny_suite(*, quick):
     ]
 
 
+@pytest.mark.slow
 def test_quality_suite_writes_report_from_run_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(Q, "suite", _tiny_suite)
     out = tmp_path / "BENCHMARKS.md"

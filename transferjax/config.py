@@ -67,7 +67,7 @@ class DataConfig:
 
 @dataclasses.dataclass(**KW)
 class ProtocolConfig:
-    """Evaluation protocol (DESIGN.md section 4).
+    """Evaluation protocol (the protocols: `transferjax.data.protocols`).
 
     name: cold_start | published | warm_ratio | warm_loo.
     beta: fraction of overlapping users made cold (cold_start).

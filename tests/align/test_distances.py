@@ -45,6 +45,7 @@ def test_unbiased_equals_double_loop():
     np.testing.assert_allclose(got, _mmd_u_np(x, y), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_unbiased_masks_equal_dropping_rows():
     x, y = _sample(2, 8, 3), _sample(3, 6, 3, 0.5)
     mx = np.array([1, 1, 0, 1, 1, 0, 1, 1], bool)
@@ -68,6 +69,7 @@ def test_linear_equals_brute_force():
         al.mmd2_linear(x, y[:6], bandwidths=BW)
 
 
+@pytest.mark.slow
 def test_mmd_near_zero_same_distribution_and_monotone_in_shift():
     x = _sample(6, 200, 4)
     y = _sample(7, 200, 4)
@@ -143,6 +145,7 @@ def test_info_nce_equals_numpy(symmetric):
     np.testing.assert_allclose(got, _info_nce_np(za, zb, 0.3, symmetric), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_info_nce_mask_drops_rows_from_positives_and_negatives():
     za, zb = _sample(14, 7, 5), _sample(15, 7, 5)
     m = np.array([1, 0, 1, 1, 0, 1, 1], bool)

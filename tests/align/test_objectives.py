@@ -74,6 +74,7 @@ def test_every_objective_finite_scalar_and_gradient(name, estimator):
         assert float(jnp.abs(g[1]).sum()) > 0.0
 
 
+@pytest.mark.slow
 def test_masked_rows_do_not_count():
     """Changing rows outside the masks leaves every objective unchanged."""
     cfg = _cfg(lam_schedule="constant")
@@ -86,6 +87,7 @@ def test_masked_rows_do_not_count():
         np.testing.assert_allclose(float(a), float(b), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_mmd_and_coral_match_alignment_references():
     ms, mt = _masks()
     z_s, z_t = _z(4), _z(5, shift=0.7)
@@ -107,6 +109,7 @@ def test_mmd_and_coral_match_alignment_references():
     assert float(_call("mmd", z_s, _z(6, shift=2.0), cfg)[0]) > float(same) + 0.1
 
 
+@pytest.mark.slow
 def test_dann_reverses_the_encoder_gradient_only():
     """d/dz of the DANN objective = -lam * d/dz of the discriminator's BCE; the discriminator
     itself gets the plain (unreversed) gradient. lam follows align.lam_schedule."""
@@ -184,6 +187,7 @@ VARIANTS = {"phi": {}, "dann": dict(head="mmoe", task_weighting="uncertainty"),
             "infonce": dict(dims=(8, 4))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(VARIANTS))
 def test_every_phi_method_trains_without_recompiling(tiny, method):
     phi = {"dims": (8,), "expert_dim": 8, **VARIANTS[method]}
@@ -226,6 +230,7 @@ def _train_gap(split, weight: float) -> list:
     return [s["gap"] for s in stats]
 
 
+@pytest.mark.slow
 def test_custom_objective_trains_the_phi_model_end_to_end(tiny):
     free, aligned = _train_gap(tiny, 0.0), _train_gap(tiny, 10.0)
     # the objective is computed either way; with weight it pulls the target mean to the source

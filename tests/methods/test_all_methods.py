@@ -36,8 +36,15 @@ def _split(implicit: bool):
     return cfg, build_split(cfg.protocol, build_dataset(cfg.data))
 
 
+# The baselines stay in the quick loop (`-m "not slow"`); the methods that train, each a few
+# compiled stages, run in the full suite.
+QUICK = ("popularity", "item_mean")
+
+
 @pytest.mark.parametrize("implicit", [False, True])
-@pytest.mark.parametrize("method", available())
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=() if m in QUICK else pytest.mark.slow) for m in available()]
+)
 def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatch):
     cfg, split = _split(implicit)
     cfg = C.apply_overrides(

@@ -75,6 +75,7 @@ SB = {"user": jnp.array([0, 2, 2, 1, 0, 3], jnp.int32),
       "rating": jnp.array([1.0, 5.0, 3.0, 4.0, 2.0, 3.0]), "mask": jnp.ones((6,), bool)}
 
 
+@pytest.mark.slow
 def test_cmf_loss_matches_numpy():
     p, w, reg = _hand_params(), 0.3, 0.1
     loss, aux = cmf_loss(p, TB, SB, source_weight=w, reg=reg, key=jax.random.key(0))
@@ -84,6 +85,7 @@ def test_cmf_loss_matches_numpy():
     np.testing.assert_allclose(loss, w * l_s + (1 - w) * l_t, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cmf_gradients_follow_the_weight():
     p = _hand_params()
 
@@ -125,6 +127,7 @@ def test_joint_user_index_on_split(small_split):
     assert n == d.source.n_users + d.target.n_users - len(d.overlap)
 
 
+@pytest.mark.slow
 def test_cold_user_scored_with_shared_factor(small_split):
     built = get_method("cmf").build(_cfg(), small_split)
     p, d = view0(built)["cmf"], small_split.data
@@ -140,6 +143,7 @@ def test_cold_user_scored_with_shared_factor(small_split):
     assert not np.allclose(got, t["mu"] + t["item_bias"][items])  # not the item baseline
 
 
+@pytest.mark.slow
 def test_cmf_epochs_do_not_recompile(small_split):
     cfg = _cfg()
     built = get_method("cmf").build(cfg, small_split)
@@ -166,6 +170,7 @@ def _best_test(cfg, split):
     return train(jax.random.key(cfg.seed)).best["test"]
 
 
+@pytest.mark.slow
 def test_cmf_beats_target_only_at_small_shift(small_split):
     cmf, mf = _best_test(_cfg("cmf"), small_split), _best_test(_cfg("mf"), small_split)
     assert cmf["rmse"] < mf["rmse"] - 0.05, (cmf, mf)
@@ -202,6 +207,7 @@ def _items_cfg(**kw):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("implicit", [False, True], ids=["mse", "bpr"])
 def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
     split = _item_overlap_split(implicit)
@@ -234,6 +240,7 @@ def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
     assert set(np.asarray(neg)) <= set(t2j) and len(set(np.asarray(neg))) > 35
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("implicit", [False, True], ids=["mse", "bpr"])
 def test_item_shared_cmf_sparse_first_step_equals_dense(implicit):
     split = _item_overlap_split(implicit)

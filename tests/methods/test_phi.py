@@ -63,6 +63,7 @@ def dann(tiny):
     return built, jax.jit(sc.score_all), jax.jit(sc.score_items), jax.jit(sc.predict)
 
 
+@pytest.mark.slow
 def test_output_shapes(tiny, dann):
     built, score_all, score_items, predict = dann
     p = view0(built)
@@ -89,6 +90,7 @@ def test_output_shapes(tiny, dann):
 
 
 @pytest.mark.parametrize("gather_cost", [0, 10**6])  # always gather / always all items
+@pytest.mark.slow
 def test_candidate_scores_agree_in_both_forms(tiny, dann, monkeypatch, gather_cost):
     from transferjax.methods import api as registry
 
@@ -104,6 +106,7 @@ def test_candidate_scores_agree_in_both_forms(tiny, dann, monkeypatch, gather_co
                                atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cold_rate", [1.0, 0.0])
 def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
     """The target-task loss of a user simulated cold has zero gradient w.r.t. that user's target
@@ -135,6 +138,7 @@ def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
         assert per_user(both).sum() > 0
 
 
+@pytest.mark.slow
 def test_cold_scores_ignore_the_target_encoder(tiny, dann):
     """A cold user's scores use z_s only: replacing phi_t changes warm users' scores, not theirs."""
     built, score_all, _, predict = dann
@@ -157,6 +161,7 @@ SHIFT5 = C.SyntheticConfig(n_overlap=1000, n_source_only=200, n_target_only=200,
                            density_target=0.06, shift_deg=5.0, seed=3)
 
 
+@pytest.mark.slow
 def test_phi_and_dann_beat_target_only_mf_on_cold_users():
     """Target-only MF can give a cold user only the item baseline; the phi model transfers the
     user's source taste (measured over seeds 0-3: phi and dann 0.89-0.91, mf 0.99)."""
@@ -199,7 +204,9 @@ def test_capacity_is_the_most_entries_of_distinct_users():
     assert spec.capacity(0) == 0
 
 
-@pytest.mark.parametrize("n_items", [5000, 30])  # long-tailed: packed; dense bags: dense
+@pytest.mark.parametrize(  # long-tailed: packed; dense bags: dense
+    "n_items", [pytest.param(5000, marks=pytest.mark.slow), 30]
+)
 def test_first_layer_equals_the_dense_product_in_either_form(n_items):
     inter = _long_tailed(n_items=min(n_items, 500))  # 30 items: bags repeat items
     inter = dataclasses.replace(inter, item=inter.item % n_items, n_items=n_items)
@@ -221,6 +228,7 @@ def test_first_layer_equals_the_dense_product_in_either_form(n_items):
         np.testing.assert_allclose(jax.grad(f)(emb), x.T @ g, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
     built = get_method("phi").build(_cfg(), tiny)
     stage = built.stages[0]

@@ -85,6 +85,7 @@ def _np_characteristic(meta, table, items, mask):
     return out
 
 
+@pytest.mark.slow
 def test_attention_matches_numpy_and_ignores_padding():
     meta = meta_init(jax.random.key(1), dim=4, hidden=8)
     table = jax.random.normal(jax.random.key(2), (10, 4), jnp.float32)
@@ -103,6 +104,7 @@ def test_attention_matches_numpy_and_ignores_padding():
     assert np.all(np.isfinite(g)) and not np.any(np.asarray(g[9]))
 
 
+@pytest.mark.slow
 def test_bridge_is_personal_and_blind_to_padding(built, small_split):
     p = view0(built)
     src = jnp.asarray(small_split.warm_pairs[:6, 0])
@@ -127,6 +129,7 @@ def test_bridge_is_personal_and_blind_to_padding(built, small_split):
     np.testing.assert_allclose(bias, y[:, -1], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_loss_is_mse_on_target_ratings_and_trains_meta_only(built, small_split):
     p = view0(built)
     rows = warm_rows(small_split)
@@ -147,6 +150,7 @@ def test_loss_is_mse_on_target_ratings_and_trains_meta_only(built, small_split):
     assert np.any(np.asarray(g["meta"]["meta2"]["w"]))
 
 
+@pytest.mark.slow
 def test_scorer_bridges_cold_users_only(built, small_split):
     p, te, tr = view0(built), small_split.test, small_split.target_train
     src, tgt, items = (jnp.asarray(a[:32]) for a in (te.source_user, te.target_user, te.item))
@@ -161,6 +165,7 @@ def test_scorer_bridges_cold_users_only(built, small_split):
                                mf_score(t["user"][wt], t["user_bias"][wt], t, wi), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_meta_epochs_do_not_recompile(built):
     """The MF stages are `domain_mf` (checked in tests/train); here the new meta stage."""
     params = view0(built)
@@ -188,6 +193,7 @@ def _best_test(cfg, split):
     return {k: float(np.mean([r.best["test"][k] for r in res])) for k in ("mae", "rmse")}
 
 
+@pytest.mark.slow
 def test_ptupcdr_beats_target_only_at_small_shift(small_split):
     pt, mf = _best_test(_cfg("ptupcdr"), small_split), _best_test(_cfg("mf"), small_split)
     assert pt["rmse"] < mf["rmse"] - 0.02, (pt, mf)

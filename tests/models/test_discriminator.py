@@ -36,6 +36,7 @@ def test_loss_and_accuracy_match_numpy_with_masks():
     np.testing.assert_allclose(aux["loss_target"], _np_bce(lt, 1.0).mean(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bce_is_stable_for_huge_logits():
     p = disc.discriminator_init(jax.random.key(1), in_dim=D, hidden=(8,))
     big = jax.tree.map(lambda a: a * 1e4, p)
@@ -67,6 +68,7 @@ def test_discriminator_learns_with_lam_zero():
     assert accs[-1] > 0.85
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lam", [0.0, 0.5, 2.0])
 def test_encoder_receives_reversed_gradient(lam):
     p = disc.discriminator_init(jax.random.key(3), in_dim=D, hidden=(8,))

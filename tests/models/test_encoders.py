@@ -133,6 +133,7 @@ def test_attention_pool_masks_and_weights():
     np.testing.assert_array_equal(out, enc.attention_pool_apply(params, items2, mask))
 
 
+@pytest.mark.slow
 def test_attention_pool_fully_masked_row_is_zero_with_finite_grads():
     params = enc.attention_pool_init(jax.random.key(6), n_items=N_ITEMS, dim=4)
     items, _, mask = _bag()
@@ -199,6 +200,7 @@ def test_packed_bag_matmul_overflow_takes_the_dense_product():
     np.testing.assert_allclose(vm, x2 @ table, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_packed_bag_matmul_overflow_nan_skips_the_dense_form_even_under_vmap():
     rng = np.random.default_rng(2)
     items, weights, mask = _ragged(rng)

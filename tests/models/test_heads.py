@@ -21,6 +21,7 @@ def _is_distribution(g, n):
     np.testing.assert_allclose(g.sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_shared_bottom_shapes_and_task_independence():
     p = heads.shared_bottom_init(
         jax.random.key(0), in_dim=D, n_tasks=3, bottom=(8,), tower=(4,), out_dim=2
@@ -34,6 +35,7 @@ def _relu(a):
     return np.maximum(a, 0.0)
 
 
+@pytest.mark.slow
 def test_mmoe_shapes_gates_and_numpy_reference():
     p = heads.mmoe_init(
         jax.random.key(1), in_dim=D, n_tasks=2, n_experts=3, expert=(7,), tower=(4,), out_dim=1
@@ -60,6 +62,7 @@ def test_mmoe_shapes_gates_and_numpy_reference():
         np.testing.assert_allclose(outs[t], y, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_levels", [1, 2])
 def test_ple_shapes_and_gates(n_levels):
     n_tasks, et, es = 3, 2, 1
@@ -88,6 +91,7 @@ def test_ple_shapes_and_gates(n_levels):
             assert "shared" not in g
 
 
+@pytest.mark.slow
 def test_ple_task_outputs_depend_only_on_own_and_shared_experts():
     # one level: zeroing task 1's experts must not change task 0's output
     p = heads.ple_init(
@@ -111,6 +115,7 @@ def test_ple_task_outputs_depend_only_on_own_and_shared_experts():
     assert not np.allclose(outs[1], outs2[1])
 
 
+@pytest.mark.slow
 def test_heads_are_differentiable():
     p = heads.mmoe_init(jax.random.key(4), in_dim=D, n_tasks=2, n_experts=2)
     g = jax.jit(jax.grad(lambda p: sum(jnp.sum(o) for o in heads.mmoe_apply(p, _x())[0])))(p)

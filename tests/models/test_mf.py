@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from transferjax.models.mf import bpr_loss, mf_init, mf_score, mf_score_all, mse_loss
 
@@ -52,6 +53,7 @@ def test_mse_loss_masks_padding_and_matches_numpy():
     assert float(jnp.abs(g["user"][0]).sum()) > 0.0
 
 
+@pytest.mark.slow
 def test_bpr_prefers_positive_after_training():
     p = mf_init(jax.random.key(1), n_users=4, n_items=6, dim=4)
     batch = {

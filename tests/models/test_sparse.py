@@ -218,6 +218,7 @@ def test_mf_rows_loss_and_gradient_equal_dense(kind):
             assert not np.any(g[i < 0]) and not np.any(np.asarray(dense_g[table])[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mse", "bpr"])
 def test_one_sparse_mf_step_equals_one_dense_adam_step(kind):
     """At the first step lazy and dense Adam agree on every row (zero gradient -> no move);
@@ -241,6 +242,7 @@ def test_one_sparse_mf_step_equals_one_dense_adam_step(kind):
             assert not np.any(state.slots[k][0][0]) and not np.any(state.slots[k][1][0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mse", "bpr"])
 def test_padding_rows_change_nothing(kind):
     """Row 0 gets real moments at step 1; at step 2 it appears only in masked slots and keeps
@@ -285,6 +287,7 @@ def _train(cfg, split, keys):
     return make_train(cfg, split, evaluate=make_evaluate(cfg, split))(keys)
 
 
+@pytest.mark.slow
 def test_cmf_sparse_first_step_equals_dense(split):
     cfg = _cfg("cmf", sparse=True)
     built = get_method("cmf").build(cfg, split)
@@ -302,6 +305,7 @@ def test_cmf_sparse_first_step_equals_dense(split):
     chex.assert_trees_all_close(ps, pd, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_emcdr_sparse_close_to_dense(split):
     key = jax.random.key(0)
     dense = _train(_cfg(), split, key).best["test"]["rmse"]
@@ -309,6 +313,7 @@ def test_emcdr_sparse_close_to_dense(split):
     assert np.isfinite(sparse) and sparse <= dense + 0.03, (sparse, dense)
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_with_sparse_updates(split):
     cfg = _cfg("mf", sparse=True, epochs=2)
     keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
@@ -319,6 +324,7 @@ def test_vmapped_seeds_with_sparse_updates(split):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sparse_epochs_do_not_recompile(split):
     cfg = _cfg("mf", sparse=True)
     built = get_method("mf").build(cfg, split)

@@ -50,6 +50,7 @@ def _hist(r, part):
     return np.array([[h[part][k] for k in sorted(h[part])] for h in r.history])
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_sequential(split):
     train = make_train(CFG, split, evaluate=make_evaluate(CFG, split))
     batched = train(jnp.stack([jax.random.key(5), jax.random.key(6)]))
@@ -61,6 +62,7 @@ def test_vmapped_seeds_equal_sequential(split):
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 
+@pytest.mark.slow
 def test_vmapped_learning_rates_equal_separate_runs(split):
     lrs = [3e-3, 3e-2]
     train = make_train(
@@ -84,6 +86,7 @@ TRACED_CASES = [  # (method, key, two values, extra overrides)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "key", "values", "extra"), TRACED_CASES)
 def test_vmapped_loss_hyperparameters_equal_separate_runs(split, method, key, values, extra):
     base = C.apply_overrides(
@@ -102,6 +105,7 @@ def test_vmapped_loss_hyperparameters_equal_separate_runs(split, method, key, va
     assert not np.allclose(_hist(batched[0], "valid"), _hist(batched[1], "valid"))
 
 
+@pytest.mark.slow
 def test_untraced_trial_key_is_rejected(split):
     train = make_train(
         CFG, split, evaluate=make_evaluate(CFG, split), trials=[{"align.weight": 1.0}] * 2
@@ -110,6 +114,7 @@ def test_untraced_trial_key_is_rejected(split):
         train(jnp.stack([jax.random.key(0)] * 2))
 
 
+@pytest.mark.slow
 def test_sweep_groups_traced_hyperparameters_into_one_program(tmp_path):
     from transferjax.train import sweep as S
 
@@ -141,6 +146,7 @@ LONG = dataclasses.replace(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     exp = tmp_path / "exp.py"
     exp.write_text(
@@ -174,6 +180,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     assert json.loads((killed / "manifest.json").read_text())["resumed_from"] >= 45
 
 
+@pytest.mark.slow
 def test_sweep_chooses_on_valid_only(tmp_path, monkeypatch):
     from transferjax.train import sweep as S
 
@@ -215,6 +222,7 @@ def test_sweep_rejects_unknown_grid_key(tmp_path):
     assert all(1e-4 <= float(p["trainer.lr"]) <= 1e-1 for p in pts)
 
 
+@pytest.mark.slow
 def test_seeds_on_threads_equal_seeds_one_after_another(split, tmp_path):
     from transferjax.train.writers import JsonlWriter
 

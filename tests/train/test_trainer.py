@@ -53,6 +53,7 @@ def small_split():
     return build_split(cfg.protocol, build_dataset(cfg.data))
 
 
+@pytest.mark.slow
 def test_emcdr_beats_target_only_at_small_shift(small_split):
     res = {m: _train(_cfg(m), small_split)[0].best["test"] for m in ("emcdr", "mf", "item_mean")}
     assert res["emcdr"]["rmse"] < res["mf"]["rmse"] - 0.02, res
@@ -62,6 +63,7 @@ def test_emcdr_beats_target_only_at_small_shift(small_split):
     assert res["mf"]["rmse"] < res["item_mean"]["rmse"] + 0.05, res
 
 
+@pytest.mark.slow
 def test_identical_runs_identical_metrics(small_split):
     cfg = dataclasses.replace(
         _cfg(),
@@ -77,6 +79,7 @@ def test_identical_runs_identical_metrics(small_split):
     assert a.selected == b.selected
 
 
+@pytest.mark.slow
 def test_selection_never_reads_test(small_split):
     """Scrambling the test split changes test metrics but not the selection or valid metrics."""
     cfg = dataclasses.replace(_cfg("mf"), trainer=dataclasses.replace(_cfg().trainer, epochs=6))
@@ -103,7 +106,7 @@ def test_select_best_direction():
         select_best(hist, "mrr")
 
 
-@pytest.mark.parametrize("method", ["mf", "emcdr"])
+@pytest.mark.parametrize("method", ["mf", pytest.param("emcdr", marks=pytest.mark.slow)])
 def test_epochs_do_not_recompile(small_split, method):
     cfg = _cfg(method)
     built = get_method(method).build(cfg, small_split)
@@ -192,6 +195,7 @@ def test_row_taker_packs_32bit_columns_bit_exactly():
         np.testing.assert_array_equal(np.asarray(unpacked[k]), want[k])
 
 
+@pytest.mark.slow
 def test_packed_batches_train_exactly_as_per_column_gathers(small_split, monkeypatch):
     """An MF epoch over packed rows gives the same params, bit for bit, as one gathering each
     column on its own."""

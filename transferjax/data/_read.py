@@ -1,9 +1,9 @@
 """One reader for the delimited text files behind every loader, and raw-id densification.
 
 `read_table` parses a whole file in bulk (one `str.split` over the body, columns taken by
-slicing, numbers converted with `map(float, ...)` into `np.fromiter`), which loads ML-1M's
-1,000,209 rows in 1-2 s on a busy 2-core machine. Only when a check fails does it scan line
-by line, to name the offending line: every error is a `DataError("path:LINE: ...")`.
+slicing, numbers converted with `map(float, ...)` into `np.fromiter`). Only when a check fails
+does it scan line by line, to name the offending line: every error is a
+`DataError("path:LINE: ...")`.
 
 Handled: separators tab, comma, `::`, `|` or any other string (or auto-detected tab/comma),
 an optional header (columns found by name, or by the part before `:` as in RecBole's

@@ -1,4 +1,4 @@
-"""Fixed-shape batches and sparse user histories (DESIGN.md section 6).
+"""Fixed-shape batches and sparse user histories.
 
 - `epoch_batches`: a jit-friendly shuffled epoch as (idx, mask) of fixed shape.
 - `History`: a user's items as a padded bag (items, weights, mask, length).
@@ -54,8 +54,8 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
     if n <= 0 or batch_size <= 0:
         raise ValueError(f"epoch_batches: n={n} and batch_size={batch_size} must be positive")
     steps = -(-n // batch_size)
-    # One sort of 32 random bits per row: about half the cost of jax.random.permutation's
-    # multi-round shuffle on a CPU; ties (about n^2 / 2^33 pairs) keep index order.
+    # One sort of 32 random bits per row, in place of jax.random.permutation's multi-round
+    # shuffle; ties (about n^2 / 2^33 pairs) keep index order.
     perm = jnp.argsort(jax.random.bits(key, (n,), jnp.uint32)).astype(jnp.int32)
     pad = steps * batch_size - n
     idx = jnp.concatenate([perm, jnp.zeros((pad,), jnp.int32)]).reshape(steps, batch_size)
@@ -67,9 +67,10 @@ def host_epoch_indices(key: jax.Array, n: int, batch_size: int) -> np.ndarray:
     """The host-side twin of `epoch_batches`: i32[steps, batch_size] (or i32[t, steps, batch]
     for a batch of t keys), a numpy permutation seeded by the key's data, padded with 0.
 
-    A numpy shuffle costs a few ms per million rows, against about 0.1-0.6 s for a sort on the
-    XLA CPU backend; the trainer uses it and passes the indices into the jitted epoch. The mask
-    is static: `arange(steps * batch_size) < n`.
+    On a CPU the trainer shuffles with it, in place of the sort of `epoch_batches` on the XLA
+    CPU backend (`python -m benchmarks.seeds_vmap` times that sort alone as `shuffle_s`), and
+    passes the indices into the jitted epoch. The mask is static:
+    `arange(steps * batch_size) < n`.
     """
     words = np.asarray(jax.random.key_data(key), dtype=np.uint32)
     steps = -(-n // batch_size)

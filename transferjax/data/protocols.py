@@ -1,4 +1,4 @@
-"""Evaluation protocols: turn a `CrossDomainData` into a `Split` (DESIGN.md section 4).
+"""Evaluation protocols: turn a `CrossDomainData` into a `Split`.
 
 - `cold_start_split`: EMCDR/PTUPCDR/CDRIB cold-start users (all target rows held out).
 - `published_split`: a dataset's released split (CDRIB), as is.

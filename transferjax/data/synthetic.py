@@ -1,4 +1,4 @@
-"""Synthetic cross-domain data with a known ground truth (DESIGN.md section 3).
+"""Synthetic cross-domain data with a known ground truth.
 
 `make_synthetic` draws people with latent interests, two item catalogues, and who-rated-what,
 and returns the `CrossDomainData` together with a `SyntheticTruth` that knows every user's

@@ -148,8 +148,8 @@ def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
         vec, bias = user_repr(params, src, tgt)
         n_items = params[items_key]["item"].shape[0]
         if all_items_pay(items, n_items):
-            # Many candidates per user (sampled ranking): one matmul against all items beats
-            # gathering a [c, m, d] block of item factors.
+            # Many candidates per user (sampled ranking): one matmul against all items in place
+            # of gathering a [c, m, d] block of item factors (`all_items_pay`).
             return jnp.take_along_axis(mf_score_all(vec, bias, params[items_key]), items, axis=1)
         return mf_score(vec, bias, params[items_key], items)
 

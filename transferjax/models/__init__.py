@@ -1,7 +1,10 @@
 """Models as pure (init, apply) functions: MF, phi encoders (and their ELL sparse first layer),
-multi-task heads, discriminator, gradient reversal, row-sparse optimizers.
+multi-task heads, discriminator, gradient reversal, row-sparse optimizers and the MF family's
+row-sparse steps.
 
-Math only: nothing here imports the methods, the trainer or the evaluation.
+Math only: nothing here registers a method or imports from `align`, `methods` or above
+(`tests/test_architecture.py`); the methods built from these parts are in
+`transferjax.methods`.
 """
 
 from transferjax.models.discriminator import dann_loss, discriminator_apply, discriminator_init

@@ -9,10 +9,10 @@ without the dense matrix and without materialising one gathered row per bag entr
   their weights and summed in one fused loop, then the chunk sums are `segment_sum`-ed into
   rows (a scatter of n_chunks rows, not of nnz rows). With `item_blocks` > 1 the chunks are
   grouped by item range first, so each stretch of the loop gathers from one block of the
-  table: in the DANN step below (3,706 x 256 table, 3.8 MB, against a 2 MB L2 per core)
-  4 blocks take the forward gathers from 888-893 to 583-595 us and the step from
-  3,974-4,011 to 3,573-3,703 us on a 2-core CPU
-  (`python benchmarks/op_profile.py --cases dann_bag --item-blocks 1`, then `4`);
+  table, which pays once the table outgrows a core's cache (the DANN step below has a
+  3,706 x 256 table, 3.8 MB); its 4 blocks were chosen by
+  `python -m benchmarks.op_profile --cases dann_bag --item-blocks 1`, then `4` (figures in
+  BENCHMARKS.md);
 - backward: `d table = X^T @ g` is the same operation on the transposed layout (entries
   grouped by item, gathering rows of `g: f32[n_rows, d]`), via `jax.custom_vjp`, so there is
   no scatter-add of nnz rows into the table either.
@@ -29,8 +29,9 @@ bags (`benchmarks/dann_bench.py` times it against dense and PyTorch steps):
         return dann_loss(params["disc"], z[:256], z[256:], lam=1.0)[0]
 
 On XLA:CPU a plain gather of nnz rows (`table[items]`, then `segment_sum`) writes an
-[nnz, d] buffer; the DANN step above runs about 6x slower with it (`jax_bag_flat` against
-`jax_bag` in BENCHMARKS.md). The dense matmul pays O(n_rows * n_items * d).
+[nnz, d] buffer, and the DANN step above runs slower with it (`jax_bag_flat` against `jax_bag`
+in BENCHMARKS.md's DANN step table: `python -m benchmarks.speed --only dann`). The dense matmul
+pays O(n_rows * n_items * d).
 `ell_encoder_apply(params, layout)` equals `dense_encoder_apply(params, X)` for params from
 `bag_encoder_init`.
 """

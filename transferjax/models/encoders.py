@@ -4,12 +4,12 @@ Every encoder is a pair of pure functions `*_init(key, *, ...) -> params` and
 `*_apply(params, ...) -> f32[batch, dim]`; params are dicts (and lists) of arrays.
 
 The embedding-bag encoder is the sparse form of an FC+ReLU tower over a user's dense interest
-vector `x: f32[batch, n_items]` (DESIGN.md section 6): its first layer
-`relu(x @ W1 + b1)` is computed as `relu(sum_l w_l * W1[item_l] + b1)` by gathering only the
-rows of the items the user touched. `dense_encoder_apply` is the same model evaluated the
-dense way (reference and benchmarks). `packed_bag_matmul` is the first layer over a padded
-batch whose bags are mostly padding: it packs the real entries into a fixed number of slots
-first, so it gathers and scatters only those.
+vector `x: f32[batch, n_items]`: its first layer `relu(x @ W1 + b1)` is computed as
+`relu(sum_l w_l * W1[item_l] + b1)` by gathering only the rows of the items the user touched.
+`dense_encoder_apply` is the same model evaluated the dense way (reference and benchmarks).
+`packed_bag_matmul` is the first layer over a padded batch whose bags are mostly padding: it
+packs the real entries into a fixed number of slots first, so it gathers and scatters only
+those.
 
 Padded positions in `items: i32[batch, L]` are marked by `mask: bool[batch, L]`; their ids are
 clipped into range before the gather and their contribution is zeroed, so any padding id is

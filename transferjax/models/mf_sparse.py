@@ -1,4 +1,4 @@
-"""Row-sparse training steps for the MF family (`Stage.step` hooks; DESIGN.md section 6).
+"""Row-sparse training steps for the MF family (`Stage.step` hooks of `transferjax.methods.api`).
 
 A dense step differentiates the loss w.r.t. whole tables (a zeros-like table gradient, then
 Adam over every row). These steps gather the batch's rows first and differentiate w.r.t. the

@@ -1,4 +1,4 @@
-"""Row-sparse (lazy) optimizers for embedding tables (DESIGN.md section 6).
+"""Row-sparse (lazy) optimizers for embedding tables.
 
 Dense Adam over a whole table reads and writes every row and both moments every step. Here a
 step touches only the rows a batch uses, as large-scale recommenders do (TF `LazyAdam`,
@@ -113,8 +113,8 @@ def _adagrad_rule(*, initial_accumulator_value: float, eps: float) -> Rule:
 
 
 # Tables up to this many rows per index coalesce through a scratch table of n_rows + 1 slots
-# (one scatter-min, no sort); larger ones sort. 1,024 indices into 6,040 rows on a 2-core CPU:
-# 2.0 vs 30.8 us per plan (`python benchmarks/sparse_step.py`); the memset grows with n_rows.
+# (one scatter-min, no sort); larger ones sort, since the scratch table's memset grows with
+# n_rows. Chosen by `python -m benchmarks.sparse_step` (its `plan` part times both forms).
 SCRATCH_ROWS_PER_INDEX = 64
 
 
@@ -139,8 +139,8 @@ def coalesce_plan(idx: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Array]:
         slot = jnp.full((n_rows + 1,), k, jnp.int32).at[idx].min(pos)[idx]
         return jnp.where((slot == pos) & valid, idx, n_rows), slot
     if (n_rows + 1) * k <= 2**31 - 1:
-        # One single-operand sort of (index, position) packed in an int32: about 3x faster on
-        # a CPU than argsort's (key, payload) sort.
+        # One single-operand sort of (index, position) packed in an int32, in place of
+        # argsort's (key, payload) sort.
         packed = jnp.sort(idx * k + pos)
         s, order = packed // k, packed % k
     else:

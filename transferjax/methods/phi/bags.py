@@ -24,9 +24,10 @@ packed (`encoders.packed_bag_matmul`: gather the rows of the batch's real entrie
 `capacity` = the total length of the batch-size longest bags) when
 PACKED_COST * capacity <= batch * n_items, else a dense matmul over the scattered vectors. One
 packed slot (forward and backward) costs about as much as PACKED_COST cells of the dense
-[batch, n_items] product (87-116 on three long-tailed profiles: `python benchmarks/phi_layer.py`),
-so long-tailed bags (CDRIB: 6 items on average of 12k, 167 at most) pack and long dense ones
-(ML-1M: 165 on average of 3.7k) do not.
+[batch, n_items] product (chosen by `python -m benchmarks.phi_layer`, whose `slot_cost` column
+measures it on real bag-length profiles; figures in BENCHMARKS.md), so long-tailed bags
+(CDRIB: 6 items on average of 12k, 167 at most) pack and long dense ones (ML-1M: 165 on
+average of 3.7k) do not.
 A training batch holds distinct users (padded rows read empty bags), so it always fits the
 capacity and its packed layer runs without the dense fallback that evaluation batches (which
 repeat users) keep.
