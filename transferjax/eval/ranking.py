@@ -121,8 +121,8 @@ def _filtered_ranks(scores, n_real, ex_row, ex_item, pos_row, pos_item, *, pessi
         beats = (scores[r] >= val) if pessimistic else (scores[r] > val)
         return jnp.sum(compete[r] & beats, dtype=jnp.int32)
 
-    # P x n comparisons, in blocks of 256 positives so no [P, n] array is ever built; on a
-    # CPU this beat sorting each row and binary-searching the positives by 10x or more
+    # P x n comparisons, in blocks of 256 positives so no [P, n] array is ever built (on a
+    # CPU, faster than sorting each row and binary-searching the positives)
     return jax.lax.map(count, (row, v), batch_size=min(256, row.shape[0])), n_nan
 
 

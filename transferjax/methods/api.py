@@ -128,9 +128,9 @@ def hyper_init(cfg, keys) -> dict:
 
 
 # One candidate scored by gathering its factors costs about as much as this many scores of the
-# all-item matmul (95-209 on a 2-core CPU: `python benchmarks/score_candidates.py`, which
-# materialises the [c, m, d] gather); scorers take the all-item form for m candidates per user
-# when GATHER_COST * m >= n_items.
+# all-item matmul; scorers take the all-item form for m candidates per user when
+# GATHER_COST * m >= n_items. Chosen by `python -m benchmarks.score_candidates` (which
+# materialises the [c, m, d] gather; figures in BENCHMARKS.md).
 GATHER_COST = 128
 
 

@@ -97,25 +97,13 @@ def git_commit() -> str | None:
 
 def use_vmap(cfg, split) -> bool:
     """Whether several seeds run as one vmapped program (else one after another, spread over
-    `seed_workers` threads).
+    `seed_workers` threads, all calling the same trainer and its compiled programs).
 
     "auto": on an accelerator always; on a CPU never, since whole seeds on one thread per core
-    are faster there. Measured by `python benchmarks/seeds_vmap.py --epochs 10` (ML-1M genre
-    split, batch 1024, 8 seeds; DANN: `--configs phi`, 4 seeds, 1 epoch), as speed-ups over
-    the seeds run one after another on one thread:
-
-                                   MF dense Adam   MF row-sparse (mf.sparse)   DANN (phi)
-      H100 GPU, vmapped, per epoch     4.6x               6.0x                    2.9x
-      2-core CPU, vmapped, per epoch   1.31x              1.51x                   0.77x
-      2-core CPU, vmapped, end to end  1.24x              1.36x                   0.73x
-      2-core CPU, 2 threads, end to end 1.36x             1.82x                   1.05x
-
-    (end to end: compiles and evaluation included; sequential seeds after the first reuse its
-    compiled programs.) On a CPU a vmapped step moves 8 seeds' tables and optimizer state
-    through the caches at once (8 ML-1M MF tables with their Adam moments outgrow the 2 MB L2
-    that holds one), so it gains at most about 1.5x over one seed at a time, and a dense
-    encoder's matmuls gain nothing; two cores running whole seeds gain more.
-    `trainer.vmap=on` forces vmap.
+    are faster there: a vmapped step moves every seed's tables and optimizer state through the
+    caches at once, and a dense encoder's matmuls gain nothing from the trial axis. Chosen by
+    `python -m benchmarks.seeds_vmap` (its figures are in BENCHMARKS.md). `trainer.vmap=on`
+    forces vmap.
     """
     if cfg.seeds <= 1 or cfg.trainer.vmap == "off":
         return False

@@ -1,4 +1,4 @@
-"""The multi-task transfer model over phi encoders (DESIGN.md section 5), with an alignment
+"""The multi-task transfer model over phi encoders, with an alignment
 objective from `transferjax.align.objectives`.
 
 Model. A user's source and target interest vectors (`_userbags`: shrunk mean of centred
