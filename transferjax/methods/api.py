@@ -3,6 +3,20 @@
 A method is built into a `Built`: the training `Stage`s and a `Scorer` that scores target items
 for (source user, target user) pairs. Each stage trains one part of the params with its own
 loss and optimizer; the trainer runs the stages in order (`transferjax.train.trainer`).
+
+Cold users, in one place. The cold-start protocol (`transferjax.data.protocols`) holds out
+every target interaction of a share of the overlapping users, so at evaluation a cold user is
+a pair (source index, target index) whose target index has no training row (`known_users` is
+False; a user without a source profile has source index -1). Each method's scorer then falls
+back, never to an untrained embedding:
+
+- popularity, item_mean: item-only scores, the same for every user;
+- mf: zero factors and bias, so the prediction is mu + b_i (`own_or_fallback`);
+- emcdr: the mapped source factors f(p_u^s, b_u^s), or mu + b_i without a source profile;
+- ptupcdr: the user's personalised bridge applied to its source factors, or mu + b_i;
+- cmf: the overlapping user's joint row (trained by its source data), or mu + b_i for a
+  row trained in neither domain;
+- the phi family: the merge of phi_s(source interests) alone (h = 0 with neither).
 """
 
 from __future__ import annotations
