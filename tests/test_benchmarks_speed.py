@@ -17,7 +17,6 @@ from benchmarks import rank_bench as R
 from benchmarks.measure import interleaved
 from benchmarks.speed_report import add_ratios, to_markdown
 from transferjax.data.types import Interactions
-from transferjax.models.encoders import dense_encoder_apply
 
 try:
     import torch
@@ -134,6 +133,7 @@ def _tiny_pool():
 
 
 def test_dann_forms_compute_the_same_loss_and_gradient():
+    """The first-layer micro-benchmark (`benchmarks.dann_bench`): ELL, flat and dense forms."""
     pool = _tiny_pool()
     data = {k: jax.tree.map(jnp.asarray, pool[k]) for k in ("dense", "ell", "flat_pad")}
     params = D.init_params(pool["n_items"])
@@ -159,7 +159,7 @@ def test_torch_dann_matches_jax_and_bag_equals_dense():
     z_dense, z_bag = model.encode_dense(dense), model.encode_bag(items, offsets, weights)
     np.testing.assert_allclose(z_bag.detach().numpy(), z_dense.detach().numpy(), rtol=1e-5,
                                atol=1e-5)
-    z_jax = dense_encoder_apply(params["phi"], jnp.asarray(pool["dense"][1]))
+    z_jax = D.encode("dense", params["phi"], {"dense": jnp.asarray(pool["dense"])}, 1, n_rows=8)
     np.testing.assert_allclose(z_dense.detach().numpy(), z_jax, rtol=1e-4, atol=1e-5)
     loss = model.dann_loss(z_bag, 4, D.LAM)
     loss.backward()

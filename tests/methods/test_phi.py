@@ -16,9 +16,10 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.mf import MFConfig
 from transferjax.methods.phi import PhiConfig
 from transferjax.methods.phi import bags as U
+from transferjax.methods.phi import encoders as PE
 from transferjax.methods.phi import model as P
 from transferjax.methods.registry import get_method
-from transferjax.models import encoders as E
+from transferjax.models import phi as PHI
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
@@ -200,25 +201,30 @@ def test_capacity_is_the_most_entries_of_distinct_users():
 
 
 @pytest.mark.parametrize("n_items", [5000, 30])  # long-tailed: packed; dense bags: dense
-def test_first_layer_equals_the_dense_product_in_either_form(n_items):
+def test_domain_encoder_packs_by_the_cost_rule_and_equals_the_dense_form(n_items):
+    """The bag encoder of a domain (its capacity from the domain's longest bags) gives the
+    dense form's values and gradients, for distinct users and for one user repeated."""
     inter = _long_tailed(n_items=min(n_items, 500))  # 30 items: bags repeat items
     inter = dataclasses.replace(inter, item=inter.item % n_items, n_items=n_items)
     bags, spec = U.domain_bags(inter)
     b = 16
-    packed = U.PACKED_COST * spec.capacity(b) <= b * n_items
-    assert packed == (n_items == 5000)
-    emb = jax.random.normal(jax.random.key(0), (n_items, 5))
-    users = [np.arange(3, 3 + b), np.full(b, 3)]  # distinct users; one long user repeated
-    for u in users:
-        items, rating, mask = U.gather_rows(bags, jnp.asarray(u, jnp.int32),
-                                            max_len=spec.max_len)
-        bi, bw, bm = U._interest(items, rating, mask, spec)
-        x = np.asarray(E.bag_to_dense(bi, bw, bm, n_items=n_items), np.float64)
-        g = np.random.default_rng(1).normal(size=(b, 5))
-        f = lambda e: jnp.sum(U.first_layer(e, bi, bw, bm, spec) * g)  # noqa: B023
-        np.testing.assert_allclose(U.first_layer(emb, bi, bw, bm, spec), x @ np.asarray(emb),
-                                   rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(jax.grad(f)(emb), x.T @ g, rtol=1e-4, atol=1e-6)
+    assert PHI.choose_layer(batch=b, capacity=spec.capacity(b), n_items=n_items) == (
+        "packed" if n_items == 5000 else "dense")
+    init, apply = PE.domain_encoder("bag", spec, dims=(5, 3))
+    dense = PHI.encoder(kind="bag", n_items=n_items, n_users=inter.n_users, dims=(5, 3),
+                        mu=spec.mu, explicit=spec.explicit)[1]  # no capacity: always dense
+    params = init(jax.random.key(0))
+    g = np.random.default_rng(1).normal(size=(b, 3))
+    for u, distinct in ((np.arange(3, 3 + b), True), (np.full(b, 3), False)):
+        rows = U.gather_rows(bags, jnp.asarray(u, jnp.int32), max_len=spec.max_len)
+        np.testing.assert_allclose(apply(params, *rows, distinct=distinct),
+                                   dense(params, *rows), rtol=1e-4, atol=1e-6)
+        f = lambda p, fn: jnp.sum(fn(p, *rows) * g)  # noqa: B023
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+                     jax.grad(f)(params, apply), jax.grad(f)(params, dense))
+
+
+FIRST = PHI.first_layer
 
 
 def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
@@ -226,22 +232,22 @@ def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
     stage = built.stages[0]
     batch = {k: jnp.asarray(v[:8]) for k, v in stage.examples.items()}
     batch["mask"] = jnp.asarray([True] * 5 + [False] * 3)
-    seen, first_layer = [], U.first_layer
+    seen = []
 
-    def spy(emb, items, weights, mask, spec, **kw):
+    def spy(emb, items, weights, mask, **kw):
         seen.append((mask, kw))  # evaluation traces it (lax.cond): keep masks unconverted
-        return first_layer(emb, items, weights, mask, spec, **kw)
+        return FIRST(emb, items, weights, mask, **kw)
 
-    monkeypatch.setattr(U, "first_layer", spy)
+    monkeypatch.setattr(PHI, "first_layer", spy)
     loss, _ = stage.loss(view0(built), batch, jax.random.key(1))
     assert np.isfinite(float(loss)) and len(seen) == 2  # source and target encoders
     masks = [np.asarray(m) for m, _ in seen]
     assert all(not m[5:].any() for m in masks) and all(m[:5].any() for m in masks)
-    assert all(kw == {"distinct": True} for _, kw in seen)  # no dense fallback in training
+    assert all(kw["overflow"] == "nan" for _, kw in seen)  # no dense fallback in training
     seen.clear()
     scores = built.scorer.score_all(view0(built), batch["src"], batch["tgt"])
     assert np.all(np.isfinite(np.asarray(scores))) and seen
-    assert all(kw == {"distinct": False} for _, kw in seen)  # evaluation repeats users
+    assert all(kw["overflow"] == "dense" for _, kw in seen)  # evaluation repeats users
 
 
 def test_training_rows_hold_each_user_once(tiny):
@@ -262,3 +268,4 @@ def test_click_softplus_values_and_gradient():
     with np.errstate(over="ignore"):  # exp(1e4) = inf gives the limit 0
         want = 1 / (1 + np.exp(-np.asarray(x, np.float64)))
     np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-30)
+

@@ -3,7 +3,8 @@ registered as `phi` (alignment from `align.objective`) and as `dann`, `mmd`, `co
 (that objective forced).
 
 - `config`: the `phi` config section;
-- `bags`: users' interest vectors as compact CSR bags, the joint user rows, the encoders;
+- `bags`: users' bags of each domain as compact CSR arrays, the joint user rows;
+- `encoders`: phi encoders by name (the kinds of `transferjax.models.phi`);
 - `heads`: the multi-task head and the output layers over items;
 - `model`: the model, its losses, scorer and the registered builds.
 """

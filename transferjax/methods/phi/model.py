@@ -1,11 +1,12 @@
 """The multi-task transfer model over phi encoders (DESIGN.md section 5), with an alignment
 objective from `transferjax.align.objectives`.
 
-Model. A user's source and target interest vectors (`_userbags`: shrunk mean of centred
-ratings) go through two encoders, `z_s = phi_s(x_s)`, `z_t = phi_t(x_t)` (cfg.phi.encoder,
-layers cfg.phi.dims, common space dims[-1]), merged as the masked mean of the available ones,
+Model. A user's source and target bags (`bags`) go through two encoders, `z_s = phi_s(x_s)`,
+`z_t = phi_t(x_t)` (cfg.phi.encoder: a kind of `transferjax.models.phi`, whose "bag" reads the
+shrunk mean of centred ratings, or a registered encoder, `encoders`; layers cfg.phi.dims, common
+space dims[-1]), merged as the masked mean of the available ones,
 `h = (u_s z_s + u_t z_t) / max(u_s + u_t, 1)` (u: the row uses that vector; h = 0 for neither).
-A residual multi-task head (`_phi_heads`, cfg.phi.head) gives one representation per task, each
+A residual multi-task head (`heads`, cfg.phi.head) gives one representation per task, each
 with an output layer over all items of its domain: source click, source rating (explicit source
 data), target click, target rating (explicit target data).
 
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 from transferjax.align.objectives import get_objective
 from transferjax.methods.api import Built, Scorer, Stage, all_items_pay, hyper_init, make_optimizer
 from transferjax.methods.phi import bags as U
+from transferjax.methods.phi import encoders as PE
 from transferjax.methods.phi import heads as O
 from transferjax.methods.phi.config import PhiConfig  # noqa: F401  (registers the phi section)
 from transferjax.methods.registry import register
@@ -67,6 +69,8 @@ class PhiModel:
         self.n_tasks = len(self.tasks)
         self.dim = int(cfg.phi.dims[-1])
         self.head_init, self.head_apply = O.head_fns(cfg.phi, dim=self.dim, n_tasks=self.n_tasks)
+        self.enc_s = PE.domain_encoder(cfg.phi.encoder, self.spec_s, dims=cfg.phi.dims)
+        self.enc_t = PE.domain_encoder(cfg.phi.encoder, self.spec_t, dims=cfg.phi.dims)
 
     def init(self, key) -> dict:
         """Trainable params: encoders, head, output layers, objective params."""
@@ -79,8 +83,7 @@ class PhiModel:
                                   ("rating", sp.target_train, self.spec_t)):
             if task in self.tasks:
                 out[task] = O.rating_out_init(ko[task], dim=d, inter=inter, mu=spec.mu)
-        p = {"enc_s": U.encoder_init(k_s, kind=pc.encoder, spec=self.spec_s, dims=pc.dims),
-             "enc_t": U.encoder_init(k_t, kind=pc.encoder, spec=self.spec_t, dims=pc.dims),
+        p = {"enc_s": self.enc_s[0](k_s), "enc_t": self.enc_t[0](k_t),
              "head": self.head_init(k_h), "out": out,
              "obj": self.objective.init(k_obj, dim=d, cfg=self.cfg)}
         if pc.task_weighting == "uncertainty":
@@ -92,16 +95,13 @@ class PhiModel:
 
         Args:
           src_in, tgt_in: (items, rating, mask) input entries [b, L] of each domain.
-          users_s, users_t: i32[b] user indices (-1: none; read by the "id" encoder).
+          users_s, users_t: i32[b] user indices (-1: none; read by the "id" kind).
           use_s, use_t: bool[b] which vectors enter the merge.
           train: target tasks read the merge of stop_gradient(z_s) (module docstring); the
             rows are a training batch: distinct users, padded rows empty (`loss`).
         """
-        kind = self.cfg.phi.encoder
-        z_s = U.encoder_apply(p["enc_s"], kind=kind, spec=self.spec_s, items=src_in[0],
-                              rating=src_in[1], mask=src_in[2], users=users_s, distinct=train)
-        z_t = U.encoder_apply(p["enc_t"], kind=kind, spec=self.spec_t, items=tgt_in[0],
-                              rating=tgt_in[1], mask=tgt_in[2], users=users_t, distinct=train)
+        z_s = self.enc_s[1](p["enc_s"], *src_in, users_s, distinct=train)
+        z_t = self.enc_t[1](p["enc_t"], *tgt_in, users_t, distinct=train)
         a_s, a_t = use_s.astype(jnp.float32)[:, None], use_t.astype(jnp.float32)[:, None]
         merge = lambda zs: (a_s * zs + a_t * z_t) / jnp.maximum(a_s + a_t, 1.0)
         reps = self.head_apply(p["head"], merge(z_s))
@@ -145,7 +145,7 @@ class PhiModel:
         k_cold, k_s, k_t, k_obj = jax.random.split(key, 4)
         src, tgt = batch["src"], batch["tgt"]
         # Padded rows (mask False) read empty bags: a batch then holds each user at most once,
-        # within the capacity of the packed first layer (`_userbags.first_layer`).
+        # within the capacity of the packed first layer (`transferjax.models.phi`).
         live = lambda u: jnp.where(batch["mask"], u, -1)  # noqa: E731
         s_items, s_rating, s_mask = U.gather_rows(bags["source"], live(src),
                                                   max_len=self.spec_s.max_len)
