@@ -269,3 +269,74 @@ def test_click_softplus_values_and_gradient():
         want = 1 / (1 + np.exp(-np.asarray(x, np.float64)))
     np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-30)
 
+
+# ------------------------------------------------------------------------ registered encoders
+
+
+def test_unknown_encoder_is_refused_at_build_listing_the_valid_ones(tiny):
+    with pytest.raises(ValueError, match=r"unknown phi encoder 'nope' \(phi.encoder\); "
+                                         r"valid: bag, attention, id"):
+        get_method("dann").build(_cfg("dann", encoder="nope"), tiny)
+    with pytest.raises(ValueError, match="built in"):
+        PE.register_encoder("bag", lambda **_: None)
+
+
+def _mean_encoder(*, n_items, n_users, dims):
+    """A registered encoder in plain JAX: mean of the input items' embeddings."""
+    def init(key):
+        return {"emb": jax.random.normal(key, (n_items, dims[-1])) * 0.1}
+
+    def apply(p, items, rating, mask):
+        w = mask.astype(jnp.float32)[..., None]
+        return jnp.sum(p["emb"][items] * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0)
+
+    return init, apply
+
+
+def test_registered_encoder_is_checked_and_read_by_name(tiny):
+    PE.register_encoder("test_mean", _mean_encoder)
+    PE.register_encoder("test_mean", _mean_encoder)  # the same make again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        PE.register_encoder("test_mean", lambda **kw: _mean_encoder(**kw))
+    assert "test_mean" in PE.available_encoders()
+    built = get_method("phi").build(_cfg(encoder="test_mean", dims=(6, 8)), tiny)
+    view = view0(built)
+    assert view["phi"]["enc_s"]["emb"].shape == (tiny.source_train.n_items, 8)
+    with pytest.raises(ValueError, match=r"'test_mean' returned shape \(3, 8\); expected "
+                                         r"f32\[3, 6\]"):
+        PE.domain_encoder("test_mean", U.domain_bags(tiny.target_train)[1], dims=(8, 6))[1](
+            view["phi"]["enc_t"], jnp.zeros((3, 2), jnp.int32), jnp.ones((3, 2)),
+            jnp.ones((3, 2), bool))
+
+
+def _flax_self_attention(*, n_items, n_users, dims):
+    import flax.linen as nn
+
+    from transferjax.models.flax_adapter import bag_encoder_from_flax
+
+    class SelfAttention(nn.Module):
+        @nn.compact
+        def __call__(self, items, rating, mask):
+            e = nn.Embed(n_items, dims[0])(items) * rating[..., None]
+            h = nn.MultiHeadDotProductAttention(num_heads=2)(e, e, mask=mask[:, None, None, :])
+            w = mask[..., None].astype(h.dtype)
+            return nn.Dense(dims[-1])(jnp.sum(h * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0))
+
+    return bag_encoder_from_flax(SelfAttention(), kind="linen")
+
+
+def test_flax_self_attention_encoder_trains_through_the_phi_method(tiny):
+    pytest.importorskip("flax")
+    PE.register_encoder("test_flax_attention", _flax_self_attention)
+    cfg = _cfg(encoder="test_flax_attention", dims=(8,))
+    res = make_train(cfg, tiny, evaluate=make_evaluate(cfg, tiny))(jax.random.key(0))
+    assert len(res.history) == 2
+    assert all(np.isfinite(h["train"]["loss"]) and np.isfinite(h["valid"]["rmse"])
+               for h in res.history)
+    assert res.history[1]["train"]["loss"] != res.history[0]["train"]["loss"]
+    built = get_method("phi").build(cfg, tiny)
+    view = {**built.view(res.params), "step": jnp.zeros((), jnp.int32)}
+    assert "Embed_0" in view["phi"]["enc_s"]  # the Flax module's own params are trained
+    src, tgt = (jnp.asarray(c) for c in tiny.test.pairs[:6].T)
+    scores = built.scorer.score_all(view, src, tgt)
+    assert scores.shape == (6, tiny.target_train.n_items) and np.all(np.isfinite(scores))
