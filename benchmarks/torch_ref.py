@@ -13,7 +13,8 @@
   binary cross-entropy of `transferjax.models.discriminator.dann_loss` (Ganin & Lempitsky 2015).
 
 `load_jax` copies JAX params (from `mf_init`, `benchmarks.dann_bench.init_params`) into a
-model, so both frameworks start from the same weights. Import needs torch (the optional extra
+model, so both frameworks start from the same weights. The reference of the registered `dann`
+method's step is `benchmarks.dann_torch`. Import needs torch (the optional extra
 `transferjax[torch]`).
 """
 

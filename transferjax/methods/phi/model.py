@@ -139,26 +139,54 @@ class PhiModel:
                 out[task] = O.rating_rows(p["out"][task], rep[task], mu, lab)
         return out
 
-    def loss(self, params, batch, key, *, total_steps: int):
-        """Stage loss `(params, batch, key) -> (loss, aux)` (module docstring)."""
-        p, bags = params["phi"], params["bags"]
+    def rows(self, params, batch) -> tuple:
+        """The batch's bags: (source rows, target rows) as (items, rating, mask) [b, L] each,
+        and has_s, has_t bool[b] (rows with that domain). Padded rows (mask False) read empty
+        bags, so a batch holds each user at most once, within the capacity of the packed first
+        layer."""
+        src, tgt, live = batch["src"], batch["tgt"], batch["mask"]
+        s = U.gather_rows(params["bags"]["source"], jnp.where(live, src, -1),
+                          max_len=self.spec_s.max_len)
+        t = U.gather_rows(params["bags"]["target"], jnp.where(live, tgt, -1),
+                          max_len=self.spec_t.max_len)
+        return s, t, (src >= 0) & live, (tgt >= 0) & live
+
+    def draw_masks(self, key, s_mask, t_mask, has_s, has_t) -> dict:
+        """The random parts of a training step (module docstring): each real entry's split into
+        input and label (`split_entries`) and the rows simulated cold.
+
+        Returns:
+          {"s_in", "s_lab": bool[b, Ls], "t_in", "t_lab": bool[b, Lt], "cold": bool[b],
+           "key": the objective's key}; the target split before the cold simulation.
+        """
         k_cold, k_s, k_t, k_obj = jax.random.split(key, 4)
-        src, tgt = batch["src"], batch["tgt"]
-        # Padded rows (mask False) read empty bags: a batch then holds each user at most once,
-        # within the capacity of the packed first layer (`transferjax.models.phi`).
-        live = lambda u: jnp.where(batch["mask"], u, -1)  # noqa: E731
-        s_items, s_rating, s_mask = U.gather_rows(bags["source"], live(src),
-                                                  max_len=self.spec_s.max_len)
-        t_items, t_rating, t_mask = U.gather_rows(bags["target"], live(tgt),
-                                                  max_len=self.spec_t.max_len)
-        has_s, has_t = (src >= 0) & batch["mask"], (tgt >= 0) & batch["mask"]
         cold = has_s & has_t & jax.random.bernoulli(k_cold, COLD_RATE, has_s.shape)
         s_in, s_lab = U.split_entries(k_s, s_mask, keep=SOURCE_KEEP)
         t_in, t_lab = U.split_entries(k_t, t_mask, keep=TARGET_KEEP)
-        t_in, t_lab = t_in & ~cold[:, None], t_lab | (t_mask & cold[:, None])
-        r = self.terms(p, (s_items, s_rating, s_in), (s_items, s_rating, s_lab),
+        return {"s_in": s_in, "s_lab": s_lab, "t_in": t_in, "t_lab": t_lab, "cold": cold,
+                "key": k_obj}
+
+    def loss(self, params, batch, key, *, total_steps: int):
+        """Stage loss `(params, batch, key) -> (loss, aux)`: `loss_from_masks` with the masks
+        drawn from `key` (`draw_masks`)."""
+        (_, _, s_mask), (_, _, t_mask), has_s, has_t = self.rows(params, batch)
+        masks = self.draw_masks(key, s_mask, t_mask, has_s, has_t)
+        return self.loss_from_masks(params, batch, masks, total_steps=total_steps)
+
+    def loss_from_masks(self, params, batch, masks: dict, *, total_steps: int):
+        """The loss of a training step given its random parts `masks` (`draw_masks`).
+
+        A row simulated cold (`masks["cold"]`) gets its whole target bag as labels. Returns
+        (loss f32[], aux {task: f32[], "align": f32[], objective's aux}).
+        """
+        p = params["phi"]
+        (s_items, s_rating, _), (t_items, t_rating, t_mask), has_s, has_t = self.rows(
+            params, batch)
+        cold = masks["cold"][:, None]
+        t_in, t_lab = masks["t_in"] & ~cold, masks["t_lab"] | (t_mask & cold)
+        r = self.terms(p, (s_items, s_rating, masks["s_in"]), (s_items, s_rating, masks["s_lab"]),
                        (t_items, t_rating, t_in), (t_items, t_rating, t_lab),
-                       users_s=src, users_t=tgt, has_s=has_s, has_t=has_t)
+                       users_s=batch["src"], users_t=batch["tgt"], has_s=has_s, has_t=has_t)
         losses = []
         for task in self.tasks:
             w = (has_s if task.startswith("src") else has_t).astype(jnp.float32)
@@ -178,7 +206,7 @@ class PhiModel:
         align, obj_aux = self.objective.fn(
             jax.lax.stop_gradient(r["z_s"]), r["z_t"], mask_s=r["use_s"], mask_t=r["use_t"],
             paired=True, params=p["obj"], step=params["step"].astype(jnp.float32),
-            total_steps=total_steps, cfg=self.cfg, key=k_obj, hyper=hyper)
+            total_steps=total_steps, cfg=self.cfg, key=masks["key"], hyper=hyper)
         aux = {**dict(zip(self.tasks, losses, strict=True)), "align": align, **obj_aux}
         return total + hyper["align.weight"] * align, aux
 
