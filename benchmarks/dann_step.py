@@ -142,6 +142,19 @@ class JaxDannStep(Variant):
                 "steps_total": self.epoch * self.steps, **xla_memory_mb(self.program)}
 
 
+def reference_inputs(split, *, steps: int, cfg: C.RunConfig | None = None, seed: int = 0):
+    """What a reference of `JaxDannStep(split, steps=steps, cfg=cfg, seed=seed)` starts from:
+    (the `PhiModel` of its method, its initial phi params as numpy, its rows {"src", "tgt"})."""
+    from transferjax.methods.phi.model import PhiModel
+
+    cfg = cfg or dann_config()
+    built = get_method("dann").build(cfg, split)
+    params = built.init(jax.random.split(jax.random.key(seed))[0])
+    examples = first_steps(built.stages[0], steps=steps).examples
+    return (PhiModel(cfg, split, objective="dann"), jax.device_get(params["phi"]),
+            {k: np.asarray(v) for k, v in examples.items()})
+
+
 def summarize(res: dict) -> dict:
     """Adds steps/s and ms/step (from the median round) to `interleaved` results."""
     for r in res.values():
