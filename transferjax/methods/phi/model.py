@@ -140,10 +140,8 @@ class PhiModel:
         return out
 
     def rows(self, params, batch) -> tuple:
-        """The batch's bags: (source rows, target rows) as (items, rating, mask) [b, L] each,
-        and has_s, has_t bool[b] (rows with that domain). Padded rows (mask False) read empty
-        bags, so a batch holds each user at most once, within the capacity of the packed first
-        layer."""
+        """(source rows, target rows: (items, rating, mask) [b, L]; has_s, has_t bool[b]). Padded
+        rows read empty bags: a batch holds each user at most once (the packed capacity)."""
         src, tgt, live = batch["src"], batch["tgt"], batch["mask"]
         s = U.gather_rows(params["bags"]["source"], jnp.where(live, src, -1),
                           max_len=self.spec_s.max_len)
