@@ -205,6 +205,7 @@ def _dann_case():
     return S, split, S.dann_config(batch=16, dims=(8, 4))
 
 
+@pytest.mark.slow
 def test_dann_section_times_the_registered_method_step():
     """`JaxDannStep` runs the dann stage's epoch program over `steps` steps per run (the step
     counter advances by `steps`); the PyTorch reference runs the same number of steps over

@@ -325,6 +325,7 @@ def _flax_self_attention(*, n_items, n_users, dims):
     return bag_encoder_from_flax(SelfAttention(), kind="linen")
 
 
+@pytest.mark.slow
 def test_flax_self_attention_encoder_trains_through_the_phi_method(tiny):
     pytest.importorskip("flax")
     PE.register_encoder("test_flax_attention", _flax_self_attention)
