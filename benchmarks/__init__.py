@@ -10,10 +10,11 @@ as a module, `python -m benchmarks.NAME --help` for its flags:
     python -m benchmarks.seeds_vmap           # seeds vmapped, threaded or sequential
     python -m benchmarks.mf_lr                # Adagrad learning rates of the speed suite
     python -m benchmarks.phi_layer            # phi's first layer: packed vs dense
+    python -m benchmarks.dann_step            # the dann method's step, each first-layer form
     python -m benchmarks.score_candidates     # candidate scoring: gather vs all items
 
-The other modules (`mf_bench`, `dann_bench`, `rank_bench`, `measure`, `speed_report`,
-`torch_ref`, `sections`) are the suites' parts. PyTorch is an optional extra
+The other modules (`mf_bench`, `dann_bench`, `dann_torch`, `ell`, `rank_bench`, `measure`,
+`speed_report`, `torch_ref`, `sections`) are the suites' parts. PyTorch is an optional extra
 (`transferjax[torch]`); without it the speed suite measures the JAX variants only and marks the
 PyTorch ones as skipped.
 """

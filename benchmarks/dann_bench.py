@@ -1,26 +1,24 @@
-"""DANN step speed over ML-1M-sized interest vectors: sparse and dense phi, JAX and PyTorch.
+"""Micro-benchmark of phi's first layer in a hand-written DANN step (not the `dann` method).
 
-One step: phi (`n_items -> 256 -> 128`, ReLU; `bag_encoder_init` params) encodes 256 source
-and 256 target users' interest vectors (ML-1M users' rated items, weight = rating), the
-discriminator (`128 -> 64 -> 1`) classifies the gradient-reversed features
-(`transferjax.models.discriminator.dann_loss`, lambda 1), and Adam (lr 1e-3) updates encoder and
-discriminator. Batches come from a fixed pool (`pool` batches, indexed by step modulo the pool
-inside the scan, as the trainer does); every form sees the same batches.
+The speed suite times the registered `dann` method's step (`benchmarks.dann_step`); this
+module times a smaller step written by hand to compare forms of the first layer alone: an
+encoder (`n_items -> 256 -> 128`, ReLU after each layer) over 256 source and 256 target users'
+full bags (ML-1M users' rated items, weight = rating), the discriminator (`128 -> 64 -> 1`) on
+gradient-reversed features (`transferjax.models.discriminator.dann_loss`, lambda 1), and Adam
+(lr 1e-3); no heads, no interest vector, no input/label split. Batches come from a fixed pool
+(`pool` batches, indexed by step modulo the pool inside the scan); every form sees the same
+batches.
 
 Forms:
-- JAX "bag": the ELL embedding bag of `transferjax.models.ell` (fused gathers, custom VJP);
-- JAX "bag_flat": `table[items] * w` then `segment_sum` (one gathered row per entry), the
-  straightforward sparse form, kept to show why the ELL form exists;
-- JAX "dense": `dense_encoder_apply` on f32[512, n_items] interest vectors;
+- JAX "bag": the host-built ELL embedding bag of `benchmarks.ell` (fused gathers, custom VJP);
+- JAX "bag_flat": `table[items] * w` then `segment_sum` (one gathered row per entry);
+- JAX "dense": `relu(x @ emb + b)` on f32[512, n_items] interest vectors;
 - PyTorch "dense" (`addmm`) and "bag" (`F.embedding_bag`, per-sample weights, mode "sum"),
-  eager and, in the full run, under `torch.compile` (dense only: the bag's variable length
-  would recompile).
+  eager and under `torch.compile` (dense only: the bag's variable length would recompile).
 JAX steps run as a jitted `lax.scan` of `steps` steps with the state donated. All variants
-start from the same weights and run the same steps on the same batches (one warm-up block,
-then the interleaved rounds of `benchmarks.measure.interleaved`), so their losses agree at
-first (the tests check one step) and then drift apart: the adversarial game (lambda 1) swings
-the loss by an order of magnitude and amplifies the float rounding in which the forms differ,
-so the per-round losses of the report agree only over the first rounds.
+start from the same weights and run the same steps on the same batches, so their losses agree
+at first (the tests check one step) and then drift apart with float rounding.
+`python -m benchmarks.op_profile --cases dann_bag` profiles the "bag" form op by op.
 """
 
 from __future__ import annotations
@@ -32,16 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import ell
+from benchmarks.dann_step import summarize  # noqa: F401  (steps/s of its results)
 from benchmarks.measure import Variant, xla_memory_mb
 from transferjax.data.types import Interactions
-from transferjax.models import ell
 from transferjax.models.discriminator import dann_loss, discriminator_init
-from transferjax.models.encoders import bag_encoder_init, dense_encoder_apply, mlp_apply
+from transferjax.models.mlp import mlp_apply
+from transferjax.models.phi import encoder
 
 DIMS, DISC_HIDDEN, LR, LAM = (256, 128), (64,), 1e-3, 1.0
 # ELL forward chunks grouped by 4 item ranges (about 0.95 MB of the 3,706 x 256 table each):
 # `python -m benchmarks.op_profile --cases dann_bag --item-blocks 1` against the default
-# (see `transferjax.models.ell`).
+# (see `benchmarks.ell`).
 ITEM_BLOCKS = 4
 
 
@@ -49,7 +49,7 @@ def make_pool(inter: Interactions, *, n_pool: int, per_side: int = 256, seed: in
               width: int = 16, item_blocks: int = ITEM_BLOCKS) -> dict:
     """`n_pool` batches of 2 * per_side distinct users (first half source, rest target).
 
-    `width` and `item_blocks` shape the ELL layouts (`transferjax.models.ell.bag_layout`).
+    `width` and `item_blocks` shape the ELL layouts (`benchmarks.ell.bag_layout`).
 
     Returns a dict of numpy arrays: "flat" per batch (row i32[nnz], item, weight), "dense"
     f32[n_pool, 2B, n_items], "ell" (a stacked `bag_layout` pool), "flat_pad" (row/item/weight
@@ -86,25 +86,26 @@ def make_pool(inter: Interactions, *, n_pool: int, per_side: int = 256, seed: in
 
 
 def init_params(n_items: int, *, seed: int = 0) -> dict:
-    """`{"phi": bag_encoder_init(...), "disc": discriminator_init(...)}`."""
+    """`{"phi": {"emb", "b", "mlp"}, "disc": discriminator_init(...)}` (phi's "bag" params)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return {"phi": bag_encoder_init(k1, n_items=n_items, dims=DIMS),
+    init = encoder(kind="bag", n_items=n_items, n_users=1, dims=DIMS)[0]
+    return {"phi": init(k1),
             "disc": discriminator_init(k2, in_dim=DIMS[-1], hidden=DISC_HIDDEN)}
 
 
 def encode(form: str, phi: dict, data: dict, j, *, n_rows: int) -> jax.Array:
     """phi of pool batch `j` in `form` ("bag" | "bag_flat" | "dense"); data: device arrays."""
     if form == "dense":
-        return dense_encoder_apply(phi, data["dense"][j])
-    if form == "bag":
-        lay = jax.tree.map(lambda a: a[j], data["ell"])
-        return ell.ell_encoder_apply(phi, lay, n_rows=n_rows)
-    if form == "bag_flat":
+        h = data["dense"][j] @ phi["emb"]
+    elif form == "bag":
+        h = ell.bag_matmul(phi["emb"], jax.tree.map(lambda a: a[j], data["ell"]), n_rows=n_rows)
+    elif form == "bag_flat":
         f = jax.tree.map(lambda a: a[j], data["flat_pad"])
         rows = phi["emb"][f["item"]] * f["weight"][:, None]
         h = jax.ops.segment_sum(rows, f["row"], num_segments=n_rows, indices_are_sorted=True)
-        return mlp_apply(phi["mlp"], jax.nn.relu(h + phi["b"]))
-    raise ValueError(f"unknown JAX DANN form {form!r}")
+    else:
+        raise ValueError(f"unknown JAX DANN form {form!r}")
+    return mlp_apply(phi["mlp"], jax.nn.relu(h + phi["b"]))  # ReLU after every layer
 
 
 def jax_loss(form: str, params: dict, data: dict, j, *, n_rows: int, per_side: int):
@@ -229,13 +230,3 @@ class TorchDANNVariant(Variant):
     def info(self) -> dict:
         return {"compile_s" if self.compile else "first_call_s": self.first_s,
                 "steps": self.steps, "steps_total": self.t}
-
-
-def summarize(res: dict) -> dict:
-    """Adds steps/s and ms/step (from the median round) to `interleaved` results."""
-    for r in res.values():
-        if "median_s" in r:
-            r["steps_per_s"] = r["steps"] / r["median_s"]
-            r["step_ms"] = 1000.0 * r["median_s"] / r["steps"]
-            r["final_loss"] = r["losses"][-1]
-    return res

@@ -5,8 +5,9 @@
         --out benchmarks/results/op_profile_1core.json   # one core: which ops run in parallel
 
 Cases: the library's MF epoch on ML-1M with row-sparse lazy Adam, row-sparse row-wise Adagrad
-and dense Adam (`benchmarks.mf_bench.JaxMF`, batch 1,024, dim 32) and the DANN step over sparse
-interest vectors (`benchmarks.dann_bench.JaxDANN`, ELL bag, 256 + 256 users). Each compiled
+and dense Adam (`benchmarks.mf_bench.JaxMF`, batch 1,024, dim 32) and the hand-written DANN
+step of the first-layer micro-benchmark (`benchmarks.dann_bench.JaxDANN`, ELL bag, 256 + 256
+users; not the registered `dann` method). Each compiled
 program is timed without the profiler (best of `rounds`), then runs once more under
 `jax.profiler`; the trace's events that are instructions of the optimized HLO (XLA:CPU
 thunks, GPU kernels) are summed per step and grouped by what each op computes: scatter,
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="JSON path; the markdown goes beside it (.md)")
     ap.add_argument("--top", type=int, default=8, help="largest ops listed per case")
     ap.add_argument("--item-blocks", type=int, default=D.ITEM_BLOCKS,
-                    help="dann_bag: item ranges of the ELL forward layout (ell.bag_layout)")
+                    help="dann_bag: item ranges of the ELL forward layout (benchmarks.ell)")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     inter = M.load_ml1m()

@@ -7,10 +7,11 @@
 For each domain, `pool` batches of 256 distinct users (their input entries after the training
 split, `keep` 0.5) go through `x @ emb` (emb f32[n_items, 256]) forward and backward, with an
 SGD update of emb, as a jitted `lax.scan`: once in the dense form (`bag_to_dense` then matmul)
-and once packed (`encoders.packed_bag_matmul`, capacity = the batch-size longest bags). The
+and once packed (`models.phi.packed_matmul`, capacity = the batch-size longest bags). The
 table gives ms per step, the packed slots and the real entries per batch, and
 `slot_cost` = (packed ms / slot) / (dense ms / cell): the number of dense cells one packed
-slot costs, which `transferjax.methods.phi.bags.PACKED_COST` approximates.
+slot costs, which `transferjax.models.phi.PACKED_COST` approximates (the cost rule
+`transferjax.models.phi.choose_layer` picks the form the "chosen" column names).
 
 With `--trials N` every step runs N trials under `vmap` (own tables, own input splits: the
 masks are batched), as a sweep or vmapped seeds train; "packed" keeps the exact dense fallback
@@ -32,7 +33,7 @@ import numpy as np
 from transferjax.data.registry import datasets_root
 from transferjax.data.types import Interactions
 from transferjax.methods.phi import bags as U
-from transferjax.models import encoders as E
+from transferjax.models import phi as PHI
 
 DOMAINS = ("synthetic", "cdrib_game", "cdrib_video", "ml1m")
 
@@ -75,16 +76,17 @@ def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: i
     def batch_of(j, key):
         items, rating, mask = U.gather_rows(bags, users[j], max_len=spec.max_len)
         inp, _ = U.split_entries(key, mask, keep=0.5)
-        return U._interest(items, rating, inp, spec)
+        w = PHI.interest(rating, inp, mu=spec.mu, explicit=spec.explicit)
+        return jnp.clip(items, 0, spec.n_items - 1), w, inp
 
-    forms = {"dense": lambda e, b: E.bag_to_dense(*b, n_items=spec.n_items) @ e,
-             "packed": lambda e, b: E.packed_bag_matmul(e, *b, capacity=cap)}
+    forms = {"dense": lambda e, b: PHI.first_layer(e, *b, layer="dense"),
+             "packed": lambda e, b: PHI.first_layer(e, *b, layer="packed", capacity=cap)}
     if trials > 1:
-        forms["packed_distinct"] = lambda e, b: E.packed_bag_matmul(e, *b, capacity=cap,
-                                                                    overflow="nan")
+        forms["packed_distinct"] = lambda e, b: PHI.first_layer(e, *b, layer="packed",
+                                                                capacity=cap, overflow="nan")
         emb = jnp.broadcast_to(emb, (trials, *emb.shape))
     out = {"n_items": inter.n_items, "max_len": spec.max_len, "capacity": cap,
-           "chosen": "packed" if U.PACKED_COST * cap <= batch * inter.n_items else "dense"}
+           "chosen": PHI.choose_layer(batch=batch, capacity=cap, n_items=inter.n_items)}
     entries = [int(jnp.sum(batch_of(j, jax.random.key(j))[2])) for j in range(pool)]
     out["entries_mean"] = float(np.mean(entries))
     for name, form in forms.items():
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['slot_cost']:.0f} | {r['chosen']} |", flush=True)
     if args.trials > 1:
         print(f"\n{args.trials} trials vmapped per step")
-    print(f"\nPACKED_COST = {U.PACKED_COST}; jax {jax.__version__} on {jax.default_backend()}")
+    print(f"\nPACKED_COST = {PHI.PACKED_COST}; jax {jax.__version__} on {jax.default_backend()}")
     return res
 
 

@@ -148,16 +148,19 @@ def _bench_trainer(cfg, split, *, seeds: int, evaluate: bool, workers: int) -> d
 
 
 def _bench_standin(split, *, epochs: int, seeds: int, batch_size: int) -> dict:
-    """Stand-in phi workload: bag encoder of each user's source items + sigmoid head over the
-    target items, BCE against the user's target interests, Adam; a jitted lax.scan per epoch."""
+    """Stand-in phi workload: the phi "bag" encoder (`transferjax.models.phi`, then ReLU) of
+    each user's source items + sigmoid head over the target items, BCE against the user's
+    target interests, Adam; a jitted lax.scan per epoch."""
     import optax
 
     from transferjax.data.batches import interest_bags, to_dense_interest
-    from transferjax.models.encoders import bag_encoder_apply, bag_encoder_init
+    from transferjax.models.phi import encoder
 
     src, tgt = split.source_train, split.target_train
     ov = split.data.overlap
-    bag = interest_bags(src, max_len=256, normalize="sqrt")
+    bag = interest_bags(src, max_len=256)
+    enc_init, enc_apply = encoder(kind="bag", n_items=src.n_items, n_users=src.n_users,
+                                  dims=(256, 128))
     items, weights, mask = (jnp.asarray(getattr(bag, a)[ov[:, 0]])
                             for a in ("items", "weights", "mask"))
     labels = jnp.asarray(to_dense_interest(interest_bags(tgt), tgt.n_items)[ov[:, 1]] > 0)
@@ -167,13 +170,13 @@ def _bench_standin(split, *, epochs: int, seeds: int, batch_size: int) -> dict:
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        enc = bag_encoder_init(k1, n_items=src.n_items, dims=(256, 128))
+        enc = enc_init(k1)
         head = {"w": 0.05 * jax.random.normal(k2, (128, tgt.n_items)), "b": jnp.zeros(tgt.n_items)}
         p = {"enc": enc, "head": head}
         return p, opt.init(p)
 
     def loss(p, i):
-        z = jax.nn.relu(bag_encoder_apply(p["enc"], items[i], weights[i], mask[i]))
+        z = jax.nn.relu(enc_apply(p["enc"], items[i], weights[i], mask[i]))
         logits = z @ p["head"]["w"] + p["head"]["b"]
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels[i].astype(logits.dtype)))
 

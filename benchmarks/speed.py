@@ -22,8 +22,12 @@ Sections (each variant measured side by side on the same machine, warm, median o
   dense and sparse) at batch 256, 1,024 and 4,096 (quick: 256 and 4,096): dense Adam pays for
   whole tables every step, row-sparse updates for the rows a batch touches, so the ratio moves
   with the batch.
-- "dann": DANN steps/s, 256 + 256 users over 3,706 items: JAX embedding bag (ELL), JAX flat
-  gather bag, JAX dense vs PyTorch dense and `embedding_bag` (`benchmarks.dann_bench`).
+- "dann": one training step of the registered `dann` method as the trainer runs it (built by
+  `get_method("dann").build`, its stage's compiled epoch program over `dann_steps` steps:
+  encoders, heads, losses, cold simulation, DANN objective, Adam) on the ML-1M-like synthetic
+  profile (256 rows per step, each with a source and a target bag; `benchmarks.dann_step`),
+  vs its PyTorch reference in two first-layer forms, dense and `embedding_bag`
+  (`benchmarks.dann_torch`; same params, batches, shapes and Adam).
 - "ranking": full ranking of all 6,040 users over all 3,706 items (`benchmarks.rank_bench`).
 - "scaling": JAX MF step time and peak memory vs items and interactions, dense vs sparse.
 
@@ -55,12 +59,12 @@ DEFAULT_OUT = pathlib.Path("benchmarks/results/speed.json")  # from the reposito
 SECTIONS = ("mf", "batch", "dann", "rank", "scale")
 
 PROFILES = {  # MF trains 1 + mf_rounds epochs; DANN runs (1 + dann_rounds) * dann_steps steps
-    "quick": {"mf_rounds": 3, "dann_pool": 4, "dann_steps": 20, "dann_rounds": 5,
-              "rank_repeats": 3, "scale_rounds": 2, "dann_compile": False,
+    "quick": {"mf_rounds": 3, "dann_steps": 10, "dann_rounds": 5,
+              "rank_repeats": 3, "scale_rounds": 2,
               "items": (1_000, 10_000, 100_000), "interactions": (100_000, 1_000_000),
               "batches": (256, 4096), "batch_rounds": 1},
-    "full": {"mf_rounds": 5, "dann_pool": 8, "dann_steps": 40, "dann_rounds": 7,
-             "rank_repeats": 5, "scale_rounds": 2, "dann_compile": True,
+    "full": {"mf_rounds": 5, "dann_steps": 20, "dann_rounds": 7,
+             "rank_repeats": 5, "scale_rounds": 2,
              "items": (1_000, 10_000, 100_000, 1_000_000),
              "interactions": (100_000, 1_000_000, 10_000_000),
              "batches": (256, 1024, 4096), "batch_rounds": 2},
@@ -228,31 +232,27 @@ def _batch(prof, dev, torch, tdev, *, threads) -> dict:
     return {"epochs": 1 + prof["batch_rounds"], "torch_threads_timed": counts, "rows": rows}
 
 
-def _dann(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
-    from benchmarks import dann_bench as D
+def _dann(prof, dev, torch, tdev, *, threads) -> dict:
+    """The registered `dann` method's step against its PyTorch reference, interleaved."""
+    from benchmarks import dann_step as S
     from benchmarks.measure import interleaved
-    from benchmarks.mf_bench import load_ml1m
 
-    pool = D.make_pool(load_ml1m(), n_pool=prof["dann_pool"])
-    steps = prof["dann_steps"]
-    out = {"setup": {"n_items": pool["n_items"], "users_per_side": pool["per_side"],
-                     "nnz_per_batch_mean": pool["nnz_mean"], "pool": prof["dann_pool"],
-                     "dims": D.DIMS, "disc_hidden": D.DISC_HIDDEN, "lr": D.LR,
-                     "steps_per_round": steps, "rounds": prof["dann_rounds"]}}
-    v = {f"jax_{f}": D.JaxDANN(pool, form=f, steps=steps, device=dev)
-         for f in ("bag", "bag_flat", "dense")}
+    split, steps = S.profile_split("ml1m_like"), prof["dann_steps"]
+    out = {"setup": {"profile": "ml1m_like", **S.setup_facts(split), "dims": S.DIMS,
+                     "lr": S.LR, "steps_per_round": steps, "rounds": prof["dann_rounds"]}}
+    v = {"jax_dann": S.JaxDannStep(split, steps=steps, device=dev)}
     if torch is not None:
+        from benchmarks.dann_torch import TorchDannStep
+
         out["torch_threads_timed"] = counts = _thread_counts(torch, tdev, threads)
-        kw = dict(steps=steps, device=tdev, init=jax.device_get(D.init_params(pool["n_items"])))
-        forms = {"torch_dense": ("dense", False), "torch_bag": ("bag", False),
-                 "torch_dense_compiled": ("dense", True)}
+        model, phi, examples = S.reference_inputs(split, steps=steps)
         v.update(_at_threads(torch, {
-            name: functools.partial(D.TorchDANNVariant, pool, form=f, compile=c, **kw)
-            for name, (f, c) in forms.items()
-            if not c or (compile_ok and prof["dann_compile"])}, counts))
+            f"torch_{form}": functools.partial(TorchDannStep, model, phi, examples, form=form,
+                                               steps=steps, batch=S.BATCH, device=tdev)
+            for form in ("dense", "bag")}, counts))
     res = interleaved(v, rounds=prof["dann_rounds"], jax_device=dev,
                       log=lambda m: _log("dann " + m))
-    out["variants"] = _fastest_threads(D.summarize(res), "steps_per_s")
+    out["variants"] = _fastest_threads(S.summarize(res), "steps_per_s")
     return out
 
 
@@ -329,8 +329,7 @@ def _run(*, out, quick, device, only, torch_threads, compile) -> dict:
             res["batch"] = _try("MF vs batch size", _batch, prof, dev, torch, tdev,
                                 threads=torch_threads)
         if "dann" in only:
-            res["dann"] = _dann(prof, dev, torch, tdev, threads=torch_threads,
-                                compile_ok=compile)
+            res["dann"] = _dann(prof, dev, torch, tdev, threads=torch_threads)
         if "rank" in only:
             res["ranking"] = _rank(prof, dev)
         if "scale" in only:
@@ -374,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 def command(args) -> str:
     """The command line that the report's section names as its source."""
     cmd = "python -m benchmarks.speed" + (" --quick" if args.quick else "")
+    cmd += f" --only {args.only}" if args.only else ""
     cmd += f" --section {args.section}" if args.section != "speed" else ""
     return cmd
 

@@ -6,13 +6,15 @@
 - `mf_optimizers`: dense Adam (`fused=True` where the device supports it, else `foreach`),
   `SparseAdam` for the tables plus dense Adam for `mu`, or Adagrad over sparse gradients;
   Adam's defaults match optax's (b1 0.9, b2 0.999, eps 1e-8).
-- `TorchDANN`: the phi encoder (`n_items -> 256 -> 128`, ReLU) over dense interest vectors
+- `TorchDANN`: the encoder of the first-layer micro-benchmark `benchmarks.dann_bench`
+  (`n_items -> 256 -> 128`, ReLU) over dense interest vectors
   (`addmm`) or their sparse form (`F.embedding_bag(mode="sum", per_sample_weights=...)`), a
   gradient-reversal `autograd.Function`, the discriminator `128 -> 64 -> 1` and the pooled
   binary cross-entropy of `transferjax.models.discriminator.dann_loss` (Ganin & Lempitsky 2015).
 
-`load_jax` copies JAX params (from `mf_init`, `bag_encoder_init`, `discriminator_init`) into
-a model, so both frameworks start from the same weights. Import needs torch (the optional extra
+`load_jax` copies JAX params (from `mf_init`, `benchmarks.dann_bench.init_params`) into a
+model, so both frameworks start from the same weights. The reference of the registered `dann`
+method's step is `benchmarks.dann_torch`. Import needs torch (the optional extra
 `transferjax[torch]`).
 """
 
@@ -115,8 +117,8 @@ class TorchDANN(nn.Module):
     """phi encoder `n_items -> dims[0] -> dims[1]` (ReLU) and discriminator `-> 64 -> 1`.
 
     The first layer's weight `emb: f32[n_items, dims[0]]` is laid out as in JAX
-    (`bag_encoder_init`), so the dense form is `relu(x @ emb + b)` and the sparse form the
-    embedding bag over the same matrix.
+    (`benchmarks.dann_bench.init_params`), so the dense form is `relu(x @ emb + b)` and the
+    sparse form the embedding bag over the same matrix.
     """
 
     def __init__(self, n_items: int, dims=(256, 128), disc_hidden: int = 64):
@@ -129,7 +131,7 @@ class TorchDANN(nn.Module):
 
     @torch.no_grad()
     def load_jax(self, params: dict) -> TorchDANN:
-        """Copies `{"phi": bag_encoder_init(...), "disc": discriminator_init(...)}` params."""
+        """Copies `benchmarks.dann_bench.init_params` params ({"phi", "disc"})."""
         dev = self.emb.device
         phi, disc = params["phi"], params["disc"]
         if len(phi["mlp"]) != 1 or len(disc) != 2:

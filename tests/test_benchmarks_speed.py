@@ -1,7 +1,9 @@
 """Speed suite smoke tests: the PyTorch references compute the same models as the JAX paths,
-the sparse DANN encoders equal the dense one (values and gradients), and the benchmark
-functions run at tiny sizes. PyTorch parts are skipped when torch (the optional extra
-`transferjax[torch]`) is not installed."""
+the DANN section times the registered `dann` method's step (and its PyTorch reference) as the
+trainer runs it, the first-layer micro-benchmark's forms equal the dense one (values and
+gradients), and the benchmark functions run at tiny sizes. PyTorch parts are skipped when
+torch is not installed (the test extra installs it; tests/test_dann_reference.py checks the
+dann reference's loss and gradients)."""
 
 import re
 
@@ -17,7 +19,6 @@ from benchmarks import rank_bench as R
 from benchmarks.measure import interleaved
 from benchmarks.speed_report import add_ratios, to_markdown
 from transferjax.data.types import Interactions
-from transferjax.models.encoders import dense_encoder_apply
 
 try:
     import torch
@@ -137,6 +138,7 @@ def _tiny_pool():
 
 
 def test_dann_forms_compute_the_same_loss_and_gradient():
+    """The first-layer micro-benchmark (`benchmarks.dann_bench`): ELL, flat and dense forms."""
     pool = _tiny_pool()
     data = {k: jax.tree.map(jnp.asarray, pool[k]) for k in ("dense", "ell", "flat_pad")}
     params = D.init_params(pool["n_items"])
@@ -162,7 +164,7 @@ def test_torch_dann_matches_jax_and_bag_equals_dense():
     z_dense, z_bag = model.encode_dense(dense), model.encode_bag(items, offsets, weights)
     np.testing.assert_allclose(z_bag.detach().numpy(), z_dense.detach().numpy(), rtol=1e-5,
                                atol=1e-5)
-    z_jax = dense_encoder_apply(params["phi"], jnp.asarray(pool["dense"][1]))
+    z_jax = D.encode("dense", params["phi"], {"dense": jnp.asarray(pool["dense"])}, 1, n_rows=8)
     np.testing.assert_allclose(z_dense.detach().numpy(), z_jax, rtol=1e-4, atol=1e-5)
     loss = model.dann_loss(z_bag, 4, D.LAM)
     loss.backward()
@@ -194,6 +196,59 @@ def test_dann_variants_run_at_tiny_size():
         np.testing.assert_allclose(r["losses"], ref, rtol=2e-3, err_msg=name)
 
 
+def _dann_case():
+    from benchmarks import dann_step as S
+    from transferjax import config as C
+    from transferjax.data.registry import build_dataset, build_split
+
+    syn = C.SyntheticConfig(n_overlap=60, n_source_only=10, n_target_only=10, n_items_source=30,
+                            n_items_target=20, density_source=0.2, density_target=0.2, seed=2)
+    split = build_split(C.ProtocolConfig(beta=0.3), build_dataset(
+        C.DataConfig(name="synthetic", synthetic=syn)))
+    return S, split, S.dann_config(batch=16, dims=(8, 4))
+
+
+@pytest.mark.slow
+def test_dann_section_times_the_registered_method_step():
+    """`JaxDannStep` runs the dann stage's epoch program over `steps` steps per run (the step
+    counter advances by `steps`); the PyTorch reference runs the same number of steps over
+    the same rows from the same initial params."""
+    S, split, cfg = _dann_case()
+    v = {"jax_dann": S.JaxDannStep(split, steps=3, cfg=cfg)}
+    model, phi, examples = S.reference_inputs(split, steps=3, cfg=cfg)
+    assert len(examples["src"]) == 48 and model.objective.name == "dann"
+    if torch is not None:
+        from benchmarks.dann_torch import TorchDannStep
+
+        for form in ("dense", "bag"):
+            v[f"torch_{form}"] = TorchDannStep(model, phi, examples, form=form, steps=3,
+                                               batch=16, device=torch.device("cpu"))
+    res = S.summarize(interleaved(v, rounds=2))
+    for name, r in res.items():
+        assert "error" not in r, (name, r)
+        assert r["steps_total"] == 9 and r["steps_per_s"] > 0 and np.isfinite(r["final_loss"])
+    jv = v["jax_dann"]
+    assert int(jv.state.step) == 9 and jv.stage.name == "phi"
+    np.testing.assert_array_equal(jax.device_get(jv.built.init(jax.random.split(
+        jax.random.key(0))[0])["phi"]["enc_s"]["emb"]), phi["enc_s"]["emb"])
+
+
+def test_dann_profiles_have_their_shapes(monkeypatch):
+    from benchmarks import dann_step as S
+
+    monkeypatch.setitem(S.PROFILES, "small", {"domains": ((50, 40, (6.0, 1.0, 2, 30)),
+                                                          (60, 30, (3.0, 1.0, 1, 12))),
+                                              "overlap": 20, "explicit": True})
+    split = S.profile_split("small")
+    facts = S.setup_facts(split)
+    assert facts["source"]["items"] == 40 and facts["target"]["items"] == 30
+    assert facts["source"]["longest"] <= 30 and facts["target"]["longest"] <= 12
+    c = split.source_train.user_counts()
+    assert c.min() >= 2 and len(split.data.overlap) == 20
+    pairs = np.stack([split.source_train.user, split.source_train.item], 1)
+    assert len(np.unique(pairs, axis=0)) == len(pairs)  # distinct items per user
+
+
 def test_heldout_split_and_full_ranking_bench():
     inter = _ratings(n_users=12, n_items=40, n=400, seed=4)
     train, held = R.heldout_split(inter, n_heldout=3)
@@ -221,10 +276,12 @@ def test_ratios_and_targets():
                                       "valid_rmse": 0.914},
                "torch_sparse_adagrad": {"examples_per_s": 500.0, "step_ms": 0.6,
                                         "valid_rmse": 0.88}}},
-           "dann": {"setup": {"users_per_side": 1, "n_items": 1, "nnz_per_batch_mean": 1.0},
-                    "variants": {"jax_bag": {"steps_per_s": 50.0, "step_ms": 20.0},
-                                 "torch_dense": {"steps_per_s": 10.0, "step_ms": 100.0},
-                                 "torch_dense_compiled": {"steps_per_s": 20.0, "step_ms": 50.0},
+           "dann": {"setup": {"profile": "p", "batch": 4, "steps_per_round": 2,
+                              "source": {"items": 7, "entries_per_user": 3.0},
+                              "target": {"items": 5, "entries_per_user": 2.0}},
+                    "variants": {"jax_dann": {"steps_per_s": 50.0, "step_ms": 20.0},
+                                 "torch_dense": {"steps_per_s": 20.0, "step_ms": 50.0,
+                                                 "threads": 2},
                                  "torch_bag": {"steps_per_s": 45.0, "step_ms": 22.0}}},
            "ranking": {"wall_s": 2.5},
            "batch": {"epochs": 2, "torch_threads_timed": [1], "rows": [
@@ -235,7 +292,8 @@ def test_ratios_and_targets():
     assert res["ratios"]["mf_jax_dense_vs_torch_dense"] == pytest.approx(3.0)
     assert res["ratios"]["mf_batch8_jax_sparse_vs_torch_dense"] == pytest.approx(8.0)
     assert "mf_batch8_jax_sparse_vs_torch_sparse" not in res["ratios"]
-    assert res["ratios"]["dann_jax_bag_vs_best_torch_dense"] == pytest.approx(2.5)
+    assert res["ratios"]["dann_jax_vs_torch_dense"] == pytest.approx(2.5)
+    assert res["ratios"]["dann_jax_vs_best_torch"] == pytest.approx(50 / 45)
     status = {t["target"]: t["status"] for t in res["targets"]}
     # 3x eager, but the compiled variant is the best PyTorch one: 300 / 160 < 2
     assert res["ratios"]["mf_jax_dense_vs_best_torch_dense"] == pytest.approx(300 / 160)
@@ -250,14 +308,19 @@ def test_ratios_and_targets():
     # RMSE within the 0.005 allowance of PyTorch dense Adam's, but not of sparse Adagrad's
     assert status["MF valid RMSE: jax_sparse_adagrad <= torch_dense (+0.005)"] == "pass"
     assert status["MF valid RMSE: jax_sparse_adagrad <= torch_sparse_adagrad (+0.005)"] == "MISS"
-    assert status["DANN: JAX sparse >= 3x best PyTorch dense"] == "MISS"
-    assert status["DANN: JAX sparse >= 1.2x PyTorch embedding_bag"] == "MISS"
+    assert status["DANN step (the dann method): JAX >= 3x PyTorch dense"] == "MISS"
+    assert status["DANN step (the dann method): JAX >= 1.2x PyTorch embedding_bag"] == "MISS"
     assert status["Full ranking of all ML-1M users < 2 s"] == "MISS"
+    only_dann = {k: v for k, v in res.items() if k not in ("mf", "batch", "ranking")}
+    add_ratios(only_dann)  # a run of one section lists the targets of that section only
+    assert [t["target"][:4] for t in only_dann["targets"]] == ["DANN", "DANN"]
     md = to_markdown(res)
     assert "pending: not yet" in md and "| MISS |" in md
     assert "## MF vs batch size (ML-1M, 2 epochs" in md and "PyTorch threads 1)" in md
     assert "| torch_dense (2 thr) | 100 |" in md
     assert "| 8 | torch_sparse | error: " in md
+    assert "## DANN step: the registered `dann` method (p: 4 rows/step" in md
+    assert "| jax_dann | 50.0 |" in md and "| torch_dense (2 thr) | 20.0 |" in md
 
 
 def test_op_profile_classifies_ops_of_a_known_program():
@@ -411,7 +474,7 @@ def test_speed_entry_point_writes_its_section_of_the_report(tmp_path, monkeypatc
     assert calls[0]["quick"] and calls[0]["only"] == ["mf", "rank"] and not calls[0]["compile"]
     text = report.read_text()
     assert text.startswith("# quality\n") and sections.section_names(text) == ["speed-h100"]
-    assert (f"## Speed (generated by `python -m benchmarks.speed --quick --section speed-h100`; "
-            f"JSON: `{out}`)") in text and "| jax | 1 |" in text
+    assert ("## Speed (generated by `python -m benchmarks.speed --quick --only mf,rank --section "
+            f"speed-h100`; JSON: `{out}`)") in text and "| jax | 1 |" in text
     assert S.main(["--no-report", "--report", str(report), "--out", str(out)]) == 0
     assert report.read_text() == text

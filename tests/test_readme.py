@@ -65,3 +65,30 @@ def test_readme_commands_name_existing_entry_points():
     assert {"benchmarks.quality", "benchmarks.speed"} <= mods
     for name in mods:
         assert callable(importlib.import_module(name).main), name
+
+
+def test_readme_flax_encoder_example_serves_as_phi():
+    """The README's Flax self-attention encoder, registered by name, is phi of a dann run."""
+    import jax.numpy as jnp
+    import pytest
+
+    from tests import view0
+    from transferjax.methods.registry import get_method
+
+    pytest.importorskip("flax")
+    exec(_block('register_encoder("self_attention"'), {})
+    cfg = C.apply_overrides(C.RunConfig(), [
+        "method=dann", "phi.encoder=self_attention", "phi.max_len=20", "phi.expert_dim=8",
+        "data.synthetic.n_overlap=100", "data.synthetic.n_source_only=20",
+        "data.synthetic.n_target_only=20", "data.synthetic.n_items_source=40",
+        "data.synthetic.n_items_target=30"])
+    split = build_split(cfg.protocol, build_dataset(cfg.data))
+    built = get_method("dann").build(cfg, split)
+    stage = built.stages[0]
+    batch = {k: jnp.asarray(v[:16]) for k, v in stage.examples.items()}
+    batch["mask"] = jnp.ones(16, bool)
+    view = view0(built)
+    loss, grads = jax.value_and_grad(lambda p: stage.loss({**view, "phi": p}, batch,
+                                                          jax.random.key(0))[0])(view["phi"])
+    assert np.isfinite(float(loss))
+    assert float(jnp.abs(grads["enc_s"]["Embed_0"]["embedding"]).sum()) > 0

@@ -16,9 +16,10 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.mf import MFConfig
 from transferjax.methods.phi import PhiConfig
 from transferjax.methods.phi import bags as U
+from transferjax.methods.phi import encoders as PE
 from transferjax.methods.phi import model as P
 from transferjax.methods.registry import get_method
-from transferjax.models import encoders as E
+from transferjax.models import phi as PHI
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
@@ -207,25 +208,30 @@ def test_capacity_is_the_most_entries_of_distinct_users():
 @pytest.mark.parametrize(  # long-tailed: packed; dense bags: dense
     "n_items", [pytest.param(5000, marks=pytest.mark.slow), 30]
 )
-def test_first_layer_equals_the_dense_product_in_either_form(n_items):
+def test_domain_encoder_packs_by_the_cost_rule_and_equals_the_dense_form(n_items):
+    """The bag encoder of a domain (its capacity from the domain's longest bags) gives the
+    dense form's values and gradients, for distinct users and for one user repeated."""
     inter = _long_tailed(n_items=min(n_items, 500))  # 30 items: bags repeat items
     inter = dataclasses.replace(inter, item=inter.item % n_items, n_items=n_items)
     bags, spec = U.domain_bags(inter)
     b = 16
-    packed = U.PACKED_COST * spec.capacity(b) <= b * n_items
-    assert packed == (n_items == 5000)
-    emb = jax.random.normal(jax.random.key(0), (n_items, 5))
-    users = [np.arange(3, 3 + b), np.full(b, 3)]  # distinct users; one long user repeated
-    for u in users:
-        items, rating, mask = U.gather_rows(bags, jnp.asarray(u, jnp.int32),
-                                            max_len=spec.max_len)
-        bi, bw, bm = U._interest(items, rating, mask, spec)
-        x = np.asarray(E.bag_to_dense(bi, bw, bm, n_items=n_items), np.float64)
-        g = np.random.default_rng(1).normal(size=(b, 5))
-        f = lambda e: jnp.sum(U.first_layer(e, bi, bw, bm, spec) * g)  # noqa: B023
-        np.testing.assert_allclose(U.first_layer(emb, bi, bw, bm, spec), x @ np.asarray(emb),
-                                   rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(jax.grad(f)(emb), x.T @ g, rtol=1e-4, atol=1e-6)
+    assert PHI.choose_layer(batch=b, capacity=spec.capacity(b), n_items=n_items) == (
+        "packed" if n_items == 5000 else "dense")
+    init, apply = PE.domain_encoder("bag", spec, dims=(5, 3))
+    dense = PHI.encoder(kind="bag", n_items=n_items, n_users=inter.n_users, dims=(5, 3),
+                        mu=spec.mu, explicit=spec.explicit)[1]  # no capacity: always dense
+    params = init(jax.random.key(0))
+    g = np.random.default_rng(1).normal(size=(b, 3))
+    for u, distinct in ((np.arange(3, 3 + b), True), (np.full(b, 3), False)):
+        rows = U.gather_rows(bags, jnp.asarray(u, jnp.int32), max_len=spec.max_len)
+        np.testing.assert_allclose(apply(params, *rows, distinct=distinct),
+                                   dense(params, *rows), rtol=1e-4, atol=1e-6)
+        f = lambda p, fn: jnp.sum(fn(p, *rows) * g)  # noqa: B023
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+                     jax.grad(f)(params, apply), jax.grad(f)(params, dense))
+
+
+FIRST = PHI.first_layer
 
 
 @pytest.mark.slow
@@ -234,22 +240,22 @@ def test_padded_rows_of_a_batch_read_no_bag(tiny, monkeypatch):
     stage = built.stages[0]
     batch = {k: jnp.asarray(v[:8]) for k, v in stage.examples.items()}
     batch["mask"] = jnp.asarray([True] * 5 + [False] * 3)
-    seen, first_layer = [], U.first_layer
+    seen = []
 
-    def spy(emb, items, weights, mask, spec, **kw):
+    def spy(emb, items, weights, mask, **kw):
         seen.append((mask, kw))  # evaluation traces it (lax.cond): keep masks unconverted
-        return first_layer(emb, items, weights, mask, spec, **kw)
+        return FIRST(emb, items, weights, mask, **kw)
 
-    monkeypatch.setattr(U, "first_layer", spy)
+    monkeypatch.setattr(PHI, "first_layer", spy)
     loss, _ = stage.loss(view0(built), batch, jax.random.key(1))
     assert np.isfinite(float(loss)) and len(seen) == 2  # source and target encoders
     masks = [np.asarray(m) for m, _ in seen]
     assert all(not m[5:].any() for m in masks) and all(m[:5].any() for m in masks)
-    assert all(kw == {"distinct": True} for _, kw in seen)  # no dense fallback in training
+    assert all(kw["overflow"] == "nan" for _, kw in seen)  # no dense fallback in training
     seen.clear()
     scores = built.scorer.score_all(view0(built), batch["src"], batch["tgt"])
     assert np.all(np.isfinite(np.asarray(scores))) and seen
-    assert all(kw == {"distinct": False} for _, kw in seen)  # evaluation repeats users
+    assert all(kw["overflow"] == "dense" for _, kw in seen)  # evaluation repeats users
 
 
 def test_training_rows_hold_each_user_once(tiny):
@@ -270,3 +276,76 @@ def test_click_softplus_values_and_gradient():
     with np.errstate(over="ignore"):  # exp(1e4) = inf gives the limit 0
         want = 1 / (1 + np.exp(-np.asarray(x, np.float64)))
     np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-30)
+
+
+# ------------------------------------------------------------------------ registered encoders
+
+
+def test_unknown_encoder_is_refused_at_build_listing_the_valid_ones(tiny):
+    with pytest.raises(ValueError, match=r"unknown phi encoder 'nope' \(phi.encoder\); "
+                                         r"valid: bag, attention, id"):
+        get_method("dann").build(_cfg("dann", encoder="nope"), tiny)
+    with pytest.raises(ValueError, match="built in"):
+        PE.register_encoder("bag", lambda **_: None)
+
+
+def _mean_encoder(*, n_items, n_users, dims):
+    """A registered encoder in plain JAX: mean of the input items' embeddings."""
+    def init(key):
+        return {"emb": jax.random.normal(key, (n_items, dims[-1])) * 0.1}
+
+    def apply(p, items, rating, mask):
+        w = mask.astype(jnp.float32)[..., None]
+        return jnp.sum(p["emb"][items] * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0)
+
+    return init, apply
+
+
+def test_registered_encoder_is_checked_and_read_by_name(tiny):
+    PE.register_encoder("test_mean", _mean_encoder)
+    PE.register_encoder("test_mean", _mean_encoder)  # the same make again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        PE.register_encoder("test_mean", lambda **kw: _mean_encoder(**kw))
+    assert "test_mean" in PE.available_encoders()
+    built = get_method("phi").build(_cfg(encoder="test_mean", dims=(6, 8)), tiny)
+    view = view0(built)
+    assert view["phi"]["enc_s"]["emb"].shape == (tiny.source_train.n_items, 8)
+    with pytest.raises(ValueError, match=r"'test_mean' returned shape \(3, 8\); expected "
+                                         r"f32\[3, 6\]"):
+        PE.domain_encoder("test_mean", U.domain_bags(tiny.target_train)[1], dims=(8, 6))[1](
+            view["phi"]["enc_t"], jnp.zeros((3, 2), jnp.int32), jnp.ones((3, 2)),
+            jnp.ones((3, 2), bool))
+
+
+def _flax_self_attention(*, n_items, n_users, dims):
+    import flax.linen as nn
+
+    from transferjax.models.flax_adapter import bag_encoder_from_flax
+
+    class SelfAttention(nn.Module):
+        @nn.compact
+        def __call__(self, items, rating, mask):
+            e = nn.Embed(n_items, dims[0])(items) * rating[..., None]
+            h = nn.MultiHeadDotProductAttention(num_heads=2)(e, e, mask=mask[:, None, None, :])
+            w = mask[..., None].astype(h.dtype)
+            return nn.Dense(dims[-1])(jnp.sum(h * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0))
+
+    return bag_encoder_from_flax(SelfAttention(), kind="linen")
+
+
+@pytest.mark.slow
+def test_flax_self_attention_encoder_trains_through_the_phi_method(tiny):
+    pytest.importorskip("flax")
+    PE.register_encoder("test_flax_attention", _flax_self_attention)
+    cfg = _cfg(encoder="test_flax_attention", dims=(8,))
+    res = make_train(cfg, tiny, evaluate=make_evaluate(cfg, tiny))(jax.random.key(0))
+    assert len(res.history) == 2
+    assert all(np.isfinite(h["train"]["loss"]) and np.isfinite(h["valid"]["rmse"])
+               for h in res.history)
+    assert res.history[1]["train"]["loss"] != res.history[0]["train"]["loss"]
+    built = get_method("phi").build(cfg, tiny)
+    view = {**built.view(res.params), "step": jnp.zeros((), jnp.int32)}
+    assert "Embed_0" in view["phi"]["enc_s"]  # the Flax module's own params are trained
+    src, tgt = (jnp.asarray(c) for c in tiny.test.pairs[:6].T)
+    scores = built.scorer.score_all(view, src, tgt)
+    assert scores.shape == (6, tiny.target_train.n_items) and np.all(np.isfinite(scores))

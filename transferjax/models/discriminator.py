@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from transferjax.models.encoders import mlp_apply, mlp_init
 from transferjax.models.grl import grad_reverse
+from transferjax.models.mlp import mlp_apply, mlp_init
 
 __all__ = ["dann_loss", "discriminator_apply", "discriminator_init"]
 

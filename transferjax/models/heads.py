@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from transferjax.models.encoders import mlp_apply, mlp_init
+from transferjax.models.mlp import mlp_apply, mlp_init
 
 __all__ = [
     "fixed_weights",

@@ -13,13 +13,16 @@ from transferjax.config import section
 class PhiConfig:
     """The multi-task transfer model over phi encoders (see transferjax.methods.phi.model).
 
-    encoder: phi of a user's interest vector: "bag" (embedding-bag MLP), "id" or "attention".
-    dims: encoder layer sizes (the first is the embedding-bag width).
+    encoder: phi of a user's bag of one domain: a kind of `transferjax.models.phi` ("bag": an
+      MLP over the interest vector, "attention", "id") or a name registered with
+      `transferjax.methods.phi.register_encoder` (checked when the method is built).
+    dims: encoder layer sizes (the first is the first layer's width, the last the common
+      space's).
     head: "shared_bottom" | "mmoe" | "ple"; n_experts experts (mmoe/ple).
     task_weighting: "fixed" (source_weight) or "uncertainty" (Kendall et al. 2018).
     """
 
-    encoder: Literal["bag", "id", "attention"] = "bag"
+    encoder: str = "bag"
     dims: tuple[int, ...] = (256, 128)
     head: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
     n_experts: int = 4

@@ -1,11 +1,12 @@
 """The multi-task transfer model over phi encoders, with an alignment
 objective from `transferjax.align.objectives`.
 
-Model. A user's source and target interest vectors (`_userbags`: shrunk mean of centred
-ratings) go through two encoders, `z_s = phi_s(x_s)`, `z_t = phi_t(x_t)` (cfg.phi.encoder,
-layers cfg.phi.dims, common space dims[-1]), merged as the masked mean of the available ones,
+Model. A user's source and target bags (`bags`) go through two encoders, `z_s = phi_s(x_s)`,
+`z_t = phi_t(x_t)` (cfg.phi.encoder: a kind of `transferjax.models.phi`, whose "bag" reads the
+shrunk mean of centred ratings, or a registered encoder, `encoders`; layers cfg.phi.dims, common
+space dims[-1]), merged as the masked mean of the available ones,
 `h = (u_s z_s + u_t z_t) / max(u_s + u_t, 1)` (u: the row uses that vector; h = 0 for neither).
-A residual multi-task head (`_phi_heads`, cfg.phi.head) gives one representation per task, each
+A residual multi-task head (`heads`, cfg.phi.head) gives one representation per task, each
 with an output layer over all items of its domain: source click, source rating (explicit source
 data), target click, target rating (explicit target data).
 
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 from transferjax.align.objectives import get_objective
 from transferjax.methods.api import Built, Scorer, Stage, all_items_pay, hyper_init, make_optimizer
 from transferjax.methods.phi import bags as U
+from transferjax.methods.phi import encoders as PE
 from transferjax.methods.phi import heads as O
 from transferjax.methods.phi.config import PhiConfig  # noqa: F401  (registers the phi section)
 from transferjax.methods.registry import register
@@ -67,6 +69,8 @@ class PhiModel:
         self.n_tasks = len(self.tasks)
         self.dim = int(cfg.phi.dims[-1])
         self.head_init, self.head_apply = O.head_fns(cfg.phi, dim=self.dim, n_tasks=self.n_tasks)
+        self.enc_s = PE.domain_encoder(cfg.phi.encoder, self.spec_s, dims=cfg.phi.dims)
+        self.enc_t = PE.domain_encoder(cfg.phi.encoder, self.spec_t, dims=cfg.phi.dims)
 
     def init(self, key) -> dict:
         """Trainable params: encoders, head, output layers, objective params."""
@@ -79,8 +83,7 @@ class PhiModel:
                                   ("rating", sp.target_train, self.spec_t)):
             if task in self.tasks:
                 out[task] = O.rating_out_init(ko[task], dim=d, inter=inter, mu=spec.mu)
-        p = {"enc_s": U.encoder_init(k_s, kind=pc.encoder, spec=self.spec_s, dims=pc.dims),
-             "enc_t": U.encoder_init(k_t, kind=pc.encoder, spec=self.spec_t, dims=pc.dims),
+        p = {"enc_s": self.enc_s[0](k_s), "enc_t": self.enc_t[0](k_t),
              "head": self.head_init(k_h), "out": out,
              "obj": self.objective.init(k_obj, dim=d, cfg=self.cfg)}
         if pc.task_weighting == "uncertainty":
@@ -92,16 +95,13 @@ class PhiModel:
 
         Args:
           src_in, tgt_in: (items, rating, mask) input entries [b, L] of each domain.
-          users_s, users_t: i32[b] user indices (-1: none; read by the "id" encoder).
+          users_s, users_t: i32[b] user indices (-1: none; read by the "id" kind).
           use_s, use_t: bool[b] which vectors enter the merge.
           train: target tasks read the merge of stop_gradient(z_s) (module docstring); the
             rows are a training batch: distinct users, padded rows empty (`loss`).
         """
-        kind = self.cfg.phi.encoder
-        z_s = U.encoder_apply(p["enc_s"], kind=kind, spec=self.spec_s, items=src_in[0],
-                              rating=src_in[1], mask=src_in[2], users=users_s, distinct=train)
-        z_t = U.encoder_apply(p["enc_t"], kind=kind, spec=self.spec_t, items=tgt_in[0],
-                              rating=tgt_in[1], mask=tgt_in[2], users=users_t, distinct=train)
+        z_s = self.enc_s[1](p["enc_s"], *src_in, users_s, distinct=train)
+        z_t = self.enc_t[1](p["enc_t"], *tgt_in, users_t, distinct=train)
         a_s, a_t = use_s.astype(jnp.float32)[:, None], use_t.astype(jnp.float32)[:, None]
         merge = lambda zs: (a_s * zs + a_t * z_t) / jnp.maximum(a_s + a_t, 1.0)
         reps = self.head_apply(p["head"], merge(z_s))
@@ -139,26 +139,52 @@ class PhiModel:
                 out[task] = O.rating_rows(p["out"][task], rep[task], mu, lab)
         return out
 
-    def loss(self, params, batch, key, *, total_steps: int):
-        """Stage loss `(params, batch, key) -> (loss, aux)` (module docstring)."""
-        p, bags = params["phi"], params["bags"]
+    def rows(self, params, batch) -> tuple:
+        """(source rows, target rows: (items, rating, mask) [b, L]; has_s, has_t bool[b]). Padded
+        rows read empty bags: a batch holds each user at most once (the packed capacity)."""
+        src, tgt, live = batch["src"], batch["tgt"], batch["mask"]
+        s = U.gather_rows(params["bags"]["source"], jnp.where(live, src, -1),
+                          max_len=self.spec_s.max_len)
+        t = U.gather_rows(params["bags"]["target"], jnp.where(live, tgt, -1),
+                          max_len=self.spec_t.max_len)
+        return s, t, (src >= 0) & live, (tgt >= 0) & live
+
+    def draw_masks(self, key, s_mask, t_mask, has_s, has_t) -> dict:
+        """The random parts of a training step (module docstring): each real entry's split into
+        input and label (`split_entries`) and the rows simulated cold.
+
+        Returns:
+          {"s_in", "s_lab": bool[b, Ls], "t_in", "t_lab": bool[b, Lt], "cold": bool[b],
+           "key": the objective's key}; the target split before the cold simulation.
+        """
         k_cold, k_s, k_t, k_obj = jax.random.split(key, 4)
-        src, tgt = batch["src"], batch["tgt"]
-        # Padded rows (mask False) read empty bags: a batch then holds each user at most once,
-        # within the capacity of the packed first layer (`_userbags.first_layer`).
-        live = lambda u: jnp.where(batch["mask"], u, -1)  # noqa: E731
-        s_items, s_rating, s_mask = U.gather_rows(bags["source"], live(src),
-                                                  max_len=self.spec_s.max_len)
-        t_items, t_rating, t_mask = U.gather_rows(bags["target"], live(tgt),
-                                                  max_len=self.spec_t.max_len)
-        has_s, has_t = (src >= 0) & batch["mask"], (tgt >= 0) & batch["mask"]
         cold = has_s & has_t & jax.random.bernoulli(k_cold, COLD_RATE, has_s.shape)
         s_in, s_lab = U.split_entries(k_s, s_mask, keep=SOURCE_KEEP)
         t_in, t_lab = U.split_entries(k_t, t_mask, keep=TARGET_KEEP)
-        t_in, t_lab = t_in & ~cold[:, None], t_lab | (t_mask & cold[:, None])
-        r = self.terms(p, (s_items, s_rating, s_in), (s_items, s_rating, s_lab),
+        return {"s_in": s_in, "s_lab": s_lab, "t_in": t_in, "t_lab": t_lab, "cold": cold,
+                "key": k_obj}
+
+    def loss(self, params, batch, key, *, total_steps: int):
+        """Stage loss `(params, batch, key) -> (loss, aux)`: `loss_from_masks` with the masks
+        drawn from `key` (`draw_masks`)."""
+        (_, _, s_mask), (_, _, t_mask), has_s, has_t = self.rows(params, batch)
+        masks = self.draw_masks(key, s_mask, t_mask, has_s, has_t)
+        return self.loss_from_masks(params, batch, masks, total_steps=total_steps)
+
+    def loss_from_masks(self, params, batch, masks: dict, *, total_steps: int):
+        """The loss of a training step given its random parts `masks` (`draw_masks`).
+
+        A row simulated cold (`masks["cold"]`) gets its whole target bag as labels. Returns
+        (loss f32[], aux {task: f32[], "align": f32[], objective's aux}).
+        """
+        p = params["phi"]
+        (s_items, s_rating, _), (t_items, t_rating, t_mask), has_s, has_t = self.rows(
+            params, batch)
+        cold = masks["cold"][:, None]
+        t_in, t_lab = masks["t_in"] & ~cold, masks["t_lab"] | (t_mask & cold)
+        r = self.terms(p, (s_items, s_rating, masks["s_in"]), (s_items, s_rating, masks["s_lab"]),
                        (t_items, t_rating, t_in), (t_items, t_rating, t_lab),
-                       users_s=src, users_t=tgt, has_s=has_s, has_t=has_t)
+                       users_s=batch["src"], users_t=batch["tgt"], has_s=has_s, has_t=has_t)
         losses = []
         for task in self.tasks:
             w = (has_s if task.startswith("src") else has_t).astype(jnp.float32)
@@ -178,7 +204,7 @@ class PhiModel:
         align, obj_aux = self.objective.fn(
             jax.lax.stop_gradient(r["z_s"]), r["z_t"], mask_s=r["use_s"], mask_t=r["use_t"],
             paired=True, params=p["obj"], step=params["step"].astype(jnp.float32),
-            total_steps=total_steps, cfg=self.cfg, key=k_obj, hyper=hyper)
+            total_steps=total_steps, cfg=self.cfg, key=masks["key"], hyper=hyper)
         aux = {**dict(zip(self.tasks, losses, strict=True)), "align": align, **obj_aux}
         return total + hyper["align.weight"] * align, aux
 

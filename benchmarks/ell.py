@@ -1,39 +1,24 @@
-"""Sparse-times-dense matmul in a chunked (ELL) layout: the fast sparse first layer of phi.
+"""Micro-benchmark of phi's first layer: `X @ table` in a chunked (ELL) layout.
 
-`bag_matmul(table, layout)` computes `X @ table` for a sparse interest matrix
-`X: f32[n_rows, n_items]` (a batch of users' bags: X[r, i] = weight of item i in row r's bag)
-without the dense matrix and without materialising one gathered row per bag entry:
+Not part of the library: `transferjax.models.phi` computes phi's first layer densely or packed
+(its cost rule picks one per batch shape). The ELL forms here were measured against those
+inside the registered `dann` method's training step (`python -m benchmarks.dann_step --layers
+dense packed ell`) and were not the fastest on either profile there, so they stay a
+benchmark, kept to show what the library's forms were measured against:
 
-- forward: the entries are grouped by row into chunks of `width` entries (an ELL layout, the
-  last chunk of a row zero-padded); `width` gathers of `[n_chunks, d]` rows are multiplied by
-  their weights and summed in one fused loop, then the chunk sums are `segment_sum`-ed into
-  rows (a scatter of n_chunks rows, not of nnz rows). With `item_blocks` > 1 the chunks are
-  grouped by item range first, so each stretch of the loop gathers from one block of the
-  table, which pays once the table outgrows a core's cache (the DANN step below has a
-  3,706 x 256 table, 3.8 MB); its 4 blocks were chosen by
-  `python -m benchmarks.op_profile --cases dann_bag --item-blocks 1`, then `4` (figures in
-  BENCHMARKS.md);
-- backward: `d table = X^T @ g` is the same operation on the transposed layout (entries
-  grouped by item, gathering rows of `g: f32[n_rows, d]`), via `jax.custom_vjp`, so there is
-  no scatter-add of nnz rows into the table either.
-
-The layouts are built on the host (`bag_layout`, numpy) once per batch; a pool of batches
-(`stack_layouts`) is indexed inside a jitted `lax.scan`, as in this DANN step over ML-1M-sized
-bags (`benchmarks/dann_bench.py` times it against dense and PyTorch steps):
-
-    lay = jax.tree.map(jnp.asarray, stack_layouts(
-        [bag_layout(row, item, w, n_rows=512, n_items=3706, item_blocks=4)
-         for row, item, w in batches]))
-    def loss(params, j):  # j: the pool index of this step's batch
-        z = ell_encoder_apply(params["phi"], jax.tree.map(lambda a: a[j], lay), n_rows=512)
-        return dann_loss(params["disc"], z[:256], z[256:], lam=1.0)[0]
-
-On XLA:CPU a plain gather of nnz rows (`table[items]`, then `segment_sum`) writes an
-[nnz, d] buffer, and the DANN step above runs slower with it (`jax_bag_flat` against `jax_bag`
-in BENCHMARKS.md's DANN step table: `python -m benchmarks.speed --only dann`). The dense matmul
-pays O(n_rows * n_items * d).
-`ell_encoder_apply(params, layout)` equals `dense_encoder_apply(params, X)` for params from
-`bag_encoder_init`.
+- `bag_matmul(table, layout)`: `X @ table` for a sparse X f32[n_rows, n_items] given as
+  host-built layouts (`bag_layout`, numpy, once per batch; `stack_layouts` pools batches for
+  a `lax.scan`): the forward groups the entries by row into chunks of `width` entries whose
+  `width` gathers are summed in one fused loop, then `segment_sum`s the chunk sums into rows;
+  the backward `X^T @ g` is the same operation on the transposed layout (entries grouped by
+  item), via `jax.custom_vjp`, so no [nnz, d] buffer and no scatter-add of nnz rows into the
+  table. With `item_blocks` > 1 the forward chunks are grouped by item range, so each stretch
+  of the loop reads one block of the table. `benchmarks.dann_bench` times a hand-written DANN
+  step on it (a first-layer micro-benchmark, not the registered method).
+- `graph_bag_matmul(table, items, weights, mask, capacity=...)`: the same ELL product with
+  the layouts built inside the compiled step from padded bags, as a phi training step must
+  (its input/label split is drawn in the graph): the real entries are packed into
+  `capacity` slots, chunked by row for the forward and sorted by item for the backward.
 """
 
 from __future__ import annotations
@@ -42,9 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferjax.models.encoders import mlp_apply
-
-__all__ = ["bag_layout", "bag_matmul", "ell_encoder_apply", "ell_layout", "stack_layouts"]
+__all__ = ["bag_layout", "bag_matmul", "ell_layout", "graph_bag_matmul", "stack_layouts"]
 
 
 def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
@@ -197,16 +180,68 @@ def _zero_cotangent(x):
     return np.zeros(x.shape, jax.dtypes.float0)
 
 
-def ell_encoder_apply(params: dict, layout: dict, *, n_rows: int) -> jax.Array:
-    """The bag encoder over an ELL layout: `relu(X @ emb + b)`, then FC+ReLU layers.
+def _chunk(key: jax.Array, valid: jax.Array, *, n_seg: int, width: int, n_chunks: int,
+           presorted: bool = False):
+    """Slots i32[n_chunks, width] (into the entries; -1 for padding) and segment i32[n_chunks]
+    of the valid entries grouped by `key` i32[e] in [0, n_seg), chunks sorted by segment;
+    `presorted`: the entries are sorted by key already, invalid ones last (no sort)."""
+    e = key.shape[0]
+    k = jnp.where(valid, key, n_seg)
+    order = jnp.arange(e) if presorted else jnp.argsort(k, stable=True)
+    ks = k[order]
+    cnt = jax.ops.segment_sum(valid.astype(jnp.int32), jnp.where(valid, key, 0),
+                              num_segments=n_seg)
+    n_ch = (cnt + width - 1) // width
+    first = jnp.cumsum(n_ch) - n_ch
+    seg = jnp.minimum(ks, n_seg - 1)
+    pos = jnp.arange(e) - (jnp.cumsum(cnt) - cnt)[seg]
+    dest = jnp.where(ks < n_seg, (first[seg] + pos // width) * width + pos % width,
+                     n_chunks * width + jnp.arange(e))
+    slot = jnp.full((n_chunks * width,), -1, jnp.int32).at[dest].set(
+        order.astype(jnp.int32), mode="drop")
+    owner = jnp.zeros((n_chunks,), jnp.int32).at[first].max(
+        jnp.arange(n_seg, dtype=jnp.int32), mode="drop")
+    return slot.reshape(n_chunks, width), jax.lax.cummax(owner)
+
+
+def graph_bag_matmul(table, items, weights, mask, *, capacity: int, width: int = 16):
+    """`bag_to_dense(items, weights, mask) @ table` f32[b, d] in ELL layouts built in the graph.
 
     Args:
-      params: output of `transferjax.models.encoders.bag_encoder_init`.
-      layout: `bag_layout` of the batch's interest matrix X f32[n_rows, n_items].
-      n_rows: batch rows (static).
-
-    Returns:
-      f32[n_rows, dims[-1]], equal to `dense_encoder_apply(params, X)`.
+      table: f32[n_items, d]; items, weights, mask: padded bags [b, L].
+      capacity: most real entries of the batch (static); more are dropped.
+      width: entries per chunk.
     """
-    h = jax.nn.relu(bag_matmul(params["emb"], layout, n_rows=n_rows) + params["b"])
-    return mlp_apply(params["mlp"], h)
+    b, L = mask.shape
+    n = table.shape[0]
+    m = mask.reshape(-1)
+    dest = jnp.where(m, jnp.cumsum(m, dtype=jnp.int32) - 1, capacity + jnp.arange(b * L))
+
+    def put(fill, v):
+        return jnp.full((capacity + 1,), fill, v.dtype).at[dest].set(v.reshape(-1), mode="drop")
+
+    row = put(b, jnp.repeat(jnp.arange(b, dtype=jnp.int32), L))
+    item = put(0, jnp.clip(items, 0, n - 1).astype(jnp.int32))
+    w = put(0, weights.astype(table.dtype))  # slot `capacity`: a zero entry for padding
+    f_slot, f_seg = _chunk(row, row < b, n_seg=b, width=width, n_chunks=capacity // width + b,
+                          presorted=True)  # packed row-major
+    f_slot = jnp.where(f_slot < 0, capacity, f_slot)
+
+    def reduce(src, idx, wt, seg, n_out):
+        return _ell_reduce(src, {"idx": idx, "w": wt, "seg": seg}, n_out, seg_sorted=True)
+
+    @jax.custom_vjp
+    def matmul(t, lay):
+        return reduce(t, lay["item"][lay["f_slot"]], lay["w"][lay["f_slot"]], lay["f_seg"], b)
+
+    def bwd(lay, g):
+        slot, seg = _chunk(lay["item"], lay["row"] < b, n_seg=n, width=width,
+                           n_chunks=capacity // width + min(n, capacity))
+        slot = jnp.where(slot < 0, capacity, slot)
+        d_table = reduce(g, jnp.minimum(lay["row"], b - 1)[slot], lay["w"][slot], seg, n)
+        return d_table, jax.tree.map(_zero_cotangent, lay)
+
+    matmul.defvjp(lambda t, lay: (matmul(t, lay), lay), bwd)
+    lay = {"item": item, "row": row, "w": jax.lax.stop_gradient(w), "f_slot": f_slot,
+           "f_seg": f_seg}
+    return matmul(table, lay)
