@@ -37,8 +37,8 @@ def _cfg(**eval_kw):
 def setup():
     cfg = _cfg()
     split = build_split(cfg.protocol, build_dataset(cfg.data))
-    builts = [get_method("mf").build(cfg, split, key=jax.random.key(i)) for i in range(3)]
-    return cfg, split, builts[0].scorer, [b.params for b in builts]
+    built = get_method("mf").build(cfg, split)
+    return cfg, split, built.scorer, [built.view(built.init(jax.random.key(i))) for i in range(3)]
 
 
 def _reference(cfg, split, scorer, params, heldout):
