@@ -45,8 +45,15 @@ DIMS, DISC_HIDDEN, LR, LAM = (256, 128), (64,), 1e-3, 1.0
 ITEM_BLOCKS = 4
 
 
-def make_pool(inter: Interactions, *, n_pool: int, per_side: int = 256, seed: int = 0,
-              width: int = 16, item_blocks: int = ITEM_BLOCKS) -> dict:
+def make_pool(
+    inter: Interactions,
+    *,
+    n_pool: int,
+    per_side: int = 256,
+    seed: int = 0,
+    width: int = 16,
+    item_blocks: int = ITEM_BLOCKS,
+) -> dict:
     """`n_pool` batches of 2 * per_side distinct users (first half source, rest target).
 
     `width` and `item_blocks` shape the ELL layouts (`benchmarks.ell.bag_layout`).
@@ -74,23 +81,36 @@ def make_pool(inter: Interactions, *, n_pool: int, per_side: int = 256, seed: in
     def pad(a, fill):
         return np.concatenate([a, np.full(cap - len(a), fill, a.dtype)])
 
-    flat_pad = {"row": np.stack([pad(f[0], n_rows - 1) for f in flat]),
-                "item": np.stack([pad(f[1], 0) for f in flat]),
-                "weight": np.stack([pad(f[2], 0.0) for f in flat])}
-    lays = ell.stack_layouts([ell.bag_layout(*f, n_rows=n_rows, n_items=inter.n_items,
-                                              width=width, item_blocks=item_blocks)
-                              for f in flat])
-    return {"flat": flat, "dense": dense, "ell": lays, "flat_pad": flat_pad, "n_rows": n_rows,
-            "per_side": per_side, "n_items": inter.n_items, "nnz_mean": float(np.mean(
-                [len(f[0]) for f in flat]))}
+    flat_pad = {
+        "row": np.stack([pad(f[0], n_rows - 1) for f in flat]),
+        "item": np.stack([pad(f[1], 0) for f in flat]),
+        "weight": np.stack([pad(f[2], 0.0) for f in flat]),
+    }
+    lays = ell.stack_layouts(
+        [
+            ell.bag_layout(
+                *f, n_rows=n_rows, n_items=inter.n_items, width=width, item_blocks=item_blocks
+            )
+            for f in flat
+        ]
+    )
+    return {
+        "flat": flat,
+        "dense": dense,
+        "ell": lays,
+        "flat_pad": flat_pad,
+        "n_rows": n_rows,
+        "per_side": per_side,
+        "n_items": inter.n_items,
+        "nnz_mean": float(np.mean([len(f[0]) for f in flat])),
+    }
 
 
 def init_params(n_items: int, *, seed: int = 0) -> dict:
     """`{"phi": {"emb", "b", "mlp"}, "disc": discriminator_init(...)}` (phi's "bag" params)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
     init = encoder(kind="bag", n_items=n_items, n_users=1, dims=DIMS)[0]
-    return {"phi": init(k1),
-            "disc": discriminator_init(k2, in_dim=DIMS[-1], hidden=DISC_HIDDEN)}
+    return {"phi": init(k1), "disc": discriminator_init(k2, in_dim=DIMS[-1], hidden=DISC_HIDDEN)}
 
 
 def encode(form: str, phi: dict, data: dict, j, *, n_rows: int) -> jax.Array:
@@ -135,34 +155,43 @@ class JaxDANN(Variant):
             def step(carry, t):
                 p, s = carry
                 loss, g = jax.value_and_grad(jax_loss, argnums=1)(
-                    form, p, data, t % n_pool, n_rows=n_rows, per_side=per_side)
+                    form, p, data, t % n_pool, n_rows=n_rows, per_side=per_side
+                )
                 with jax.numpy_dtype_promotion("standard"):  # optax mixes python scalars
                     upd, s = opt.update(g, s, p)
                     return (optax.apply_updates(p, upd), s), loss
 
-            (params, state), losses = jax.lax.scan(step, (params, state),
-                                                   t0 + jnp.arange(self.steps))
+            (params, state), losses = jax.lax.scan(
+                step, (params, state), t0 + jnp.arange(self.steps)
+            )
             return params, state, jnp.mean(losses)
 
         self.data = _device_data(self.pool, form, self.device)
-        self.params = jax.device_put(init_params(self.pool["n_items"], seed=self.seed),
-                                     self.device)
+        self.params = jax.device_put(init_params(self.pool["n_items"], seed=self.seed), self.device)
         self.state = opt.init(self.params)
         self.t = 0
         t0 = time.perf_counter()
-        self.compiled = jax.jit(run, donate_argnums=(0, 1)).lower(
-            self.params, self.state, self.data, jnp.int32(0)).compile()
+        self.compiled = (
+            jax.jit(run, donate_argnums=(0, 1))
+            .lower(self.params, self.state, self.data, jnp.int32(0))
+            .compile()
+        )
         self.compile_s = time.perf_counter() - t0
 
     def run(self) -> float:
-        self.params, self.state, loss = self.compiled(self.params, self.state, self.data,
-                                                      jnp.int32(self.t))
+        self.params, self.state, loss = self.compiled(
+            self.params, self.state, self.data, jnp.int32(self.t)
+        )
         self.t += self.steps
         return float(jax.block_until_ready(loss))
 
     def info(self) -> dict:
-        return {"compile_s": self.compile_s, "steps": self.steps, "steps_total": self.t,
-                **xla_memory_mb(self.compiled)}
+        return {
+            "compile_s": self.compile_s,
+            "steps": self.steps,
+            "steps_total": self.t,
+            **xla_memory_mb(self.compiled),
+        }
 
 
 def torch_batches(pool: dict, device) -> list:
@@ -173,16 +202,21 @@ def torch_batches(pool: dict, device) -> list:
     for (row, item, w), dense in zip(pool["flat"], pool["dense"], strict=True):
         counts = np.bincount(row, minlength=pool["n_rows"])
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        out.append(tuple(torch.tensor(a, device=device) for a in (
-            item.astype(np.int64), offsets.astype(np.int64), w, dense)))
+        out.append(
+            tuple(
+                torch.tensor(a, device=device)
+                for a in (item.astype(np.int64), offsets.astype(np.int64), w, dense)
+            )
+        )
     return out
 
 
 class TorchDANNVariant(Variant):
     """`steps` eager (or `torch.compile`-d) PyTorch DANN steps of one form per `run()`."""
 
-    def __init__(self, pool: dict, *, form: str, steps: int, device, init: dict,
-                 compile: bool = False):
+    def __init__(
+        self, pool: dict, *, form: str, steps: int, device, init: dict, compile: bool = False
+    ):
         self.pool, self.form, self.steps, self.device = pool, form, steps, device
         self.init, self.compile = init, compile
         self.torch_cuda = device.type == "cuda"
@@ -200,8 +234,11 @@ class TorchDANNVariant(Variant):
 
         def step(items, offsets, weights, dense):
             opt.zero_grad(set_to_none=True)
-            z = model.encode_dense(dense) if form == "dense" else model.encode_bag(
-                items, offsets, weights)
+            z = (
+                model.encode_dense(dense)
+                if form == "dense"
+                else model.encode_bag(items, offsets, weights)
+            )
             loss = model.dann_loss(z, per_side, LAM)
             loss.backward()
             opt.step()
@@ -228,5 +265,8 @@ class TorchDANNVariant(Variant):
         return loss
 
     def info(self) -> dict:
-        return {"compile_s" if self.compile else "first_call_s": self.first_s,
-                "steps": self.steps, "steps_total": self.t}
+        return {
+            "compile_s" if self.compile else "first_call_s": self.first_s,
+            "steps": self.steps,
+            "steps_total": self.t,
+        }

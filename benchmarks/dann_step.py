@@ -50,27 +50,39 @@ from transferjax.train.epoch import TrainState, stage_epoch
 
 BATCH, DIMS, LR = 256, (256, 128), 1e-3
 PROFILES = {  # per domain: users, items, (lognormal median, sigma, min, max), explicit
-    "ml1m_like": {"domains": ((6040, 3706, (85.0, 1.04, 20, 2314)),
-                              (6040, 3706, (85.0, 1.04, 20, 2314))),
-                  "overlap": 6040, "explicit": True},
-    "cdrib_like": {"domains": ((19457, 8751, (1.6, 1.3, 5, 740)),
-                               (25025, 12319, (1.2, 1.25, 5, 167))),
-                   "overlap": 2000, "explicit": False},
+    "ml1m_like": {
+        "domains": ((6040, 3706, (85.0, 1.04, 20, 2314)), (6040, 3706, (85.0, 1.04, 20, 2314))),
+        "overlap": 6040,
+        "explicit": True,
+    },
+    "cdrib_like": {
+        "domains": ((19457, 8751, (1.6, 1.3, 5, 740)), (25025, 12319, (1.2, 1.25, 5, 167))),
+        "overlap": 2000,
+        "explicit": False,
+    },
 }
 
 
-def _domain(rng, n_users: int, n_items: int, lengths: tuple, *, explicit: bool,
-            name: str) -> Interactions:
+def _domain(
+    rng, n_users: int, n_items: int, lengths: tuple, *, explicit: bool, name: str
+) -> Interactions:
     med, sigma, lo, hi = lengths
     lens = np.clip(lo - 1 + np.round(rng.lognormal(np.log(med), sigma, n_users)), lo, hi)
     lens = lens.astype(np.int64)
     logp = -0.9 * np.log(np.arange(n_items) + 20.0)  # Zipf-like popularity, items shuffled
     logp = logp[rng.permutation(n_items)]
-    item = np.concatenate([np.argpartition(-(logp + rng.gumbel(size=n_items)), k - 1)[:k]
-                           for k in lens])  # k distinct items per user, popularity-weighted
+    item = np.concatenate(
+        [np.argpartition(-(logp + rng.gumbel(size=n_items)), k - 1)[:k] for k in lens]
+    )  # k distinct items per user, popularity-weighted
     rating = rng.integers(1, 6, len(item)) if explicit else np.ones(len(item))
-    return Interactions(user=np.repeat(np.arange(n_users), lens), item=item, rating=rating,
-                        n_users=n_users, n_items=n_items, name=name)
+    return Interactions(
+        user=np.repeat(np.arange(n_users), lens),
+        item=item,
+        rating=rating,
+        n_users=n_users,
+        n_items=n_items,
+        name=name,
+    )
 
 
 def profile_split(name: str, *, seed: int = 0):
@@ -87,8 +99,11 @@ def profile_split(name: str, *, seed: int = 0):
 
 def dann_config(*, batch: int = BATCH, dims=DIMS, lr: float = LR) -> C.RunConfig:
     """The run config of the timed method: `dann`, Adam, the default phi head and encoder."""
-    return C.RunConfig(method="dann", trainer=C.TrainerConfig(lr=lr, batch_size=batch),
-                       phi=PhiConfig(dims=tuple(dims)))
+    return C.RunConfig(
+        method="dann",
+        trainer=C.TrainerConfig(lr=lr, batch_size=batch),
+        phi=PhiConfig(dims=tuple(dims)),
+    )
 
 
 def first_steps(stage, *, steps: int):
@@ -100,8 +115,9 @@ def first_steps(stage, *, steps: int):
 class JaxDannStep(Variant):
     """`steps` training steps of the registered `dann` method (one epoch program) per run."""
 
-    def __init__(self, split, *, steps: int, cfg: C.RunConfig | None = None, seed: int = 0,
-                 device=None):
+    def __init__(
+        self, split, *, steps: int, cfg: C.RunConfig | None = None, seed: int = 0, device=None
+    ):
         self.split, self.steps, self.seed = split, steps, seed
         self.cfg = cfg or dann_config()
         self.device = device or jax.devices()[0]
@@ -128,8 +144,13 @@ class JaxDannStep(Variant):
         k_ep = jax.random.fold_in(jax.random.fold_in(self.state.key, 0), self.epoch)
         idx = None
         if self.host_shuffle:
-            idx = jnp.asarray(host_epoch_indices(jax.random.fold_in(k_ep, 1 << 30), self.n_rows,
-                                                 min(self.stage.batch_size, self.n_rows)))
+            idx = jnp.asarray(
+                host_epoch_indices(
+                    jax.random.fold_in(k_ep, 1 << 30),
+                    self.n_rows,
+                    min(self.stage.batch_size, self.n_rows),
+                )
+            )
         return (self.state, self.hyper, self.shared, self.examples, k_ep, idx)
 
     def run(self) -> float:
@@ -138,8 +159,12 @@ class JaxDannStep(Variant):
         return float(jax.block_until_ready(stats["loss"]))
 
     def info(self) -> dict:
-        return {"compile_s": self.compile_s, "steps": self.steps,
-                "steps_total": self.epoch * self.steps, **xla_memory_mb(self.program)}
+        return {
+            "compile_s": self.compile_s,
+            "steps": self.steps,
+            "steps_total": self.epoch * self.steps,
+            **xla_memory_mb(self.program),
+        }
 
 
 def reference_inputs(split, *, steps: int, cfg: C.RunConfig | None = None, seed: int = 0):
@@ -151,8 +176,11 @@ def reference_inputs(split, *, steps: int, cfg: C.RunConfig | None = None, seed:
     built = get_method("dann").build(cfg, split)
     params = built.init(jax.random.split(jax.random.key(seed))[0])
     examples = first_steps(built.stages[0], steps=steps).examples
-    return (PhiModel(cfg, split, objective="dann"), jax.device_get(params["phi"]),
-            {k: np.asarray(v) for k, v in examples.items()})
+    return (
+        PhiModel(cfg, split, objective="dann"),
+        jax.device_get(params["phi"]),
+        {k: np.asarray(v) for k, v in examples.items()},
+    )
 
 
 def summarize(res: dict) -> dict:
@@ -170,8 +198,12 @@ def setup_facts(split, *, batch: int = BATCH) -> dict:
     out = {}
     for dom, inter in (("source", split.source_train), ("target", split.target_train)):
         n = inter.user_counts()
-        out[dom] = {"users": int((n > 0).sum()), "items": inter.n_items,
-                    "entries_per_user": float(n[n > 0].mean()), "longest": int(n.max())}
+        out[dom] = {
+            "users": int((n > 0).sum()),
+            "items": inter.n_items,
+            "entries_per_user": float(n[n > 0].mean()),
+            "longest": int(n.max()),
+        }
     return {"batch": batch, **out}
 
 
@@ -189,8 +221,7 @@ def forced_layer(layer: str | None):
     def forced(table, items, weights, mask, *, layer, capacity=0, overflow="dense"):
         if layer == "ell":
             return graph_bag_matmul(table, items, weights, mask, capacity=capacity)
-        return first(table, items, weights, mask, layer=layer, capacity=capacity,
-                     overflow=overflow)
+        return first(table, items, weights, mask, layer=layer, capacity=capacity, overflow=overflow)
 
     PHI.choose_layer, PHI.first_layer = (lambda **_: layer), forced
     try:
@@ -212,11 +243,16 @@ class _Forced(JaxDannStep):
 def main(argv: list[str] | None = None) -> dict:
     from benchmarks.measure import interleaved
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.dann_step",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.dann_step", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES))
-    ap.add_argument("--layers", nargs="+", choices=("dense", "packed", "ell"),
-                    default=["dense", "packed", "ell"])
+    ap.add_argument(
+        "--layers",
+        nargs="+",
+        choices=("dense", "packed", "ell"),
+        default=["dense", "packed", "ell"],
+    )
     ap.add_argument("--steps", type=int, default=10, help="steps per timed epoch")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
@@ -224,15 +260,25 @@ def main(argv: list[str] | None = None) -> dict:
     print("| profile | first layer | ms/step | vs the rule's form | rule |\n|---|---|---|---|---|")
     for name in args.profiles:
         split = profile_split(name)
-        rules = {PHI.choose_layer(batch=BATCH, n_items=d.n_items, capacity=int(
-            np.sort(d.user_counts())[::-1][:BATCH].sum()))
-            for d in (split.source_train, split.target_train)}
+        rules = {
+            PHI.choose_layer(
+                batch=BATCH,
+                n_items=d.n_items,
+                capacity=int(np.sort(d.user_counts())[::-1][:BATCH].sum()),
+            )
+            for d in (split.source_train, split.target_train)
+        }
         rule = "/".join(sorted(rules))  # the form of each domain's encoder
-        res = interleaved({lay: _Forced(split, layer=lay, steps=args.steps)
-                           for lay in args.layers}, rounds=args.rounds)
+        res = interleaved(
+            {lay: _Forced(split, layer=lay, steps=args.steps) for lay in args.layers},
+            rounds=args.rounds,
+        )
         ms = {k: 1e3 * r["median_s"] / args.steps for k, r in res.items() if "median_s" in r}
-        out[name] = {"ms_per_step": ms, "rule": rule, "errors": {
-            k: r["error"] for k, r in res.items() if "error" in r}}
+        out[name] = {
+            "ms_per_step": ms,
+            "rule": rule,
+            "errors": {k: r["error"] for k, r in res.items() if "error" in r},
+        }
         for lay, v in ms.items():
             ratio = f"{ms[rule] / v:.2f}x" if rule in ms else "-"
             print(f"| {name} | {lay} | {v:.1f} | {ratio} | {rule} |", flush=True)

@@ -46,21 +46,32 @@ def _flat(tree, prefix=""):
 class TorchDann(torch.nn.Module):
     """The dann model of a `PhiModel` (`model`) in PyTorch; params from JAX (`from_jax`)."""
 
-    def __init__(self, model: PM.PhiModel, phi_params: dict, *, form: str = "dense",
-                 device=None):
+    def __init__(self, model: PM.PhiModel, phi_params: dict, *, form: str = "dense", device=None):
         super().__init__()
         cfg = model.cfg
-        if (cfg.phi.encoder, cfg.phi.head, cfg.phi.task_weighting, model.objective.name,
-                cfg.align.lam_schedule) != ("bag", "shared_bottom", "fixed", "dann", "ganin"):
-            raise ValueError("TorchDann covers the defaults: bag encoder, shared_bottom head, "
-                             "fixed task weights, dann objective with the ganin schedule")
+        if (
+            cfg.phi.encoder,
+            cfg.phi.head,
+            cfg.phi.task_weighting,
+            model.objective.name,
+            cfg.align.lam_schedule,
+        ) != ("bag", "shared_bottom", "fixed", "dann", "ganin"):
+            raise ValueError(
+                "TorchDann covers the defaults: bag encoder, shared_bottom head, "
+                "fixed task weights, dann objective with the ganin schedule"
+            )
         if form not in ("dense", "bag"):
             raise ValueError(f"TorchDann: form={form!r}; valid: dense, bag")
         self.form, self.tasks, self.cfg = form, model.tasks, cfg
         self.specs = {"s": model.spec_s, "t": model.spec_t}
-        self.p = torch.nn.ParameterDict({k.replace("/", "__"): torch.nn.Parameter(
-            torch.as_tensor(np.array(v, np.float32), device=device))
-            for k, v in _flat(phi_params).items()})
+        self.p = torch.nn.ParameterDict(
+            {
+                k.replace("/", "__"): torch.nn.Parameter(
+                    torch.as_tensor(np.array(v, np.float32), device=device)
+                )
+                for k, v in _flat(phi_params).items()
+            }
+        )
         self.n_mlp = len(phi_params["enc_s"]["mlp"])
 
     def w(self, path: str) -> torch.Tensor:
@@ -90,14 +101,26 @@ class TorchDann(torch.nn.Module):
 
     def head(self, h: torch.Tensor) -> list:
         bottom = torch.relu(torch.addmm(self.w("head/bottom/0/b"), h, self.w("head/bottom/0/w")))
-        t1 = torch.relu(torch.einsum("bi,kio->kbo", bottom, self.w("head/towers/0/w"))
-                        + self.w("head/towers/0/b")[:, None])
-        t2 = torch.einsum("kbi,kio->kbo", t1, self.w("head/towers/1/w")) \
+        t1 = torch.relu(
+            torch.einsum("bi,kio->kbo", bottom, self.w("head/towers/0/w"))
+            + self.w("head/towers/0/b")[:, None]
+        )
+        t2 = (
+            torch.einsum("kbi,kio->kbo", t1, self.w("head/towers/1/w"))
             + self.w("head/towers/1/b")[:, None]
+        )
         return [h + t2[k] for k in range(len(self.tasks))]
 
-    def loss(self, ent: dict, has_s: torch.Tensor, has_t: torch.Tensor, step: int,
-             *, total_steps: int, source_weight: float | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        ent: dict,
+        has_s: torch.Tensor,
+        has_t: torch.Tensor,
+        step: int,
+        *,
+        total_steps: int,
+        source_weight: float | None = None,
+    ) -> torch.Tensor:
         """The step's loss.
 
         Args:
@@ -127,7 +150,8 @@ class TorchDann(torch.nn.Module):
                 drop[e["row"][e["inp"]], e["item"][e["inp"]]] = 1.0
                 keep = 1.0 - drop
                 rows = (keep * (F.softplus(logits) - y * logits)).sum(1) / keep.sum(1).clamp(
-                    min=1.0)
+                    min=1.0
+                )
                 task_loss = (rows * wt).sum() / wt.sum().clamp(min=1.0)
             else:
                 pred = spec.mu + self.w(f"{out}/b") + t @ self.w(f"{out}/w")
@@ -142,13 +166,15 @@ class TorchDann(torch.nn.Module):
         lam = al.lam * (2.0 / (1.0 + math.exp(-al.gamma * p)) - 1.0)
 
         def disc(z):
-            h = torch.relu(torch.addmm(self.w("obj/0/b"), GradReverse.apply(z, lam),
-                                       self.w("obj/0/w")))
+            h = torch.relu(
+                torch.addmm(self.w("obj/0/b"), GradReverse.apply(z, lam), self.w("obj/0/w"))
+            )
             return torch.addmm(self.w("obj/1/b"), h, self.w("obj/1/w"))[:, 0]
 
         ms, mt = use_s.float(), use_t.float()
-        align = ((ms * F.softplus(disc(z_s.detach()))).sum() + (mt * F.softplus(
-            -disc(z_t))).sum()) / (ms.sum() + mt.sum()).clamp(min=1.0)
+        align = (
+            (ms * F.softplus(disc(z_s.detach()))).sum() + (mt * F.softplus(-disc(z_t))).sum()
+        ) / (ms.sum() + mt.sum()).clamp(min=1.0)
         return total + al.weight * align
 
 
@@ -175,8 +201,17 @@ class TorchDannStep(Variant):
     """`steps` PyTorch steps of the dann model per `run()` over the same rows as
     `benchmarks.dann_step.JaxDannStep` (batch rows reshuffled each epoch), masks drawn here."""
 
-    def __init__(self, model: PM.PhiModel, phi_params: dict, examples: dict, *, form: str,
-                 steps: int, batch: int, device):
+    def __init__(
+        self,
+        model: PM.PhiModel,
+        phi_params: dict,
+        examples: dict,
+        *,
+        form: str,
+        steps: int,
+        batch: int,
+        device,
+    ):
         self.model, self.phi_params, self.form = model, phi_params, form
         self.examples, self.steps, self.batch, self.device = examples, steps, batch, device
         self.torch_cuda = device.type == "cuda"
@@ -185,9 +220,10 @@ class TorchDannStep(Variant):
         dev, cfg = self.device, self.model.cfg
         self.net = TorchDann(self.model, self.phi_params, form=self.form, device=dev)
         self.opt = adam(self.net.parameters(), lr=cfg.trainer.lr)
-        self.bags = {d: {k: torch.as_tensor(np.array(v), device=dev)
-                         for k, v in b.items()}
-                     for d, b in (("s", self.model.bags_s), ("t", self.model.bags_t))}
+        self.bags = {
+            d: {k: torch.as_tensor(np.array(v), device=dev) for k, v in b.items()}
+            for d, b in (("s", self.model.bags_s), ("t", self.model.bags_t))
+        }
         for b in self.bags.values():
             b["start"], b["length"] = b["start"].long(), b["length"].long()
         self.src = torch.as_tensor(self.examples["src"], device=dev).long()
@@ -200,9 +236,10 @@ class TorchDannStep(Variant):
         has_s, has_t = src >= 0, tgt >= 0
         cold = has_s & has_t & (torch.rand(len(rows), device=self.device) < PM.COLD_RATE)
         es, et = entries(self.bags["s"], src), entries(self.bags["t"], tgt)
-        ent = {"s": split(es, torch.rand(len(es["row"]), device=self.device) < PM.SOURCE_KEEP),
-               "t": split(et, torch.rand(len(et["row"]), device=self.device) < PM.TARGET_KEEP,
-                          cold)}
+        ent = {
+            "s": split(es, torch.rand(len(es["row"]), device=self.device) < PM.SOURCE_KEEP),
+            "t": split(et, torch.rand(len(et["row"]), device=self.device) < PM.TARGET_KEEP, cold),
+        }
         self.opt.zero_grad(set_to_none=True)
         loss = self.net.loss(ent, has_s, has_t, self.t, total_steps=self.total)
         loss.backward()
@@ -214,7 +251,7 @@ class TorchDannStep(Variant):
         order = torch.as_tensor(self.gen.permutation(len(self.src)), device=self.device)
         out = []
         for i in range(self.steps):
-            out.append(self._step(order[i * self.batch:(i + 1) * self.batch]))
+            out.append(self._step(order[i * self.batch : (i + 1) * self.batch]))
             self.t += 1
             if self.first_s is None:
                 if self.torch_cuda:

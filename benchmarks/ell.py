@@ -30,8 +30,15 @@ import numpy as np
 __all__ = ["bag_layout", "bag_matmul", "ell_layout", "graph_bag_matmul", "stack_layouts"]
 
 
-def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
-               width: int, seg_name: str = "seg") -> dict:
+def ell_layout(
+    seg: np.ndarray,
+    idx: np.ndarray,
+    w: np.ndarray,
+    *,
+    n_seg: int,
+    width: int,
+    seg_name: str = "seg",
+) -> dict:
     """Groups entries `(seg_k, idx_k, w_k)` by `seg` into chunks of at most `width` entries.
 
     Args:
@@ -50,12 +57,16 @@ def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
     if width < 1:
         raise ValueError(f"ell_layout: width must be >= 1, got {width}")
     if not (seg.ndim == idx.ndim == w.ndim == 1 and len(seg) == len(idx) == len(w)):
-        raise ValueError(f"ell_layout: seg, idx and w must be 1-d of one length, got shapes "
-                         f"{seg.shape}, {idx.shape}, {w.shape}")
+        raise ValueError(
+            f"ell_layout: seg, idx and w must be 1-d of one length, got shapes "
+            f"{seg.shape}, {idx.shape}, {w.shape}"
+        )
     _check_range(seg_name, seg, n_seg)
     if not np.all(np.isfinite(w)):
-        raise ValueError(f"ell_layout: weight of entry {int(np.flatnonzero(~np.isfinite(w))[0])} "
-                         f"is not finite ({w[~np.isfinite(w)][0]})")
+        raise ValueError(
+            f"ell_layout: weight of entry {int(np.flatnonzero(~np.isfinite(w))[0])} "
+            f"is not finite ({w[~np.isfinite(w)][0]})"
+        )
     order = np.lexsort((idx, seg))
     seg, idx, w = seg[order], idx[order], w[order]
     counts = np.bincount(seg, minlength=n_seg)
@@ -70,8 +81,16 @@ def ell_layout(seg: np.ndarray, idx: np.ndarray, w: np.ndarray, *, n_seg: int,
     return {"idx": out_idx, "w": out_w, "seg": seg_of_chunk}
 
 
-def bag_layout(row: np.ndarray, item: np.ndarray, weight: np.ndarray, *, n_rows: int,
-               n_items: int, width: int = 16, item_blocks: int = 1) -> dict:
+def bag_layout(
+    row: np.ndarray,
+    item: np.ndarray,
+    weight: np.ndarray,
+    *,
+    n_rows: int,
+    n_items: int,
+    width: int = 16,
+    item_blocks: int = 1,
+) -> dict:
     """Forward (by row) and backward (by item) ELL layouts of the sparse matrix X[row, item].
 
     Repeated (row, item) entries add up, as in a dense scatter-add.
@@ -95,8 +114,9 @@ def bag_layout(row: np.ndarray, item: np.ndarray, weight: np.ndarray, *, n_rows:
         row, item = np.asarray(row), np.asarray(item)  # item ids are in range (checked above)
         _check_range("row", row, n_rows)
         block = item.astype(np.int64) * item_blocks // n_items
-        fwd = ell_layout(block * n_rows + row, item, weight, n_seg=item_blocks * n_rows,
-                         width=width)
+        fwd = ell_layout(
+            block * n_rows + row, item, weight, n_seg=item_blocks * n_rows, width=width
+        )
         fwd["seg"] = (fwd["seg"] % n_rows).astype(np.int32)
     return {"fwd": fwd, "bwd": bwd}
 
@@ -104,15 +124,17 @@ def bag_layout(row: np.ndarray, item: np.ndarray, weight: np.ndarray, *, n_rows:
 def _check_range(name: str, a: np.ndarray, n: int) -> None:
     bad = np.flatnonzero((a < 0) | (a >= n)) if len(a) else []
     if len(bad):
-        raise ValueError(f"{name} id {int(a[bad[0]])} of entry {int(bad[0])} is outside "
-                         f"[0, {n})")
+        raise ValueError(f"{name} id {int(a[bad[0]])} of entry {int(bad[0])} is outside [0, {n})")
 
 
 def _pad_chunks(lay: dict, n_chunks: int) -> dict:
     k = n_chunks - lay["idx"].shape[0]
     last = lay["seg"][-1] if len(lay["seg"]) else 0
-    return {"idx": np.pad(lay["idx"], ((0, k), (0, 0))), "w": np.pad(lay["w"], ((0, k), (0, 0))),
-            "seg": np.concatenate([lay["seg"], np.full(k, last, np.int32)])}
+    return {
+        "idx": np.pad(lay["idx"], ((0, k), (0, 0))),
+        "w": np.pad(lay["w"], ((0, k), (0, 0))),
+        "seg": np.concatenate([lay["seg"], np.full(k, last, np.int32)]),
+    }
 
 
 def stack_layouts(layouts: list[dict]) -> dict:
@@ -136,8 +158,7 @@ def _ell_reduce(table: jax.Array, lay: dict, n_seg: int, *, seg_sorted: bool) ->
     acc = w[:, 0, None] * table[idx[:, 0]]
     for slot in range(1, idx.shape[1]):  # unrolled: XLA fuses the gathers and the sum
         acc = acc + w[:, slot, None] * table[idx[:, slot]]
-    return jax.ops.segment_sum(acc, lay["seg"], num_segments=n_seg,
-                               indices_are_sorted=seg_sorted)
+    return jax.ops.segment_sum(acc, lay["seg"], num_segments=n_seg, indices_are_sorted=seg_sorted)
 
 
 def bag_matmul(table: jax.Array, layout: dict, *, n_rows: int) -> jax.Array:
@@ -180,8 +201,15 @@ def _zero_cotangent(x):
     return np.zeros(x.shape, jax.dtypes.float0)
 
 
-def _chunk(key: jax.Array, valid: jax.Array, *, n_seg: int, width: int, n_chunks: int,
-           presorted: bool = False):
+def _chunk(
+    key: jax.Array,
+    valid: jax.Array,
+    *,
+    n_seg: int,
+    width: int,
+    n_chunks: int,
+    presorted: bool = False,
+):
     """Slots i32[n_chunks, width] (into the entries; -1 for padding) and segment i32[n_chunks]
     of the valid entries grouped by `key` i32[e] in [0, n_seg), chunks sorted by segment;
     `presorted`: the entries are sorted by key already, invalid ones last (no sort)."""
@@ -189,18 +217,26 @@ def _chunk(key: jax.Array, valid: jax.Array, *, n_seg: int, width: int, n_chunks
     k = jnp.where(valid, key, n_seg)
     order = jnp.arange(e) if presorted else jnp.argsort(k, stable=True)
     ks = k[order]
-    cnt = jax.ops.segment_sum(valid.astype(jnp.int32), jnp.where(valid, key, 0),
-                              num_segments=n_seg)
+    cnt = jax.ops.segment_sum(valid.astype(jnp.int32), jnp.where(valid, key, 0), num_segments=n_seg)
     n_ch = (cnt + width - 1) // width
     first = jnp.cumsum(n_ch) - n_ch
     seg = jnp.minimum(ks, n_seg - 1)
     pos = jnp.arange(e) - (jnp.cumsum(cnt) - cnt)[seg]
-    dest = jnp.where(ks < n_seg, (first[seg] + pos // width) * width + pos % width,
-                     n_chunks * width + jnp.arange(e))
-    slot = jnp.full((n_chunks * width,), -1, jnp.int32).at[dest].set(
-        order.astype(jnp.int32), mode="drop")
-    owner = jnp.zeros((n_chunks,), jnp.int32).at[first].max(
-        jnp.arange(n_seg, dtype=jnp.int32), mode="drop")
+    dest = jnp.where(
+        ks < n_seg,
+        (first[seg] + pos // width) * width + pos % width,
+        n_chunks * width + jnp.arange(e),
+    )
+    slot = (
+        jnp.full((n_chunks * width,), -1, jnp.int32)
+        .at[dest]
+        .set(order.astype(jnp.int32), mode="drop")
+    )
+    owner = (
+        jnp.zeros((n_chunks,), jnp.int32)
+        .at[first]
+        .max(jnp.arange(n_seg, dtype=jnp.int32), mode="drop")
+    )
     return slot.reshape(n_chunks, width), jax.lax.cummax(owner)
 
 
@@ -223,8 +259,9 @@ def graph_bag_matmul(table, items, weights, mask, *, capacity: int, width: int =
     row = put(b, jnp.repeat(jnp.arange(b, dtype=jnp.int32), L))
     item = put(0, jnp.clip(items, 0, n - 1).astype(jnp.int32))
     w = put(0, weights.astype(table.dtype))  # slot `capacity`: a zero entry for padding
-    f_slot, f_seg = _chunk(row, row < b, n_seg=b, width=width, n_chunks=capacity // width + b,
-                          presorted=True)  # packed row-major
+    f_slot, f_seg = _chunk(
+        row, row < b, n_seg=b, width=width, n_chunks=capacity // width + b, presorted=True
+    )  # packed row-major
     f_slot = jnp.where(f_slot < 0, capacity, f_slot)
 
     def reduce(src, idx, wt, seg, n_out):
@@ -235,13 +272,23 @@ def graph_bag_matmul(table, items, weights, mask, *, capacity: int, width: int =
         return reduce(t, lay["item"][lay["f_slot"]], lay["w"][lay["f_slot"]], lay["f_seg"], b)
 
     def bwd(lay, g):
-        slot, seg = _chunk(lay["item"], lay["row"] < b, n_seg=n, width=width,
-                           n_chunks=capacity // width + min(n, capacity))
+        slot, seg = _chunk(
+            lay["item"],
+            lay["row"] < b,
+            n_seg=n,
+            width=width,
+            n_chunks=capacity // width + min(n, capacity),
+        )
         slot = jnp.where(slot < 0, capacity, slot)
         d_table = reduce(g, jnp.minimum(lay["row"], b - 1)[slot], lay["w"][slot], seg, n)
         return d_table, jax.tree.map(_zero_cotangent, lay)
 
     matmul.defvjp(lambda t, lay: (matmul(t, lay), lay), bwd)
-    lay = {"item": item, "row": row, "w": jax.lax.stop_gradient(w), "f_slot": f_slot,
-           "f_seg": f_seg}
+    lay = {
+        "item": item,
+        "row": row,
+        "w": jax.lax.stop_gradient(w),
+        "f_slot": f_slot,
+        "f_seg": f_seg,
+    }
     return matmul(table, lay)

@@ -114,7 +114,8 @@ class Peak:
         if self._jax0 and after and "peak_bytes_in_use" in after:
             if after["peak_bytes_in_use"] > self._jax0.get("peak_bytes_in_use", 0):
                 self.jax_mb = round(
-                    (after["peak_bytes_in_use"] - self._jax0.get("bytes_in_use", 0)) / MB, 1)
+                    (after["peak_bytes_in_use"] - self._jax0.get("bytes_in_use", 0)) / MB, 1
+                )
 
     def as_dict(self) -> dict:
         out = {"peak_rss_mb": self.rss_mb}
@@ -131,8 +132,10 @@ def xla_memory_mb(compiled) -> dict:
     """Static sizes of a compiled JAX program (arguments, outputs, temporaries), MB."""
     try:
         m = compiled.memory_analysis()
-        return {"xla_args_mb": round(m.argument_size_in_bytes / MB, 1),
-                "xla_temp_mb": round(m.temp_size_in_bytes / MB, 1)}
+        return {
+            "xla_args_mb": round(m.argument_size_in_bytes / MB, 1),
+            "xla_temp_mb": round(m.temp_size_in_bytes / MB, 1),
+        }
     except Exception:  # noqa: BLE001 - not every backend reports it
         return {}
 
@@ -157,8 +160,14 @@ class Variant:
         return {}
 
 
-def interleaved(variants: dict, *, rounds: int, warmup: int = 1, jax_device=None,
-                log: Callable[[str], None] = lambda m: None) -> dict:
+def interleaved(
+    variants: dict,
+    *,
+    rounds: int,
+    warmup: int = 1,
+    jax_device=None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
     """Sets up and warms up each variant alone (peak memory), then times `rounds` rounds.
 
     Returns:
@@ -185,7 +194,7 @@ def interleaved(variants: dict, *, rounds: int, warmup: int = 1, jax_device=None
     times = {n: [] for n in names}
     losses = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % max(1, len(names)):] + names[: r % max(1, len(names))]
+        order = names[r % max(1, len(names)) :] + names[: r % max(1, len(names))]
         for name in order:
             t0 = time.perf_counter()
             try:
@@ -196,20 +205,31 @@ def interleaved(variants: dict, *, rounds: int, warmup: int = 1, jax_device=None
                 names.remove(name)
                 continue
             times[name].append(time.perf_counter() - t0)
-        log(f"round {r + 1}/{rounds}: " + ", ".join(
-            f"{n} {times[n][-1]:.3f}s" for n in names if times[n]))
+        log(
+            f"round {r + 1}/{rounds}: "
+            + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names if times[n])
+        )
     for name, v in live.items():
         try:
             extra = {**v.info(), **v.finish()}
         except Exception as e:  # noqa: BLE001
             extra = {"finish_error": repr(e)[:500]}
-        out[name].update(median_s=statistics.median(times[name]), times_s=times[name],
-                         losses=losses[name], **extra)
+        out[name].update(
+            median_s=statistics.median(times[name]),
+            times_s=times[name],
+            losses=losses[name],
+            **extra,
+        )
     return out
 
 
-def median_time(fn: Callable[[], object], *, repeats: int, warmup: int = 1,
-                sync: Callable[[object], object] = lambda x: x) -> tuple[float, list[float]]:
+def median_time(
+    fn: Callable[[], object],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    sync: Callable[[object], object] = lambda x: x,
+) -> tuple[float, list[float]]:
     """Median wall seconds of `sync(fn())` over `repeats` timed calls after `warmup` calls."""
     for _ in range(warmup):
         sync(fn())

@@ -93,8 +93,16 @@ def _cfg(sparse: bool) -> C.RunConfig:
     return dataclasses.replace(cfg, mf=dataclasses.replace(cfg.mf, **mf))
 
 
-def mf_stage(train: Interactions, *, sparse: bool, seed: int, epochs: int = 1,
-             batch: int = BATCH, optimizer: str = "adam", lr: float = LR):
+def mf_stage(
+    train: Interactions,
+    *,
+    sparse: bool,
+    seed: int,
+    epochs: int = 1,
+    batch: int = BATCH,
+    optimizer: str = "adam",
+    lr: float = LR,
+):
     """`({"mf": initial params, "hyper": its traced mf.reg}, Stage)` from `domain_mf`, the
     library's MF stage (`optimizer` "adam", or "adagrad": row-wise Adagrad when sparse)."""
     from transferjax.methods.api import hyper_init
@@ -157,8 +165,14 @@ class JaxMF(Variant):
     def setup(self) -> None:
         from transferjax.train.trainer import make_epoch_fn
 
-        params, stage = mf_stage(self.train, sparse=self.sparse, seed=self.seed,
-                                 batch=self.batch, optimizer=self.optimizer, lr=self.lr)
+        params, stage = mf_stage(
+            self.train,
+            sparse=self.sparse,
+            seed=self.seed,
+            batch=self.batch,
+            optimizer=self.optimizer,
+            lr=self.lr,
+        )
         self.part = jax.device_put(params["mf"], self.device)
         self.frozen = jax.device_put({"hyper": params["hyper"]}, self.device)
         self.state = stage.optimizer.init(self.part)
@@ -169,8 +183,7 @@ class JaxMF(Variant):
         t0 = time.perf_counter()
         self.compiled = (
             make_epoch_fn(stage)
-            .lower(self.part, self.state, self.frozen, self.examples, self.key,
-                   self._idx(self.key))
+            .lower(self.part, self.state, self.frozen, self.examples, self.key, self._idx(self.key))
             .compile()
         )
         self.compile_s = time.perf_counter() - t0
@@ -221,8 +234,9 @@ class TorchMFVariant(Variant):
         from benchmarks.torch_ref import TorchMF, mf_optimizers
 
         t, dev = self.train, self.device
-        self.model = TorchMF(t.n_users, t.n_items, DIM,
-                             sparse=self.kind.startswith("sparse")).to(dev)
+        self.model = TorchMF(t.n_users, t.n_items, DIM, sparse=self.kind.startswith("sparse")).to(
+            dev
+        )
         self.model.load_jax(self.init)
         opts = mf_optimizers(self.model, kind=self.kind, lr=self.lr)
         model = self.model

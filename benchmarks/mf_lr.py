@@ -30,14 +30,19 @@ def sweep(train, valid, *, epochs: int = EPOCHS, grid=GRID, torch_too: bool = Tr
     out = {"jax_rowwise": {}, "torch_sparse": {}}
     init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
     for lr in grid:
-        variants = {"jax_rowwise": M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
-                                           lr=lr)}
+        variants = {"jax_rowwise": M.JaxMF(train, valid, sparse=True, optimizer="adagrad", lr=lr)}
         if torch_too:
             import torch
 
             variants["torch_sparse"] = M.TorchMFVariant(
-                train, valid, kind="sparse_adagrad", compile=False, init=init, lr=lr,
-                device=torch.device("cpu"))
+                train,
+                valid,
+                kind="sparse_adagrad",
+                compile=False,
+                init=init,
+                lr=lr,
+                device=torch.device("cpu"),
+            )
         for name, v in variants.items():
             v.setup()
             for _ in range(epochs):
@@ -54,8 +59,9 @@ def best(rmse: dict) -> float:
 def main(argv=None) -> int:
     from benchmarks import mf_bench as M
 
-    argparse.ArgumentParser(prog="python -m benchmarks.mf_lr",
-                            description=__doc__.splitlines()[0]).parse_args(argv)
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.mf_lr", description=__doc__.splitlines()[0]
+    ).parse_args(argv)
 
     try:
         import torch  # noqa: F401
@@ -66,14 +72,26 @@ def main(argv=None) -> int:
     train, valid = M.random_split(M.load_ml1m(), seed=SPLIT_SEED)
     res = sweep(train, valid, torch_too=torch_too)
     picked = {k: best(v) for k, v in res.items() if v}
-    report = {"split_seed": SPLIT_SEED, "epochs": EPOCHS, "grid": GRID, "valid_rmse": res,
-              "best": picked, "in_use": M.ADAGRAD_LR}
+    report = {
+        "split_seed": SPLIT_SEED,
+        "epochs": EPOCHS,
+        "grid": GRID,
+        "valid_rmse": res,
+        "best": picked,
+        "in_use": M.ADAGRAD_LR,
+    }
     out = pathlib.Path(__file__).resolve().parent / "results" / "mf_lr.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     for name, rmse in res.items():
-        print(name, {lr: round(r, 4) for lr, r in rmse.items()}, "best", picked.get(name),
-              "in use", M.ADAGRAD_LR[name])
+        print(
+            name,
+            {lr: round(r, 4) for lr, r in rmse.items()},
+            "best",
+            picked.get(name),
+            "in use",
+            M.ADAGRAD_LR[name],
+        )
     stale = [k for k, lr in picked.items() if M.ADAGRAD_LR[k] != lr]
     if stale:
         print(f"mf_bench.ADAGRAD_LR differs from the sweep for {stale}", file=sys.stderr)

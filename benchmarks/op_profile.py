@@ -34,11 +34,41 @@ import time
 import jax
 
 KINDS = ("gather", "scatter", "dot", "reduce", "elementwise", "copy", "wait", "other")
-_ELEMENTWISE = {"add", "subtract", "multiply", "divide", "select", "maximum", "minimum",
-                "exponential", "log", "sqrt", "rsqrt", "compare", "and", "or", "negate",
-                "broadcast", "convert", "concatenate", "bitcast", "slice", "dynamic-slice",
-                "dynamic-update-slice", "iota", "power", "tanh", "logistic", "abs", "pad",
-                "reshape", "transpose", "clamp", "exponential-minus-one", "log-plus-one"}
+_ELEMENTWISE = {
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "select",
+    "maximum",
+    "minimum",
+    "exponential",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "compare",
+    "and",
+    "or",
+    "negate",
+    "broadcast",
+    "convert",
+    "concatenate",
+    "bitcast",
+    "slice",
+    "dynamic-slice",
+    "dynamic-update-slice",
+    "iota",
+    "power",
+    "tanh",
+    "logistic",
+    "abs",
+    "pad",
+    "reshape",
+    "transpose",
+    "clamp",
+    "exponential-minus-one",
+    "log-plus-one",
+}
 # Control flow encloses the ops it runs (when its thread blocks on them), so it is not summed.
 _CONTROL = {"while", "conditional", "call"}
 
@@ -47,18 +77,20 @@ def op_kind(name: str, hlo: str) -> tuple[str, str]:
     """(kind, result shape) of the instruction `name` in the optimized HLO text `hlo`."""
     if "Await" in name:
         return "wait", ""
-    m = re.search(r"^\s*(?:ROOT )?%" + re.escape(name) + r" = (.+?) ([a-z\-]+)\((.*)$", hlo,
-                  re.M)
+    m = re.search(r"^\s*(?:ROOT )?%" + re.escape(name) + r" = (.+?) ([a-z\-]+)\((.*)$", hlo, re.M)
     if not m:
         return "other", ""
     shape, opcode = m.group(1), m.group(2)
     if opcode == "fusion":
         callee = re.search(r"calls=%([\w.\-]+)", m.group(3))
-        body = callee and re.search(r"^%" + re.escape(callee.group(1)) + r" .*?^}", hlo,
-                                    re.M | re.S)
+        body = callee and re.search(
+            r"^%" + re.escape(callee.group(1)) + r" .*?^}", hlo, re.M | re.S
+        )
         inside = set(re.findall(r"= \S+ ([a-z\-]+)\(", body.group(0))) if body else set()
-        opcode = next((k for k in ("scatter", "gather", "dot", "reduce") if k in inside),
-                      "add" if inside & _ELEMENTWISE else "other")
+        opcode = next(
+            (k for k in ("scatter", "gather", "dot", "reduce") if k in inside),
+            "add" if inside & _ELEMENTWISE else "other",
+        )
     if opcode in ("gather", "scatter", "copy", "reduce"):
         return opcode, shape
     if opcode in _CONTROL:
@@ -74,8 +106,13 @@ def _op_events(trace_dir: str, hlo: str) -> list[tuple[str, float]]:
     names = set(re.findall(r"^\s*(?:ROOT )?%(\S+) = ", hlo, re.M))
     files = sorted(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True))
     data = jax.profiler.ProfileData.from_file(files[-1])
-    return [(ev.name, ev.duration_ns) for plane in data.planes for line in plane.lines
-            for ev in line.events if ev.name in names or "Await" in ev.name]
+    return [
+        (ev.name, ev.duration_ns)
+        for plane in data.planes
+        for line in plane.lines
+        for ev in line.events
+        if ev.name in names or "Await" in ev.name
+    ]
 
 
 def profile(variant, *, steps_per_run: int, rounds: int = 5, top: int = 8) -> dict:
@@ -105,32 +142,45 @@ def profile(variant, *, steps_per_run: int, rounds: int = 5, top: int = 8) -> di
         by_kind[kinds[name][0]] += us
     return {
         "wall_us_per_step": best / steps_per_run * 1e6,
-        "ops_per_step": sum(count[n] for n in per_op if kinds[n][0] != "wait")
-        / steps_per_run,
+        "ops_per_step": sum(count[n] for n in per_op if kinds[n][0] != "wait") / steps_per_run,
         "busy_us_per_step": sum(us for n, us in per_op.items() if kinds[n][0] != "wait"),
         "us_by_kind": by_kind,
-        "top_ops": [{"op": n, "kind": kinds[n][0], "shape": kinds[n][1], "us_per_step": us}
-                    for n, us in per_op.most_common(top)],
+        "top_ops": [
+            {"op": n, "kind": kinds[n][0], "shape": kinds[n][1], "us_per_step": us}
+            for n, us in per_op.most_common(top)
+        ],
     }
 
 
 def to_markdown(res: dict) -> str:
     """The tables of `main`'s results."""
-    lines = [f"# Op profile (`{res.get('command', 'python -m benchmarks.op_profile')}`)", "",
-             f"{res['backend']} ({res['cpus']} cores, load {res['loadavg_1min']:.2f}), "
-             f"JAX {res['jax']}. Microseconds per step.", "",
-             "| case | wall | ops/step | busy | " + " | ".join(KINDS) + " |",
-             "|---" * (4 + len(KINDS)) + "|"]
+    lines = [
+        f"# Op profile (`{res.get('command', 'python -m benchmarks.op_profile')}`)",
+        "",
+        f"{res['backend']} ({res['cpus']} cores, load {res['loadavg_1min']:.2f}), "
+        f"JAX {res['jax']}. Microseconds per step.",
+        "",
+        "| case | wall | ops/step | busy | " + " | ".join(KINDS) + " |",
+        "|---" * (4 + len(KINDS)) + "|",
+    ]
     for case, r in res["cases"].items():
         k = r["us_by_kind"]
-        lines.append(f"| {case} | {r['wall_us_per_step']:.0f} | {r['ops_per_step']:.0f} | "
-                     f"{r['busy_us_per_step']:.0f} | "
-                     + " | ".join(f"{k[x]:.0f}" for x in KINDS) + " |")
+        lines.append(
+            f"| {case} | {r['wall_us_per_step']:.0f} | {r['ops_per_step']:.0f} | "
+            f"{r['busy_us_per_step']:.0f} | " + " | ".join(f"{k[x]:.0f}" for x in KINDS) + " |"
+        )
     for case, r in res["cases"].items():
-        lines += ["", f"## {case}: largest ops", "", "| op | kind | shape | us/step |",
-                  "|---|---|---|---|"]
-        lines += [f"| {o['op']} | {o['kind']} | `{o['shape']}` | {o['us_per_step']:.1f} |"
-                  for o in r["top_ops"]]
+        lines += [
+            "",
+            f"## {case}: largest ops",
+            "",
+            "| op | kind | shape | us/step |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {o['op']} | {o['kind']} | `{o['shape']}` | {o['us_per_step']:.1f} |"
+            for o in r["top_ops"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -143,15 +193,23 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks import dann_bench as D
     from benchmarks import mf_bench as M
 
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.op_profile",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.op_profile", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    ap.add_argument("--out", type=pathlib.Path,
-                    default=pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json",
-                    help="JSON path; the markdown goes beside it (.md)")
+    ap.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path(__file__).resolve().parent / "results" / "op_profile.json",
+        help="JSON path; the markdown goes beside it (.md)",
+    )
     ap.add_argument("--top", type=int, default=8, help="largest ops listed per case")
-    ap.add_argument("--item-blocks", type=int, default=D.ITEM_BLOCKS,
-                    help="dann_bag: item ranges of the ELL forward layout (benchmarks.ell)")
+    ap.add_argument(
+        "--item-blocks",
+        type=int,
+        default=D.ITEM_BLOCKS,
+        help="dann_bag: item ranges of the ELL forward layout (benchmarks.ell)",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     inter = M.load_ml1m()
@@ -159,21 +217,30 @@ def main(argv: list[str] | None = None) -> dict:
     mf_steps = -(-len(train) // M.BATCH)
     make = {
         "mf_sparse": lambda: (M.JaxMF(train, valid, sparse=True), mf_steps),
-        "mf_sparse_adagrad": lambda: (M.JaxMF(train, valid, sparse=True, optimizer="adagrad"),
-                                      mf_steps),
+        "mf_sparse_adagrad": lambda: (
+            M.JaxMF(train, valid, sparse=True, optimizer="adagrad"),
+            mf_steps,
+        ),
         "mf_dense": lambda: (M.JaxMF(train, valid, sparse=False), mf_steps),
-        "dann_bag": lambda: (D.JaxDANN(D.make_pool(inter, n_pool=4, item_blocks=args.item_blocks),
-                                       form="bag", steps=20), 20),
+        "dann_bag": lambda: (
+            D.JaxDANN(
+                D.make_pool(inter, n_pool=4, item_blocks=args.item_blocks), form="bag", steps=20
+            ),
+            20,
+        ),
     }
     cases = {}
     for name in args.cases:
         variant, steps = make[name]()
         cases[name] = profile(variant, steps_per_run=steps, top=args.top)
-    res = {"backend": jax.default_backend(), "jax": jax.__version__,
-           "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-           "loadavg_1min": os.getloadavg()[0],
-           "command": " ".join(["python -m benchmarks.op_profile", *argv]),
-           "cases": cases}
+    res = {
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg_1min": os.getloadavg()[0],
+        "command": " ".join(["python -m benchmarks.op_profile", *argv]),
+        "cases": cases,
+    }
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")

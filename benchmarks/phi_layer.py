@@ -45,8 +45,14 @@ def load(name: str) -> Interactions | None:
         lens = np.minimum(rng.geometric(1 / 8, 20_000), 400)
         user = np.repeat(np.arange(len(lens)), lens).astype(np.int32)
         item = rng.integers(0, 10_000, len(user)).astype(np.int32)
-        return Interactions(user=user, item=item, rating=np.ones(len(user), np.float32),
-                            n_users=len(lens), n_items=10_000, name="synthetic")
+        return Interactions(
+            user=user,
+            item=item,
+            rating=np.ones(len(user), np.float32),
+            n_users=len(lens),
+            n_items=10_000,
+            name="synthetic",
+        )
     if name.startswith("cdrib"):
         from transferjax.data.cdrib import load_cdrib
 
@@ -62,13 +68,24 @@ def load(name: str) -> Interactions | None:
         return None
 
 
-def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: int = 16,
-               rounds: int = 5, d: int = 256, trials: int = 1) -> dict:
+def time_forms(
+    inter: Interactions,
+    *,
+    batch: int = 256,
+    pool: int = 8,
+    steps: int = 16,
+    rounds: int = 5,
+    d: int = 256,
+    trials: int = 1,
+) -> dict:
     """ms/step of the dense and packed first layer (forward, backward, SGD) on one domain."""
     bags, spec = U.domain_bags(inter)
     rng = np.random.default_rng(0)
-    users = jnp.asarray(np.stack([rng.choice(inter.n_users, batch, replace=False)
-                                  for _ in range(pool)]).astype(np.int32))
+    users = jnp.asarray(
+        np.stack([rng.choice(inter.n_users, batch, replace=False) for _ in range(pool)]).astype(
+            np.int32
+        )
+    )
     cap = spec.capacity(batch)
     emb = jnp.asarray(rng.normal(size=(inter.n_items, d)).astype(np.float32) * 0.01)
     g = jnp.asarray(rng.normal(size=(batch, d)).astype(np.float32))
@@ -79,17 +96,25 @@ def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: i
         w = PHI.interest(rating, inp, mu=spec.mu, explicit=spec.explicit)
         return jnp.clip(items, 0, spec.n_items - 1), w, inp
 
-    forms = {"dense": lambda e, b: PHI.first_layer(e, *b, layer="dense"),
-             "packed": lambda e, b: PHI.first_layer(e, *b, layer="packed", capacity=cap)}
+    forms = {
+        "dense": lambda e, b: PHI.first_layer(e, *b, layer="dense"),
+        "packed": lambda e, b: PHI.first_layer(e, *b, layer="packed", capacity=cap),
+    }
     if trials > 1:
-        forms["packed_distinct"] = lambda e, b: PHI.first_layer(e, *b, layer="packed",
-                                                                capacity=cap, overflow="nan")
+        forms["packed_distinct"] = lambda e, b: PHI.first_layer(
+            e, *b, layer="packed", capacity=cap, overflow="nan"
+        )
         emb = jnp.broadcast_to(emb, (trials, *emb.shape))
-    out = {"n_items": inter.n_items, "max_len": spec.max_len, "capacity": cap,
-           "chosen": PHI.choose_layer(batch=batch, capacity=cap, n_items=inter.n_items)}
+    out = {
+        "n_items": inter.n_items,
+        "max_len": spec.max_len,
+        "capacity": cap,
+        "chosen": PHI.choose_layer(batch=batch, capacity=cap, n_items=inter.n_items),
+    }
     entries = [int(jnp.sum(batch_of(j, jax.random.key(j))[2])) for j in range(pool)]
     out["entries_mean"] = float(np.mean(entries))
     for name, form in forms.items():
+
         def run(e, form=form):
             def trial(e, t, k):
                 b = batch_of(t % pool, jax.random.fold_in(jax.random.key(t), k))
@@ -99,6 +124,7 @@ def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: i
                 if trials > 1:
                     return jax.vmap(trial, in_axes=(0, None, 0))(e, t, jnp.arange(trials)), None
                 return trial(e, t, 0), None
+
             return jax.lax.scan(body, e, jnp.arange(steps))[0]
 
         f = jax.jit(run)
@@ -116,15 +142,18 @@ def time_forms(inter: Interactions, *, batch: int = 256, pool: int = 8, steps: i
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.phi_layer",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.phi_layer", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--domains", nargs="+", choices=DOMAINS, default=list(DOMAINS))
     ap.add_argument("--trials", type=int, default=1, help="trials vmapped in each step")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     res = {}
     extra = " packed_distinct ms |" if args.trials > 1 else ""
-    print(f"| domain | items | max len | entries/batch | capacity | dense ms | packed ms |{extra} "
-          f"slot_cost | chosen |\n|---|---|---|---|---|---|---|{'---|' if extra else ''}---|---|")
+    print(
+        f"| domain | items | max len | entries/batch | capacity | dense ms | packed ms |{extra} "
+        f"slot_cost | chosen |\n|---|---|---|---|---|---|---|{'---|' if extra else ''}---|---|"
+    )
     for name in args.domains:
         inter = load(name)
         if inter is None:
@@ -132,9 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         r = res[name] = time_forms(inter, trials=args.trials)
         more = f" {r['packed_distinct_ms']:.2f} |" if extra else ""
-        print(f"| {name} | {r['n_items']} | {r['max_len']} | {r['entries_mean']:.0f} | "
-              f"{r['capacity']} | {r['dense_ms']:.2f} | {r['packed_ms']:.2f} |{more} "
-              f"{r['slot_cost']:.0f} | {r['chosen']} |", flush=True)
+        print(
+            f"| {name} | {r['n_items']} | {r['max_len']} | {r['entries_mean']:.0f} | "
+            f"{r['capacity']} | {r['dense_ms']:.2f} | {r['packed_ms']:.2f} |{more} "
+            f"{r['slot_cost']:.0f} | {r['chosen']} |",
+            flush=True,
+        )
     if args.trials > 1:
         print(f"\n{args.trials} trials vmapped per step")
     print(f"\nPACKED_COST = {PHI.PACKED_COST}; jax {jax.__version__} on {jax.default_backend()}")

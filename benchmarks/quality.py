@@ -257,8 +257,10 @@ def write_report(
             f"`{' '.join(task.overrides) or '(defaults)'}`" + ".",
             "",
             *([f"{task.note}", ""] if task.note else []),
-            *[f"Settings of `{m}` on this task: `{' '.join(v) or '(defaults)'}`.\n"
-              for m, v in task.settings],
+            *[
+                f"Settings of `{m}` on this task: `{' '.join(v) or '(defaults)'}`.\n"
+                for m, v in task.settings
+            ],
             to_markdown(tables),
             "",
         ]
@@ -291,16 +293,21 @@ def write_report(
 
 def build_parser() -> argparse.ArgumentParser:
     """The suite's flags."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="the quick suite")
-    p.add_argument("--runs", help="folder for the run folders "
-                   "(default runs/bench-quality[-quick])")
+    p.add_argument("--runs", help="folder for the run folders (default runs/bench-quality[-quick])")
     p.add_argument("--out", help="markdown file (default BENCHMARKS.md; quick: beside the runs)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell")
     p.add_argument("--only", help="comma-separated task names")
-    p.add_argument("--report-only", action="store_true",
-                   help="run nothing; report the finished run folders, list the rest")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing; report the finished run folders, list the rest",
+    )
     return p
 
 

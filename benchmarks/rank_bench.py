@@ -34,13 +34,25 @@ def heldout_split(inter: Interactions, *, n_heldout: int = 10, seed: int = 0):
     row_of = np.full(inter.n_users, -1, np.int32)
     row_of[users] = np.arange(len(users), dtype=np.int32)
     h = order[held]
-    heldout = HeldOut(pairs=np.stack([np.full(len(users), -1, np.int32), users], 1),
-                      row=row_of[inter.user[h]], item=inter.item[h], rating=inter.rating[h])
+    heldout = HeldOut(
+        pairs=np.stack([np.full(len(users), -1, np.int32), users], 1),
+        row=row_of[inter.user[h]],
+        item=inter.item[h],
+        rating=inter.rating[h],
+    )
     return inter.select(np.sort(order[~held])), heldout
 
 
-def bench(inter: Interactions, *, repeats: int, chunk_size: int = 1024, ks=(10, 20),
-          n_heldout: int = 10, dim: int = 32, device=None) -> dict:
+def bench(
+    inter: Interactions,
+    *,
+    repeats: int,
+    chunk_size: int = 1024,
+    ks=(10, 20),
+    n_heldout: int = 10,
+    dim: int = 32,
+    device=None,
+) -> dict:
     """Wall seconds of `full_ranking` over all users after compile, and the compile time."""
     from transferjax.eval.ranking import full_ranking
     from transferjax.models.mf import mf_init, mf_score_all
@@ -48,22 +60,36 @@ def bench(inter: Interactions, *, repeats: int, chunk_size: int = 1024, ks=(10, 
     device = device or jax.devices()[0]
     train, heldout = heldout_split(inter, n_heldout=n_heldout)
     with Peak(jax_device=device) as peak:
-        params = jax.device_put(mf_init(jax.random.key(0), n_users=inter.n_users,
-                                        n_items=inter.n_items, dim=dim, mu=3.5), device)
-        score = jax.jit(lambda src, tgt: mf_score_all(params["user"][tgt],
-                                                      params["user_bias"][tgt], params))
+        params = jax.device_put(
+            mf_init(
+                jax.random.key(0), n_users=inter.n_users, n_items=inter.n_items, dim=dim, mu=3.5
+            ),
+            device,
+        )
+        score = jax.jit(
+            lambda src, tgt: mf_score_all(params["user"][tgt], params["user_bias"][tgt], params)
+        )
 
         def call():
-            return full_ranking(score, heldout, exclude=train, n_items=inter.n_items, ks=ks,
-                                chunk_size=chunk_size)
+            return full_ranking(
+                score, heldout, exclude=train, n_items=inter.n_items, ks=ks, chunk_size=chunk_size
+            )
 
         t0 = time.perf_counter()
         metrics = call()
         first_s = time.perf_counter() - t0
         peak.restart()
         med, times = median_time(call, repeats=repeats, warmup=0)
-    return {"wall_s": med, "times_s": times, "first_call_s": first_s,
-            "compile_s": max(0.0, first_s - med), "n_users": metrics["n_users"],
-            "n_items": inter.n_items, "n_heldout": len(heldout), "n_excluded": len(train),
-            "chunk_size": chunk_size, "metrics": {k: v for k, v in metrics.items()
-                                                  if k != "n_users"}, **peak.as_dict()}
+    return {
+        "wall_s": med,
+        "times_s": times,
+        "first_call_s": first_s,
+        "compile_s": max(0.0, first_s - med),
+        "n_users": metrics["n_users"],
+        "n_items": inter.n_items,
+        "n_heldout": len(heldout),
+        "n_excluded": len(train),
+        "chunk_size": chunk_size,
+        "metrics": {k: v for k, v in metrics.items() if k != "n_users"},
+        **peak.as_dict(),
+    }

@@ -32,8 +32,10 @@ def time_forms(n_items: int, d: int, m: int, *, rounds: int = 5) -> dict:
     t = jnp.asarray(rng.normal(size=(USERS, d)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(n_items, d)).astype(np.float32))
     items = jnp.asarray(rng.integers(0, n_items, (USERS, m)).astype(np.int32))
-    forms = {"gather": lambda t, w, i: jnp.sum(t[:, None, :] * w[i], axis=-1),
-             "all": lambda t, w, i: jnp.take_along_axis(t @ w.T, i, axis=1)}
+    forms = {
+        "gather": lambda t, w, i: jnp.sum(t[:, None, :] * w[i], axis=-1),
+        "all": lambda t, w, i: jnp.take_along_axis(t @ w.T, i, axis=1),
+    }
     out = {}
     for name, f in forms.items():
         f = jax.jit(f)
@@ -49,18 +51,30 @@ def time_forms(n_items: int, d: int, m: int, *, rounds: int = 5) -> dict:
 
 
 def main(argv=None) -> None:
-    argparse.ArgumentParser(prog="python -m benchmarks.score_candidates",
-                            description=__doc__.splitlines()[0]).parse_args(argv)
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.score_candidates", description=__doc__.splitlines()[0]
+    ).parse_args(argv)
     print("| n_items | d | m | gather ms | all ms | gather_cost | chosen |")
     print("|---|---|---|---|---|---|---|")
-    for n_items, d, m in [(3706, 32, 100), (12319, 128, 1000), (12319, 64, 1000),
-                          (50_000, 64, 1000), (200_000, 64, 1000), (200_000, 64, 100)]:
+    for n_items, d, m in [
+        (3706, 32, 100),
+        (12319, 128, 1000),
+        (12319, 64, 1000),
+        (50_000, 64, 1000),
+        (200_000, 64, 1000),
+        (200_000, 64, 100),
+    ]:
         r = time_forms(n_items, d, m)
         chosen = "all" if GATHER_COST * m >= n_items else "gather"
-        print(f"| {n_items} | {d} | {m} | {1e3 * r['gather']:.1f} | {1e3 * r['all']:.1f} | "
-              f"{r['gather_cost']:.0f} | {chosen} |", flush=True)
-    print(f"\nGATHER_COST = {GATHER_COST}; jax {jax.__version__} on {jax.default_backend()}, "
-          f"{USERS} users")
+        print(
+            f"| {n_items} | {d} | {m} | {1e3 * r['gather']:.1f} | {1e3 * r['all']:.1f} | "
+            f"{r['gather_cost']:.0f} | {chosen} |",
+            flush=True,
+        )
+    print(
+        f"\nGATHER_COST = {GATHER_COST}; jax {jax.__version__} on {jax.default_backend()}, "
+        f"{USERS} users"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ def is_speed_section(name: str) -> bool:
 def section_names(text: str) -> list[str]:
     """Names of the complete marked sections of `text`, in order (an unclosed marker is not a
     section)."""
-    return [n for n in re.findall(r"<!-- ([\w.-]+):begin -->", text)
-            if f"<!-- {n}:end -->" in text]
+    return [n for n in re.findall(r"<!-- ([\w.-]+):begin -->", text) if f"<!-- {n}:end -->" in text]
 
 
 def section(text: str, name: str) -> str:

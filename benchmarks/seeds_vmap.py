@@ -50,11 +50,17 @@ CONFIGS = ("mf_dense", "mf_sparse", "phi")
 
 
 def _cfg(name: str, *, epochs: int, batch_size: int, phi_method: str) -> C.RunConfig:
-    trainer = C.TrainerConfig(epochs=epochs, batch_size=batch_size, eval_every=epochs,
-                              checkpoint_every=0)
+    trainer = C.TrainerConfig(
+        epochs=epochs, batch_size=batch_size, eval_every=epochs, checkpoint_every=0
+    )
     method = {"mf_dense": "mf", "mf_sparse": "mf", "phi": phi_method}[name]
-    return C.RunConfig(name=f"bench_{name}", method=method, data=C.DataConfig(name="ml1m_genre"),
-                       trainer=trainer, mf=MFConfig(sparse=name == "mf_sparse"))
+    return C.RunConfig(
+        name=f"bench_{name}",
+        method=method,
+        data=C.DataConfig(name="ml1m_genre"),
+        trainer=trainer,
+        mf=MFConfig(sparse=name == "mf_sparse"),
+    )
 
 
 def _no_eval(metric: str):
@@ -71,10 +77,15 @@ def _shuffle_s(n: int, batch_size: int, seeds: int) -> dict:
     """Seconds of the trainer's per-epoch shuffle (`epoch_batches`) alone, 1 key and `seeds`
     vmapped keys: part of every epoch time below."""
     out = {}
-    for name, keys in (("one", jax.random.key(0)),
-                       ("vmapped", jnp.stack([jax.random.key(i) for i in range(seeds)]))):
-        f = jax.jit(jax.vmap(lambda k: epoch_batches(k, n, batch_size)) if keys.ndim
-                    else (lambda k: epoch_batches(k, n, batch_size)))
+    for name, keys in (
+        ("one", jax.random.key(0)),
+        ("vmapped", jnp.stack([jax.random.key(i) for i in range(seeds)])),
+    ):
+        f = jax.jit(
+            jax.vmap(lambda k: epoch_batches(k, n, batch_size))
+            if keys.ndim
+            else (lambda k: epoch_batches(k, n, batch_size))
+        )
         jax.block_until_ready(f(keys))
         ts = []
         for _ in range(3):
@@ -129,10 +140,16 @@ def _bench_trainer(cfg, split, *, seeds: int, evaluate: bool, workers: int) -> d
     wall_p = time.perf_counter() - t0
     one = statistics.median(r.train_time for r in seq) / e
     out = {
-        "epoch_s": {"one": one, "vmapped": vm[0].train_time / e,
-                    "sequential": sum(r.train_time for r in seq) / e},
-        "compile_s": {"one": seq[0].compile_time, "vmapped": vm[0].compile_time,
-                      "sequential_total": sum(r.compile_time for r in seq)},
+        "epoch_s": {
+            "one": one,
+            "vmapped": vm[0].train_time / e,
+            "sequential": sum(r.train_time for r in seq) / e,
+        },
+        "compile_s": {
+            "one": seq[0].compile_time,
+            "vmapped": vm[0].compile_time,
+            "sequential_total": sum(r.compile_time for r in seq),
+        },
         "wall_s": {"vmapped": wall_v, "sequential": wall_s, "threads": wall_p},
         "threads": workers,
     }
@@ -141,9 +158,12 @@ def _bench_trainer(cfg, split, *, seeds: int, evaluate: bool, workers: int) -> d
             raise AssertionError("threaded seeds differ from sequential ones")
     metric = vm[0].select_metric
     if evaluate:
-        out["test"] = {metric: {
-            "vmapped_mean": float(np.mean([r.best["test"][metric] for r in vm])),
-            "sequential_mean": float(np.mean([r.best["test"][metric] for r in seq]))}}
+        out["test"] = {
+            metric: {
+                "vmapped_mean": float(np.mean([r.best["test"][metric] for r in vm])),
+                "sequential_mean": float(np.mean([r.best["test"][metric] for r in seq])),
+            }
+        }
     return out
 
 
@@ -159,10 +179,12 @@ def _bench_standin(split, *, epochs: int, seeds: int, batch_size: int) -> dict:
     src, tgt = split.source_train, split.target_train
     ov = split.data.overlap
     bag = interest_bags(src, max_len=256)
-    enc_init, enc_apply = encoder(kind="bag", n_items=src.n_items, n_users=src.n_users,
-                                  dims=(256, 128))
-    items, weights, mask = (jnp.asarray(getattr(bag, a)[ov[:, 0]])
-                            for a in ("items", "weights", "mask"))
+    enc_init, enc_apply = encoder(
+        kind="bag", n_items=src.n_items, n_users=src.n_users, dims=(256, 128)
+    )
+    items, weights, mask = (
+        jnp.asarray(getattr(bag, a)[ov[:, 0]]) for a in ("items", "weights", "mask")
+    )
     labels = jnp.asarray(to_dense_interest(interest_bags(tgt), tgt.n_items)[ov[:, 1]] > 0)
     n, b = len(ov), min(batch_size, len(ov))
     steps = -(-n // b)
@@ -213,27 +235,41 @@ def _bench_standin(split, *, epochs: int, seeds: int, batch_size: int) -> dict:
     keys = [jax.random.key(i) for i in range(seeds)]
     vm, cv = run(jnp.stack(keys), True)
     seq = [run(k, False) for k in keys]
-    return {"epoch_s": {"one": statistics.median(t for t, _ in seq), "vmapped": vm,
-                        "sequential": sum(t for t, _ in seq)},
-            "compile_s": {"one": seq[0][1], "vmapped": cv},  # later runs hit the jit cache
-            "note": "stand-in: bag encoder (256,128) + sigmoid head over target items, Adam, "
-                    f"{steps} steps of {b} overlap users per epoch"}
+    return {
+        "epoch_s": {
+            "one": statistics.median(t for t, _ in seq),
+            "vmapped": vm,
+            "sequential": sum(t for t, _ in seq),
+        },
+        "compile_s": {"one": seq[0][1], "vmapped": cv},  # later runs hit the jit cache
+        "note": "stand-in: bag encoder (256,128) + sigmoid head over target items, Adam, "
+        f"{steps} steps of {b} overlap users per epoch",
+    }
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.seeds_vmap",
-                                 description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.seeds_vmap", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="1 epoch, 4 seeds")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--phi-method", default="dann", help="dann | phi | standin")
-    ap.add_argument("--phi-seeds", type=int, default=4,
-                    help="seeds of the phi config (its build takes seconds per seed)")
+    ap.add_argument(
+        "--phi-seeds",
+        type=int,
+        default=4,
+        help="seeds of the phi config (its build takes seconds per seed)",
+    )
     ap.add_argument("--phi-epochs", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="threads of the threaded path (0: as `transferjax run`, one per core)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads of the threaded path (0: as `transferjax run`, one per core)",
+    )
     ap.add_argument("--out", default="benchmarks/results/seeds_vmap.json")
     args = ap.parse_args(argv)
     epochs, seeds = (1, 4) if args.quick else (args.epochs, args.seeds)
@@ -243,9 +279,12 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown configs {bad}; valid: {', '.join(CONFIGS)}")
     t0 = time.perf_counter()
     split = build_split(C.ProtocolConfig(), build_dataset(C.DataConfig(name="ml1m_genre")))
-    print(f"data: ml1m_genre cold_start split in {time.perf_counter() - t0:.1f}s; "
-          f"target train {len(split.target_train)} rows; backend {jax.default_backend()}; "
-          f"{epochs} epochs, {seeds} seeds", flush=True)
+    print(
+        f"data: ml1m_genre cold_start split in {time.perf_counter() - t0:.1f}s; "
+        f"target train {len(split.target_train)} rows; backend {jax.default_backend()}; "
+        f"{epochs} epochs, {seeds} seeds",
+        flush=True,
+    )
     rows = {}
     for name in names:
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -255,67 +294,96 @@ def main(argv=None) -> dict:
         if name == "phi" and args.phi_method == "standin":
             r = _bench_standin(split, epochs=n_epochs, seeds=n_seeds, batch_size=args.batch_size)
         else:
-            cfg = _cfg(name, epochs=n_epochs, batch_size=args.batch_size,
-                       phi_method=args.phi_method)
+            cfg = _cfg(
+                name, epochs=n_epochs, batch_size=args.batch_size, phi_method=args.phi_method
+            )
             try:
                 from transferjax.train.run import seed_workers
 
-                workers = seed_workers(C.override(cfg, "trainer.workers", str(args.threads)),
-                                       n_seeds)
-                r = _bench_trainer(cfg, split, seeds=n_seeds, evaluate=name != "phi",
-                                   workers=workers)
+                workers = seed_workers(
+                    C.override(cfg, "trainer.workers", str(args.threads)), n_seeds
+                )
+                r = _bench_trainer(
+                    cfg, split, seeds=n_seeds, evaluate=name != "phi", workers=workers
+                )
                 r["method"] = cfg.method
             except Exception as e:  # noqa: BLE001 - the phi method may be unfinished
                 if name != "phi":
                     raise
-                print(f"phi method {args.phi_method!r} failed ({type(e).__name__}: {e}); "
-                      "timing the stand-in", flush=True)
-                r = _bench_standin(split, epochs=n_epochs, seeds=n_seeds,
-                                   batch_size=args.batch_size)
+                print(
+                    f"phi method {args.phi_method!r} failed ({type(e).__name__}: {e}); "
+                    "timing the stand-in",
+                    flush=True,
+                )
+                r = _bench_standin(
+                    split, epochs=n_epochs, seeds=n_seeds, batch_size=args.batch_size
+                )
                 r["note"] += f"; {args.phi_method} failed: {type(e).__name__}: {e}"
             if name != "phi":
                 r["shuffle_s"] = _shuffle_s(len(split.target_train), args.batch_size, n_seeds)
         r.update(seeds=n_seeds, epochs=n_epochs, loadavg_1min=[load0, os.getloadavg()[0]])
         ep = r["epoch_s"]
-        r["ratio"] = {"sequential_over_vmapped": ep["sequential"] / ep["vmapped"],
-                      "vmapped_over_one": ep["vmapped"] / ep["one"]}
+        r["ratio"] = {
+            "sequential_over_vmapped": ep["sequential"] / ep["vmapped"],
+            "vmapped_over_one": ep["vmapped"] / ep["one"],
+        }
         if "wall_s" in r:
             w = r["wall_s"]
-            r["ratio"].update(wall_sequential_over_vmapped=w["sequential"] / w["vmapped"],
-                              wall_sequential_over_threads=w["sequential"] / w["threads"],
-                              wall_vmapped_over_threads=w["vmapped"] / w["threads"])
+            r["ratio"].update(
+                wall_sequential_over_vmapped=w["sequential"] / w["vmapped"],
+                wall_sequential_over_threads=w["sequential"] / w["threads"],
+                wall_vmapped_over_threads=w["vmapped"] / w["threads"],
+            )
         r["bench_wall_s"] = time.perf_counter() - t0
         rows[name] = r
         print(f"  {name}: done in {r['bench_wall_s']:.0f}s", flush=True)
-    hdr = (f"{'config':10} {'seeds':>5} {'1 seed':>8} {'N vmap':>8} {'N seq':>8} "
-           f"{'seq/vmap':>8} {'vmap/1':>7} {'compile 1/vmap':>15} {'shuffle 1/vmap':>15}")
-    print(f"\nseconds per epoch, compile excluded ({jax.default_backend()}, "
-          f"{os.cpu_count()} cpus, batch {args.batch_size})\n{hdr}")
+    hdr = (
+        f"{'config':10} {'seeds':>5} {'1 seed':>8} {'N vmap':>8} {'N seq':>8} "
+        f"{'seq/vmap':>8} {'vmap/1':>7} {'compile 1/vmap':>15} {'shuffle 1/vmap':>15}"
+    )
+    print(
+        f"\nseconds per epoch, compile excluded ({jax.default_backend()}, "
+        f"{os.cpu_count()} cpus, batch {args.batch_size})\n{hdr}"
+    )
     for name, r in rows.items():
         ep, ra, co = r["epoch_s"], r["ratio"], r["compile_s"]
         sh = r.get("shuffle_s")
         sh = f"{sh['one']:7.3f}/{sh['vmapped']:<7.3f}" if sh else f"{'-':>15}"
-        print(f"{name:10} {r['seeds']:5d} {ep['one']:8.3f} {ep['vmapped']:8.3f} "
-              f"{ep['sequential']:8.3f} {ra['sequential_over_vmapped']:8.2f} "
-              f"{ra['vmapped_over_one']:7.2f} {co['one']:7.1f}/{co['vmapped']:<7.1f} {sh}")
+        print(
+            f"{name:10} {r['seeds']:5d} {ep['one']:8.3f} {ep['vmapped']:8.3f} "
+            f"{ep['sequential']:8.3f} {ra['sequential_over_vmapped']:8.2f} "
+            f"{ra['vmapped_over_one']:7.2f} {co['one']:7.1f}/{co['vmapped']:<7.1f} {sh}"
+        )
         if "wall_s" in r:
             w = r["wall_s"]
-            print(f"  end to end ({r['epochs']} epochs, compiles and evaluation included): "
-                  f"vmapped {w['vmapped']:.1f}s, sequential {w['sequential']:.1f}s, "
-                  f"{r['threads']} threads {w['threads']:.1f}s; sequential/vmapped "
-                  f"{ra['wall_sequential_over_vmapped']:.2f}, sequential/threads "
-                  f"{ra['wall_sequential_over_threads']:.2f}, vmapped/threads "
-                  f"{ra['wall_vmapped_over_threads']:.2f}")
+            print(
+                f"  end to end ({r['epochs']} epochs, compiles and evaluation included): "
+                f"vmapped {w['vmapped']:.1f}s, sequential {w['sequential']:.1f}s, "
+                f"{r['threads']} threads {w['threads']:.1f}s; sequential/vmapped "
+                f"{ra['wall_sequential_over_vmapped']:.2f}, sequential/threads "
+                f"{ra['wall_sequential_over_threads']:.2f}, vmapped/threads "
+                f"{ra['wall_vmapped_over_threads']:.2f}"
+            )
         if "test" in r:
             print(f"  test: {r['test']}")
         if "note" in r:
             print(f"  note: {r['note']}")
-    result = {"dataset": "ml1m_genre", "protocol": "cold_start", "epochs": epochs, "seeds": seeds,
-              "command": " ".join(["python -m benchmarks.seeds_vmap",
-                                  *(sys.argv[1:] if argv is None else argv)]),
-              "batch_size": args.batch_size, "backend": jax.default_backend(),
-              "devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count(),
-              "host": platform.node(), "jax": jax.__version__, "configs": rows}
+    result = {
+        "dataset": "ml1m_genre",
+        "protocol": "cold_start",
+        "epochs": epochs,
+        "seeds": seeds,
+        "command": " ".join(
+            ["python -m benchmarks.seeds_vmap", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "batch_size": args.batch_size,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpus": os.cpu_count(),
+        "host": platform.node(),
+        "jax": jax.__version__,
+        "configs": rows,
+    }
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -77,9 +77,15 @@ def mf_step() -> dict:
     real = SP.sparse_update
     out = {}
     for name, rows in (("whole_step_ms", True), ("without_row_updates_ms", False)):
-        SP.sparse_update = real if rows else (
-            lambda params, state, row_grads, dense_grads, *, rule: real(
-                params, state, {}, dense_grads, rule=rule))
+        SP.sparse_update = (
+            real
+            if rows
+            else (
+                lambda params, state, row_grads, dense_grads, *, rule: real(
+                    params, state, {}, dense_grads, rule=rule
+                )
+            )
+        )
         try:
             v = M.JaxMF(train, valid, sparse=True)
             v.setup()
@@ -96,11 +102,17 @@ def mf_step() -> dict:
 
 
 def main(argv=None) -> dict:
-    argparse.ArgumentParser(prog="python -m benchmarks.sparse_step",
-                            description=__doc__.splitlines()[0]).parse_args(argv)
-    res = {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-           "loadavg_1min": os.getloadavg()[0], "backend": jax.default_backend(),
-           "plan": plan(), "adam_rule": adam_rule(), "mf_step": mf_step()}
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.sparse_step", description=__doc__.splitlines()[0]
+    ).parse_args(argv)
+    res = {
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg_1min": os.getloadavg()[0],
+        "backend": jax.default_backend(),
+        "plan": plan(),
+        "adam_rule": adam_rule(),
+        "mf_step": mf_step(),
+    }
     print(json.dumps(res, indent=2))
     out = pathlib.Path("benchmarks/results/sparse_step.json")
     out.parent.mkdir(parents=True, exist_ok=True)

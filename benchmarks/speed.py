@@ -59,15 +59,28 @@ DEFAULT_OUT = pathlib.Path("benchmarks/results/speed.json")  # from the reposito
 SECTIONS = ("mf", "batch", "dann", "rank", "scale")
 
 PROFILES = {  # MF trains 1 + mf_rounds epochs; DANN runs (1 + dann_rounds) * dann_steps steps
-    "quick": {"mf_rounds": 3, "dann_steps": 10, "dann_rounds": 5,
-              "rank_repeats": 3, "scale_rounds": 2,
-              "items": (1_000, 10_000, 100_000), "interactions": (100_000, 1_000_000),
-              "batches": (256, 4096), "batch_rounds": 1},
-    "full": {"mf_rounds": 5, "dann_steps": 20, "dann_rounds": 7,
-             "rank_repeats": 5, "scale_rounds": 2,
-             "items": (1_000, 10_000, 100_000, 1_000_000),
-             "interactions": (100_000, 1_000_000, 10_000_000),
-             "batches": (256, 1024, 4096), "batch_rounds": 2},
+    "quick": {
+        "mf_rounds": 3,
+        "dann_steps": 10,
+        "dann_rounds": 5,
+        "rank_repeats": 3,
+        "scale_rounds": 2,
+        "items": (1_000, 10_000, 100_000),
+        "interactions": (100_000, 1_000_000),
+        "batches": (256, 4096),
+        "batch_rounds": 1,
+    },
+    "full": {
+        "mf_rounds": 5,
+        "dann_steps": 20,
+        "dann_rounds": 7,
+        "rank_repeats": 5,
+        "scale_rounds": 2,
+        "items": (1_000, 10_000, 100_000, 1_000_000),
+        "interactions": (100_000, 1_000_000, 10_000_000),
+        "batches": (256, 1024, 4096),
+        "batch_rounds": 2,
+    },
 }
 SCALE_USERS, SCALE_ITEMS_FIXED, SCALE_N_FIXED = 10_000, 10_000, 100_000
 
@@ -157,8 +170,11 @@ def _fastest_threads(res: dict, rate: str) -> dict:
     for base, by in groups.items():
         ok = {t: r for t, r in by.items() if rate in r}
         best = max(ok, key=lambda t: ok[t][rate]) if ok else min(by)
-        out[base] = {**by[best], "threads": best,
-                     "rate_by_threads": {str(t): r.get(rate) for t, r in sorted(by.items())}}
+        out[base] = {
+            **by[best],
+            "threads": best,
+            "rate_by_threads": {str(t): r.get(rate) for t, r in sorted(by.items())},
+        }
     return out
 
 
@@ -170,8 +186,9 @@ def _jax_mf_variants(train, valid, dev, *, batch: int) -> dict:
     v = {"jax_dense": M.JaxMF(train, valid, sparse=False, device=dev, batch=batch)}
     if M.sparse_available():
         v["jax_sparse"] = M.JaxMF(train, valid, sparse=True, device=dev, batch=batch)
-        v["jax_sparse_adagrad"] = M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
-                                          device=dev, batch=batch)
+        v["jax_sparse_adagrad"] = M.JaxMF(
+            train, valid, sparse=True, optimizer="adagrad", device=dev, batch=batch
+        )
     return v
 
 
@@ -180,20 +197,42 @@ def _mf(prof, dev, torch, tdev, *, threads, compile_ok) -> dict:
     from benchmarks.measure import interleaved
 
     train, valid = M.random_split(M.load_ml1m())
-    out = {"setup": {"n_train": len(train), "n_valid": len(valid), "n_users": train.n_users,
-                     "n_items": train.n_items, "batch": M.BATCH, "dim": M.DIM, "lr": M.LR,
-                     "reg": M.REG, "adagrad_lr": M.ADAGRAD_LR, "epochs": 1 + prof["mf_rounds"]}}
+    out = {
+        "setup": {
+            "n_train": len(train),
+            "n_valid": len(valid),
+            "n_users": train.n_users,
+            "n_items": train.n_items,
+            "batch": M.BATCH,
+            "dim": M.DIM,
+            "lr": M.LR,
+            "reg": M.REG,
+            "adagrad_lr": M.ADAGRAD_LR,
+            "epochs": 1 + prof["mf_rounds"],
+        }
+    }
     v = _jax_mf_variants(train, valid, dev, batch=M.BATCH)
     if torch is not None:
         out["torch_threads_timed"] = counts = _thread_counts(torch, tdev, threads)
         init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
         kw = dict(init=init, device=tdev)
-        kinds = {"torch_dense": ("dense", False), "torch_dense_compiled": ("dense", True),
-                 "torch_sparse": ("sparse", False),
-                 "torch_sparse_adagrad": ("sparse_adagrad", False)}
-        v.update(_at_threads(torch, {
-            name: functools.partial(M.TorchMFVariant, train, valid, kind=k, compile=c, **kw)
-            for name, (k, c) in kinds.items() if compile_ok or not c}, counts))
+        kinds = {
+            "torch_dense": ("dense", False),
+            "torch_dense_compiled": ("dense", True),
+            "torch_sparse": ("sparse", False),
+            "torch_sparse_adagrad": ("sparse_adagrad", False),
+        }
+        v.update(
+            _at_threads(
+                torch,
+                {
+                    name: functools.partial(M.TorchMFVariant, train, valid, kind=k, compile=c, **kw)
+                    for name, (k, c) in kinds.items()
+                    if compile_ok or not c
+                },
+                counts,
+            )
+        )
     res = interleaved(v, rounds=prof["mf_rounds"], jax_device=dev, log=lambda m: _log("mf " + m))
     out["variants"] = _fastest_threads(M.summarize(res, len(train)), "examples_per_s")
     if not M.sparse_available():
@@ -218,17 +257,47 @@ def _batch(prof, dev, torch, tdev, *, threads) -> dict:
     for b in prof["batches"]:
         v = _jax_mf_variants(train, valid, dev, batch=b)
         if torch is not None:
-            v.update(_at_threads(torch, {
-                f"torch_{k}": functools.partial(M.TorchMFVariant, train, valid, kind=k,
-                                                compile=False, init=init, device=tdev, batch=b)
-                for k in ("dense", "sparse")}, counts))
-        res = M.summarize(interleaved(v, rounds=prof["batch_rounds"], jax_device=dev,
-                                      log=lambda m, b=b: _log(f"batch {b} " + m)),
-                          len(train), batch=b)
+            v.update(
+                _at_threads(
+                    torch,
+                    {
+                        f"torch_{k}": functools.partial(
+                            M.TorchMFVariant,
+                            train,
+                            valid,
+                            kind=k,
+                            compile=False,
+                            init=init,
+                            device=tdev,
+                            batch=b,
+                        )
+                        for k in ("dense", "sparse")
+                    },
+                    counts,
+                )
+            )
+        res = M.summarize(
+            interleaved(
+                v,
+                rounds=prof["batch_rounds"],
+                jax_device=dev,
+                log=lambda m, b=b: _log(f"batch {b} " + m),
+            ),
+            len(train),
+            batch=b,
+        )
         for name, r in _fastest_threads(res, "examples_per_s").items():
-            rows.append({"batch": b, "variant": name, **{
-                k: r[k] for k in ("examples_per_s", "step_ms", "valid_rmse", "error", "threads")
-                if k in r}})
+            rows.append(
+                {
+                    "batch": b,
+                    "variant": name,
+                    **{
+                        k: r[k]
+                        for k in ("examples_per_s", "step_ms", "valid_rmse", "error", "threads")
+                        if k in r
+                    },
+                }
+            )
     return {"epochs": 1 + prof["batch_rounds"], "torch_threads_timed": counts, "rows": rows}
 
 
@@ -238,20 +307,44 @@ def _dann(prof, dev, torch, tdev, *, threads) -> dict:
     from benchmarks.measure import interleaved
 
     split, steps = S.profile_split("ml1m_like"), prof["dann_steps"]
-    out = {"setup": {"profile": "ml1m_like", **S.setup_facts(split), "dims": S.DIMS,
-                     "lr": S.LR, "steps_per_round": steps, "rounds": prof["dann_rounds"]}}
+    out = {
+        "setup": {
+            "profile": "ml1m_like",
+            **S.setup_facts(split),
+            "dims": S.DIMS,
+            "lr": S.LR,
+            "steps_per_round": steps,
+            "rounds": prof["dann_rounds"],
+        }
+    }
     v = {"jax_dann": S.JaxDannStep(split, steps=steps, device=dev)}
     if torch is not None:
         from benchmarks.dann_torch import TorchDannStep
 
         out["torch_threads_timed"] = counts = _thread_counts(torch, tdev, threads)
         model, phi, examples = S.reference_inputs(split, steps=steps)
-        v.update(_at_threads(torch, {
-            f"torch_{form}": functools.partial(TorchDannStep, model, phi, examples, form=form,
-                                               steps=steps, batch=S.BATCH, device=tdev)
-            for form in ("dense", "bag")}, counts))
-    res = interleaved(v, rounds=prof["dann_rounds"], jax_device=dev,
-                      log=lambda m: _log("dann " + m))
+        v.update(
+            _at_threads(
+                torch,
+                {
+                    f"torch_{form}": functools.partial(
+                        TorchDannStep,
+                        model,
+                        phi,
+                        examples,
+                        form=form,
+                        steps=steps,
+                        batch=S.BATCH,
+                        device=tdev,
+                    )
+                    for form in ("dense", "bag")
+                },
+                counts,
+            )
+        )
+    res = interleaved(
+        v, rounds=prof["dann_rounds"], jax_device=dev, log=lambda m: _log("dann " + m)
+    )
     out["variants"] = _fastest_threads(S.summarize(res), "steps_per_s")
     return out
 
@@ -266,22 +359,43 @@ def _rank(prof, dev) -> dict:
 def _scale(prof, dev) -> dict:
     from benchmarks import mf_bench as M
 
-    out = {"setup": {"n_users": SCALE_USERS, "items_axis_interactions": SCALE_N_FIXED,
-                     "interactions_axis_items": SCALE_ITEMS_FIXED, "epochs":
-                     1 + prof["scale_rounds"], "sparse": M.sparse_available()}}
+    out = {
+        "setup": {
+            "n_users": SCALE_USERS,
+            "items_axis_interactions": SCALE_N_FIXED,
+            "interactions_axis_items": SCALE_ITEMS_FIXED,
+            "epochs": 1 + prof["scale_rounds"],
+            "sparse": M.sparse_available(),
+        }
+    }
     if not M.sparse_available():
         out["sparse"] = {"pending": "mf.sparse is not in this transferjax yet"}
-    axes = {"items": [(SCALE_USERS, n_i, SCALE_N_FIXED) for n_i in prof["items"]],
-            "interactions": [(SCALE_USERS, SCALE_ITEMS_FIXED, n) for n in prof["interactions"]]}
+    axes = {
+        "items": [(SCALE_USERS, n_i, SCALE_N_FIXED) for n_i in prof["items"]],
+        "interactions": [(SCALE_USERS, SCALE_ITEMS_FIXED, n) for n in prof["interactions"]],
+    }
     for axis, pts in axes.items():
-        out[f"vs_{axis}"] = _try(f"scaling vs {axis}", M.scaling, pts,
-                                 sparse_too=M.sparse_available(), rounds=prof["scale_rounds"],
-                                 device=dev, log=lambda m: _log("scale " + m))
+        out[f"vs_{axis}"] = _try(
+            f"scaling vs {axis}",
+            M.scaling,
+            pts,
+            sparse_too=M.sparse_available(),
+            rounds=prof["scale_rounds"],
+            device=dev,
+            log=lambda m: _log("scale " + m),
+        )
     return out
 
 
-def run_speed(*, out: str, quick: bool, device: str | None, only=None,
-              torch_threads: int | None = None, compile: bool = True) -> dict:
+def run_speed(
+    *,
+    out: str,
+    quick: bool,
+    device: str | None,
+    only=None,
+    torch_threads: int | None = None,
+    compile: bool = True,
+) -> dict:
     """Runs the suite, writes `out` (JSON) and `out` with suffix .md; returns the results.
 
     Args:
@@ -301,13 +415,25 @@ def run_speed(*, out: str, quick: bool, device: str | None, only=None,
         raise ValueError(f"unknown sections {sorted(bad)}; valid: {', '.join(SECTIONS)}")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
     if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
-        return _run(out=out, quick=quick, device=device, only=only, torch_threads=torch_threads,
-                    compile=compile)
+        return _run(
+            out=out,
+            quick=quick,
+            device=device,
+            only=only,
+            torch_threads=torch_threads,
+            compile=compile,
+        )
     with tempfile.TemporaryDirectory(prefix="inductor-") as cache:  # cold torch.compile
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         try:
-            return _run(out=out, quick=quick, device=device, only=only,
-                        torch_threads=torch_threads, compile=compile)
+            return _run(
+                out=out,
+                quick=quick,
+                device=device,
+                only=only,
+                torch_threads=torch_threads,
+                compile=compile,
+            )
         finally:
             os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
@@ -320,14 +446,18 @@ def _run(*, out, quick, device, only, torch_threads, compile) -> dict:
     prof = PROFILES["quick" if quick else "full"]
     torch, tdev = _torch(dev.platform)
     t0 = time.perf_counter()
-    res = {"profile": "quick" if quick else "full", "sections": list(only),
-           "machine": machine_info(dev, tdev)}
+    res = {
+        "profile": "quick" if quick else "full",
+        "sections": list(only),
+        "machine": machine_info(dev, tdev),
+    }
     with jax.default_device(dev):
         if "mf" in only:
             res["mf"] = _mf(prof, dev, torch, tdev, threads=torch_threads, compile_ok=compile)
         if "batch" in only:
-            res["batch"] = _try("MF vs batch size", _batch, prof, dev, torch, tdev,
-                                threads=torch_threads)
+            res["batch"] = _try(
+                "MF vs batch size", _batch, prof, dev, torch, tdev, threads=torch_threads
+            )
         if "dann" in only:
             res["dann"] = _dann(prof, dev, torch, tdev, threads=torch_threads)
         if "rank" in only:
@@ -349,24 +479,44 @@ def _run(*, out, quick, device, only, torch_threads, compile) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The suite's flags."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON path (.md written beside)")
     p.add_argument("--quick", action="store_true", help="shrunken profile (~3 min on 2 cores)")
-    p.add_argument("--device", choices=("cpu", "gpu"), default=None,
-                   help="JAX platform (default: JAX's default backend)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default=None,
+        help="JAX platform (default: JAX's default backend)",
+    )
     p.add_argument("--only", default=None, help=f"comma list of {','.join(SECTIONS)}")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="PyTorch CPU threads (default: each variant timed at 1 thread and "
-                   "at the default, the faster kept)")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="PyTorch CPU threads (default: each variant timed at 1 thread and "
+        "at the default, the faster kept)",
+    )
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile variants")
-    p.add_argument("--report", default="BENCHMARKS.md",
-                   help="markdown file whose speed section is replaced (default BENCHMARKS.md)")
-    p.add_argument("--section", default="speed",
-                   help="name of the marked section written, one per machine (default speed; "
-                   "names starting with 'speed' survive `python -m benchmarks.quality`)")
-    p.add_argument("--no-report", action="store_true",
-                   help="write only the JSON and its markdown, not the report's section")
+    p.add_argument(
+        "--report",
+        default="BENCHMARKS.md",
+        help="markdown file whose speed section is replaced (default BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--section",
+        default="speed",
+        help="name of the marked section written, one per machine (default speed; "
+        "names starting with 'speed' survive `python -m benchmarks.quality`)",
+    )
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write only the JSON and its markdown, not the report's section",
+    )
     return p
 
 
@@ -382,17 +532,26 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     if not args.no_report and not is_speed_section(args.section):  # before any measurement
-        p.error(f"--section {args.section!r}: a speed section's name starts with 'speed' and "
-                "holds only letters, digits, '_', '.' and '-' (e.g. speed-h100)")
-    res = run_speed(out=args.out, quick=args.quick, device=args.device,
-                    only=args.only.split(",") if args.only else None,
-                    torch_threads=args.torch_threads, compile=not args.no_compile)
+        p.error(
+            f"--section {args.section!r}: a speed section's name starts with 'speed' and "
+            "holds only letters, digits, '_', '.' and '-' (e.g. speed-h100)"
+        )
+    res = run_speed(
+        out=args.out,
+        quick=args.quick,
+        device=args.device,
+        only=args.only.split(",") if args.only else None,
+        torch_threads=args.torch_threads,
+        compile=not args.no_compile,
+    )
     print(res["markdown"])
     print(f"written: {args.out} and {pathlib.Path(args.out).with_suffix('.md')}")
     if not args.no_report:
-        put_section(args.report, args.section,
-                    f"## Speed (generated by `{command(args)}`; JSON: `{args.out}`)\n\n"
-                    f"{res['markdown']}")
+        put_section(
+            args.report,
+            args.section,
+            f"## Speed (generated by `{command(args)}`; JSON: `{args.out}`)\n\n{res['markdown']}",
+        )
         print(f"section {args.section} of {args.report} replaced")
     return 0
 

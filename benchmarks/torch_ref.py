@@ -49,8 +49,9 @@ def adam(params, *, lr: float) -> torch.optim.Optimizer:
 class TorchMF(nn.Module):
     """Biased MF; tables are `nn.Embedding`s (sparse gradients with `sparse=True`)."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, *, sparse: bool = False,
-                 mu: float = 0.0):
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, *, sparse: bool = False, mu: float = 0.0
+    ):
         super().__init__()
         self.user = nn.Embedding(n_users, dim, sparse=sparse)
         self.item = nn.Embedding(n_items, dim, sparse=sparse)
@@ -92,8 +93,12 @@ def mf_optimizers(model: TorchMF, *, kind: str, lr: float) -> list:
     if kind == "dense":
         return [adam(model.parameters(), lr=lr)]
     if kind == "sparse":
-        tables = [model.user.weight, model.item.weight, model.user_bias.weight,
-                  model.item_bias.weight]
+        tables = [
+            model.user.weight,
+            model.item.weight,
+            model.user_bias.weight,
+            model.item_bias.weight,
+        ]
         return [torch.optim.SparseAdam(tables, lr=lr), adam([model.mu], lr=lr)]
     if kind == "sparse_adagrad":
         return [torch.optim.Adagrad(model.parameters(), lr=lr)]

@@ -29,8 +29,10 @@ except ImportError:
 pytestmark = pytest.mark.slow
 
 needs_torch = pytest.mark.skipif(
-    torch is None, reason="torch not installed: the PyTorch reference models are the optional "
-    "extra transferjax[torch] (pip install torch==2.13.0)")
+    torch is None,
+    reason="torch not installed: the PyTorch reference models are the optional "
+    "extra transferjax[torch] (pip install torch==2.13.0)",
+)
 
 
 def _ratings(n_users=9, n_items=7, n=60, seed=0) -> Interactions:
@@ -38,14 +40,21 @@ def _ratings(n_users=9, n_items=7, n=60, seed=0) -> Interactions:
 
 
 def _batch(inter, idx, mask):
-    return {"user": jnp.asarray(inter.user[idx]), "item": jnp.asarray(inter.item[idx]),
-            "rating": jnp.asarray(inter.rating[idx]), "mask": jnp.asarray(mask)}
+    return {
+        "user": jnp.asarray(inter.user[idx]),
+        "item": jnp.asarray(inter.item[idx]),
+        "rating": jnp.asarray(inter.rating[idx]),
+        "mask": jnp.asarray(mask),
+    }
 
 
 def _tbatch(b):
-    return (torch.tensor(np.asarray(b["user"]), dtype=torch.int64),
-            torch.tensor(np.asarray(b["item"]), dtype=torch.int64),
-            torch.tensor(np.asarray(b["rating"])), torch.tensor(np.asarray(b["mask"])))
+    return (
+        torch.tensor(np.asarray(b["user"]), dtype=torch.int64),
+        torch.tensor(np.asarray(b["item"]), dtype=torch.int64),
+        torch.tensor(np.asarray(b["rating"])),
+        torch.tensor(np.asarray(b["mask"])),
+    )
 
 
 @needs_torch
@@ -63,16 +72,18 @@ def test_torch_mf_same_loss_grads_and_adam_steps_as_library_stage():
         idx = rng.integers(0, len(inter), 16)
         mask = np.arange(16) < 13
         b = _batch(inter, idx, mask)
-        (loss, _), g = jax.value_and_grad(lambda p, b=b: stage.loss({**params, "mf": p}, b, key),
-                                          has_aux=True)(part)
+        (loss, _), g = jax.value_and_grad(
+            lambda p, b=b: stage.loss({**params, "mf": p}, b, key), has_aux=True
+        )(part)
         opt.zero_grad()
         tl = model.loss(*_tbatch(b), reg=M.REG)
         tl.backward()
         np.testing.assert_allclose(float(tl.detach()), float(loss), rtol=1e-5)
         if step == 0:
             np.testing.assert_allclose(model.user.weight.grad.numpy(), g["user"], atol=1e-6)
-            np.testing.assert_allclose(model.item_bias.weight.grad.numpy()[:, 0], g["item_bias"],
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                model.item_bias.weight.grad.numpy()[:, 0], g["item_bias"], atol=1e-6
+            )
             np.testing.assert_allclose(float(model.mu.grad), float(g["mu"]), rtol=1e-5)
         with jax.numpy_dtype_promotion("standard"):
             upd, state = stage.optimizer.update(g, state, part)
@@ -94,18 +105,24 @@ def test_mf_variants_run_and_learn_alike_at_tiny_size():
     train, valid = M.random_split(_ratings(n_users=30, n_items=20, n=2500), valid_frac=0.2)
     init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
     cpu = torch.device("cpu")
-    variants = {"jax_dense": M.JaxMF(train, valid, sparse=False),
-                "torch_dense": M.TorchMFVariant(train, valid, kind="dense", compile=False,
-                                                init=init, device=cpu),
-                "torch_sparse": M.TorchMFVariant(train, valid, kind="sparse", compile=False,
-                                                 init=init, device=cpu)}
+    variants = {
+        "jax_dense": M.JaxMF(train, valid, sparse=False),
+        "torch_dense": M.TorchMFVariant(
+            train, valid, kind="dense", compile=False, init=init, device=cpu
+        ),
+        "torch_sparse": M.TorchMFVariant(
+            train, valid, kind="sparse", compile=False, init=init, device=cpu
+        ),
+    }
     if M.sparse_available():
         variants["jax_sparse"] = M.JaxMF(train, valid, sparse=True)
         # ML-1M's rate (3.0) is too large for 30 users repeated ~40 times per batch
-        variants["jax_sparse_adagrad"] = M.JaxMF(train, valid, sparse=True, optimizer="adagrad",
-                                                 lr=0.3)
+        variants["jax_sparse_adagrad"] = M.JaxMF(
+            train, valid, sparse=True, optimizer="adagrad", lr=0.3
+        )
         variants["torch_sparse_adagrad"] = M.TorchMFVariant(
-            train, valid, kind="sparse_adagrad", compile=False, init=init, device=cpu)
+            train, valid, kind="sparse_adagrad", compile=False, init=init, device=cpu
+        )
     res = M.summarize(interleaved(variants, rounds=2), len(train))
     for name, r in res.items():
         assert "error" not in r, (name, r)
@@ -122,8 +139,15 @@ def test_mf_variants_take_the_batch_size():
     init = jax.device_get(M.mf_stage(train, sparse=False, seed=0)[0]["mf"])
     n = len(train)
     for b in (64, 512):
-        tv = M.TorchMFVariant(train, valid, kind="dense", compile=False, init=init,
-                              device=torch.device("cpu"), batch=b)
+        tv = M.TorchMFVariant(
+            train,
+            valid,
+            kind="dense",
+            compile=False,
+            init=init,
+            device=torch.device("cpu"),
+            batch=b,
+        )
         jv = M.JaxMF(train, valid, sparse=True, batch=b)
         res = M.summarize(interleaved({"jax": jv, "torch": tv}, rounds=1), n, batch=b)
         assert tv.steps == -(-n // b)
@@ -148,8 +172,9 @@ def test_dann_forms_compute_the_same_loss_and_gradient():
         outs[form] = jax.value_and_grad(f)(params)
     for form in ("bag", "bag_flat"):
         np.testing.assert_allclose(outs[form][0], outs["dense"][0], rtol=1e-5)
-        np.testing.assert_allclose(outs[form][1]["phi"]["emb"], outs["dense"][1]["phi"]["emb"],
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            outs[form][1]["phi"]["emb"], outs["dense"][1]["phi"]["emb"], rtol=1e-4, atol=1e-6
+        )
     assert float(jnp.abs(outs["dense"][1]["phi"]["emb"]).sum()) > 0
 
 
@@ -162,20 +187,23 @@ def test_torch_dann_matches_jax_and_bag_equals_dense():
     model = TorchDANN(pool["n_items"], D.DIMS, D.DISC_HIDDEN[0]).load_jax(jax.device_get(params))
     items, offsets, weights, dense = D.torch_batches(pool, torch.device("cpu"))[1]
     z_dense, z_bag = model.encode_dense(dense), model.encode_bag(items, offsets, weights)
-    np.testing.assert_allclose(z_bag.detach().numpy(), z_dense.detach().numpy(), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        z_bag.detach().numpy(), z_dense.detach().numpy(), rtol=1e-5, atol=1e-5
+    )
     z_jax = D.encode("dense", params["phi"], {"dense": jnp.asarray(pool["dense"])}, 1, n_rows=8)
     np.testing.assert_allclose(z_dense.detach().numpy(), z_jax, rtol=1e-4, atol=1e-5)
     loss = model.dann_loss(z_bag, 4, D.LAM)
     loss.backward()
     data = {"ell": jax.tree.map(jnp.asarray, pool["ell"])}
     jl, jg = jax.value_and_grad(lambda p: D.jax_loss("bag", p, data, 1, n_rows=8, per_side=4))(
-        params)
+        params
+    )
     np.testing.assert_allclose(float(loss.detach()), float(jl), rtol=1e-5)
     # gradient reversal: the encoder gradients agree in sign and size across frameworks
     np.testing.assert_allclose(model.emb.grad.numpy(), jg["phi"]["emb"], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.d2.weight.grad.numpy().T, jg["disc"][1]["w"], rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.d2.weight.grad.numpy().T, jg["disc"][1]["w"], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_dann_variants_run_at_tiny_size():
@@ -184,8 +212,9 @@ def test_dann_variants_run_at_tiny_size():
     if torch is not None:
         init = jax.device_get(D.init_params(pool["n_items"]))
         for f in ("dense", "bag"):
-            variants[f"torch_{f}"] = D.TorchDANNVariant(pool, form=f, steps=3, init=init,
-                                                        device=torch.device("cpu"))
+            variants[f"torch_{f}"] = D.TorchDANNVariant(
+                pool, form=f, steps=3, init=init, device=torch.device("cpu")
+            )
     res = D.summarize(interleaved(variants, rounds=2))
     for name, r in res.items():
         assert "error" not in r, (name, r)
@@ -201,10 +230,19 @@ def _dann_case():
     from transferjax import config as C
     from transferjax.data.registry import build_dataset, build_split
 
-    syn = C.SyntheticConfig(n_overlap=60, n_source_only=10, n_target_only=10, n_items_source=30,
-                            n_items_target=20, density_source=0.2, density_target=0.2, seed=2)
-    split = build_split(C.ProtocolConfig(beta=0.3), build_dataset(
-        C.DataConfig(name="synthetic", synthetic=syn)))
+    syn = C.SyntheticConfig(
+        n_overlap=60,
+        n_source_only=10,
+        n_target_only=10,
+        n_items_source=30,
+        n_items_target=20,
+        density_source=0.2,
+        density_target=0.2,
+        seed=2,
+    )
+    split = build_split(
+        C.ProtocolConfig(beta=0.3), build_dataset(C.DataConfig(name="synthetic", synthetic=syn))
+    )
     return S, split, S.dann_config(batch=16, dims=(8, 4))
 
 
@@ -221,24 +259,35 @@ def test_dann_section_times_the_registered_method_step():
         from benchmarks.dann_torch import TorchDannStep
 
         for form in ("dense", "bag"):
-            v[f"torch_{form}"] = TorchDannStep(model, phi, examples, form=form, steps=3,
-                                               batch=16, device=torch.device("cpu"))
+            v[f"torch_{form}"] = TorchDannStep(
+                model, phi, examples, form=form, steps=3, batch=16, device=torch.device("cpu")
+            )
     res = S.summarize(interleaved(v, rounds=2))
     for name, r in res.items():
         assert "error" not in r, (name, r)
         assert r["steps_total"] == 9 and r["steps_per_s"] > 0 and np.isfinite(r["final_loss"])
     jv = v["jax_dann"]
     assert int(jv.state.step) == 9 and jv.stage.name == "phi"
-    np.testing.assert_array_equal(jax.device_get(jv.built.init(jax.random.split(
-        jax.random.key(0))[0])["phi"]["enc_s"]["emb"]), phi["enc_s"]["emb"])
+    np.testing.assert_array_equal(
+        jax.device_get(
+            jv.built.init(jax.random.split(jax.random.key(0))[0])["phi"]["enc_s"]["emb"]
+        ),
+        phi["enc_s"]["emb"],
+    )
 
 
 def test_dann_profiles_have_their_shapes(monkeypatch):
     from benchmarks import dann_step as S
 
-    monkeypatch.setitem(S.PROFILES, "small", {"domains": ((50, 40, (6.0, 1.0, 2, 30)),
-                                                          (60, 30, (3.0, 1.0, 1, 12))),
-                                              "overlap": 20, "explicit": True})
+    monkeypatch.setitem(
+        S.PROFILES,
+        "small",
+        {
+            "domains": ((50, 40, (6.0, 1.0, 2, 30)), (60, 30, (3.0, 1.0, 1, 12))),
+            "overlap": 20,
+            "explicit": True,
+        },
+    )
     split = S.profile_split("small")
     facts = S.setup_facts(split)
     assert facts["source"]["items"] == 40 and facts["target"]["items"] == 30
@@ -263,31 +312,62 @@ def test_heldout_split_and_full_ranking_bench():
 
 
 def test_ratios_and_targets():
-    res = {"profile": "quick", "machine": {"cpu": "x", "cores": 2, "jax": "0", "jax_backend": "cpu",
-                                           "jax_device": "cpu"},
-           "mf": {"setup": {"n_train": 10, "batch": 1, "dim": 1, "epochs": 1}, "variants": {
-               "jax_dense": {"examples_per_s": 300.0, "step_ms": 1.0, "valid_rmse": 0.90},
-               "torch_dense": {"examples_per_s": 100.0, "step_ms": 3.0, "valid_rmse": 0.91,
-                               "threads": 2},
-               "torch_dense_compiled": {"examples_per_s": 160.0, "step_ms": 1.9,
-                                        "valid_rmse": 0.91},
-               "jax_sparse": {"pending": "not yet"},
-               "jax_sparse_adagrad": {"examples_per_s": 600.0, "step_ms": 0.5,
-                                      "valid_rmse": 0.914},
-               "torch_sparse_adagrad": {"examples_per_s": 500.0, "step_ms": 0.6,
-                                        "valid_rmse": 0.88}}},
-           "dann": {"setup": {"profile": "p", "batch": 4, "steps_per_round": 2,
-                              "source": {"items": 7, "entries_per_user": 3.0},
-                              "target": {"items": 5, "entries_per_user": 2.0}},
-                    "variants": {"jax_dann": {"steps_per_s": 50.0, "step_ms": 20.0},
-                                 "torch_dense": {"steps_per_s": 20.0, "step_ms": 50.0,
-                                                 "threads": 2},
-                                 "torch_bag": {"steps_per_s": 45.0, "step_ms": 22.0}}},
-           "ranking": {"wall_s": 2.5},
-           "batch": {"epochs": 2, "torch_threads_timed": [1], "rows": [
-               {"batch": 8, "variant": "jax_sparse", "examples_per_s": 800.0, "step_ms": 0.1},
-               {"batch": 8, "variant": "torch_dense", "examples_per_s": 100.0, "step_ms": 0.8},
-               {"batch": 8, "variant": "torch_sparse", "error": "boom"}]}}
+    res = {
+        "profile": "quick",
+        "machine": {"cpu": "x", "cores": 2, "jax": "0", "jax_backend": "cpu", "jax_device": "cpu"},
+        "mf": {
+            "setup": {"n_train": 10, "batch": 1, "dim": 1, "epochs": 1},
+            "variants": {
+                "jax_dense": {"examples_per_s": 300.0, "step_ms": 1.0, "valid_rmse": 0.90},
+                "torch_dense": {
+                    "examples_per_s": 100.0,
+                    "step_ms": 3.0,
+                    "valid_rmse": 0.91,
+                    "threads": 2,
+                },
+                "torch_dense_compiled": {
+                    "examples_per_s": 160.0,
+                    "step_ms": 1.9,
+                    "valid_rmse": 0.91,
+                },
+                "jax_sparse": {"pending": "not yet"},
+                "jax_sparse_adagrad": {
+                    "examples_per_s": 600.0,
+                    "step_ms": 0.5,
+                    "valid_rmse": 0.914,
+                },
+                "torch_sparse_adagrad": {
+                    "examples_per_s": 500.0,
+                    "step_ms": 0.6,
+                    "valid_rmse": 0.88,
+                },
+            },
+        },
+        "dann": {
+            "setup": {
+                "profile": "p",
+                "batch": 4,
+                "steps_per_round": 2,
+                "source": {"items": 7, "entries_per_user": 3.0},
+                "target": {"items": 5, "entries_per_user": 2.0},
+            },
+            "variants": {
+                "jax_dann": {"steps_per_s": 50.0, "step_ms": 20.0},
+                "torch_dense": {"steps_per_s": 20.0, "step_ms": 50.0, "threads": 2},
+                "torch_bag": {"steps_per_s": 45.0, "step_ms": 22.0},
+            },
+        },
+        "ranking": {"wall_s": 2.5},
+        "batch": {
+            "epochs": 2,
+            "torch_threads_timed": [1],
+            "rows": [
+                {"batch": 8, "variant": "jax_sparse", "examples_per_s": 800.0, "step_ms": 0.1},
+                {"batch": 8, "variant": "torch_dense", "examples_per_s": 100.0, "step_ms": 0.8},
+                {"batch": 8, "variant": "torch_sparse", "error": "boom"},
+            ],
+        },
+    }
     add_ratios(res)
     assert res["ratios"]["mf_jax_dense_vs_torch_dense"] == pytest.approx(3.0)
     assert res["ratios"]["mf_batch8_jax_sparse_vs_torch_dense"] == pytest.approx(8.0)
@@ -297,13 +377,14 @@ def test_ratios_and_targets():
     status = {t["target"]: t["status"] for t in res["targets"]}
     # 3x eager, but the compiled variant is the best PyTorch one: 300 / 160 < 2
     assert res["ratios"]["mf_jax_dense_vs_best_torch_dense"] == pytest.approx(300 / 160)
-    assert status["MF: JAX dense >= 2x best PyTorch dense Adam (fused eager or compiled)"] \
-        == "MISS"
+    assert status["MF: JAX dense >= 2x best PyTorch dense Adam (fused eager or compiled)"] == "MISS"
     assert res["ratios"]["mf_jax_sparse_adagrad_vs_best_torch_dense"] == pytest.approx(600 / 160)
     assert status["MF: JAX row-sparse lazy Adam >= 1.5x PyTorch SparseAdam"] == "n/a"
     assert res["ratios"]["mf_jax_sparse_adagrad_vs_torch_dense"] == pytest.approx(6.0)
-    assert status["MF: JAX row-sparse row-wise Adagrad >= 5x PyTorch fused dense Adam (eager)"] \
+    assert (
+        status["MF: JAX row-sparse row-wise Adagrad >= 5x PyTorch fused dense Adam (eager)"]
         == "pass"
+    )
     assert status["MF: JAX row-sparse row-wise Adagrad >= 1.5x PyTorch sparse Adagrad"] == "MISS"
     # RMSE within the 0.005 allowance of PyTorch dense Adam's, but not of sparse Adagrad's
     assert status["MF valid RMSE: jax_sparse_adagrad <= torch_dense (+0.005)"] == "pass"
@@ -336,6 +417,7 @@ def test_op_profile_classifies_ops_of_a_known_program():
         def step(t, i):
             rows = t[i] @ w
             return t.at[i].add(rows), None
+
         return jax.lax.scan(step, t, ix)[0]
 
     class Case:
@@ -360,12 +442,20 @@ def test_op_profile_classifies_ops_of_a_known_program():
 
     assert r["wall_us_per_step"] > 0 and r["ops_per_step"] >= 3
     assert set(r["us_by_kind"]) == set(P.KINDS)
-    assert abs(sum(v for k, v in r["us_by_kind"].items() if k != "wait")
-               - r["busy_us_per_step"]) < 1e-6 * max(1.0, r["busy_us_per_step"])
+    assert abs(
+        sum(v for k, v in r["us_by_kind"].items() if k != "wait") - r["busy_us_per_step"]
+    ) < 1e-6 * max(1.0, r["busy_us_per_step"])
     assert r["us_by_kind"]["dot"] > 0 and r["us_by_kind"]["scatter"] > 0
-    md = P.to_markdown({"backend": "cpu", "jax": jax.__version__, "cpus": 2,
-                        "loadavg_1min": 0.0, "command": "python -m benchmarks.op_profile --x",
-                        "cases": {"toy": r}})
+    md = P.to_markdown(
+        {
+            "backend": "cpu",
+            "jax": jax.__version__,
+            "cpus": 2,
+            "loadavg_1min": 0.0,
+            "command": "python -m benchmarks.op_profile --x",
+            "cases": {"toy": r},
+        }
+    )
     assert "| toy |" in md and "toy: largest ops" in md
     assert md.startswith("# Op profile (`python -m benchmarks.op_profile --x`)")
 
@@ -402,8 +492,9 @@ def test_each_torch_variant_is_timed_at_each_thread_count_and_the_faster_kept():
             return {}
 
     torch = FakeTorch()
-    v = S._at_threads(torch, {"torch_dense": lambda: Probe(torch),
-                              "torch_bag": lambda: Probe(torch)}, [1, 2])
+    v = S._at_threads(
+        torch, {"torch_dense": lambda: Probe(torch), "torch_bag": lambda: Probe(torch)}, [1, 2]
+    )
     assert sorted(v) == ["torch_bag@1", "torch_bag@2", "torch_dense@1", "torch_dense@2"]
     # each thread count trains its own model: no instance is shared
     assert len({id(x.v) for x in v.values()}) == 4
@@ -417,10 +508,13 @@ def test_each_torch_variant_is_timed_at_each_thread_count_and_the_faster_kept():
     plain = S._at_threads(torch, {"x": lambda: Probe(torch)}, [])  # GPU: no thread variants
     assert list(plain) == ["x"] and isinstance(plain["x"], Probe)
 
-    res = {"jax_dense": {"examples_per_s": 10.0},
-           "torch_dense@1": {"examples_per_s": 5.0, "step_ms": 2.0},
-           "torch_dense@2": {"examples_per_s": 7.0, "step_ms": 1.4},
-           "torch_sparse@1": {"error": "boom"}, "torch_sparse@2": {"examples_per_s": 3.0}}
+    res = {
+        "jax_dense": {"examples_per_s": 10.0},
+        "torch_dense@1": {"examples_per_s": 5.0, "step_ms": 2.0},
+        "torch_dense@2": {"examples_per_s": 7.0, "step_ms": 1.4},
+        "torch_sparse@1": {"error": "boom"},
+        "torch_sparse@2": {"examples_per_s": 3.0},
+    }
     out = S._fastest_threads(res, "examples_per_s")
     assert out["jax_dense"] == {"examples_per_s": 10.0}
     assert out["torch_dense"]["threads"] == 2 and out["torch_dense"]["step_ms"] == 1.4
@@ -469,12 +563,29 @@ def test_speed_entry_point_writes_its_section_of_the_report(tmp_path, monkeypatc
     monkeypatch.setattr(S, "run_speed", fake)
     report, out = tmp_path / "B.md", tmp_path / "speed.json"
     report.write_text("# quality\n")
-    assert S.main(["--quick", "--section", "speed-h100", "--report", str(report),
-                   "--out", str(out), "--only", "mf,rank", "--no-compile"]) == 0
+    assert (
+        S.main(
+            [
+                "--quick",
+                "--section",
+                "speed-h100",
+                "--report",
+                str(report),
+                "--out",
+                str(out),
+                "--only",
+                "mf,rank",
+                "--no-compile",
+            ]
+        )
+        == 0
+    )
     assert calls[0]["quick"] and calls[0]["only"] == ["mf", "rank"] and not calls[0]["compile"]
     text = report.read_text()
     assert text.startswith("# quality\n") and sections.section_names(text) == ["speed-h100"]
-    assert ("## Speed (generated by `python -m benchmarks.speed --quick --only mf,rank --section "
-            f"speed-h100`; JSON: `{out}`)") in text and "| jax | 1 |" in text
+    assert (
+        "## Speed (generated by `python -m benchmarks.speed --quick --only mf,rank --section "
+        f"speed-h100`; JSON: `{out}`)"
+    ) in text and "| jax | 1 |" in text
     assert S.main(["--no-report", "--report", str(report), "--out", str(out)]) == 0
     assert report.read_text() == text

@@ -18,17 +18,28 @@ from transferjax.methods.registry import get_method
 
 torch = pytest.importorskip("torch")  # the test extra installs torch==2.13.0
 
-SYN = C.SyntheticConfig(n_overlap=80, n_source_only=20, n_target_only=20, n_items_source=40,
-                        n_items_target=30, density_source=0.2, density_target=0.15, seed=1)
+SYN = C.SyntheticConfig(
+    n_overlap=80,
+    n_source_only=20,
+    n_target_only=20,
+    n_items_source=40,
+    n_items_target=30,
+    density_source=0.2,
+    density_target=0.15,
+    seed=1,
+)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["explicit", "implicit"])
 def case(request):
     syn = dataclasses.replace(SYN, implicit=request.param)
-    cfg = C.RunConfig(method="dann", data=C.DataConfig(name="synthetic", synthetic=syn),
-                      protocol=C.ProtocolConfig(beta=0.3, seed=0),
-                      trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
-                      phi=PhiConfig(dims=(8, 6), expert_dim=8))
+    cfg = C.RunConfig(
+        method="dann",
+        data=C.DataConfig(name="synthetic", synthetic=syn),
+        protocol=C.ProtocolConfig(beta=0.3, seed=0),
+        trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
+        phi=PhiConfig(dims=(8, 6), expert_dim=8),
+    )
     split = build_split(cfg.protocol, build_dataset(cfg.data))
     return cfg, split, get_method("dann").build(cfg, split)
 
@@ -41,6 +52,7 @@ def _flat(tree, prefix=""):
     return {prefix[:-1]: tree}
 
 
+@pytest.mark.slow
 def test_torch_reference_has_the_loss_and_gradients_of_the_dann_step(case):
     from benchmarks.dann_torch import TorchDann, entries, split
 
@@ -67,18 +79,26 @@ def test_torch_reference_has_the_loss_and_gradients_of_the_dann_step(case):
     assert np.abs(grads["enc_t/emb"]).sum() > 0 and np.abs(grads["obj/0/w"]).sum() > 0
 
     live = np.asarray(batch["mask"])
-    users = {d: torch.as_tensor(np.where(live, np.asarray(batch[d]), -1)).long()
-             for d in ("src", "tgt")}
+    users = {
+        d: torch.as_tensor(np.where(live, np.asarray(batch[d]), -1)).long() for d in ("src", "tgt")
+    }
     flat = lambda m, rows: torch.as_tensor(np.asarray(m)[np.asarray(rows[2])])  # noqa: E731
     for form in ("dense", "bag"):
         net = TorchDann(model, jax.device_get(view["phi"]), form=form)
-        bags = {d: {k: torch.as_tensor(np.array(v)) for k, v in b.items()}
-                for d, b in (("s", view["bags"]["source"]), ("t", view["bags"]["target"]))}
+        bags = {
+            d: {k: torch.as_tensor(np.array(v)) for k, v in b.items()}
+            for d, b in (("s", view["bags"]["source"]), ("t", view["bags"]["target"]))
+        }
         for b in bags.values():
             b["start"], b["length"] = b["start"].long(), b["length"].long()
-        ent = {"s": split(entries(bags["s"], users["src"]), flat(masks["s_in"], s_rows)),
-               "t": split(entries(bags["t"], users["tgt"]), flat(masks["t_in"], t_rows),
-                          torch.as_tensor(np.asarray(masks["cold"])))}
+        ent = {
+            "s": split(entries(bags["s"], users["src"]), flat(masks["s_in"], s_rows)),
+            "t": split(
+                entries(bags["t"], users["tgt"]),
+                flat(masks["t_in"], t_rows),
+                torch.as_tensor(np.asarray(masks["cold"])),
+            ),
+        }
         got = net.loss(ent, users["src"] >= 0, users["tgt"] >= 0, 37, total_steps=total)
         np.testing.assert_allclose(float(got.detach()), float(want), rtol=1e-5, err_msg=form)
         got.backward()
@@ -86,5 +106,6 @@ def test_torch_reference_has_the_loss_and_gradients_of_the_dann_step(case):
             tg = net.w(name).grad
             tg = np.zeros_like(g) if tg is None else tg.numpy()
             scale = max(float(np.abs(g).max()), 1e-6)
-            np.testing.assert_allclose(tg, g, rtol=1e-4, atol=2e-5 * scale,
-                                       err_msg=f"{form}: {name}")
+            np.testing.assert_allclose(
+                tg, g, rtol=1e-4, atol=2e-5 * scale, err_msg=f"{form}: {name}"
+            )

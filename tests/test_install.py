@@ -33,20 +33,38 @@ def _leaves(x):
 @pytest.mark.slow
 def test_non_editable_install_runs_the_default_outside_the_checkout(tmp_path):
     # the build runs offline in this environment: it needs the build backend pyproject.toml names
-    pytest.importorskip("setuptools", minversion="77", reason="needs setuptools>=77 (the test "
-                        "extra) to build without network access")
+    pytest.importorskip(
+        "setuptools",
+        minversion="77",
+        reason="needs setuptools>=77 (the test extra) to build without network access",
+    )
     # Build from a copy of the sources, so that the build writes nothing into the checkout.
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "transferjax", src / "transferjax",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "transferjax", src / "transferjax", ignore=shutil.ignore_patterns("__pycache__")
+    )
     site = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--disable-pip-version-check", "--target", str(site), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert pip.returncode == 0, pip.stderr
     assert (site / "transferjax" / "cli.py").is_file()
@@ -58,8 +76,9 @@ def test_non_editable_install_runs_the_default_outside_the_checkout(tmp_path):
     env.pop("TRANSFERJAX_DATA", None)
 
     def py(*args):
-        return subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+        )
 
     where = py("-c", "import transferjax; print(transferjax.__file__)")
     assert where.returncode == 0, where.stderr
@@ -67,8 +86,20 @@ def test_non_editable_install_runs_the_default_outside_the_checkout(tmp_path):
     assert imported.is_relative_to(site.resolve()), imported  # the installed copy, not the repo
 
     out = work / "run"
-    p = py("-m", "transferjax.cli", "run", "--quick", "--set", "trainer.epochs=1",
-           "--set", "mf.epochs=1", "--set", "trainer.checkpoint_every=0", "--out", str(out))
+    p = py(
+        "-m",
+        "transferjax.cli",
+        "run",
+        "--quick",
+        "--set",
+        "trainer.epochs=1",
+        "--set",
+        "mf.epochs=1",
+        "--set",
+        "trainer.checkpoint_every=0",
+        "--out",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["selected"]["test"]["rmse"] > 0
@@ -80,8 +111,11 @@ def test_non_editable_install_runs_the_default_outside_the_checkout(tmp_path):
 
 def test_no_library_module_locates_files_through_its_own_path():
     """Only `train/run.py` reads `__file__`: to record the commit of a git checkout it sits in."""
-    users = sorted(str(p.relative_to(REPO)) for p in (REPO / "transferjax").rglob("*.py")
-                   if re.search(r"\b__file__\b", p.read_text(encoding="utf-8")))
+    users = sorted(
+        str(p.relative_to(REPO))
+        for p in (REPO / "transferjax").rglob("*.py")
+        if re.search(r"\b__file__\b", p.read_text(encoding="utf-8"))
+    )
     assert users == ["transferjax/train/run.py"]
 
 
@@ -91,8 +125,11 @@ def test_datasets_root_is_the_environment_or_relative_to_the_working_directory(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(registry.DATA_ENV, raising=False)
     assert registry.datasets_root() == pathlib.Path("../shared/datasets")
-    with pytest.raises(registry.DataError, match=r"\.\./shared/datasets from the current "
-                       r"directory .*set data\.path .* or TRANSFERJAX_DATA"):
+    with pytest.raises(
+        registry.DataError,
+        match=r"\.\./shared/datasets from the current "
+        r"directory .*set data\.path .* or TRANSFERJAX_DATA",
+    ):
         registry._root("", "douban_book_music")
     monkeypatch.setenv(registry.DATA_ENV, str(tmp_path / "data"))
     assert registry.datasets_root() == tmp_path / "data"

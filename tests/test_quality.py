@@ -61,8 +61,14 @@ def test_report_only_runs_nothing_and_lists_missing_cells(tmp_path, monkeypatch)
     monkeypatch.setattr(Q, "suite", _tiny_suite)
     monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     out = tmp_path / "B.md"
-    Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=2, echo=lambda *_: None,
-                  report_only=True)
+    Q.run_quality(
+        quick=True,
+        runs_dir=tmp_path / "runs",
+        out=out,
+        seeds=2,
+        echo=lambda *_: None,
+        report_only=True,
+    )
     text = out.read_text()
     cells = [f"synthetic_tiny/{m}" for m in _tiny_suite(quick=True)[0].methods]
     assert f"Not run yet (no finished run folder): {', '.join(cells)}." in text
@@ -81,14 +87,19 @@ def test_report_keeps_every_speed_section_and_drops_the_rest(tmp_path, monkeypat
     assert "| a | 1 |" not in text
     assert S.section_names(text) == ["speed", "speed-xeon", "notes"]
     # an unclosed marker is not a section
-    assert S.section_names(text + "\n<!-- speed-x:begin -->\n") == ["speed", "speed-xeon",
-                                                                     "notes"]
+    assert S.section_names(text + "\n<!-- speed-x:begin -->\n") == ["speed", "speed-xeon", "notes"]
 
     import transferjax.train.run as R
 
     monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
-    Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=2,
-                  echo=lambda *_: None, report_only=True)
+    Q.run_quality(
+        quick=True,
+        runs_dir=tmp_path / "runs",
+        out=out,
+        seeds=2,
+        echo=lambda *_: None,
+        report_only=True,
+    )
     text = out.read_text()
     assert text.startswith("# transferjax quality benchmark")
     assert S.section_names(text) == ["speed", "speed-xeon"]
@@ -104,8 +115,23 @@ def test_module_entry_point_passes_its_flags(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Q, "suite", _tiny_suite)
     monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     out = tmp_path / "B.md"
-    assert Q.main(["--quick", "--runs", str(tmp_path / "runs"), "--out", str(out), "--seeds", "2",
-                   "--only", "synthetic_tiny", "--report-only"]) == 0
+    assert (
+        Q.main(
+            [
+                "--quick",
+                "--runs",
+                str(tmp_path / "runs"),
+                "--out",
+                str(out),
+                "--seeds",
+                "2",
+                "--only",
+                "synthetic_tiny",
+                "--report-only",
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out}" in capsys.readouterr().out
     text = out.read_text()
     assert "`python -m benchmarks.quality --quick --only synthetic_tiny --report-only`" in text

@@ -5,6 +5,7 @@ import re
 
 import jax
 import numpy as np
+import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
@@ -55,10 +56,12 @@ def test_readme_commands_name_existing_entry_points():
 
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
     docs = README.read_text(encoding="utf-8") + (README.parent / "BENCHMARKS.md").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     shell = "\n".join(re.findall(r"```bash\n(.*?)```", docs, re.S))
     used = set(re.findall(r"`transferjax ([a-z]+)\b", docs)) | set(
-        re.findall(r"(?:^|&& )transferjax ([a-z]+)\b", shell, re.M))
+        re.findall(r"(?:^|&& )transferjax ([a-z]+)\b", shell, re.M)
+    )
     assert used and used <= set(sub.choices), used - set(sub.choices)
     assert "python benchmarks/" not in docs
     mods = set(re.findall(r"python -m (benchmarks\.[a-z_]+)", docs))  # not .NAME
@@ -67,6 +70,7 @@ def test_readme_commands_name_existing_entry_points():
         assert callable(importlib.import_module(name).main), name
 
 
+@pytest.mark.slow
 def test_readme_flax_encoder_example_serves_as_phi():
     """The README's Flax self-attention encoder, registered by name, is phi of a dann run."""
     import jax.numpy as jnp
@@ -77,18 +81,28 @@ def test_readme_flax_encoder_example_serves_as_phi():
 
     pytest.importorskip("flax")
     exec(_block('register_encoder("self_attention"'), {})
-    cfg = C.apply_overrides(C.RunConfig(), [
-        "method=dann", "phi.encoder=self_attention", "phi.max_len=20", "phi.expert_dim=8",
-        "data.synthetic.n_overlap=100", "data.synthetic.n_source_only=20",
-        "data.synthetic.n_target_only=20", "data.synthetic.n_items_source=40",
-        "data.synthetic.n_items_target=30"])
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            "method=dann",
+            "phi.encoder=self_attention",
+            "phi.max_len=20",
+            "phi.expert_dim=8",
+            "data.synthetic.n_overlap=100",
+            "data.synthetic.n_source_only=20",
+            "data.synthetic.n_target_only=20",
+            "data.synthetic.n_items_source=40",
+            "data.synthetic.n_items_target=30",
+        ],
+    )
     split = build_split(cfg.protocol, build_dataset(cfg.data))
     built = get_method("dann").build(cfg, split)
     stage = built.stages[0]
     batch = {k: jnp.asarray(v[:16]) for k, v in stage.examples.items()}
     batch["mask"] = jnp.ones(16, bool)
     view = view0(built)
-    loss, grads = jax.value_and_grad(lambda p: stage.loss({**view, "phi": p}, batch,
-                                                          jax.random.key(0))[0])(view["phi"])
+    loss, grads = jax.value_and_grad(
+        lambda p: stage.loss({**view, "phi": p}, batch, jax.random.key(0))[0]
+    )(view["phi"])
     assert np.isfinite(float(loss))
     assert float(jnp.abs(grads["enc_s"]["Embed_0"]["embedding"]).sum()) > 0

@@ -112,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", help="experiment file (or name in ./experiments)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--out", help="run folder (default runs/NAME-METHOD-TIMESTAMP)")
-    r.add_argument("--quick", action="store_true",
-                   help="the config's shrunken quick variant (no config: the default, 3 epochs)")
+    r.add_argument(
+        "--quick",
+        action="store_true",
+        help="the config's shrunken quick variant (no config: the default, 3 epochs)",
+    )
     r.add_argument(
         "--seeds",
         type=int,

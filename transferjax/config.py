@@ -212,11 +212,13 @@ class RunConfig:
         secs = dict(sections)
         for k, v in given.items():
             if k not in _SECTIONS:
-                raise ConfigError(f"unknown config section {k!r}; valid: "
-                                  f"{', '.join(sorted([*CORE, *_SECTIONS]))}")
+                raise ConfigError(
+                    f"unknown config section {k!r}; valid: {', '.join(sorted([*CORE, *_SECTIONS]))}"
+                )
             if not isinstance(v, _SECTIONS[k]):
-                raise ConfigError(f"section {k!r} must be a {_SECTIONS[k].__name__}, got "
-                                  f"{type(v).__name__}")
+                raise ConfigError(
+                    f"section {k!r} must be a {_SECTIONS[k].__name__}, got {type(v).__name__}"
+                )
             secs[k] = v
         for k, cls in _SECTIONS.items():
             secs.setdefault(k, cls())

@@ -46,8 +46,18 @@ def _call(name, z_s, z_t, cfg, *, params=None, step=50.0, total_steps=100, **kw)
     if params is None:
         params = obj.init(jax.random.key(0), dim=z_s.shape[1], cfg=cfg)
     ms, mt = kw.pop("masks", _masks(z_s.shape[0]))
-    return obj.fn(z_s, z_t, mask_s=ms, mask_t=mt, paired=True, params=params,
-                  step=jnp.float32(step), total_steps=total_steps, cfg=cfg, key=jax.random.key(1))
+    return obj.fn(
+        z_s,
+        z_t,
+        mask_s=ms,
+        mask_t=mt,
+        paired=True,
+        params=params,
+        step=jnp.float32(step),
+        total_steps=total_steps,
+        cfg=cfg,
+        key=jax.random.key(1),
+    )
 
 
 def test_registry_lists_builtins_and_rejects_unknown():
@@ -58,8 +68,9 @@ def test_registry_lists_builtins_and_rejects_unknown():
         ob.register_objective("mmd")(lambda z_s, z_t, **_: (0.0, {}))
 
 
-@pytest.mark.parametrize(("name", "estimator"),
-                         [(n, "unbiased") for n in BUILTIN] + [("mmd", "linear")])
+@pytest.mark.parametrize(
+    ("name", "estimator"), [(n, "unbiased") for n in BUILTIN] + [("mmd", "linear")]
+)
 def test_every_objective_finite_scalar_and_gradient(name, estimator):
     cfg = _cfg(mmd_estimator=estimator)
     z_s = _z(0)
@@ -95,8 +106,11 @@ def test_mmd_and_coral_match_alignment_references():
     bw = al.median_bandwidths(z_s, z_t, factors=(0.5, 1.0, 2.0), mask_x=ms, mask_y=mt)
     want = al.mmd2_unbiased(z_s, z_t, bandwidths=bw, mask_x=ms, mask_y=mt)
     np.testing.assert_allclose(float(_call("mmd", z_s, z_t, cfg)[0]), float(want), rtol=1e-5)
-    np.testing.assert_allclose(float(_call("coral", z_s, z_t, cfg)[0]),
-                               float(al.coral(z_s, z_t, mask_s=ms, mask_t=mt)), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(_call("coral", z_s, z_t, cfg)[0]),
+        float(al.coral(z_s, z_t, mask_s=ms, mask_t=mt)),
+        rtol=1e-5,
+    )
     # linear estimator: the valid rows of each sample, paired in order, as al.mmd2_linear
     lin = dataclasses.replace(cfg.align, mmd_estimator="linear")
     got = _call("mmd", z_s, z_t, dataclasses.replace(cfg, align=lin))[0]
@@ -122,13 +136,15 @@ def test_dann_reverses_the_encoder_gradient_only():
         ls, lt = discriminator_apply(p, a), discriminator_apply(p, b)
         ws, wt = ms.astype(jnp.float32), mt.astype(jnp.float32)
         return (jnp.sum(ws * jax.nn.softplus(ls)) + jnp.sum(wt * jax.nn.softplus(-lt))) / (
-            jnp.sum(ws) + jnp.sum(wt))
+            jnp.sum(ws) + jnp.sum(wt)
+        )
 
     dann = lambda p, a, b: _call("dann", a, b, cfg, params=p)[0]
     gp, ga, gb = jax.grad(dann, argnums=(0, 1, 2))(params, z_s, z_t)
     hp, ha, hb = jax.grad(plain, argnums=(0, 1, 2))(params, z_s, z_t)
-    np.testing.assert_allclose(float(dann(params, z_s, z_t)), float(plain(params, z_s, z_t)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(dann(params, z_s, z_t)), float(plain(params, z_s, z_t)), rtol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(ga), -0.7 * np.asarray(ha), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.asarray(gb), -0.7 * np.asarray(hb), rtol=1e-5, atol=1e-7)
     assert float(jnp.abs(hb).sum()) > 0
@@ -145,26 +161,47 @@ def test_infonce_needs_pairs():
     obj = ob.get_objective("infonce")
     ms, mt = _masks()
     with pytest.raises(ValueError, match="paired"):
-        obj.fn(_z(0), _z(1), mask_s=ms, mask_t=mt, paired=False, params={}, step=0.0,
-               total_steps=1, cfg=cfg, key=jax.random.key(0))
+        obj.fn(
+            _z(0),
+            _z(1),
+            mask_s=ms,
+            mask_t=mt,
+            paired=False,
+            params={},
+            step=0.0,
+            total_steps=1,
+            cfg=cfg,
+            key=jax.random.key(0),
+        )
     # aligned pairs score lower than shuffled ones
     z = _z(9, n=16)
     ones = jnp.ones(16, bool)
     kw = dict(masks=(ones, ones))
     assert float(_call("infonce", z, z + 0.01, cfg, **kw)[0]) < float(
-        _call("infonce", z, z[::-1], cfg, **dict(masks=(ones, ones)))[0])
+        _call("infonce", z, z[::-1], cfg, **dict(masks=(ones, ones)))[0]
+    )
 
 
 # ------------------------------------------------------------------- phi methods, end to end
 
-TINY = C.SyntheticConfig(n_overlap=80, n_source_only=20, n_target_only=20, n_items_source=40,
-                         n_items_target=30, density_source=0.2, density_target=0.15, seed=1)
+TINY = C.SyntheticConfig(
+    n_overlap=80,
+    n_source_only=20,
+    n_target_only=20,
+    n_items_source=40,
+    n_items_target=30,
+    density_source=0.2,
+    density_target=0.15,
+    seed=1,
+)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_split(C.ProtocolConfig(beta=0.3, seed=0),
-                       build_dataset(C.DataConfig(name="synthetic", synthetic=TINY)))
+    return build_split(
+        C.ProtocolConfig(beta=0.3, seed=0),
+        build_dataset(C.DataConfig(name="synthetic", synthetic=TINY)),
+    )
 
 
 def _epochs(built, n: int):
@@ -182,22 +219,30 @@ def _epochs(built, n: int):
 
 
 # every registered phi method, each with another head / encoder / weighting variant
-VARIANTS = {"phi": {}, "dann": dict(head="mmoe", task_weighting="uncertainty"),
-            "mmd": dict(head="ple", encoder="attention"), "coral": dict(encoder="id", max_len=5),
-            "infonce": dict(dims=(8, 4))}
+VARIANTS = {
+    "phi": {},
+    "dann": dict(head="mmoe", task_weighting="uncertainty"),
+    "mmd": dict(head="ple", encoder="attention"),
+    "coral": dict(encoder="id", max_len=5),
+    "infonce": dict(dims=(8, 4)),
+}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(VARIANTS))
 def test_every_phi_method_trains_without_recompiling(tiny, method):
     phi = {"dims": (8,), "expert_dim": 8, **VARIANTS[method]}
-    cfg = C.RunConfig(method=method, trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
-                      phi=PhiConfig(**phi))
+    cfg = C.RunConfig(
+        method=method,
+        trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
+        phi=PhiConfig(**phi),
+    )
     built = get_method(method).build(cfg, tiny)
     chex.clear_trace_counter()
     stage = built.stages[0]
     built = dataclasses.replace(
-        built, stages=(dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1)),))
+        built, stages=(dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1)),)
+    )
     params, stats = _epochs(built, 2)
     assert all(np.isfinite(s["loss"]) for s in stats)
     assert (stats[0]["align"] == 0.0) == (method == "phi")
@@ -220,9 +265,12 @@ def mean_l2(z_s, z_t, *, mask_s, mask_t, **_):
 
 
 def _train_gap(split, weight: float) -> list:
-    cfg = C.RunConfig(method="phi", trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=3),
-                      phi=PhiConfig(dims=(8,), expert_dim=8),
-                      align=AlignConfig(objective="test_mean_l2", weight=weight))
+    cfg = C.RunConfig(
+        method="phi",
+        trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=3),
+        phi=PhiConfig(dims=(8,), expert_dim=8),
+        align=AlignConfig(objective="test_mean_l2", weight=weight),
+    )
     built = build_phi(cfg, split)
     params, stats = _epochs(built, 3)
     for s in stats:

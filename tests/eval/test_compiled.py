@@ -46,8 +46,9 @@ def make_case(seed, *, ties=False, n_pairs=23):
         rating=rng.integers(1, 6, size=len(rows)),
         negatives=rng.integers(0, N_ITEMS, size=(len(rows), N_NEG)),
     )
-    ex = Interactions(user=tr_u, item=tr_i, rating=np.ones(len(tr_u)), n_users=N_TGT,
-                      n_items=N_ITEMS)
+    ex = Interactions(
+        user=tr_u, item=tr_i, rating=np.ones(len(tr_u)), n_users=N_TGT, n_items=N_ITEMS
+    )
     return {"table": jnp.asarray(table), "w": jnp.asarray(src_w)}, ho, ex
 
 
@@ -92,7 +93,11 @@ def test_full_means_equal_full_ranking(seed, chunk_size, ties):
     for ks, exclude in (((1, 5, 10), ex), ((3,), None), ((2, N_ITEMS), ex)):
         ref = ranking.full_ranking(
             lambda s, t: score_all(params, s, t),  # noqa: B023
-            ho, exclude=exclude, n_items=N_ITEMS, ks=ks, chunk_size=chunk_size,
+            ho,
+            exclude=exclude,
+            n_items=N_ITEMS,
+            ks=ks,
+            chunk_size=chunk_size,
         )
         assert_same_metrics(_full(params, ho, exclude, ks=ks, chunk_size=chunk_size), ref)
 
@@ -129,11 +134,15 @@ def test_sampled_means_equal_sampled_ranking(seed, ties):
         for chunk_size, ks in ((1, (1,)), (6, (1, 3, 5)), (4096, (2, 10))):
             ref = ranking.sampled_ranking(
                 lambda s, t, i: score_items(params, s, t, i),  # noqa: B023
-                ho, ks=ks, chunk_size=chunk_size, ties=rule,
+                ho,
+                ks=ks,
+                chunk_size=chunk_size,
+                ties=rule,
             )
             p = plan.sampled_plan(ho, chunk_size=chunk_size)
-            fn = functools.partial(compiled.sampled_sums, score_items, ks=ks,
-                                   pessimistic=rule == "pessimistic")
+            fn = functools.partial(
+                compiled.sampled_sums, score_items, ks=ks, pessimistic=rule == "pessimistic"
+            )
             sums, n_nan = jax.device_get(jax.jit(fn)(params, p))
             assert int(n_nan) == 0
             assert_same_metrics(_floats(compiled.finish_sampled(sums, len(ho), ks=ks)), ref)
@@ -143,8 +152,9 @@ def test_sampled_means_equal_sampled_ranking(seed, ties):
 def test_rating_sums_equal_rating_eval(seed):
     params, ho, _ = make_case(seed)
     for chunk_size in (1, 7, 8192):
-        ref = ranking.rating_eval(lambda s, t, i: predict(params, s, t, i), ho,
-                                  chunk_size=chunk_size)
+        ref = ranking.rating_eval(
+            lambda s, t, i: predict(params, s, t, i), ho, chunk_size=chunk_size
+        )
         p = plan.rating_plan(ho, chunk_size=chunk_size)
         sums = jax.jit(functools.partial(compiled.rating_sums, predict))(params, p)
         assert_same_metrics(_floats(compiled.finish_rating(sums, plan.n_rows(p))), ref)
@@ -163,10 +173,16 @@ def test_vmapped_over_trials_equals_each_trial():
     sp = plan.sampled_plan(ho, chunk_size=5)
     rp = plan.rating_plan(ho, chunk_size=6)
     progs = (
-        (functools.partial(compiled.full_sums, score_all, ks=ks), fp,
-         lambda out, n: compiled.finish_full(out[0], n)),
-        (functools.partial(compiled.sampled_sums, score_items, ks=ks, pessimistic=True), sp,
-         lambda out, n: compiled.finish_sampled(out[0], n, ks=ks)),
+        (
+            functools.partial(compiled.full_sums, score_all, ks=ks),
+            fp,
+            lambda out, n: compiled.finish_full(out[0], n),
+        ),
+        (
+            functools.partial(compiled.sampled_sums, score_items, ks=ks, pessimistic=True),
+            sp,
+            lambda out, n: compiled.finish_sampled(out[0], n, ks=ks),
+        ),
         (functools.partial(compiled.rating_sums, predict), rp, compiled.finish_rating),
     )
     for fn, p, finish in progs:
@@ -201,8 +217,9 @@ def test_errors_match_the_reference():
     _, n_nan = jax.jit(functools.partial(compiled.full_sums, nan_all, ks=(5,)))(params, fp)
     n_bad = len(np.unique(ho.row)) * N_ITEMS  # every score of every real row
     with pytest.raises(ValueError, match=f"returned {n_bad} NaN scores") as ref:
-        ranking.full_ranking(lambda s, t: nan_all(params, s, t), ho, exclude=ex,
-                             n_items=N_ITEMS, chunk_size=8)
+        ranking.full_ranking(
+            lambda s, t: nan_all(params, s, t), ho, exclude=ex, n_items=N_ITEMS, chunk_size=8
+        )
     assert str(compiled.nan_error(n_nan)) == str(ref.value)
     assert compiled.nan_error(np.int32(0)) is None
     assert "trial 1: 3" in str(compiled.nan_error(np.array([0, 3])))

@@ -18,8 +18,15 @@ from transferjax.methods.mf import MFConfig
 from transferjax.methods.registry import get_method
 from transferjax.train.evaluate import make_evaluate, make_evaluator
 
-SYN = C.SyntheticConfig(n_overlap=300, n_source_only=50, n_target_only=50, n_items_source=120,
-                        n_items_target=90, density_target=0.08, seed=5)
+SYN = C.SyntheticConfig(
+    n_overlap=300,
+    n_source_only=50,
+    n_target_only=50,
+    n_items_source=120,
+    n_items_target=90,
+    density_target=0.08,
+    seed=5,
+)
 
 
 def _cfg(**eval_kw):
@@ -44,13 +51,25 @@ def setup():
 def _reference(cfg, split, scorer, params, heldout):
     """What `make_evaluate` computed before plans: the host-loop functions chunk by chunk."""
     ec = cfg.eval
-    out = rating_eval(lambda s, t, i: scorer.rating(params, s, t, i), heldout,
-                      chunk_size=max(ec.chunk_size, 4096))
-    out.update(sampled_ranking(lambda s, t, i: scorer.score_items(params, s, t, i), heldout,
-                               ks=ec.ks, chunk_size=ec.chunk_size))
-    full = full_ranking(lambda s, t: scorer.score_all(params, s, t), heldout,
-                        exclude=split.target_train, n_items=split.target_train.n_items,
-                        ks=ec.ks, chunk_size=ec.chunk_size)
+    out = rating_eval(
+        lambda s, t, i: scorer.rating(params, s, t, i), heldout, chunk_size=max(ec.chunk_size, 4096)
+    )
+    out.update(
+        sampled_ranking(
+            lambda s, t, i: scorer.score_items(params, s, t, i),
+            heldout,
+            ks=ec.ks,
+            chunk_size=ec.chunk_size,
+        )
+    )
+    full = full_ranking(
+        lambda s, t: scorer.score_all(params, s, t),
+        heldout,
+        exclude=split.target_train,
+        n_items=split.target_train.n_items,
+        ks=ec.ks,
+        chunk_size=ec.chunk_size,
+    )
     out.update({f"full_{k}": v for k, v in full.items()})
     return out
 
@@ -95,8 +114,10 @@ def _counting(scorer, traces):
 
         return traced
 
-    return Scorer(score_items=wrap("score_items", scorer.score_items),
-                  score_all=wrap("score_all", scorer.score_all))
+    return Scorer(
+        score_items=wrap("score_items", scorer.score_items),
+        score_all=wrap("score_all", scorer.score_all),
+    )
 
 
 def test_evaluating_again_does_not_retrace(setup):
@@ -124,8 +145,10 @@ def test_other_heldout_and_errors(setup):
     assert evaluator(scorer, params[0], other) == evaluator(scorer, params[0], split.test)
     with pytest.raises(ValueError, match="unknown held-out set"):
         evaluator(scorer, params[0], "train")
-    nan = Scorer(score_items=lambda p, s, t, i: scorer.score_items(p, s, t, i) * jnp.nan,
-                 score_all=lambda p, s, t: scorer.score_all(p, s, t) * jnp.nan)
+    nan = Scorer(
+        score_items=lambda p, s, t, i: scorer.score_items(p, s, t, i) * jnp.nan,
+        score_all=lambda p, s, t: scorer.score_all(p, s, t) * jnp.nan,
+    )
     with pytest.raises(ValueError, match=r"returned \d+ NaN scores$"):
         evaluator(nan, params[0], "valid")
     scale = [1.0, float("nan"), 1.0]

@@ -24,9 +24,17 @@ from transferjax.methods.registry import get_method
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_epoch_fn, make_train
 
-SMALL = C.SyntheticConfig(n_overlap=600, n_source_only=200, n_target_only=200,
-                          n_items_source=300, n_items_target=250, density_source=0.1,
-                          density_target=0.04, shift_deg=5.0, seed=3)
+SMALL = C.SyntheticConfig(
+    n_overlap=600,
+    n_source_only=200,
+    n_target_only=200,
+    n_items_source=300,
+    n_items_target=250,
+    density_source=0.1,
+    density_target=0.04,
+    shift_deg=5.0,
+    seed=3,
+)
 
 
 def _cfg(method="cmf", **over):
@@ -50,8 +58,16 @@ def small_split():
 
 
 def _hand_params():
-    p = cmf_init(jax.random.key(0), n_joint=4, n_source=5, n_target=6, dim=3,
-                 init_std=0.5, mu_source=3.0, mu_target=3.5)
+    p = cmf_init(
+        jax.random.key(0),
+        n_joint=4,
+        n_source=5,
+        n_target=6,
+        dim=3,
+        init_std=0.5,
+        mu_source=3.0,
+        mu_target=3.5,
+    )
     p["user_bias"] = jnp.array([0.1, -0.2, 0.3, 0.0], jnp.float32)
     p["source"]["item_bias"] = jnp.arange(5, dtype=jnp.float32) * 0.1
     p["target"]["item_bias"] = -jnp.arange(6, dtype=jnp.float32) * 0.05
@@ -68,11 +84,18 @@ def _np_mse(p, dom, batch, reg):
     return np.mean((r - pred) ** 2 + reg * l2)
 
 
-TB = {"user": jnp.array([0, 1, 3, 2], jnp.int32), "item": jnp.array([5, 0, 2, 1], jnp.int32),
-      "rating": jnp.array([4.0, 2.0, 5.0, 100.0]), "mask": jnp.array([True, True, True, False])}
-SB = {"user": jnp.array([0, 2, 2, 1, 0, 3], jnp.int32),
-      "item": jnp.array([4, 0, 1, 3, 3, 2], jnp.int32),
-      "rating": jnp.array([1.0, 5.0, 3.0, 4.0, 2.0, 3.0]), "mask": jnp.ones((6,), bool)}
+TB = {
+    "user": jnp.array([0, 1, 3, 2], jnp.int32),
+    "item": jnp.array([5, 0, 2, 1], jnp.int32),
+    "rating": jnp.array([4.0, 2.0, 5.0, 100.0]),
+    "mask": jnp.array([True, True, True, False]),
+}
+SB = {
+    "user": jnp.array([0, 2, 2, 1, 0, 3], jnp.int32),
+    "item": jnp.array([4, 0, 1, 3, 3, 2], jnp.int32),
+    "rating": jnp.array([1.0, 5.0, 3.0, 4.0, 2.0, 3.0]),
+    "mask": jnp.ones((6,), bool),
+}
 
 
 @pytest.mark.slow
@@ -137,8 +160,12 @@ def test_cold_user_scored_with_shared_factor(small_split):
     got = built.scorer.rating(view0(built), src, tgt, items)
     row = s2j[np.asarray(src)]  # the cold user's SOURCE row is the one that scores its target items
     t = p["target"]
-    want = (t["mu"] + p["user_bias"][row] + t["item_bias"][items]
-            + jnp.sum(p["user"][row] * t["item"][items], -1))
+    want = (
+        t["mu"]
+        + p["user_bias"][row]
+        + t["item_bias"][items]
+        + jnp.sum(p["user"][row] * t["item"][items], -1)
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(got, t["mu"] + t["item_bias"][items])  # not the item baseline
 
@@ -185,17 +212,26 @@ def _item_overlap_split(implicit: bool):
     rng = np.random.default_rng(4)
 
     def dom(n_users, n_items, n, name):
-        pairs = np.unique(np.stack([rng.integers(0, n_users, n), rng.integers(0, n_items, n)], 1),
-                          axis=0)
+        pairs = np.unique(
+            np.stack([rng.integers(0, n_users, n), rng.integers(0, n_items, n)], 1), axis=0
+        )
         r = np.ones(len(pairs)) if implicit else rng.integers(1, 6, len(pairs))
-        return Interactions(user=pairs[:, 0].astype(np.int32), item=pairs[:, 1].astype(np.int32),
-                            rating=r.astype(np.float32), n_users=n_users, n_items=n_items,
-                            name=name)
+        return Interactions(
+            user=pairs[:, 0].astype(np.int32),
+            item=pairs[:, 1].astype(np.int32),
+            rating=r.astype(np.float32),
+            n_users=n_users,
+            n_items=n_items,
+            name=name,
+        )
 
-    data = CrossDomainData(source=dom(80, 50, 1500, "source"), target=dom(60, 45, 700, "target"),
-                           overlap=np.zeros((0, 2), np.int32),
-                           item_overlap=np.stack([np.arange(30), np.arange(10, 40)], 1),
-                           name="items")
+    data = CrossDomainData(
+        source=dom(80, 50, 1500, "source"),
+        target=dom(60, 45, 700, "target"),
+        overlap=np.zeros((0, 2), np.int32),
+        item_overlap=np.stack([np.arange(30), np.arange(10, 40)], 1),
+        name="items",
+    )
     pc = C.ProtocolConfig(name="warm_ratio", seed=0)
     return build_split(pc, data)
 
@@ -221,8 +257,7 @@ def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
     batch = {k: jnp.asarray(v[:64]) for k, v in stage.examples.items()}
     batch["mask"] = jnp.ones((64,), bool)
     frozen = {k: v for k, v in p.items() if k != "cmf"}
-    g = jax.grad(lambda c: stage.loss({**frozen, "cmf": c}, batch, jax.random.key(1))[0])(
-        p["cmf"])
+    g = jax.grad(lambda c: stage.loss({**frozen, "cmf": c}, batch, jax.random.key(1))[0])(p["cmf"])
     t2j = np.asarray(p["neg_items"]["target"])
     s2j = np.asarray(p["neg_items"]["source"])
     assert np.all(t2j[10:40] == s2j[:30])  # the shared items map to one joint row
@@ -235,8 +270,9 @@ def test_item_shared_cmf_routes_gradients_and_negatives(implicit):
     assert np.any(np.asarray(g["source"]["user"]) != 0)  # the source batch trains its users
     from transferjax.models.mf import sample_negatives
 
-    neg = sample_negatives({"neg_items": jnp.asarray(t2j)}, jax.random.key(2),
-                           jnp.zeros((2000,), jnp.int32))
+    neg = sample_negatives(
+        {"neg_items": jnp.asarray(t2j)}, jax.random.key(2), jnp.zeros((2000,), jnp.int32)
+    )
     assert set(np.asarray(neg)) <= set(t2j) and len(set(np.asarray(neg))) > 35
 
 
@@ -253,8 +289,9 @@ def test_item_shared_cmf_sparse_first_step_equals_dense(implicit):
         frozen = {k: v for k, v in view0(built).items() if k != "cmf"}
         ex = {k: jnp.asarray(v) for k, v in one.items()}
         part = view0(built)["cmf"]
-        out.append(make_epoch_fn(stage)(part, stage.optimizer.init(part), frozen, ex,
-                                        jax.random.key(5)))
+        out.append(
+            make_epoch_fn(stage)(part, stage.optimizer.init(part), frozen, ex, jax.random.key(5))
+        )
     (ps, _, s_stats), (pd, _, d_stats) = out
     np.testing.assert_allclose(s_stats["loss"], d_stats["loss"], rtol=1e-6)
     chex.assert_trees_all_close(ps, pd, rtol=1e-5, atol=1e-6)

@@ -23,15 +23,26 @@ from transferjax.models import phi as PHI
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
-TINY = C.SyntheticConfig(n_overlap=80, n_source_only=20, n_target_only=20, n_items_source=40,
-                         n_items_target=30, density_source=0.2, density_target=0.15, seed=1)
+TINY = C.SyntheticConfig(
+    n_overlap=80,
+    n_source_only=20,
+    n_target_only=20,
+    n_items_source=40,
+    n_items_target=30,
+    density_source=0.2,
+    density_target=0.15,
+    seed=1,
+)
 
 
 def _cfg(method="phi", syn=TINY, **phi):
-    return C.RunConfig(method=method, data=C.DataConfig(name="synthetic", synthetic=syn),
-                       protocol=C.ProtocolConfig(beta=0.3, seed=0),
-                       trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
-                       phi=PhiConfig(**{"dims": (8,), "expert_dim": 8, **phi}))
+    return C.RunConfig(
+        method=method,
+        data=C.DataConfig(name="synthetic", synthetic=syn),
+        protocol=C.ProtocolConfig(beta=0.3, seed=0),
+        trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=2),
+        phi=PhiConfig(**{"dims": (8,), "expert_dim": 8, **phi}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +88,21 @@ def test_output_shapes(tiny, dann):
     diag = full[np.arange(6), np.arange(6)]
     np.testing.assert_allclose(score_items(p, src, tgt, jnp.arange(6)), diag, rtol=1e-5, atol=1e-6)
     many = jnp.tile(jnp.arange(n)[None], (6, 1))
-    np.testing.assert_allclose(score_items(p, src, tgt, many[:, :3]), full[:, :3], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        score_items(p, src, tgt, many[:, :3]), full[:, :3], rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(score_items(p, src, tgt, many), full, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(np.asarray(predict(p, src, tgt, jnp.arange(6)))))
     # a chunk of rating rows repeating few users encodes each user once: same predictions
     rows = np.repeat(np.arange(6), 11)[:64]
     items = jnp.asarray(np.arange(64) % n)
     got = predict(p, src[rows], tgt[rows], items)
-    want = np.concatenate([predict(p, src[rows[i:i + 4]], tgt[rows[i:i + 4]], items[i:i + 4])
-                           for i in range(0, 64, 4)])
+    want = np.concatenate(
+        [
+            predict(p, src[rows[i : i + 4]], tgt[rows[i : i + 4]], items[i : i + 4])
+            for i in range(0, 64, 4)
+        ]
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -103,8 +119,9 @@ def test_candidate_scores_agree_in_both_forms(tiny, dann, monkeypatch, gather_co
     items = jnp.asarray(np.random.default_rng(0).integers(0, n, (5, 7)), jnp.int32)
     full = np.asarray(built.scorer.score_all(view0(built), src, tgt))
     got = built.scorer.score_items(view0(built), src, tgt, items)  # traced afresh: no jit
-    np.testing.assert_allclose(got, np.take_along_axis(full, np.asarray(items), 1), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        got, np.take_along_axis(full, np.asarray(items), 1), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -130,8 +147,9 @@ def test_no_label_leakage_when_simulated_cold(tiny, monkeypatch, cold_rate):
     length = np.asarray(params["bags"]["target"]["length"])
     both = np.asarray(tgt)[np.asarray(src) >= 0]  # users with both domains
     only = np.asarray(tgt)[np.asarray(src) < 0]
-    per_user = lambda users: np.array([np.abs(g[start[u]:start[u] + length[u]]).sum()
-                                       for u in users])
+    per_user = lambda users: np.array(
+        [np.abs(g[start[u] : start[u] + length[u]]).sum() for u in users]
+    )
     assert per_user(only).sum() > 0  # target-only users are never simulated cold
     if cold_rate == 1.0:
         np.testing.assert_array_equal(per_user(both), 0.0)
@@ -157,20 +175,30 @@ def test_cold_scores_ignore_the_target_encoder(tiny, dann):
 
 # small shift, explicit ratings; 1000 overlap users so that cold-valid / cold-test hold 150 users
 # each (with 90 the RMSE of either set moved by about 0.02 between epochs and seeds)
-SHIFT5 = C.SyntheticConfig(n_overlap=1000, n_source_only=200, n_target_only=200,
-                           n_items_source=300, n_items_target=250, density_source=0.1,
-                           density_target=0.06, shift_deg=5.0, seed=3)
+SHIFT5 = C.SyntheticConfig(
+    n_overlap=1000,
+    n_source_only=200,
+    n_target_only=200,
+    n_items_source=300,
+    n_items_target=250,
+    density_source=0.1,
+    density_target=0.06,
+    shift_deg=5.0,
+    seed=3,
+)
 
 
 @pytest.mark.slow
 def test_phi_and_dann_beat_target_only_mf_on_cold_users():
     """Target-only MF can give a cold user only the item baseline; the phi model transfers the
     user's source taste (measured over seeds 0-3: phi and dann 0.89-0.91, mf 0.99)."""
-    cfg = C.RunConfig(data=C.DataConfig(name="synthetic", synthetic=SHIFT5),
-                      protocol=C.ProtocolConfig(beta=0.3, seed=1),
-                      trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=15, eval_every=5),
-                      mf=MFConfig(dim=12, reg=1e-3),
-                      phi=PhiConfig(dims=(64,), expert_dim=32))
+    cfg = C.RunConfig(
+        data=C.DataConfig(name="synthetic", synthetic=SHIFT5),
+        protocol=C.ProtocolConfig(beta=0.3, seed=1),
+        trainer=C.TrainerConfig(lr=1e-2, batch_size=32, epochs=15, eval_every=5),
+        mf=MFConfig(dim=12, reg=1e-3),
+        phi=PhiConfig(dims=(64,), expert_dim=32),
+    )
     split = build_split(cfg.protocol, build_dataset(cfg.data))
     rmse = {}
     for m in ("mf", "phi", "dann"):
@@ -190,7 +218,8 @@ def _long_tailed(n_users=60, n_items=500, seed=0):
     lens[3] = 40
     user = np.repeat(np.arange(n_users), lens).astype(np.int32)
     item = np.concatenate([rng.choice(n_items, k, replace=n_items < k) for k in lens]).astype(
-        np.int32)
+        np.int32
+    )
     rating = rng.integers(1, 6, len(user)).astype(np.float32)
     return Interactions(user=user, item=item, rating=rating, n_users=n_users, n_items=n_items)
 
@@ -216,19 +245,30 @@ def test_domain_encoder_packs_by_the_cost_rule_and_equals_the_dense_form(n_items
     bags, spec = U.domain_bags(inter)
     b = 16
     assert PHI.choose_layer(batch=b, capacity=spec.capacity(b), n_items=n_items) == (
-        "packed" if n_items == 5000 else "dense")
+        "packed" if n_items == 5000 else "dense"
+    )
     init, apply = PE.domain_encoder("bag", spec, dims=(5, 3))
-    dense = PHI.encoder(kind="bag", n_items=n_items, n_users=inter.n_users, dims=(5, 3),
-                        mu=spec.mu, explicit=spec.explicit)[1]  # no capacity: always dense
+    dense = PHI.encoder(
+        kind="bag",
+        n_items=n_items,
+        n_users=inter.n_users,
+        dims=(5, 3),
+        mu=spec.mu,
+        explicit=spec.explicit,
+    )[1]  # no capacity: always dense
     params = init(jax.random.key(0))
     g = np.random.default_rng(1).normal(size=(b, 3))
     for u, distinct in ((np.arange(3, 3 + b), True), (np.full(b, 3), False)):
         rows = U.gather_rows(bags, jnp.asarray(u, jnp.int32), max_len=spec.max_len)
-        np.testing.assert_allclose(apply(params, *rows, distinct=distinct),
-                                   dense(params, *rows), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            apply(params, *rows, distinct=distinct), dense(params, *rows), rtol=1e-4, atol=1e-6
+        )
         f = lambda p, fn: jnp.sum(fn(p, *rows) * g)  # noqa: B023
-        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
-                     jax.grad(f)(params, apply), jax.grad(f)(params, dense))
+        jax.tree.map(
+            lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+            jax.grad(f)(params, apply),
+            jax.grad(f)(params, dense),
+        )
 
 
 FIRST = PHI.first_layer
@@ -282,8 +322,11 @@ def test_click_softplus_values_and_gradient():
 
 
 def test_unknown_encoder_is_refused_at_build_listing_the_valid_ones(tiny):
-    with pytest.raises(ValueError, match=r"unknown phi encoder 'nope' \(phi.encoder\); "
-                                         r"valid: bag, attention, id"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown phi encoder 'nope' \(phi.encoder\); "
+        r"valid: bag, attention, id",
+    ):
         get_method("dann").build(_cfg("dann", encoder="nope"), tiny)
     with pytest.raises(ValueError, match="built in"):
         PE.register_encoder("bag", lambda **_: None)
@@ -291,6 +334,7 @@ def test_unknown_encoder_is_refused_at_build_listing_the_valid_ones(tiny):
 
 def _mean_encoder(*, n_items, n_users, dims):
     """A registered encoder in plain JAX: mean of the input items' embeddings."""
+
     def init(key):
         return {"emb": jax.random.normal(key, (n_items, dims[-1])) * 0.1}
 
@@ -310,11 +354,17 @@ def test_registered_encoder_is_checked_and_read_by_name(tiny):
     built = get_method("phi").build(_cfg(encoder="test_mean", dims=(6, 8)), tiny)
     view = view0(built)
     assert view["phi"]["enc_s"]["emb"].shape == (tiny.source_train.n_items, 8)
-    with pytest.raises(ValueError, match=r"'test_mean' returned shape \(3, 8\); expected "
-                                         r"f32\[3, 6\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"'test_mean' returned shape \(3, 8\); expected "
+        r"f32\[3, 6\]",
+    ):
         PE.domain_encoder("test_mean", U.domain_bags(tiny.target_train)[1], dims=(8, 6))[1](
-            view["phi"]["enc_t"], jnp.zeros((3, 2), jnp.int32), jnp.ones((3, 2)),
-            jnp.ones((3, 2), bool))
+            view["phi"]["enc_t"],
+            jnp.zeros((3, 2), jnp.int32),
+            jnp.ones((3, 2)),
+            jnp.ones((3, 2), bool),
+        )
 
 
 def _flax_self_attention(*, n_items, n_users, dims):
@@ -340,8 +390,9 @@ def test_flax_self_attention_encoder_trains_through_the_phi_method(tiny):
     cfg = _cfg(encoder="test_flax_attention", dims=(8,))
     res = make_train(cfg, tiny, evaluate=make_evaluate(cfg, tiny))(jax.random.key(0))
     assert len(res.history) == 2
-    assert all(np.isfinite(h["train"]["loss"]) and np.isfinite(h["valid"]["rmse"])
-               for h in res.history)
+    assert all(
+        np.isfinite(h["train"]["loss"]) and np.isfinite(h["valid"]["rmse"]) for h in res.history
+    )
     assert res.history[1]["train"]["loss"] != res.history[0]["train"]["loss"]
     built = get_method("phi").build(cfg, tiny)
     view = {**built.view(res.params), "step": jnp.zeros((), jnp.int32)}

@@ -30,9 +30,17 @@ from transferjax.models.mf import mf_score
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_epoch_fn, make_train
 
-SMALL = C.SyntheticConfig(n_overlap=600, n_source_only=200, n_target_only=200,
-                          n_items_source=300, n_items_target=250, density_source=0.1,
-                          density_target=0.04, shift_deg=5.0, seed=3)
+SMALL = C.SyntheticConfig(
+    n_overlap=600,
+    n_source_only=200,
+    n_target_only=200,
+    n_items_source=300,
+    n_items_target=250,
+    density_source=0.1,
+    density_target=0.04,
+    shift_deg=5.0,
+    seed=3,
+)
 DIM = 12
 
 
@@ -61,13 +69,18 @@ def built(small_split):
 
 
 def test_history_positive_items_with_fallback():
-    inter = Interactions(user=[0, 0, 0, 1, 1, 3], item=[1, 2, 3, 4, 5, 0],
-                         rating=[5.0, 2.0, 4.0, 1.0, 3.0, 4.0], n_users=4, n_items=6)
+    inter = Interactions(
+        user=[0, 0, 0, 1, 1, 3],
+        item=[1, 2, 3, 4, 5, 0],
+        rating=[5.0, 2.0, 4.0, 1.0, 3.0, 4.0],
+        n_users=4,
+        n_items=6,
+    )
     h = ptupcdr_history(inter, max_len=2, min_rating=4.0)
     np.testing.assert_array_equal(h.length, [2, 2, 0, 1])
-    assert set(h.items[0][h.mask[0]]) == {1, 3}        # rated >= 4 only
-    assert set(h.items[1][h.mask[1]]) == {4, 5}        # no positive: falls back to all items
-    assert not h.mask[2].any()                         # no item at all
+    assert set(h.items[0][h.mask[0]]) == {1, 3}  # rated >= 4 only
+    assert set(h.items[1][h.mask[1]]) == {4, 5}  # no positive: falls back to all items
+    assert not h.mask[2].any()  # no item at all
     assert list(h.items[3][h.mask[3]]) == [0]
     h_all = ptupcdr_history(inter, max_len=3, min_rating=None)  # implicit: every item
     assert set(h_all.items[0][h_all.mask[0]]) == {1, 2, 3}
@@ -95,8 +108,8 @@ def test_attention_matches_numpy_and_ignores_padding():
     got = char(meta, table, jnp.asarray(items), jnp.asarray(mask))
     want = _np_characteristic(meta, table, items, mask)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert np.all(np.asarray(got[2]) == 0.0)           # empty history: zeros, not NaN
-    changed = np.where(mask, items, 9)                 # other items in every padded slot
+    assert np.all(np.asarray(got[2]) == 0.0)  # empty history: zeros, not NaN
+    changed = np.where(mask, items, 9)  # other items in every padded slot
     again = char(meta, table, jnp.asarray(changed), jnp.asarray(mask))
     np.testing.assert_array_equal(got, again)
     total = lambda t: jnp.sum(char(meta, t, jnp.asarray(items), jnp.asarray(mask)))  # noqa: E731
@@ -136,15 +149,17 @@ def test_loss_is_mse_on_target_ratings_and_trains_meta_only(built, small_split):
     assert np.all(np.isin(rows["src"], small_split.warm_pairs[:, 0]))
     batch = {k: jnp.asarray(v[:16]) for k, v in rows.items()}
     batch["mask"] = jnp.arange(16) < 12
-    loss, _ = jax.jit(ptupcdr_loss, static_argnames="kind")(p, batch, kind="mse",
-                                                            key=jax.random.key(0))
+    loss, _ = jax.jit(ptupcdr_loss, static_argnames="kind")(
+        p, batch, kind="mse", key=jax.random.key(0)
+    )
     vec, bias = jax.jit(ptupcdr_user)(p, batch["src"])
     pred = np.asarray(mf_score(vec, bias, p["target"], batch["item"]))
     want = np.mean((np.asarray(batch["rating"]) - pred)[:12] ** 2)
     np.testing.assert_allclose(loss, want, rtol=1e-5)
     floats = {k: p[k] for k in ("source", "target", "meta")}
-    g = jax.jit(jax.grad(lambda q: ptupcdr_loss({**p, **q}, batch, kind="mse",
-                                        key=jax.random.key(0))[0]))(floats)
+    g = jax.jit(
+        jax.grad(lambda q: ptupcdr_loss({**p, **q}, batch, kind="mse", key=jax.random.key(0))[0])
+    )(floats)
     for part in ("source", "target"):
         assert not any(np.any(np.asarray(v)) for v in g[part].values()), part
     assert np.any(np.asarray(g["meta"]["meta2"]["w"]))
@@ -156,13 +171,15 @@ def test_scorer_bridges_cold_users_only(built, small_split):
     src, tgt, items = (jnp.asarray(a[:32]) for a in (te.source_user, te.target_user, te.item))
     vec, bias = jax.jit(ptupcdr_user)(p, src)
     rate = jax.jit(built.scorer.rating)
-    np.testing.assert_allclose(rate(p, src, tgt, items),
-                               mf_score(vec, bias, p["target"], items), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        rate(p, src, tgt, items), mf_score(vec, bias, p["target"], items), rtol=1e-5, atol=1e-5
+    )
     w = small_split.warm_pairs[:8]  # warm users keep their own target factors
     ws, wt, wi = jnp.asarray(w[:, 0]), jnp.asarray(w[:, 1]), jnp.asarray(tr.item[:8])
     t = p["target"]
-    np.testing.assert_allclose(rate(p, ws, wt, wi),
-                               mf_score(t["user"][wt], t["user_bias"][wt], t, wi), rtol=1e-5)
+    np.testing.assert_allclose(
+        rate(p, ws, wt, wi), mf_score(t["user"][wt], t["user_bias"][wt], t, wi), rtol=1e-5
+    )
 
 
 @pytest.mark.slow

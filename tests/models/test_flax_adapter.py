@@ -98,9 +98,9 @@ def test_grad_matches_jax_reference_and_finite_differences(i):
         return np.mean((_np_mlp(layers, X) - np.asarray(y, np.float64)) ** 2)
 
     flat, eps = np.concatenate([leaf.ravel() for leaf in leaves]), 1e-6
-    fd = np.array([
-        (np_loss(flat + eps * e) - np_loss(flat - eps * e)) / (2 * eps) for e in np.eye(flat.size)
-    ])
+    fd = np.array(
+        [(np_loss(flat + eps * e) - np_loss(flat - eps * e)) / (2 * eps) for e in np.eye(flat.size)]
+    )
     np.testing.assert_allclose(ravel_pytree(grads)[0], fd, rtol=1e-4, atol=1e-6)
 
 
@@ -211,8 +211,12 @@ def test_bag_encoder_checks_output_shape_and_kind():
 
     init, apply = fa.bag_encoder_from_flax(Flat(), kind="linen")
     with pytest.raises(ValueError, match=r"f32\[b, D\]"):
-        apply(init(jax.random.key(0)), jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3)),
-              jnp.ones((2, 3), bool))
+        apply(
+            init(jax.random.key(0)),
+            jnp.zeros((2, 3), jnp.int32),
+            jnp.ones((2, 3)),
+            jnp.ones((2, 3), bool),
+        )
     with pytest.raises(ValueError, match="kind='haiku'"):
         fa.bag_encoder_from_flax(Flat(), kind="haiku")
 
@@ -250,6 +254,10 @@ def test_transferjax_imports_without_flax():
         "try:\n    import transferjax.models.flax_adapter\nexcept ImportError as e:\n"
         "    assert '.[flax]' in str(e), e\nelse:\n    raise SystemExit('imported without flax')\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(__import__("pathlib").Path(__file__).parents[2]),
+    )
     assert res.returncode == 0, res.stderr[-2000:]

@@ -48,16 +48,23 @@ def _np_mlp(layers, h):
 @pytest.mark.parametrize("explicit", [True, False])
 def test_interest_is_the_shrunk_mean(explicit):
     items, rating, mask = _ragged(np.random.default_rng(0))
-    got = P.interest(jnp.asarray(np.nan_to_num(rating)), jnp.asarray(mask), mu=3.2,
-                     explicit=explicit)
+    got = P.interest(
+        jnp.asarray(np.nan_to_num(rating)), jnp.asarray(mask), mu=3.2, explicit=explicit
+    )
     want = _np_interest(rating, mask, mu=3.2, explicit=explicit)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(np.asarray(got)[1], 0.0)  # an empty bag
 
 
 # every form of the first layer: (layer, capacity given the entries, overflow)
-FORMS = [("dense", None, "dense"), ("packed", 0, "dense"), ("packed", 5, "dense"),
-         ("packed", 1000, "dense"), ("packed", -1, "dense"), ("packed", 0, "nan")]
+FORMS = [
+    ("dense", None, "dense"),
+    ("packed", 0, "dense"),
+    ("packed", 5, "dense"),
+    ("packed", 1000, "dense"),
+    ("packed", -1, "dense"),
+    ("packed", 0, "nan"),
+]
 
 
 @pytest.mark.parametrize("layer, slack, overflow", FORMS)
@@ -74,8 +81,15 @@ def test_each_first_layer_form_equals_the_dense_product(layer, slack, overflow):
     cap = 0 if slack is None else int(mask.sum()) + slack
 
     def f(t, wt):
-        return P.first_layer(t, jnp.asarray(items), wt, jnp.asarray(mask), layer=layer,
-                             capacity=cap, overflow=overflow)
+        return P.first_layer(
+            t,
+            jnp.asarray(items),
+            wt,
+            jnp.asarray(mask),
+            layer=layer,
+            capacity=cap,
+            overflow=overflow,
+        )
 
     np.testing.assert_allclose(jax.jit(f)(table, w), x @ table, rtol=1e-5, atol=1e-6)
     gt, gw = jax.jit(jax.grad(lambda t, wt: jnp.sum(f(t, wt) * g), argnums=(0, 1)))(table, w)
@@ -119,8 +133,9 @@ def test_the_cost_rule_picks_packed_for_short_bags_only():
 def test_bag_encoder_is_an_mlp_with_a_linear_last_layer(dims, capacity):
     rng = np.random.default_rng(3)
     items, rating, mask = _ragged(rng)
-    init, apply = P.encoder(kind="bag", n_items=N_ITEMS, n_users=4, dims=dims, mu=3.0,
-                            explicit=True, capacity=capacity)
+    init, apply = P.encoder(
+        kind="bag", n_items=N_ITEMS, n_users=4, dims=dims, mu=3.0, explicit=True, capacity=capacity
+    )
     params = init(jax.random.key(0))
     params["b"] = params["b"] + 0.1  # ReLU cut-offs exercised both ways
     assert params["emb"].shape == (N_ITEMS, dims[0]) and len(params["mlp"]) == len(dims) - 1
@@ -136,10 +151,12 @@ def test_bag_encoder_is_an_mlp_with_a_linear_last_layer(dims, capacity):
     def loss(p, fn):
         return jnp.sum(fn(p, items, rating, mask, distinct=True) ** 2)
 
-    dense = P.encoder(kind="bag", n_items=N_ITEMS, n_users=4, dims=dims, mu=3.0,
-                      explicit=True)[1]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 jax.grad(loss)(params, apply), jax.grad(loss)(params, dense))
+    dense = P.encoder(kind="bag", n_items=N_ITEMS, n_users=4, dims=dims, mu=3.0, explicit=True)[1]
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        jax.grad(loss)(params, apply),
+        jax.grad(loss)(params, dense),
+    )
 
 
 def test_attention_kind_pools_the_real_entries():
@@ -164,11 +181,11 @@ def test_id_kind_embeds_the_user_then_the_mlp():
     init, apply = P.encoder(kind="id", n_items=N_ITEMS, n_users=5, dims=(3, 2))
     params = init(jax.random.key(6))
     users = jnp.asarray([4, 0, -1])
-    z = apply(params, jnp.zeros((3, 2), jnp.int32), jnp.zeros((3, 2)), jnp.ones((3, 2), bool),
-              users)
+    z = apply(
+        params, jnp.zeros((3, 2), jnp.int32), jnp.zeros((3, 2)), jnp.ones((3, 2), bool), users
+    )
     h = np.asarray(params["id"]["emb"], np.float64)[[4, 0, 0]]
-    np.testing.assert_allclose(z, _np_mlp(params["mlp"], np.maximum(h, 0)), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(z, _np_mlp(params["mlp"], np.maximum(h, 0)), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_kind_and_sizes_raise():

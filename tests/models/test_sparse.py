@@ -100,8 +100,11 @@ def test_lazy_adam_matches_numpy_sparse_adam():
 
 def test_lazy_adam_equals_optax_adam_when_every_row_is_touched():
     rng = np.random.default_rng(2)
-    params = {"table": jnp.asarray(rng.normal(size=(N, D)), jnp.float32),
-              "bias": jnp.zeros((N,), jnp.float32), "mu": jnp.asarray(0.3, jnp.float32)}
+    params = {
+        "table": jnp.asarray(rng.normal(size=(N, D)), jnp.float32),
+        "bias": jnp.zeros((N,), jnp.float32),
+        "mu": jnp.asarray(0.3, jnp.float32),
+    }
     ref, ref_opt = params, optax.adam(0.02)
     ref_state = ref_opt.init(ref)
     opt = lazy_adam(lr=0.02)
@@ -138,8 +141,10 @@ def test_rowwise_adagrad_matches_numpy_and_optax_on_vectors():
     ref_state = ref_opt.init(ref_b)
     for idx, g in steps:
         gb = g[:, 0]
-        rows = {"table": (jnp.asarray(idx), jnp.asarray(g)),
-                "bias": (jnp.asarray(idx), jnp.asarray(gb))}
+        rows = {
+            "table": (jnp.asarray(idx), jnp.asarray(g)),
+            "bias": (jnp.asarray(idx), jnp.asarray(gb)),
+        }
         params, state = opt.sparse_update(params, state, rows, {})
         acc = {}
         for r, gr in zip(idx, g.astype(np.float64), strict=True):
@@ -185,9 +190,12 @@ def _mf_batch(n_users=6, n_items=5, b=8, seed=0):
     user = rng.integers(1, n_users, size=b).astype(np.int32)
     item = rng.integers(1, n_items, size=b).astype(np.int32)
     user[~mask], item[~mask] = 0, 0  # padding points at row 0, which nothing else touches
-    return {"user": jnp.asarray(user), "item": jnp.asarray(item),
-            "rating": jnp.asarray(rng.uniform(1, 5, size=b), jnp.float32),
-            "mask": jnp.asarray(mask)}
+    return {
+        "user": jnp.asarray(user),
+        "item": jnp.asarray(item),
+        "rating": jnp.asarray(rng.uniform(1, 5, size=b), jnp.float32),
+        "mask": jnp.asarray(mask),
+    }
 
 
 @pytest.mark.parametrize("kind", ["mse", "bpr"])
@@ -195,17 +203,22 @@ def test_mf_rows_loss_and_gradient_equal_dense(kind):
     mf = mf_init(jax.random.key(0), n_users=6, n_items=5, dim=D, mu=3.0)
     batch, key = _mf_batch(), jax.random.key(7)
     dense_loss, dense_g = jax.value_and_grad(
-        lambda p: mf_loss(p, batch, kind=kind, reg=0.01, key=key)[0])(mf)
+        lambda p: mf_loss(p, batch, kind=kind, reg=0.01, key=key)[0]
+    )(mf)
     rows, idx = mf_rows(mf, batch, key, kind=kind)
     loss, (g_rows, g_mu) = jax.value_and_grad(
-        lambda r, mu: mf_row_loss(r, mu, batch, kind=kind, reg=0.01)[0],
-        argnums=(0, 1))(rows, mf["mu"])
+        lambda r, mu: mf_row_loss(r, mu, batch, kind=kind, reg=0.01)[0], argnums=(0, 1)
+    )(rows, mf["mu"])
     np.testing.assert_allclose(loss, dense_loss, rtol=1e-6)
     np.testing.assert_allclose(g_mu, dense_g["mu"], rtol=1e-5, atol=1e-7)
     assert np.all(np.asarray(idx["user"])[-2:] == -1)
     neg = kind == "bpr"
-    pairs = [("user", "user", "user"), ("user_bias", "user_bias", "user"),
-             ("item", "item", "item"), ("item_bias", "item_bias", "item")]
+    pairs = [
+        ("user", "user", "user"),
+        ("user_bias", "user_bias", "user"),
+        ("item", "item", "item"),
+        ("item_bias", "item_bias", "item"),
+    ]
     for table, row, ix in pairs:
         g = np.asarray(g_rows[row])
         if neg and table.startswith("item"):
@@ -264,17 +277,27 @@ def test_padding_rows_change_nothing(kind):
     assert int(new_state.count) == 2
 
 
-SMALL = C.SyntheticConfig(n_overlap=600, n_source_only=200, n_target_only=200,
-                          n_items_source=300, n_items_target=250, density_source=0.1,
-                          density_target=0.04, shift_deg=5.0, seed=3)
+SMALL = C.SyntheticConfig(
+    n_overlap=600,
+    n_source_only=200,
+    n_target_only=200,
+    n_items_source=300,
+    n_items_target=250,
+    density_source=0.1,
+    density_target=0.04,
+    shift_deg=5.0,
+    seed=3,
+)
 
 
 def _cfg(method="emcdr", sparse=False, epochs=4, mf_epochs=6):
     return C.RunConfig(
-        method=method, data=C.DataConfig(name="synthetic", synthetic=SMALL),
+        method=method,
+        data=C.DataConfig(name="synthetic", synthetic=SMALL),
         protocol=C.ProtocolConfig(beta=0.3, seed=1),
         trainer=C.TrainerConfig(lr=1e-2, batch_size=128, epochs=epochs),
-        mf=MFConfig(dim=12, reg=1e-3, epochs=mf_epochs, lr=1e-2, batch_size=256, sparse=sparse))
+        mf=MFConfig(dim=12, reg=1e-3, epochs=mf_epochs, lr=1e-2, batch_size=256, sparse=sparse),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -297,10 +320,15 @@ def test_cmf_sparse_first_step_equals_dense(split):
     assert stage.step is not None and dstage.step is None
     ex = {k: jnp.asarray(v) for k, v in one.items()}
     (ps, _, s_stats), (pd, _, d_stats) = (  # same key: equal initial params (each donated)
-        make_epoch_fn(st)(p["cmf"], st.optimizer.init(p["cmf"]),
-                          {"source_rows": p["source_rows"], "hyper": p["hyper"]}, ex,
-                          jax.random.key(5))
-        for st, p in ((stage, view0(built)), (dstage, view0(dense_built))))
+        make_epoch_fn(st)(
+            p["cmf"],
+            st.optimizer.init(p["cmf"]),
+            {"source_rows": p["source_rows"], "hyper": p["hyper"]},
+            ex,
+            jax.random.key(5),
+        )
+        for st, p in ((stage, view0(built)), (dstage, view0(dense_built)))
+    )
     np.testing.assert_allclose(s_stats["loss"], d_stats["loss"], rtol=1e-6)
     chex.assert_trees_all_close(ps, pd, rtol=1e-5, atol=1e-6)
 

@@ -26,30 +26,73 @@ from transferjax.reports import (
 )
 
 
-def _write_run(folder, *, method, seed, test, valid=None, dataset="synthetic",
-               protocol="cold_start", beta=0.2, shift=10.0, history=None):
+def _write_run(
+    folder,
+    *,
+    method,
+    seed,
+    test,
+    valid=None,
+    dataset="synthetic",
+    protocol="cold_start",
+    beta=0.2,
+    shift=10.0,
+    history=None,
+):
     """A run folder shaped like transferjax.train.run writes it, with known numbers."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"name": "t", "method": method, "seed": seed,
-              "data": {"name": dataset, "synthetic": {"shift_deg": shift, "seed": seed}},
-              "protocol": {"name": protocol, "beta": beta}}
+    config = {
+        "name": "t",
+        "method": method,
+        "seed": seed,
+        "data": {"name": dataset, "synthetic": {"shift_deg": shift, "seed": seed}},
+        "protocol": {"name": protocol, "beta": beta},
+    }
     valid = valid if valid is not None else test
-    history = history if history is not None else [
-        {"stage": "s", "epoch": e, "step": 10 * e, "train": {},
-         "valid": {k: v + 0.1 / e for k, v in valid.items()}, "test": test} for e in (1, 2, 3)]
-    metrics = {"method": method, "dataset": dataset, "protocol": protocol,
-               "protocol_info": {"beta": beta, "seed": 0}, "select_metric": "rmse",
-               "selected": {"index": 2, "stage": "s", "epoch": 3, "step": 30, "train": {},
-                            "valid": valid, "test": test},
-               "history": history, "timing": {"data_s": 0.0, "train_s": 0.0, "wall_s": 0.0}}
+    history = (
+        history
+        if history is not None
+        else [
+            {
+                "stage": "s",
+                "epoch": e,
+                "step": 10 * e,
+                "train": {},
+                "valid": {k: v + 0.1 / e for k, v in valid.items()},
+                "test": test,
+            }
+            for e in (1, 2, 3)
+        ]
+    )
+    metrics = {
+        "method": method,
+        "dataset": dataset,
+        "protocol": protocol,
+        "protocol_info": {"beta": beta, "seed": 0},
+        "select_metric": "rmse",
+        "selected": {
+            "index": 2,
+            "stage": "s",
+            "epoch": 3,
+            "step": 30,
+            "train": {},
+            "valid": valid,
+            "test": test,
+        },
+        "history": history,
+        "timing": {"data_s": 0.0, "train_s": 0.0, "wall_s": 0.0},
+    }
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
 
 # seed -> rmse / mae per method; emcdr is better than mf on every seed (significant)
-RMSE = {"mf": [1.00, 1.10, 0.95, 1.05], "emcdr": [0.90, 1.02, 0.88, 0.93],
-        "item_mean": [1.20, 1.00, 1.10, 1.30]}
+RMSE = {
+    "mf": [1.00, 1.10, 0.95, 1.05],
+    "emcdr": [0.90, 1.02, 0.88, 0.93],
+    "item_mean": [1.20, 1.00, 1.10, 1.30],
+}
 MAE = {m: [0.8 * v for v in vals] for m, vals in RMSE.items()}
 
 
@@ -58,9 +101,13 @@ def runs(tmp_path):
     root = tmp_path / "runs"
     for m in RMSE:
         for s in range(4):
-            _write_run(root / "nested" / f"{m}-s{s}" if s % 2 else root / f"{m}-s{s}",
-                       method=m, seed=s, test={"rmse": RMSE[m][s], "mae": MAE[m][s]},
-                       valid={"rmse": RMSE[m][s] + 0.5, "mae": MAE[m][s] + 0.5})
+            _write_run(
+                root / "nested" / f"{m}-s{s}" if s % 2 else root / f"{m}-s{s}",
+                method=m,
+                seed=s,
+                test={"rmse": RMSE[m][s], "mae": MAE[m][s]},
+                valid={"rmse": RMSE[m][s] + 0.5, "mae": MAE[m][s] + 0.5},
+            )
     return root
 
 
@@ -113,16 +160,19 @@ def test_table_numbers_equal_numpy(runs):
     assert v.cells[("mf", "rmse")].mean == pytest.approx(np.mean(RMSE["mf"]) + 0.5)
 
 
-@pytest.mark.parametrize("t,df,p", [
-    (2.776445105, 4, 0.05),  # t_{0.975, 4}
-    (0.0, 4, 1.0),
-    (1.0, 1, 0.5),  # Cauchy: 1 - 2 atan(|t|) / pi
-    (3.0, 1, 1 - 2 * math.atan(3.0) / math.pi),
-    (1.5, 2, 1 - 1.5 / math.sqrt(2 + 1.5**2)),  # df = 2: 1 - |t| / sqrt(2 + t^2)
-    (-12.7062047, 1, 0.05),
-    (2.228138852, 10, 0.05),
-    (40.0, 30, 0.0),
-])
+@pytest.mark.parametrize(
+    "t,df,p",
+    [
+        (2.776445105, 4, 0.05),  # t_{0.975, 4}
+        (0.0, 4, 1.0),
+        (1.0, 1, 0.5),  # Cauchy: 1 - 2 atan(|t|) / pi
+        (3.0, 1, 1 - 2 * math.atan(3.0) / math.pi),
+        (1.5, 2, 1 - 1.5 / math.sqrt(2 + 1.5**2)),  # df = 2: 1 - |t| / sqrt(2 + t^2)
+        (-12.7062047, 1, 0.05),
+        (2.228138852, 10, 0.05),
+        (40.0, 30, 0.0),
+    ],
+)
 def test_t_pvalue_known_values(t, df, p):
     assert t_pvalue(t, df) == pytest.approx(p, abs=1e-7)
 
@@ -173,8 +223,12 @@ def test_best_mean_direction_and_dagger(tmp_path):
     vals = {"a": (0.5, 0.30), "b": (0.7, 0.40), "mf": (0.6, 0.35)}
     for m, (mae, hit) in vals.items():
         for s in range(3):
-            _write_run(tmp_path / f"{m}{s}", method=m, seed=s,
-                       test={"mae": mae + 0.01 * s * (m == "a"), "hr@10": hit + 0.001 * s})
+            _write_run(
+                tmp_path / f"{m}{s}",
+                method=m,
+                seed=s,
+                test={"mae": mae + 0.01 * s * (m == "a"), "hr@10": hit + 0.001 * s},
+            )
     (t,) = summarize(collect_runs(tmp_path))
     assert t.metrics == ("mae", "hr@10")
     best = {k: [m for m in t.methods if t.cells[(m, k)].best] for k in t.metrics}
@@ -219,13 +273,17 @@ def test_seeds_list_is_expanded(tmp_path):
     run = _write_run(tmp_path / "multi", method="emcdr", seed=0, test={"rmse": 0.0})
     metrics = json.loads((run / "metrics.json").read_text())
     single = {k: metrics.pop(k) for k in ("selected", "history")}
-    metrics["seeds"] = [{"seed": s, **single, "selected": {**single["selected"],
-                                                           "test": {"rmse": v}}}
-                        for s, v in ((0, 1.0), (1, 2.0), (5, 4.0))]
+    metrics["seeds"] = [
+        {"seed": s, **single, "selected": {**single["selected"], "test": {"rmse": v}}}
+        for s, v in ((0, 1.0), (1, 2.0), (5, 4.0))
+    ]
     (run / "metrics.json").write_text(json.dumps(metrics))
     recs = collect_runs(tmp_path)
     assert [(r.seed, r.test["rmse"], r.method, r.config["seed"]) for r in recs] == [
-        (0, 1.0, "emcdr", 0), (1, 2.0, "emcdr", 1), (5, 4.0, "emcdr", 5)]
+        (0, 1.0, "emcdr", 0),
+        (1, 2.0, "emcdr", 1),
+        (5, 4.0, "emcdr", 5),
+    ]
     (t,) = summarize(recs)
     c = t.cells[("emcdr", "rmse")]
     assert c.n == 3 and c.mean == pytest.approx(7 / 3)
@@ -249,13 +307,17 @@ def test_report_main_writes_tables_and_plots(runs, tmp_path):
     for sh in (45.0, 80.0):  # a shift sweep for the metric-vs-shift plot
         for m in ("mf", "emcdr"):
             for s in range(2):
-                _write_run(runs / f"shift{sh:g}" / f"{m}{s}", method=m, seed=s, shift=sh,
-                           test={"rmse": 1.0 + sh / 100 + 0.01 * s, "mae": 0.8})
+                _write_run(
+                    runs / f"shift{sh:g}" / f"{m}{s}",
+                    method=m,
+                    seed=s,
+                    shift=sh,
+                    test={"rmse": 1.0 + sh / 100 + 0.01 * s, "mae": 0.8},
+                )
     out = tmp_path / "report"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        files = report_main([runs], out_dir=out, fmt="md,csv,latex", metrics="rmse,mae",
-                            plots=True)
+        files = report_main([runs], out_dir=out, fmt="md,csv,latex", metrics="rmse,mae", plots=True)
     assert {"report.md", "results.csv", "tables.tex"} <= set(files)
     pngs = [k for k in files if k.endswith(".png")]
     assert any(k.startswith("plots/curve_rmse") for k in pngs)

@@ -118,9 +118,7 @@ def test_untraced_trial_key_is_rejected(split):
 def test_sweep_groups_traced_hyperparameters_into_one_program(tmp_path):
     from transferjax.train import sweep as S
 
-    cfg = C.apply_overrides(
-        CFG, ["method=cmf", "trainer.epochs=2", "trainer.checkpoint_every=0"]
-    )
+    cfg = C.apply_overrides(CFG, ["method=cmf", "trainer.epochs=2", "trainer.checkpoint_every=0"])
     grids = ["cmf.source_weight=0.2,0.8", "trainer.lr=1e-2,3e-2"]
     rep = S.sweep(cfg, grids=grids, out_dir=tmp_path, echo=lambda *_: None)
     assert rep["budget"] == 4

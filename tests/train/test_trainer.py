@@ -127,16 +127,21 @@ def test_epochs_do_not_recompile(small_split, method):
 def test_default_select_metric_matches_what_is_computed():
     from transferjax.train.evaluate import default_select_metric, make_evaluate
 
-    cfg = C.apply_overrides(_cfg("popularity"), ["data.synthetic.implicit=true",
-                                                 "protocol.n_negatives=20"])
+    cfg = C.apply_overrides(
+        _cfg("popularity"), ["data.synthetic.implicit=true", "protocol.n_negatives=20"]
+    )
     split = build_split(cfg.protocol, build_dataset(cfg.data))
     metric = default_select_metric(cfg, split)
     assert metric == "ndcg@10"
     res, _ = _train(cfg, split)
     assert metric in res.best["valid"] and "rmse" not in res.best["valid"]
     explicit = _cfg("popularity")
-    assert default_select_metric(explicit, build_split(explicit.protocol,
-                                                       build_dataset(explicit.data))) == "rmse"
+    assert (
+        default_select_metric(
+            explicit, build_split(explicit.protocol, build_dataset(explicit.data))
+        )
+        == "rmse"
+    )
     off = C.apply_overrides(explicit, ["eval.rating=off"])
     sp = build_split(off.protocol, build_dataset(off.data))
     assert default_select_metric(off, sp) == "full_ndcg@10"
@@ -144,6 +149,7 @@ def test_default_select_metric_matches_what_is_computed():
     assert "rmse" not in make_evaluate(off, sp)(built.scorer, view0(built), sp.valid)
 
 
+@pytest.mark.slow
 def test_seeds_reuse_the_programs_compiled_for_the_first(small_split):
     """The method is built once per `make_train`; later seeds (one after another or on other
     threads) reuse its compiled epoch programs and give the numbers a fresh trainer gives."""
@@ -204,8 +210,16 @@ def test_packed_batches_train_exactly_as_per_column_gathers(small_split, monkeyp
     from transferjax.train import epoch as E
 
     cfg = _cfg()
-    init, stage = domain_mf(cfg, small_split.target_train, name="mf", part="mf", epochs=1,
-                            lr=1e-2, batch_size=64, select=False)
+    init, stage = domain_mf(
+        cfg,
+        small_split.target_train,
+        name="mf",
+        part="mf",
+        epochs=1,
+        lr=1e-2,
+        batch_size=64,
+        select=False,
+    )
     params = init(jax.random.key(0))
     frozen = {"hyper": hyper_init(cfg, MF_TRACED)}
     examples = {k: jnp.asarray(v) for k, v in stage.examples.items()}
@@ -231,8 +245,9 @@ def test_train_state_counts_the_stage_steps_and_keeps_its_key(small_split):
     params = built.init(jax.random.key(0))
     key = jax.random.key(3)
     key_data = jax.random.key_data(key).tolist()  # the state is donated: read it first
-    state = TrainState(params, stage.optimizer.init(params[stage.part]),
-                       jnp.zeros((), jnp.int32), key)
+    state = TrainState(
+        params, stage.optimizer.init(params[stage.part]), jnp.zeros((), jnp.int32), key
+    )
     run = stage_epoch(stage, batched=False)
     examples = {k: jnp.asarray(v) for k, v in stage.examples.items()}
     for ep in range(2):

@@ -20,5 +20,15 @@ from transferjax.align.objectives import (
     register_objective,
 )
 
-__all__ = ["AlignConfig", "Objective", "available_objectives", "coral", "get_objective",
-           "info_nce", "median_bandwidths", "mmd2_linear", "mmd2_unbiased", "register_objective"]
+__all__ = [
+    "AlignConfig",
+    "Objective",
+    "available_objectives",
+    "coral",
+    "get_objective",
+    "info_nce",
+    "median_bandwidths",
+    "mmd2_linear",
+    "mmd2_unbiased",
+    "register_objective",
+]

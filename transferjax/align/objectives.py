@@ -39,8 +39,13 @@ from transferjax.align.config import AlignConfig  # noqa: F401  (registers the a
 from transferjax.models import grl
 from transferjax.models.discriminator import dann_loss, discriminator_init
 
-__all__ = ["Objective", "available_objectives", "get_objective", "lam_schedule",
-           "register_objective"]
+__all__ = [
+    "Objective",
+    "available_objectives",
+    "get_objective",
+    "lam_schedule",
+    "register_objective",
+]
 
 
 def _no_params(key, *, dim, cfg) -> dict:
@@ -66,8 +71,9 @@ def register_objective(name: str, *, init: Callable | None = None) -> Callable:
     def deco(fn: Callable) -> Callable:
         if name in _OBJECTIVES and _OBJECTIVES[name].fn is not fn:
             raise ValueError(f"objective {name!r} is already registered")
-        _OBJECTIVES[name] = Objective(name=name, fn=fn, init=init or _no_params,
-                                      doc=(fn.__doc__ or "").strip())
+        _OBJECTIVES[name] = Objective(
+            name=name, fn=fn, init=init or _no_params, doc=(fn.__doc__ or "").strip()
+        )
         return fn
 
     return deco
@@ -79,8 +85,10 @@ def available_objectives() -> list[str]:
 
 def get_objective(name: str) -> Objective:
     if name not in _OBJECTIVES:
-        raise ValueError(f"unknown alignment objective {name!r} (align.objective); "
-                         f"valid: {', '.join(available_objectives())}")
+        raise ValueError(
+            f"unknown alignment objective {name!r} (align.objective); "
+            f"valid: {', '.join(available_objectives())}"
+        )
     return _OBJECTIVES[name]
 
 
@@ -108,16 +116,14 @@ def _dann_init(key, *, dim, cfg) -> list:
 
 
 @register_objective("dann", init=_dann_init)
-def dann_objective(z_s, z_t, *, mask_s, mask_t, params, step, total_steps, cfg, hyper=None,
-                   **_):
+def dann_objective(z_s, z_t, *, mask_s, mask_t, params, step, total_steps, cfg, hyper=None, **_):
     """DANN (Ganin & Lempitsky 2015): domain BCE of a discriminator on gradient-reversed z.
 
     `lam = schedule(step)` (align.lam_schedule, align.lam, align.gamma, align.warmup_steps);
     minimising the loss trains the discriminator and, through the reversal, pushes the encoders
     towards domain-indistinguishable outputs (see `discriminator.dann_loss`).
     """
-    lam = lam_schedule(cfg.align, total_steps=total_steps,
-                       lam=(hyper or {}).get("align.lam"))(step)
+    lam = lam_schedule(cfg.align, total_steps=total_steps, lam=(hyper or {}).get("align.lam"))(step)
     loss, aux = dann_loss(params, z_s, z_t, lam=lam, mask_source=mask_s, mask_target=mask_t)
     return loss, {"disc_acc": aux["accuracy"], "lam": lam}
 
@@ -148,8 +154,7 @@ def mmd_objective(z_s, z_t, *, mask_s, mask_t, cfg, **_):
     Bandwidths: median heuristic over the pooled valid rows times align.mmd_factors; estimator
     align.mmd_estimator: "unbiased" (U-statistic, O(b^2)) or "linear" (O(b)).
     """
-    bw = al.median_bandwidths(z_s, z_t, factors=cfg.align.mmd_factors, mask_x=mask_s,
-                              mask_y=mask_t)
+    bw = al.median_bandwidths(z_s, z_t, factors=cfg.align.mmd_factors, mask_x=mask_s, mask_y=mask_t)
     if cfg.align.mmd_estimator == "linear":
         loss = _mmd2_linear_masked(z_s, z_t, bandwidths=bw, mask_x=mask_s, mask_y=mask_t)
     else:

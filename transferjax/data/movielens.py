@@ -125,8 +125,9 @@ def load_grouplens(path: PathLike) -> MovieLens:
 def _grouplens_ratings(path, member, sep: str):
     """user, item, rating, timestamp rows of a GroupLens ratings file (latin-1, no header)."""
     conv = {0: "int", 1: "int", 2: "rating", 3: "timestamp"}
-    return read_table(path, conv, sep=sep, header=False, encoding="latin-1", member=member,
-                      unique=(0, 1))
+    return read_table(
+        path, conv, sep=sep, header=False, encoding="latin-1", member=member, unique=(0, 1)
+    )
 
 
 def load_recbole(path: PathLike, *, name: str, duplicates: str = "first") -> MovieLens:

@@ -32,8 +32,11 @@ def _root(path: str, default: str) -> pathlib.Path:
         return root
     root = datasets_root() / default
     if not root.exists():
-        where = (f"${DATA_ENV}={os.environ[DATA_ENV]}" if os.environ.get(DATA_ENV)
-                 else f"{DEFAULT_DATASETS} from the current directory {pathlib.Path.cwd()}")
+        where = (
+            f"${DATA_ENV}={os.environ[DATA_ENV]}"
+            if os.environ.get(DATA_ENV)
+            else f"{DEFAULT_DATASETS} from the current directory {pathlib.Path.cwd()}"
+        )
         raise DataError(
             f"dataset folder {root} not found (looked under {where}); set data.path to the "
             f"dataset's folder or {DATA_ENV} to the folder holding {default}/"

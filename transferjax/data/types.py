@@ -145,8 +145,10 @@ class CrossDomainData:
     name: str = "cross_domain"
 
     def __post_init__(self):
-        for key, (a, b) in (("overlap", (self.source.n_users, self.target.n_users)),
-                            ("item_overlap", (self.source.n_items, self.target.n_items))):
+        for key, (a, b) in (
+            ("overlap", (self.source.n_users, self.target.n_users)),
+            ("item_overlap", (self.source.n_items, self.target.n_items)),
+        ):
             ov = np.asarray(getattr(self, key), dtype=np.int32).reshape(-1, 2)
             object.__setattr__(self, key, ov)
             if not len(ov):

@@ -127,8 +127,16 @@ def full_sums(
         real = _real(n_real, expected[0])
         return metrics.topk_metric_sums(hits, n_rel, real, ks=ks), n_nan
 
-    xs = (plan.src, plan.tgt, plan.n_real, plan.ex_row, plan.ex_item, plan.pos_row,
-          plan.pos_item, plan.n_rel)
+    xs = (
+        plan.src,
+        plan.tgt,
+        plan.n_real,
+        plan.ex_row,
+        plan.ex_item,
+        plan.pos_row,
+        plan.pos_item,
+        plan.n_rel,
+    )
     sums, nans = jax.lax.map(step, xs)
     return sums, jnp.sum(nans)
 

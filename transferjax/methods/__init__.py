@@ -17,5 +17,19 @@ from transferjax.methods import baselines, cmf, emcdr, mf, phi, ptupcdr
 from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
 from transferjax.methods.registry import available, get_method, register
 
-__all__ = ["Built", "Scorer", "Stage", "available", "baselines", "cmf", "emcdr", "get_method",
-           "hyper_init", "make_optimizer", "mf", "phi", "ptupcdr", "register"]
+__all__ = [
+    "Built",
+    "Scorer",
+    "Stage",
+    "available",
+    "baselines",
+    "cmf",
+    "emcdr",
+    "get_method",
+    "hyper_init",
+    "make_optimizer",
+    "mf",
+    "phi",
+    "ptupcdr",
+    "register",
+]

@@ -39,8 +39,12 @@ def build_popularity(cfg, split) -> Built:
     def predict(params, src, tgt, items):
         return jnp.broadcast_to(params["mu"], items.shape)
 
-    return Built(init=lambda key: {}, stages=(), scorer=_item_table_scorer(predict),
-                 data={"table": jnp.asarray(counts), "mu": mu})
+    return Built(
+        init=lambda key: {},
+        stages=(),
+        scorer=_item_table_scorer(predict),
+        data={"table": jnp.asarray(counts), "mu": mu},
+    )
 
 
 def item_means(tr, *, shrink: float = SHRINK) -> np.ndarray:
@@ -55,7 +59,9 @@ def item_means(tr, *, shrink: float = SHRINK) -> np.ndarray:
 def build_item_mean(cfg, split) -> Built:
     """Item mean rating shrunk to the global mean."""
     table = item_means(split.target_train)
-    return Built(init=lambda key: {}, stages=(), scorer=_item_table_scorer(),
-                 data={"table": jnp.asarray(table)})
-
-
+    return Built(
+        init=lambda key: {},
+        stages=(),
+        scorer=_item_table_scorer(),
+        data={"table": jnp.asarray(table)},
+    )

@@ -66,8 +66,10 @@ class CMFConfig:
     source_weight: float = 0.5
     share: Literal["auto", "users", "items"] = "auto"
 
-def joint_user_index(n_source_users: int, n_target_users: int,
-                     overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+
+def joint_user_index(
+    n_source_users: int, n_target_users: int, overlap: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Maps both domains' users to one joint table of user rows.
 
     Rows 0..m-1 are the overlap pairs (in `overlap` order), then the source-only users (by
@@ -106,9 +108,18 @@ SHARED = {"users": ("user", "user_bias"), "items": ("item", "item_bias")}
 _TABLES = ("user", "user_bias", "item", "item_bias")
 
 
-def cmf_init(key: jax.Array, *, n_joint: int, n_source: int, n_target: int, dim: int,
-             init_std: float = 0.1, mu_source: float = 0.0, mu_target: float = 0.0,
-             share: str = "users") -> dict:
+def cmf_init(
+    key: jax.Array,
+    *,
+    n_joint: int,
+    n_source: int,
+    n_target: int,
+    dim: int,
+    init_std: float = 0.1,
+    mu_source: float = 0.0,
+    mu_target: float = 0.0,
+    share: str = "users",
+) -> dict:
     """Trainable CMF params; `n_joint` shared rows, `n_source` / `n_target` rows of each
     domain's own table (its items when users are shared, its users when items are).
 
@@ -123,8 +134,10 @@ def cmf_init(key: jax.Array, *, n_joint: int, n_source: int, n_target: int, dim:
     kj, ks, kt = jax.random.split(key, 3)
     joint = mf_init(kj, n_users=n_joint, n_items=n_joint, dim=dim, init_std=init_std)
     out = {t: joint[t] for t in SHARED[share]}
-    for name, k, n, mu in (("source", ks, n_source, mu_source),
-                           ("target", kt, n_target, mu_target)):
+    for name, k, n, mu in (
+        ("source", ks, n_source, mu_source),
+        ("target", kt, n_target, mu_target),
+    ):
         p = mf_init(k, n_users=n, n_items=n, dim=dim, init_std=init_std, mu=mu)
         out[name] = {**{t: p[t] for t in own}, "mu": p["mu"]}
     return out
@@ -141,9 +154,17 @@ def _view(cmf: dict, domain: str, neg_items=None) -> dict:
     return v
 
 
-def cmf_loss(cmf: dict, target_batch: dict, source_batch: dict, *, source_weight: float,
-             kinds: tuple[str, str] = ("mse", "mse"), reg: float, key: jax.Array,
-             neg_items: dict | None = None) -> tuple[jax.Array, dict]:
+def cmf_loss(
+    cmf: dict,
+    target_batch: dict,
+    source_batch: dict,
+    *,
+    source_weight: float,
+    kinds: tuple[str, str] = ("mse", "mse"),
+    reg: float,
+    key: jax.Array,
+    neg_items: dict | None = None,
+) -> tuple[jax.Array, dict]:
     """CMF objective of one step (Singh & Gordon, KDD 2008).
 
     loss = source_weight * L_s + (1 - source_weight) * L_t, with L_d the masked batch mean of
@@ -163,10 +184,12 @@ def cmf_loss(cmf: dict, target_batch: dict, source_batch: dict, *, source_weight
     """
     k_s, k_t = jax.random.split(key)
     neg = neg_items or {}
-    l_s, _ = mf_loss(_view(cmf, "source", neg.get("source")), source_batch, kind=kinds[0],
-                     reg=reg, key=k_s)
-    l_t, _ = mf_loss(_view(cmf, "target", neg.get("target")), target_batch, kind=kinds[1],
-                     reg=reg, key=k_t)
+    l_s, _ = mf_loss(
+        _view(cmf, "source", neg.get("source")), source_batch, kind=kinds[0], reg=reg, key=k_s
+    )
+    l_t, _ = mf_loss(
+        _view(cmf, "target", neg.get("target")), target_batch, kind=kinds[1], reg=reg, key=k_t
+    )
     loss = source_weight * l_s + (1.0 - source_weight) * l_t
     return loss, {"source_loss": l_s, "target_loss": l_t}
 
@@ -197,12 +220,21 @@ def build_cmf(cfg, split) -> Built:
     n_s, n_t = (src.n_users, tgt.n_users) if users else (src.n_items, tgt.n_items)
     s2j, t2j, n_joint = joint_user_index(n_s, n_t, pairs)
     kinds = (mf_loss_kind(cfg, src), mf_loss_kind(cfg, tgt))
-    mus = [float(d.rating.mean()) if k == "mse" else 0.0
-           for d, k in zip((src, tgt), kinds, strict=True)]
-    init = functools.partial(cmf_init, n_joint=n_joint, dim=cfg.mf.dim, init_std=cfg.mf.init_std,
-                   n_source=src.n_items if users else src.n_users,
-                   n_target=tgt.n_items if users else tgt.n_users,
-                   mu_source=mus[0], mu_target=mus[1], share=share)
+    mus = [
+        float(d.rating.mean()) if k == "mse" else 0.0
+        for d, k in zip((src, tgt), kinds, strict=True)
+    ]
+    init = functools.partial(
+        cmf_init,
+        n_joint=n_joint,
+        dim=cfg.mf.dim,
+        init_std=cfg.mf.init_std,
+        n_source=src.n_items if users else src.n_users,
+        n_target=tgt.n_items if users else tgt.n_users,
+        mu_source=mus[0],
+        mu_target=mus[1],
+        share=share,
+    )
 
     def rows_of(d, to_joint):  # the shared side as joint rows
         u, i = (to_joint[d.user], d.item) if users else (d.user, to_joint[d.item])
@@ -218,19 +250,42 @@ def build_cmf(cfg, split) -> Built:
         sb = {name: v[idx] for name, v in p["source_rows"].items()}
         sb["mask"] = jnp.ones((b_s,), bool)
         h = p["hyper"]
-        return cmf_loss(p["cmf"], batch, sb, source_weight=h["cmf.source_weight"], kinds=kinds,
-                        reg=h["mf.reg"], key=k_loss, neg_items=p.get("neg_items"))
+        return cmf_loss(
+            p["cmf"],
+            batch,
+            sb,
+            source_weight=h["cmf.source_weight"],
+            kinds=kinds,
+            reg=h["mf.reg"],
+            key=k_loss,
+            neg_items=p.get("neg_items"),
+        )
 
-    opt = make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
-                         weight_decay=cfg.trainer.weight_decay)
+    opt = make_optimizer(
+        cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
+    )
     step = None
     if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.models.sparse)
         opt = make_sparse_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr)
-        step = cmf_sparse_step(source_weight="cmf.source_weight", kinds=kinds, reg="mf.reg",
-                               source_batch=b_s, optimizer=opt, share=share)
-    stage = Stage(name="cmf", part="cmf", loss=loss, examples=rows_of(tgt, t2j),
-                  epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
-                  optimizer=opt, step=step, select=True)
+        step = cmf_sparse_step(
+            source_weight="cmf.source_weight",
+            kinds=kinds,
+            reg="mf.reg",
+            source_batch=b_s,
+            optimizer=opt,
+            share=share,
+        )
+    stage = Stage(
+        name="cmf",
+        part="cmf",
+        loss=loss,
+        examples=rows_of(tgt, t2j),
+        epochs=cfg.trainer.epochs,
+        batch_size=cfg.trainer.batch_size,
+        optimizer=opt,
+        step=step,
+        select=True,
+    )
     data = {"source_rows": rows}
     if users:
         trained = np.zeros(n_joint, bool)
@@ -240,8 +295,13 @@ def build_cmf(cfg, split) -> Built:
     else:
         data["neg_items"] = neg
         scorer = _cmf_item_scorer(jnp.asarray(t2j), jnp.asarray(tgt.user_counts() > 0))
-    return Built(init=lambda key: {"cmf": init(key)}, stages=(stage,), scorer=scorer, data=data,
-                 hyper=hyper_init(cfg, CMF_TRACED))
+    return Built(
+        init=lambda key: {"cmf": init(key)},
+        stages=(stage,),
+        scorer=scorer,
+        data=data,
+        hyper=hyper_init(cfg, CMF_TRACED),
+    )
 
 
 def _cmf_scorer(t2j: jax.Array, trained: jax.Array) -> Scorer:
@@ -270,8 +330,10 @@ def _cmf_item_scorer(t2j: jax.Array, known: jax.Array) -> Scorer:
     def user_repr(p, tgt):
         t = p["cmf"]["target"]
         ok = known[tgt]
-        return (jnp.where(ok[:, None], t["user"][tgt], 0.0),
-                jnp.where(ok, t["user_bias"][tgt], 0.0))
+        return (
+            jnp.where(ok[:, None], t["user"][tgt], 0.0),
+            jnp.where(ok, t["user_bias"][tgt], 0.0),
+        )
 
     def items_view(p):  # the target's items, gathered from the joint table
         c = p["cmf"]

@@ -38,6 +38,7 @@ class EMCDRConfig:
     hidden: int = 64
     reg: float = 1e-4
 
+
 def mapping_init(key: jax.Array, *, dim_in: int, dim_out: int, kind: str, hidden: int) -> dict:
     """Params of f: linear {"w": f32[in, out]} or MLP {"w1", "b1", "w2", "b2"}."""
     k1, k2 = jax.random.split(key)
@@ -95,9 +96,13 @@ def build_emcdr(cfg, split) -> Built:
 
     def init(key):
         k_s, k_t, k_m = jax.random.split(key, 3)
-        return {"source": src_init(k_s), "target": tgt_init(k_t),
-                "map": mapping_init(k_m, dim_in=d, dim_out=d, kind=cfg.emcdr.mapping,
-                                    hidden=cfg.emcdr.hidden)}
+        return {
+            "source": src_init(k_s),
+            "target": tgt_init(k_t),
+            "map": mapping_init(
+                k_m, dim_in=d, dim_out=d, kind=cfg.emcdr.mapping, hidden=cfg.emcdr.hidden
+            ),
+        }
 
     map_stage = Stage(
         name="mapping",
@@ -125,6 +130,10 @@ def build_emcdr(cfg, split) -> Built:
         )
         return own_or_fallback(p["known_target"], own, fallback, tgt)
 
-    return Built(init=init, stages=(src_stage, tgt_stage, map_stage), scorer=mf_scorer(user_repr),
-                 data={"known_target": known_users(split.target_train)},
-                 hyper=hyper_init(cfg, EMCDR_TRACED))
+    return Built(
+        init=init,
+        stages=(src_stage, tgt_stage, map_stage),
+        scorer=mf_scorer(user_repr),
+        data={"known_target": known_users(split.target_train)},
+        hyper=hyper_init(cfg, EMCDR_TRACED),
+    )

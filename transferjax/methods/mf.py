@@ -77,8 +77,14 @@ def domain_mf(
     `Built.hyper` holds `hyper_init(cfg, MF_TRACED)`."""
     kind = mf_loss_kind(cfg, inter)
     mu = float(inter.rating.mean()) if kind == "mse" else 0.0
-    init = functools.partial(mf_init, n_users=inter.n_users, n_items=inter.n_items,
-                             dim=cfg.mf.dim, init_std=cfg.mf.init_std, mu=mu)
+    init = functools.partial(
+        mf_init,
+        n_users=inter.n_users,
+        n_items=inter.n_items,
+        dim=cfg.mf.dim,
+        init_std=cfg.mf.init_std,
+        mu=mu,
+    )
 
     def loss(p, batch, k):
         return mf_loss(p[part], batch, kind=kind, reg=p["hyper"]["mf.reg"], key=k)
@@ -132,9 +138,13 @@ def build_mf(cfg, split) -> Built:
         zero = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1]))
         return own_or_fallback(v["known_target"], own, zero, tgt)
 
-    return Built(init=lambda key: {"target": init(key)}, stages=(stage,),
-                 scorer=mf_scorer(user_repr), data={"known_target": known_users(tr)},
-                 hyper=hyper_init(cfg, MF_TRACED))
+    return Built(
+        init=lambda key: {"target": init(key)},
+        stages=(stage,),
+        scorer=mf_scorer(user_repr),
+        data={"known_target": known_users(tr)},
+        hyper=hyper_init(cfg, MF_TRACED),
+    )
 
 
 def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
@@ -144,6 +154,7 @@ def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
       user_repr: `(params, src, tgt) -> (vec f32[c, d], bias f32[c])` target-space user factors.
       items_key: params key of the target MF params (item factors, item biases, mu).
     """
+
     def score_items(params, src, tgt, items):
         vec, bias = user_repr(params, src, tgt)
         n_items = params[items_key]["item"].shape[0]

@@ -54,6 +54,7 @@ class PTUPCDRConfig:
     min_rating: float = 4.0
     meta_hidden: int = 64
 
+
 _NEG = -1e30  # logit of a masked history slot (finite, so no inf - inf)
 
 
@@ -73,8 +74,9 @@ def ptupcdr_history(inter, *, max_len: int, min_rating: float | None) -> History
         a, b = getattr(pos, name), getattr(every, name)
         return np.where(empty.reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
 
-    return History(items=pick("items"), weights=pick("weights"), mask=pick("mask"),
-                   length=pick("length"))
+    return History(
+        items=pick("items"), weights=pick("weights"), mask=pick("mask"), length=pick("length")
+    )
 
 
 def _dense(key, n_in, n_out, *, scale=1.0, bias=True) -> dict:
@@ -88,13 +90,17 @@ def meta_init(key: jax.Array, *, dim: int, hidden: int) -> dict:
     The last layer is scaled by 1/sqrt(dim + 1) so x @ W_u starts at about the norm of x.
     """
     k1, k2, k3, k4 = jax.random.split(key, 4)
-    return {"att1": _dense(k1, dim, dim), "att2": _dense(k2, dim, 1, bias=False),
-            "meta1": _dense(k3, dim, hidden),
-            "meta2": _dense(k4, hidden, (dim + 1) ** 2, scale=(dim + 1) ** -0.5)}
+    return {
+        "att1": _dense(k1, dim, dim),
+        "att2": _dense(k2, dim, 1, bias=False),
+        "meta1": _dense(k3, dim, hidden),
+        "meta2": _dense(k4, hidden, (dim + 1) ** 2, scale=(dim + 1) ** -0.5),
+    }
 
 
-def characteristic(meta: dict, item_factors: jax.Array, items: jax.Array,
-                   mask: jax.Array) -> jax.Array:
+def characteristic(
+    meta: dict, item_factors: jax.Array, items: jax.Array, mask: jax.Array
+) -> jax.Array:
     """Attention-pooled history c_u (PTUPCDR's characteristic encoder).
 
     Args:
@@ -106,9 +112,9 @@ def characteristic(meta: dict, item_factors: jax.Array, items: jax.Array,
       f32[b, d]: sum_j a_uj q_j with a_u a softmax over the unmasked slots (zeros if none).
       Masked slots get weight exactly 0, so their item index never matters.
     """
-    e = item_factors[items]                                               # [b, L, d]
+    e = item_factors[items]  # [b, L, d]
     h = jax.nn.relu(e @ meta["att1"]["w"] + meta["att1"]["b"])
-    logit = jnp.where(mask, (h @ meta["att2"]["w"])[..., 0], _NEG)        # [b, L]
+    logit = jnp.where(mask, (h @ meta["att2"]["w"])[..., 0], _NEG)  # [b, L]
     z = jnp.exp(logit - jnp.max(logit, axis=-1, keepdims=True)) * mask.astype(jnp.float32)
     att = z / jnp.maximum(jnp.sum(z, axis=-1, keepdims=True), 1e-30)
     return jnp.einsum("bl,bld->bd", att, jnp.where(mask[..., None], e, 0.0))
@@ -125,8 +131,7 @@ def ptupcdr_bridge(params: dict, src_users: jax.Array) -> jax.Array:
     """Per-user bridge W_u: f32[b, d + 1, d + 1] for source users i32[b] (acts on [p_u, b_u])."""
     hist = params["history"]
     items = jax.lax.stop_gradient(params["source"]["item"])  # frozen source item factors
-    c = characteristic(params["meta"], items, hist["items"][src_users],
-                       hist["mask"][src_users])
+    c = characteristic(params["meta"], items, hist["items"][src_users], hist["mask"][src_users])
     return bridge_from_characteristic(params["meta"], c)
 
 
@@ -174,10 +179,12 @@ def warm_rows(split) -> dict:
 def build_ptupcdr(cfg, split) -> Built:
     """PTUPCDR: MF per domain, then a meta network's per-user bridge trained on target ratings."""
     mf_kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
-    src_init, src_stage = domain_mf(cfg, split.source_train, name="source_mf", part="source",
-                                    **mf_kw)
-    tgt_init, tgt_stage = domain_mf(cfg, split.target_train, name="target_mf", part="target",
-                                    **mf_kw)
+    src_init, src_stage = domain_mf(
+        cfg, split.source_train, name="source_mf", part="source", **mf_kw
+    )
+    tgt_init, tgt_stage = domain_mf(
+        cfg, split.target_train, name="target_mf", part="target", **mf_kw
+    )
     if len(split.warm_pairs) == 0:
         raise ValueError("PTUPCDR needs warm overlapping users; the split has none")
     pc = cfg.ptupcdr
@@ -185,18 +192,25 @@ def build_ptupcdr(cfg, split) -> Built:
     hist = ptupcdr_history(split.source_train, max_len=pc.hist_len, min_rating=min_rating)
     kind = mf_loss_kind(cfg, split.target_train)
     meta_stage = Stage(
-        name="meta", part="meta",
+        name="meta",
+        part="meta",
         loss=lambda p, batch, k: ptupcdr_loss(p, batch, kind=kind, key=k),
         examples=warm_rows(split),
-        epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr,
-                                 weight_decay=cfg.trainer.weight_decay),
-        select=True)
+        epochs=cfg.trainer.epochs,
+        batch_size=cfg.trainer.batch_size,
+        optimizer=make_optimizer(
+            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
+        ),
+        select=True,
+    )
 
     def init(key):
         k_s, k_t, k_m = jax.random.split(key, 3)
-        return {"source": src_init(k_s), "target": tgt_init(k_t),
-                "meta": meta_init(k_m, dim=cfg.mf.dim, hidden=pc.meta_hidden)}
+        return {
+            "source": src_init(k_s),
+            "target": tgt_init(k_t),
+            "meta": meta_init(k_m, dim=cfg.mf.dim, hidden=pc.meta_hidden),
+        }
 
     def user_repr(p, src, tgt):
         t = p["target"]
@@ -206,7 +220,14 @@ def build_ptupcdr(cfg, split) -> Built:
         fallback = (jnp.where(has_src[:, None], vec, 0.0), jnp.where(has_src, bias, 0.0))
         return own_or_fallback(p["known_target"], own, fallback, tgt)
 
-    data = {"history": {"items": jnp.asarray(hist.items), "mask": jnp.asarray(hist.mask)},
-            "known_target": known_users(split.target_train)}
-    return Built(init=init, stages=(src_stage, tgt_stage, meta_stage),
-                 scorer=mf_scorer(user_repr), data=data, hyper=hyper_init(cfg, MF_TRACED))
+    data = {
+        "history": {"items": jnp.asarray(hist.items), "mask": jnp.asarray(hist.mask)},
+        "known_target": known_users(split.target_train),
+    }
+    return Built(
+        init=init,
+        stages=(src_stage, tgt_stage, meta_stage),
+        scorer=mf_scorer(user_repr),
+        data=data,
+        hyper=hyper_init(cfg, MF_TRACED),
+    )

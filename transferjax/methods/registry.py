@@ -37,8 +37,9 @@ def register(name: str, *, traced: tuple = ()) -> Callable:
     def deco(build: Callable) -> Callable:
         if name in _METHODS and _METHODS[name].build is not build:
             raise ValueError(f"method {name!r} is already registered")
-        _METHODS[name] = Method(name=name, build=build, doc=(build.__doc__ or "").strip(),
-                                traced=tuple(traced))
+        _METHODS[name] = Method(
+            name=name, build=build, doc=(build.__doc__ or "").strip(), traced=tuple(traced)
+        )
         return build
 
     return deco

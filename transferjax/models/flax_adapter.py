@@ -31,9 +31,7 @@ try:
     import flax
     from flax import linen, nnx
 except ImportError as e:  # flax is an optional extra
-    raise ImportError(
-        'transferjax.models.flax_adapter needs flax: pip install -e ".[flax]"'
-    ) from e
+    raise ImportError('transferjax.models.flax_adapter needs flax: pip install -e ".[flax]"') from e
 
 __all__ = ["bag_encoder_from_flax", "from_linen", "from_nnx"]
 

@@ -51,21 +51,28 @@ def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, 
     if kind not in ("mse", "bpr"):
         raise ValueError(f"unknown MF loss {kind!r}; valid: mse, bpr")
     u, i, mask = batch["user"], batch["item"], batch["mask"]
-    rows = {"user": mf["user"][u], "user_bias": mf["user_bias"][u],
-            "item": mf["item"][i], "item_bias": mf["item_bias"][i]}
+    rows = {
+        "user": mf["user"][u],
+        "user_bias": mf["user_bias"][u],
+        "item": mf["item"][i],
+        "item_bias": mf["item_bias"][i],
+    }
     item_idx = [i]
     if kind == "bpr":
         j = sample_negatives(mf, key, i)
         rows["neg"], rows["neg_bias"] = mf["item"][j], mf["item_bias"][j]
         item_idx.append(j)
     pad = jnp.asarray(-1, u.dtype)
-    idx = {"user": jnp.where(mask, u, pad),
-           "item": jnp.concatenate([jnp.where(mask, x, pad) for x in item_idx])}
+    idx = {
+        "user": jnp.where(mask, u, pad),
+        "item": jnp.concatenate([jnp.where(mask, x, pad) for x in item_idx]),
+    }
     return rows, idx
 
 
-def mf_row_loss(rows: dict, mu: jax.Array, batch: dict, *, kind: str,
-                reg: float) -> tuple[jax.Array, dict]:
+def mf_row_loss(
+    rows: dict, mu: jax.Array, batch: dict, *, kind: str, reg: float
+) -> tuple[jax.Array, dict]:
     """The MF loss of `transferjax.models.mf.mf_loss` over gathered rows.
 
     mse: mean_b (r - (mu + b_u + b_i + <p_u, q_i>))^2 + reg (|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2).
@@ -98,9 +105,12 @@ def table_grads(idx: dict, g: dict, *, prefix: str = "", item_prefix: str | None
     if "neg" in g:
         item_g = jnp.concatenate([item_g, g["neg"]])
         item_bg = jnp.concatenate([item_bg, g["neg_bias"]])
-    return {f"{prefix}user": (idx["user"], g["user"]),
-            f"{prefix}user_bias": (idx["user"], g["user_bias"]),
-            f"{ip}item": (idx["item"], item_g), f"{ip}item_bias": (idx["item"], item_bg)}
+    return {
+        f"{prefix}user": (idx["user"], g["user"]),
+        f"{prefix}user_bias": (idx["user"], g["user_bias"]),
+        f"{ip}item": (idx["item"], item_g),
+        f"{ip}item_bias": (idx["item"], item_bg),
+    }
 
 
 def _value(v, frozen: dict):
@@ -122,16 +132,25 @@ def mf_sparse_step(*, kind: str, reg: float | str, optimizer: SparseOptimizer):
             return mf_row_loss(r, mu, batch, kind=kind, reg=_value(reg, frozen))
 
         (loss, aux), (g_rows, g_mu) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
-            rows, part["mu"])
-        part, opt_state = optimizer.sparse_update(part, opt_state, table_grads(idx, g_rows),
-                                                  {"mu": g_mu})
+            rows, part["mu"]
+        )
+        part, opt_state = optimizer.sparse_update(
+            part, opt_state, table_grads(idx, g_rows), {"mu": g_mu}
+        )
         return part, opt_state, loss, aux
 
     return step
 
 
-def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: float | str,
-                    source_batch: int, optimizer: SparseOptimizer, share: str = "users"):
+def cmf_sparse_step(
+    *,
+    source_weight: float | str,
+    kinds: tuple[str, str],
+    reg: float | str,
+    source_batch: int,
+    optimizer: SparseOptimizer,
+    share: str = "users",
+):
     """Row-sparse step for CMF (`transferjax.methods.cmf`): the same objective and the
     same sampling as its dense loss (a source batch of `source_batch` rows drawn from
     `frozen["source_rows"]`); the shared rows (`share`: "users" or "items") of both batches
@@ -151,8 +170,10 @@ def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: 
         k_s, k_t = jax.random.split(k_loss)
         gathered = {}
         for dom, b, k, kd in (("source", sb, k_s, kinds[0]), ("target", batch, k_t, kinds[1])):
-            view = {t: part[t] if t in shared else part[dom][t]
-                    for t in ("user", "user_bias", "item", "item_bias")}
+            view = {
+                t: part[t] if t in shared else part[dom][t]
+                for t in ("user", "user_bias", "item", "item_bias")
+            }
             if share == "items" and "neg_items" in frozen:
                 view["neg_items"] = frozen["neg_items"][dom]
             gathered[dom] = mf_rows(view, b, k, kind=kd)
@@ -163,11 +184,17 @@ def cmf_sparse_step(*, source_weight: float | str, kinds: tuple[str, str], reg: 
             return w * l_s + (1.0 - w) * l_t, {"source_loss": l_s, "target_loss": l_t}
 
         (loss, aux), (g_s, g_t) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
-            gathered["source"][0], gathered["target"][0])
+            gathered["source"][0], gathered["target"][0]
+        )
+
         def grads(dom, g):  # the shared tables unprefixed, the domain's own under "dom/"
             users = share == "users"
-            return table_grads(gathered[dom][1], g, prefix="" if users else f"{dom}/",
-                               item_prefix=f"{dom}/" if users else "")
+            return table_grads(
+                gathered[dom][1],
+                g,
+                prefix="" if users else f"{dom}/",
+                item_prefix=f"{dom}/" if users else "",
+            )
 
         gs, gt = grads("source", g_s), grads("target", g_t)
         row_grads = {**gs, **gt}

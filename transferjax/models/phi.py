@@ -38,8 +38,18 @@ import jax.numpy as jnp
 
 from transferjax.models.mlp import dense_init, mlp_apply, mlp_init
 
-__all__ = ["KINDS", "LAYERS", "PACKED_COST", "SHRINK", "bag_to_dense", "choose_layer",
-           "encoder", "first_layer", "interest", "packed_matmul"]
+__all__ = [
+    "KINDS",
+    "LAYERS",
+    "PACKED_COST",
+    "SHRINK",
+    "bag_to_dense",
+    "choose_layer",
+    "encoder",
+    "first_layer",
+    "interest",
+    "packed_matmul",
+]
 
 SHRINK = 5.0  # pseudo-count of the shrunk mean (module docstring)
 PACKED_COST = 100  # dense cells one packed slot costs: `python -m benchmarks.phi_layer`
@@ -47,8 +57,9 @@ KINDS = ("bag", "attention", "id")
 LAYERS = ("dense", "packed")
 
 
-def interest(rating: jax.Array, mask: jax.Array, *, mu: float = 0.0,
-             explicit: bool = False) -> jax.Array:
+def interest(
+    rating: jax.Array, mask: jax.Array, *, mu: float = 0.0, explicit: bool = False
+) -> jax.Array:
     """Interest weights f32[b, L] of the bags' entries: the shrunk mean (module docstring)."""
     m = mask.astype(jnp.float32)
     w = m / (jnp.sum(m, axis=1, keepdims=True) + SHRINK)
@@ -64,8 +75,9 @@ def bag_to_dense(items, weights, mask, *, n_items: int) -> jax.Array:
     return jnp.zeros((b, n_items), jnp.float32).at[rows, cols].add(w)
 
 
-def packed_matmul(table, items, weights, mask, *, capacity: int,
-                  overflow: str = "dense") -> jax.Array:
+def packed_matmul(
+    table, items, weights, mask, *, capacity: int, overflow: str = "dense"
+) -> jax.Array:
     """`bag_to_dense(items, weights, mask) @ table` f32[b, d], reading only the real entries.
 
     The real entries (row-major) go to slots 0, 1, ... of `capacity` slots (the others point
@@ -87,15 +99,17 @@ def packed_matmul(table, items, weights, mask, *, capacity: int,
         dest = jnp.where(m, jnp.cumsum(m, dtype=jnp.int32) - 1, capacity + flat)
 
         def put(fill, values):
-            return jnp.full((capacity,), fill, values.dtype).at[dest].set(
-                values.reshape(-1), mode="drop", unique_indices=True)
+            return (
+                jnp.full((capacity,), fill, values.dtype)
+                .at[dest]
+                .set(values.reshape(-1), mode="drop", unique_indices=True)
+            )
 
         row = put(b, jnp.repeat(jnp.arange(b, dtype=jnp.int32), L))
         item = put(n_items, jnp.clip(items, 0, n_items - 1).astype(jnp.int32))
         w = put(0, weights.astype(table.dtype))
         rows = table.at[item].get(mode="fill", fill_value=0)
-        return jax.ops.segment_sum(rows * w[:, None], row, num_segments=b,
-                                   indices_are_sorted=True)
+        return jax.ops.segment_sum(rows * w[:, None], row, num_segments=b, indices_are_sorted=True)
 
     if capacity >= b * L:
         return packed()
@@ -117,8 +131,9 @@ def choose_layer(*, batch: int, capacity: int | None, n_items: int) -> str:
     return "dense"
 
 
-def first_layer(table, items, weights, mask, *, layer: str, capacity: int = 0,
-                overflow: str = "dense") -> jax.Array:
+def first_layer(
+    table, items, weights, mask, *, layer: str, capacity: int = 0, overflow: str = "dense"
+) -> jax.Array:
     """`x @ table` f32[b, d] of the bags' interest vectors in form `layer` (LAYERS).
 
     Args:
@@ -135,10 +150,12 @@ def first_layer(table, items, weights, mask, *, layer: str, capacity: int = 0,
 def attention_pool_init(key, *, n_items: int, dim: int) -> dict:
     """Item embeddings and the scorer `s = v . tanh(W e + c)` of additive attention."""
     k_e, k_w, k_v = jax.random.split(key, 3)
-    return {"emb": jax.random.normal(k_e, (n_items, dim), jnp.float32) * 0.1,
-            "w": jax.random.normal(k_w, (dim, dim), jnp.float32) / math.sqrt(dim),
-            "c": jnp.zeros((dim,), jnp.float32),
-            "v": jax.random.normal(k_v, (dim,), jnp.float32) / math.sqrt(dim)}
+    return {
+        "emb": jax.random.normal(k_e, (n_items, dim), jnp.float32) * 0.1,
+        "w": jax.random.normal(k_w, (dim, dim), jnp.float32) / math.sqrt(dim),
+        "c": jnp.zeros((dim,), jnp.float32),
+        "v": jax.random.normal(k_v, (dim,), jnp.float32) / math.sqrt(dim),
+    }
 
 
 def attention_pool_apply(params: dict, items, mask) -> jax.Array:
@@ -149,9 +166,16 @@ def attention_pool_apply(params: dict, items, mask) -> jax.Array:
     return jnp.einsum("bl,bld->bd", a, jnp.where(mask[..., None], e, 0.0))
 
 
-def encoder(*, kind: str, n_items: int, n_users: int, dims: Sequence[int], mu: float = 0.0,
-            explicit: bool = False,
-            capacity: Callable[[int], int] | None = None) -> tuple[Callable, Callable]:
+def encoder(
+    *,
+    kind: str,
+    n_items: int,
+    n_users: int,
+    dims: Sequence[int],
+    mu: float = 0.0,
+    explicit: bool = False,
+    capacity: Callable[[int], int] | None = None,
+) -> tuple[Callable, Callable]:
     """phi of one domain as `(init, apply)`.
 
     Args:
@@ -172,16 +196,21 @@ def encoder(*, kind: str, n_items: int, n_users: int, dims: Sequence[int], mu: f
     if kind not in KINDS:
         raise ValueError(f"phi encoder kind {kind!r}; valid: {', '.join(KINDS)}")
     if not dims or min(dims) <= 0 or n_items <= 0 or n_users <= 0:
-        raise ValueError(f"phi encoder: need n_items, n_users > 0 and positive dims, got "
-                         f"{n_items}, {n_users}, {dims}")
+        raise ValueError(
+            f"phi encoder: need n_items, n_users > 0 and positive dims, got "
+            f"{n_items}, {n_users}, {dims}"
+        )
 
     def init(key) -> dict:
         k1, k2 = jax.random.split(key)
         if kind == "bag":
             k_emb, k_mlp = jax.random.split(k1)
             first = dense_init(k_emb, n_items, dims[0])  # W1 [n_items, dims[0]], b1
-            return {"emb": first["w"], "b": first["b"],
-                    "mlp": mlp_init(k_mlp, dims) if len(dims) > 1 else []}
+            return {
+                "emb": first["w"],
+                "b": first["b"],
+                "mlp": mlp_init(k_mlp, dims) if len(dims) > 1 else [],
+            }
         mlp = mlp_init(k2, dims) if len(dims) > 1 else []
         if kind == "attention":
             return {"pool": attention_pool_init(k1, n_items=n_items, dim=dims[0]), "mlp": mlp}
@@ -195,8 +224,18 @@ def encoder(*, kind: str, n_items: int, n_users: int, dims: Sequence[int], mu: f
             layer = choose_layer(batch=b, capacity=cap, n_items=n_items)
             w = interest(rating, mask, mu=mu, explicit=explicit)
             items = jnp.clip(items, 0, n_items - 1)
-            h = first_layer(params["emb"], items, w, mask, layer=layer, capacity=cap or 0,
-                            overflow="nan" if distinct else "dense") + params["b"]
+            h = (
+                first_layer(
+                    params["emb"],
+                    items,
+                    w,
+                    mask,
+                    layer=layer,
+                    capacity=cap or 0,
+                    overflow="nan" if distinct else "dense",
+                )
+                + params["b"]
+            )
         elif kind == "attention":
             h = attention_pool_apply(params["pool"], items, mask)
         else:

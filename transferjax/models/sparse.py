@@ -191,8 +191,9 @@ def _unflatten(flat: dict) -> dict:
     return out
 
 
-def sparse_update(params: dict, state: SparseState, row_grads: dict, dense_grads: dict, *,
-                  rule: Rule) -> tuple[dict, SparseState]:
+def sparse_update(
+    params: dict, state: SparseState, row_grads: dict, dense_grads: dict, *, rule: Rule
+) -> tuple[dict, SparseState]:
     """One optimizer step that reads and writes only the touched rows of row-updated leaves.
 
     Args:
@@ -228,27 +229,32 @@ def sparse_update(params: dict, state: SparseState, row_grads: dict, dense_grads
         s = tuple(a.at[uidx].get(mode="clip") for a in slots[name])
         dw, s = rule.delta(gsum, s, t=t, lr=lr)
         params[name] = table.at[uidx].add(dw, mode="drop")  # uidx holds each row once
-        slots[name] = tuple(a.at[uidx].set(b, mode="drop")
-                            for a, b in zip(slots[name], s, strict=True))
+        slots[name] = tuple(
+            a.at[uidx].set(b, mode="drop") for a, b in zip(slots[name], s, strict=True)
+        )
     for name, g in dense_grads.items():
         dw, slots[name] = rule.delta(g.astype(params[name].dtype), slots[name], t=t, lr=lr)
         params[name] = params[name] + dw
-    return _unflatten(params), SparseState(count=t, slots=_unflatten(slots),
-                                           hyperparams=state.hyperparams)
+    return _unflatten(params), SparseState(
+        count=t, slots=_unflatten(slots), hyperparams=state.hyperparams
+    )
 
 
 def _optimizer(rule: Rule, lr: float) -> SparseOptimizer:
     def init(params: dict) -> SparseState:
         if not isinstance(params, dict):
             raise ValueError("sparse optimizers take a dict of arrays (possibly nested) as params")
-        return SparseState(count=jnp.zeros((), jnp.int32),
-                           slots=_unflatten({k: rule.slots(jnp.asarray(v))
-                                             for k, v in _flatten(params).items()}),
-                           hyperparams={"learning_rate": jnp.asarray(lr, jnp.float32)})
+        return SparseState(
+            count=jnp.zeros((), jnp.int32),
+            slots=_unflatten({k: rule.slots(jnp.asarray(v)) for k, v in _flatten(params).items()}),
+            hyperparams={"learning_rate": jnp.asarray(lr, jnp.float32)},
+        )
 
     def update(grads, state, params=None):
-        raise NotImplementedError("row-sparse optimizer: call sparse_update(params, state, "
-                                  "row_grads, dense_grads) from a Stage.step")
+        raise NotImplementedError(
+            "row-sparse optimizer: call sparse_update(params, state, "
+            "row_grads, dense_grads) from a Stage.step"
+        )
 
     def update_rows(params, state, row_grads, dense_grads):
         return sparse_update(params, state, row_grads, dense_grads, rule=rule)
@@ -256,17 +262,20 @@ def _optimizer(rule: Rule, lr: float) -> SparseOptimizer:
     return SparseOptimizer(init=init, update=update, sparse_update=update_rows)
 
 
-def lazy_adam(*, lr: float, b1: float = 0.9, b2: float = 0.999,
-              eps: float = 1e-8) -> SparseOptimizer:
+def lazy_adam(
+    *, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> SparseOptimizer:
     """Lazy Adam over row-updated tables (formula in the module docstring)."""
     return _optimizer(_adam_rule(b1=b1, b2=b2, eps=eps), lr)
 
 
-def rowwise_adagrad(*, lr: float, initial_accumulator_value: float = 0.1,
-                    eps: float = 1e-7) -> SparseOptimizer:
+def rowwise_adagrad(
+    *, lr: float, initial_accumulator_value: float = 0.1, eps: float = 1e-7
+) -> SparseOptimizer:
     """Row-wise Adagrad: one accumulator per table row (formula in the module docstring)."""
-    return _optimizer(_adagrad_rule(initial_accumulator_value=initial_accumulator_value,
-                                    eps=eps), lr)
+    return _optimizer(
+        _adagrad_rule(initial_accumulator_value=initial_accumulator_value, eps=eps), lr
+    )
 
 
 def make_sparse_optimizer(name: str, *, lr: float) -> SparseOptimizer:

@@ -92,8 +92,9 @@ def _metric_dict(obj, where: str) -> dict[str, float]:
     return out
 
 
-def _record(entry: dict, top: dict, config: dict, path: pathlib.Path, where: str,
-            index: int | None = None) -> RunRecord:
+def _record(
+    entry: dict, top: dict, config: dict, path: pathlib.Path, where: str, index: int | None = None
+) -> RunRecord:
     """One RunRecord from a (per-seed) metrics entry; `where` names the file and field."""
 
     def field(key):
@@ -165,8 +166,11 @@ def _run_dirs(root: pathlib.Path) -> Iterable[pathlib.Path]:
         yield root
         return
     if (root / CONFIG_FILE).is_file():
-        warnings.warn(f"skipping {root}: it has {CONFIG_FILE} but no {METRICS_FILE} "
-                      "(unfinished or crashed run?)", stacklevel=3)
+        warnings.warn(
+            f"skipping {root}: it has {CONFIG_FILE} but no {METRICS_FILE} "
+            "(unfinished or crashed run?)",
+            stacklevel=3,
+        )
     for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         yield from _run_dirs(child)
 

@@ -17,8 +17,10 @@ from transferjax.reports.collect import RunRecord, learning_curve
 from transferjax.reports.stats import mean_std
 from transferjax.reports.tables import _sort_key, task_label
 
-_AXES = {"beta": "beta (fraction of overlapping users made cold)",
-         "shift_deg": "domain shift (degrees)"}
+_AXES = {
+    "beta": "beta (fraction of overlapping users made cold)",
+    "shift_deg": "domain shift (degrees)",
+}
 
 
 def _figure(size=(6.4, 4.2)):
@@ -61,8 +63,13 @@ def _save(fig, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def plot_learning_curves(records: list[RunRecord], *, out_dir: str | os.PathLike,
-                         metric: str | None = None, split: str = "valid") -> list[pathlib.Path]:
+def plot_learning_curves(
+    records: list[RunRecord],
+    *,
+    out_dir: str | os.PathLike,
+    metric: str | None = None,
+    split: str = "valid",
+) -> list[pathlib.Path]:
     """One PNG per task: `split` `metric` against training step, one line per run.
 
     Lines of one method share a colour; a dot marks each run's selected evaluation.
@@ -89,8 +96,15 @@ def plot_learning_curves(records: list[RunRecord], *, out_dir: str | os.PathLike
         for r, steps, values in sorted(curves, key=lambda c: (c[0].method, c[0].seed)):
             label = None if r.method in labelled else r.method
             labelled.add(r.method)
-            ax.plot(steps, values, color=colors[r.method], alpha=0.7, lw=1.2, label=label,
-                    marker="." if len(steps) < 30 else None)
+            ax.plot(
+                steps,
+                values,
+                color=colors[r.method],
+                alpha=0.7,
+                lw=1.2,
+                label=label,
+                marker="." if len(steps) < 30 else None,
+            )
             if r.selected_step in steps:
                 i = steps.index(r.selected_step)
                 ax.plot([steps[i]], [values[i]], "o", color=colors[r.method], ms=6, mfc="none")
@@ -104,8 +118,14 @@ def plot_learning_curves(records: list[RunRecord], *, out_dir: str | os.PathLike
     return written
 
 
-def plot_metric_vs(records: list[RunRecord], *, x: str, metric: str,
-                   out_dir: str | os.PathLike, split: str = "test") -> list[pathlib.Path]:
+def plot_metric_vs(
+    records: list[RunRecord],
+    *,
+    x: str,
+    metric: str,
+    out_dir: str | os.PathLike,
+    split: str = "test",
+) -> list[pathlib.Path]:
     """`metric` against `x` ("beta" or "shift_deg"), one line per method, error bars = std.
 
     Runs are grouped by the other task fields (dataset, protocol and the other of beta /
@@ -133,15 +153,15 @@ def plot_metric_vs(records: list[RunRecord], *, x: str, metric: str,
             off = (j - (len(methods) - 1) / 2) * dodge
             pts = []
             for xv in xs:
-                vals = [r.metrics(split)[metric] for r in recs
-                        if r.method == m and getattr(r, x) == xv]
+                vals = [
+                    r.metrics(split)[metric] for r in recs if r.method == m and getattr(r, x) == xv
+                ]
                 if vals:
                     mean, std, _ = mean_std(vals)
                     pts.append((xv + off, mean, 0.0 if math.isnan(std) else std))
             if pts:
                 px, py, pe = zip(*pts, strict=True)
-                ax.errorbar(px, py, yerr=pe, color=colors[m], marker="o", ms=4, capsize=3,
-                            label=m)
+                ax.errorbar(px, py, yerr=pe, color=colors[m], marker="o", ms=4, capsize=3, label=m)
         dataset, protocol, ov = key
         title = f"{dataset}, {protocol}" + ("" if ov is None else f", {other}={ov:g}")
         ax.set_title(f"{title}\n(mean \u00b1 std over seeds)", fontsize=9)
@@ -154,8 +174,9 @@ def plot_metric_vs(records: list[RunRecord], *, x: str, metric: str,
     return written
 
 
-def plot_all(records: list[RunRecord], *, out_dir: str | os.PathLike, metrics,
-             split: str = "test") -> list[pathlib.Path]:
+def plot_all(
+    records: list[RunRecord], *, out_dir: str | os.PathLike, metrics, split: str = "test"
+) -> list[pathlib.Path]:
     """Learning curves (selection metric on valid) and every metric against beta and shift."""
     written = plot_learning_curves(records, out_dir=out_dir)
     for metric in metrics:

@@ -39,9 +39,18 @@ def _rel(path: str, base: pathlib.Path) -> str:
         return str(path)
 
 
-def report_main(paths, *, out_dir: str | os.PathLike, metrics=None, baseline: str | None = "mf",
-                split: str = "test", fmt=("md", "csv"), test: str = "ttest",
-                plots: bool = False, digits: int = 4) -> dict[str, pathlib.Path]:
+def report_main(
+    paths,
+    *,
+    out_dir: str | os.PathLike,
+    metrics=None,
+    baseline: str | None = "mf",
+    split: str = "test",
+    fmt=("md", "csv"),
+    test: str = "ttest",
+    plots: bool = False,
+    digits: int = 4,
+) -> dict[str, pathlib.Path]:
     """Collects the runs under `paths` and writes the report into `out_dir`.
 
     Args:
@@ -98,10 +107,16 @@ def report_main(paths, *, out_dir: str | os.PathLike, metrics=None, baseline: st
         for p in pngs:
             written[p.relative_to(out).as_posix()] = p
 
-    md = ["# transferjax report", "",
-          f"{len(records)} runs (seeds) from {len({r.path for r in records})} run folders; "
-          f"split: {split}; baseline: {baseline}; test: {TESTS[test]}, alpha = 0.05.", "",
-          "## Results", "", to_markdown(tables, digits=digits)]
+    md = [
+        "# transferjax report",
+        "",
+        f"{len(records)} runs (seeds) from {len({r.path for r in records})} run folders; "
+        f"split: {split}; baseline: {baseline}; test: {TESTS[test]}, alpha = 0.05.",
+        "",
+        "## Results",
+        "",
+        to_markdown(tables, digits=digits),
+    ]
     if pngs:
         md += ["## Plots", ""]
         md += [f"![{p.stem}]({p.relative_to(out).as_posix()})\n" for p in pngs]

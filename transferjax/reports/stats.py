@@ -56,8 +56,10 @@ def _betacf(a: float, b: float, x: float, *, max_iter: int = 10_000) -> float:
     h = d
     for m in range(1, max_iter + 1):
         m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                    -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+        for num in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > _TINY else _TINY)
             c = 1.0 + num / c
@@ -77,8 +79,9 @@ def betainc(a: float, b: float, x: float) -> float:
         raise ValueError(f"betainc needs 0 <= x <= 1, got x={x}")
     if x == 0.0 or x == 1.0:
         return x
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
     if x < (a + 1.0) / (a + b + 2.0):
         return math.exp(log_front) * _betacf(a, b, x) / a
     return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
@@ -123,7 +126,7 @@ def _avg_ranks(a: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < s.size and s[j + 1] == s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j + 2) / 2.0
+        ranks[order[i : j + 1]] = (i + j + 2) / 2.0
         i = j + 1
     return ranks
 

@@ -75,9 +75,15 @@ def _default_metrics(recs, split) -> list[str]:
     return sorted(names, key=lambda m: (not lower_is_better(m), m))
 
 
-def summarize(records: list[RunRecord], *, metrics=None, split: str = "test",
-              baseline: str | None = "mf", test: str = "ttest",
-              alpha: float = 0.05) -> list[TaskTable]:
+def summarize(
+    records: list[RunRecord],
+    *,
+    metrics=None,
+    split: str = "test",
+    baseline: str | None = "mf",
+    test: str = "ttest",
+    alpha: float = 0.05,
+) -> list[TaskTable]:
     """Groups `records` by task and summarizes each method x metric over seeds.
 
     Args:
@@ -111,7 +117,8 @@ def summarize(records: list[RunRecord], *, metrics=None, split: str = "test",
             if key in seen:
                 raise ValueError(
                     f"two runs of method={r.method} seed={r.seed} for task ({task_label(task)}): "
-                    f"{seen[key]} and {r.path}; report them separately")
+                    f"{seen[key]} and {r.path}; report them separately"
+                )
             seen[key] = r.path
         names = list(metrics) if metrics else _default_metrics(recs, split)
         names = [m for m in names if any(m in r.metrics(split) for r in recs)]
@@ -119,8 +126,14 @@ def summarize(records: list[RunRecord], *, metrics=None, split: str = "test",
         base = baseline if baseline in methods else None
         cells = {}
         for metric in names:
-            vals = {m: {r.seed: r.metrics(split)[metric] for r in recs
-                        if r.method == m and metric in r.metrics(split)} for m in methods}
+            vals = {
+                m: {
+                    r.seed: r.metrics(split)[metric]
+                    for r in recs
+                    if r.method == m and metric in r.metrics(split)
+                }
+                for m in methods
+            }
             for m in methods:
                 if not vals[m]:
                     continue
@@ -128,35 +141,44 @@ def summarize(records: list[RunRecord], *, metrics=None, split: str = "test",
                 p, n_pairs = None, 0
                 if base is not None and m != base:
                     common = sorted(set(vals[m]) & set(vals[base]))
-                    res = paired_test([vals[m][s] for s in common],
-                                      [vals[base][s] for s in common], test=test)
+                    res = paired_test(
+                        [vals[m][s] for s in common], [vals[base][s] for s in common], test=test
+                    )
                     p, n_pairs = res.pvalue, len(common)
-                cells[(m, metric)] = Cell(mean, std, n, p, n_pairs,
-                                          significant=p is not None and p < alpha)
+                cells[(m, metric)] = Cell(
+                    mean, std, n, p, n_pairs, significant=p is not None and p < alpha
+                )
             means = [cells[(m, metric)].mean for m in methods if (m, metric) in cells]
             best = min(means) if lower_is_better(metric) else max(means)
             for m in methods:
                 c = cells.get((m, metric))
                 if c is not None and c.mean == best:
                     cells[(m, metric)] = dataclasses.replace(c, best=True)
-        tables.append(TaskTable(task, split, tuple(methods), tuple(names), cells, base, test,
-                                alpha))
+        tables.append(
+            TaskTable(task, split, tuple(methods), tuple(names), cells, base, test, alpha)
+        )
     if metrics and not any(t.metrics for t in tables):
         have = sorted({m for r in records for m in r.metrics(split)})
-        raise ValueError(f"none of the metrics {list(metrics)} is in the runs' {split} "
-                         f"metrics; available: {have}")
+        raise ValueError(
+            f"none of the metrics {list(metrics)} is in the runs' {split} "
+            f"metrics; available: {have}"
+        )
     return tables
 
 
 def footnote(t: TaskTable) -> str:
     """The note under a table: what a cell is, the test, alpha, and the bold rule."""
-    text = (f"Cells: mean \u00b1 sample std (ddof=1) of the selected {t.split} metric over "
-            "n seeds. Bold: best mean per column (lower is better for error metrics such as "
-            "mae/rmse, higher otherwise). ")
+    text = (
+        f"Cells: mean \u00b1 sample std (ddof=1) of the selected {t.split} metric over "
+        "n seeds. Bold: best mean per column (lower is better for error metrics such as "
+        "mae/rmse, higher otherwise). "
+    )
     if t.baseline is None:
         return text + "No significance test: the baseline method is not in this task."
-    return text + (f"{DAGGER}: p < {t.alpha:g}, {TESTS[t.test]} against {t.baseline}, paired "
-                   "over the seeds both methods have (matched by seed).")
+    return text + (
+        f"{DAGGER}: p < {t.alpha:g}, {TESTS[t.test]} against {t.baseline}, paired "
+        "over the seeds both methods have (matched by seed)."
+    )
 
 
 def _num(x: float, digits: int) -> str:
@@ -167,9 +189,12 @@ def to_markdown(tables: list[TaskTable], *, digits: int = 4) -> str:
     """One markdown table per task, each under a `###` heading and above its footnote."""
     out = []
     for t in tables:
-        out += [f"### {task_label(t.task)} ({t.split})", "",
-                "| method | " + " | ".join(t.metrics) + " |",
-                "|---|" + "---:|" * len(t.metrics)]
+        out += [
+            f"### {task_label(t.task)} ({t.split})",
+            "",
+            "| method | " + " | ".join(t.metrics) + " |",
+            "|---|" + "---:|" * len(t.metrics),
+        ]
         for m in t.methods:
             row = []
             for metric in t.metrics:
@@ -192,8 +217,26 @@ def to_csv(tables: list[TaskTable]) -> str:
     """One row per task x method x metric: mean, std, n, p-value against the baseline."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "protocol", "beta", "shift_deg", "split", "method", "metric", "mean",
-                "std", "n", "baseline", "test", "n_pairs", "p_value", "significant", "best"])
+    w.writerow(
+        [
+            "dataset",
+            "protocol",
+            "beta",
+            "shift_deg",
+            "split",
+            "method",
+            "metric",
+            "mean",
+            "std",
+            "n",
+            "baseline",
+            "test",
+            "n_pairs",
+            "p_value",
+            "significant",
+            "best",
+        ]
+    )
     for t in tables:
         for m in t.methods:
             for metric in t.metrics:
@@ -201,16 +244,38 @@ def to_csv(tables: list[TaskTable]) -> str:
                 if c is None:
                     continue
                 tested = c.pvalue is not None
-                w.writerow([*("" if v is None else v for v in t.task), t.split, m, metric,
-                            repr(c.mean), repr(c.std), c.n, t.baseline or "",
-                            t.test if tested else "", c.n_pairs if tested else "",
-                            repr(c.pvalue) if tested else "", int(c.significant),
-                            int(c.best)])
+                w.writerow(
+                    [
+                        *("" if v is None else v for v in t.task),
+                        t.split,
+                        m,
+                        metric,
+                        repr(c.mean),
+                        repr(c.std),
+                        c.n,
+                        t.baseline or "",
+                        t.test if tested else "",
+                        c.n_pairs if tested else "",
+                        repr(c.pvalue) if tested else "",
+                        int(c.significant),
+                        int(c.best),
+                    ]
+                )
     return buf.getvalue()
 
 
-_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "_": r"\_",
+    "&": r"\&",
+    "%": r"\%",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+}
 
 
 def _tex(s: str) -> str:
@@ -222,10 +287,15 @@ def to_latex(tables: list[TaskTable], *, digits: int = 4) -> str:
     """One booktabs `tabular` per task inside a `table` float; needs \\usepackage{booktabs}."""
     out = []
     for t in tables:
-        out += [r"\begin{table}[t]", r"\centering",
-                rf"\caption{{{_tex(task_label(t.task))} ({t.split} split)}}",
-                r"\begin{tabular}{l" + "c" * len(t.metrics) + "}", r"\toprule",
-                "Method & " + " & ".join(_tex(m) for m in t.metrics) + r" \\", r"\midrule"]
+        out += [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{_tex(task_label(t.task))} ({t.split} split)}}",
+            r"\begin{tabular}{l" + "c" * len(t.metrics) + "}",
+            r"\toprule",
+            "Method & " + " & ".join(_tex(m) for m in t.metrics) + r" \\",
+            r"\midrule",
+        ]
         for m in t.methods:
             row = []
             for metric in t.metrics:
@@ -240,8 +310,18 @@ def to_latex(tables: list[TaskTable], *, digits: int = 4) -> str:
                 s += r"^{\dagger}$" if c.significant else "$"
                 row.append(s + rf"\,{{\scriptsize ({c.n})}}")
             out.append(_tex(m) + " & " + " & ".join(row) + r" \\")
-        note = (_tex(footnote(t)).replace("\u00b1", r"$\pm$").replace(DAGGER, r"$^{\dagger}$")
-                .replace("p < ", "$p<$ "))
-        out += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip",
-                r"{\footnotesize " + note + "}", r"\end{table}", ""]
+        note = (
+            _tex(footnote(t))
+            .replace("\u00b1", r"$\pm$")
+            .replace(DAGGER, r"$^{\dagger}$")
+            .replace("p < ", "$p<$ ")
+        )
+        out += [
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\par\smallskip",
+            r"{\footnotesize " + note + "}",
+            r"\end{table}",
+            "",
+        ]
     return "\n".join(out)

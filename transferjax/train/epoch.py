@@ -52,18 +52,24 @@ def row_taker(examples: dict, *, pack: bool = True) -> Callable:
     Returns:
       take: i32[batch] -> {name: rows of examples[name]}.
     """
-    packable = [k for k, v in examples.items()
-                if v.ndim == 1 and np.dtype(v.dtype) in (np.int32, np.uint32, np.float32)]
+    packable = [
+        k
+        for k, v in examples.items()
+        if v.ndim == 1 and np.dtype(v.dtype) in (np.int32, np.uint32, np.float32)
+    ]
     if len(packable) < 2 or not pack:
         return lambda i: {k: v[i] for k, v in examples.items()}
-    table = jnp.stack([jax.lax.bitcast_convert_type(examples[k], jnp.uint32)
-                       for k in packable], axis=1)
+    table = jnp.stack(
+        [jax.lax.bitcast_convert_type(examples[k], jnp.uint32) for k in packable], axis=1
+    )
     rest = {k: v for k, v in examples.items() if k not in packable}
 
     def take(i):
         rows = table[i]
-        out = {k: jax.lax.bitcast_convert_type(rows[:, c], examples[k].dtype)
-               for c, k in enumerate(packable)}
+        out = {
+            k: jax.lax.bitcast_convert_type(rows[:, c], examples[k].dtype)
+            for c, k in enumerate(packable)
+        }
         return {**out, **{k: v[i] for k, v in rest.items()}}
 
     return take
@@ -142,8 +148,9 @@ def stage_epoch(stage: Stage, *, batched: bool) -> Callable:
         frozen = {k: v for k, v in state.params.items() if k != stage.part}
         frozen["hyper"] = hyper
         step0 = state.step[0] if batched else state.step
-        part, opt, stats = epoch(state.params[stage.part], state.opt, frozen, examples, key, idx,
-                                 shared, step0)
+        part, opt, stats = epoch(
+            state.params[stage.part], state.opt, frozen, examples, key, idx, shared, step0
+        )
         new = TrainState({**state.params, stage.part: part}, opt, state.step + steps, state.key)
         return new, stats
 
@@ -152,13 +159,16 @@ def stage_epoch(stage: Stage, *, batched: bool) -> Callable:
 
 def to_host(state: TrainState) -> dict:
     """The state as a checkpointable pytree of plain arrays (the key as its raw data)."""
-    return {"params": state.params, "opt": state.opt, "step": state.step,
-            "key": jax.random.key_data(state.key)}
+    return {
+        "params": state.params,
+        "opt": state.opt,
+        "step": state.step,
+        "key": jax.random.key_data(state.key),
+    }
 
 
 def from_host(tree: dict, *, like: TrainState) -> TrainState:
     impl = jax.random.key_impl(like.key)
-    return TrainState(tree["params"], tree["opt"], tree["step"],
-                      jax.random.wrap_key_data(tree["key"], impl=impl))
-
-
+    return TrainState(
+        tree["params"], tree["opt"], tree["step"], jax.random.wrap_key_data(tree["key"], impl=impl)
+    )

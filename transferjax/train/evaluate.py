@@ -50,12 +50,15 @@ def _jit_programs(scorer, *, families: tuple[str, ...], ks: tuple[int, ...]) -> 
         ),
         "full": functools.partial(compiled.full_sums, scorer.score_all, ks=ks),
     }
+
     def with_shared(fn):  # the scorer reads {**params, **shared}; shared is never batched
         return lambda params, shared, plan: fn({**params, **shared}, plan)
 
     return {
-        name: (jax.jit(with_shared(fns[name])),
-               jax.jit(jax.vmap(with_shared(fns[name]), in_axes=(0, None, None))))
+        name: (
+            jax.jit(with_shared(fns[name])),
+            jax.jit(jax.vmap(with_shared(fns[name]), in_axes=(0, None, None))),
+        )
         for name in families
     }
 
@@ -109,8 +112,9 @@ class Evaluator:
                 self._programs[scorer] = progs
             return progs
 
-    def __call__(self, scorer, params, heldout, *, batched: bool = False,
-                 shared: dict | None = None) -> dict | list[dict]:
+    def __call__(
+        self, scorer, params, heldout, *, batched: bool = False, shared: dict | None = None
+    ) -> dict | list[dict]:
         """Metrics of `scorer` with `params` on `heldout` ("valid", "test" or a HeldOut).
 
         Args:

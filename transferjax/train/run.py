@@ -201,12 +201,16 @@ def train_seeds(
     vmapped = use_vmap(cfg, split) if vmapped is None else vmapped
     together = trials is not None or vmapped or len(seeds) == 1
     tri = None if trials is None else [t for t in trials for _ in seeds]
-    train = make_train(cfg, split, evaluate=make_evaluate(cfg, split), trials=tri,
-                       progress=progress)
+    train = make_train(
+        cfg, split, evaluate=make_evaluate(cfg, split), trials=tri, progress=progress
+    )
     if together:
         keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
-        results = train(keys[0] if len(keys) == 1 else jnp.stack(keys), log=writer.scalars,
-                        ckpt_dir=out / "ckpt")
+        results = train(
+            keys[0] if len(keys) == 1 else jnp.stack(keys),
+            log=writer.scalars,
+            ckpt_dir=out / "ckpt",
+        )
         return results if isinstance(results, list) else [results]
     workers = seed_workers(cfg, len(seeds))
     lock = threading.Lock()
@@ -216,8 +220,12 @@ def train_seeds(
             _prefixed(writer, f"trial{i}/", step, values)
 
     def one(i: int):
-        return train(jax.random.key(seeds[i]), log=functools.partial(log, i),
-                     ckpt_dir=out / "ckpt" / f"seed{seeds[i]}", show=progress and workers == 1)
+        return train(
+            jax.random.key(seeds[i]),
+            log=functools.partial(log, i),
+            ckpt_dir=out / "ckpt" / f"seed{seeds[i]}",
+            show=progress and workers == 1,
+        )
 
     if workers == 1:
         return [one(i) for i in range(len(seeds))]

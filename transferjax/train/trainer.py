@@ -39,8 +39,16 @@ from transferjax.train.epoch import (
 from transferjax.train.evaluate import default_select_metric
 from transferjax.train.progress import Progress
 
-__all__ = ["LR_KEYS", "Result", "TrainState", "make_epoch_fn", "make_train", "row_taker",
-           "select_best", "trial_hypers"]
+__all__ = [
+    "LR_KEYS",
+    "Result",
+    "TrainState",
+    "make_epoch_fn",
+    "make_train",
+    "row_taker",
+    "select_best",
+    "trial_hypers",
+]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -125,8 +133,12 @@ class _Programs:
     def get(self, s_idx: int, batched: bool, args) -> Callable:
         """The compiled program (its compile time is added to `seconds`)."""
         with self.lock:
-            key = (s_idx, batched, jax.tree.structure(args),
-                   tuple(np.shape(x) for x in jax.tree.leaves(args)))
+            key = (
+                s_idx,
+                batched,
+                jax.tree.structure(args),
+                tuple(np.shape(x) for x in jax.tree.leaves(args)),
+            )
             if key in self.compiled:
                 return self.compiled[key]
             t0 = time.perf_counter()
@@ -155,35 +167,54 @@ class _Book:
         return _index(tree, i) if self.batched else tree
 
     def stats(self, stats: dict) -> list[dict]:
-        return [{k: float(v[i] if self.batched else v) for k, v in stats.items()}
-                for i in range(self.n)]
+        return [
+            {k: float(v[i] if self.batched else v) for k, v in stats.items()} for i in range(self.n)
+        ]
 
 
 class Trainer:
     """`train(keys, *, log=None, ckpt_dir=None, show=None) -> list[Result]` (one `Result` for
     one scalar key) for a method built once on a split; see `make_train`."""
 
-    def __init__(self, cfg, split, *, evaluate: Callable, trials: list[dict] | None = None,
-                 progress: bool = False):
+    def __init__(
+        self,
+        cfg,
+        split,
+        *,
+        evaluate: Callable,
+        trials: list[dict] | None = None,
+        progress: bool = False,
+    ):
         method = get_method(cfg.method)
         self.cfg, self.split, self.evaluate = cfg, split, evaluate
         self.trials, self.progress = trials, progress
         self.built = built = method.build(cfg, split)
         if set(built.hyper) != set(method.traced):
-            raise ValueError(f"method {cfg.method!r}: Built.hyper has {sorted(built.hyper)} but "
-                             f"register(traced=...) says {sorted(method.traced)}")
-        self.metric = (cfg.eval.select if cfg.eval.select != "auto"
-                       else default_select_metric(cfg, split))
+            raise ValueError(
+                f"method {cfg.method!r}: Built.hyper has {sorted(built.hyper)} but "
+                f"register(traced=...) says {sorted(method.traced)}"
+            )
+        self.metric = (
+            cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
+        )
         self.shared = jax.device_put(built.data)
-        self.examples = [jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
-                         for st in built.stages]
+        self.examples = [
+            jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
+            for st in built.stages
+        ]
         self.programs, self.inits = _Programs(built.stages), {}
         # Epoch order: a numpy shuffle on the host is cheaper than XLA's sort on a CPU; on an
         # accelerator the in-graph shuffle is faster (`python -m benchmarks.speed`).
         self.host_shuffle = jax.default_backend() == "cpu"
 
-    def __call__(self, keys: jax.Array, *, log: Callable | None = None, ckpt_dir=None,
-                 show: bool | None = None):
+    def __call__(
+        self,
+        keys: jax.Array,
+        *,
+        log: Callable | None = None,
+        ckpt_dir=None,
+        show: bool | None = None,
+    ):
         single = keys.ndim == 0
         keys = keys[None] if single else keys
         n, t0 = keys.shape[0], time.perf_counter()
@@ -218,10 +249,14 @@ class Trainer:
 
     def _open(self, n, batched, log, ckpt_dir, show) -> _Book:
         use_ckpt = ckpt_dir is not None and self.cfg.trainer.checkpoint_every > 0
-        book = _Book(n=n, batched=batched, log=log or (lambda step, scalars: None),
-                     ckpt=Checkpointer(ckpt_dir) if use_ckpt else None,
-                     bar=Progress(sum(st.epochs for st in self.built.stages)) if show else None,
-                     history=[[] for _ in range(n)])
+        book = _Book(
+            n=n,
+            batched=batched,
+            log=log or (lambda step, scalars: None),
+            ckpt=Checkpointer(ckpt_dir) if use_ckpt else None,
+            bar=Progress(sum(st.epochs for st in self.built.stages)) if show else None,
+            history=[[] for _ in range(n)],
+        )
         book.meta = book.ckpt.latest_meta() if book.ckpt is not None else None
         if book.meta is not None:
             book.history, book.resumed = book.meta["history"], book.meta["_step"]
@@ -247,11 +282,13 @@ class Trainer:
         k_ep = jax.vmap(fold)(state.key) if book.batched else fold(state.key)
         idx = None
         if self.host_shuffle:
-            perm = jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30)) if book.batched else (
-                lambda k: jax.random.fold_in(k, 1 << 30))
+            perm = (
+                jax.vmap(lambda k: jax.random.fold_in(k, 1 << 30))
+                if book.batched
+                else (lambda k: jax.random.fold_in(k, 1 << 30))
+            )
             n_rows = len(next(iter(stage.examples.values())))
-            idx = jnp.asarray(host_epoch_indices(perm(k_ep), n_rows,
-                                                 min(stage.batch_size, n_rows)))
+            idx = jnp.asarray(host_epoch_indices(perm(k_ep), n_rows, min(stage.batch_size, n_rows)))
         args = (state, hyper, self.shared, self.examples[s_idx], k_ep, idx)
         program = self.programs.get(s_idx, book.batched, args)
         t0 = time.perf_counter()
@@ -267,30 +304,55 @@ class Trainer:
         else:
             book.log(book.step, {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
         if book.bar is not None:
-            book.bar.update(book.step, steps_per_epoch(stage) * book.n,
-                            f"{stage.name} epoch {ep + 1}/{stage.epochs} "
-                            f"loss {stats[0]['loss']:.4f}")
+            book.bar.update(
+                book.step,
+                steps_per_epoch(stage) * book.n,
+                f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}",
+            )
         every = self.cfg.trainer.checkpoint_every
         if book.ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
-            book.ckpt.save(book.step, to_host(state),
-                           {"stage": s_idx, "epoch": ep + 1, "step": book.step,
-                            "history": book.history, "train_time": book.train_s})
+            book.ckpt.save(
+                book.step,
+                to_host(state),
+                {
+                    "stage": s_idx,
+                    "epoch": ep + 1,
+                    "step": book.step,
+                    "history": book.history,
+                    "train_time": book.train_s,
+                },
+            )
 
-    def _evaluate(self, book: _Book, state: TrainState, hyper: dict, stage: str, epoch: int,
-                  stats: list[dict]) -> None:
+    def _evaluate(
+        self, book: _Book, state: TrainState, hyper: dict, stage: str, epoch: int, stats: list[dict]
+    ) -> None:
         """Valid and test metrics of every trial (one vmapped program for batched trials)."""
         params, data = {**state.params, "hyper": hyper}, self.built.data
-        got = {name: self.evaluate(self.built.scorer, params, held, batched=book.batched,
-                                   shared=data)
-               for name, held in (("valid", self.split.valid), ("test", self.split.test))}
+        got = {
+            name: self.evaluate(self.built.scorer, params, held, batched=book.batched, shared=data)
+            for name, held in (("valid", self.split.valid), ("test", self.split.test))
+        }
         for i in range(book.n):
-            entry = {"stage": stage, "epoch": epoch, "step": book.step, "train": stats[i],
-                     **{name: g[i] if book.batched else g for name, g in got.items()}}
+            entry = {
+                "stage": stage,
+                "epoch": epoch,
+                "step": book.step,
+                "train": stats[i],
+                **{name: g[i] if book.batched else g for name, g in got.items()},
+            }
             book.history[i].append(entry)
             prefix = f"trial{i}/" if book.batched else ""
-            book.log(book.step, {**{f"{prefix}train/{k}": v for k, v in stats[i].items()},
-                                 **{f"{prefix}{s}/{k}": v for s in ("valid", "test")
-                                    for k, v in entry[s].items()}})
+            book.log(
+                book.step,
+                {
+                    **{f"{prefix}train/{k}": v for k, v in stats[i].items()},
+                    **{
+                        f"{prefix}{s}/{k}": v
+                        for s in ("valid", "test")
+                        for k, v in entry[s].items()
+                    },
+                },
+            )
 
     def _finish(self, book, params, hyper, wall, single):
         for closer in (book.ckpt, book.bar):
@@ -299,17 +361,26 @@ class Trainer:
         if not book.history[0]:  # nothing selects (closed-form baselines): one final evaluation
             state = TrainState(params, None, None, None)
             self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
-        results = [Result(params=book.trial(params, i), history=book.history[i],
-                          selected=select_best([h["valid"] for h in book.history[i]], self.metric),
-                          select_metric=self.metric, wall_time=wall, train_time=book.train_s,
-                          compile_time=self.programs.seconds, resumed_from=book.resumed,
-                          hyper={k: float(v) for k, v in book.trial(hyper, i).items()})
-                   for i in range(book.n)]
+        results = [
+            Result(
+                params=book.trial(params, i),
+                history=book.history[i],
+                selected=select_best([h["valid"] for h in book.history[i]], self.metric),
+                select_metric=self.metric,
+                wall_time=wall,
+                train_time=book.train_s,
+                compile_time=self.programs.seconds,
+                resumed_from=book.resumed,
+                hyper={k: float(v) for k, v in book.trial(hyper, i).items()},
+            )
+            for i in range(book.n)
+        ]
         return results[0] if single else results
 
 
-def make_train(cfg, split, *, evaluate: Callable, trials: list[dict] | None = None,
-               progress: bool = False) -> Trainer:
+def make_train(
+    cfg, split, *, evaluate: Callable, trials: list[dict] | None = None, progress: bool = False
+) -> Trainer:
     """Builds the method of `cfg` on `split` once and returns its `Trainer`: `train(keys, *,
     log=None, ckpt_dir=None) -> list[Result]` (or one `Result` for one scalar key).
 

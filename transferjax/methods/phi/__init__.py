@@ -14,5 +14,11 @@ from transferjax.methods.phi.config import PhiConfig
 from transferjax.methods.phi.encoders import available_encoders, register_encoder
 from transferjax.methods.phi.model import PHI_TRACED, PhiModel, build_phi
 
-__all__ = ["PHI_TRACED", "PhiConfig", "PhiModel", "available_encoders", "build_phi",
-           "register_encoder"]
+__all__ = [
+    "PHI_TRACED",
+    "PhiConfig",
+    "PhiModel",
+    "available_encoders",
+    "build_phi",
+    "register_encoder",
+]

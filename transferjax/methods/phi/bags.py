@@ -70,9 +70,14 @@ def domain_bags(inter, *, max_len: int = 0) -> tuple[dict, DomainSpec]:
     rating = np.concatenate([h.weights[h.mask], np.zeros(L, np.float32)]).astype(np.float32)
     explicit = not inter.implicit
     longest = np.cumsum(np.sort(length)[::-1][:LONGEST_KEPT], dtype=np.int64)
-    spec = DomainSpec(n_users=inter.n_users, n_items=inter.n_items, explicit=explicit,
-                      mu=float(inter.rating.mean()) if explicit else 0.0,
-                      max_len=L, longest=tuple(int(x) for x in longest))
+    spec = DomainSpec(
+        n_users=inter.n_users,
+        n_items=inter.n_items,
+        explicit=explicit,
+        mu=float(inter.rating.mean()) if explicit else 0.0,
+        max_len=L,
+        longest=tuple(int(x) for x in longest),
+    )
     bags = {"items": items, "rating": rating, "start": start, "length": length}
     return {k: jnp.asarray(v) for k, v in bags.items()}, spec
 

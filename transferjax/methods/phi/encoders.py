@@ -50,9 +50,11 @@ def get_encoder(name: str) -> str | Callable:
     if name in PHI.KINDS:
         return name
     if name not in _ENCODERS:
-        raise ValueError(f"unknown phi encoder {name!r} (phi.encoder); valid: "
-                         f"{', '.join(available_encoders())} (register your own with "
-                         "transferjax.methods.phi.register_encoder)")
+        raise ValueError(
+            f"unknown phi encoder {name!r} (phi.encoder); valid: "
+            f"{', '.join(available_encoders())} (register your own with "
+            "transferjax.methods.phi.register_encoder)"
+        )
     return _ENCODERS[name]
 
 
@@ -67,16 +69,25 @@ def domain_encoder(name: str, spec, *, dims) -> tuple[Callable, Callable]:
     dims = tuple(int(d) for d in dims)
     found = get_encoder(name)
     if isinstance(found, str):
-        return PHI.encoder(kind=found, n_items=spec.n_items, n_users=spec.n_users, dims=dims,
-                           mu=spec.mu, explicit=spec.explicit, capacity=spec.capacity)
+        return PHI.encoder(
+            kind=found,
+            n_items=spec.n_items,
+            n_users=spec.n_users,
+            dims=dims,
+            mu=spec.mu,
+            explicit=spec.explicit,
+            capacity=spec.capacity,
+        )
     init, inner = found(n_items=spec.n_items, n_users=spec.n_users, dims=dims)
 
     def apply(params, items, rating, mask, users=None, *, distinct: bool = False):
         z = inner(params, items, rating, mask)
         want = (mask.shape[0], dims[-1])
         if getattr(z, "shape", None) != want:
-            raise ValueError(f"phi encoder {name!r} returned shape {getattr(z, 'shape', z)}; "
-                             f"expected f32{list(want)} (batch, phi.dims[-1])")
+            raise ValueError(
+                f"phi encoder {name!r} returned shape {getattr(z, 'shape', z)}; "
+                f"expected f32{list(want)} (batch, phi.dims[-1])"
+            )
         return z
 
     return init, apply

@@ -31,8 +31,9 @@ def head_fns(phi_cfg, *, dim: int, n_tasks: int):
     elif phi_cfg.head == "mmoe":
         init, apply = (lambda k: H.mmoe_init(k, n_experts=n, expert=(e,), **kw)), H.mmoe_apply
     elif phi_cfg.head == "ple":  # n_experts split between task-specific and shared experts
-        init = lambda k: H.ple_init(k, n_task_experts=max(1, n // 2),
-                                    n_shared_experts=max(1, n - n // 2), expert=(e,), **kw)
+        init = lambda k: H.ple_init(
+            k, n_task_experts=max(1, n // 2), n_shared_experts=max(1, n - n // 2), expert=(e,), **kw
+        )
         apply = H.ple_apply
     else:
         raise ValueError(f"phi.head={phi_cfg.head!r}; valid: shared_bottom, mmoe, ple")
@@ -57,7 +58,8 @@ def _dense(key, dim: int, bias: np.ndarray) -> dict:
 def click_out_init(key, *, dim: int, inter) -> dict:
     """Click layer {"w": f32[dim, n_items], "b": f32[n_items]}; b = logit of item coverage."""
     p = (np.bincount(inter.item, minlength=inter.n_items) + 1.0) / (
-        len(inter.users_present()) + 2.0)
+        len(inter.users_present()) + 2.0
+    )
     p = np.minimum(p, 1.0 - 1e-3)
     return _dense(key, dim, np.log(p / (1.0 - p)))
 
@@ -107,8 +109,9 @@ def click_rows(out: dict, t: jax.Array, inp: tuple, lab: tuple) -> jax.Array:
 
     def scatter(items, mask):
         z = jnp.zeros((b, n), jnp.float32)
-        return jax.lax.stop_gradient(z.at[rows, jnp.clip(items, 0, n - 1)].max(
-            mask.astype(jnp.float32)))
+        return jax.lax.stop_gradient(
+            z.at[rows, jnp.clip(items, 0, n - 1)].max(mask.astype(jnp.float32))
+        )
 
     y, keep = scatter(lab[0], lab[2]), 1.0 - scatter(inp[0], inp[2])
     bce = softplus(logits) - y * logits

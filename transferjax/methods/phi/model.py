@@ -64,8 +64,12 @@ class PhiModel:
         self.bags_s, self.spec_s = U.domain_bags(split.source_train, max_len=cfg.phi.max_len)
         self.bags_t, self.spec_t = U.domain_bags(split.target_train, max_len=cfg.phi.max_len)
         self.explicit = self.spec_t.explicit
-        self.tasks = (("src_click",) + (("src_rating",) if self.spec_s.explicit else ())
-                      + ("tgt_click",) + (("rating",) if self.explicit else ()))
+        self.tasks = (
+            ("src_click",)
+            + (("src_rating",) if self.spec_s.explicit else ())
+            + ("tgt_click",)
+            + (("rating",) if self.explicit else ())
+        )
         self.n_tasks = len(self.tasks)
         self.dim = int(cfg.phi.dims[-1])
         self.head_init, self.head_apply = O.head_fns(cfg.phi, dim=self.dim, n_tasks=self.n_tasks)
@@ -77,15 +81,23 @@ class PhiModel:
         pc, d, sp = self.cfg.phi, self.dim, self.split
         k_s, k_t, k_h, k_o, k_obj = jax.random.split(key, 5)
         ko = dict(zip(self.tasks, jax.random.split(k_o, self.n_tasks), strict=True))
-        out = {"src_click": O.click_out_init(ko["src_click"], dim=d, inter=sp.source_train),
-               "tgt_click": O.click_out_init(ko["tgt_click"], dim=d, inter=sp.target_train)}
-        for task, inter, spec in (("src_rating", sp.source_train, self.spec_s),
-                                  ("rating", sp.target_train, self.spec_t)):
+        out = {
+            "src_click": O.click_out_init(ko["src_click"], dim=d, inter=sp.source_train),
+            "tgt_click": O.click_out_init(ko["tgt_click"], dim=d, inter=sp.target_train),
+        }
+        for task, inter, spec in (
+            ("src_rating", sp.source_train, self.spec_s),
+            ("rating", sp.target_train, self.spec_t),
+        ):
             if task in self.tasks:
                 out[task] = O.rating_out_init(ko[task], dim=d, inter=inter, mu=spec.mu)
-        p = {"enc_s": self.enc_s[0](k_s), "enc_t": self.enc_t[0](k_t),
-             "head": self.head_init(k_h), "out": out,
-             "obj": self.objective.init(k_obj, dim=d, cfg=self.cfg)}
+        p = {
+            "enc_s": self.enc_s[0](k_s),
+            "enc_t": self.enc_t[0](k_t),
+            "head": self.head_init(k_h),
+            "out": out,
+            "obj": self.objective.init(k_obj, dim=d, cfg=self.cfg),
+        }
         if pc.task_weighting == "uncertainty":
             p["log_vars"] = jnp.zeros((self.n_tasks,), jnp.float32)
         return p
@@ -107,8 +119,10 @@ class PhiModel:
         reps = self.head_apply(p["head"], merge(z_s))
         if train:
             reps_t = self.head_apply(p["head"], merge(jax.lax.stop_gradient(z_s)))
-            reps = [r if k.startswith("src") else rt
-                    for k, r, rt in zip(self.tasks, reps, reps_t, strict=True)]
+            reps = [
+                r if k.startswith("src") else rt
+                for k, r, rt in zip(self.tasks, reps, reps_t, strict=True)
+            ]
         return z_s, z_t, reps
 
     def terms(self, p, src_in, src_lab, tgt_in, tgt_lab, *, users_s, users_t, has_s, has_t):
@@ -125,8 +139,16 @@ class PhiModel:
         """
         use_s = has_s & jnp.any(src_in[2], axis=1)
         use_t = has_t & jnp.any(tgt_in[2], axis=1)
-        z_s, z_t, reps = self.forward(p, src_in, tgt_in, users_s=users_s, users_t=users_t,
-                                      use_s=use_s, use_t=use_t, train=True)
+        z_s, z_t, reps = self.forward(
+            p,
+            src_in,
+            tgt_in,
+            users_s=users_s,
+            users_t=users_t,
+            use_s=use_s,
+            use_t=use_t,
+            train=True,
+        )
         rep = dict(zip(self.tasks, reps, strict=True))
         out = {"z_s": z_s, "z_t": z_t, "use_s": use_s, "use_t": use_t}
         for task in self.tasks:
@@ -143,10 +165,12 @@ class PhiModel:
         """(source rows, target rows: (items, rating, mask) [b, L]; has_s, has_t bool[b]). Padded
         rows read empty bags: a batch holds each user at most once (the packed capacity)."""
         src, tgt, live = batch["src"], batch["tgt"], batch["mask"]
-        s = U.gather_rows(params["bags"]["source"], jnp.where(live, src, -1),
-                          max_len=self.spec_s.max_len)
-        t = U.gather_rows(params["bags"]["target"], jnp.where(live, tgt, -1),
-                          max_len=self.spec_t.max_len)
+        s = U.gather_rows(
+            params["bags"]["source"], jnp.where(live, src, -1), max_len=self.spec_s.max_len
+        )
+        t = U.gather_rows(
+            params["bags"]["target"], jnp.where(live, tgt, -1), max_len=self.spec_t.max_len
+        )
         return s, t, (src >= 0) & live, (tgt >= 0) & live
 
     def draw_masks(self, key, s_mask, t_mask, has_s, has_t) -> dict:
@@ -161,8 +185,14 @@ class PhiModel:
         cold = has_s & has_t & jax.random.bernoulli(k_cold, COLD_RATE, has_s.shape)
         s_in, s_lab = U.split_entries(k_s, s_mask, keep=SOURCE_KEEP)
         t_in, t_lab = U.split_entries(k_t, t_mask, keep=TARGET_KEEP)
-        return {"s_in": s_in, "s_lab": s_lab, "t_in": t_in, "t_lab": t_lab, "cold": cold,
-                "key": k_obj}
+        return {
+            "s_in": s_in,
+            "s_lab": s_lab,
+            "t_in": t_in,
+            "t_lab": t_lab,
+            "cold": cold,
+            "key": k_obj,
+        }
 
     def loss(self, params, batch, key, *, total_steps: int):
         """Stage loss `(params, batch, key) -> (loss, aux)`: `loss_from_masks` with the masks
@@ -178,13 +208,20 @@ class PhiModel:
         (loss f32[], aux {task: f32[], "align": f32[], objective's aux}).
         """
         p = params["phi"]
-        (s_items, s_rating, _), (t_items, t_rating, t_mask), has_s, has_t = self.rows(
-            params, batch)
+        (s_items, s_rating, _), (t_items, t_rating, t_mask), has_s, has_t = self.rows(params, batch)
         cold = masks["cold"][:, None]
         t_in, t_lab = masks["t_in"] & ~cold, masks["t_lab"] | (t_mask & cold)
-        r = self.terms(p, (s_items, s_rating, masks["s_in"]), (s_items, s_rating, masks["s_lab"]),
-                       (t_items, t_rating, t_in), (t_items, t_rating, t_lab),
-                       users_s=batch["src"], users_t=batch["tgt"], has_s=has_s, has_t=has_t)
+        r = self.terms(
+            p,
+            (s_items, s_rating, masks["s_in"]),
+            (s_items, s_rating, masks["s_lab"]),
+            (t_items, t_rating, t_in),
+            (t_items, t_rating, t_lab),
+            users_s=batch["src"],
+            users_t=batch["tgt"],
+            has_s=has_s,
+            has_t=has_t,
+        )
         losses = []
         for task in self.tasks:
             w = (has_s if task.startswith("src") else has_t).astype(jnp.float32)
@@ -200,19 +237,36 @@ class PhiModel:
         else:
             sw = hyper["phi.source_weight"]
             total = H.fixed_weights(
-                losses, weights=[sw if k.startswith("src") else 1.0 - sw for k in self.tasks])
+                losses, weights=[sw if k.startswith("src") else 1.0 - sw for k in self.tasks]
+            )
         align, obj_aux = self.objective.fn(
-            jax.lax.stop_gradient(r["z_s"]), r["z_t"], mask_s=r["use_s"], mask_t=r["use_t"],
-            paired=True, params=p["obj"], step=params["step"].astype(jnp.float32),
-            total_steps=total_steps, cfg=self.cfg, key=masks["key"], hyper=hyper)
+            jax.lax.stop_gradient(r["z_s"]),
+            r["z_t"],
+            mask_s=r["use_s"],
+            mask_t=r["use_t"],
+            paired=True,
+            params=p["obj"],
+            step=params["step"].astype(jnp.float32),
+            total_steps=total_steps,
+            cfg=self.cfg,
+            key=masks["key"],
+            hyper=hyper,
+        )
         aux = {**dict(zip(self.tasks, losses, strict=True)), "align": align, **obj_aux}
         return total + hyper["align.weight"] * align, aux
 
     def _reps(self, params, src, tgt) -> list:
         s = U.gather_rows(params["bags"]["source"], src, max_len=self.spec_s.max_len)
         t = U.gather_rows(params["bags"]["target"], tgt, max_len=self.spec_t.max_len)
-        return self.forward(params["phi"], s, t, users_s=src, users_t=tgt,
-                            use_s=jnp.any(s[2], axis=1), use_t=jnp.any(t[2], axis=1))[2]
+        return self.forward(
+            params["phi"],
+            s,
+            t,
+            users_s=src,
+            users_t=tgt,
+            use_s=jnp.any(s[2], axis=1),
+            use_t=jnp.any(t[2], axis=1),
+        )[2]
 
     def reps(self, params, src, tgt) -> list:
         """Task representations of evaluation users (src -1: none; cold: empty target bag).
@@ -230,8 +284,9 @@ class PhiModel:
         n_pairs = 1 + jnp.sum((s[1:] != s[:-1]) | (t[1:] != t[:-1]))
 
         def dedup():
-            pairs, inv = jnp.unique(jnp.stack([src, tgt], 1), axis=0, size=k, fill_value=-1,
-                                    return_inverse=True)
+            pairs, inv = jnp.unique(
+                jnp.stack([src, tgt], 1), axis=0, size=k, fill_value=-1, return_inverse=True
+            )
             return [r[inv.reshape(-1)] for r in self._reps(params, pairs[:, 0], pairs[:, 1])]
 
         return jax.lax.cond(n_pairs <= k, dedup, lambda: self._reps(params, src, tgt))
@@ -254,8 +309,9 @@ class PhiModel:
             t = self.reps(params, src, tgt)[self.tasks.index("rating")]
             return O.rating_at(params["phi"]["out"]["rating"], t, mu, items)
 
-        return Scorer(score_items=score_items, score_all=score_all,
-                      predict=predict if self.explicit else None)
+        return Scorer(
+            score_items=score_items, score_all=score_all, predict=predict if self.explicit else None
+        )
 
 
 # Config keys the phi losses read as traced values (view["hyper"]).
@@ -271,12 +327,23 @@ def build_phi(cfg, split, *, objective: str | None = None) -> Built:
     total_steps = tc.epochs * -(-len(src) // min(tc.batch_size, len(src)))
     opt = make_optimizer(tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay)
     loss = lambda params, batch, k: model.loss(params, batch, k, total_steps=total_steps)
-    stage = Stage(name="phi", part="phi", loss=loss, examples={"src": src, "tgt": tgt},
-                  epochs=tc.epochs, batch_size=tc.batch_size, optimizer=opt, select=True)
-    return Built(init=lambda key: {"phi": model.init(key)}, stages=(stage,),
-                 scorer=model.scorer(),
-                 data={"bags": {"source": model.bags_s, "target": model.bags_t}},
-                 hyper=hyper_init(cfg, PHI_TRACED))
+    stage = Stage(
+        name="phi",
+        part="phi",
+        loss=loss,
+        examples={"src": src, "tgt": tgt},
+        epochs=tc.epochs,
+        batch_size=tc.batch_size,
+        optimizer=opt,
+        select=True,
+    )
+    return Built(
+        init=lambda key: {"phi": model.init(key)},
+        stages=(stage,),
+        scorer=model.scorer(),
+        data={"bags": {"source": model.bags_s, "target": model.bags_t}},
+        hyper=hyper_init(cfg, PHI_TRACED),
+    )
 
 
 @register("phi", traced=PHI_TRACED)
