@@ -175,6 +175,7 @@ def _encoders():
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", [0, 1], ids=["linen", "nnx"])
 def test_attention_bag_encoder_ignores_padding(i):
     init, apply = _encoders()[i]

@@ -159,6 +159,7 @@ def test_bag_encoder_is_an_mlp_with_a_linear_last_layer(dims, capacity):
     )
 
 
+@pytest.mark.slow
 def test_attention_kind_pools_the_real_entries():
     rng = np.random.default_rng(4)
     items, _, mask = _ragged(rng)

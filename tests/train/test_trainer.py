@@ -166,6 +166,7 @@ def test_seeds_reuse_the_programs_compiled_for_the_first(small_split):
     assert fresh(jax.random.key(12)).history == b.history
 
 
+@pytest.mark.slow
 def test_train_state_holds_no_data_and_no_step_among_params(small_split):
     """Checkpointed state = trainable params, optimizer state, step, key; the data a method
     reads (bags, histories, masks) are not in it."""
