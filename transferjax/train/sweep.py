@@ -24,8 +24,9 @@ import numpy as np
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.registry import get_method
+from transferjax.train.result import lower_is_better
 from transferjax.train.run import prepare_folder, train_seeds, use_vmap, write_json, write_results
-from transferjax.train.trainer import LR_KEYS, lower_is_better
+from transferjax.train.trainer import LR_KEYS
 from transferjax.train.writers import make_writer
 
 

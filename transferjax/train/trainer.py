@@ -18,7 +18,6 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +37,7 @@ from transferjax.train.epoch import (
 )
 from transferjax.train.evaluate import default_select_metric
 from transferjax.train.progress import Progress
+from transferjax.train.result import Result, select_best, trial_view
 
 __all__ = [
     "LR_KEYS",
@@ -49,46 +49,6 @@ __all__ = [
     "select_best",
     "trial_hypers",
 ]
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric in ("mae", "rmse") or metric.endswith("loss")
-
-
-def select_best(valid_history: list[dict], metric: str) -> int:
-    """Index of the best entry by `metric` (first one on ties). Reads valid metrics only."""
-    if not valid_history:
-        raise ValueError("nothing to select from: no evaluation ran")
-    if metric not in valid_history[0]:
-        raise ValueError(
-            f"selection metric {metric!r} not computed; have {sorted(valid_history[0])}"
-        )
-    vals = np.array([h[metric] for h in valid_history], dtype=np.float64)
-    vals = np.where(np.isnan(vals), np.inf if lower_is_better(metric) else -np.inf, vals)
-    return int(np.argmin(vals) if lower_is_better(metric) else np.argmax(vals))
-
-
-@dataclasses.dataclass
-class Result:
-    """One trial's outcome: final params, the evaluation history and the selection."""
-
-    params: Any
-    history: list
-    selected: int
-    select_metric: str
-    wall_time: float
-    train_time: float
-    compile_time: float = 0.0
-    resumed_from: int | None = None
-    hyper: dict = dataclasses.field(default_factory=dict)  # the trial's traced values
-
-    @property
-    def best(self) -> dict:
-        return self.history[self.selected]
-
-
-def _index(tree, i: int):
-    return jax.tree.map(lambda x: x[i], tree)
 
 
 LR_KEYS = ("trainer.lr", "mf.lr")
@@ -162,9 +122,6 @@ class _Book:
     train_s: float = 0.0
     resumed: int | None = None
     meta: dict | None = None
-
-    def trial(self, tree, i: int):
-        return _index(tree, i) if self.batched else tree
 
     def stats(self, stats: dict) -> list[dict]:
         return [
@@ -363,7 +320,7 @@ class Trainer:
             self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
         results = [
             Result(
-                params=book.trial(params, i),
+                params=trial_view(book.batched, params, i),
                 history=book.history[i],
                 selected=select_best([h["valid"] for h in book.history[i]], self.metric),
                 select_metric=self.metric,
@@ -371,7 +328,7 @@ class Trainer:
                 train_time=book.train_s,
                 compile_time=self.programs.seconds,
                 resumed_from=book.resumed,
-                hyper={k: float(v) for k, v in book.trial(hyper, i).items()},
+                hyper={k: float(v) for k, v in trial_view(book.batched, hyper, i).items()},
             )
             for i in range(book.n)
         ]
