@@ -13,7 +13,18 @@ import transferjax
 
 ROOT = pathlib.Path(transferjax.__file__).resolve().parent
 # Each layer may import only the layers before it (and itself).
-LAYERS = ("config", "data", "models", "align", "methods", "eval", "train", "reports", "cli")
+LAYERS = (
+    "errors",
+    "config",
+    "data",
+    "models",
+    "align",
+    "methods",
+    "eval",
+    "train",
+    "reports",
+    "cli",
+)
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -20,11 +20,9 @@ import types
 import typing
 from typing import Any, Literal
 
+from transferjax.errors import ConfigError
+
 KW = dict(frozen=True, kw_only=True)
-
-
-class ConfigError(ValueError):
-    """A config key or value is invalid; the message lists the valid choices."""
 
 
 @dataclasses.dataclass(**KW)

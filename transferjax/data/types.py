@@ -11,9 +11,7 @@ import dataclasses
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """Malformed or inconsistent input data; the message names the file/line or field."""
+from transferjax.errors import DataError
 
 
 def _as(arr, dtype, name: str) -> np.ndarray:

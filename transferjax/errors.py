@@ -1,0 +1,31 @@
+"""The errors transferjax raises for bad input, bad settings and failed runs.
+
+Every one derives from `TransferjaxError`; the command line prints such an error as one line
+(`transferjax: error: ...`) and exits non-zero, and `--debug` shows the traceback. Each message
+names what to look at: the file and line, the setting, or the run folder.
+"""
+
+from __future__ import annotations
+
+
+class TransferjaxError(Exception):
+    """Base class of the errors a user can act on (as opposed to bugs in transferjax)."""
+
+
+class ConfigError(TransferjaxError, ValueError):
+    """A config key or value is invalid; the message names the setting and the valid choices."""
+
+
+class DataError(TransferjaxError, ValueError):
+    """Malformed or inconsistent input data; the message names the file/line or field."""
+
+
+class DivergenceError(TransferjaxError, RuntimeError):
+    """Training produced a non-finite loss or metric; the message names the stage, the epoch and
+    the setting to look at (usually the learning rate)."""
+
+
+class RunFolderError(TransferjaxError, RuntimeError):
+    """A run folder cannot be used as asked: another run holds it, it was written from other
+    data or another state structure, or none of its checkpoints can be restored. The message
+    says what differs and how to start fresh."""
