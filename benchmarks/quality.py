@@ -169,6 +169,7 @@ def run_quality(
     only: tuple = (),
     echo=print,
     report_only: bool = False,
+    cache_note: str = "",
 ) -> pathlib.Path:
     """Runs the suite (reusing finished run folders) and writes the markdown report: the full
     suite to BENCHMARKS.md, the quick one beside its run folders (default out) so that it
@@ -207,11 +208,12 @@ def run_quality(
         total=total,
         only=only,
         missing=missing,
+        cache_note=cache_note,
     )
 
 
 def write_report(
-    tasks, *, runs, out, quick, seeds, walls, total, only=(), missing=()
+    tasks, *, runs, out, quick, seeds, walls, total, only=(), missing=(), cache_note=""
 ) -> pathlib.Path:
     """BENCHMARKS.md from the run folders only."""
     from transferjax.reports import collect_runs, summarize, to_markdown
@@ -229,7 +231,7 @@ def write_report(
         "",
         f"Seeds per cell: {seeds}. Wall time of the suite's runs (each measured when it ran): "
         f"{sum(walls.values()):.0f} s; this invocation took {total:.0f} s (finished run "
-        "folders are reused, not rerun).",
+        f"folders are reused, not rerun).{' ' + cache_note if cache_note else ''}",
         "",
         "Cells are test-split means +/- std over seeds at the epoch each seed selected on "
         "its validation users; a dagger marks a significant paired t-test against "
@@ -311,9 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _enable_compile_cache() -> str:
+    """Turns on JAX's persistent compilation cache as the command line does; says how warm it
+    was, since a warm cache shortens the wall times."""
+    from transferjax.train import compile_cache
+
+    folder = compile_cache.enable()
+    if folder is None:
+        return "JAX's persistent compilation cache was off."
+    n = sum(1 for _ in folder.iterdir())
+    state = "empty at the start (cold)" if n == 0 else f"warm at the start ({n} entries)"
+    return f"JAX's persistent compilation cache (`{folder}`) was {state}."
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     path = run_quality(
+        cache_note=_enable_compile_cache(),
         quick=args.quick,
         runs_dir=args.runs,
         out=args.out,

@@ -1,7 +1,10 @@
-"""Test set-up: fake CPU devices, strict dtype promotion, shared paths."""
+"""Test set-up: fake CPU devices, strict dtype promotion, shared paths, and one persistent
+compilation cache for the session (a fresh folder: the many tests that build the same programs,
+in this process and in the command lines they start, compile each once)."""
 
 import os
 import pathlib
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -10,6 +13,12 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+from transferjax.train import compile_cache  # noqa: E402
+
+_CACHE = tempfile.TemporaryDirectory(prefix="transferjax-test-compile-")
+os.environ["TRANSFERJAX_COMPILE_CACHE"] = _CACHE.name
+compile_cache.enable(_CACHE.name)
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "sweep"):
+        from transferjax.train import compile_cache
+
+        compile_cache.enable()
     try:
         return args.fn(args)
     except (C.ConfigError, ValueError, FileNotFoundError) as e:
