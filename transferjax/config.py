@@ -53,6 +53,10 @@ class DataConfig:
     path: dataset root or file; "" uses the default (../shared/datasets for cdrib/douban,
       the download cache for MovieLens).
     target: cdrib: "game" (Video -> Game) or "video"; douban: "music" or "book".
+    sep, encoding: csv only: field separator ("" detects tab, else comma; also "tab",
+      "comma", "semicolon", "pipe", "space" or the string itself) and text encoding.
+    rating_scale: "LO,HI" every rating must lie in; "" = the dataset's declared scale
+      (douban, MovieLens: 1-5; csv: none), "none" = no scale. Non-finite ratings always fail.
     """
 
     name: Literal["synthetic", "ml1m_genre", "ml_overlap", "cdrib", "douban", "csv"] = "synthetic"
@@ -60,6 +64,9 @@ class DataConfig:
     target: str = ""
     csv_source: str = ""
     csv_target: str = ""
+    sep: str = ""
+    encoding: str = "utf-8"
+    rating_scale: str = ""
     synthetic: SyntheticConfig = SyntheticConfig()
 
 

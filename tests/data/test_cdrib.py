@@ -9,8 +9,8 @@ from transferjax.data.cdrib import load_cdrib
 from transferjax.data.types import DataError
 
 # n_overlap=3: users 0, 1 warm; user 2 cold in Game (only in game valid/test); 3+ private.
-GAME = {"train": "0\t0\n0\t1\n1\t2\n3\t4\n", "valid": "2\t1\n", "test": "2\t3"}
-VIDEO = {"train": "0\t0\n1\t1\n2\t2\n3\t0\n4\t1\n", "valid": "5\t2\n", "test": "5\t6\n"}
+GAME = {"train": "0\t0\n0\t1\n1\t2\n3\t4\n", "valid": "2\t1\n", "test": "2\t4"}
+VIDEO = {"train": "0\t0\n1\t1\n2\t2\n3\t0\n4\t1\n", "valid": "5\t2\n", "test": "5\t0\n"}
 
 
 def _root(tmp_path, game=None, video=None):
@@ -29,9 +29,9 @@ def test_target_game_keeps_published_split_and_ids(tmp_path):
     assert d.name == "cdrib_video_game"
     tgt, src = d.target, d.source
     assert (tgt.n_users, tgt.n_items) == (4, 5)  # max id + 1 over the three game files
-    assert (src.n_users, src.n_items) == (6, 7)  # video valid/test only size the index
+    assert (src.n_users, src.n_items) == (6, 3)  # video valid/test only size the index
     assert src.user.tolist() == [0, 1, 2, 3, 4] and src.item.tolist() == [0, 1, 2, 0, 1]
-    assert tgt.user.tolist() == [0, 0, 1, 3, 2, 2] and tgt.item.tolist() == [0, 1, 2, 4, 1, 3]
+    assert tgt.user.tolist() == [0, 0, 1, 3, 2, 2] and tgt.item.tolist() == [0, 1, 2, 4, 1, 4]
     assert tgt.implicit and src.implicit and tgt.user_ids.tolist() == [0, 1, 2, 3]
     parts = d.published
     assert {k: len(v) for k, v in parts.items()} == {"train": 4, "valid": 1, "test": 1}
@@ -59,7 +59,7 @@ def test_target_video_and_overlap_needs_rows_in_both(tmp_path):
         ("train", "0\t0\n0\t1\t1\n", 2, "expected 2 fields"),
         ("valid", "2\tx\n", 1, "non-integer value 'x'"),
         ("train", "0\t0\n1\t2\n0\t0\n", 3, r"duplicate row .* first seen on line 1"),
-        ("test", "2\t3\n-1\t2\n", 2, "negative id -1"),
+        ("test", "2\t3\n-1\t2\n", 2, "negative user id -1"),
         ("test", "\n", 1, "empty file"),
         ("test", "0\t1\n", 1, r"pair \(0, 1\) also released at .*train.txt:2"),
     ],

@@ -10,13 +10,25 @@ an optional header (columns found by name, or by the part before `:` as in RecBo
 `user_id:token`), `\\r\\n` endings, a missing final newline, blank trailing lines, a UTF-8 BOM,
 any encoding (MovieLens' GroupLens files are latin-1), quoted CSV fields, and members of zip
 files (shown as `archive.zip!member`).
+
+Range checks shared by the loaders (each a `DataError` naming file and line):
+  - "int" values must fit int64; "rating" values must be finite with magnitude at most
+    `MAX_ABS_RATING` (1e9: no rating scale comes near it, and a value like 3e38 would
+    turn every squared error into inf); `check_scale` holds ratings to a declared scale
+    such as Douban's 1-5.
+  - Ids are "sparse" when the largest reaches `id_bound(n) = 2 * n + 1000` for n distinct ids.
+    Formats whose ids are table indices (CDRIB) reject such ids (`check_dense_ids`), since the
+    tables would be sized by the id; loaders that remap ids densely (CSV, Douban) accept them
+    and say so (`sparse_notes`, logged and kept in `Interactions.notes`).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import itertools
+import logging
 import os
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +40,10 @@ from transferjax.data.types import DataError
 Key = str | int
 Converter = str | Callable[[list], np.ndarray]
 KINDS = ("str", "int", "float", "rating", "timestamp")
+INT64 = (-(2**63), 2**63 - 1)
+MAX_ABS_RATING = 1e9
+SPARSE_SLACK = 1000
+log = logging.getLogger("transferjax.data")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -87,6 +103,7 @@ def read_table(
     member: str | None = None,
     unique: Sequence[Key] | None = None,
     duplicates: str = "error",
+    encoding_setting: str | None = None,
 ) -> Table:
     """Reads the columns named in `converters` from a delimited text file.
 
@@ -103,6 +120,8 @@ def read_table(
       unique: columns whose value combination must not repeat, e.g. (user, item).
       duplicates: "error" raises on a repeated `unique` key naming both lines; "first" keeps
         each key's first row and drops the later ones.
+      encoding_setting: the setting that chose `encoding` (e.g. "data.encoding"), named in the
+        message when the file is not valid text in it.
 
     Returns:
       Table with one array[n] per converter key.
@@ -115,8 +134,9 @@ def read_table(
         raise ValueError("sep must be a non-empty string or None")
     if duplicates not in ("error", "first"):
         raise ValueError(f"duplicates must be 'error' or 'first', got {duplicates!r}")
+    check_encoding(encoding)
     data, src = read_bytes(path, member)
-    text = _decode(data, src, encoding)
+    text = _decode(data, src, encoding, encoding_setting)
     lines = text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -209,6 +229,8 @@ def _canonical_ints(values: list) -> list[int] | None:
         nums = [int(v) for v in values]
     except (TypeError, ValueError):
         return None
+    if nums and not INT64[0] <= min(nums) <= max(nums) <= INT64[1]:
+        return None  # labels such as 20-digit codes: kept as strings
     if all(
         isinstance(v, (int, np.integer)) or str(n) == v for v, n in zip(values, nums, strict=True)
     ):
@@ -216,12 +238,21 @@ def _canonical_ints(values: list) -> list[int] | None:
     return None
 
 
-def _decode(data: bytes, src: str, encoding: str) -> str:
+def check_encoding(encoding: str) -> None:
+    """Raises ValueError unless `encoding` names a text codec Python knows."""
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(f"unknown text encoding {encoding!r}") from None
+
+
+def _decode(data: bytes, src: str, encoding: str, setting: str | None = None) -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{src}:{line}: not valid {encoding} text ({e.reason})") from None
+        hint = f"; {setting}={encoding!r}: set it to the file's encoding" if setting else ""
+        raise DataError(f"{src}:{line}: not valid {encoding} text ({e.reason}){hint}") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     return text.replace("\r\n", "\n")
@@ -291,19 +322,29 @@ def _convert(col: list, kind: Converter, label: str, src: str, first: int) -> np
     parse, dtype = (int, np.int64) if kind == "int" else (float, np.float64)
     try:
         vals = np.fromiter(map(parse, col), dtype, count=len(col))
-    except ValueError:
+    except (ValueError, OverflowError):
         noun = "integer" if kind == "int" else "numeric"
         for i, s in enumerate(col):
             try:
-                parse(s)
+                v = parse(s)
             except ValueError:
                 raise DataError(f"{src}:{first + i}: {label}: non-{noun} value {s!r}") from None
+            if kind == "int" and not INT64[0] <= v <= INT64[1]:
+                raise DataError(
+                    f"{src}:{first + i}: {label}: integer {s.strip()!r} does not fit in int64"
+                ) from None
         raise
     if kind in ("rating", "timestamp"):
         bad = np.flatnonzero(~np.isfinite(vals))
         if len(bad):
             i = int(bad[0])
             raise DataError(f"{src}:{first + i}: {label}: non-finite {kind} {col[i].strip()!r}")
+        big = np.abs(vals) > MAX_ABS_RATING if kind == "rating" else np.abs(vals) >= 2.0**63
+        bad = np.flatnonzero(big)
+        if len(bad):
+            i = int(bad[0])
+            why = f"magnitude above {MAX_ABS_RATING:g}" if kind == "rating" else "beyond int64"
+            raise DataError(f"{src}:{first + i}: {label}: {kind} {col[i].strip()!r} ({why})")
         return vals.astype(np.float32) if kind == "rating" else vals.astype(np.int64)
     return vals
 
@@ -341,3 +382,75 @@ def _check_unique(table: Table, keys: list, duplicates: str) -> np.ndarray | Non
         f"{table.where(b)}: duplicate row for ({', '.join(map(_key_name, keys))}) = ({vals}); "
         f"first seen on line {table.first_line + a}"
     )
+
+
+def id_bound(n_distinct: int) -> int:
+    """Ids at or above 2 * n_distinct + 1000 are "sparse": a table sized by them would be more
+    than twice the ids it holds (the 1000 of slack spares tiny files)."""
+    return 2 * int(n_distinct) + SPARSE_SLACK
+
+
+def check_nonnegative(table: Table, key: Key, what: str) -> None:
+    """Raises `path:LINE: negative <what> ...` at the first negative value of `table[key]`."""
+    bad = np.flatnonzero(table[key] < 0)
+    if len(bad):
+        raise DataError(f"{table.where(bad[0])}: negative {what} {int(table[key][bad[0]])}")
+
+
+def check_dense_ids(tables: Sequence[Table], key: Key, what: str, files: str) -> int:
+    """Checks that ids used as table indices are not sparse; returns max id + 1.
+
+    The distinct ids of `key` over all `tables` (files that index one table) give the bound
+    `id_bound(n)`; the first row (in table order) with an id at or above it raises, naming the
+    file, the line and the id.
+    """
+    vals = np.concatenate([t[key] for t in tables])
+    if not len(vals):
+        return 0
+    n = len(np.unique(vals))
+    bound = id_bound(n)
+    for t in tables:
+        bad = np.flatnonzero(t[key] >= bound)
+        if len(bad):
+            v = int(t[key][bad[0]])
+            raise DataError(
+                f"{t.where(bad[0])}: {what} {v} is out of range: {files} hold {n} distinct "
+                f"{what}s, and ids index a table, so they must be below 2 * {n} + "
+                f"{SPARSE_SLACK} = {bound}"
+            )
+    return int(vals.max()) + 1
+
+
+def sparse_notes(source: str, **ids: np.ndarray) -> tuple[str, ...]:
+    """The notes a loader that remaps ids densely gives for each kind of id (keyword: "user",
+    "item") whose ids are sparse integers; each note is also logged (logger
+    "transferjax.data", level WARNING)."""
+    notes = []
+    for what, arr in ids.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "iu" or not len(arr) or int(arr.max()) < id_bound(len(arr)):
+            continue
+        note = (
+            f"{source}: {what} ids are sparse (largest {int(arr.max())} for {len(arr)} "
+            f"distinct): remapped densely to 0..{len(arr) - 1} in sorted order; raw ids kept "
+            f"in {what}_ids"
+        )
+        log.warning("note: %s", note)
+        notes.append(note)
+    return tuple(notes)
+
+
+def check_scale(table: Table, key: Key, scale: tuple | None, origin: str) -> None:
+    """Raises `path:LINE: rating R is outside [lo, hi] (origin)` for the first rating of
+    `table[key]` outside the closed range `scale`; None checks nothing."""
+    if scale is None:
+        return
+    lo, hi = scale
+    vals = table[key]
+    bad = np.flatnonzero((vals < lo) | (vals > hi))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"{table.where(i)}: rating {float(vals[i]):g} is outside the rating scale "
+            f"[{lo:g}, {hi:g}] ({origin})"
+        )

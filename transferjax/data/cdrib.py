@@ -11,6 +11,17 @@ private to one domain. For a target domain the loader keeps its released split i
 `CrossDomainData.published` and the concatenation as `target`; the source domain is the other
 folder's train.txt (its valid/test hold that domain's own cold users and only size the index).
 Sizes (README / *_data_info.txt): Game 25,025 users / 12,319 items; Video 19,457 / 8,751.
+
+Ids are dense indices tied to the published split, and they size the tables, so they are
+checked rather than remapped (each a `DataError` naming file and line):
+  - ids are non-negative integers that fit int64;
+  - over a folder's three files, with n distinct user (item) ids, every user (item) id is
+    below 2 * n + 1000 (`_read.id_bound`; the released ids are exactly 0..n-1). A stray id of
+    50,000,000 would otherwise size 50M-row tables;
+  - every item of valid.txt / test.txt occurs in the same folder's train.txt, as in the
+    release: an item with no training row is a file from another folder or split. (Users of
+    valid/test are the cold users, absent from train.txt by design: not checked.)
+  - a (user, item) pair is in one line of one part only.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import os
 
 import numpy as np
 
-from transferjax.data._read import Table, read_table
+from transferjax.data._read import Table, check_dense_ids, check_nonnegative, read_table
 from transferjax.data.types import CrossDomainData, DataError, Interactions
 
 FOLDERS = {"game": "game_video", "video": "video_game"}
@@ -44,8 +55,8 @@ def load_cdrib(
       present in both; `n_users`/`n_items` = max id + 1 over each domain's three files.
 
     Raises:
-      DataError: malformed files (`path:LINE: ...`), negative ids, or a (user, item) pair
-        released in two parts of the target split.
+      DataError: malformed files (`path:LINE: ...`), negative or out-of-range ids, a
+        valid/test item absent from train.txt, or a (user, item) pair in two parts.
     """
     if target not in FOLDERS:
         raise ValueError(f"target must be one of {tuple(FOLDERS)}, got {target!r}")
@@ -54,8 +65,9 @@ def load_cdrib(
     source = next(d for d in FOLDERS if d != target)
     tgt_tables = _read_domain(root, FOLDERS[target])
     src_tables = _read_domain(root, FOLDERS[source])
+    tgt_size = _size(root, FOLDERS[target], tgt_tables)
+    src_size = _size(root, FOLDERS[source], src_tables)
     _check_disjoint(tgt_tables)
-    tgt_size, src_size = _size(tgt_tables), _size(src_tables)
     parts = {p: _interactions(t, tgt_size, f"{target}_{p}") for p, t in tgt_tables.items()}
     tgt = _interactions(_concat(list(tgt_tables.values())), tgt_size, target)
     src = _interactions(src_tables["train"], src_size, source)
@@ -77,16 +89,30 @@ def _read_domain(root, folder: str) -> dict:
     for part in PARTS:
         path = os.path.join(os.fspath(root), folder, f"{part}.txt")
         t = read_table(path, {0: "int", 1: "int"}, sep="\t", header=False, unique=(0, 1))
-        for col in (0, 1):
-            bad = np.flatnonzero(t[col] < 0)
-            if len(bad):
-                raise DataError(f"{t.where(bad[0])}: negative id {int(t[col][bad[0]])}")
+        check_nonnegative(t, 0, "user id")
+        check_nonnegative(t, 1, "item id")
         tables[part] = t
     return tables
 
 
-def _size(tables: dict) -> tuple[int, int]:
-    return tuple(max(int(t[c].max()) + 1 for t in tables.values()) for c in (0, 1))
+def _size(root, folder: str, tables: dict) -> tuple[int, int]:
+    """(n_users, n_items) = max id + 1 over the folder's files, once the ids are checked."""
+    files = os.path.join(os.fspath(root), folder, "{train,valid,test}.txt")
+    size = tuple(
+        check_dense_ids(list(tables.values()), c, what, files)
+        for c, what in ((0, "user id"), (1, "item id"))
+    )
+    known = np.zeros(size[1], bool)
+    known[tables["train"][1]] = True
+    for part in PARTS[1:]:
+        t = tables[part]
+        bad = np.flatnonzero(~known[t[1]])
+        if len(bad):
+            raise DataError(
+                f"{t.where(bad[0])}: item {int(t[1][bad[0]])} does not occur in "
+                f"{tables['train'].source} (CDRIB's valid/test items are items of its train file)"
+            )
+    return size
 
 
 def _concat(tables: list) -> Table:

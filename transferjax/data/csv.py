@@ -1,4 +1,10 @@
-"""Generic loader for one domain's interactions from a delimited text file (CSV/TSV)."""
+"""Generic loader for one domain's interactions from a delimited text file (CSV/TSV).
+
+Ids are free-form labels: they are always remapped densely to 0..n-1 in sorted order (numeric
+order when every id is an integer that fits int64, else string order), with the raw ids kept
+in `user_ids` / `item_ids`. Integer ids that are sparse (`_read.id_bound`) are remapped the
+same way, and the loader says so: a logged note, kept in `Interactions.notes`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import os
 
 import numpy as np
 
-from transferjax.data._read import Key, index_ids, read_table
+from transferjax.data._read import Key, check_scale, index_ids, read_table, sparse_notes
 from transferjax.data.types import Interactions
 
 
@@ -22,6 +28,8 @@ def load_csv(
     implicit: bool = False,
     encoding: str = "utf-8",
     name: str | None = None,
+    rating_scale: tuple[float, float] | None = None,
+    settings: str = "",
 ) -> Interactions:
     """Loads interactions from a delimited file; raw ids are densified in sorted order.
 
@@ -36,6 +44,10 @@ def load_csv(
       implicit: treat the data as implicit feedback (ratings 1.0, `rating_col` not read).
       encoding: text encoding.
       name: domain name; defaults to the file's stem.
+      rating_scale: (lo, hi): ratings outside it are an error; None: any finite rating of
+        magnitude at most 1e9.
+      settings: prefix of the config keys behind `encoding` / `rating_scale` ("data." from
+        the registry), named in messages.
 
     Returns:
       Interactions with `user_ids`/`item_ids` the sorted distinct raw ids (int64 when every id
@@ -43,7 +55,8 @@ def load_csv(
 
     Raises:
       DataError: `path:LINE: ...` for malformed rows, duplicate (user, item) rows, missing
-        columns or an empty file.
+        columns, an empty file, text not in `encoding`, or a rating that is non-finite,
+        beyond 1e9 or outside `rating_scale`.
     """
     conv = {user_col: "str", item_col: "str"}
     use_rating = rating_col is not None and not implicit
@@ -54,8 +67,17 @@ def load_csv(
     if len(conv) != 2 + use_rating + (timestamp_col is not None):
         raise ValueError(f"user/item/rating/timestamp columns must differ, got {list(conv)}")
     table = read_table(
-        path, conv, sep=sep, header=header, encoding=encoding, unique=(user_col, item_col)
+        path,
+        conv,
+        sep=sep,
+        header=header,
+        encoding=encoding,
+        unique=(user_col, item_col),
+        encoding_setting=f"{settings}encoding",
     )
+    if use_rating and rating_scale is not None:
+        lo, hi = rating_scale
+        check_scale(table, rating_col, rating_scale, f"{settings}rating_scale={lo:g},{hi:g}")
     user, user_ids = index_ids(table[user_col])
     item, item_ids = index_ids(table[item_col])
     n = len(table)
@@ -70,4 +92,5 @@ def load_csv(
         user_ids=user_ids,
         item_ids=item_ids,
         name=name if name is not None else os.path.splitext(os.path.basename(path))[0],
+        notes=sparse_notes(table.source, user=user_ids, item=item_ids),
     )

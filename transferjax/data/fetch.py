@@ -24,7 +24,13 @@ import urllib.request
 import warnings
 import zipfile
 
-from transferjax.data.movielens import MovieLens, _locate, load_grouplens, load_recbole
+from transferjax.data.movielens import (
+    RATING_SCALE,
+    MovieLens,
+    _locate,
+    load_grouplens,
+    load_recbole,
+)
 from transferjax.data.types import DataError
 
 PathLike = str | os.PathLike
@@ -196,20 +202,26 @@ def _grouplens_to_atomic(archive: pathlib.Path, folder: pathlib.Path, name: str)
 
 
 def load_movielens(
-    name: str = "ml-1m", *, path: PathLike | None = None, cache_dir: PathLike | None = None
+    name: str = "ml-1m",
+    *,
+    path: PathLike | None = None,
+    cache_dir: PathLike | None = None,
+    rating_scale: tuple | None = RATING_SCALE,
 ) -> MovieLens:
     """MovieLens from `path` (RecBole or GroupLens files, told apart by content), else fetched.
 
     With `path`, RecBole files `<name>.inter`/`.item` are preferred; otherwise GroupLens files
     are read and their own release (ML-1M or ML-100k, by file names) names the result. Without
-    `path` the RecBole files are fetched into the cache (`fetch_movielens`).
+    `path` the RecBole files are fetched into the cache (`fetch_movielens`). `rating_scale`:
+    (lo, hi) every rating must lie in (default 1-5), None: any finite rating.
     """
+    kw = dict(rating_scale=rating_scale)
     if path is None:
-        return load_recbole(fetch_movielens(name, cache_dir=cache_dir), name=name)
+        return load_recbole(fetch_movielens(name, cache_dir=cache_dir), name=name, **kw)
     if _locate(path, (f"{name}.inter", f"{name}.item")) is not None:
-        return load_recbole(path, name=name)
+        return load_recbole(path, name=name, **kw)
     if _locate(path, ("ratings.dat", "movies.dat")) or _locate(path, ("u.data", "u.item")):
-        return load_grouplens(path)
+        return load_grouplens(path, **kw)
     raise DataError(
         f"{path}: neither RecBole files {name}.inter + {name}.item nor GroupLens files "
         "(ratings.dat + movies.dat, or u.data + u.item)"

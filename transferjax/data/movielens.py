@@ -22,7 +22,7 @@ import zipfile
 
 import numpy as np
 
-from transferjax.data._read import index_ids, match_ids, read_header, read_table
+from transferjax.data._read import check_scale, index_ids, match_ids, read_header, read_table
 from transferjax.data.types import CrossDomainData, DataError, Interactions
 
 PathLike = str | os.PathLike
@@ -65,6 +65,7 @@ SOURCE_GENRES = (
     "Western",
 )
 TARGET_GENRES = ("Animation", "Children's", "Comedy", "Fantasy", "Musical", "Romance")
+RATING_SCALE = (1.0, 5.0)  # the stars of every MovieLens release read here
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,8 +94,17 @@ class MovieLens:
             )
 
 
-def load_grouplens(path: PathLike) -> MovieLens:
-    """Loads GroupLens ML-1M or ML-100k from a folder or zip (the one holding its files)."""
+def _scale_origin(scale) -> str:
+    if tuple(scale) == RATING_SCALE:
+        return "MovieLens' declared 1-5 scale; data.rating_scale overrides it"
+    return f"data.rating_scale={scale[0]:g},{scale[1]:g}"
+
+
+def load_grouplens(path: PathLike, *, rating_scale: tuple | None = RATING_SCALE) -> MovieLens:
+    """Loads GroupLens ML-1M or ML-100k from a folder or zip (the one holding its files).
+
+    `rating_scale`: (lo, hi) every rating must lie in (default 1-5); None: any finite rating.
+    """
     files = _locate(path, ("ratings.dat", "movies.dat"))
     if files is not None:
         (rp, rm), (mp, mm) = files
@@ -108,7 +118,8 @@ def load_grouplens(path: PathLike) -> MovieLens:
             unique=(0,),
         )
         genres = [tuple(g for g in s.split("|") if g) for s in movies[2]]
-        return _build(movies[0], movies[1], genres, _grouplens_ratings(rp, rm, "::"), "ml-1m")
+        rat = _grouplens_ratings(rp, rm, "::", rating_scale)
+        return _build(movies[0], movies[1], genres, rat, "ml-1m")
     files = _locate(path, ("u.data", "u.item"))
     if files is None:
         raise DataError(
@@ -119,18 +130,28 @@ def load_grouplens(path: PathLike) -> MovieLens:
     movies = read_table(mp, conv, sep="|", header=False, encoding="latin-1", member=mm, unique=(0,))
     flags = np.stack([movies[5 + k] for k in range(len(GENRES_100K))], axis=1) > 0
     genres = [tuple(itertools.compress(GENRES_100K, row)) for row in flags.tolist()]
-    return _build(movies[0], movies[1], genres, _grouplens_ratings(rp, rm, "\t"), "ml-100k")
+    rat = _grouplens_ratings(rp, rm, "\t", rating_scale)
+    return _build(movies[0], movies[1], genres, rat, "ml-100k")
 
 
-def _grouplens_ratings(path, member, sep: str):
+def _grouplens_ratings(path, member, sep: str, rating_scale):
     """user, item, rating, timestamp rows of a GroupLens ratings file (latin-1, no header)."""
     conv = {0: "int", 1: "int", 2: "rating", 3: "timestamp"}
-    return read_table(
+    rat = read_table(
         path, conv, sep=sep, header=False, encoding="latin-1", member=member, unique=(0, 1)
     )
+    if rating_scale is not None:
+        check_scale(rat, 2, tuple(rating_scale), _scale_origin(rating_scale))
+    return rat
 
 
-def load_recbole(path: PathLike, *, name: str, duplicates: str = "first") -> MovieLens:
+def load_recbole(
+    path: PathLike,
+    *,
+    name: str,
+    duplicates: str = "first",
+    rating_scale: tuple | None = RATING_SCALE,
+) -> MovieLens:
     """Loads RecBole atomic files `<name>.inter` and `<name>.item` from a folder or zip.
 
     Columns are found by the name before the colon: user_id, item_id, rating, timestamp in
@@ -142,6 +163,7 @@ def load_recbole(path: PathLike, *, name: str, duplicates: str = "first") -> Mov
       duplicates: RecBole keys items by title, and ML-100k has 18 titles under two ids, so
         its files repeat 18 items and 307 (user, item) rows. "first" keeps each first
         occurrence (file order); "error" raises on them.
+      rating_scale: (lo, hi) every rating must lie in (default 1-5); None: any finite rating.
     """
     files = _locate(path, (f"{name}.inter", f"{name}.item"))
     if files is None:
@@ -166,6 +188,8 @@ def load_recbole(path: PathLike, *, name: str, duplicates: str = "first") -> Mov
         unique=("user_id", "item_id"),
         duplicates=duplicates,
     )
+    if rating_scale is not None:
+        check_scale(rat, "rating", tuple(rating_scale), _scale_origin(rating_scale))
     rat = dataclasses.replace(rat, columns=dict(zip(range(4), rat.columns.values(), strict=True)))
     return _build(items["item_id"], items["item_id"], genres, rat, name)
 

@@ -102,7 +102,7 @@ def sample_negatives(
         u = int(users[short[0]])
         raise DataError(
             f"sample_negatives: target user {u} has {n_items - distinct[u]} "
-            f"non-positive items, fewer than n_negatives={n_negatives}"
+            f"non-positive items, fewer than protocol.n_negatives={n_negatives}"
         )
     rng = np.random.default_rng(seed)
     step = max(1, _CHUNK // n_items)
@@ -142,18 +142,25 @@ def cold_start_split(
             raise ValueError(f"cold_start_split: {k} must be in (0, 1), got {v}")
     where = f"{data.name}/cold_start"
     if len(data.overlap) == 0:
-        raise DataError(f"{where}: the domains share no user (overlap is empty)")
+        raise DataError(
+            f"{where}: the domains share no user (overlap is empty); protocol.name=cold_start "
+            "needs users in both domains (warm_ratio / warm_loo do not)"
+        )
     cand = data.overlap[data.target.user_counts()[data.overlap[:, 1]] > 0]
     if len(cand) == 0:
-        raise DataError(f"{where}: no overlapping user has target interactions")
+        raise DataError(
+            f"{where}: no overlapping user has target interactions, so none can be made cold "
+            "(protocol.name=cold_start)"
+        )
     rng = np.random.default_rng(seed)
     cold = cand[rng.permutation(len(cand))[: int(round(beta * len(cand)))]]
     n_valid = int(round(valid_frac * len(cold)))
     for part, n in (("cold-valid", n_valid), ("cold-test", len(cold) - n_valid)):
         if n == 0:
             raise DataError(
-                f"{where}: the {part} user set is empty (beta={beta}, "
-                f"valid_frac={valid_frac}, {len(cand)} overlap users with target rows)"
+                f"{where}: the {part} user set is empty (protocol.beta={beta}, "
+                f"protocol.valid_frac={valid_frac}, {len(cand)} overlap users with target "
+                "rows): raise protocol.beta or move protocol.valid_frac toward 0.5"
             )
     is_cold = np.zeros(data.target.n_users, bool)
     is_cold[cold[:, 1]] = True
@@ -163,7 +170,10 @@ def cold_start_split(
     target_train = data.target.select(~is_cold[tu])
     warm = _warm_pairs(data, data.source, target_train)
     if len(warm) == 0:
-        raise DataError(f"{where}: no warm overlap user is left (beta={beta})")
+        raise DataError(
+            f"{where}: no warm overlap user is left to learn the transfer from "
+            f"(protocol.beta={beta}): lower protocol.beta"
+        )
     valid = _held_out(
         data, data.target.select(is_valid[tu]), n_negatives=n_negatives, seed=_subseed(seed, 1)
     )
@@ -196,7 +206,10 @@ def published_split(data: CrossDomainData, *, n_negatives: int = 999, seed: int 
     pub = data.published or {}
     missing = [k for k in ("train", "valid", "test") if k not in pub]
     if missing:
-        raise DataError(f"{where}: data.published lacks {missing} (needs train/valid/test)")
+        raise DataError(
+            f"{where}: protocol.name=published needs a dataset that ships its own split "
+            f"(data.name=cdrib); this one lacks the published parts {missing}"
+        )
     for k in ("train", "valid", "test"):
         if (pub[k].n_users, pub[k].n_items) != (data.target.n_users, data.target.n_items):
             raise DataError(f"{where}: published[{k!r}] id space differs from the target's")
@@ -229,6 +242,14 @@ def _warm_split(data, part, *, protocol, min_rating, n_negatives, seed, info) ->
     test = _held_out(
         data, tgt.select((part == 2) & keep), n_negatives=n_negatives, seed=_subseed(seed, 2)
     )
+    for part_name, held in (("valid", valid), ("test", test)):
+        if not len(held):
+            why = f" with protocol.min_rating={min_rating}" if min_rating is not None else ""
+            raise DataError(
+                f"{data.name}/{protocol}: the {part_name} split is empty{why}"
+                f" ({len(tgt)} target rows over {len(tgt.users_present())} users; "
+                f"protocol.name={protocol} holds out rows only of users with enough of them)"
+            )
     warm = _warm_pairs(data, data.source, target_train)
     info = dict(info, seed=seed, n_negatives=n_negatives, min_rating=min_rating, n_warm=len(warm))
     return Split(data, data.source, target_train, warm, valid, test, protocol, info)
@@ -311,6 +332,7 @@ def describe(data: CrossDomainData, split: Split | None = None) -> str:
 
     for name, dom in (("source", data.source), ("target", data.target)):
         row(name, dom.n_users, dom.n_items, len(dom), dom.density)
+    lines += [f"note: {n}" for n in dict.fromkeys(data.source.notes + data.target.notes)]
     if split is not None:
         lines.append(f"split {split.protocol} {split.info}")
         for name, dom in (

@@ -7,13 +7,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import pathlib
 
 from transferjax.data.types import CrossDomainData, DataError, Split
+from transferjax.errors import ConfigError
 
 DATA_ENV = "TRANSFERJAX_DATA"
 DEFAULT_DATASETS = "../shared/datasets"  # relative to the current working directory
+SEPARATORS = {
+    "": None,
+    "auto": None,
+    "tab": "\t",
+    "\\t": "\t",
+    "comma": ",",
+    "semicolon": ";",
+    "pipe": "|",
+    "space": " ",
+}
+RATED = ("douban", "ml1m_genre", "ml_overlap", "csv")  # datasets data.rating_scale applies to
 
 
 def datasets_root() -> pathlib.Path:
@@ -44,11 +57,59 @@ def _root(path: str, default: str) -> pathlib.Path:
     return root
 
 
+def _rating_scale(dc, default):
+    """`data.rating_scale` as (lo, hi), None for "none", `default` when unset."""
+    text = dc.rating_scale.strip()
+    if not text:
+        return default
+    if text.lower() == "none":
+        return None
+    if dc.name not in RATED:
+        raise ConfigError(
+            f"data.rating_scale={dc.rating_scale!r} does not apply to data.name={dc.name!r}; "
+            f"it applies to {', '.join(RATED)}"
+        )
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ConfigError(
+            f"data.rating_scale={dc.rating_scale!r}: give 'LO,HI' with finite LO < HI "
+            "(e.g. '1,5'), or 'none'"
+        )
+    return lo, hi
+
+
+def _csv_format(dc) -> tuple[str | None, str]:
+    """(separator, encoding) from `data.sep` / `data.encoding`, checked."""
+    from transferjax.data._read import check_encoding
+
+    if dc.name != "csv" and (dc.sep or dc.encoding != "utf-8"):
+        raise ConfigError(
+            f"data.sep / data.encoding apply to data.name='csv' only (data.name={dc.name!r} "
+            "reads its own format)"
+        )
+    try:
+        check_encoding(dc.encoding)
+    except ValueError:
+        raise ConfigError(
+            f"data.encoding={dc.encoding!r} is not a text encoding Python knows "
+            "(e.g. utf-8, latin-1, cp1252, utf-16)"
+        ) from None
+    if dc.sep and not dc.sep.strip():  # a literal tab or space
+        return dc.sep, dc.encoding
+    return SEPARATORS.get(dc.sep.strip().lower(), dc.sep), dc.encoding
+
+
 @functools.lru_cache(maxsize=4)
 def build_dataset(dc) -> CrossDomainData:
     """Loads the dataset named by `dc.name` (see `DataConfig`); the last few are cached in
     memory (configs are frozen, datasets are never modified in place)."""
     name = dc.name
+    sep, encoding = _csv_format(dc)
+    if name not in RATED:
+        _rating_scale(dc, None)  # raises when set: it does not apply
     if name == "synthetic":
         from transferjax.data.synthetic import make_synthetic
 
@@ -57,6 +118,10 @@ def build_dataset(dc) -> CrossDomainData:
     if name == "cdrib":
         from transferjax.data.cdrib import load_cdrib
 
+        if dc.target not in ("", "game", "video"):
+            raise ConfigError(
+                f"data.target={dc.target!r} is not valid for cdrib; choose game or video"
+            )
         return load_cdrib(_root(dc.path, "cdrib_game_video"), target=dc.target or "game")
     if name == "douban":
         from transferjax.data.douban import load_douban
@@ -64,29 +129,50 @@ def build_dataset(dc) -> CrossDomainData:
         target = dc.target or "music"
         source = {"music": "book", "book": "music"}.get(target)
         if source is None:
-            raise DataError(f"data.target={target!r} is not valid for douban; choose music or book")
-        return load_douban(_root(dc.path, "douban_book_music"), source=source, target=target)
+            raise ConfigError(
+                f"data.target={target!r} is not valid for douban; choose music or book"
+            )
+        from transferjax.data.douban import RATING_SCALE
+
+        return load_douban(
+            _root(dc.path, "douban_book_music"),
+            source=source,
+            target=target,
+            rating_scale=_rating_scale(dc, RATING_SCALE),
+        )
     if name in ("ml1m_genre", "ml_overlap"):
         from transferjax.data import movielens as ml
         from transferjax.data.fetch import load_movielens
 
+        scale = _rating_scale(dc, ml.RATING_SCALE)
+        ml1m = load_movielens("ml-1m", path=dc.path or None, rating_scale=scale)
         if name == "ml1m_genre":
-            return ml.genre_split(load_movielens("ml-1m", path=dc.path or None))
-        return ml.item_overlap(
-            load_movielens("ml-1m", path=dc.path or None), load_movielens("ml-100k")
-        )
+            return ml.genre_split(ml1m)
+        return ml.item_overlap(ml1m, load_movielens("ml-100k", rating_scale=scale))
     if name == "csv":
-        import numpy as np
-
+        from transferjax.data._read import match_ids
         from transferjax.data.csv import load_csv
-        from transferjax.data.types import CrossDomainData as CDD
 
         if not dc.csv_source or not dc.csv_target:
             raise DataError("data.name=csv needs data.csv_source and data.csv_target files")
-        src = load_csv(dc.csv_source, user_col="user", item_col="item", rating_col="rating")
-        tgt = load_csv(dc.csv_target, user_col="user", item_col="item", rating_col="rating")
-        common, si, ti = np.intersect1d(src.user_ids, tgt.user_ids, return_indices=True)
-        return CDD(source=src, target=tgt, overlap=np.stack([si, ti], 1), name="csv")
+        kw = dict(
+            user_col="user",
+            item_col="item",
+            rating_col="rating",
+            sep=sep,
+            encoding=encoding,
+            rating_scale=_rating_scale(dc, None),
+            settings="data.",
+        )
+        src = load_csv(dc.csv_source, **kw)
+        tgt = load_csv(dc.csv_target, **kw)
+        overlap = match_ids(src.user_ids, tgt.user_ids)
+        if not len(overlap):
+            raise DataError(
+                f"{dc.csv_source} and {dc.csv_target} (data.csv_source, data.csv_target): "
+                "no user id appears in both files, so no user can carry interests across"
+            )
+        return CrossDomainData(source=src, target=tgt, overlap=overlap, name="csv")
     raise DataError(f"unknown dataset {name!r}")
 
 

@@ -35,6 +35,8 @@ class Interactions:
       user_ids: optional array[n_users] of raw user ids (index -> raw id).
       item_ids: optional array[n_items] of raw item ids.
       name: domain name, used in messages.
+      notes: what the loader changed about the file's ids (e.g. sparse ids remapped densely),
+        one line each; `describe` shows them.
     """
 
     user: np.ndarray
@@ -46,9 +48,11 @@ class Interactions:
     user_ids: np.ndarray | None = None
     item_ids: np.ndarray | None = None
     name: str = "domain"
+    notes: tuple = ()
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("notes", tuple(str(n) for n in self.notes))
         set_("user", _as(self.user, np.int32, "user"))
         set_("item", _as(self.item, np.int32, "item"))
         set_("rating", _as(self.rating, np.float32, "rating"))
