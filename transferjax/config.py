@@ -8,13 +8,23 @@ the command line with a dotted key, e.g.
 
 Unknown keys and values of the wrong type or outside a field's choices are rejected with a
 message that lists the valid keys or values.
+
+Every numeric setting is range-checked whenever a `RunConfig` is made (from an experiment
+file, `--set`, `from_dict`, a sweep point or `dataclasses.replace`): a field's `Range` comes
+from its metadata (`setting(default, allowed=...)`) or else from the naming rule `NAME_RULES`
+over the field name (`dim`, `*_hidden`, `*epochs`, `lr`, `beta`, ...), so a method's new
+section is checked without code of its own. A value outside its range fails with a
+`ConfigError` naming the full key, the value and the allowed range, before any data is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import functools
 import importlib.util
 import json
+import math
 import pathlib
 import types
 import typing
@@ -25,24 +35,212 @@ from transferjax.errors import ConfigError
 KW = dict(frozen=True, kw_only=True)
 
 
+class Sections(tuple):
+    """The method sections of a `RunConfig`: a sorted tuple of (name, section) pairs."""
+
+    def get(self, name: str):
+        for k, v in self:
+            if k == name:
+                return v
+        return None
+
+    def names(self) -> list[str]:
+        return [k for k, _ in self]
+
+
+def _children(cfg) -> list[tuple[str, Any]]:
+    """(name, value) of a config's fields, with a RunConfig's sections as fields of their own."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, Sections):
+            out.extend(v)
+        else:
+            out.append((f.name, v))
+    return out
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+# ---------------------------------------------------------------------------------------------
+# Allowed ranges of numeric settings.
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting allows: an interval of finite numbers (open or closed at
+    either end, unbounded where a bound is None), of integers only when `integer`. Each
+    element of a tuple setting (e.g. `eval.ks`) must lie in it, and the tuple be non-empty."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+
+    def contains(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if self.integer and not isinstance(v, int):
+            return False
+        if not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def describe(self) -> str:
+        """'an integer >= 1', 'a finite number > 0', 'a number in (0, 1]', ..."""
+        what = "an integer" if self.integer else "a finite number"
+        if self.lo is not None and self.hi is not None:
+            a, b = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"{'an integer ' if self.integer else ''}in {a}{self.lo:g}, {self.hi:g}{b}"
+        if self.lo is not None:
+            return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{what} {'<' if self.hi_open else '<='} {self.hi:g}"
+        return what
+
+
+COUNT = Range(lo=1, integer=True)  # sizes and counts
+COUNT0 = Range(lo=0, integer=True)  # counts where 0 means "none" / "never" / "no cap"
+POSITIVE = Range(lo=0, lo_open=True)  # learning rates, temperatures, scales
+NONNEG = Range(lo=0)  # weights, regularisation
+FRACTION = Range(lo=0, hi=1, lo_open=True, hi_open=True)  # a share strictly between 0 and 1
+PROBABILITY = Range(lo=0, hi=1)  # probabilities, convex mixing weights
+FINITE = Range()
+
+# First match of the field name wins; a field's own `setting(..., allowed=...)` comes first.
+NAME_RULES: tuple[tuple[str, Range], ...] = (
+    ("seeds", COUNT),
+    ("seed", COUNT0),
+    ("*_seed", COUNT0),
+    ("lr", POSITIVE),
+    ("*_lr", POSITIVE),
+    ("epochs", COUNT),  # 0 epochs leaves a stage's params at their random init
+    ("*_epochs", COUNT),
+    ("dim", COUNT),
+    ("dims", COUNT),
+    ("dim_*", COUNT),
+    ("*_dim", COUNT),
+    ("hidden", COUNT),
+    ("*_hidden", COUNT),
+    ("*_size", COUNT),
+    ("*_every", COUNT),
+    ("ks", COUNT),
+    ("n_*", COUNT),
+    ("*_len", COUNT),
+    ("*_steps", COUNT0),
+    ("workers", COUNT0),
+    ("beta", FRACTION),
+    ("*_frac", FRACTION),
+    ("density_*", Range(lo=0, hi=1, lo_open=True)),
+    ("dropout", Range(lo=0, hi=1, hi_open=True)),
+    ("*_dropout", Range(lo=0, hi=1, hi_open=True)),
+    ("*prob*", PROBABILITY),
+    ("*ratio*", PROBABILITY),
+    ("*mask*", PROBABILITY),
+    ("weight", NONNEG),
+    ("*_weight", NONNEG),
+    ("weight_decay", NONNEG),
+    ("reg", NONNEG),
+    ("*_reg", NONNEG),
+    ("std", POSITIVE),
+    ("*_std", POSITIVE),
+    ("noise", NONNEG),
+    ("temperature", POSITIVE),
+    ("*_factors", POSITIVE),
+    ("lam", NONNEG),
+    ("gamma", NONNEG),
+)
+
+
+def setting(default, *, allowed: Range):
+    """A dataclass field with its allowed range (overrides `NAME_RULES` for this field)."""
+    return dataclasses.field(default=default, metadata={"allowed": allowed})
+
+
+def _numeric(typ) -> bool:
+    """Whether a field type is int/float, a tuple of them, or an Optional of either."""
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        return all(_numeric(a) for a in typing.get_args(typ) if a is not Ellipsis)
+    if origin in (typing.Union, types.UnionType):
+        return all(_numeric(a) for a in typing.get_args(typ) if a is not type(None))
+    return typ in (int, float)
+
+
+@functools.cache
+def _checked_fields(cls) -> tuple[tuple[str, Range | None], ...]:
+    """(name, allowed range or None) of each numeric field of the dataclass `cls`."""
+    hints = _hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in hints and _numeric(hints[f.name]):
+            out.append((f.name, allowed(cls, f.name)))
+    return tuple(out)
+
+
+def allowed(cls, name: str) -> Range | None:
+    """The `Range` of field `name` of the config class `cls`: its metadata, else the first
+    `NAME_RULES` pattern its name matches, else None (a float is then only required finite)."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    typ = _hints(cls)[name]
+    integer = typ is int or typing.get_args(typ)[:1] == (int,)  # int, tuple[int, ...], int | None
+    if "allowed" in field.metadata:
+        return dataclasses.replace(field.metadata["allowed"], integer=integer)
+    for pattern, rng in NAME_RULES:
+        if fnmatch.fnmatchcase(name, pattern):
+            return dataclasses.replace(rng, integer=integer)
+    return None
+
+
+def check_settings(cfg, prefix: str = "") -> None:
+    """Raises ConfigError for the first numeric setting of `cfg` (a RunConfig or a section,
+    recursively; keys are reported as `prefix + name`) outside its allowed range."""
+    for name, rng in _checked_fields(type(cfg)):
+        key, value = f"{prefix}{name}", getattr(cfg, name)
+        if value is None:
+            continue
+        if rng is None:  # no rule: an int must be an int, a float finite
+            typ = _hints(type(cfg))[name]
+            rng = Range(integer=typ is int or typing.get_args(typ)[:1] == (int,))
+        values = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, tuple) and not value:
+            raise ConfigError(f"{key} must name at least one value ({rng.describe()}), got ()")
+        for v in values:
+            if not rng.contains(v):
+                each = "each element of " if isinstance(value, tuple) else ""
+                raise ConfigError(f"{each}{key} must be {rng.describe()}, got {value!r}")
+    for name, v in _children(cfg):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            check_settings(v, f"{prefix}{name}.")
+
+
 @dataclasses.dataclass(**KW)
 class SyntheticConfig:
     """Knobs of `transferjax.data.synthetic.make_synthetic` (see its docstring)."""
 
     n_overlap: int = 1000
-    n_source_only: int = 500
-    n_target_only: int = 500
+    n_source_only: int = setting(500, allowed=COUNT0)
+    n_target_only: int = setting(500, allowed=COUNT0)
     n_items_source: int = 500
     n_items_target: int = 400
     dim_shared: int = 8
-    dim_private: int = 4
-    shift_deg: float = 10.0
+    dim_private: int = setting(4, allowed=COUNT0)
+    shift_deg: float = setting(10.0, allowed=Range(lo=0, hi=180))
     density_source: float = 0.08
     density_target: float = 0.03
-    popularity_skew: float = 0.5
+    popularity_skew: float = setting(0.5, allowed=NONNEG)
     noise: float = 0.1
     implicit: bool = False
     seed: int = 0
+
+    def __post_init__(self):
+        check_settings(self, "data.synthetic.")
 
 
 @dataclasses.dataclass(**KW)
@@ -84,17 +282,12 @@ class ProtocolConfig:
     name: Literal["cold_start", "published", "warm_ratio", "warm_loo"] = "cold_start"
     beta: float = 0.2
     valid_frac: float = 0.5
-    n_negatives: int = 0
-    min_rating: float = 0.0
+    n_negatives: int = setting(0, allowed=COUNT0)
+    min_rating: float = setting(0.0, allowed=FINITE)
     seed: int = 0
 
     def __post_init__(self):
-        if not 0.0 < self.beta < 1.0:
-            raise ConfigError(f"protocol.beta must be in (0, 1), got {self.beta}")
-        if not 0.0 < self.valid_frac < 1.0:
-            raise ConfigError(f"protocol.valid_frac must be in (0, 1), got {self.valid_frac}")
-        if self.n_negatives < 0:
-            raise ConfigError(f"protocol.n_negatives must be >= 0, got {self.n_negatives}")
+        check_settings(self, "protocol.")
 
 
 @dataclasses.dataclass(**KW)
@@ -108,6 +301,11 @@ class TrainerConfig:
     workers: seeds that run one after another (not vmapped) are spread over this many
       threads, each training whole seeds (0: one per CPU core on a CPU backend, 1 elsewhere);
       every seed runs the same program either way, so the numbers do not depend on it.
+    on_nonfinite: what a diverging trial does (a non-finite training loss, or a non-finite or
+      absurd valid/test metric; see `transferjax.train.divergence`): "raise" stops the run
+      with a DivergenceError naming the method, stage, epoch, trial and learning-rate key;
+      "fail" records that seed/trial as failed (status "failed" and the reason in
+      metrics.json and summary.txt), lets the other trials finish, and then `run` raises.
     """
 
     lr: float = 1e-2
@@ -116,16 +314,13 @@ class TrainerConfig:
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     weight_decay: float = 0.0
     eval_every: int = 1
-    checkpoint_every: int = 5
+    checkpoint_every: int = setting(5, allowed=COUNT0)
     vmap: Literal["auto", "on", "off"] = "auto"
     workers: int = 0
+    on_nonfinite: Literal["raise", "fail"] = "raise"
 
     def __post_init__(self):
-        for k in ("lr", "batch_size", "epochs", "eval_every"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"trainer.{k} must be > 0, got {getattr(self, k)}")
-        if self.workers < 0:
-            raise ConfigError(f"trainer.workers must be >= 0, got {self.workers}")
+        check_settings(self, "trainer.")
 
 
 @dataclasses.dataclass(**KW)
@@ -144,6 +339,9 @@ class EvalConfig:
     rating: Literal["auto", "on", "off"] = "auto"
     ks: tuple[int, ...] = (1, 5, 10, 20)
     chunk_size: int = 1024
+
+    def __post_init__(self):
+        check_settings(self, "eval.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,19 +373,6 @@ def section(name: str):
 def sections() -> dict[str, type]:
     """{name: section class} of every registered section."""
     return dict(_SECTIONS)
-
-
-class Sections(tuple):
-    """The method sections of a `RunConfig`: a sorted tuple of (name, section) pairs."""
-
-    def get(self, name: str):
-        for k, v in self:
-            if k == name:
-                return v
-        return None
-
-    def names(self) -> list[str]:
-        return [k for k, _ in self]
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -228,6 +413,7 @@ class RunConfig:
         for k, cls in _SECTIONS.items():
             secs.setdefault(k, cls())
         object.__setattr__(self, "sections", Sections(sorted(secs.items())))
+        check_settings(self)  # every way to a RunConfig passes here (file, --set, JSON, sweep)
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
@@ -240,24 +426,8 @@ class RunConfig:
         raise AttributeError(f"RunConfig has no field or section {name!r}")
 
 
-def _children(cfg) -> list[tuple[str, Any]]:
-    """(name, value) of a config's fields, with a RunConfig's sections as fields of their own."""
-    out = []
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if isinstance(v, Sections):
-            out.extend(v)
-        else:
-            out.append((f.name, v))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Overrides, flattening, loading.
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _parse(raw: str, typ: Any, key: str) -> Any:

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferjax.config import section
+from transferjax.config import PROBABILITY, section, setting
 from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
 from transferjax.methods.mf import mf_loss_kind
 from transferjax.methods.registry import register
@@ -63,7 +63,7 @@ class CMFConfig:
       "auto" (users when the data has overlapping users, else items).
     """
 
-    source_weight: float = 0.5
+    source_weight: float = setting(0.5, allowed=PROBABILITY)
     share: Literal["auto", "users", "items"] = "auto"
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferjax.config import section
+from transferjax.config import FINITE, section, setting
 from transferjax.data.batches import History, padded_history
 from transferjax.methods.api import Built, Stage, hyper_init, make_optimizer, own_or_fallback
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_loss_kind, mf_scorer
@@ -51,7 +51,7 @@ class PTUPCDRConfig:
     """
 
     hist_len: int = 20
-    min_rating: float = 4.0
+    min_rating: float = setting(4.0, allowed=FINITE)
     meta_hidden: int = 64
 
 

@@ -10,12 +10,18 @@ A run folder (written by `transferjax.train.run.run`) holds `config.json` and `m
 
 Each (folder, seed) becomes one `RunRecord`. Only config.json and metrics.json are read here;
 `learning_curve` may fall back to scalars.jsonl when a run has no evaluation history.
+
+A seed whose entry has status "failed" (it diverged under `trainer.on_nonfinite=fail`; its
+"selected" is null) or whose selected metrics are NaN or infinite (folders written before
+divergence was detected) is read with `problem` set: tables leave it out of every mean and
+say so (`RunRecord.excluded`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import warnings
@@ -51,6 +57,13 @@ class RunRecord:
     config: dict[str, Any]
     path: str
     entry: int | None = None  # index in metrics.json "seeds"; None for a single-seed folder
+    status: str = "ok"  # "failed": the seed diverged (metrics.json "status")
+    problem: str | None = None  # why the seed is left out of means: failed, non-finite metrics
+
+    @property
+    def excluded(self) -> bool:
+        """Whether tables leave this seed out of their means (see `problem`)."""
+        return self.problem is not None
 
     @property
     def task(self) -> tuple:
@@ -104,7 +117,10 @@ def _record(
             return top[key]
         raise DataError(f"{where}: missing field {key!r}")
 
+    status = str(entry.get("status", "ok"))
     selected = field("selected")
+    if selected is None and status == "failed":
+        selected = {}
     if not isinstance(selected, dict):
         raise DataError(f"{where}.selected: expected an object")
     protocol = str(field("protocol"))
@@ -120,6 +136,20 @@ def _record(
         raise DataError(f"{where}: no seed (neither metrics.json nor config.json has 'seed')")
     if entry is not top and "seed" in entry:  # one folder, several seeds: config per seed
         config = {**config, "seed": entry["seed"]}
+    valid = _metric_dict(selected.get("valid", {}), f"{where}.selected.valid")
+    test = _metric_dict(selected.get("test", {}), f"{where}.selected.test")
+    problem = None
+    if status != "ok":
+        why = (entry.get("failure") or {}).get("reason") if isinstance(entry, dict) else None
+        problem = f"status {status}" + (f": {why}" if why else "")
+    else:
+        bad = [
+            f"{split} {k}={v}"
+            for split, d in (("valid", valid), ("test", test))
+            for k, v in d.items()
+            if not math.isfinite(v)
+        ]
+        problem = f"non-finite metrics: {', '.join(bad)}" if bad else None
     return RunRecord(
         method=str(entry.get("method", top.get("method", config.get("method", "")))) or "?",
         dataset=str(field("dataset")),
@@ -127,14 +157,16 @@ def _record(
         beta=None if beta is None else float(beta),
         shift_deg=None if shift is None else float(shift),
         seed=int(seed),
-        valid=_metric_dict(selected.get("valid", {}), f"{where}.selected.valid"),
-        test=_metric_dict(selected.get("test", {}), f"{where}.selected.test"),
+        valid=valid,
+        test=test,
         select_metric=entry.get("select_metric", top.get("select_metric")),
         selected_step=None if selected.get("step") is None else int(selected["step"]),
         history=tuple(entry.get("history", top.get("history", ())) or ()),
         config=config,
         path=str(path),
         entry=index,
+        status=status,
+        problem=problem,
     )
 
 

@@ -84,6 +84,13 @@ def report_main(
         warnings.warn(msg, stacklevel=2)
     if not records:
         raise ValueError(f"no run folders (with metrics.json) under {[str(p) for p in paths]}")
+    excluded = [r for r in records if r.excluded]
+    if excluded:
+        warnings.warn(
+            f"{len(excluded)} seeds left out of the means (failed or non-finite metrics): "
+            + ", ".join(f"{r.path} (seed {r.seed})" for r in excluded),
+            stacklevel=2,
+        )
     tables = summarize(records, metrics=metrics, split=split, baseline=baseline, test=test)
 
     out = pathlib.Path(out_dir)
@@ -103,7 +110,8 @@ def report_main(
         from transferjax.reports.plots import plot_all
 
         used = sorted({m for t in tables for m in t.metrics})
-        pngs = plot_all(records, out_dir=out / "plots", metrics=used, split=split)
+        kept = [r for r in records if not r.excluded]
+        pngs = plot_all(kept, out_dir=out / "plots", metrics=used, split=split)
         for p in pngs:
             written[p.relative_to(out).as_posix()] = p
 
@@ -120,9 +128,15 @@ def report_main(
     if pngs:
         md += ["## Plots", ""]
         md += [f"![{p.stem}]({p.relative_to(out).as_posix()})\n" for p in pngs]
-    md += ["## Runs", "", "| method | task | seed | folder |", "|---|---|---:|---|"]
+    md += ["## Runs", "", "| method | task | seed | folder | status |", "|---|---|---:|---|---|"]
     for r in sorted(records, key=lambda r: (task_label(r.task), r.method, r.seed)):
-        md.append(f"| {r.method} | {task_label(r.task)} | {r.seed} | `{_rel(r.path, out)}` |")
+        status = f"excluded: {r.problem}" if r.excluded else "ok"
+        md.append(
+            f"| {r.method} | {task_label(r.task)} | {r.seed} | `{_rel(r.path, out)}` | {status} |"
+        )
+    if excluded:
+        md += ["", "## Excluded from the means", ""]
+        md += [f"- `{_rel(r.path, out)}` seed {r.seed}: {r.problem}" for r in excluded]
     if skipped:
         md += ["", "## Skipped", ""] + [f"- {s}" for s in skipped]
     write("report.md", "\n".join(md) + "\n")

@@ -5,6 +5,10 @@ one split (test by default). A cell holds mean +/- sample std (ddof=1) over seed
 method other than the baseline gets a paired test against the baseline over the seeds both
 have (matched by seed, see `stats`), marked with a dagger when p < alpha. The best mean of a
 column is bold: lowest for error metrics (mae, rmse, ...), highest otherwise.
+
+Seeds that failed (diverged) or whose metrics are NaN or infinite (`RunRecord.excluded`) are
+never averaged: they are left out of the cells and tests, and the method is marked with a
+double dagger whose note lists each left-out seed, its folder and why.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from transferjax.reports.stats import TESTS, mean_std, paired_test
 
 _LOWER = ("mae", "rmse", "mse", "loss")
 DAGGER = "\u2020"
+DDAGGER = "\u2021"  # a method with seeds left out of the means
 
 
 def lower_is_better(metric: str) -> bool:
@@ -53,6 +58,10 @@ class TaskTable:
     baseline: str | None
     test: str
     alpha: float
+    excluded: tuple = ()  # (method, seed, path, problem) of each seed left out of the means
+
+    def excluded_methods(self) -> set[str]:
+        return {e[0] for e in self.excluded}
 
 
 def _sort_key(task: tuple):
@@ -110,7 +119,8 @@ def summarize(
         by_task[r.task].append(r)
     tables = []
     for task in sorted(by_task, key=_sort_key):
-        recs = by_task[task]
+        left_out = tuple((r.method, r.seed, r.path, r.problem) for r in by_task[task] if r.excluded)
+        recs = [r for r in by_task[task] if not r.excluded]
         seen: dict[tuple, str] = {}
         for r in recs:
             key = (r.method, r.seed)
@@ -122,7 +132,9 @@ def summarize(
             seen[key] = r.path
         names = list(metrics) if metrics else _default_metrics(recs, split)
         names = [m for m in names if any(m in r.metrics(split) for r in recs)]
-        methods = sorted({r.method for r in recs}, key=lambda m: (m != baseline, m))
+        methods = sorted(
+            {r.method for r in recs} | {e[0] for e in left_out}, key=lambda m: (m != baseline, m)
+        )
         base = baseline if baseline in methods else None
         cells = {}
         for metric in names:
@@ -149,13 +161,15 @@ def summarize(
                     mean, std, n, p, n_pairs, significant=p is not None and p < alpha
                 )
             means = [cells[(m, metric)].mean for m in methods if (m, metric) in cells]
+            if not means:
+                continue
             best = min(means) if lower_is_better(metric) else max(means)
             for m in methods:
                 c = cells.get((m, metric))
                 if c is not None and c.mean == best:
                     cells[(m, metric)] = dataclasses.replace(c, best=True)
         tables.append(
-            TaskTable(task, split, tuple(methods), tuple(names), cells, base, test, alpha)
+            TaskTable(task, split, tuple(methods), tuple(names), cells, base, test, alpha, left_out)
         )
     if metrics and not any(t.metrics for t in tables):
         have = sorted({m for r in records for m in r.metrics(split)})
@@ -167,18 +181,29 @@ def summarize(
 
 
 def footnote(t: TaskTable) -> str:
-    """The note under a table: what a cell is, the test, alpha, and the bold rule."""
+    """The note under a table: what a cell is, the test, alpha, the bold rule, and the seeds
+    left out of the means."""
     text = (
         f"Cells: mean \u00b1 sample std (ddof=1) of the selected {t.split} metric over "
         "n seeds. Bold: best mean per column (lower is better for error metrics such as "
         "mae/rmse, higher otherwise). "
     )
     if t.baseline is None:
-        return text + "No significance test: the baseline method is not in this task."
-    return text + (
-        f"{DAGGER}: p < {t.alpha:g}, {TESTS[t.test]} against {t.baseline}, paired "
-        "over the seeds both methods have (matched by seed)."
-    )
+        text += "No significance test: the baseline method is not in this task."
+    else:
+        text += (
+            f"{DAGGER}: p < {t.alpha:g}, {TESTS[t.test]} against {t.baseline}, paired "
+            "over the seeds both methods have (matched by seed)."
+        )
+    return text + excluded_note(t)
+
+
+def excluded_note(t: TaskTable) -> str:
+    """' ‡: left out of the means ...' naming each excluded seed's folder, or ''."""
+    if not t.excluded:
+        return ""
+    items = "; ".join(f"{m} seed {seed} ({path}: {why})" for m, seed, path, why in t.excluded)
+    return f" {DDAGGER}: seeds left out of the means (failed or non-finite metrics): {items}."
 
 
 def _num(x: float, digits: int) -> str:
@@ -208,6 +233,7 @@ def to_markdown(tables: list[TaskTable], *, digits: int = 4) -> str:
                     s += f" \u00b1 {_num(c.std, digits)}"
                 row.append(s + f" (n={c.n})" + (DAGGER if c.significant else ""))
             name = f"{m} (baseline)" if m == t.baseline else m
+            name += DDAGGER if m in t.excluded_methods() else ""
             out.append(f"| {name} | " + " | ".join(row) + " |")
         out += ["", footnote(t), ""]
     return "\n".join(out)
@@ -235,6 +261,7 @@ def to_csv(tables: list[TaskTable]) -> str:
             "p_value",
             "significant",
             "best",
+            "n_excluded",
         ]
     )
     for t in tables:
@@ -259,6 +286,7 @@ def to_csv(tables: list[TaskTable]) -> str:
                         repr(c.pvalue) if tested else "",
                         int(c.significant),
                         int(c.best),
+                        sum(e[0] == m for e in t.excluded),
                     ]
                 )
     return buf.getvalue()
@@ -309,11 +337,13 @@ def to_latex(tables: list[TaskTable], *, digits: int = 4) -> str:
                     s += rf" \pm {_num(c.std, digits)}"
                 s += r"^{\dagger}$" if c.significant else "$"
                 row.append(s + rf"\,{{\scriptsize ({c.n})}}")
-            out.append(_tex(m) + " & " + " & ".join(row) + r" \\")
+            mark = r"$^{\ddagger}$" if m in t.excluded_methods() else ""
+            out.append(_tex(m) + mark + " & " + " & ".join(row) + r" \\")
         note = (
             _tex(footnote(t))
             .replace("\u00b1", r"$\pm$")
             .replace(DAGGER, r"$^{\dagger}$")
+            .replace(DDAGGER, r"$^{\ddagger}$")
             .replace("p < ", "$p<$ ")
         )
         out += [

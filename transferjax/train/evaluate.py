@@ -23,10 +23,12 @@ import jax
 import numpy as np
 
 from transferjax.data.types import HeldOut
+from transferjax.errors import ConfigError
 from transferjax.eval import compiled, metrics, plan
 
 _MAX_SCORERS = 8  # scorers whose compiled programs an evaluator keeps (a run uses one)
 _FAMILIES = ("rating", "sampled", "full")  # evaluation (and NaN-check) order
+COUNTS = ("n_interactions", "full_n_users")  # returned beside the metrics; never selected
 
 
 def default_select_metric(cfg, split) -> str:
@@ -101,6 +103,18 @@ class Evaluator:
                 self._other_plans[heldout] = self.make_plans({"other": heldout})["other"]
             return self._other_plans[heldout]
 
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics an evaluation returns that `eval.select` may name (all but `COUNTS`)."""
+        ranked = ["mrr"] + [
+            f"{m}@{k}" for k in self.ks for m in ("hr", "ndcg", "precision", "recall", "f1")
+        ]
+        names = {
+            "rating": ["mae", "rmse"],
+            "sampled": ranked,
+            "full": [f"full_{m}" for m in ranked],
+        }
+        return tuple(n for f in self.families for n in names[f])
+
     def programs_of(self, scorer) -> dict:
         """The jitted programs of `scorer`, built on first use (see `_jit_programs`)."""
         with self._lock:
@@ -113,7 +127,14 @@ class Evaluator:
             return progs
 
     def __call__(
-        self, scorer, params, heldout, *, batched: bool = False, shared: dict | None = None
+        self,
+        scorer,
+        params,
+        heldout,
+        *,
+        batched: bool = False,
+        shared: dict | None = None,
+        on_nan: str = "raise",
     ) -> dict | list[dict]:
         """Metrics of `scorer` with `params` on `heldout` ("valid", "test" or a HeldOut).
 
@@ -124,6 +145,9 @@ class Evaluator:
           batched: evaluate the T trials in one vmapped program.
           shared: arrays the scorer reads beside `params` that no trial owns (a method's
             `Built.data`): never batched, merged into the params the scorer sees.
+          on_nan: "raise" on NaN scores, or "nan": the ranking metrics of a trial whose
+            scorer gave NaN scores are NaN (the trainer then marks that trial diverged,
+            `transferjax.train.divergence`, and the other trials go on).
 
         Returns:
           {metric: float}, or with `batched` a list of T such dicts.
@@ -136,7 +160,10 @@ class Evaluator:
         shared = {} if shared is None else shared
         outs = {f: progs[f][int(batched)](params, shared, p) for f, (p, _) in plans.items()}
         outs = jax.device_get(outs)  # the one transfer of this evaluation
-        vals = {}
+        if on_nan not in ("raise", "nan"):
+            raise ValueError(f"on_nan must be 'raise' or 'nan', got {on_nan!r}")
+        n_trials = jax.tree_util.tree_leaves(params)[0].shape[0] if batched else 1
+        vals, nan_trials = {}, {}
         for family in self.families:  # NaN checks in the order of the reference functions
             count = plans[family][1]
             if family == "rating":
@@ -144,16 +171,21 @@ class Evaluator:
                 continue
             sums, n_nan = outs[family]
             err = compiled.nan_error(n_nan)
-            if err is not None:
+            if err is not None and on_nan == "raise":
                 raise err
             if family == "sampled":
-                vals.update(compiled.finish_sampled(sums, count, ks=self.ks))
+                got = compiled.finish_sampled(sums, count, ks=self.ks)
             else:
-                vals.update({f"full_{k}": v for k, v in compiled.finish_full(sums, count).items()})
+                got = {f"full_{k}": v for k, v in compiled.finish_full(sums, count).items()}
+            vals.update(got)
+            bad = np.broadcast_to(np.asarray(n_nan) > 0, (n_trials,))
+            nan_trials.update({k: bad for k in got if k not in COUNTS})
+        vals = {k: np.broadcast_to(np.asarray(v, np.float64), (n_trials,)) for k, v in vals.items()}
+        vals = {
+            k: np.where(nan_trials[k], np.nan, v) if k in nan_trials else v for k, v in vals.items()
+        }
         if not batched:
-            return {k: float(v) for k, v in vals.items()}
-        n_trials = jax.tree_util.tree_leaves(params)[0].shape[0]
-        vals = {k: np.broadcast_to(np.asarray(v), (n_trials,)) for k, v in vals.items()}
+            return {k: float(v[0]) for k, v in vals.items()}
         return [{k: float(v[i]) for k, v in vals.items()} for i in range(n_trials)]
 
     def batched(self, scorer, params, heldout, *, shared: dict | None = None) -> list[dict]:
@@ -202,13 +234,15 @@ def make_evaluator(cfg, split) -> Evaluator:
     ec = cfg.eval
     explicit = not split.target_train.implicit
     if ec.rating == "on" and not explicit:
-        raise ValueError("eval.rating=on needs explicit ratings; this target is implicit")
+        raise ConfigError("eval.rating=on needs explicit ratings; this target is implicit")
     rating = explicit and ec.rating != "off"
     ranking = ec.ranking
     if ranking == "none" and not rating:
         ranking = "sampled" if split.valid.negatives is not None else "full"
     if ranking in ("sampled", "both") and split.valid.negatives is None:
-        raise ValueError("eval.ranking needs sampled negatives: set protocol.n_negatives > 0")
+        raise ConfigError(
+            f"eval.ranking={ranking} needs sampled negatives: set protocol.n_negatives > 0"
+        )
     n_items = split.target_train.n_items
     wanted = {
         "rating": rating,
@@ -216,7 +250,10 @@ def make_evaluator(cfg, split) -> Evaluator:
         "full": ranking in ("full", "both"),
     }
     families = tuple(f for f in _FAMILIES if wanted[f])
-    ks = metrics._check_ks(ec.ks, n_items if wanted["full"] else None)
+    try:
+        ks = metrics._check_ks(ec.ks, n_items if wanted["full"] else None)
+    except ValueError as e:
+        raise ConfigError(f"eval.ks={ec.ks}: {e}") from None
     make_plans = functools.partial(
         _make_plans,
         families=families,

@@ -8,13 +8,18 @@ from typing import Any
 import jax
 import numpy as np
 
+from transferjax.errors import DivergenceError
+
 
 def lower_is_better(metric: str) -> bool:
     return metric in ("mae", "rmse") or metric.endswith("loss")
 
 
 def select_best(valid_history: list[dict], metric: str) -> int:
-    """Index of the best entry by `metric` (first one on ties). Reads valid metrics only."""
+    """Index of the best entry by `metric` (first one on ties). Reads valid metrics only.
+
+    Entries whose `metric` is NaN or infinite are never chosen; when every entry's is, the
+    run has diverged (DivergenceError)."""
     if not valid_history:
         raise ValueError("nothing to select from: no evaluation ran")
     if metric not in valid_history[0]:
@@ -22,27 +27,41 @@ def select_best(valid_history: list[dict], metric: str) -> int:
             f"selection metric {metric!r} not computed; have {sorted(valid_history[0])}"
         )
     vals = np.array([h[metric] for h in valid_history], dtype=np.float64)
-    vals = np.where(np.isnan(vals), np.inf if lower_is_better(metric) else -np.inf, vals)
+    finite = np.isfinite(vals)
+    if not finite.any():
+        raise DivergenceError(
+            f"no evaluation has a finite valid {metric} to select from "
+            f"(got {vals.tolist()}); the training diverged: lower the learning rate"
+        )
+    vals = np.where(finite, vals, np.inf if lower_is_better(metric) else -np.inf)
     return int(np.argmin(vals) if lower_is_better(metric) else np.argmax(vals))
 
 
 @dataclasses.dataclass
 class Result:
-    """One trial's outcome: final params, the evaluation history and the selection."""
+    """One trial's outcome: final params, the evaluation history and the selection.
+
+    A trial that diverged under `trainer.on_nonfinite=fail` has `status` "failed", `failure`
+    {stage, epoch, setting, reason, message}, `selected` None and only the finite evaluations
+    before the divergence in `history`.
+    """
 
     params: Any
     history: list
-    selected: int
+    selected: int | None
     select_metric: str
     wall_time: float
     train_time: float
     compile_time: float = 0.0
     resumed_from: int | None = None
     hyper: dict = dataclasses.field(default_factory=dict)  # the trial's traced values
+    status: str = "ok"  # or "failed"
+    failure: dict | None = None
 
     @property
-    def best(self) -> dict:
-        return self.history[self.selected]
+    def best(self) -> dict | None:
+        """The selected evaluation; None for a failed trial."""
+        return None if self.selected is None else self.history[self.selected]
 
 
 def trial_view(batched: bool, tree, i: int):

@@ -3,7 +3,9 @@
 A run folder holds:
   config.json   the resolved config
   metrics.json  every evaluation (valid and test), the selected one, and timings; with several
-                seeds, a "seeds" list of such entries
+                seeds, a "seeds" list of such entries; each has a "status", "ok" or "failed"
+                (diverged under trainer.on_nonfinite=fail: "failure" says where and why,
+                "selected" is null), and the top-level "status" is "failed" if any seed is
   manifest.json config, versions, git commit, data fingerprint, seeds, devices, timings
   ckpt/         orbax checkpoints of the training state (resume)
   scalars.jsonl and tb/ (TensorBoard event files through tensorboardX)
@@ -31,6 +33,7 @@ import numpy as np
 from transferjax import __version__
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
@@ -136,6 +139,9 @@ def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
     ]
     for seed, r in zip(seeds, results):
         best = r.best
+        if best is None:
+            lines.append(f"seed {seed}: FAILED: {r.failure['message']}")
+            continue
         keys = [k for k in SUMMARY_KEYS if k in best["valid"]]
         lines += [
             f"seed {seed}: selected stage={best['stage']} epoch={best['epoch']} "
@@ -143,12 +149,14 @@ def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
             f"  valid  {_fmt(best['valid'], keys)}",
             f"  test   {_fmt(best['test'], keys)}",
         ]
-    if len(results) > 1:
-        keys = [k for k in SUMMARY_KEYS if k in results[0].best["test"]]
-        arr = {k: np.array([r.best["test"][k] for r in results]) for k in keys}
+    ok = [r for r in results if r.best is not None]
+    if len(ok) > 1:
+        keys = [k for k in SUMMARY_KEYS if k in ok[0].best["test"]]
+        arr = {k: np.array([r.best["test"][k] for r in ok]) for k in keys}
         lines.append(
             "  test mean +/- std: "
             + "  ".join(f"{k}={v.mean():.4f}+/-{v.std(ddof=1):.4f}" for k, v in arr.items())
+            + (f"  (over {len(ok)} seeds; failed seeds left out)" if len(ok) < len(results) else "")
         )
     r0 = results[0]
     lines.append(
@@ -162,8 +170,10 @@ def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
 def _seed_entry(seed, r) -> dict:
     return {
         "seed": seed,
+        "status": r.status,
+        **({"failure": r.failure} if r.failure is not None else {}),
         "select_metric": r.select_metric,
-        "selected": {"index": r.selected, **r.best},
+        "selected": None if r.best is None else {"index": r.selected, **r.best},
         "history": r.history,
     }
 
@@ -190,26 +200,41 @@ def train_seeds(
     trials=None,
     progress: bool = False,
     vmapped: bool | None = None,
+    on_nonfinite: str | None = None,
 ) -> list:
     """Trains seeds cfg.seed .. cfg.seed + cfg.seeds - 1 (times `trials`, when given).
 
     `trials` (per-trial overrides of traced values such as learning rates) are crossed with the
     seeds and always share one vmapped program; seeds alone are vmapped when `use_vmap` says so.
-    Returns one `Result` per (trial, seed), trial-major.
+    Returns one `Result` per (trial, seed), trial-major. `on_nonfinite` overrides
+    `trainer.on_nonfinite` (see `make_train`); divergence messages name the seed and trial.
     """
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     vmapped = use_vmap(cfg, split) if vmapped is None else vmapped
     together = trials is not None or vmapped or len(seeds) == 1
     tri = None if trials is None else [t for t in trials for _ in seeds]
     train = make_train(
-        cfg, split, evaluate=make_evaluate(cfg, split), trials=tri, progress=progress
+        cfg,
+        split,
+        evaluate=make_evaluate(cfg, split),
+        trials=tri,
+        progress=progress,
+        on_nonfinite=on_nonfinite,
     )
     if together:
         keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
+        labels = [f"seed {s}" for s in seeds]
+        if trials is not None:
+            labels = [
+                f"trial {j} ({', '.join(f'{k}={v:g}' for k, v in t.items())}), seed {s}"
+                for j, t in enumerate(trials)
+                for s in seeds
+            ]
         results = train(
             keys[0] if len(keys) == 1 else jnp.stack(keys),
             log=writer.scalars,
             ckpt_dir=out / "ckpt",
+            labels=labels,
         )
         return results if isinstance(results, list) else [results]
     workers = seed_workers(cfg, len(seeds))
@@ -225,6 +250,7 @@ def train_seeds(
             log=functools.partial(log, i),
             ckpt_dir=out / "ckpt" / f"seed{seeds[i]}",
             show=progress and workers == 1,
+            labels=[f"seed {seeds[i]}"],
         )
 
     if workers == 1:
@@ -262,6 +288,7 @@ def write_results(
             "wall_s": wall,
         },
         "version": __version__,
+        "status": "ok" if all(r.status == "ok" for r in results) else "failed",
     }
     if len(seeds) == 1:
         metrics = {**common, **_seed_entry(seeds[0], results[0])}
@@ -303,6 +330,11 @@ def run(
 
     Rerunning with the same folder resumes from its newest checkpoint; a folder that holds a
     different config is refused.
+
+    Raises:
+      DivergenceError: a seed diverged. Under `trainer.on_nonfinite=raise` at once (nothing
+        is written for the diverged epoch); under "fail" after metrics.json and summary.txt
+        record every seed's status, so the command line exits non-zero either way.
     """
     get_method(cfg.method)  # fail on a typo before loading data or creating the folder
     if cfg.seeds < 1:
@@ -324,4 +356,10 @@ def run(
         out, cfg, split, results, vmapped=vmapped, t_data=t_data, wall=time.perf_counter() - t0
     )
     echo(metrics.pop("_summary"))
+    failed = [r.failure["message"] for r in results if r.status == "failed"]
+    if failed:
+        raise DivergenceError(
+            f"{len(failed)} of {len(results)} seeds failed (status recorded in "
+            f"{out / 'metrics.json'}): {failed[0]}"
+        )
     return metrics

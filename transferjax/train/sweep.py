@@ -10,6 +10,12 @@ point gets a run folder (`point-NNN/`) readable by `transferjax report`; `sweep.
 the search space, the budget, every point's valid metric (mean over seeds at each seed's
 selected epoch) and the chosen values. Test metrics are stored for the record and never read
 by the choice.
+
+A point that diverges (`transferjax.train.divergence`: a non-finite loss, or a non-finite or
+absurd metric; typically a too-large learning rate) is marked failed, whatever
+`trainer.on_nonfinite` says: its folder's metrics.json and its entry in sweep.json have status
+"failed" and the reason, it is never chosen, and the other points of its vmapped group go on.
+The sweep raises DivergenceError (after writing sweep.json) only when every point failed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train.result import lower_is_better
 from transferjax.train.run import prepare_folder, train_seeds, use_vmap, write_json, write_results
@@ -81,8 +88,21 @@ def points(space: dict, *, random: int = 0, seed: int = 0) -> list[dict]:
     return out
 
 
-def _valid_score(metrics_seeds: list, metric: str) -> float:
+def _valid_score(metrics_seeds: list, metric: str) -> float | None:
+    """Mean valid `metric` over seeds at each seed's selected epoch; None if a seed failed."""
+    if any(r.best is None for r in metrics_seeds):
+        return None
     return float(np.mean([r.best["valid"][metric] for r in metrics_seeds]))
+
+
+def _test_for_record(metrics_seeds: list, metric: str) -> float | None:
+    if any(r.best is None or metric not in r.best["test"] for r in metrics_seeds):
+        return None
+    return float(np.mean([r.best["test"][metric] for r in metrics_seeds]))
+
+
+def _failure(metrics_seeds: list) -> str | None:
+    return next((r.failure["message"] for r in metrics_seeds if r.failure is not None), None)
 
 
 def sweep(
@@ -116,7 +136,12 @@ def sweep(
         t1 = time.perf_counter()
         try:
             res = train_seeds(
-                gcfg, split, out=folder, writer=writer, trials=traced if any(traced) else None
+                gcfg,
+                split,
+                out=folder,
+                writer=writer,
+                trials=traced if any(traced) else None,
+                on_nonfinite="fail",
             )
         finally:
             writer.close()
@@ -138,7 +163,9 @@ def sweep(
             )
     metric = results[0][0].select_metric
     scores = [_valid_score(results[i], metric) for i in range(len(pts))]
-    best = int(np.argmin(scores) if lower_is_better(metric) else np.argmax(scores))
+    ok = [i for i, v in enumerate(scores) if v is not None]
+    pick = min if lower_is_better(metric) else max
+    best = pick(ok, key=lambda i: scores[i]) if ok else None  # first on ties
     report = {
         "space": {k: (list(v) if isinstance(v, tuple) else v) for k, v in space.items()},
         "mode": "random" if random else "grid",
@@ -149,19 +176,29 @@ def sweep(
             {
                 "index": i,
                 "values": pts[i],
+                "status": "ok" if scores[i] is not None else "failed",
+                **({} if scores[i] is not None else {"failure": _failure(results[i])}),
                 "valid": scores[i],
-                "test_for_record": float(np.mean([r.best["test"][metric] for r in results[i]]))
-                if metric in results[i][0].best["test"]
-                else None,
+                "test_for_record": _test_for_record(results[i], metric),
                 "folder": f"point-{i:03d}",
             }
             for i in range(len(pts))
         ],
-        "chosen": {"index": best, "values": pts[best], "valid": scores[best]},
+        "chosen": None
+        if best is None
+        else {"index": best, "values": pts[best], "valid": scores[best]},
         "wall_s": time.perf_counter() - t0,
     }
     write_json(out / "sweep.json", report)
     for p in report["points"]:
+        if p["status"] == "failed":
+            echo(f"point {p['index']:3d} {p['values']}  FAILED: {p['failure']}")
+            continue
         mark = " <- chosen" if p["index"] == best else ""
         echo(f"point {p['index']:3d} {p['values']}  valid {metric}={p['valid']:.4f}{mark}")
+    if best is None:
+        raise DivergenceError(
+            f"every one of the {len(pts)} sweep points diverged (recorded in "
+            f"{out / 'sweep.json'}); lower the learning rates searched"
+        )
     return report

@@ -10,6 +10,13 @@ compiled programs through jit's own cache.
 Stages marked `select` are evaluated on the valid split after every `eval_every` epochs; the
 epoch with the best valid metric is selected. Test metrics are computed at the same points for
 the record but never read by the selection.
+
+Divergence (`transferjax.train.divergence`): each epoch's mean loss, fetched for the log
+anyway, and each evaluation are checked on the host. A diverged trial raises `DivergenceError`
+(`trainer.on_nonfinite=raise`) naming the method, stage, epoch, trial and the stage's
+learning-rate key, or (`fail`) is marked failed: its later evaluations are dropped, it is never
+selected from, and training stops once every trial has failed. Nothing is checkpointed after
+a divergence is seen, so a rerun does not resume from a diverged state.
 """
 
 from __future__ import annotations
@@ -23,9 +30,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transferjax.config import flatten
 from transferjax.data.batches import host_epoch_indices
+from transferjax.errors import ConfigError, DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train.checkpoint import Checkpointer
+from transferjax.train.divergence import (
+    FAIL_HINT,
+    divergence_message,
+    loss_problem,
+    metric_problem,
+    rating_bound,
+)
 from transferjax.train.epoch import (
     TrainState,
     from_host,
@@ -122,11 +138,19 @@ class _Book:
     train_s: float = 0.0
     resumed: int | None = None
     meta: dict | None = None
+    labels: list = dataclasses.field(default_factory=list)  # "seed 3", ... (messages)
+    failed: list = dataclasses.field(default_factory=list)  # None or the failure, per trial
+    overrides: list = dataclasses.field(default_factory=list)  # the trials' traced values
 
     def stats(self, stats: dict) -> list[dict]:
         return [
             {k: float(v[i] if self.batched else v) for k, v in stats.items()} for i in range(self.n)
         ]
+
+    @property
+    def stopped(self) -> bool:
+        """Every trial has failed: nothing is left to train."""
+        return all(f is not None for f in self.failed)
 
 
 class Trainer:
@@ -141,19 +165,27 @@ class Trainer:
         evaluate: Callable,
         trials: list[dict] | None = None,
         progress: bool = False,
+        on_nonfinite: str | None = None,
     ):
         method = get_method(cfg.method)
         self.cfg, self.split, self.evaluate = cfg, split, evaluate
         self.trials, self.progress = trials, progress
+        self.on_nonfinite = on_nonfinite or cfg.trainer.on_nonfinite
+        if self.on_nonfinite not in ("raise", "fail"):
+            raise ConfigError(
+                f"trainer.on_nonfinite={self.on_nonfinite!r}; choose one of ['raise', 'fail']"
+            )
+        self.bound = rating_bound(split)
+        self.metric = (
+            cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
+        )
+        check_select(cfg, self.metric, evaluate)  # before building or compiling anything
         self.built = built = method.build(cfg, split)
         if set(built.hyper) != set(method.traced):
             raise ValueError(
                 f"method {cfg.method!r}: Built.hyper has {sorted(built.hyper)} but "
                 f"register(traced=...) says {sorted(method.traced)}"
             )
-        self.metric = (
-            cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
-        )
         self.shared = jax.device_put(built.data)
         self.examples = [
             jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
@@ -171,6 +203,7 @@ class Trainer:
         log: Callable | None = None,
         ckpt_dir=None,
         show: bool | None = None,
+        labels: list[str] | None = None,
     ):
         single = keys.ndim == 0
         keys = keys[None] if single else keys
@@ -183,17 +216,62 @@ class Trainer:
         params = self._init(batched)(k_init if batched else k_init[0])
         hyper = trial_hypers(self.built.hyper, overrides, batched=batched, method=self.cfg.method)
         book = self._open(n, batched, log, ckpt_dir, self.progress if show is None else show)
+        book.labels = labels or [f"trial {i}" if batched else "" for i in range(n)]
+        book.overrides = overrides
         first_stage = book.meta["stage"] if book.meta is not None else 0
         key = k_train if batched else k_train[0]
         for s_idx, stage in enumerate(self.built.stages):
-            if s_idx < first_stage:
+            if s_idx < first_stage or book.stopped:
                 continue
             state, first = self._start_stage(book, s_idx, stage, params, key, overrides)
             for ep in range(first, stage.epochs):  # each epoch donates the state it advances
                 state, stats = self._run_epoch(book, s_idx, stage, state, hyper, ep)
+                self._check(book, stage, ep + 1, [loss_problem(st) for st in stats], metrics=False)
+                if book.stopped:
+                    break
                 self._after_epoch(book, s_idx, stage, state, hyper, ep, stats)
+                if book.stopped:
+                    break
             params, key = state.params, state.key
         return self._finish(book, params, hyper, time.perf_counter() - t0, single)
+
+    def _check(self, book: _Book, stage, epoch: int, problems: list, *, metrics: bool) -> None:
+        """Raises DivergenceError for the first trial with a problem (`on_nonfinite=raise`),
+        or records each such trial as failed (`fail`); trials failed before are skipped.
+        `metrics`: the problems come from an evaluation (so an earlier stage may be at fault)
+        rather than from this stage's loss."""
+        for i, reason in enumerate(problems):
+            if reason is None or book.failed[i] is not None:
+                continue
+            name = getattr(stage, "name", stage)
+            setting = getattr(stage, "lr_key", None)
+            value = book.overrides[i].get(setting) if setting else None
+            if setting is not None and value is None:
+                value = flatten(self.cfg).get(setting)
+            earlier = ()
+            if setting is not None and metrics:
+                stages = self.built.stages
+                before = stages[: next(j for j, st in enumerate(stages) if st is stage)]
+                earlier = tuple(dict.fromkeys(st.lr_key for st in before if st.lr_key != setting))
+            msg = divergence_message(
+                method=self.cfg.method,
+                stage=name,
+                epoch=epoch,
+                trial=book.labels[i],
+                reason=reason,
+                setting=setting,
+                value=value,
+                earlier=earlier,
+            )
+            if self.on_nonfinite == "raise":
+                raise DivergenceError(msg + FAIL_HINT)
+            book.failed[i] = {
+                "stage": name,
+                "epoch": epoch,
+                "setting": setting,
+                "reason": reason,
+                "message": msg,
+            }
 
     def _init(self, batched: bool) -> Callable:
         """`Built.init` as one compiled program (vmapped over the keys when `batched`), not
@@ -213,10 +291,12 @@ class Trainer:
             ckpt=Checkpointer(ckpt_dir) if use_ckpt else None,
             bar=Progress(sum(st.epochs for st in self.built.stages)) if show else None,
             history=[[] for _ in range(n)],
+            failed=[None] * n,
         )
         book.meta = book.ckpt.latest_meta() if book.ckpt is not None else None
         if book.meta is not None:
             book.history, book.resumed = book.meta["history"], book.meta["_step"]
+            book.failed = list(book.meta.get("failed") or [None] * n)
             book.step, book.train_s = book.meta["step"], book.meta["train_time"]
         return book
 
@@ -257,8 +337,8 @@ class Trainer:
 
     def _after_epoch(self, book, s_idx, stage, state, hyper, ep, stats) -> None:
         if stage.select and ((ep + 1) % self.cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs):
-            self._evaluate(book, state, hyper, stage.name, ep + 1, stats)
-        else:
+            self._evaluate(book, state, hyper, stage, ep + 1, stats)
+        elif book.failed[0] is None:
             book.log(book.step, {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
         if book.bar is not None:
             book.bar.update(
@@ -267,7 +347,11 @@ class Trainer:
                 f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}",
             )
         every = self.cfg.trainer.checkpoint_every
-        if book.ckpt is not None and ((ep + 1) % every == 0 or ep + 1 == stage.epochs):
+        if (
+            book.ckpt is not None
+            and not book.stopped
+            and ((ep + 1) % every == 0 or ep + 1 == stage.epochs)
+        ):
             book.ckpt.save(
                 book.step,
                 to_host(state),
@@ -277,21 +361,34 @@ class Trainer:
                     "step": book.step,
                     "history": book.history,
                     "train_time": book.train_s,
+                    "failed": book.failed,
                 },
             )
 
-    def _evaluate(
-        self, book: _Book, state: TrainState, hyper: dict, stage: str, epoch: int, stats: list[dict]
-    ) -> None:
-        """Valid and test metrics of every trial (one vmapped program for batched trials)."""
+    def _evaluate(self, book: _Book, state: TrainState, hyper: dict, stage, epoch: int, stats):
+        """Valid and test metrics of every trial (one vmapped program for batched trials) after
+        `epoch` of `stage` (a Stage, or "final"); a trial whose metrics diverge is raised or
+        marked failed, and its entry is dropped."""
         params, data = {**state.params, "hyper": hyper}, self.built.data
+        kw = {"on_nan": "nan"} if hasattr(self.evaluate, "metric_names") else {}
         got = {
-            name: self.evaluate(self.built.scorer, params, held, batched=book.batched, shared=data)
+            name: self.evaluate(
+                self.built.scorer, params, held, batched=book.batched, shared=data, **kw
+            )
             for name, held in (("valid", self.split.valid), ("test", self.split.test))
         }
+        at = {name: [g[i] if book.batched else g for i in range(book.n)] for name, g in got.items()}
+        problems = [
+            metric_problem(at["valid"][i], bound=self.bound, split="valid")
+            or metric_problem(at["test"][i], bound=self.bound, split="test")
+            for i in range(book.n)
+        ]
+        self._check(book, stage, epoch, problems, metrics=True)
         for i in range(book.n):
+            if book.failed[i] is not None:
+                continue
             entry = {
-                "stage": stage,
+                "stage": getattr(stage, "name", stage),
                 "epoch": epoch,
                 "step": book.step,
                 "train": stats[i],
@@ -315,28 +412,58 @@ class Trainer:
         for closer in (book.ckpt, book.bar):
             if closer is not None:
                 closer.close()
-        if not book.history[0]:  # nothing selects (closed-form baselines): one final evaluation
+        ok = [i for i in range(book.n) if book.failed[i] is None]
+        if ok and not any(book.history[i] for i in ok):
+            # nothing selects (closed-form baselines): one final evaluation
             state = TrainState(params, None, None, None)
             self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
         results = [
             Result(
                 params=trial_view(book.batched, params, i),
                 history=book.history[i],
-                selected=select_best([h["valid"] for h in book.history[i]], self.metric),
+                selected=None
+                if book.failed[i] is not None
+                else select_best([h["valid"] for h in book.history[i]], self.metric),
                 select_metric=self.metric,
                 wall_time=wall,
                 train_time=book.train_s,
                 compile_time=self.programs.seconds,
                 resumed_from=book.resumed,
                 hyper={k: float(v) for k, v in trial_view(book.batched, hyper, i).items()},
+                status="ok" if book.failed[i] is None else "failed",
+                failure=book.failed[i],
             )
             for i in range(book.n)
         ]
         return results[0] if single else results
 
 
+def check_select(cfg, metric: str, evaluate) -> None:
+    """Raises ConfigError when `metric` (`eval.select`, or its "auto" choice) is not one the
+    evaluator computes under this protocol and `eval` settings (an `Evaluator` lists them;
+    another callable is not checked)."""
+    names = getattr(evaluate, "metric_names", None)
+    if names is None or metric in names():
+        return
+    families = ", ".join(getattr(evaluate, "families", ())) or "none"
+    what = f"eval.select={metric!r}"
+    if cfg.eval.select == "auto":
+        what = f"eval.select=auto chooses {metric!r}, which"
+    raise ConfigError(
+        f"{what} is not computed by this run (metric families: {families}, "
+        f"from eval.rating={cfg.eval.rating}, eval.ranking={cfg.eval.ranking}, "
+        f"protocol.n_negatives={cfg.protocol.n_negatives}); choose one of: {', '.join(names())}"
+    )
+
+
 def make_train(
-    cfg, split, *, evaluate: Callable, trials: list[dict] | None = None, progress: bool = False
+    cfg,
+    split,
+    *,
+    evaluate: Callable,
+    trials: list[dict] | None = None,
+    progress: bool = False,
+    on_nonfinite: str | None = None,
 ) -> Trainer:
     """Builds the method of `cfg` on `split` once and returns its `Trainer`: `train(keys, *,
     log=None, ckpt_dir=None) -> list[Result]` (or one `Result` for one scalar key).
@@ -353,7 +480,16 @@ def make_train(
         (one dict per key): learning rates (each stage's `lr_key`) and the config keys the
         method traces (`Built.hyper`: loss weights, regularisation, GRL strength).
       progress: show progress (a bar on a terminal, plain lines otherwise).
+      on_nonfinite: "raise" or "fail" for a diverging trial (None: `trainer.on_nonfinite`;
+        sweeps pass "fail" so that one diverging point does not stop the others).
     The trainer's call takes `log(step, scalars)` (batched trials log with a `trial{i}/`
-    prefix) and `ckpt_dir`, a folder for orbax checkpoints (an existing one is resumed from).
+    prefix), `ckpt_dir`, a folder for orbax checkpoints (an existing one is resumed from), and
+    `labels`, one name per trial for divergence messages ("seed 3"; default "trial i").
+
+    Raises:
+      ConfigError: `eval.select` names a metric this protocol and `eval` do not compute.
+      DivergenceError: a trial diverged under `on_nonfinite="raise"`.
     """
-    return Trainer(cfg, split, evaluate=evaluate, trials=trials, progress=progress)
+    return Trainer(
+        cfg, split, evaluate=evaluate, trials=trials, progress=progress, on_nonfinite=on_nonfinite
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from transferjax.config import section
+from transferjax.config import COUNT0, PROBABILITY, section, setting
 
 
 @section("phi")
@@ -28,5 +28,5 @@ class PhiConfig:
     n_experts: int = 4
     expert_dim: int = 64
     task_weighting: Literal["fixed", "uncertainty"] = "fixed"
-    source_weight: float = 0.5
-    max_len: int = 0
+    source_weight: float = setting(0.5, allowed=PROBABILITY)
+    max_len: int = setting(0, allowed=COUNT0)  # 0: no cap
