@@ -23,6 +23,7 @@ from transferjax import cli
 from transferjax import config as C
 from transferjax.data import fetch
 from transferjax.errors import ConfigError
+from transferjax.train import files
 from transferjax.train import folder as F
 from transferjax.train import run as R
 
@@ -89,7 +90,7 @@ def _disk_full(c, request, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(R.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     out = re.escape(str(c["out"] / "metrics.json"))
     return [], rf"{out}: No space left on device"
 

@@ -260,7 +260,7 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
         f.write('{"a": ')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(R.json, "dump", boom)
+    monkeypatch.setattr(json, "dump", boom)  # as transferjax.train.files calls it
     with pytest.raises(KeyboardInterrupt):
         R.write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}

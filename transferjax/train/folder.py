@@ -35,6 +35,7 @@ import warnings
 
 from transferjax import config as C
 from transferjax.errors import RunFolderError
+from transferjax.train.files import write_json
 
 LOCK = ".lock"
 RECORD = "fingerprint.json"
@@ -289,8 +290,6 @@ def begin(folder: str | os.PathLike, cfg, *, data: str, state: str | None) -> No
 
 def record(folder: str | os.PathLike, cfg, *, data: str, state: str | None) -> None:
     """Writes config.json and the record of `folder`, each only when its content changes."""
-    from transferjax.train.run import write_json  # run imports this module
-
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rec = {"config": config_fingerprint(cfg), "data": data, "state": state}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
-import json
 import os
 import pathlib
 import platform
@@ -38,36 +37,9 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
 from transferjax.train.evaluate import make_evaluate
+from transferjax.train.files import write_json, write_text
 from transferjax.train.trainer import Trainer, make_train
 from transferjax.train.writers import make_writer
-
-
-def _write_atomic(path: pathlib.Path, fill) -> None:
-    """Writes `path` through `fill(file)` atomically: a reader sees the old file or the complete
-    new one. An OSError that names no file (a failed write on a full disk) gets `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.filename is None:
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Writes JSON atomically: a reader sees the old file or the complete new one."""
-    _write_atomic(pathlib.Path(path), lambda f: json.dump(obj, f, indent=2, sort_keys=True))
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes text atomically, like `write_json`."""
-    _write_atomic(pathlib.Path(path), lambda f: f.write(text))
 
 
 def config_hash(cfg) -> str:
