@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import pathlib
 import sys
 import warnings
 
 from transferjax import config as C
-from transferjax.errors import TransferjaxError
+from transferjax.errors import TransferjaxError, TransferjaxWarning
 
 
 def _cfg_from_args(args) -> C.RunConfig:
@@ -215,19 +214,14 @@ def _os_message(e: OSError) -> str:
     return str(e)
 
 
-_PACKAGE = str(pathlib.Path(__file__).resolve().parent)
-
-
 @contextlib.contextmanager
 def _short_warnings():
-    """Warnings raised by transferjax print as `transferjax: warning: ...` (one line each);
-    others keep Python's format."""
-    from transferjax.train.folder import RunFolderWarning
-
+    """transferjax's warnings (`TransferjaxWarning`) print as `transferjax: warning: ...`, one
+    line each; others keep Python's format."""
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RunFolderWarning) or str(filename).startswith(_PACKAGE):
+        if issubclass(category, TransferjaxWarning):
             print(f"transferjax: warning: {_one_line(message)}", file=file or sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)

