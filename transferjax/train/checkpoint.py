@@ -2,16 +2,47 @@
 
 A checkpoint holds the params (every part, including the one being trained), the optimizer
 state of the stage in progress, and JSON metadata: the stage index, the epochs it completed, the
-global epoch counter, the evaluation history so far and the timings. Epoch keys are derived
-from the run key by `fold_in(stage, epoch)`, so a resumed run replays exactly the epochs an
-uninterrupted run would have.
+global epoch counter, the evaluation history so far, the timings and the fingerprint of the
+state's structure (`structure_fingerprint`). Epoch keys are derived from the run key by
+`fold_in(stage, epoch)`, so a resumed run replays exactly the epochs an uninterrupted run would
+have.
+
+Resume takes the newest checkpoint that restores (`Checkpointer.restore_newest`): a damaged one
+(a truncated array file, empty or broken metadata, missing files) is skipped with a warning and
+moved aside, so that a crash while one checkpoint was written, or a damaged disk block, costs
+the epochs since the previous checkpoint rather than the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
+import warnings
+from collections.abc import Callable
 
 import jax
+
+from transferjax.errors import RunFolderError
+from transferjax.train.folder import RunFolderWarning
+
+
+def structure_fingerprint(tree) -> str:
+    """sha256 over the tree paths, shapes and dtypes of the leaves of `tree` (arrays or
+    `jax.ShapeDtypeStruct`s): equal for two states exactly when one can be restored as the
+    other."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        h.update(f"{jax.tree_util.keystr(path)}:{tuple(leaf.shape)}:{leaf.dtype};".encode())
+    return h.hexdigest()
+
+
+def _why(e: BaseException) -> str:
+    """The first line of an error, short enough for a message about one checkpoint."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class Checkpointer:
@@ -29,15 +60,24 @@ class Checkpointer:
             ),
         )
 
-    def latest_meta(self) -> dict | None:
-        """Metadata of the newest complete checkpoint, or None when there is none."""
-        step = self._mngr.latest_step()
-        if step is None:
-            return None
-        meta = self._mngr.restore(
+    def steps(self) -> list[int]:
+        """The steps of the checkpoints on disk, newest first."""
+        self._mngr.reload()
+        return sorted(self._mngr.all_steps(), reverse=True)
+
+    def meta(self, step: int) -> dict:
+        """The JSON metadata of checkpoint `step` (raises when it cannot be read)."""
+        out = self._mngr.restore(
             step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
         )
-        return {**meta.meta, "_step": step}
+        if not isinstance(out.meta, dict):
+            raise ValueError(f"metadata is {type(out.meta).__name__}, not a JSON object")
+        return dict(out.meta)
+
+    def latest_meta(self) -> dict | None:
+        """Metadata of the newest checkpoint, or None when there is none."""
+        steps = self.steps()
+        return {**self.meta(steps[0]), "_step": steps[0]} if steps else None
 
     def save(self, step: int, state, meta: dict) -> None:
         """Writes `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`."""
@@ -53,8 +93,9 @@ class Checkpointer:
         """The state of checkpoint `step`, shaped like `template`.
 
         Raises:
-          ValueError: naming the folder, when the checkpoint holds another structure (written by
-            another version of the method's code): its state cannot continue this run.
+          RunFolderError: naming the folder, when the checkpoint holds another structure
+            (written by another version of the method's code): its state cannot continue this
+            run.
         """
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
         try:
@@ -62,12 +103,85 @@ class Checkpointer:
                 step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract))
             )
         except ValueError as e:
-            raise ValueError(
+            raise RunFolderError(
                 f"{self.directory}: checkpoint {step} does not match this run's training state (it "
                 f"was written by another version of the code); delete {self.directory} to train "
                 f"from the start. Orbax: {e}"
             ) from e
         return out.state
+
+    def restore_newest(
+        self, template_for: Callable[[dict], object], *, structure_for: Callable[[dict], str]
+    ) -> tuple[int, dict, object] | None:
+        """(step, meta, state) of the newest checkpoint that restores; None when there is none.
+
+        `template_for(meta)` is the state a checkpoint with `meta` restores into, and
+        `structure_for(meta)` its `structure_fingerprint`. A checkpoint whose metadata or
+        arrays cannot be read is damaged: once an older one restored, each damaged one is named
+        in a warning and moved to `<directory>.damaged/<step>` (kept for inspection, out of
+        the way of the steps the resumed run saves again).
+
+        Raises:
+          RunFolderError: a checkpoint records another state structure (the code changed), or
+            none of the checkpoints restores; the message names the folder and each
+            checkpoint's damage, and says which folder to delete to train from the start.
+        """
+        damaged: list[tuple[int, BaseException]] = []
+        for step in self.steps():
+            try:
+                meta = self.meta(step)
+                want = structure_for(meta)
+            except Exception as e:  # any unreadable metadata: damaged
+                damaged.append((step, e))
+                continue
+            got = meta.get("state_structure")
+            if got is not None and got != want:
+                raise RunFolderError(
+                    f"{self.directory}: checkpoint {step} holds another training-state structure "
+                    f"(fingerprint {got[:16]}, this run's {want[:16]}): the method's code changed "
+                    f"since; delete {self.directory} (or the run folder) to train from the start"
+                )
+            try:
+                state = self._restore_any(step, template_for(meta))
+            except Exception as e:  # truncated or missing array files, broken tree metadata
+                damaged.append((step, e))
+                continue
+            for bad, e in damaged:
+                where = self._move_aside(bad)
+                warnings.warn(
+                    f"{self.directory / str(bad)}: checkpoint {bad} is damaged ({_why(e)}); "
+                    f"resumed from checkpoint {step} instead and moved the damaged one to "
+                    f"{where}",
+                    RunFolderWarning,
+                    stacklevel=2,
+                )
+            return step, meta, state
+        if not damaged:
+            return None
+        listed = "; ".join(f"checkpoint {s}: {_why(e)}" for s, e in damaged)
+        raise RunFolderError(
+            f"{self.directory}: no checkpoint can be restored ({listed}); to train from the "
+            f"start delete {self.directory} or the run folder (`transferjax run --fresh` moves "
+            f"the run folder aside)"
+        )
+
+    def _restore_any(self, step: int, template):
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
+        out = self._mngr.restore(
+            step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract))
+        )
+        return out.state
+
+    def _move_aside(self, step: int) -> pathlib.Path:
+        dest_root = self.directory.with_name(f"{self.directory.name}.damaged")
+        dest_root.mkdir(parents=True, exist_ok=True)
+        dest, n = dest_root / str(step), 1
+        while dest.exists():
+            n += 1
+            dest = dest_root / f"{step}-{n}"
+        (self.directory / str(step)).rename(dest)
+        self._mngr.reload()
+        return dest
 
     def close(self) -> None:
         self._mngr.close()

@@ -1,7 +1,10 @@
 """One run end to end: config -> data -> split -> train -> run folder.
 
 A run folder holds:
-  config.json   the resolved config
+  config.json   the resolved config (written when training starts)
+  fingerprint.json  fingerprints of the config, the data and the training state's structure,
+                checked before a rerun resumes (`transferjax.train.folder`)
+  .lock         while a run writes the folder: its pid and host (one writer per folder)
   metrics.json  every evaluation (valid and test), the selected one, and timings; with several
                 seeds, a "seeds" list of such entries; each has a "status", "ok" or "failed"
                 (diverged under trainer.on_nonfinite=fail: "failure" says where and why,
@@ -10,7 +13,8 @@ A run folder holds:
   ckpt/         orbax checkpoints of the training state (resume)
   scalars.jsonl and tb/ (TensorBoard event files through tensorboardX)
   summary.txt   the printed summary
-JSON files are written atomically (temp file, then rename).
+JSON and text files are written atomically (temp file, then rename); a write that fails
+(disk full, read-only folder) raises OSError naming the file.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
-import json
 import os
 import pathlib
 import platform
@@ -35,23 +38,11 @@ from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
+from transferjax.train import folder as F
 from transferjax.train.evaluate import make_evaluate
-from transferjax.train.trainer import make_train
+from transferjax.train.files import write_json, write_text
+from transferjax.train.trainer import Trainer, make_train
 from transferjax.train.writers import make_writer
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Writes JSON atomically: a reader sees the old file or the complete new one."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def config_hash(cfg) -> str:
@@ -178,17 +169,32 @@ def _seed_entry(seed, r) -> dict:
     }
 
 
-def prepare_folder(cfg, out: pathlib.Path) -> None:
-    """Creates `out` with config.json; refuses a folder that holds a different config."""
-    if (out / "config.json").exists():
-        if not C.same_config(json.loads((out / "config.json").read_text()), cfg):
-            raise C.ConfigError(f"{out} holds a run of a different config; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", C.to_dict(cfg))
-
-
 def _prefixed(writer, prefix: str, step: int, values: dict) -> None:
     writer.scalars(step, {f"{prefix}{k}": v for k, v in values.items()})
+
+
+def build_trainer(
+    cfg, split, *, trials=None, progress: bool = False, on_nonfinite: str | None = None
+) -> Trainer:
+    """The trainer `train_seeds` uses: the method built once, `trials` crossed with the seeds."""
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    tri = None if trials is None else [t for t in trials for _ in seeds]
+    return make_train(
+        cfg,
+        split,
+        evaluate=make_evaluate(cfg, split),
+        trials=tri,
+        progress=progress,
+        on_nonfinite=on_nonfinite,
+    )
+
+
+def trials_per_call(cfg, trials, vmapped: bool) -> int:
+    """How many trials one call of the trainer trains together (the leading axis of its
+    checkpointed state): every (trial, seed) with `trials`, all seeds when vmapped, else 1."""
+    if trials is not None:
+        return len(trials) * cfg.seeds
+    return cfg.seeds if vmapped else 1
 
 
 def train_seeds(
@@ -201,6 +207,7 @@ def train_seeds(
     progress: bool = False,
     vmapped: bool | None = None,
     on_nonfinite: str | None = None,
+    train: Trainer | None = None,
 ) -> list:
     """Trains seeds cfg.seed .. cfg.seed + cfg.seeds - 1 (times `trials`, when given).
 
@@ -208,19 +215,16 @@ def train_seeds(
     seeds and always share one vmapped program; seeds alone are vmapped when `use_vmap` says so.
     Returns one `Result` per (trial, seed), trial-major. `on_nonfinite` overrides
     `trainer.on_nonfinite` (see `make_train`); divergence messages name the seed and trial.
+    `train` is the trainer from `build_trainer` with the same arguments, when the caller built
+    it already.
     """
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     vmapped = use_vmap(cfg, split) if vmapped is None else vmapped
     together = trials is not None or vmapped or len(seeds) == 1
-    tri = None if trials is None else [t for t in trials for _ in seeds]
-    train = make_train(
-        cfg,
-        split,
-        evaluate=make_evaluate(cfg, split),
-        trials=tri,
-        progress=progress,
-        on_nonfinite=on_nonfinite,
-    )
+    if train is None:
+        train = build_trainer(
+            cfg, split, trials=trials, progress=progress, on_nonfinite=on_nonfinite
+        )
     if together:
         keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
         labels = [f"seed {s}" for s in seeds]
@@ -318,18 +322,26 @@ def write_results(
         },
     )
     text = summary(cfg, results, split, seeds, wall, train_s) + f"\nrun folder: {out}"
-    (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    write_text(out / "summary.txt", text + "\n")
     metrics["_summary"] = text
     return metrics
 
 
 def run(
-    cfg, *, out_dir: str | os.PathLike | None = None, echo=print, progress: bool = True
+    cfg,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    echo=print,
+    progress: bool = True,
+    fresh: bool = False,
 ) -> dict:
     """Runs `cfg` and writes its run folder; returns the metrics dict that was written.
 
-    Rerunning with the same folder resumes from its newest checkpoint; a folder that holds a
-    different config is refused.
+    Rerunning with the same folder resumes from its newest intact checkpoint. Before any
+    training the folder is locked (one writer) and checked: one that holds training of another
+    config, other data or another training-state structure is refused with `RunFolderError`
+    (`transferjax.train.folder`); `fresh=True` moves such a folder aside and starts anew. A run
+    that fails before training leaves nothing behind.
 
     Raises:
       DivergenceError: a seed diverged. Under `trainer.on_nonfinite=raise` at once (nothing
@@ -341,20 +353,28 @@ def run(
         raise C.ConfigError(f"seeds must be >= 1, got {cfg.seeds}")
     t0 = time.perf_counter()
     out = pathlib.Path(out_dir) if out_dir else default_run_dir(cfg)
-    prepare_folder(cfg, out)
-    split = build_split(cfg.protocol, build_dataset(cfg.data))
-    t_data = time.perf_counter() - t0
-    vmapped = use_vmap(cfg, split)
-    writer = make_writer(out)
-    try:
-        results = train_seeds(
-            cfg, split, out=out, writer=writer, progress=progress, vmapped=vmapped
+    with F.locked(out):
+        if fresh and (aside := F.move_aside(out)) is not None:
+            echo(f"moved the previous run folder {out} to {aside}")
+        split = build_split(cfg.protocol, build_dataset(cfg.data))
+        t_data = time.perf_counter() - t0
+        data = split_fingerprint(split)
+        F.check(out, cfg, data=data)  # before the method is built
+        vmapped = use_vmap(cfg, split)
+        train = build_trainer(cfg, split, progress=progress)
+        state = train.state_structure(trials_per_call(cfg, None, vmapped))
+        F.begin(out, cfg, data=data, state=state)
+        writer = make_writer(out)
+        try:
+            results = train_seeds(
+                cfg, split, out=out, writer=writer, progress=progress, vmapped=vmapped, train=train
+            )
+        finally:
+            writer.close()
+        metrics = write_results(
+            out, cfg, split, results, vmapped=vmapped, t_data=t_data, wall=time.perf_counter() - t0
         )
-    finally:
-        writer.close()
-    metrics = write_results(
-        out, cfg, split, results, vmapped=vmapped, t_data=t_data, wall=time.perf_counter() - t0
-    )
+        F.record(out, cfg, data=data, state=state)
     echo(metrics.pop("_summary"))
     failed = [r.failure["message"] for r in results if r.status == "failed"]
     if failed:

@@ -16,6 +16,10 @@ absurd metric; typically a too-large learning rate) is marked failed, whatever
 `trainer.on_nonfinite` says: its folder's metrics.json and its entry in sweep.json have status
 "failed" and the reason, it is never chosen, and the other points of its vmapped group go on.
 The sweep raises DivergenceError (after writing sweep.json) only when every point failed.
+
+The sweep folder is locked while the sweep runs (one writer, `transferjax.train.folder`), and
+every group and point folder is checked against the config and the data before anything
+trains: a rerun resumes its groups' checkpoints only when both are unchanged.
 """
 
 from __future__ import annotations
@@ -31,8 +35,17 @@ from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
+from transferjax.train import folder as F
 from transferjax.train.result import lower_is_better
-from transferjax.train.run import prepare_folder, train_seeds, use_vmap, write_json, write_results
+from transferjax.train.run import (
+    build_trainer,
+    split_fingerprint,
+    train_seeds,
+    trials_per_call,
+    use_vmap,
+    write_json,
+    write_results,
+)
 from transferjax.train.trainer import LR_KEYS
 from transferjax.train.writers import make_writer
 
@@ -112,10 +125,15 @@ def sweep(
     space = parse_space(base, grids)
     pts = points(space, random=random, seed=sample_seed)
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with F.locked(out):
+        return _sweep(base, space, pts, out, random=random, sample_seed=sample_seed, echo=echo)
+
+
+def _sweep(base, space, pts, out, *, random, sample_seed, echo) -> dict:
     t0 = time.perf_counter()
     split = build_split(base.protocol, build_dataset(base.data))
     t_data = time.perf_counter() - t0
+    data = split_fingerprint(split)
     # Group points by everything that is not traced: one program per group.
     groups: dict = {}
     for i, pt in enumerate(pts):
@@ -126,32 +144,38 @@ def sweep(
     cfgs = {
         i: C.apply_overrides(base, [f"{k}={v}" for k, v in pt.items()]) for i, pt in enumerate(pts)
     }
+    gcfgs = {s: C.apply_overrides(base, [f"{k}={v}" for k, v in s]) for s in groups}
+    for static, idx in groups.items():  # refuse other data or config before anything trains
+        F.check(out / f"group-{min(idx):03d}", gcfgs[static], data=data)
+        for i in idx:
+            F.check(out / f"point-{i:03d}", cfgs[i], data=data)
     for static, idx in groups.items():
-        gcfg = C.apply_overrides(base, [f"{k}={v}" for k, v in static])
+        gcfg = gcfgs[static]
         keys = traced_keys(gcfg.method)
         traced = [{k: float(v) for k, v in pts[i].items() if k in keys} for i in idx]
+        trials = traced if any(traced) else None
         folder = out / f"group-{min(idx):03d}"
-        prepare_folder(gcfg, folder)
+        vmapped = use_vmap(gcfg, split)
+        train = build_trainer(gcfg, split, trials=trials, on_nonfinite="fail")
+        state = train.state_structure(trials_per_call(gcfg, trials, vmapped))
+        F.begin(folder, gcfg, data=data, state=state)
         writer = make_writer(folder, tensorboard=False)
         t1 = time.perf_counter()
         try:
             res = train_seeds(
-                gcfg,
-                split,
-                out=folder,
-                writer=writer,
-                trials=traced if any(traced) else None,
-                on_nonfinite="fail",
+                gcfg, split, out=folder, writer=writer, trials=trials, vmapped=vmapped, train=train
             )
         finally:
             writer.close()
         wall = time.perf_counter() - t1
+        F.record(folder, gcfg, data=data, state=state)
         n_seeds = gcfg.seeds
         for j, i in enumerate(idx):
             mine = res[j * n_seeds : (j + 1) * n_seeds] if any(traced) else res
             results[i] = mine
             pdir = out / f"point-{i:03d}"
-            prepare_folder(cfgs[i], pdir)
+            F.begin(pdir, cfgs[i], data=data, state=None)
+            F.record(pdir, cfgs[i], data=data, state=None)
             write_results(
                 pdir,
                 cfgs[i],

@@ -22,6 +22,7 @@ a divergence is seen, so a rerun does not resume from a diverged state.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from transferjax.config import flatten
 from transferjax.data.batches import host_epoch_indices
 from transferjax.errors import ConfigError, DivergenceError
 from transferjax.methods.registry import get_method
-from transferjax.train.checkpoint import Checkpointer
+from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
 from transferjax.train.divergence import (
     FAIL_HINT,
     divergence_message,
@@ -141,6 +142,8 @@ class _Book:
     labels: list = dataclasses.field(default_factory=list)  # "seed 3", ... (messages)
     failed: list = dataclasses.field(default_factory=list)  # None or the failure, per trial
     overrides: list = dataclasses.field(default_factory=list)  # the trials' traced values
+    restored: TrainState | None = None
+    structures: tuple = ()
 
     def stats(self, stats: dict) -> list[dict]:
         return [
@@ -215,11 +218,13 @@ class Trainer:
         k_init, k_train = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         params = self._init(batched)(k_init if batched else k_init[0])
         hyper = trial_hypers(self.built.hyper, overrides, batched=batched, method=self.cfg.method)
+        key = k_train if batched else k_train[0]
         book = self._open(n, batched, log, ckpt_dir, self.progress if show is None else show)
         book.labels = labels or [f"trial {i}" if batched else "" for i in range(n)]
         book.overrides = overrides
+        if book.ckpt is not None:
+            self._resume(book, params, key, overrides)
         first_stage = book.meta["stage"] if book.meta is not None else 0
-        key = k_train if batched else k_train[0]
         for s_idx, stage in enumerate(self.built.stages):
             if s_idx < first_stage or book.stopped:
                 continue
@@ -282,9 +287,32 @@ class Trainer:
                 self.inits[batched] = jax.jit(fn)
             return self.inits[batched]
 
+    def stage_structures(self, n: int) -> tuple[str, ...]:
+        """`structure_fingerprint` of the checkpointed state of each stage when `n` trials train
+        as one call (a leading trial axis when n > 1); from shapes only, nothing is computed."""
+        batched = n > 1
+
+        def states(keys):
+            init = jax.vmap(self.built.init) if batched else self.built.init
+            params = init(keys)
+            return [
+                to_host(self._fresh_state(batched, n, stage, params, keys, None))
+                for stage in self.built.stages
+            ]
+
+        k = jax.random.key(0)
+        shapes = jax.eval_shape(states, jax.random.split(k, n) if batched else k)
+        return tuple(structure_fingerprint(s) for s in shapes)
+
+    def state_structure(self, n: int) -> str:
+        """One fingerprint of the training state's structure over all stages (what a run folder
+        records): another value means the method's code changed the params or optimizer state,
+        and checkpoints of the one cannot continue the other."""
+        return hashlib.sha256(",".join(self.stage_structures(n)).encode()).hexdigest()
+
     def _open(self, n, batched, log, ckpt_dir, show) -> _Book:
         use_ckpt = ckpt_dir is not None and self.cfg.trainer.checkpoint_every > 0
-        book = _Book(
+        return _Book(
             n=n,
             batched=batched,
             log=log or (lambda step, scalars: None),
@@ -292,27 +320,54 @@ class Trainer:
             bar=Progress(sum(st.epochs for st in self.built.stages)) if show else None,
             history=[[] for _ in range(n)],
             failed=[None] * n,
+            structures=self.stage_structures(n) if use_ckpt else (),
         )
-        book.meta = book.ckpt.latest_meta() if book.ckpt is not None else None
-        if book.meta is not None:
-            book.history, book.resumed = book.meta["history"], book.meta["_step"]
-            book.failed = list(book.meta.get("failed") or [None] * n)
-            book.step, book.train_s = book.meta["step"], book.meta["train_time"]
-        return book
+
+    def _resume(self, book, params, key, overrides) -> None:
+        """Restores the newest checkpoint that restores, before any training (a damaged one
+        is skipped with a warning; see `Checkpointer.restore_newest`)."""
+        like = {}
+
+        def template(meta):
+            s_idx = meta["stage"]
+            like["state"] = self._fresh_state(
+                book.batched, book.n, self.built.stages[s_idx], params, key, overrides
+            )
+            return to_host(like["state"])
+
+        try:
+            found = book.ckpt.restore_newest(
+                template, structure_for=lambda meta: book.structures[meta["stage"]]
+            )
+        except BaseException:
+            book.ckpt.close()  # no orbax threads left behind by a refused resume
+            raise
+        if found is None:
+            return
+        step, meta, state = found
+        book.meta = {**meta, "_step": step}
+        book.restored = from_host(state, like=like["state"])
+        book.history, book.resumed = meta["history"], step
+        book.failed = list(meta.get("failed") or [None] * book.n)
+        book.step, book.train_s = meta["step"], meta["train_time"]
+
+    def _fresh_state(self, batched, n, stage, params, key, overrides) -> TrainState:
+        """The state at the start of `stage`: its optimizer initialised on `params`."""
+        init = jax.vmap(stage.optimizer.init) if batched else stage.optimizer.init
+        opt = init(params[stage.part])
+        if overrides is not None:
+            opt = _with_lrs(opt, stage, overrides, batched=batched)
+        step = jnp.zeros((n,) if batched else (), jnp.int32)
+        return TrainState(params, opt, step, key)
 
     def _start_stage(self, book, s_idx, stage, params, key, overrides) -> tuple[TrainState, int]:
-        """The state at the start of stage `s_idx` (restored when the run resumes inside it)
-        and the first epoch to run."""
-        init = jax.vmap(stage.optimizer.init) if book.batched else stage.optimizer.init
-        opt = _with_lrs(init(params[stage.part]), stage, overrides, batched=book.batched)
-        step = jnp.zeros((book.n,) if book.batched else (), jnp.int32)
-        state = TrainState(params, opt, step, key)
+        """The state at the start of stage `s_idx` (the restored one when the run resumes
+        inside it) and the first epoch to run."""
         meta = book.meta
-        if meta is None or meta["stage"] != s_idx:
-            return state, 0
-        book.meta = None
-        restored = book.ckpt.restore(meta["_step"], to_host(state))
-        return from_host(restored, like=state), meta["epoch"]
+        if meta is not None and meta["stage"] == s_idx:
+            book.meta, state, book.restored = None, book.restored, None
+            return state, meta["epoch"]
+        return self._fresh_state(book.batched, book.n, stage, params, key, overrides), 0
 
     def _run_epoch(self, book, s_idx, stage, state, hyper, ep) -> tuple[TrainState, list[dict]]:
         fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: E731
@@ -362,6 +417,7 @@ class Trainer:
                     "history": book.history,
                     "train_time": book.train_s,
                     "failed": book.failed,
+                    "state_structure": book.structures[s_idx],
                 },
             )
 

@@ -1,6 +1,8 @@
 """Metric writers behind one small interface: TensorBoard (tensorboardX) and JSON lines.
 
-Only process 0 writes (`jax.process_index() == 0`); other processes get a no-op writer.
+Only process 0 writes (`jax.process_index() == 0`); other processes get a no-op writer. Files
+are created on the first write, not before: a rerun that stops before it trains leaves the run
+folder as it was.
 """
 
 from __future__ import annotations
@@ -26,36 +28,43 @@ class NullWriter(Writer):
 
 
 class TensorBoardWriter(Writer):
-    """Event files under `logdir`, one scalar per key."""
+    """Event files under `logdir`, one scalar per key (the event file is opened on the first
+    scalar)."""
 
     def __init__(self, logdir: str | os.PathLike):
-        from tensorboardX import SummaryWriter
-
-        self._w = SummaryWriter(logdir=str(logdir))
+        self._logdir, self._w = str(logdir), None
 
     def scalars(self, step, values):
+        if self._w is None:
+            from tensorboardX import SummaryWriter
+
+            self._w = SummaryWriter(logdir=self._logdir)
         for k, v in values.items():
             self._w.add_scalar(k, float(v), global_step=int(step))
 
     def close(self):
-        self._w.flush()
-        self._w.close()
+        if self._w is not None:
+            self._w.flush()
+            self._w.close()
 
 
 class JsonlWriter(Writer):
-    """Appends `{"step": s, **values}` lines to `path`."""
+    """Appends `{"step": s, **values}` lines to `path` (opened on the first line)."""
 
     def __init__(self, path: str | os.PathLike):
-        self._f = open(path, "a", encoding="utf-8")
+        self._path, self._f = path, None
 
     def scalars(self, step, values):
+        if self._f is None:
+            self._f = open(self._path, "a", encoding="utf-8")
         self._f.write(
             json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n"
         )
         self._f.flush()
 
     def close(self):
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
 
 class MultiWriter(Writer):
@@ -78,7 +87,6 @@ def make_writer(run_dir: str | os.PathLike, *, tensorboard: bool = True) -> Writ
     if jax.process_index() != 0:
         return NullWriter()
     run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     ws = [JsonlWriter(run_dir / "scalars.jsonl")]
     if tensorboard:
         ws.append(TensorBoardWriter(run_dir / "tb"))
