@@ -19,7 +19,7 @@ import pytest
 
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
-from transferjax.errors import ConfigError, DivergenceError
+from transferjax.errors import ConfigError, DivergenceError, RunFolderError
 from transferjax.methods.mf import MFConfig
 from transferjax.reports import collect_runs, report_main, summarize, to_csv, to_markdown
 from transferjax.train import run as R
@@ -283,10 +283,10 @@ def finished(tmp_path_factory):
 @pytest.mark.parametrize(
     "overrides,error,text",
     [
-        (["trainer.optimizer=sgd", "trainer.lr=1e6"], ConfigError, "different config"),
-        (["trainer.lr=1e6", "trainer.on_nonfinite=fail"], ConfigError, "different config"),
+        (["trainer.optimizer=sgd", "trainer.lr=1e6"], RunFolderError, "different config"),
+        (["trainer.lr=1e6", "trainer.on_nonfinite=fail"], RunFolderError, "different config"),
         (["trainer.lr=-1"], ConfigError, "trainer.lr must be a finite number > 0, got -1.0"),
-        (["eval.select=ndcg@10"], ConfigError, "different config"),
+        (["eval.select=ndcg@10"], RunFolderError, "different config"),
     ],
 )
 def test_a_failed_rerun_leaves_a_finished_folder_byte_identical(finished, overrides, error, text):
