@@ -324,7 +324,8 @@ def warm_loo_split(data: CrossDomainData, *, seed: int = 0, n_negatives: int = 0
 def describe(data: CrossDomainData, split: Split | None = None) -> str:
     """A text table: users, items, interactions, density per domain (and per split part)."""
     head = f"{'part':<14}{'users':>9}{'items':>9}{'interactions':>14}{'density':>10}"
-    lines = [f"dataset {data.name}: {len(data.overlap)} overlapping users", head]
+    lines = [f"dataset {data.name}: {len(data.overlap)} overlapping users"]
+    lines += [f"{k}: {v}" for k, v in data.info.items()] + [head]
 
     def row(name, users, items, n, density=None):
         dens = "" if density is None else f"{100 * density:9.3f}%"

@@ -102,6 +102,20 @@ def _csv_format(dc) -> tuple[str | None, str]:
     return SEPARATORS.get(dc.sep.strip().lower(), dc.sep), dc.encoding
 
 
+def _pair_target(dc, root) -> str | None:
+    """`data.target` checked against the domains a pair folder's names give (`<a>_<b>/`,
+    `<b>_<a>/`); None (unset) leaves the loader's default, the first folder's domain."""
+    from transferjax.data._pair import pair_folders
+
+    domains = tuple(pair_folders(root))
+    if dc.target and dc.target not in domains:
+        raise ConfigError(
+            f"data.target={dc.target!r} is not valid for {dc.name} at {root}; choose "
+            f"{' or '.join(domains)} (the domains its folders name)"
+        )
+    return dc.target or None
+
+
 @functools.lru_cache(maxsize=4)
 def build_dataset(dc) -> CrossDomainData:
     """Loads the dataset named by `dc.name` (see `DataConfig`); the last few are cached in
@@ -118,11 +132,8 @@ def build_dataset(dc) -> CrossDomainData:
     if name == "cdrib":
         from transferjax.data.cdrib import load_cdrib
 
-        if dc.target not in ("", "game", "video"):
-            raise ConfigError(
-                f"data.target={dc.target!r} is not valid for cdrib; choose game or video"
-            )
-        return load_cdrib(_root(dc.path, "cdrib_game_video"), target=dc.target or "game")
+        root = _root(dc.path, "cdrib_game_video")
+        return load_cdrib(root, target=_pair_target(dc, root))
     if name == "douban":
         from transferjax.data.douban import load_douban
 
