@@ -64,12 +64,18 @@ def fetch(official: Official, dest, *, source=None, echo=print) -> pathlib.Path:
     """A work tree of `official` at its pinned commit in `dest` (cloned unless it is there).
 
     `source`: a local checkout or bare git directory to clone from instead of `official.url`.
-    An existing `dest` is reused when its HEAD is the pinned commit (local edits are reset:
-    the scripts patch the code at run time, never on disk). Raises RuntimeError when the
-    clone fails or the commit is missing."""
+    An existing `dest` is reused (moved to the pinned commit if needed; edited tracked files
+    are restored and untracked ones removed: the scripts patch the code at run time, never on
+    disk). A file whose content the clone source lacks (a mirror may omit large blobs) stays
+    absent; the scripts check the files they use. Raises RuntimeError when the clone fails or
+    the commit is missing."""
     dest = pathlib.Path(dest)
     if (dest / ".git").exists():
-        _git("checkout", "--quiet", "--force", official.commit, cwd=dest)
+        if _git("rev-parse", "HEAD", cwd=dest) != official.commit:
+            _git("checkout", "--quiet", official.commit, cwd=dest)
+        edited = _git("diff", "--name-only", "--diff-filter=M", cwd=dest).split()
+        if edited:
+            _git("checkout", "--quiet", "--", *edited, cwd=dest)
         _git("clean", "-fdxq", "-e", "data/ready", "-e", "__pycache__", cwd=dest)
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
