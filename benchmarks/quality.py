@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 
-from benchmarks.sections import is_speed_section, section, section_names
+from benchmarks.sections import is_kept_section, section, section_names
 from transferjax import config as C
 
 # The suite's experiment files: the checkout's experiments/ folder (benchmarks/ is not installed).
@@ -303,7 +303,7 @@ def write_report(
             lines += [f"(plot skipped: {e})", ""]
     path = pathlib.Path(out)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    kept = [section(old, name) for name in section_names(old) if is_speed_section(name)]
+    kept = [section(old, name) for name in section_names(old) if is_kept_section(name)]
     path.write_text(
         "\n".join(lines) + "\n" + "".join(f"\n{sec}\n" for sec in kept), encoding="utf-8"
     )
