@@ -3,6 +3,7 @@ scored by the item baseline, no users x items array while training, and training
 popularity on a small synthetic implicit task."""
 
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
@@ -233,3 +234,18 @@ def test_beats_popularity_on_warm_implicit_task():
     lg = _best_test(cfg)
     pop = _best_test(dataclasses.replace(cfg, method="popularity"))
     assert lg["full_ndcg@10"] > pop["full_ndcg@10"] + 0.01, (lg, pop)
+
+
+def test_auto_loss_follows_the_selection_metric(cold_split):
+    from transferjax.methods.lightgcn import lightgcn_loss_kind
+
+    explicit = types.SimpleNamespace(target_train=types.SimpleNamespace(implicit=False))
+    assert lightgcn_loss_kind(_cfg(), cold_split) == "bpr"  # implicit target
+    assert lightgcn_loss_kind(_cfg(), explicit) == "mse"  # selects rmse
+    for over, want in (
+        ({"eval.ranking": "full"}, "bpr"),
+        ({"eval.rating": "off"}, "bpr"),
+        ({"eval.select": "mae", "eval.ranking": "full"}, "mse"),
+        ({"lightgcn.loss": "bpr"}, "bpr"),
+    ):
+        assert lightgcn_loss_kind(_cfg(**over), explicit) == want, over

@@ -17,13 +17,16 @@ an edge, whatever its rating, as RecBole does). With ego (layer-0) embeddings e^
     L = sum_{(u,i,j)} -ln sigmoid(y_ui - y_uj) + lambda ||E^(0)||^2              (Eq. 15)
 
 Conventions here:
-- loss "bpr" (the default, the paper's): one uniform negative j per training row, as target
-  `mf`'s BPR (`transferjax.models.mf.sample_negatives`); the L2 term is lambda = `lightgcn.reg`
-  times the squared norms of the batch's ego rows e0_u, e0_i, e0_j, averaged over the batch
-  like the BPR term (the batch form of Eq. 15, as in the authors' code and RecBole).
+- loss "bpr" (the paper's): one uniform negative j per training row, as target `mf`'s BPR
+  (`transferjax.models.mf.sample_negatives`); the L2 term is lambda = `lightgcn.reg` times
+  the squared norms of the batch's ego rows e0_u, e0_i, e0_j, averaged over the batch like the
+  BPR term (the batch form of Eq. 15, as in the authors' code and RecBole).
 - loss "mse" (not in the paper, for rating protocols): r_hat = mu + b_u + b_i + e_u^T e_i,
-  squared error plus lambda (|e0_u|^2 + |e0_i|^2 + b_u^2 + b_i^2). The default stays "bpr"
-  on explicit data too: LightGCN is a ranking model (RecBole's is implicit-only).
+  squared error plus lambda (|e0_u|^2 + |e0_i|^2 + b_u^2 + b_i^2).
+- loss "auto" (the default) follows what the run selects on (`eval.select`, or its "auto"
+  choice): "mse" for rmse / mae (explicit ratings without ranking), "bpr" for every ranking
+  metric, also on explicit data such as `ml_overlap_recbole` (LightGCN is a ranking model;
+  RecBole's is implicit-only).
 - Every step propagates the whole graph (as LightGCN does), then gathers the batch's rows.
   The graph enters as `Built.data` (edge lists, un-batched, never checkpointed); propagation is
   `jax.ops.segment_sum` over the edges (`transferjax.models.graph`), never a dense matrix.
@@ -65,18 +68,35 @@ class LightGCNConfig:
     """LightGCN (module docstring).
 
     dim: embedding size; n_layers: K propagation layers (0 is BPR-MF without biases);
-    reg: lambda of Eq. 15 (traced: sweeps share one program); loss: "bpr" (paper) or "mse"
-    (rating variant with biases); init_std: std of the ego embeddings.
+    reg: lambda of Eq. 15 (traced: sweeps share one program); loss: "bpr" (paper), "mse"
+    (rating variant with biases) or "auto" (`lightgcn_loss_kind`); init_std: std of the ego
+    embeddings.
     """
 
     dim: int = 64
     n_layers: int = setting(3, allowed=COUNT0)
     reg: float = 1e-4
-    loss: Literal["bpr", "mse"] = "bpr"
+    loss: Literal["auto", "bpr", "mse"] = "auto"
     init_std: float = 0.1
 
 
 LIGHTGCN_TRACED = ("lightgcn.reg",)
+RATING_METRICS = ("rmse", "mae")
+
+
+def lightgcn_loss_kind(cfg, split) -> str:
+    """`lightgcn.loss`, with "auto" resolved by the selection metric: "mse" when the run selects
+    on rmse / mae (as `eval.select`, or as its "auto" choice: explicit target ratings, rating
+    metrics on, no ranking), "bpr" otherwise."""
+    if cfg.lightgcn.loss != "auto":
+        return cfg.lightgcn.loss
+    sel = cfg.eval.select
+    if sel == "auto":
+        explicit = not split.target_train.implicit and cfg.eval.rating != "off"
+        return "mse" if explicit and cfg.eval.ranking == "none" else "bpr"
+    return "mse" if sel in RATING_METRICS else "bpr"
+
+
 PART = "lightgcn"
 
 
@@ -126,7 +146,7 @@ def build_lightgcn(cfg, split) -> Built:
     """LightGCN (He et al., SIGIR 2020) on the target graph; cold users get the item baseline."""
     c = cfg.lightgcn
     tr = split.target_train
-    n_layers, mse = int(c.n_layers), c.loss == "mse"
+    n_layers, mse = int(c.n_layers), lightgcn_loss_kind(cfg, split) == "mse"
     u, i, w = normalized_edges(tr.user, tr.item, tr.n_users, tr.n_items)
 
     def init(key):
