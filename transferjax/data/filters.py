@@ -52,7 +52,8 @@ def filter_domain(
       (filtered Interactions with `user_ids`/`item_ids` mapped through, int32[n_users] new
       index of each old user (-1: removed), int32[n_items] the same for items).
     """
-    sub = inter.select(keep_mask(inter, min_rating=min_rating, k_core=k_core))
+    keep = keep_mask(inter, min_rating=min_rating, k_core=k_core)
+    sub = inter.select(keep)
     user, users = index_ids(sub.user)
     item, items = index_ids(sub.item)
     new_user = np.full(inter.n_users, -1, np.int32)
@@ -69,7 +70,15 @@ def filter_domain(
         user_ids=None if inter.user_ids is None else inter.user_ids[users],
         item_ids=None if inter.item_ids is None else inter.item_ids[items],
         name=inter.name,
-        notes=inter.notes,
+        notes=inter.notes
+        + (
+            f"{inter.name}: {int((~keep).sum())} of {len(inter)} rows removed ("
+            + ", then ".join(
+                ([f"ratings below {min_rating:g}"] if min_rating is not None else [])
+                + ([f"a {k_core}-core"] if k_core > 1 else [])
+            )
+            + f"); {len(users)} users and {len(items)} items remain",
+        ),
     )
     return out, new_user, new_item
 

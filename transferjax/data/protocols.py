@@ -13,10 +13,12 @@ What is ranked. Full ranking ranks, for each evaluated user, every target item e
 `HeldOut.exclude`: the user's target rows seen before the set, i.e. its training rows when
 ranking valid, and its training and valid rows when ranking test (RecBole's full-sort
 "history" mask, as in the ranking literature). Under the warm protocols a user has rows in all
-three parts, so its valid items never take test top-K slots; under cold-start (and CDRIB's
-published split) the valid and test users are disjoint and have no target training rows, so
-nothing is excluded. Sampled negatives are drawn among the items the user never interacted
-with at all (no training, valid or test item of that user), for valid and test alike.
+three parts, so its valid items never take test top-K slots. Under cold-start the cold-valid
+and cold-test users are disjoint and have no target training rows, so nothing is excluded.
+CDRIB's published split holds out valid and test rows of mostly the same cold users (199 of the
+212 Game test users have valid rows): no training rows, but test leaves out their valid items.
+Sampled negatives are drawn among the items the user never interacted with at all (no
+training, valid or test item of that user), for valid and test alike.
 """
 
 from __future__ import annotations
@@ -310,7 +312,8 @@ def warm_ratio_split(
     valid/test, train gets the rest; then, while train keeps more than one row, test and then
     valid get one row each if r_k * n is in (0, 1). So n = 2 gives 1/0/1 and n >= 3 gives at
     least one row to each part. `min_rating` (e.g. 3): valid/test keep only rows rated
-    >= min_rating (the ranking positives); the dropped rows are in no part (never in train).
+    >= min_rating (the ranking positives); the dropped rows are in no part (never in train)
+    and not ranked for their user from their own part on (`HeldOut.exclude`).
     Evaluated users without a source profile have pairs[:, 0] = -1.
     """
     r = np.asarray(ratios, np.float64)
