@@ -262,6 +262,17 @@ class DataConfig:
       "comma", "semicolon", "pipe", "space" or the string itself) and text encoding.
     rating_scale: "LO,HI" every rating must lie in; "" = the dataset's declared scale
       (douban, MovieLens: 1-5; csv: none), "none" = no scale. Non-finite ratings always fail.
+    min_rating: rows rated below this are deleted from both domains when the data is read,
+      before any split: never trained on, never ranked (RecBole's `val_interval`; 0: keep
+      all). Not `protocol.min_rating`, which only keeps low ratings out of the held-out
+      positives.
+    k_core: after min_rating, users and items with fewer than this many rows are removed from
+      each domain, repeatedly until none is left (RecBole's `user_inter_num_interval` /
+      `item_inter_num_interval` "[k,inf)"; 0: off). Both: `transferjax.data.filters`; not for
+      datasets with a published split (cdrib).
+    duplicates: MovieLens from RecBole files (ml1m_genre, ml_overlap): "first" keeps the first
+      of the 307 repeated (user, item) rows of ML-100k (two ids under one title), "keep"
+      keeps them all, as RecBole does when `rm_dup_inter` is unset.
     """
 
     name: Literal["synthetic", "ml1m_genre", "ml_overlap", "cdrib", "disencdr", "douban", "csv"] = (
@@ -274,6 +285,9 @@ class DataConfig:
     sep: str = ""
     encoding: str = "utf-8"
     rating_scale: str = ""
+    min_rating: float = setting(0.0, allowed=FINITE)
+    k_core: int = setting(0, allowed=COUNT0)
+    duplicates: Literal["first", "keep"] = "first"
     synthetic: SyntheticConfig = SyntheticConfig()
 
 

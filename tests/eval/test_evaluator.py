@@ -65,7 +65,7 @@ def _reference(cfg, split, scorer, params, heldout):
     full = full_ranking(
         lambda s, t: scorer.score_all(params, s, t),
         heldout,
-        exclude=split.target_train,
+        exclude=heldout.exclude,
         n_items=split.target_train.n_items,
         ks=ec.ks,
         chunk_size=ec.chunk_size,

@@ -230,19 +230,22 @@ def load_movielens(
     path: PathLike | None = None,
     cache_dir: PathLike | None = None,
     rating_scale: tuple | None = RATING_SCALE,
+    duplicates: str = "first",
 ) -> MovieLens:
     """MovieLens from `path` (RecBole or GroupLens files, told apart by content), else fetched.
 
     With `path`, RecBole files `<name>.inter`/`.item` are preferred; otherwise GroupLens files
     are read and their own release (ML-1M or ML-100k, by file names) names the result. Without
     `path` the RecBole files are fetched into the cache (`fetch_movielens`). `rating_scale`:
-    (lo, hi) every rating must lie in (default 1-5), None: any finite rating.
+    (lo, hi) every rating must lie in (default 1-5), None: any finite rating. `duplicates`:
+    what `load_recbole` does with repeated (user, item) rows (GroupLens files have none).
     """
     kw = dict(rating_scale=rating_scale)
     if path is None:
-        return load_recbole(fetch_movielens(name, cache_dir=cache_dir), name=name, **kw)
+        folder = fetch_movielens(name, cache_dir=cache_dir)
+        return load_recbole(folder, name=name, duplicates=duplicates, **kw)
     if _locate(path, (f"{name}.inter", f"{name}.item")) is not None:
-        return load_recbole(path, name=name, **kw)
+        return load_recbole(path, name=name, duplicates=duplicates, **kw)
     if _locate(path, ("ratings.dat", "movies.dat")) or _locate(path, ("u.data", "u.item")):
         return load_grouplens(path, **kw)
     raise DataError(

@@ -162,7 +162,8 @@ def load_recbole(
       name: dataset name, e.g. "ml-1m".
       duplicates: RecBole keys items by title, and ML-100k has 18 titles under two ids, so
         its files repeat 18 items and 307 (user, item) rows. "first" keeps each first
-        occurrence (file order); "error" raises on them.
+        occurrence (file order); "error" raises on them; "keep" keeps every rating row (the
+        items still once each), as RecBole itself does unless `rm_dup_inter` is set.
       rating_scale: (lo, hi) every rating must lie in (default 1-5); None: any finite rating.
     """
     files = _locate(path, (f"{name}.inter", f"{name}.item"))
@@ -177,16 +178,18 @@ def load_recbole(
         sep="\t",
         member=tm,
         unique=("item_id",),
-        duplicates=duplicates,
+        duplicates="first" if duplicates == "keep" else duplicates,
     )
     genres = [tuple(s.split()) for s in items[gcol]]
+    if duplicates not in ("first", "error", "keep"):
+        raise ValueError(f"duplicates must be 'first', 'error' or 'keep', got {duplicates!r}")
     rat = read_table(
         ip,
         {"user_id": "str", "item_id": "str", "rating": "rating", "timestamp": "timestamp"},
         sep="\t",
         member=im,
-        unique=("user_id", "item_id"),
-        duplicates=duplicates,
+        unique=None if duplicates == "keep" else ("user_id", "item_id"),
+        duplicates="error" if duplicates == "keep" else duplicates,
     )
     if rating_scale is not None:
         check_scale(rat, "rating", tuple(rating_scale), _scale_origin(rating_scale))

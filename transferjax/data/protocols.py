@@ -10,9 +10,22 @@
 
 Everything is host-side numpy, seeded with `np.random.default_rng`, and deterministic. Each
 split records its knobs in `Split.info`. Selection uses `valid`, reports use `test`.
+
+What is ranked. Full ranking ranks, for each evaluated user, every target item except those in
+`HeldOut.exclude`: the user's target rows seen before the set, i.e. its training rows when
+ranking valid, and its training and valid rows when ranking test (RecBole's full-sort
+"history" mask, as in the ranking literature). Under the warm protocols a user has rows in all
+three parts, so its valid items never take test top-K slots. Under cold-start the cold-valid
+and cold-test users are disjoint and have no target training rows, so nothing is excluded.
+CDRIB's published split holds out valid and test rows of mostly the same cold users (199 of the
+212 Game test users have valid rows): no training rows, but test leaves out their valid items.
+Sampled negatives are drawn among the items the user never interacted with at all (no
+training, valid or test item of that user), for valid and test alike.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -42,15 +55,28 @@ def _warm_pairs(
     return ov[keep]
 
 
+def _rows_of(users: np.ndarray, parts: list[Interactions]) -> Interactions:
+    """The rows of `parts` (one id space) whose user is in `users`, concatenated."""
+    sel = [p.select(np.isin(p.user, users)) for p in parts]
+    cat = lambda k: np.concatenate([getattr(p, k) for p in sel])  # noqa: E731
+    return dataclasses.replace(
+        parts[0], user=cat("user"), item=cat("item"), rating=cat("rating"), timestamp=None
+    )
+
+
 def _held_out(
     data: CrossDomainData,
     held: Interactions,
     *,
+    seen: list[Interactions],
     n_negatives: int,
     seed: int,
 ) -> HeldOut:
-    """Groups held-out target rows by user into a `HeldOut` (pairs sorted by target user)."""
+    """Groups held-out target rows by user into a `HeldOut` (pairs sorted by target user);
+    `seen`: the target rows before this set (train; train and valid for test), whose items
+    full ranking does not rank for their user (`HeldOut.exclude`, kept for `held`'s users)."""
     users = np.unique(held.user)
+    exclude = _rows_of(users, seen)
     pairs = np.stack([_source_of(data)[users], users], axis=1)
     row = np.searchsorted(users, held.user)
     order = np.argsort(row, kind="stable")
@@ -63,7 +89,7 @@ def _held_out(
             n_negatives=n_negatives,
             seed=seed,
         )
-    return HeldOut(pairs, row[order], held.item[order], held.rating[order], negatives)
+    return HeldOut(pairs, row[order], held.item[order], held.rating[order], negatives, exclude)
 
 
 def sample_negatives(
@@ -176,12 +202,14 @@ def cold_start_split(
             f"{where}: no warm overlap user is left to learn the transfer from "
             f"(protocol.beta={beta}): lower protocol.beta"
         )
+    valid_rows = data.target.select(is_valid[tu])
     valid = _held_out(
-        data, data.target.select(is_valid[tu]), n_negatives=n_negatives, seed=_subseed(seed, 1)
+        data, valid_rows, seen=[target_train], n_negatives=n_negatives, seed=_subseed(seed, 1)
     )
-    test = _held_out(
+    test = _held_out(  # cold-test users have no training or valid rows: nothing is excluded
         data,
         data.target.select(is_cold[tu] & ~is_valid[tu]),
+        seen=[target_train, valid_rows],
         n_negatives=n_negatives,
         seed=_subseed(seed, 2),
     )
@@ -216,8 +244,16 @@ def published_split(data: CrossDomainData, *, n_negatives: int = 999, seed: int 
         if (pub[k].n_users, pub[k].n_items) != (data.target.n_users, data.target.n_items):
             raise DataError(f"{where}: published[{k!r}] id space differs from the target's")
     warm = _warm_pairs(data, data.source, pub["train"])
-    valid = _held_out(data, pub["valid"], n_negatives=n_negatives, seed=_subseed(seed, 1))
-    test = _held_out(data, pub["test"], n_negatives=n_negatives, seed=_subseed(seed, 2))
+    valid = _held_out(
+        data, pub["valid"], seen=[pub["train"]], n_negatives=n_negatives, seed=_subseed(seed, 1)
+    )
+    test = _held_out(
+        data,
+        pub["test"],
+        seen=[pub["train"], pub["valid"]],
+        n_negatives=n_negatives,
+        seed=_subseed(seed, 2),
+    )
     info = dict(seed=seed, n_negatives=n_negatives, n_warm=len(warm))
     return Split(data, data.source, pub["train"], warm, valid, test, "published", info)
 
@@ -365,15 +401,22 @@ def _per_user_rank(inter: Interactions, rng, *, by_time: bool) -> tuple[np.ndarr
 
 
 def _warm_split(data, part, *, protocol, min_rating, n_negatives, seed, info) -> Split:
+    """The split of `data.target` by `part` (0 train, 1 valid, 2 test per row). A held-out
+    set's excluded items (`HeldOut.exclude`) are the user's rows in the earlier parts and,
+    with `min_rating`, its rows of the same part rated below it (seen, but not positives)."""
     tgt = data.target
     keep = np.ones(len(tgt), bool) if min_rating is None else tgt.rating >= min_rating
     target_train = tgt.select(part == 0)
-    valid = _held_out(
-        data, tgt.select((part == 1) & keep), n_negatives=n_negatives, seed=_subseed(seed, 1)
-    )
-    test = _held_out(
-        data, tgt.select((part == 2) & keep), n_negatives=n_negatives, seed=_subseed(seed, 2)
-    )
+    held = {}
+    for k, name in ((1, "valid"), (2, "test")):
+        held[name] = _held_out(
+            data,
+            tgt.select((part == k) & keep),
+            seen=[tgt.select((part < k) | ((part == k) & ~keep))],
+            n_negatives=n_negatives,
+            seed=_subseed(seed, k),
+        )
+    valid, test = held["valid"], held["test"]
     for part_name, held in (("valid", valid), ("test", test)):
         if not len(held):
             why = f" with protocol.min_rating={min_rating}" if min_rating is not None else ""
@@ -401,7 +444,8 @@ def warm_ratio_split(
     valid/test, train gets the rest; then, while train keeps more than one row, test and then
     valid get one row each if r_k * n is in (0, 1). So n = 2 gives 1/0/1 and n >= 3 gives at
     least one row to each part. `min_rating` (e.g. 3): valid/test keep only rows rated
-    >= min_rating (the ranking positives); the dropped rows are in no part (never in train).
+    >= min_rating (the ranking positives); the dropped rows are in no part (never in train)
+    and not ranked for their user from their own part on (`HeldOut.exclude`).
     Evaluated users without a source profile have pairs[:, 0] = -1.
     """
     r = np.asarray(ratios, np.float64)

@@ -119,8 +119,20 @@ def _pair_target(dc, root) -> str | None:
 
 @functools.lru_cache(maxsize=4)
 def build_dataset(dc) -> CrossDomainData:
-    """Loads the dataset named by `dc.name` (see `DataConfig`); the last few are cached in
+    """Loads the dataset named by `dc.name` (see `DataConfig`) and applies `data.min_rating`
+    and `data.k_core` to each domain (`transferjax.data.filters`); the last few are cached in
     memory (configs are frozen, datasets are never modified in place)."""
+    if dc.duplicates != "first" and dc.name not in ("ml1m_genre", "ml_overlap"):
+        raise ConfigError(
+            f"data.duplicates={dc.duplicates!r} applies to the MovieLens datasets (ml1m_genre, "
+            f"ml_overlap) only; data.name={dc.name!r} reads its own format"
+        )
+    from transferjax.data.filters import filter_rows
+
+    return filter_rows(_load(dc), min_rating=dc.min_rating or None, k_core=dc.k_core, where="data.")
+
+
+def _load(dc) -> CrossDomainData:
     name = dc.name
     sep, encoding = _csv_format(dc)
     if name not in RATED:
@@ -161,11 +173,11 @@ def build_dataset(dc) -> CrossDomainData:
         from transferjax.data import movielens as ml
         from transferjax.data.fetch import load_movielens
 
-        scale = _rating_scale(dc, ml.RATING_SCALE)
-        ml1m = load_movielens("ml-1m", path=dc.path or None, rating_scale=scale)
+        kw = dict(rating_scale=_rating_scale(dc, ml.RATING_SCALE), duplicates=dc.duplicates)
+        ml1m = load_movielens("ml-1m", path=dc.path or None, **kw)
         if name == "ml1m_genre":
             return ml.genre_split(ml1m)
-        return ml.item_overlap(ml1m, load_movielens("ml-100k", rating_scale=scale))
+        return ml.item_overlap(ml1m, load_movielens("ml-100k", **kw))
     if name == "csv":
         from transferjax.data._read import match_ids
         from transferjax.data.csv import load_csv

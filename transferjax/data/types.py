@@ -184,6 +184,12 @@ class HeldOut:
       rating: float32[n] rating (1.0 for implicit).
       negatives: optional int32[n, n_neg] sampled negative items per held-out interaction,
         fixed by the protocol seed; none is a positive of that user (train or held out).
+      exclude: optional target interactions (by target user) whose items are not ranked for
+        their user in full ranking: what the user was seen to interact with before this set,
+        i.e. its training rows, and for a test set also its valid rows (RecBole's "history"
+        items); an item that is also one of the user's held-out items here stays a candidate.
+        The protocols keep only the rows of this set's users. None: the evaluator excludes the
+        split's `target_train`.
     """
 
     pairs: np.ndarray
@@ -191,6 +197,7 @@ class HeldOut:
     item: np.ndarray
     rating: np.ndarray
     negatives: np.ndarray | None = None
+    exclude: Interactions | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "pairs", np.asarray(self.pairs, np.int32).reshape(-1, 2))

@@ -8,8 +8,9 @@ axis, so that `transferjax.eval.compiled` scans them inside one compiled program
 * `RatingPlan`: (source user, target user, item, rating) per held-out interaction.
 * `SampledPlan`: per held-out interaction its candidates, the positive then its negatives.
 * `FullPlan`: per evaluated user (a `HeldOut.pairs` row with >= 1 held-out item) its excluded
-  (training) items and its held-out items, as (row within chunk, item) entries padded to one
-  width with item = n_items (dropped by the scatters).
+  items (`HeldOut.exclude`: training, and for test also valid) and its held-out items, as
+  (row within chunk, item) entries padded to one width with item = n_items (dropped by the
+  scatters).
 
 Plans are pytrees of device arrays (a `FullPlan`'s n_items is static metadata): held-out sets
 whose plans have the same shapes share one compiled program, which `same_shapes` arranges by
@@ -105,6 +106,9 @@ def _group(e_pos: np.ndarray, items: np.ndarray, chunk_size: int, n_chunks: int,
 def user_chunks(heldout: HeldOut, exclude: Interactions | None, n_items: int, chunk_size: int):
     """Evaluated users and, per chunk, their pairs, excluded items and held-out items.
 
+    The excluded items of a user are its rows in `exclude` less its held-out items (a held-out
+    item the user also has in `exclude` is ranked, as a positive).
+
     Yields, per chunk: (src: i32[chunk_size], tgt: i32[chunk_size], n_real, (ex_row, ex_item):
     i32[w_ex] each, (pos_row, pos_item): i32[w_pos] each, entries: int64[m] the indices into
     `heldout` of the chunk's held-out items, in the order of its first m pos entries).
@@ -129,6 +133,11 @@ def user_chunks(heldout: HeldOut, exclude: Interactions | None, n_items: int, ch
         offs = np.arange(first.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
         ex_pos = by_tgt[first + offs].astype(np.int64)
         ex_item = np.repeat(exclude.item, cnt)
+        # an excluded item that is also a held-out item of that user stays a candidate (and a
+        # positive): RecBole's history = used - positive
+        held = np.unique(h_pos * n_items + heldout.item)
+        keep = ~np.isin(ex_pos * n_items + ex_item, held)
+        ex_pos, ex_item = ex_pos[keep], ex_item[keep]
     h_order, h_starts, h_take = _group(h_pos, heldout.item, chunk_size, n_chunks, n_items)
     _, _, ex_take = _group(ex_pos, ex_item, chunk_size, n_chunks, n_items)
     pairs = heldout.pairs[rows]
@@ -263,8 +272,9 @@ def sampled_plan(heldout: HeldOut, *, chunk_size: int) -> SampledPlan:
 def full_plan(
     heldout: HeldOut, *, exclude: Interactions | None, n_items: int, chunk_size: int
 ) -> FullPlan:
-    """The `FullPlan` of `heldout`: `chunk_size` evaluated users per chunk, `exclude` (target
-    training interactions, by target user, or None) scored -inf, over `n_items` items."""
+    """The `FullPlan` of `heldout`: `chunk_size` evaluated users per chunk, the items of
+    `exclude` (target interactions by target user, e.g. `heldout.exclude`, or None) scored
+    -inf for their user unless held out for it, over `n_items` items."""
     check_heldout(heldout, chunk_size)
     cols = [[] for _ in range(8)]
     for src, tgt, n_real, (ex_r, ex_i), (p_r, p_i), _ in user_chunks(

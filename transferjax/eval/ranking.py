@@ -71,7 +71,8 @@ def full_ranking(
     """Top-K set metrics over all target items, per evaluated user, averaged over users.
 
     A user is evaluated when its `heldout.pairs` row has at least one held-out item. Its
-    training items (`exclude.item` where `exclude.user` is its target user) are scored -inf,
+    excluded items (`exclude.item` where `exclude.user` is its target user, less its held-out
+    items) are scored -inf,
     the top max(ks) items taken with `jax.lax.top_k` (ties: lower item index first), and the
     hits against its held-out items fed to `metrics.topk_metrics` (formulas there).
 
@@ -79,7 +80,9 @@ def full_ranking(
       score_fn: (source_user: i32[c], target_user: i32[c]) -> f32[c, n_items]; source_user
         is -1 for users without a source profile. Called with c = chunk_size every time.
       heldout: held-out target interactions.
-      exclude: target-domain training interactions (indexed by target user) or None.
+      exclude: the target interactions (by target user) whose items are not ranked for
+        their user, or None: `heldout.exclude` (training rows; for a test set, training and
+        valid rows), or the split's `target_train`.
       n_items: number of target items.
       ks: cutoffs k, each <= n_items.
       chunk_size: users scored per call.
@@ -137,7 +140,7 @@ def full_ranking_ranks(
 ) -> np.ndarray:
     """Filtered 0-based rank of every held-out item among all target items.
 
-    For held-out item p of user u, the competitors are all items except u's training items
+    For held-out item p of user u, the competitors are all items except u's excluded items
     (from `exclude`) and u's held-out items (p's fellow positives do not push it down: the
     "filtered" rank). rank(p) = #{competitors j: s_j >= s_p} ("pessimistic") or
     #{j: s_j > s_p} ("optimistic"). Feed the result to `metrics.rank_metrics_from_ranks`

@@ -204,7 +204,9 @@ def _make_plans(
 ) -> dict:
     """{name: {family: (plan, real rows)}} of `heldouts` ({name: HeldOut}); one chunk size per
     family, fitted to the largest set, and plans padded to common shapes (`plan.same_shapes`):
-    one compiled program per family serves every set."""
+    one compiled program per family serves every set. Full ranking leaves out each set's
+    `HeldOut.exclude` items (training; for test, training and valid), or `exclude` (the
+    split's target_train) for a set that names none."""
     rows = {
         "rating": max(len(h) for h in heldouts.values()),
         "full": max(len(np.unique(h.row)) for h in heldouts.values()),
@@ -217,7 +219,10 @@ def _make_plans(
         "rating": lambda h: plan.rating_plan(h, chunk_size=fit["rating"]),
         "sampled": lambda h: plan.sampled_plan(h, chunk_size=fit["sampled"]),
         "full": lambda h: plan.full_plan(
-            h, exclude=exclude, n_items=n_items, chunk_size=fit["full"]
+            h,
+            exclude=exclude if h.exclude is None else h.exclude,
+            n_items=n_items,
+            chunk_size=fit["full"],
         ),
     }
     out = {name: {} for name in heldouts}

@@ -65,6 +65,9 @@ def split_fingerprint(split) -> str:
             h.update(np.ascontiguousarray(a).tobytes())
         if part.negatives is not None:
             h.update(np.ascontiguousarray(part.negatives).tobytes())
+        if part.exclude is not None:  # no bytes when no row is excluded (cold-start users)
+            for a in (part.exclude.user, part.exclude.item):
+                h.update(np.ascontiguousarray(a).tobytes())
     h.update(np.ascontiguousarray(split.warm_pairs).tobytes())
     return h.hexdigest()
 
