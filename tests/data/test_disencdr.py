@@ -91,6 +91,23 @@ def test_valid_is_carved_from_train_and_never_touches_test(tmp_path, seed):
     np.testing.assert_array_equal(again.valid.item, split.valid.item)
 
 
+def test_full_ranking_leaves_out_what_each_user_was_seen_with(tmp_path):
+    """Valid ranks past the user's training rows; test past all of train.txt, the carved
+    valid row included (as the official loaders rank the test item against train only)."""
+    d = load_disencdr(_pair(tmp_path), target="sport")
+    split = released_loo_split(d, seed=0, n_negatives=0)
+    for held, seen in (
+        (split.valid, _rows(split.target_train)),
+        (split.test, _rows(d.published["train"])),
+    ):
+        users = set(held.target_user.tolist())
+        assert _rows(held.exclude) == {(u, i) for u, i in seen if u in users}
+    valid = set(zip(split.valid.target_user.tolist(), split.valid.item.tolist(), strict=True))
+    tested = set(split.test.target_user.tolist())
+    assert {(u, i) for u, i in valid if u in tested} <= _rows(split.test.exclude)
+    assert not valid & _rows(split.valid.exclude)
+
+
 def test_valid_carve_out_depends_on_the_seed(tmp_path):
     d = load_disencdr(_pair(tmp_path), target="sport")
     carved = {tuple(released_loo_split(d, seed=s, n_negatives=0).valid.item) for s in range(8)}

@@ -318,13 +318,16 @@ def released_loo_split(
     target_train = train.select(~is_valid)
     candidates = np.flatnonzero(train.item_counts() > 0)
     parts = {}
-    for name, rows, tag in (("valid", train.select(is_valid), 1), ("test", held, 2)):
-        ho = _held_out(data, rows, n_negatives=0, seed=0)
+    # Full ranking leaves out what the user was seen with before the held-out row: its
+    # training rows for valid; for test, all of train.txt (the carved valid row included).
+    held_sets = (("valid", train.select(is_valid), target_train, 1), ("test", held, train, 2))
+    for name, rows, seen, tag in held_sets:
+        ho = _held_out(data, rows, seen=[seen], n_negatives=0, seed=0)
         if n_negatives > 0:
             neg = _negatives_among(
                 data, ho.target_user, candidates, n_negatives, _subseed(seed, tag)
             )
-            ho = HeldOut(ho.pairs, ho.row, ho.item, ho.rating, neg)
+            ho = dataclasses.replace(ho, negatives=neg)
         parts[name] = ho
     warm = _warm_pairs(data, data.source, target_train)
     info = dict(
