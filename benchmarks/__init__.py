@@ -12,9 +12,12 @@ as a module, `python -m benchmarks.NAME --help` for its flags:
     python -m benchmarks.phi_layer            # phi's first layer: packed vs dense
     python -m benchmarks.dann_step            # the dann method's step, each first-layer form
     python -m benchmarks.score_candidates     # candidate scoring: gather vs all items
+    python -m benchmarks.reproduce.ptupcdr    # PTUPCDR's official code on our Douban split
+    python -m benchmarks.reproduce.cdrib_eval # CDRIB's official evaluation of our rankings
 
 The other modules (`mf_bench`, `dann_bench`, `dann_torch`, `ell`, `rank_bench`, `measure`,
-`speed_report`, `torch_ref`, `sections`) are the suites' parts. PyTorch is an optional extra
+`speed_report`, `torch_ref`, `sections`) are the suites' parts; `reproduce/common` holds what
+the reproduction scripts share. PyTorch is an optional extra
 (`transferjax[torch]`); without it the speed suite measures the JAX variants only and marks the
 PyTorch ones as skipped.
 """

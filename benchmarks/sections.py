@@ -1,8 +1,10 @@
 """Marked sections of a markdown report (`<!-- NAME:begin --> ... <!-- NAME:end -->`).
 
 The quality suite (`benchmarks.quality`) regenerates BENCHMARKS.md as a whole and keeps its
-speed sections; the speed suite (`benchmarks.speed`) replaces one speed section per machine
-(e.g. `speed-h100`). Both use the rules here, so the two never overwrite each other.
+speed and reproduction sections; the speed suite (`benchmarks.speed`) replaces one speed
+section per machine (e.g. `speed-h100`) and each reproduction script
+(`benchmarks.reproduce.NAME`) its section `reproduce-NAME`. All use the rules here, so none
+overwrites another's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ def is_speed_section(name: str) -> bool:
     """Whether `name` is a speed section's: `benchmarks.speed` writes those (one per machine,
     e.g. speed-h100) and `benchmarks.quality` keeps them."""
     return re.fullmatch(r"speed[\w.-]*", name) is not None
+
+
+def is_reproduce_section(name: str) -> bool:
+    """Whether `name` is a reproduction's section (`reproduce-NAME`, written by
+    `python -m benchmarks.reproduce.NAME`)."""
+    return re.fullmatch(r"reproduce-[\w.-]+", name) is not None
+
+
+def is_kept_section(name: str) -> bool:
+    """Whether `benchmarks.quality` keeps section `name` when it regenerates the report: the
+    speed and reproduction sections, which other scripts write."""
+    return is_speed_section(name) or is_reproduce_section(name)
 
 
 def section_names(text: str) -> list[str]:

@@ -13,7 +13,7 @@ numbers); N = --seeds (8) for the MF configs and --phi-seeds (4) for phi, whose 
 compile take seconds per seed. Per-epoch times exclude compiles (the trainer's
 Result.train_time / epochs; compile is Result.compile_time, reported apart); the end-to-end
 wall times include them and the evaluations, and each path starts with empty compile caches
-(sequential seeds after the first reuse its executables, `trainer.compile_cached`). Every
+(sequential seeds after the first reuse its programs through the one trainer). Every
 epoch time includes the trainer's shuffle of the examples, timed alone as shuffle_s. The MF
 configs evaluate after the last epoch (mean cold-test RMSE of the seeds is reported); phi is not
 evaluated (a stub returns NaN).
@@ -97,12 +97,9 @@ def _shuffle_s(n: int, batch_size: int, seeds: int) -> dict:
 
 
 def _fresh() -> None:
-    """Forget compiled programs (JAX's caches and the trainer's executables), so that each
-    path below pays its own compiles."""
-    from transferjax.train import trainer
-
+    """Forget compiled programs (JAX's in-memory caches; each path below builds its own
+    trainer, so its programs compile anew), so that each path pays its own compiles."""
     jax.clear_caches()
-    trainer._EXECUTABLES.clear()
 
 
 def _seeds_on_threads(cfg, split, ev, keys, workers: int) -> list:
@@ -116,7 +113,7 @@ def _seeds_on_threads(cfg, split, ev, keys, workers: int) -> list:
 def _bench_trainer(cfg, split, *, seeds: int, evaluate: bool, workers: int) -> dict:
     """Vmapped (keys [seeds]), sequential (one key at a time) and threaded (`workers` threads
     of sequential seeds, as `transferjax run` does on a CPU) runs of make_train. Sequential
-    seeds after the first reuse its compiled programs (`trainer.compile_cached`)."""
+    seeds after the first reuse its compiled programs (one trainer, jit's own cache)."""
     if evaluate:
         ev = make_evaluate(cfg, split)
     else:

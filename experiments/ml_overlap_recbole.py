@@ -4,6 +4,7 @@ split of the target's interactions, ratings >= 3 as positives, full ranking, met
     transferjax run experiments/ml_overlap_recbole.py                  # target-only BPR-MF
     transferjax run experiments/ml_overlap_recbole.py --set method=popularity
     transferjax run experiments/ml_overlap_recbole.py --set method=cmf   # shares the items
+    transferjax run experiments/ml_overlap_recbole.py --set method=lightgcn  # LightGCN, BPR
 """
 
 from transferjax.config import (

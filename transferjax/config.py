@@ -247,10 +247,17 @@ class SyntheticConfig:
 class DataConfig:
     """Which dataset to load.
 
-    name: synthetic | ml1m_genre | ml_overlap | cdrib | douban | csv.
-    path: dataset root or file; "" uses the default (../shared/datasets for cdrib/douban,
-      the download cache for MovieLens).
-    target: cdrib: "game" (Video -> Game) or "video"; douban: "music" or "book".
+    name: synthetic | ml1m_genre | ml_overlap | cdrib | disencdr | douban | csv.
+      cdrib: any pair in CDRIB's released cold-start format (folders `<a>_<b>/`, `<b>_<a>/`
+      with train/valid/test.txt; `transferjax.data.cdrib`), by default Amazon Game/Video.
+      disencdr: any pair in DisenCDR's dual-domain leave-one-out format (train.txt, test.txt,
+      test_original.txt per folder; `transferjax.data.disencdr`), by default Sport/Phone.
+    path: dataset root or file; "" uses the default (../shared/datasets/cdrib_game_video,
+      disencdr_sport_phone or douban_book_music; the download cache for MovieLens). For
+      cdrib / disencdr, the folder holding the pair's two folders.
+    target: cdrib / disencdr: the target domain, named by the folders (Game/Video: "game",
+      the default, or "video"; Sport/Phone: "sport" or "phone"; unset: the first folder's
+      domain in sorted order); douban: "music" or "book".
     sep, encoding: csv only: field separator ("" detects tab, else comma; also "tab",
       "comma", "semicolon", "pipe", "space" or the string itself) and text encoding.
     rating_scale: "LO,HI" every rating must lie in; "" = the dataset's declared scale
@@ -268,7 +275,9 @@ class DataConfig:
       keeps them all, as RecBole does when `rm_dup_inter` is unset.
     """
 
-    name: Literal["synthetic", "ml1m_genre", "ml_overlap", "cdrib", "douban", "csv"] = "synthetic"
+    name: Literal["synthetic", "ml1m_genre", "ml_overlap", "cdrib", "disencdr", "douban", "csv"] = (
+        "synthetic"
+    )
     path: str = ""
     target: str = ""
     csv_source: str = ""
@@ -286,18 +295,24 @@ class DataConfig:
 class ProtocolConfig:
     """Evaluation protocol (the protocols: `transferjax.data.protocols`).
 
-    name: cold_start | published | warm_ratio | warm_loo.
+    name: cold_start | published | warm_ratio | warm_loo | released_loo.
     beta: fraction of overlapping users made cold (cold_start).
     valid_frac: fraction of cold users in cold-valid; the rest are cold-test.
     n_negatives: sampled negatives per held-out item (0: none, e.g. rating tasks).
     min_rating: warm_ratio only: held-out ratings below this are not positives (0: all).
+    test_file: released_loo only: the released file that is the test set, "test" (held-out
+      items that occur in train.txt, as the papers evaluate) or "test_original" (every
+      user's held-out item, also items no training row shows).
     """
 
-    name: Literal["cold_start", "published", "warm_ratio", "warm_loo"] = "cold_start"
+    name: Literal["cold_start", "published", "warm_ratio", "warm_loo", "released_loo"] = (
+        "cold_start"
+    )
     beta: float = 0.2
     valid_frac: float = 0.5
     n_negatives: int = setting(0, allowed=COUNT0)
     min_rating: float = setting(0.0, allowed=FINITE)
+    test_file: Literal["test", "test_original"] = "test"
     seed: int = 0
 
     def __post_init__(self):

@@ -14,9 +14,10 @@ from transferjax.data.protocols import describe
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import ConfigError, DataError
 
-# CDRIB-style folders (n_overlap=3): user 2 is cold in Game (only in game valid/test).
+# CDRIB-style folders (overlap threshold 3): user 2 is cold in Game (only in game valid/test),
+# user 1 cold in Video (only in video valid/test); user 3 is private to each domain.
 GAME = {"train": "0\t0\n0\t1\n1\t2\n3\t4\n", "valid": "2\t1\n", "test": "2\t4\n"}
-VIDEO = {"train": "0\t0\n1\t1\n2\t2\n3\t0\n", "valid": "4\t1\n", "test": "4\t2\n"}
+VIDEO = {"train": "0\t0\n2\t1\n2\t2\n3\t0\n", "valid": "1\t1\n", "test": "1\t2\n"}
 BOOK = "1\t10\t4\n3\t11\t5\n3\t10\t2\n7\t12\t1"
 MUSIC = "3\t5\t3\n9\t5\t4\n1\t6\t5\n1\t5\t2"
 SRC = "user,item,rating\n1,10,4\n2,11,5\n3,10,2\n4,12,3\n"
@@ -119,7 +120,7 @@ FILE_CASES = [
         id="cdrib-test-item-not-in-train",
     ),
     pytest.param(
-        cdrib_case("valid", "4\t1\n4\t3\n", folder="video_game"),
+        cdrib_case("valid", "1\t1\n1\t3\n", folder="video_game"),
         2,
         r"item 3 does not occur in .*video_game/train.txt",
         id="cdrib-source-valid-item-not-in-train",
@@ -278,7 +279,10 @@ SETTING_CASES = [
         id="scale-on-implicit-cdrib",
     ),
     pytest.param(
-        lambda root: build_dataset(DataConfig(name="cdrib", path=str(root), target="music")),
+        lambda root: (
+            _cdrib(root),
+            build_dataset(DataConfig(name="cdrib", path=str(root), target="music")),
+        ),
         ConfigError,
         r"data.target='music' is not valid for cdrib",
         id="cdrib-bad-target",

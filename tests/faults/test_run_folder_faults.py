@@ -31,6 +31,7 @@ from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
 from transferjax.train.epoch import to_host
 from transferjax.train.run import build_trainer, run
 from transferjax.train.sweep import sweep
+from transferjax.train.trials import fresh_state
 
 
 def _run(cfg, out, **kw):
@@ -310,7 +311,7 @@ def test_stage_structures_match_the_states_the_trainer_saves(copy):
     keys = jax.random.split(jax.random.key(0), 2)
     params = jax.vmap(train.built.init)(keys)
     for stage, want in zip(train.built.stages, train.stage_structures(2), strict=True):
-        state = train._fresh_state(True, 2, stage, params, keys, trials)
+        state = fresh_state(stage, params, keys, trials, batched=True, n=2)
         assert structure_fingerprint(to_host(state)) == want
     ckpt = Checkpointer(copy["out"] / "ckpt")
     try:

@@ -52,6 +52,7 @@ def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatc
         [
             f"method={method}",
             "mf.dim=4",
+            "lightgcn.dim=4",
             "phi.dims=16,8",
             "phi.expert_dim=8",
             "trainer.batch_size=32",

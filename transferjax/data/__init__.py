@@ -10,6 +10,7 @@ from transferjax.data.batches import (
 )
 from transferjax.data.cdrib import load_cdrib
 from transferjax.data.csv import load_csv
+from transferjax.data.disencdr import load_disencdr
 from transferjax.data.douban import load_douban
 from transferjax.data.fetch import fetch_movielens, load_movielens
 from transferjax.data.movielens import (
@@ -23,6 +24,7 @@ from transferjax.data.protocols import (
     cold_start_split,
     describe,
     published_split,
+    released_loo_split,
     sample_negatives,
     warm_loo_split,
     warm_ratio_split,
@@ -52,6 +54,7 @@ __all__ = [
     "item_overlap",
     "load_cdrib",
     "load_csv",
+    "load_disencdr",
     "load_douban",
     "load_grouplens",
     "load_movielens",
@@ -59,6 +62,7 @@ __all__ = [
     "make_synthetic",
     "padded_history",
     "published_split",
+    "released_loo_split",
     "sample_negatives",
     "to_dense_interest",
     "warm_loo_split",

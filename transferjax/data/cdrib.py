@@ -1,16 +1,41 @@
-"""CDRIB's processed Amazon Game <-> Video split (Cao et al., ICDE 2022, arXiv:2203.16863).
+"""CDRIB's released cold-start format for any domain pair (Cao et al., ICDE 2022,
+arXiv:2203.16863): Amazon Game <-> Video is the pair in shared/datasets, and the same format
+holds CDRIB's other pairs (Cloth/Sport, Phone/Elec, ...).
 
-Layout of `<root>` (e.g. `shared/datasets/cdrib_game_video`): `game_video/` holds the Game
-domain (Toys_and_Games) with train.txt and the cold-start valid/test of the task Video -> Game;
-`video_game/` holds the Video domain (Video_Games) and the task Game -> Video. Lines are
-`user<TAB>item`, ids 0-based and dense per domain, implicit feedback.
+Layout of `<root>` (e.g. `shared/datasets/cdrib_game_video`): two folders `<a>_<b>/` and
+`<b>_<a>/` (`transferjax.data._pair`); `<a>_<b>/` holds domain a (its train.txt and the
+cold-start valid/test of the task b -> a), `<b>_<a>/` domain b. Domain names are the folder
+names' parts (Game/Video: "game" is Toys_and_Games, "video" is Video_Games). Lines are
+`user<TAB>item`, ids 0-based and dense per domain, implicit feedback. The `*_data_info.txt`
+preprocessing logs are not read (they disagree with the files: "common user num 2193" for
+a split with 2179 shared users).
 
-Only user ids below `n_overlap` (2179) are the same person in both domains; the overlap lists
-the pairs (i, i), i < n_overlap, with interactions in both loaded domains. Ids from 2179 on are
-private to one domain. For a target domain the loader keeps its released split in
-`CrossDomainData.published` and the concatenation as `target`; the source domain is the other
-folder's train.txt (its valid/test hold that domain's own cold users and only size the index).
-Sizes (README / *_data_info.txt): Game 25,025 users / 12,319 items; Video 19,457 / 8,751.
+Only user ids below the overlap threshold T are the same person in both domains; ids from T
+on are private to one domain (the same integer in both folders is two people). T is inferred
+from the files (`n_overlap` can pin it, and is then checked the same way):
+
+  T = 1 + the largest user id of the four valid/test files.
+
+Why: CDRIB's preprocessing (`dataset/preprocessing/split_data.py`, commit bd98945) numbers
+the shared users first, 0..T-1, with the cold users last: with L = int(0.1 T), ids [8L, 9L)
+are cold in `<b>_<a>/` and [9L, T) cold in `<a>_<b>/`; its `train_rec.py` likewise takes
+"max user id of a test file + 1" as a domain's shared-user count. So T is above every cold
+user, and the last shared id is a cold one. (Game/Video: T = 2179, cold users [1736, 1953)
+in Video and [1953, 2179) in Game; Cloth/Sport: T = 9828.) The files must agree with T, each
+violation a `DataError` naming the file (and line):
+  - a folder's valid/test users are its domain's cold users: none has a row in its own
+    train.txt;
+  - every cold user has a source profile, i.e. rows in the other folder's train.txt (else
+    the transfer methods would score it by popularity alone): the error names the user,
+    the file and line;
+  - every id below T is a user of both domains (has a row in each folder's three files),
+    since ids below T are shared; an id missing from a folder contradicts every threshold
+    the cold users allow.
+
+For a target domain the loader keeps its released split in `CrossDomainData.published` and the
+concatenation as `target`; the source domain is the other folder's train.txt (its valid/test
+hold that domain's own cold users and only size the index). `CrossDomainData.info` records the
+folder, the domains and T (`transferjax data describe` shows them).
 
 Ids are dense indices tied to the published split, and they size the tables, so they are
 checked rather than remapped (each a `DataError` naming file and line):
@@ -19,8 +44,7 @@ checked rather than remapped (each a `DataError` naming file and line):
     below 2 * n + 1000 (`_read.id_bound`; the released ids are exactly 0..n-1). A stray id of
     50,000,000 would otherwise size 50M-row tables;
   - every item of valid.txt / test.txt occurs in the same folder's train.txt, as in the
-    release: an item with no training row is a file from another folder or split. (Users of
-    valid/test are the cold users, absent from train.txt by design: not checked.)
+    release: an item with no training row is a file from another folder or split;
   - a (user, item) pair is in one line of one part only.
 """
 
@@ -30,64 +54,143 @@ import os
 
 import numpy as np
 
+from transferjax.data._pair import pair_folders
 from transferjax.data._read import Table, check_dense_ids, check_nonnegative, read_table
 from transferjax.data.types import CrossDomainData, DataError, Interactions
 
-FOLDERS = {"game": "game_video", "video": "video_game"}
 PARTS = ("train", "valid", "test")
-N_OVERLAP = 2179
+N_OVERLAP = 2179  # Game/Video's threshold, as the files give it
 
 
 def load_cdrib(
-    root: str | os.PathLike, *, target: str = "game", n_overlap: int = N_OVERLAP
+    root: str | os.PathLike, *, target: str | None = None, n_overlap: int | None = None
 ) -> CrossDomainData:
-    """Loads the CDRIB Game/Video data for one transfer direction.
+    """Loads a CDRIB-format pair for one transfer direction.
 
     Args:
-      root: folder holding `game_video/` and `video_game/`.
-      target: "game" (task Video -> Game) or "video" (task Game -> Video).
-      n_overlap: user ids below this are the same person in both domains.
+      root: folder holding `<a>_<b>/` and `<b>_<a>/` (e.g. `game_video/`, `video_game/`).
+      target: the target domain's name, a or b (Game/Video: "game", task Video -> Game, or
+        "video"); None: the domain of the first folder in sorted order ("game").
+      n_overlap: user ids below this are the same person in both domains; None infers it
+        (module docstring); a given value is checked against the files the same way.
 
     Returns:
       CrossDomainData named `cdrib_<source>_<target>`: `target` = train + valid + test of the
       target folder (`published` holds the three parts, same id spaces), `source` = the other
-      folder's train; ratings are 1.0; `overlap` = (i, i) for the shared ids i < n_overlap
-      present in both; `n_users`/`n_items` = max id + 1 over each domain's three files.
+      folder's train; ratings are 1.0; `overlap` = (i, i) for the shared ids i < T present in
+      both; `n_users`/`n_items` = max id + 1 over each domain's three files; `info` = the
+      folder, the domains and the threshold.
 
     Raises:
-      DataError: malformed files (`path:LINE: ...`), negative or out-of-range ids, a
-        valid/test item absent from train.txt, or a (user, item) pair in two parts.
+      ValueError: `target` is not one of the pair's domains; `n_overlap` < 0.
+      DataError: no pair of folders; malformed files (`path:LINE: ...`), negative or
+        out-of-range ids, a valid/test item absent from train.txt, a (user, item) pair in two
+        parts, or files that contradict the threshold (a cold user with training rows in its
+        own domain or without a source profile, an id below T missing from a folder).
     """
-    if target not in FOLDERS:
-        raise ValueError(f"target must be one of {tuple(FOLDERS)}, got {target!r}")
-    if n_overlap < 0:
+    folders = pair_folders(root)
+    domains = tuple(folders)
+    target = domains[0] if target is None else target
+    if target not in folders:
+        raise ValueError(f"target must be one of {domains}, got {target!r}")
+    if n_overlap is not None and n_overlap < 0:
         raise ValueError(f"n_overlap must be >= 0, got {n_overlap}")
-    source = next(d for d in FOLDERS if d != target)
-    tgt_tables = _read_domain(root, FOLDERS[target])
-    src_tables = _read_domain(root, FOLDERS[source])
-    tgt_size = _size(root, FOLDERS[target], tgt_tables)
-    src_size = _size(root, FOLDERS[source], src_tables)
-    _check_disjoint(tgt_tables)
+    source = next(d for d in domains if d != target)
+    tables = {d: _read_domain(folders[d]) for d in (target, source)}
+    sizes = {d: _size(folders[d], tables[d]) for d in (target, source)}
+    for d in (target, source):
+        _check_disjoint(tables[d])
+    threshold = overlap_threshold(tables, n_overlap)
+    tgt_tables = tables[target]
+    tgt_size = sizes[target]
     parts = {p: _interactions(t, tgt_size, f"{target}_{p}") for p, t in tgt_tables.items()}
     tgt = _interactions(_concat(list(tgt_tables.values())), tgt_size, target)
-    src = _interactions(src_tables["train"], src_size, source)
+    src = _interactions(tables[source]["train"], sizes[source], source)
     both = np.zeros(0, np.int32)
-    k = min(n_overlap, src.n_users, tgt.n_users)
+    k = min(threshold, src.n_users, tgt.n_users)
     if k:
         both = np.flatnonzero((src.user_counts()[:k] > 0) & (tgt.user_counts()[:k] > 0))
+    how = "given" if n_overlap is not None else "inferred"
     return CrossDomainData(
         source=src,
         target=tgt,
         overlap=np.stack([both, both], axis=1),
         published=parts,
         name=f"cdrib_{source}_{target}",
+        info={
+            "path": os.fspath(root),
+            "domains": f"{domains[0]} ({folders[domains[0]].name}/), "
+            f"{domains[1]} ({folders[domains[1]].name}/)",
+            "overlap_threshold": f"{threshold} ({how}: user ids below it are shared)",
+        },
     )
 
 
-def _read_domain(root, folder: str) -> dict:
+def overlap_threshold(tables: dict, n_overlap: int | None = None) -> int:
+    """The overlap threshold T of a CDRIB pair, inferred (or `n_overlap` checked); the rule
+    and the checks are in the module docstring.
+
+    Args:
+      tables: {domain: {"train", "valid", "test": Table}} for both domains of the pair.
+      n_overlap: a given threshold to check instead of inferring one.
+
+    Raises:
+      DataError: naming the file (and line) where the files contradict the threshold.
+    """
+    (a, ta), (b, tb) = tables.items()
+    other = {a: tb, b: ta}
+    cold = [(d, t[p]) for d, t in tables.items() for p in PARTS[1:]]
+    for d, t in cold:  # a folder's valid/test users are cold in its domain
+        bad = np.flatnonzero(np.isin(t[0], tables[d]["train"][0]))
+        if len(bad):
+            raise DataError(
+                f"{t.where(bad[0])}: user {int(t[0][bad[0]])} also has rows in "
+                f"{tables[d]['train'].source}: CDRIB's valid/test users are the cold users of "
+                "their domain, with no training row in it"
+            )
+    d_top, t_top = max(cold, key=lambda c: int(c[1][0].max()))
+    row = int(np.argmax(t_top[0]))
+    top, top_at = int(t_top[0][row]), t_top.where(row)
+    if n_overlap is not None and top >= n_overlap:
+        raise DataError(
+            f"{top_at}: cold user {top} is not below n_overlap={n_overlap}: cold users are "
+            "shared users, whose ids are below the overlap threshold"
+        )
+    threshold = top + 1 if n_overlap is None else int(n_overlap)
+    for d, t in cold:  # every cold user has a source profile
+        src = other[d]["train"]
+        bad = np.flatnonzero(~np.isin(t[0], src[0]))
+        if len(bad):
+            raise DataError(
+                f"{t.where(bad[0])}: cold user {int(t[0][bad[0]])} of {d} has no source "
+                f"profile: no row in {src.source} (a cold user is evaluated from the other "
+                "domain's interactions; are the two folders from one release?)"
+            )
+    for d, t in tables.items():  # every id below the threshold is a user of both domains
+        present = np.zeros(threshold, bool)
+        for p in PARTS:
+            users = t[p][0]
+            present[users[users < threshold]] = True
+        missing = np.flatnonzero(~present)
+        if len(missing):
+            files = os.path.join(os.path.dirname(t["train"].source), "{train,valid,test}.txt")
+            why = (
+                f"n_overlap={n_overlap} makes ids below it shared"
+                if n_overlap is not None
+                else f"the cold user {top} at {top_at} puts the overlap threshold at {threshold}"
+                " or above, and ids below it are users of both domains"
+            )
+            raise DataError(
+                f"{files}: no row of user {int(missing[0])} of {d}, yet {why}: the files "
+                "contradict every overlap threshold"
+            )
+    return threshold
+
+
+def _read_domain(folder) -> dict:
     tables = {}
     for part in PARTS:
-        path = os.path.join(os.fspath(root), folder, f"{part}.txt")
+        path = os.path.join(os.fspath(folder), f"{part}.txt")
         t = read_table(path, {0: "int", 1: "int"}, sep="\t", header=False, unique=(0, 1))
         check_nonnegative(t, 0, "user id")
         check_nonnegative(t, 1, "item id")
@@ -95,9 +198,9 @@ def _read_domain(root, folder: str) -> dict:
     return tables
 
 
-def _size(root, folder: str, tables: dict) -> tuple[int, int]:
+def _size(folder, tables: dict) -> tuple[int, int]:
     """(n_users, n_items) = max id + 1 over the folder's files, once the ids are checked."""
-    files = os.path.join(os.fspath(root), folder, "{train,valid,test}.txt")
+    files = os.path.join(os.fspath(folder), "{train,valid,test}.txt")
     size = tuple(
         check_dense_ids(list(tables.values()), c, what, files)
         for c, what in ((0, "user id"), (1, "item id"))

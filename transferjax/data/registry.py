@@ -30,9 +30,10 @@ RATED = ("douban", "ml1m_genre", "ml_overlap", "csv")  # datasets data.rating_sc
 
 
 def datasets_root() -> pathlib.Path:
-    """The folder holding the named datasets (cdrib_game_video/, douban_book_music/): the
-    environment variable TRANSFERJAX_DATA when set, else ../shared/datasets relative to the
-    current working directory (never to where the package is installed)."""
+    """The folder holding the named datasets (cdrib_game_video/, disencdr_sport_phone/,
+    douban_book_music/): the environment variable TRANSFERJAX_DATA when set, else
+    ../shared/datasets relative to the current working directory (never to where the package
+    is installed)."""
     return pathlib.Path(os.environ.get(DATA_ENV) or DEFAULT_DATASETS)
 
 
@@ -102,6 +103,20 @@ def _csv_format(dc) -> tuple[str | None, str]:
     return SEPARATORS.get(dc.sep.strip().lower(), dc.sep), dc.encoding
 
 
+def _pair_target(dc, root) -> str | None:
+    """`data.target` checked against the domains a pair folder's names give (`<a>_<b>/`,
+    `<b>_<a>/`); None (unset) leaves the loader's default, the first folder's domain."""
+    from transferjax.data._pair import pair_folders
+
+    domains = tuple(pair_folders(root))
+    if dc.target and dc.target not in domains:
+        raise ConfigError(
+            f"data.target={dc.target!r} is not valid for {dc.name} at {root}; choose "
+            f"{' or '.join(domains)} (the domains its folders name)"
+        )
+    return dc.target or None
+
+
 @functools.lru_cache(maxsize=4)
 def build_dataset(dc) -> CrossDomainData:
     """Loads the dataset named by `dc.name` (see `DataConfig`) and applies `data.min_rating`
@@ -130,11 +145,13 @@ def _load(dc) -> CrossDomainData:
     if name == "cdrib":
         from transferjax.data.cdrib import load_cdrib
 
-        if dc.target not in ("", "game", "video"):
-            raise ConfigError(
-                f"data.target={dc.target!r} is not valid for cdrib; choose game or video"
-            )
-        return load_cdrib(_root(dc.path, "cdrib_game_video"), target=dc.target or "game")
+        root = _root(dc.path, "cdrib_game_video")
+        return load_cdrib(root, target=_pair_target(dc, root))
+    if name == "disencdr":
+        from transferjax.data.disencdr import load_disencdr
+
+        root = _root(dc.path, "disencdr_sport_phone")
+        return load_disencdr(root, target=_pair_target(dc, root))
     if name == "douban":
         from transferjax.data.douban import load_douban
 
@@ -192,6 +209,15 @@ def build_split(pc, data: CrossDomainData) -> Split:
     """Applies the protocol named by `pc.name` (see `ProtocolConfig`)."""
     from transferjax.data import protocols as pr
 
+    if pc.test_file != "test" and pc.name != "released_loo":
+        raise ConfigError(
+            f"protocol.test_file={pc.test_file!r} applies to protocol.name=released_loo only "
+            f"(protocol.name={pc.name!r})"
+        )
+    if pc.name == "released_loo":
+        return pr.released_loo_split(
+            data, seed=pc.seed, n_negatives=pc.n_negatives, test_file=pc.test_file
+        )
     if pc.name == "cold_start":
         return pr.cold_start_split(
             data, beta=pc.beta, valid_frac=pc.valid_frac, seed=pc.seed, n_negatives=pc.n_negatives

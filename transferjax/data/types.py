@@ -135,8 +135,11 @@ class CrossDomainData:
       item_overlap: int32[m, 2] explicit item pairs (source item, target item), e.g. the same
         movie in ML-1M and ML-100k; empty when the domains share no item.
       published: the target domain's released parts {"train", "valid", "test"} when the
-        dataset ships its own split (CDRIB); `target` is then their concatenation.
+        dataset ships its own split (CDRIB; DisenCDR's "train", "test", "test_original");
+        `target` then holds every released target interaction.
       name: dataset name.
+      info: facts about how the loader read the files (folder, domains, CDRIB's overlap
+        threshold), as {label: text}; `describe` shows them.
     """
 
     source: Interactions
@@ -145,6 +148,7 @@ class CrossDomainData:
     item_overlap: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int32))
     published: dict | None = None
     name: str = "cross_domain"
+    info: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for key, (a, b) in (

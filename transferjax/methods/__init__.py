@@ -6,6 +6,7 @@ Importing this package registers the built-in methods and their config sections:
 - `mf`: target-only biased MF (and the per-domain MF stage mapping methods pre-train);
 - `emcdr`: embedding mapping (EMCDR); `ptupcdr`: personalised bridges (PTUPCDR);
 - `cmf`: collective MF;
+- `lightgcn`: LightGCN, the target-only graph baseline;
 - `phi`: the multi-task model over phi encoders and its aligned variants dann, mmd, coral,
   infonce.
 
@@ -13,7 +14,7 @@ The contract between a method and the trainer is `transferjax.methods.api`; the 
 `transferjax.methods.registry`.
 """
 
-from transferjax.methods import baselines, cmf, emcdr, mf, phi, ptupcdr
+from transferjax.methods import baselines, cmf, emcdr, lightgcn, mf, phi, ptupcdr
 from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
 from transferjax.methods.registry import available, get_method, register
 
@@ -27,6 +28,7 @@ __all__ = [
     "emcdr",
     "get_method",
     "hyper_init",
+    "lightgcn",
     "make_optimizer",
     "mf",
     "phi",

@@ -12,6 +12,8 @@ back, never to an untrained embedding:
 
 - popularity, item_mean: item-only scores, the same for every user;
 - mf: zero factors and bias, so the prediction is mu + b_i (`own_or_fallback`);
+- lightgcn: as mf, zero factors: mu + b_i with loss "mse"; with "bpr" (no biases, the paper's
+  y_ui = e_u^T e_i) the item baseline is training popularity, never the isolated node's ego row;
 - emcdr: the mapped source factors f(p_u^s, b_u^s), or mu + b_i without a source profile;
 - ptupcdr: the user's personalised bridge applied to its source factors, or mu + b_i;
 - cmf: the overlapping user's joint row (trained by its source data), or mu + b_i for a

@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from transferjax.errors import DivergenceError
+
 ABSURD_FACTOR = 1e3
 RATING_METRICS = ("mae", "rmse")
 
@@ -88,3 +90,56 @@ def divergence_message(
 
 # Appended to the message of a DivergenceError that stops a run.
 FAIL_HINT = "; or set trainer.on_nonfinite=fail to record the trial as failed and go on"
+
+
+def judge(
+    book,
+    stage,
+    epoch: int,
+    problems: list,
+    *,
+    metrics: bool,
+    method: str,
+    stages,
+    settings: dict,
+    raise_: bool,
+) -> None:
+    """Acts on `problems` (one reason or None per trial of `book`, a `transferjax.train.book.
+    Book`) found after `epoch` of `stage` (a Stage, or "final"): raises DivergenceError for the
+    first trial with a problem (`raise_`, i.e. `trainer.on_nonfinite=raise`), or records each
+    such trial as failed in `book.failed`; trials failed before are skipped. The message names
+    the stage's learning-rate key with its value (a trial's own, else from `settings`, the
+    flattened config) and, when the problems come from an evaluation (`metrics`), the earlier
+    stages' keys too (`stages`: every stage of the method, in order), since a pre-training
+    stage is not evaluated and its blow-up shows at the next evaluation."""
+    for i, reason in enumerate(problems):
+        if reason is None or book.failed[i] is not None:
+            continue
+        name = getattr(stage, "name", stage)
+        setting = getattr(stage, "lr_key", None)
+        value = book.overrides[i].get(setting) if setting else None
+        if setting is not None and value is None:
+            value = settings.get(setting)
+        earlier = ()
+        if setting is not None and metrics:
+            before = stages[: next(j for j, st in enumerate(stages) if st is stage)]
+            earlier = tuple(dict.fromkeys(st.lr_key for st in before if st.lr_key != setting))
+        msg = divergence_message(
+            method=method,
+            stage=name,
+            epoch=epoch,
+            trial=book.labels[i],
+            reason=reason,
+            setting=setting,
+            value=value,
+            earlier=earlier,
+        )
+        if raise_:
+            raise DivergenceError(msg + FAIL_HINT)
+        book.failed[i] = {
+            "stage": name,
+            "epoch": epoch,
+            "setting": setting,
+            "reason": reason,
+            "message": msg,
+        }

@@ -10,6 +10,8 @@ carries, vmaps over trials and checkpoints.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -172,3 +174,29 @@ def from_host(tree: dict, *, like: TrainState) -> TrainState:
     return TrainState(
         tree["params"], tree["opt"], tree["step"], jax.random.wrap_key_data(tree["key"], impl=impl)
     )
+
+
+class Programs:
+    """The compiled epoch program of each (stage, batched) of a method, compiled on first use
+    (`stage_epoch(...).lower(...).compile()`); the first thread to need one compiles it, the
+    others wait and reuse it. `seconds` sums the compile times."""
+
+    def __init__(self, stages):
+        self.stages, self.lock, self.compiled, self.seconds = stages, threading.Lock(), {}, 0.0
+
+    def get(self, s_idx: int, batched: bool, args) -> Callable:
+        """The compiled program of stage `s_idx` for arguments shaped like `args`."""
+        with self.lock:
+            key = (
+                s_idx,
+                batched,
+                jax.tree.structure(args),
+                tuple(np.shape(x) for x in jax.tree.leaves(args)),
+            )
+            if key in self.compiled:
+                return self.compiled[key]
+            t0 = time.perf_counter()
+            fn = stage_epoch(self.stages[s_idx], batched=batched)
+            self.compiled[key] = fn.lower(*args).compile()
+            self.seconds += time.perf_counter() - t0
+            return self.compiled[key]

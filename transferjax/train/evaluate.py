@@ -282,3 +282,21 @@ def make_evaluate(cfg, split) -> Evaluator:
     `evaluate.batched(scorer, params_with_trial_axis, heldout) -> list[dict]`; `heldout` is
     `split.valid` or `split.test` (or another HeldOut, planned on first use)."""
     return make_evaluator(cfg, split)
+
+
+def check_select(cfg, metric: str, evaluate) -> None:
+    """Raises ConfigError when `metric` (`eval.select`, or its "auto" choice) is not one the
+    evaluator computes under this protocol and `eval` settings (an `Evaluator` lists them;
+    another callable is not checked)."""
+    names = getattr(evaluate, "metric_names", None)
+    if names is None or metric in names():
+        return
+    families = ", ".join(getattr(evaluate, "families", ())) or "none"
+    what = f"eval.select={metric!r}"
+    if cfg.eval.select == "auto":
+        what = f"eval.select=auto chooses {metric!r}, which"
+    raise ConfigError(
+        f"{what} is not computed by this run (metric families: {families}, "
+        f"from eval.rating={cfg.eval.rating}, eval.ranking={cfg.eval.ranking}, "
+        f"protocol.n_negatives={cfg.protocol.n_negatives}); choose one of: {', '.join(names())}"
+    )

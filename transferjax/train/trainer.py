@@ -21,9 +21,7 @@ a divergence is seen, so a rerun does not resume from a diverged state.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 
@@ -33,33 +31,29 @@ import numpy as np
 
 from transferjax.config import flatten
 from transferjax.data.batches import host_epoch_indices
-from transferjax.errors import ConfigError, DivergenceError
+from transferjax.errors import ConfigError
 from transferjax.methods.registry import get_method
+from transferjax.train.book import Book
 from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
-from transferjax.train.divergence import (
-    FAIL_HINT,
-    divergence_message,
-    loss_problem,
-    metric_problem,
-    rating_bound,
-)
+from transferjax.train.divergence import judge, loss_problem, metric_problem, rating_bound
 from transferjax.train.epoch import (
+    Programs,
     TrainState,
-    from_host,
     make_epoch_fn,
     row_taker,
-    stage_epoch,
     steps_per_epoch,
     to_host,
 )
-from transferjax.train.evaluate import default_select_metric
+from transferjax.train.evaluate import check_select, default_select_metric
 from transferjax.train.progress import Progress
 from transferjax.train.result import Result, select_best, trial_view
+from transferjax.train.trials import LR_KEYS, fresh_state, trial_hypers
 
 __all__ = [
     "LR_KEYS",
     "Result",
     "TrainState",
+    "Trainer",
     "make_epoch_fn",
     "make_train",
     "row_taker",
@@ -68,97 +62,9 @@ __all__ = [
 ]
 
 
-LR_KEYS = ("trainer.lr", "mf.lr")
-
-
-def trial_hypers(hyper: dict, overrides: list[dict], *, batched: bool, method: str) -> dict:
-    """`hyper` with each key set per trial from `overrides` (keys the method traces, see
-    `transferjax.methods.registry`), with a leading trial axis when `batched`; learning-rate
-    keys are left to the stages. A key that is neither fails, naming the keys the method
-    traces."""
-    out = {}
-    for key in sorted({k for o in overrides for k in o} - set(LR_KEYS)):
-        if key not in hyper:
-            raise ValueError(
-                f"{key!r} is not a traced value of method {method!r}; traced: "
-                f"{', '.join([*LR_KEYS, *sorted(hyper)])}"
-            )
-    for key, base in hyper.items():
-        vals = [float(o.get(key, base)) for o in overrides]
-        out[key] = jnp.asarray(vals if batched else vals[0], jnp.float32)
-    return out
-
-
-def _with_lrs(opt_state, stage, overrides: list[dict], *, batched: bool):
-    """The optimizer state with the per-trial learning rate of `stage.lr_key` where given."""
-    lrs = [o.get(stage.lr_key) for o in overrides]
-    if all(v is None for v in lrs):
-        return opt_state
-    base = float(opt_state.hyperparams["learning_rate"].reshape(-1)[0])
-    lr = jnp.asarray([base if v is None else v for v in lrs], jnp.float32)
-    opt_state.hyperparams["learning_rate"] = lr if batched else lr[0]
-    return opt_state
-
-
-class _Programs:
-    """The jitted epoch program of each (stage, batched), compiled on first use; the first
-    thread to need one compiles it, the others wait and reuse it."""
-
-    def __init__(self, stages):
-        self.stages, self.lock, self.compiled, self.seconds = stages, threading.Lock(), {}, 0.0
-
-    def get(self, s_idx: int, batched: bool, args) -> Callable:
-        """The compiled program (its compile time is added to `seconds`)."""
-        with self.lock:
-            key = (
-                s_idx,
-                batched,
-                jax.tree.structure(args),
-                tuple(np.shape(x) for x in jax.tree.leaves(args)),
-            )
-            if key in self.compiled:
-                return self.compiled[key]
-            t0 = time.perf_counter()
-            fn = stage_epoch(self.stages[s_idx], batched=batched)
-            self.compiled[key] = fn.lower(*args).compile()
-            self.seconds += time.perf_counter() - t0
-            return self.compiled[key]
-
-
-@dataclasses.dataclass
-class _Book:
-    """Host-side record of one `train` call: histories, clocks, logging, checkpoints."""
-
-    n: int
-    batched: bool
-    log: Callable
-    ckpt: Checkpointer | None
-    bar: Progress | None
-    history: list = dataclasses.field(default_factory=list)
-    step: int = 0
-    train_s: float = 0.0
-    resumed: int | None = None
-    meta: dict | None = None
-    labels: list = dataclasses.field(default_factory=list)  # "seed 3", ... (messages)
-    failed: list = dataclasses.field(default_factory=list)  # None or the failure, per trial
-    overrides: list = dataclasses.field(default_factory=list)  # the trials' traced values
-    restored: TrainState | None = None
-    structures: tuple = ()
-
-    def stats(self, stats: dict) -> list[dict]:
-        return [
-            {k: float(v[i] if self.batched else v) for k, v in stats.items()} for i in range(self.n)
-        ]
-
-    @property
-    def stopped(self) -> bool:
-        """Every trial has failed: nothing is left to train."""
-        return all(f is not None for f in self.failed)
-
-
 class Trainer:
-    """`train(keys, *, log=None, ckpt_dir=None, show=None) -> list[Result]` (one `Result` for
-    one scalar key) for a method built once on a split; see `make_train`."""
+    """`train(keys, *, log=None, ckpt_dir=None, show=None, labels=None) -> list[Result]` (one
+    `Result` for one scalar key) for a method built once on a split; see `make_train`."""
 
     def __init__(
         self,
@@ -194,7 +100,7 @@ class Trainer:
             jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
             for st in built.stages
         ]
-        self.programs, self.inits = _Programs(built.stages), {}
+        self.programs, self.inits = Programs(built.stages), {}
         # Epoch order: a numpy shuffle on the host is cheaper than XLA's sort on a CPU; on an
         # accelerator the in-graph shuffle is faster (`python -m benchmarks.speed`).
         self.host_shuffle = jax.default_backend() == "cpu"
@@ -223,15 +129,23 @@ class Trainer:
         book.labels = labels or [f"trial {i}" if batched else "" for i in range(n)]
         book.overrides = overrides
         if book.ckpt is not None:
-            self._resume(book, params, key, overrides)
+            stages = self.built.stages
+            book.resume(
+                lambda meta: fresh_state(
+                    stages[meta["stage"]], params, key, overrides, batched=batched, n=n
+                )
+            )
         first_stage = book.meta["stage"] if book.meta is not None else 0
         for s_idx, stage in enumerate(self.built.stages):
             if s_idx < first_stage or book.stopped:
                 continue
-            state, first = self._start_stage(book, s_idx, stage, params, key, overrides)
+            state, first = book.take_restored(s_idx) or (
+                fresh_state(stage, params, key, overrides, batched=batched, n=n),
+                0,
+            )
             for ep in range(first, stage.epochs):  # each epoch donates the state it advances
                 state, stats = self._run_epoch(book, s_idx, stage, state, hyper, ep)
-                self._check(book, stage, ep + 1, [loss_problem(st) for st in stats], metrics=False)
+                self._judge(book, stage, ep + 1, [loss_problem(st) for st in stats], metrics=False)
                 if book.stopped:
                     break
                 self._after_epoch(book, s_idx, stage, state, hyper, ep, stats)
@@ -240,43 +154,19 @@ class Trainer:
             params, key = state.params, state.key
         return self._finish(book, params, hyper, time.perf_counter() - t0, single)
 
-    def _check(self, book: _Book, stage, epoch: int, problems: list, *, metrics: bool) -> None:
-        """Raises DivergenceError for the first trial with a problem (`on_nonfinite=raise`),
-        or records each such trial as failed (`fail`); trials failed before are skipped.
-        `metrics`: the problems come from an evaluation (so an earlier stage may be at fault)
-        rather than from this stage's loss."""
-        for i, reason in enumerate(problems):
-            if reason is None or book.failed[i] is not None:
-                continue
-            name = getattr(stage, "name", stage)
-            setting = getattr(stage, "lr_key", None)
-            value = book.overrides[i].get(setting) if setting else None
-            if setting is not None and value is None:
-                value = flatten(self.cfg).get(setting)
-            earlier = ()
-            if setting is not None and metrics:
-                stages = self.built.stages
-                before = stages[: next(j for j, st in enumerate(stages) if st is stage)]
-                earlier = tuple(dict.fromkeys(st.lr_key for st in before if st.lr_key != setting))
-            msg = divergence_message(
-                method=self.cfg.method,
-                stage=name,
-                epoch=epoch,
-                trial=book.labels[i],
-                reason=reason,
-                setting=setting,
-                value=value,
-                earlier=earlier,
-            )
-            if self.on_nonfinite == "raise":
-                raise DivergenceError(msg + FAIL_HINT)
-            book.failed[i] = {
-                "stage": name,
-                "epoch": epoch,
-                "setting": setting,
-                "reason": reason,
-                "message": msg,
-            }
+    def _judge(self, book: Book, stage, epoch: int, problems: list, *, metrics: bool) -> None:
+        """Raises or records divergence (`transferjax.train.divergence.judge`)."""
+        judge(
+            book,
+            stage,
+            epoch,
+            problems,
+            metrics=metrics,
+            method=self.cfg.method,
+            stages=self.built.stages,
+            settings=flatten(self.cfg),
+            raise_=self.on_nonfinite == "raise",
+        )
 
     def _init(self, batched: bool) -> Callable:
         """`Built.init` as one compiled program (vmapped over the keys when `batched`), not
@@ -296,7 +186,7 @@ class Trainer:
             init = jax.vmap(self.built.init) if batched else self.built.init
             params = init(keys)
             return [
-                to_host(self._fresh_state(batched, n, stage, params, keys, None))
+                to_host(fresh_state(stage, params, keys, None, batched=batched, n=n))
                 for stage in self.built.stages
             ]
 
@@ -310,9 +200,9 @@ class Trainer:
         and checkpoints of the one cannot continue the other."""
         return hashlib.sha256(",".join(self.stage_structures(n)).encode()).hexdigest()
 
-    def _open(self, n, batched, log, ckpt_dir, show) -> _Book:
+    def _open(self, n, batched, log, ckpt_dir, show) -> Book:
         use_ckpt = ckpt_dir is not None and self.cfg.trainer.checkpoint_every > 0
-        return _Book(
+        return Book(
             n=n,
             batched=batched,
             log=log or (lambda step, scalars: None),
@@ -322,52 +212,6 @@ class Trainer:
             failed=[None] * n,
             structures=self.stage_structures(n) if use_ckpt else (),
         )
-
-    def _resume(self, book, params, key, overrides) -> None:
-        """Restores the newest checkpoint that restores, before any training (a damaged one
-        is skipped with a warning; see `Checkpointer.restore_newest`)."""
-        like = {}
-
-        def template(meta):
-            s_idx = meta["stage"]
-            like["state"] = self._fresh_state(
-                book.batched, book.n, self.built.stages[s_idx], params, key, overrides
-            )
-            return to_host(like["state"])
-
-        try:
-            found = book.ckpt.restore_newest(
-                template, structure_for=lambda meta: book.structures[meta["stage"]]
-            )
-        except BaseException:
-            book.ckpt.close()  # no orbax threads left behind by a refused resume
-            raise
-        if found is None:
-            return
-        step, meta, state = found
-        book.meta = {**meta, "_step": step}
-        book.restored = from_host(state, like=like["state"])
-        book.history, book.resumed = meta["history"], step
-        book.failed = list(meta.get("failed") or [None] * book.n)
-        book.step, book.train_s = meta["step"], meta["train_time"]
-
-    def _fresh_state(self, batched, n, stage, params, key, overrides) -> TrainState:
-        """The state at the start of `stage`: its optimizer initialised on `params`."""
-        init = jax.vmap(stage.optimizer.init) if batched else stage.optimizer.init
-        opt = init(params[stage.part])
-        if overrides is not None:
-            opt = _with_lrs(opt, stage, overrides, batched=batched)
-        step = jnp.zeros((n,) if batched else (), jnp.int32)
-        return TrainState(params, opt, step, key)
-
-    def _start_stage(self, book, s_idx, stage, params, key, overrides) -> tuple[TrainState, int]:
-        """The state at the start of stage `s_idx` (the restored one when the run resumes
-        inside it) and the first epoch to run."""
-        meta = book.meta
-        if meta is not None and meta["stage"] == s_idx:
-            book.meta, state, book.restored = None, book.restored, None
-            return state, meta["epoch"]
-        return self._fresh_state(book.batched, book.n, stage, params, key, overrides), 0
 
     def _run_epoch(self, book, s_idx, stage, state, hyper, ep) -> tuple[TrainState, list[dict]]:
         fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, s_idx), ep)  # noqa: E731
@@ -391,37 +235,23 @@ class Trainer:
         return state, book.stats(stats)
 
     def _after_epoch(self, book, s_idx, stage, state, hyper, ep, stats) -> None:
-        if stage.select and ((ep + 1) % self.cfg.trainer.eval_every == 0 or ep + 1 == stage.epochs):
-            self._evaluate(book, state, hyper, stage, ep + 1, stats)
+        done = ep + 1
+        if stage.select and (done % self.cfg.trainer.eval_every == 0 or done == stage.epochs):
+            self._evaluate(book, state, hyper, stage, done, stats)
         elif book.failed[0] is None:
             book.log(book.step, {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
         if book.bar is not None:
             book.bar.update(
                 book.step,
                 steps_per_epoch(stage) * book.n,
-                f"{stage.name} epoch {ep + 1}/{stage.epochs} loss {stats[0]['loss']:.4f}",
+                f"{stage.name} epoch {done}/{stage.epochs} loss {stats[0]['loss']:.4f}",
             )
         every = self.cfg.trainer.checkpoint_every
-        if (
-            book.ckpt is not None
-            and not book.stopped
-            and ((ep + 1) % every == 0 or ep + 1 == stage.epochs)
-        ):
-            book.ckpt.save(
-                book.step,
-                to_host(state),
-                {
-                    "stage": s_idx,
-                    "epoch": ep + 1,
-                    "step": book.step,
-                    "history": book.history,
-                    "train_time": book.train_s,
-                    "failed": book.failed,
-                    "state_structure": book.structures[s_idx],
-                },
-            )
+        if book.ckpt is not None and not book.stopped:
+            if done % every == 0 or done == stage.epochs:
+                book.save(s_idx, done, state)
 
-    def _evaluate(self, book: _Book, state: TrainState, hyper: dict, stage, epoch: int, stats):
+    def _evaluate(self, book: Book, state: TrainState, hyper: dict, stage, epoch: int, stats):
         """Valid and test metrics of every trial (one vmapped program for batched trials) after
         `epoch` of `stage` (a Stage, or "final"); a trial whose metrics diverge is raised or
         marked failed, and its entry is dropped."""
@@ -439,35 +269,15 @@ class Trainer:
             or metric_problem(at["test"][i], bound=self.bound, split="test")
             for i in range(book.n)
         ]
-        self._check(book, stage, epoch, problems, metrics=True)
+        self._judge(book, stage, epoch, problems, metrics=True)
         for i in range(book.n):
-            if book.failed[i] is not None:
-                continue
-            entry = {
-                "stage": getattr(stage, "name", stage),
-                "epoch": epoch,
-                "step": book.step,
-                "train": stats[i],
-                **{name: g[i] if book.batched else g for name, g in got.items()},
-            }
-            book.history[i].append(entry)
-            prefix = f"trial{i}/" if book.batched else ""
-            book.log(
-                book.step,
-                {
-                    **{f"{prefix}train/{k}": v for k, v in stats[i].items()},
-                    **{
-                        f"{prefix}{s}/{k}": v
-                        for s in ("valid", "test")
-                        for k, v in entry[s].items()
-                    },
-                },
-            )
+            if book.failed[i] is None:
+                entry = {"stage": getattr(stage, "name", stage), "epoch": epoch, "step": book.step}
+                entry.update(train=stats[i], valid=at["valid"][i], test=at["test"][i])
+                book.record(i, entry)
 
     def _finish(self, book, params, hyper, wall, single):
-        for closer in (book.ckpt, book.bar):
-            if closer is not None:
-                closer.close()
+        book.close()
         ok = [i for i in range(book.n) if book.failed[i] is None]
         if ok and not any(book.history[i] for i in ok):
             # nothing selects (closed-form baselines): one final evaluation
@@ -492,24 +302,6 @@ class Trainer:
             for i in range(book.n)
         ]
         return results[0] if single else results
-
-
-def check_select(cfg, metric: str, evaluate) -> None:
-    """Raises ConfigError when `metric` (`eval.select`, or its "auto" choice) is not one the
-    evaluator computes under this protocol and `eval` settings (an `Evaluator` lists them;
-    another callable is not checked)."""
-    names = getattr(evaluate, "metric_names", None)
-    if names is None or metric in names():
-        return
-    families = ", ".join(getattr(evaluate, "families", ())) or "none"
-    what = f"eval.select={metric!r}"
-    if cfg.eval.select == "auto":
-        what = f"eval.select=auto chooses {metric!r}, which"
-    raise ConfigError(
-        f"{what} is not computed by this run (metric families: {families}, "
-        f"from eval.rating={cfg.eval.rating}, eval.ranking={cfg.eval.ranking}, "
-        f"protocol.n_negatives={cfg.protocol.n_negatives}); choose one of: {', '.join(names())}"
-    )
 
 
 def make_train(

@@ -1,0 +1,415 @@
+"""The parts every reproduction script shares.
+
+- `Official` and `fetch`: an official implementation cloned into a scratch folder at a pinned
+  commit (from GitHub, or from `--source`, an existing checkout or bare mirror, when GitHub
+  cannot be reached). Nothing fetched is ever committed: the default scratch folders live
+  under `runs/`, which git ignores.
+- `ensure_venv`: a virtual environment in the scratch folder for code that needs packages
+  transferjax does not (PyTorch, pandas).
+- Export of a transferjax `Split` to official input formats (`export_ptupcdr`,
+  `export_cdrib`) and their readers (`read_ptupcdr`, `read_cdrib`), which the tests round-trip.
+- `TimedEvaluator` / `train_ours`: one seed of a transferjax method through the same trainer
+  and evaluator as `transferjax run`, also recording the wall time of every evaluation since
+  the start of training and, optionally, the params at the valid-selected evaluation.
+- `mean_std`, `comparison_table`, `put_reproduce_section`: ours-vs-theirs tables (mean +/-
+  std over seeds) written as a marked `reproduce-NAME` section of BENCHMARKS.md, which
+  `python -m benchmarks.quality` keeps when it regenerates the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import subprocess
+import time
+
+import numpy as np
+
+from benchmarks.sections import put_section
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+EXPERIMENTS = REPO / "experiments"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching official code
+
+
+@dataclasses.dataclass(frozen=True)
+class Official:
+    """An official implementation pinned at one commit."""
+
+    name: str
+    url: str
+    commit: str  # 40 hex digits
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+
+def _git(*args, cwd=None) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip()
+
+
+def fetch(official: Official, dest, *, source=None, echo=print) -> pathlib.Path:
+    """A work tree of `official` at its pinned commit in `dest` (cloned unless it is there).
+
+    `source`: a local checkout or bare git directory to clone from instead of `official.url`.
+    An existing `dest` is reused (moved to the pinned commit if needed; edited tracked files
+    are restored and untracked ones removed: the scripts patch the code at run time, never on
+    disk). A file whose content the clone source lacks (a mirror may omit large blobs) stays
+    absent; the scripts check the files they use. Raises RuntimeError when the clone fails or
+    the commit is missing."""
+    dest = pathlib.Path(dest)
+    if (dest / ".git").exists():
+        if _git("rev-parse", "HEAD", cwd=dest) != official.commit:
+            _git("checkout", "--quiet", official.commit, cwd=dest)
+        edited = _git("diff", "--name-only", "--diff-filter=M", cwd=dest).split()
+        if edited:
+            _git("checkout", "--quiet", "--", *edited, cwd=dest)
+        _git("clean", "-fdxq", "-e", "data/ready", "-e", "__pycache__", cwd=dest)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        origin = str(source) if source else official.url
+        echo(f"cloning {origin} -> {dest}")
+        _git("clone", "--quiet", "--no-checkout", origin, str(dest))
+        _git("checkout", "--quiet", official.commit, cwd=dest)
+    head = _git("rev-parse", "HEAD", cwd=dest)
+    if head != official.commit:
+        raise RuntimeError(f"{dest}: HEAD is {head}, expected {official.commit}")
+    return dest
+
+
+def ensure_venv(folder, requirements, *, echo=print) -> pathlib.Path:
+    """The python of a virtual environment at `folder` with `requirements` installed (created
+    once; a `.ready` file marks a complete install)."""
+    folder = pathlib.Path(folder)
+    python = folder / "bin" / "python"
+    stamp = folder / ".ready"
+    want = " ".join(requirements)
+    if stamp.exists() and stamp.read_text() == want:
+        return python
+    echo(f"creating {folder} with {want}")
+    subprocess.run(["python3", "-m", "venv", str(folder)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+    stamp.write_text(want)
+    return python
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Export: PTUPCDR's CSVs
+
+
+def _integral(rating: np.ndarray, where: str) -> np.ndarray:
+    r = np.asarray(rating, np.float64)
+    if not np.all(r == np.round(r)):
+        raise ValueError(f"{where}: the official code reads ratings as integers; got fractions")
+    return r.astype(np.int64)
+
+
+def ptupcdr_ids(split) -> dict:
+    """PTUPCDR's id spaces for `split` (its preprocessing's `mapper`): one user space for both
+    domains, so an overlapping user has one id; items of the source first, then the target's.
+
+    Returns {"src_uid": i64[n_source_users], "tgt_uid": i64[n_target_users], "src_iid": i64[..],
+    "tgt_iid": i64[..], "uid_all": int, "iid_all": int}. Source user u keeps id u; a target
+    user paired with source user u gets u; other target users get n_source_users + k."""
+    data = split.data
+    n_s = data.source.n_users
+    tgt_uid = np.full(data.target.n_users, -1, np.int64)
+    tgt_uid[data.overlap[:, 1]] = data.overlap[:, 0]
+    alone = np.flatnonzero(tgt_uid < 0)
+    tgt_uid[alone] = n_s + np.arange(len(alone))
+    n_si = data.source.n_items
+    return {
+        "src_uid": np.arange(n_s, dtype=np.int64),
+        "tgt_uid": tgt_uid,
+        "src_iid": np.arange(n_si, dtype=np.int64),
+        "tgt_iid": n_si + np.arange(data.target.n_items, dtype=np.int64),
+        "uid_all": int(n_s + len(alone)),
+        "iid_all": int(n_si + data.target.n_items),
+    }
+
+
+def ptupcdr_histories(split, ids: dict, *, min_rating: float = 4.0) -> dict:
+    """{source user: [source item ids rated >= min_rating]} in source row order, as PTUPCDR's
+    `get_history` (`y > 3` on integer ratings) builds them from the whole source domain."""
+    src = split.source_train
+    keep = src.rating >= min_rating
+    hist: dict[int, list[int]] = {}
+    for u, i in zip(src.user[keep].tolist(), src.item[keep].tolist()):
+        hist.setdefault(u, []).append(int(ids["src_iid"][i]))
+    return hist
+
+
+def _write_rows(path, rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+
+
+def export_ptupcdr(split, folder, *, min_rating: float = 4.0) -> dict:
+    """Writes `split` as PTUPCDR's ready CSVs (no header) into `folder`:
+
+      train_src.csv   uid,iid,y            every source rating
+      train_tgt.csv   uid,iid,y            target training ratings (no cold user)
+      train_meta.csv  uid,iid,y,pos_seq    target training ratings of the warm overlap users
+      test.csv        uid,iid,y,pos_seq    cold-test ratings
+      valid.csv       uid,iid,y,pos_seq    cold-valid ratings (the official code has no valid
+                                           set; the reproduction script reads this file)
+
+    pos_seq is the user's source items rated >= min_rating, as a Python list literal ("[3, 17]"
+    quoted as pandas writes it). Ids as in `ptupcdr_ids`. Returns the task entry for PTUPCDR's
+    config.json ("uid", "iid") plus the row counts."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = ptupcdr_ids(split)
+    hist = ptupcdr_histories(split, ids, min_rating=min_rating)
+    src_of = np.full(split.data.target.n_users, -1, np.int64)
+    src_of[split.data.overlap[:, 1]] = split.data.overlap[:, 0]
+
+    def plain(inter, uid, iid, name):
+        y = _integral(inter.rating, name)
+        return list(zip(uid[inter.user].tolist(), iid[inter.item].tolist(), y.tolist()))
+
+    def with_seq(users, items, ratings, name):
+        y = _integral(ratings, name)
+        rows = []
+        for t, i, r in zip(users.tolist(), items.tolist(), y.tolist()):
+            s = int(src_of[t])
+            if s < 0:
+                raise ValueError(f"{name}: target user {t} has no source profile")
+            rows.append((int(ids["tgt_uid"][t]), int(ids["tgt_iid"][i]), r, str(hist.get(s, []))))
+        return rows
+
+    tr = split.target_train
+    warm = np.zeros(tr.n_users, bool)
+    warm[split.warm_pairs[:, 1]] = True
+    meta = tr.select(warm[tr.user])
+    counts = {}
+    files = {
+        "train_src": plain(split.source_train, ids["src_uid"], ids["src_iid"], "train_src"),
+        "train_tgt": plain(tr, ids["tgt_uid"], ids["tgt_iid"], "train_tgt"),
+        "train_meta": with_seq(meta.user, meta.item, meta.rating, "train_meta"),
+    }
+    for name, held in (("test", split.test), ("valid", split.valid)):
+        files[name] = with_seq(held.pairs[held.row, 1], held.item, held.rating, name)
+    for name, rows in files.items():
+        _write_rows(folder / f"{name}.csv", rows)
+        counts[name] = len(rows)
+    return {"uid": ids["uid_all"], "iid": ids["iid_all"], "rows": counts}
+
+
+def read_ptupcdr(folder) -> dict:
+    """{file stem: (uid i64[n], iid i64[n], y i64[n], pos_seq list | None)} of `export_ptupcdr`'s
+    files (the reverse of the export, for checks)."""
+    out = {}
+    for path in sorted(pathlib.Path(folder).glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        cols = list(zip(*rows)) if rows else [(), (), ()]
+        seq = [json.loads(s) for s in cols[3]] if len(cols) > 3 else None
+        out[path.stem] = (*(np.array(c, np.int64) for c in cols[:3]), seq)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Export: CDRIB's text files
+
+
+def export_cdrib(parts: dict, folder) -> None:
+    """Writes {"train"|"valid"|"test": (user i64[n], item i64[n])} as CDRIB's `user<TAB>item`
+    files (0-based ids, one pair a line) into `folder`."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (user, item) in parts.items():
+        lines = "".join(f"{u}\t{i}\n" for u, i in zip(np.asarray(user), np.asarray(item)))
+        (folder / f"{name}.txt").write_text(lines, encoding="utf-8")
+
+
+def read_cdrib(folder) -> dict:
+    """{stem: (user i64[n], item i64[n])} of CDRIB's `*.txt` files in `folder`."""
+    out = {}
+    for path in sorted(pathlib.Path(folder).glob("*.txt")):
+        rows = [ln.split("\t")[:2] for ln in path.read_text(encoding="utf-8").splitlines() if ln]
+        arr = np.array(rows, np.int64).reshape(-1, 2)
+        out[path.stem] = (arr[:, 0], arr[:, 1])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Our side: one seed through the trainer, timed
+
+
+class TimedEvaluator:
+    """Wraps an `Evaluator`: the same metrics, plus the wall time of each evaluation of the
+    test set since `start()` (one per evaluated epoch, in history order) and, with `capture`,
+    a host copy of the params at the best valid value of `metric` so far (first on ties, as
+    `select_best` chooses)."""
+
+    def __init__(self, inner, split, *, metric: str, capture: bool = False):
+        from transferjax.train.result import lower_is_better
+
+        self.inner, self.split, self.metric, self.capture = inner, split, metric, capture
+        self.lower = lower_is_better(metric)
+        self.times: list[float] = []
+        self.best_value = math.inf if self.lower else -math.inf
+        self.best_params = None
+        self._t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def metric_names(self):
+        return self.inner.metric_names()
+
+    def __call__(self, scorer, params, heldout, **kw):
+        import jax
+
+        out = self.inner(scorer, params, heldout, **kw)
+        if heldout is self.split.valid and self.capture:
+            v = out[self.metric]
+            if (v < self.best_value) if self.lower else (v > self.best_value):
+                self.best_value = v
+                self.best_params = jax.device_get(params)
+        if heldout is self.split.test:
+            self.times.append(time.perf_counter() - self._t0)
+        return out
+
+
+def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
+    """One seed of `cfg.method` on `split`, as `transferjax run` trains it (key
+    `jax.random.key(seed)`, the trainer and evaluator of the run folder path).
+
+    Returns {"seed", "history" (valid/test metrics per evaluation), "selected" (index),
+    "select_metric", "eval_s" (wall time of each evaluation since training started, compile
+    included), "train_s", "wall_s"} and, with `capture`, "params" (the params at the
+    selected evaluation, with the method's shared data merged in: the scorer's view) and
+    "scorer"."""
+    import jax
+
+    from transferjax.train.evaluate import default_select_metric, make_evaluate
+    from transferjax.train.trainer import make_train
+
+    cfg = dataclasses.replace(cfg, seed=seed, seeds=1)
+    metric = cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
+    ev = TimedEvaluator(make_evaluate(cfg, split), split, metric=metric, capture=capture)
+    train = make_train(cfg, split, evaluate=ev)
+    ev.start()
+    r = train(jax.random.key(seed), show=False, labels=[f"seed {seed}"])
+    out = {
+        "seed": seed,
+        "history": r.history,
+        "selected": r.selected,
+        "select_metric": r.select_metric,
+        "eval_s": ev.times,
+        "train_s": r.train_time,
+        "wall_s": r.wall_time,
+    }
+    if capture:
+        params = ev.best_params
+        if params is None:  # nothing selects (closed-form baselines): the final params
+            params = {**jax.device_get(r.params), "hyper": train.built.hyper}
+        out["params"] = {**params, **train.built.data}
+        out["scorer"] = train.built.scorer
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and the report section
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """(mean, sample std (ddof=1; 0 for one value), n) of the finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def fmt(values, digits: int = 4) -> str:
+    """'m ± s (n=k)' of `values` (a number alone is one value); '-' for none."""
+    if values is None:
+        return "-"
+    if isinstance(values, (int, float)):
+        values = [values]
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "-"
+    return f"{m:.{digits}f} ± {s:.{digits}f} (n={n})"
+
+
+def comparison_table(rows, *, columns=("ours", "official"), digits: int = 4) -> str:
+    """A markdown table with one row per dict of `rows`: its "label", then `fmt` of each
+    column's list of per-seed values (a missing column shows '-'), then "note" if any row has
+    one. `columns`: the row keys, or {key: header}. Wall times are rows like any metric
+    ("wall s to the selected epoch"), with their own "digits"."""
+    titles = dict(columns) if isinstance(columns, dict) else {c: c for c in columns}
+    has_note = any(r.get("note") for r in rows)
+    head = ["", *titles.values()] + (["note"] if has_note else [])
+    rule = "|---|" + "---:|" * len(titles) + ("---|" if has_note else "")
+    lines = ["| " + " | ".join(head) + " |", rule]
+    for r in rows:
+        cells = [str(r["label"]), *(fmt(r.get(c), r.get("digits", digits)) for c in titles)]
+        if has_note:
+            cells.append(str(r.get("note", "")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def section_name(name: str) -> str:
+    """The BENCHMARKS.md section of reproduction NAME: `reproduce-NAME`."""
+    return f"reproduce-{name}"
+
+
+def put_reproduce_section(report, name: str, body: str) -> pathlib.Path:
+    """Writes `body` as section `reproduce-NAME` of the markdown file `report` (replaced in
+    place, or appended)."""
+    put_section(report, section_name(name), body)
+    return pathlib.Path(report)
+
+
+def machine() -> str:
+    """CPU model and core count, for the wall-time lines."""
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
+def save_json(path, obj) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def load_json(path):
+    path = pathlib.Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

@@ -1,0 +1,282 @@
+"""The reproduction harness's shared pieces (`benchmarks.reproduce.common`) and the parts of its
+scripts that need neither the network nor PyTorch: exports round-trip, tables, sections kept by
+the quality suite, fetching a pinned commit, the official logs' summaries."""
+
+import ast
+import dataclasses
+import json
+import subprocess
+import textwrap
+
+import numpy as np
+import pytest
+
+from benchmarks import quality as Q
+from benchmarks import sections as S
+from benchmarks.reproduce import cdrib_eval as CE
+from benchmarks.reproduce import common as K
+from benchmarks.reproduce import ptupcdr as P
+from transferjax.data.protocols import cold_start_split
+from transferjax.data.types import CrossDomainData, Interactions
+
+
+def _tiny_split():
+    """10 source users (0-7 shared with target users 2-9), 6 + 5 items, integer ratings."""
+    rng = np.random.default_rng(0)
+
+    def domain(n_users, n_items, name):
+        pairs = [(u, i) for u in range(n_users) for i in range(n_items) if rng.random() < 0.6]
+        u, i = np.array(pairs).T
+        return Interactions(u, i, rng.integers(1, 6, len(u)), n_users, n_items, name=name)
+
+    src, tgt = domain(10, 6, "book"), domain(12, 5, "music")
+    overlap = np.stack([np.arange(8), np.arange(2, 10)], 1)
+    data = CrossDomainData(source=src, target=tgt, overlap=overlap, name="tiny")
+    return cold_start_split(data, beta=0.5, seed=0)
+
+
+def _as_set(*cols):
+    return set(zip(*(np.asarray(c).tolist() for c in cols)))
+
+
+def test_ptupcdr_export_round_trips(tmp_path):
+    split = _tiny_split()
+    info = K.export_ptupcdr(split, tmp_path)
+    got = K.read_ptupcdr(tmp_path)
+    assert sorted(got) == ["test", "train_meta", "train_src", "train_tgt", "valid"]
+    ids = K.ptupcdr_ids(split)
+    n_s, n_si = split.data.source.n_users, split.data.source.n_items
+    # one user space: target users 2-9 are source users 0-7; 0, 1, 10, 11 get ids from 10 on
+    assert ids["tgt_uid"].tolist() == [10, 11, 0, 1, 2, 3, 4, 5, 6, 7, 12, 13]
+    assert info["uid"] == 14 and info["iid"] == n_si + split.data.target.n_items
+    back_u = {int(v): t for t, v in enumerate(ids["tgt_uid"])}
+
+    s_u, s_i, s_y, _ = got["train_src"]
+    src = split.source_train
+    assert _as_set(s_u, s_i, s_y) == _as_set(src.user, src.item, src.rating.astype(int))
+    t_u, t_i, t_y, _ = got["train_tgt"]
+    tr = split.target_train
+    assert _as_set([back_u[u] for u in t_u.tolist()], t_i - n_si, t_y) == _as_set(
+        tr.user, tr.item, tr.rating.astype(int)
+    )
+    m_u = got["train_meta"][0]
+    assert {back_u[u] for u in m_u.tolist()} == set(split.warm_pairs[:, 1].tolist())
+    for name, held in (("test", split.test), ("valid", split.valid)):
+        u, i, y, seq = got[name]
+        users = held.pairs[held.row, 1]
+        assert _as_set([back_u[x] for x in u.tolist()], i - n_si, y) == _as_set(
+            users, held.item, held.rating.astype(int)
+        )
+        for uid, s in zip(u.tolist(), seq):  # the source items the user rated >= 4, file order
+            keep = (src.user == uid) & (src.rating >= 4)
+            assert s == src.item[keep].tolist() and uid < n_s
+    assert info["rows"]["test"] == len(split.test) and info["rows"]["valid"] == len(split.valid)
+
+
+def test_ptupcdr_export_refuses_fractional_ratings(tmp_path):
+    split = _tiny_split()
+    src = split.source_train
+    bad = Interactions(src.user, src.item, src.rating + 0.5, src.n_users, src.n_items)
+    with pytest.raises(ValueError, match="integers"):
+        K.export_ptupcdr(dataclasses.replace(split, source_train=bad), tmp_path)
+
+
+def test_cdrib_export_round_trips(tmp_path):
+    parts = {"train": ([0, 0, 3], [5, 1, 2]), "test": ([7], [4]), "valid": ([], [])}
+    K.export_cdrib(parts, tmp_path)
+    assert (tmp_path / "train.txt").read_text() == "0\t5\n0\t1\n3\t2\n"
+    got = K.read_cdrib(tmp_path)
+    for name, (u, i) in parts.items():
+        assert got[name][0].tolist() == u and got[name][1].tolist() == i
+
+
+def test_mean_std_fmt_and_comparison_table():
+    assert K.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
+    assert K.mean_std([0.5]) == (0.5, 0.0, 1)
+    assert K.mean_std([float("nan")])[2] == 0
+    assert K.fmt([0.1, 0.3]) == "0.2000 ± 0.1414 (n=2)" and K.fmt(None) == "-"
+    table = K.comparison_table(
+        [
+            {"label": "test MAE", "ours": [0.7, 0.72], "official": [0.9], "note": "x"},
+            {"label": "wall s", "ours": [12.0], "digits": 1},
+        ],
+        columns={"ours": "ours", "official": "official code"},
+    )
+    assert table.splitlines() == [
+        "|  | ours | official code | note |",
+        "|---|---:|---:|---|",
+        "| test MAE | 0.7100 ± 0.0141 (n=2) | 0.9000 ± 0.0000 (n=1) | x |",
+        "| wall s | 12.0 ± 0.0 (n=1) | - |  |",
+    ]
+
+
+def test_reproduce_sections_are_replaced_in_place_and_kept_by_quality(tmp_path, monkeypatch):
+    out = tmp_path / "B.md"
+    S.put_section(out, "speed", "## Speed")
+    K.put_reproduce_section(out, "ptupcdr", "## Reproduction one")
+    K.put_reproduce_section(out, "cdrib_eval", "## Reproduction two")
+    K.put_reproduce_section(out, "ptupcdr", "## Reproduction one, rerun")
+    text = out.read_text()
+    assert S.section_names(text) == ["speed", "reproduce-ptupcdr", "reproduce-cdrib_eval"]
+    assert "rerun" in text and "## Reproduction one\n" not in text
+    assert S.is_kept_section("reproduce-x") and not S.is_kept_section("reproducex")
+
+    import transferjax.train.run as R
+
+    monkeypatch.setattr(Q, "suite", lambda *, quick: [])
+    monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    Q.run_quality(quick=True, runs_dir=tmp_path / "runs", out=out, seeds=1, report_only=True)
+    text = out.read_text()
+    assert text.startswith("# transferjax quality benchmark")
+    assert S.section_names(text) == ["speed", "reproduce-ptupcdr", "reproduce-cdrib_eval"]
+
+
+def _git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_fetch_checks_out_the_pinned_commit_and_resets_local_edits(tmp_path):
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    _git("init", "-q", cwd=repo)
+    for n in (1, 2):
+        (repo / "code.py").write_text(f"VERSION = {n}\n")
+        _git("add", "code.py", cwd=repo)
+        _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"v{n}", cwd=repo)
+    first = subprocess.run(
+        ["git", "rev-list", "--max-parents=0", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    off = K.Official("x", "https://example.invalid/never-used", first)
+    dest = tmp_path / "scratch" / "src"
+    got = K.fetch(off, dest, source=repo, echo=lambda *_: None)
+    assert (got / "code.py").read_text() == "VERSION = 1\n"
+    (got / "code.py").write_text("edited\n")
+    (got / "stray.txt").write_text("x")
+    K.fetch(off, dest, echo=lambda *_: None)  # reused: no clone, edits and strays gone
+    assert (got / "code.py").read_text() == "VERSION = 1\n" and not (got / "stray.txt").exists()
+    with pytest.raises(RuntimeError):
+        K.fetch(K.Official("x", "", "0" * 40), tmp_path / "other", source=repo)
+
+
+def _log(evals, results):
+    recs = [{"event": "data_ready", "t": 0.0}]
+    t = 0.0
+    for stage, vals in evals:
+        for ep, (v, tr) in enumerate(vals, 1):
+            recs.append({"event": "train", "stage": f"train_{stage}", "epoch": ep, "start": t})
+            t += 1.0
+            recs[-1]["t"] = t
+            recs.append(
+                {
+                    "event": "eval",
+                    "stage": f"test_{stage}",
+                    "epoch": ep,
+                    "start": t,
+                    "valid_mae": v,
+                    "valid_rmse": v,
+                    "test_mae": tr,
+                    "test_rmse": tr + 0.1,
+                    "t": t + 0.5,
+                }
+            )
+            t += 0.5
+    return recs + [{"event": "results", **results, "t": t}]
+
+
+def test_official_ptupcdr_log_is_selected_on_valid():
+    res = {f"{k}_{m}": 9.0 for k in ("tgt", "aug", "emcdr", "ptupcdr") for m in ("mae", "rmse")}
+    res["ptupcdr_mae"] = 0.5
+    recs = _log(
+        [
+            ("tgt", [(3.0, 3.0)]),
+            ("aug", [(2.0, 2.0)]),
+            ("map", [(1.5, 1.5)]),
+            ("meta", [(1.0, 0.9), (0.8, 0.95), (0.8, 0.5), (1.2, 0.6)]),
+        ],
+        res,
+    )
+    got = P.summarize_official(recs)
+    meta = got["meta"]
+    assert meta["selected_epoch"] == 2  # first of the tied best valid values, never test's 3
+    assert meta["test"] == {"mae": 0.95, "rmse": pytest.approx(1.05)}
+    assert meta["own_best"]["mae"] == 0.5
+    # each epoch is 1 s of training and 0.5 s of evaluation; aug and map are off PTUPCDR's path
+    assert meta["wall_to_selected_s"] == 5 * 1.5  # tgt, aug, map, meta 1 and 2
+    assert meta["wall_to_selected_path_s"] == meta["wall_to_selected_s"] - 2 * 1.5
+    assert [c["epoch"] for c in meta["curve"]] == [1, 2, 3, 4]
+
+
+def test_driver_pad_sequences_matches_keras_semantics():
+    """The tensorflow stand-in (patch 1) without importing the driver (which needs torch)."""
+    text = P.DRIVER.read_text()
+    fn = next(
+        n
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, ast.FunctionDef) and n.name == "pad_sequences"
+    )
+    ns = {"np": np}
+    exec(ast.get_source_segment(text, fn), ns)
+    out = ns["pad_sequences"]([[1, 2, 3], [], [4] * 3 + [5, 6]], maxlen=4, padding="post")
+    assert out.dtype == np.int32
+    assert out.tolist() == [[1, 2, 3, 0], [0, 0, 0, 0], [4, 4, 5, 6]]  # keeps the LAST 4
+
+
+def test_cdrib_predict_extraction_runs_on_given_scores(tmp_path):
+    """`load_official`'s extraction path and `OfficialEval.predict` on a stand-in `predict`
+    written like CDRIB's (the real one needs the checkout)."""
+    src = textwrap.dedent(
+        """
+        for epoch in range(3):
+            def predict(dataloder, choose):
+                MRR = HT_1 = HT_5 = HT_10 = NDCG_5 = NDCG_10 = n = 0.0
+                for batch in dataloder:
+                    f = trainer.source_predict if choose else trainer.target_predict
+                    preds = f(batch)
+                    for pred in preds:
+                        rank = (-pred).argsort().argsort()[0].item()
+                        n += 1
+                        MRR += 1 / (rank + 1)
+                        if rank < 1:
+                            HT_1 += 1
+                        if rank < 5:
+                            NDCG_5 += 1 / np.log2(rank + 2)
+                            HT_5 += 1
+                        if rank < 10:
+                            NDCG_10 += 1 / np.log2(rank + 2)
+                            HT_10 += 1
+                return MRR / n, NDCG_5 / n, NDCG_10 / n, HT_1 / n, HT_5 / n, HT_10 / n
+        """
+    )
+    path = tmp_path / "train_rec.py"
+    path.write_text(src)
+    off = CE.OfficialEval(None, CE._function_source(path, "predict"), None, tmp_path)
+    cands = np.arange(20).reshape(2, 10)
+    table = np.linspace(1.0, 0.0, 20)  # lower item ids score higher
+
+    got = off.predict([(np.array([0, 1]), cands)], 1, lambda b: table[np.asarray(b[1])])
+    # row 0: positive 0 beats all (rank 0); row 1: positive 10 beats 11..19 (rank 0)
+    assert got == {
+        "mrr": 1.0,
+        "ndcg@5": 1.0,
+        "ndcg@10": 1.0,
+        "hr@1": 1.0,
+        "hr@5": 1.0,
+        "hr@10": 1.0,
+    }
+    got = off.predict(
+        [(np.array([0]), cands[:, ::-1].copy())], 0, lambda b: table[np.asarray(b[1])]
+    )
+    assert got["hr@10"] == 1.0 and got["hr@5"] == 0.0 and got["mrr"] == pytest.approx(0.1)
+
+
+def test_sampling_stats_flags_positives_and_repeats():
+    split = _tiny_split()
+    ho = split.test
+    users = ho.pairs[ho.row, 1].astype(np.int64)
+    n_items = split.data.target.n_items
+    pos = ho.item.astype(np.int64)
+    cands = np.stack([pos, pos, (pos + 1) % n_items, (pos + 1) % n_items], 1)
+    st = CE.sampling_stats(split, users, cands)
+    assert st["own_positive"] == 1.0 and st["any_positive"] == 1.0
+    assert st["rows_with_repeats"] == 1.0 and st["mean_repeats"] == 1.0
+    assert json.loads(json.dumps(st)) == st  # plain JSON values

@@ -1,0 +1,115 @@
+"""The host-side record of one trainer call: histories, clocks, logging, checkpoints and the
+trials that failed.
+
+A `Book` lives for one call of the trainer (`transferjax.train.trainer`). It holds what the
+host needs between epochs and what a checkpoint stores beside the training state (stage, epoch,
+step, histories, train time, failures, the state's structure), so that a resumed call continues
+exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from transferjax.train.checkpoint import Checkpointer
+from transferjax.train.epoch import TrainState, from_host, to_host
+from transferjax.train.progress import Progress
+
+
+@dataclasses.dataclass
+class Book:
+    """The record of one call that trains `n` trials (`batched`: a leading trial axis)."""
+
+    n: int
+    batched: bool
+    log: Callable
+    ckpt: Checkpointer | None
+    bar: Progress | None
+    history: list = dataclasses.field(default_factory=list)
+    step: int = 0
+    train_s: float = 0.0
+    resumed: int | None = None
+    meta: dict | None = None
+    labels: list = dataclasses.field(default_factory=list)  # "seed 3", ... (messages)
+    failed: list = dataclasses.field(default_factory=list)  # None or the failure, per trial
+    overrides: list = dataclasses.field(default_factory=list)  # the trials' traced values
+    restored: TrainState | None = None
+    structures: tuple = ()  # per stage: the fingerprint of its checkpointed state
+
+    def stats(self, stats: dict) -> list[dict]:
+        """Per-trial floats from an epoch's fetched stats (arrays [n] when batched)."""
+        return [
+            {k: float(v[i] if self.batched else v) for k, v in stats.items()} for i in range(self.n)
+        ]
+
+    @property
+    def stopped(self) -> bool:
+        """Every trial has failed: nothing is left to train."""
+        return all(f is not None for f in self.failed)
+
+    def resume(self, template: Callable[[dict], TrainState]) -> None:
+        """Restores the newest checkpoint that restores, before any training (a damaged one is
+        skipped with a warning; see `Checkpointer.restore_newest`). `template(meta)` is the
+        fresh state of the checkpoint's stage, the shapes and types to restore into."""
+        like = {}
+
+        def host_template(meta):
+            like["state"] = template(meta)
+            return to_host(like["state"])
+
+        try:
+            found = self.ckpt.restore_newest(
+                host_template, structure_for=lambda meta: self.structures[meta["stage"]]
+            )
+        except BaseException:
+            self.ckpt.close()  # no orbax threads left behind by a refused resume
+            raise
+        if found is None:
+            return
+        step, meta, state = found
+        self.meta = {**meta, "_step": step}
+        self.restored = from_host(state, like=like["state"])
+        self.history, self.resumed = meta["history"], step
+        self.failed = list(meta.get("failed") or [None] * self.n)
+        self.step, self.train_s = meta["step"], meta["train_time"]
+
+    def take_restored(self, s_idx: int) -> tuple[TrainState, int] | None:
+        """The restored state and its first epoch to run, once, when the call resumes inside
+        stage `s_idx`; else None."""
+        meta = self.meta
+        if meta is None or meta["stage"] != s_idx:
+            return None
+        state, self.meta, self.restored = self.restored, None, None
+        return state, meta["epoch"]
+
+    def save(self, s_idx: int, epoch: int, state: TrainState) -> None:
+        """Checkpoints `state` after `epoch` of stage `s_idx`, with the record beside it."""
+        self.ckpt.save(
+            self.step,
+            to_host(state),
+            {
+                "stage": s_idx,
+                "epoch": epoch,
+                "step": self.step,
+                "history": self.history,
+                "train_time": self.train_s,
+                "failed": self.failed,
+                "state_structure": self.structures[s_idx],
+            },
+        )
+
+    def record(self, i: int, entry: dict) -> None:
+        """Appends trial `i`'s evaluation `entry` to its history and logs it (batched trials
+        with a `trial{i}/` prefix)."""
+        self.history[i].append(entry)
+        prefix = f"trial{i}/" if self.batched else ""
+        scalars = {f"{prefix}train/{k}": v for k, v in entry["train"].items()}
+        for split in ("valid", "test"):
+            scalars.update({f"{prefix}{split}/{k}": v for k, v in entry[split].items()})
+        self.log(self.step, scalars)
+
+    def close(self) -> None:
+        for closer in (self.ckpt, self.bar):
+            if closer is not None:
+                closer.close()
