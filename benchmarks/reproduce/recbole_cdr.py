@@ -191,6 +191,10 @@ def prepare_official(src: pathlib.Path) -> dict:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / f"{name}.inter", dest)
         out[f"{name}.inter"] = K.sha256(dest)
+        # the mirror may lack these tracked blobs: without this, `git diff` in `K.fetch` (the
+        # next run's reuse of the checkout) fails reading them
+        rel = dest.relative_to(src).as_posix()
+        subprocess.run(["git", "update-index", "--skip-worktree", rel], cwd=src, check=True)
     return out
 
 

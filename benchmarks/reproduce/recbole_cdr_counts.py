@@ -9,10 +9,14 @@ printed here leave it out.
 """
 
 import json
+import os
 import sys
 
 
 def main() -> None:
+    # this folder holds recbole_cdr.py (the harness), which would shadow the package
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     from recbole_cdr.config import CDRConfig
     from recbole_cdr.data import create_dataset, data_preparation
 
