@@ -333,3 +333,15 @@ def test_recbole_log_without_a_test_result_is_an_error():
     assert R.parse_counts("noise\nCOUNTS " + json.dumps(counts) + "\n") == counts
     with pytest.raises(ValueError):
         R.parse_counts("nothing")
+
+
+def test_recbole_settings_line_reads_the_model_yaml_over_overall(tmp_path):
+    props = tmp_path / "recbole_cdr" / "properties"
+    (props / "model").mkdir(parents=True)
+    (props / "overall.yaml").write_text(
+        "# training settings\nlearning_rate: 0.001\nseed: 2022\neval_args:\n  mode: full\n"
+        'train_epochs: ["BOTH:300"]\n'
+    )
+    (props / "model" / "EMCDR.yaml").write_text('train_epochs: ["SOURCE:3","OVERLAP:3"]\nk: 1')
+    line = R.their_settings(tmp_path, "EMCDR")
+    assert line == 'learning_rate: 0.001, train_epochs: ["SOURCE:3","OVERLAP:3"], k: 1'

@@ -314,6 +314,23 @@ def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
 # The report
 
 
+def their_settings(src, model: str) -> str:
+    """The model's yaml and the training lines of overall.yaml, as `key: value` pairs (plain
+    `key: value` lines; the section quotes them)."""
+    props = pathlib.Path(src) / "recbole_cdr" / "properties"
+    keys = ("learning_rate", "train_batch_size", "stopping_step", "valid_metric", "train_epochs")
+    pairs = {}
+    for path, only in ((props / "overall.yaml", keys), (props / "model" / f"{model}.yaml", None)):
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if ":" in line and not line.startswith((" ", "#")):
+                k, v = (x.strip() for x in line.split(":", 1))
+                if v and (only is None or k in only):
+                    pairs[k] = v
+    return ", ".join(f"{k}: {v}" for k, v in pairs.items())
+
+
 def _count_row(label, ours, theirs) -> str:
     mark = "yes" if ours == theirs else "**no**"
     return f"| {label} | {ours:,} | {theirs:,} | {mark} |"
@@ -393,6 +410,7 @@ def write_section(report, *, ours, official, counts, cfgs, hashes, seeds, total_
             for p in phases
         )
         body.append(f"Theirs (seed {BASE_SEED}): {ph}; selects on valid MRR@10.")
+        body.append(f"Their settings: `{their_settings(src, model)}`.")
         if err:
             body.append(
                 f"Ours: not run — `{err}`. ML-1M and ML-100k share items (by title), not "
@@ -407,7 +425,9 @@ def write_section(report, *, ours, official, counts, cfgs, hashes, seeds, total_
             body.append(
                 f"Ours: `{method}` with the quality suite's setting (`{sets}`), "
                 f"dim {c.mf.dim}, lr {c.trainer.lr}, batch {c.trainer.batch_size}, "
-                f"{c.trainer.epochs} epochs, selects on valid {o[0]['select_metric']}."
+                f"{c.trainer.epochs} epochs, selects on valid {o[0]['select_metric']} "
+                f"(selected epochs {', '.join(str(r['selected_epoch']) for r in o)} of "
+                f"{o[0]['n_evals']} evaluations)."
             )
         body.append("")
     body += [
