@@ -256,13 +256,16 @@ def run_official(python, src, scratch, model: str, seed: int, echo=print) -> dic
 # Ours
 
 
-def our_config(method: str):
+def our_config(method: str, also=()):
+    """(config, the method's settings): the experiment with `DATA_OVERRIDES`, the quality
+    suite's setting of `method`, then `also` (extra overrides, e.g. more epochs)."""
     from benchmarks.quality import METHOD_SETTINGS, ML100K_CMF
     from transferjax import config as C
 
     cfg = C.load(str(K.EXPERIMENTS / EXPERIMENT))
     settings = ML100K_CMF if method == "cmf" else METHOD_SETTINGS.get(method, ())
-    return C.apply_overrides(cfg, [*DATA_OVERRIDES, f"method={method}", *settings]), settings
+    sets = [*DATA_OVERRIDES, f"method={method}", *settings, *also]
+    return C.apply_overrides(cfg, sets), (*settings, *also)
 
 
 def our_counts(split) -> dict:
@@ -336,8 +339,11 @@ def _count_row(label, ours, theirs) -> str:
     return f"| {label} | {ours:,} | {theirs:,} | {mark} |"
 
 
-def write_section(report, *, ours, official, counts, cfgs, hashes, seeds, total_s, cmd, src):
-    """The markdown section `reproduce-recbole_cdr`."""
+def write_section(
+    report, *, ours, official, counts, cfgs, hashes, seeds, total_s, cmd, src, also=None
+):
+    """The markdown section `reproduce-recbole_cdr`. `also`: (overrides, {method: results})
+    of a second run of ours, shown as a third column."""
     oc, tc = counts["ours"], counts["official"]
     body = [
         "RecBole-CDR's own code (RUCAIBox/RecBole-CDR at "
@@ -381,6 +387,12 @@ def write_section(report, *, ours, official, counts, cfgs, hashes, seeds, total_
             }
             for label, om, tm in METRICS
         ]
+        columns = {"ours": "ours", "official": "RecBole-CDR"}
+        a = also[1].get(method) if also and not err else None
+        if a:
+            columns = {"ours": "ours", "also": f"ours, `{' '.join(also[0])}`", **columns}
+            for row, (_, om, _) in zip(rows, METRICS):
+                row["also"] = [r["test"][om] for r in a]
         rows += [
             {
                 "label": "selected epoch (theirs: of the last phase)",
@@ -401,7 +413,12 @@ def write_section(report, *, ours, official, counts, cfgs, hashes, seeds, total_
                 "digits": 1,
             },
         ]
-        body.append(K.comparison_table(rows, columns={"ours": "ours", "official": "RecBole-CDR"}))
+        if a:
+            for row, key in zip(
+                rows[len(METRICS) :], ("selected_epoch", "wall_to_selected_s", "wall_s")
+            ):
+                row["also"] = [r[key] for r in a]
+        body.append(K.comparison_table(rows, columns=columns))
         body.append("")
         phases = t[0]["phases"]
         ph = "; ".join(
@@ -429,6 +446,12 @@ def write_section(report, *, ours, official, counts, cfgs, hashes, seeds, total_
                 f"(selected epochs {', '.join(str(r['selected_epoch']) for r in o)} of "
                 f"{o[0]['n_evals']} evaluations)."
             )
+            if a:
+                body.append(
+                    f"Ours, `{' '.join(also[0])}`: the same with that override (selected "
+                    f"epochs {', '.join(str(r['selected_epoch']) for r in a)} of "
+                    f"{a[0]['n_evals']})."
+                )
         body.append("")
     body += [
         f"Seeds: ours {', '.join(map(str, seeds))} (init; split seed 0); RecBole-CDR "
@@ -438,7 +461,15 @@ def write_section(report, *, ours, official, counts, cfgs, hashes, seeds, total_
         + ". Nothing in their code is patched; the only config added is "
         "`show_progress: False`, `use_gpu: False` and the seed.",
         f"Machine: {K.machine()} (shared with other jobs; wall times are rough). "
-        f"Total harness time {total_s:.0f} s.",
+        f"Compute in the runs shown: RecBole-CDR processes "
+        f"{sum(r['process_s'] for v in official.values() for r in v):.0f} s, ours "
+        f"{sum(r.get('wall_s', 0.0) for v in ours.values() for r in v):.0f} s"
+        + (
+            f" (+ {sum(r.get('wall_s', 0.0) for v in also[1].values() for r in v):.0f} s)"
+            if also
+            else ""
+        )
+        + f"; this invocation {total_s:.0f} s (finished runs are reused).",
     ]
     return K.put_reproduce_section(report, "recbole_cdr", "\n".join(body))
 
@@ -457,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", help="an existing python with the official requirements")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 on both sides")
     p.add_argument("--models", default="cmf,emcdr", help="comma-separated: cmf, emcdr")
+    p.add_argument(
+        "--also",
+        default="",
+        help="space-separated overrides of a second run of ours, a third column "
+        "(e.g. 'trainer.epochs=100')",
+    )
     p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
     p.add_argument("--no-report", action="store_true", help="write no section")
     return p
@@ -489,7 +526,23 @@ def main(argv=None) -> int:
         ]
         for m in methods
     }
-    K.save_json(scratch / "summary.json", {"ours": ours, "official": official, "counts": counts})
+    also = None
+    if args.also:
+        sets = tuple(args.also.split())
+        slug = "-".join(x.replace("=", "_") for x in sets)
+        also = (sets, {})
+        for m in methods:
+            if any("error" in r for r in ours[m]):
+                continue
+            cfg = our_config(m, sets)[0]
+            also[1][m] = [
+                run_ours(cfg, split, scratch / "ours" / f"{m}-{slug}-seed{s}.json", seed=s)
+                for s in seeds
+            ]
+    K.save_json(
+        scratch / "summary.json",
+        {"ours": ours, "official": official, "counts": counts, "also": also},
+    )
     for m in methods:
         for s, o, t in zip(seeds, ours[m], official[MODELS[m]]):
             theirs = " ".join(f"{tm}={t['test'][tm]:.4f}" for _, _, tm in METRICS)
@@ -503,6 +556,7 @@ def main(argv=None) -> int:
         cmd = "python -m benchmarks.reproduce.recbole_cdr" + (
             f" --seeds {args.seeds}" if args.seeds != 1 else ""
         )
+        cmd += f" --also '{args.also}'" if args.also else ""
         path = write_section(
             args.report or "BENCHMARKS.md",
             ours={m: ours[m] for m in methods},
@@ -514,6 +568,7 @@ def main(argv=None) -> int:
             total_s=time.perf_counter() - t0,
             cmd=cmd,
             src=src,
+            also=also,
         )
         print(f"wrote section reproduce-recbole_cdr of {path}")
     return 0
