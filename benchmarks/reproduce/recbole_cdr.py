@@ -285,6 +285,14 @@ def our_counts(split) -> dict:
     }
 
 
+def _ours_json(scratch: pathlib.Path, cfg, seed: int) -> pathlib.Path:
+    """Where one seed of ours is kept: named by the config's hash, so that a changed
+    experiment file or override is trained anew instead of reusing a stale result."""
+    from transferjax.train.run import config_hash
+
+    return scratch / "ours" / f"{cfg.method}-{config_hash(cfg)}-seed{seed}.json"
+
+
 def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
     """One seed of ours (or its saved summary); {"error": ...} when the method cannot run on
     this data."""
@@ -520,25 +528,18 @@ def main(argv=None) -> int:
     counts["ours"] = our_counts(split)
     K.save_json(scratch / "counts.json", counts)
     ours = {
-        m: [
-            run_ours(cfgs[m][0], split, scratch / "ours" / f"{m}-seed{s}.json", seed=s)
-            for s in seeds
-        ]
+        m: [run_ours(cfgs[m][0], split, _ours_json(scratch, cfgs[m][0], s), seed=s) for s in seeds]
         for m in methods
     }
     also = None
     if args.also:
         sets = tuple(args.also.split())
-        slug = "-".join(x.replace("=", "_") for x in sets)
         also = (sets, {})
         for m in methods:
             if any("error" in r for r in ours[m]):
                 continue
             cfg = our_config(m, sets)[0]
-            also[1][m] = [
-                run_ours(cfg, split, scratch / "ours" / f"{m}-{slug}-seed{s}.json", seed=s)
-                for s in seeds
-            ]
+            also[1][m] = [run_ours(cfg, split, _ours_json(scratch, cfg, s), seed=s) for s in seeds]
     K.save_json(
         scratch / "summary.json",
         {"ours": ours, "official": official, "counts": counts, "also": also},
