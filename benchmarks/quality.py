@@ -206,21 +206,24 @@ def run_quality(
     out = out or (runs / "BENCHMARKS.md" if quick else "BENCHMARKS.md")
     t0 = time.perf_counter()
     tasks = [t for t in suite(quick=quick) if not only or t.name in only]
-    walls, missing = {}, []
+    walls, missing, data = {}, [], {}
     for task in tasks:
         for method in task.methods:
             cfg = task_config(task, method, seeds=seeds)
             folder = runs / task.name / method
             done = folder / "metrics.json"
             stored = folder / "config.json"
-            if done.exists() and C.same_config(json.loads(stored.read_text()), cfg):
+            same = done.exists() and C.same_config(json.loads(stored.read_text()), cfg)
+            if same and _same_data(folder, cfg, data):
                 walls[(task.name, method)] = json.loads(done.read_text())["timing"]["wall_s"]
                 continue
+            why = " (its data or split changed since it ran)" if same else ""
             if report_only:
-                missing.append(f"{task.name}/{method}")
+                missing.append(f"{task.name}/{method}{why}")
                 continue
-            echo(f"== {task.name} / {method}")
-            m = run(cfg, out_dir=folder, echo=lambda *_: None, progress=False)
+            echo(f"== {task.name} / {method}{why}")
+            # fresh: a finished folder of other data is moved aside, never resumed
+            m = run(cfg, out_dir=folder, echo=lambda *_: None, progress=False, fresh=same)
             walls[(task.name, method)] = m["timing"]["wall_s"]
     total = time.perf_counter() - t0
     return write_report(
@@ -235,6 +238,24 @@ def run_quality(
         missing=missing,
         cache_note=cache_note,
     )
+
+
+def _same_data(folder: pathlib.Path, cfg, cache: dict) -> bool:
+    """Whether a finished run folder was trained on the split `cfg` gives now: its recorded
+    data fingerprint (`fingerprint.json`) equals the split's. A folder without the record
+    (written before runs recorded one) cannot be checked and counts as changed, so a changed
+    loader, filter or protocol never leaves a stale cell in the report. `cache`: fingerprints
+    by data and protocol settings, so each split is built once."""
+    from transferjax.data.registry import build_dataset, build_split
+    from transferjax.train.run import split_fingerprint
+
+    rec = folder / "fingerprint.json"
+    if not rec.exists():
+        return False
+    key = json.dumps([C.to_dict(cfg)["data"], C.to_dict(cfg)["protocol"]], sort_keys=True)
+    if key not in cache:
+        cache[key] = split_fingerprint(build_split(cfg.protocol, build_dataset(cfg.data)))
+    return json.loads(rec.read_text()).get("data") == cache[key]
 
 
 def write_report(

@@ -163,3 +163,35 @@ def test_module_entry_point_passes_its_flags(tmp_path, monkeypatch, capsys):
     text = out.read_text()
     assert "`python -m benchmarks.quality --quick --only synthetic_tiny --report-only`" in text
     assert "Seeds per cell: 2." in text and "Not run yet" in text
+
+
+@pytest.mark.parametrize("record", [None, "0" * 64], ids=["no record", "other data"])
+def test_a_finished_cell_of_other_data_is_trained_anew_not_reused(tmp_path, monkeypatch, record):
+    """A finished folder whose recorded data fingerprint is not the split's (or that records
+    none) is never reused: report-only lists it as changed, a run moves it aside (fresh)."""
+    import transferjax.train.run as R
+    from transferjax import config as C
+
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    task = _tiny_suite(quick=True)[0]
+    runs = tmp_path / "runs"
+    for m in task.methods:
+        folder = runs / task.name / m
+        folder.mkdir(parents=True)
+        cfg = Q.task_config(task, m, seeds=1)
+        (folder / "config.json").write_text(json.dumps(C.to_dict(cfg)))
+        (folder / "metrics.json").write_text(json.dumps({"timing": {"wall_s": 1.0}}))
+        if record is not None:
+            (folder / "fingerprint.json").write_text(json.dumps({"data": record}))
+    monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    reported = {}
+    monkeypatch.setattr(Q, "write_report", lambda tasks, **k: reported.update(k))
+    out = tmp_path / "B.md"
+    Q.run_quality(
+        quick=True, runs_dir=runs, out=out, seeds=1, echo=lambda *_: None, report_only=True
+    )
+    assert "synthetic_tiny/mf (its data or split changed since it ran)" in reported["missing"]
+    calls = []
+    monkeypatch.setattr(R, "run", lambda cfg, **k: calls.append(k) or {"timing": {"wall_s": 2}})
+    Q.run_quality(quick=True, runs_dir=runs, out=out, seeds=1, echo=lambda *_: None)
+    assert [k["fresh"] for k in calls] == [True] * len(task.methods)
