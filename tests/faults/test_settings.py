@@ -9,6 +9,7 @@ import types
 import jax
 import pytest
 
+from tests.faults import TINY
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import ConfigError
@@ -17,16 +18,6 @@ from transferjax.train import trainer as trainer_module
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
-TINY = C.SyntheticConfig(
-    n_overlap=60,
-    n_source_only=20,
-    n_target_only=20,
-    n_items_source=40,
-    n_items_target=30,
-    density_source=0.2,
-    density_target=0.15,
-    seed=2,
-)
 CFG = C.RunConfig(
     method="mf",
     data=C.DataConfig(name="synthetic", synthetic=TINY),

@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import pathlib
 
-from transferjax.data.types import DataError
+import numpy as np
+
+from transferjax.data._read import Table
+from transferjax.data.types import DataError, Interactions
 
 
 def pair_folders(root: str | os.PathLike) -> dict[str, pathlib.Path]:
@@ -41,3 +44,19 @@ def pair_folders(root: str | os.PathLike) -> dict[str, pathlib.Path]:
         )
     pair = next(iter(found.values()))
     return {d: root / pair[d] for d in sorted(pair, key=pair.get)}
+
+
+def implicit_interactions(t: Table, size: tuple[int, int], name: str) -> Interactions:
+    """A released pair file's rows (columns 0 user, 1 item; ids already dense indices) as
+    implicit interactions of a domain of `size` = (n_users, n_items)."""
+    n_users, n_items = size
+    return Interactions(
+        user=t[0],
+        item=t[1],
+        rating=np.ones(len(t), np.float32),
+        n_users=n_users,
+        n_items=n_items,
+        user_ids=np.arange(n_users),
+        item_ids=np.arange(n_items),
+        name=name,
+    )

@@ -54,9 +54,9 @@ import os
 
 import numpy as np
 
-from transferjax.data._pair import pair_folders
+from transferjax.data._pair import implicit_interactions, pair_folders
 from transferjax.data._read import Table, check_dense_ids, check_nonnegative, read_table
-from transferjax.data.types import CrossDomainData, DataError, Interactions
+from transferjax.data.types import CrossDomainData, DataError
 
 PARTS = ("train", "valid", "test")
 N_OVERLAP = 2179  # Game/Video's threshold, as the files give it
@@ -103,9 +103,9 @@ def load_cdrib(
     threshold = overlap_threshold(tables, n_overlap)
     tgt_tables = tables[target]
     tgt_size = sizes[target]
-    parts = {p: _interactions(t, tgt_size, f"{target}_{p}") for p, t in tgt_tables.items()}
-    tgt = _interactions(_concat(list(tgt_tables.values())), tgt_size, target)
-    src = _interactions(tables[source]["train"], sizes[source], source)
+    parts = {p: implicit_interactions(t, tgt_size, f"{target}_{p}") for p, t in tgt_tables.items()}
+    tgt = implicit_interactions(_concat(list(tgt_tables.values())), tgt_size, target)
+    src = implicit_interactions(tables[source]["train"], sizes[source], source)
     both = np.zeros(0, np.int32)
     k = min(threshold, src.n_users, tgt.n_users)
     if k:
@@ -238,17 +238,3 @@ def _check_disjoint(tables: dict) -> None:
             f"{tabs[part[b]].where(row[b])}: pair ({key[b] // n_items}, "
             f"{key[b] % n_items}) also released at {tabs[part[a]].where(row[a])}"
         )
-
-
-def _interactions(t: Table, size: tuple[int, int], name: str) -> Interactions:
-    n_users, n_items = size
-    return Interactions(
-        user=t[0],
-        item=t[1],
-        rating=np.ones(len(t), np.float32),
-        n_users=n_users,
-        n_items=n_items,
-        user_ids=np.arange(n_users),
-        item_ids=np.arange(n_items),
-        name=name,
-    )

@@ -32,9 +32,9 @@ import os
 
 import numpy as np
 
-from transferjax.data._pair import pair_folders
+from transferjax.data._pair import implicit_interactions, pair_folders
 from transferjax.data._read import Table, check_dense_ids, check_nonnegative, read_table
-from transferjax.data.types import CrossDomainData, DataError, Interactions
+from transferjax.data.types import CrossDomainData, DataError
 
 PARTS = ("train", "test", "test_original")
 
@@ -76,9 +76,9 @@ def load_disencdr(root: str | os.PathLike, *, target: str | None = None) -> Cros
         _check_domain(tables[d], n_users, n_items[d])
     tt = tables[target]
     size = (n_users, n_items[target])
-    parts = {p: _interactions(t, size, f"{target}_{p}") for p, t in tt.items()}
-    tgt = _interactions(_concat([tt["train"], tt["test_original"]]), size, target)
-    src = _interactions(tables[source]["train"], (n_users, n_items[source]), source)
+    parts = {p: implicit_interactions(t, size, f"{target}_{p}") for p, t in tt.items()}
+    tgt = implicit_interactions(_concat([tt["train"], tt["test_original"]]), size, target)
+    src = implicit_interactions(tables[source]["train"], (n_users, n_items[source]), source)
     both = np.flatnonzero((src.user_counts() > 0) & (parts["train"].user_counts() > 0))
     return CrossDomainData(
         source=src,
@@ -163,17 +163,3 @@ def _check_domain(t: dict, n_users: int, n_items: int) -> None:
 def _concat(tables: list) -> Table:
     cols = {c: np.concatenate([t[c] for t in tables]) for c in (0, 1)}
     return Table(cols, "+".join(t.source for t in tables), 1)
-
-
-def _interactions(t: Table, size: tuple[int, int], name: str) -> Interactions:
-    n_users, n_items = size
-    return Interactions(
-        user=t[0],
-        item=t[1],
-        rating=np.ones(len(t), np.float32),
-        n_users=n_users,
-        n_items=n_items,
-        user_ids=np.arange(n_users),
-        item_ids=np.arange(n_items),
-        name=name,
-    )
