@@ -6,6 +6,7 @@ import collections
 import dataclasses
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import pytest
 
@@ -170,3 +171,49 @@ def test_families_follow_the_config(setup):
     assert set(rating) == {"mae", "rmse"}
     with pytest.raises(ValueError, match="exceeds"):
         make_evaluate(_cfg(ks=(1, 1000)), split)
+
+
+def test_prepare_runs_once_per_evaluation_outside_the_chunk_loop(setup):
+    """`Scorer.prepare`'s entries reach every chunk's scorer; the evaluation equals the same
+    scorer without `prepare` (which computes the entry per call), and in the traced program the
+    prepared work (a sinh here) sits outside the loop over chunks."""
+    cfg, split, scorer, params = setup
+
+    def shift(v):  # a per-evaluation table every chunk reads: one offset per item
+        return 0.1 * jnp.sinh(v["target"]["item"][:, 0])
+
+    def offset(v):
+        return v["shift"] if "shift" in v else shift(v)
+
+    plain = Scorer(
+        score_items=lambda v, s, t, i: scorer.score_items(v, s, t, i) + offset(v)[i],
+        score_all=lambda v, s, t: scorer.score_all(v, s, t) + offset(v)[None],
+    )
+    prepared = dataclasses.replace(plain, prepare=lambda v: {"shift": shift(v)})
+    evaluate = make_evaluate(cfg, split)
+    for heldout in ("valid", "test"):
+        assert_same_metrics(
+            _as_counts(evaluate(prepared, params[0], heldout)),
+            _as_counts(evaluate(plain, params[0], heldout)),
+        )
+    with pytest.raises(ValueError, match="keys the view has"):
+        dataclasses.replace(plain, prepare=lambda v: {"target": 0}).prepared(params[0])
+
+    def sinhs(jaxpr, inside):  # (outside any loop, inside a loop body)
+        out = [0, 0]
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "sinh":
+                out[inside] += 1
+            loop = eqn.primitive.name in ("scan", "while")
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                o, i = sinhs(sub, inside or loop)
+                out[0], out[1] = out[0] + o, out[1] + i
+        return out
+
+    evaluator = make_evaluator(cfg, split)
+    plan = evaluator.plans_of(split.test)["full"][0]
+    program = evaluator.programs_of(prepared)["full"][0]
+    jaxpr = jax.make_jaxpr(program)(params[0], {}, plan).jaxpr
+    assert sinhs(jaxpr, False) == [1, 0]
+    program = evaluator.programs_of(plain)["full"][0]
+    assert sinhs(jax.make_jaxpr(program)(params[0], {}, plan).jaxpr, False) == [0, 1]

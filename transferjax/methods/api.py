@@ -93,11 +93,27 @@ class Scorer:
       score_all: `(params, src: i32[c], tgt: i32[c]) -> f32[c, n_items]`.
       predict: optional rating predictor `(params, src, tgt, items: i32[c]) -> f32[c]` when it
         differs from `score_items` (e.g. popularity ranks by count but predicts the mean).
+      prepare: optional `prepare(view) -> {name: array}`, work shared by every chunk of one
+        evaluation (a graph method's propagated tables): the evaluator calls it once per
+        evaluation, inside the compiled program and before the chunks, and the scorers see its
+        entries in their view. Scorers must still give the same scores without them (a direct
+        call computes them itself), so `prepare` only saves work.
     """
 
     score_items: Callable
     score_all: Callable
     predict: Callable | None = None
+    prepare: Callable | None = None
+
+    def prepared(self, view: dict) -> dict:
+        """`view` with the entries of `prepare(view)` (itself without `prepare`)."""
+        if self.prepare is None:
+            return view
+        extra = self.prepare(view)
+        clash = set(extra) & set(view)
+        if clash:
+            raise ValueError(f"Scorer.prepare returned keys the view has: {sorted(clash)}")
+        return {**view, **extra}
 
     def rating(self, params, src, tgt, items):
         """f32[c] predicted ratings."""

@@ -32,8 +32,7 @@ Conventions here:
   `jax.ops.segment_sum` over the edges (`transferjax.models.graph`), never a dense matrix.
 - Ego embeddings are N(0, init_std^2) (the paper uses Xavier init); learning rate, epochs,
   batch size and optimizer are the trainer's (`trainer.*`), as target-only `mf`.
-- Scoring recomputes the final tables in each scorer call (one per evaluation chunk): the
-  `Scorer` contract has no per-evaluation hook.
+- Scoring propagates once per evaluation (`Scorer.prepare`), not once per evaluation chunk.
 
 Cold users (no target training row) are isolated nodes: their propagated embedding is their
 untrained ego row scaled by 1/(K+1), so it is never used. As `mf`, a cold user gets zero
@@ -112,10 +111,14 @@ def lightgcn_tables(v, n_layers: int):
 
 def lightgcn_scorer(n_layers: int, biases: bool) -> Scorer:
     """Scores mu + b_u + b_i + e_u.e_i (no biases nor mu for "bpr") for known users and the
-    item baseline for cold ones: mu + b_i with `biases`, else `v["item_pop"]`."""
+    item baseline for cold ones: mu + b_i with `biases`, else `v["item_pop"]`. The final tables
+    are propagated once per evaluation (`prepare`), or per call without it."""
+
+    def prepare(v):
+        return {"lightgcn_final": lightgcn_tables(v, n_layers)}
 
     def sides(v, tgt):
-        fu, fi = lightgcn_tables(v, n_layers)
+        fu, fi = v["lightgcn_final"] if "lightgcn_final" in v else lightgcn_tables(v, n_layers)
         p = v[PART]
         if biases:
             ub, ib, base = p["mu"] + p["user_bias"][tgt], p["item_bias"], p["mu"] + p["item_bias"]
@@ -138,7 +141,7 @@ def lightgcn_scorer(n_layers: int, biases: bool) -> Scorer:
         s = jnp.einsum("cd,cmd->cm", eu, fi[items]) + ub[:, None] + ib[items]
         return jnp.where(known[:, None], s, base[items])
 
-    return Scorer(score_items=score_items, score_all=score_all)
+    return Scorer(score_items=score_items, score_all=score_all, prepare=prepare)
 
 
 @register("lightgcn", traced=LIGHTGCN_TRACED)

@@ -54,7 +54,8 @@ def _jit_programs(scorer, *, families: tuple[str, ...], ks: tuple[int, ...]) -> 
     }
 
     def with_shared(fn):  # the scorer reads {**params, **shared}; shared is never batched
-        return lambda params, shared, plan: fn({**params, **shared}, plan)
+        # `prepare` runs once per evaluation program, before the chunks map over the plan
+        return lambda params, shared, plan: fn(scorer.prepared({**params, **shared}), plan)
 
     return {
         name: (
