@@ -5,7 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transferjax.models.mf import bpr_loss, mf_init, mf_score, mf_score_all, mse_loss
+from transferjax.models.mf import (
+    bce_loss,
+    bpr_loss,
+    mf_init,
+    mf_score,
+    mf_score_all,
+    mse_loss,
+    sample_negatives,
+)
 
 
 def _params():
@@ -68,3 +76,40 @@ def test_bpr_prefers_positive_after_training():
         p = jax.tree.map(lambda a, b: a - 0.5 * b, p, g)
     s = mf_score_all(p["user"], p["user_bias"], p)
     assert bool(jnp.all(jnp.argmax(s, 1) == jnp.array([0, 0, 1, 1])))
+
+
+@pytest.mark.parametrize("kind", ["bpr", "bce"])
+def test_pair_losses_match_numpy(kind):
+    """BPR: -log sigmoid(s_ui - s_uj); BCE: (-log sigmoid(s_ui) - log(1 - sigmoid(s_uj))) / 2,
+    the mean over positives and their negatives; both + reg (rows of u, i and j), masked."""
+    p = _params()
+    batch = {
+        "user": jnp.array([0, 1, 2, 4], jnp.int32),
+        "item": jnp.array([1, 2, 3, 0], jnp.int32),
+        "rating": jnp.ones(4),
+        "mask": jnp.array([True, True, True, False]),
+    }
+    key = jax.random.key(3)
+    loss_fn = bpr_loss if kind == "bpr" else bce_loss
+    loss, aux = loss_fn(p, batch, reg=0.1, key=key)
+    j = np.asarray(sample_negatives(p, key, batch["item"]))[:3]  # the loss's own draw
+    P, Q = np.asarray(p["user"], np.float64), np.asarray(p["item"], np.float64)
+    bu, bi = np.asarray(p["user_bias"], np.float64), np.asarray(p["item_bias"], np.float64)
+    u, i = np.array([0, 1, 2]), np.array([1, 2, 3])
+    s_i = 3.5 + bu[u] + bi[i] + np.sum(P[u] * Q[i], 1)
+    s_j = 3.5 + bu[u] + bi[j] + np.sum(P[u] * Q[j], 1)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    if kind == "bpr":
+        nll = -np.log(sig(s_i - s_j))
+    else:
+        nll = -(np.log(sig(s_i)) + np.log(1 - sig(s_j))) / 2
+    reg = (
+        np.sum(P[u] ** 2, 1)
+        + np.sum(Q[i] ** 2, 1)
+        + bu[u] ** 2
+        + bi[i] ** 2
+        + np.sum(Q[j] ** 2, 1)
+        + bi[j] ** 2
+    )
+    np.testing.assert_allclose(aux[kind], np.mean(nll), rtol=1e-5)
+    np.testing.assert_allclose(loss, np.mean(nll + 0.1 * reg), rtol=1e-5)

@@ -198,7 +198,7 @@ def _mf_batch(n_users=6, n_items=5, b=8, seed=0):
     }
 
 
-@pytest.mark.parametrize("kind", ["mse", "bpr"])
+@pytest.mark.parametrize("kind", ["mse", "bpr", "bce"])
 def test_mf_rows_loss_and_gradient_equal_dense(kind):
     mf = mf_init(jax.random.key(0), n_users=6, n_items=5, dim=D, mu=3.0)
     batch, key = _mf_batch(), jax.random.key(7)
@@ -212,7 +212,7 @@ def test_mf_rows_loss_and_gradient_equal_dense(kind):
     np.testing.assert_allclose(loss, dense_loss, rtol=1e-6)
     np.testing.assert_allclose(g_mu, dense_g["mu"], rtol=1e-5, atol=1e-7)
     assert np.all(np.asarray(idx["user"])[-2:] == -1)
-    neg = kind == "bpr"
+    neg = kind != "mse"
     pairs = [
         ("user", "user", "user"),
         ("user_bias", "user_bias", "user"),
@@ -232,7 +232,7 @@ def test_mf_rows_loss_and_gradient_equal_dense(kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mse", "bpr"])
+@pytest.mark.parametrize("kind", ["mse", "bpr", "bce"])
 def test_one_sparse_mf_step_equals_one_dense_adam_step(kind):
     """At the first step lazy and dense Adam agree on every row (zero gradient -> no move);
     row 0, touched only by padding, keeps its params and moments bit-identical."""
@@ -256,7 +256,7 @@ def test_one_sparse_mf_step_equals_one_dense_adam_step(kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mse", "bpr"])
+@pytest.mark.parametrize("kind", ["mse", "bpr", "bce"])
 def test_padding_rows_change_nothing(kind):
     """Row 0 gets real moments at step 1; at step 2 it appears only in masked slots and keeps
     its params and moments bit-identical (lazy Adam would otherwise move it by momentum)."""

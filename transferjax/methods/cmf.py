@@ -168,14 +168,14 @@ def cmf_loss(
     """CMF objective of one step (Singh & Gordon, KDD 2008).
 
     loss = source_weight * L_s + (1 - source_weight) * L_t, with L_d the masked batch mean of
-    `mf_loss` (MSE or BPR, with its per-row L2 term `reg`) in domain d's params view.
+    `mf_loss` (MSE, BPR or BCE, with its per-row L2 term `reg`) in domain d's params view.
 
     Args:
       cmf: params of `cmf_init`.
       target_batch, source_batch: `user` i32[b], `item` i32[b] (the shared side as JOINT
         rows), `rating` f32[b], `mask` bool[b]; the two batches may differ in size.
       source_weight: w in [0, 1].
-      kinds: (source kind, target kind), each "mse" or "bpr".
+      kinds: (source kind, target kind), each "mse", "bpr" or "bce".
       key: negatives for BPR (split between the domains).
       neg_items: with shared items, {"source", "target"}: each domain's joint item rows.
 

@@ -34,7 +34,8 @@ from transferjax.models.sparse import make_sparse_optimizer
 class MFConfig:
     """Matrix factorisation (per domain): r_ui = mu + b_u + b_i + <p_u, q_i>.
 
-    loss: "mse" for explicit ratings, "bpr" for implicit feedback (one sampled negative).
+    loss: "mse" for explicit ratings, "bpr" for implicit feedback (one sampled negative), "bce"
+      pointwise cross-entropy with one sampled negative (label 0) per positive.
     reg: L2 weight on the factors and biases of each example's rows.
     epochs / lr: pre-training of the per-domain MF used by mapping methods (EMCDR).
     sparse: row-sparse updates of the embedding tables (`transferjax.models.sparse`): each step
@@ -45,7 +46,7 @@ class MFConfig:
 
     dim: int = 32
     reg: float = 1e-3
-    loss: Literal["auto", "mse", "bpr"] = "auto"
+    loss: Literal["auto", "mse", "bpr", "bce"] = "auto"
     init_std: float = 0.1
     epochs: int = 20
     lr: float = 1e-2

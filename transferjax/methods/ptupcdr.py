@@ -38,7 +38,7 @@ from transferjax.data.batches import History, padded_history
 from transferjax.methods.api import Built, Stage, hyper_init, make_optimizer, own_or_fallback
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_loss_kind, mf_scorer
 from transferjax.methods.registry import register
-from transferjax.models.mf import mf_score
+from transferjax.models.mf import PAIR_KINDS, mf_score, pair_nll
 
 
 @section("ptupcdr")
@@ -148,8 +148,9 @@ def ptupcdr_loss(params: dict, batch: dict, *, kind: str, key: jax.Array) -> tup
 
     Args:
       batch: `src` i32[b] source user, `item` i32[b] target item, `rating` f32[b], `mask` bool[b].
-      kind: "mse": masked mean of (r - r_hat)^2; "bpr": masked mean of
-        -log sigmoid(s_ui - s_uj), j ~ U(target items) (Rendle et al., UAI 2009).
+      kind: "mse": masked mean of (r - r_hat)^2; "bpr" / "bce": masked mean of
+        `pair_nll(s_ui, s_uj)` (BPR's -log sigmoid(s_ui - s_uj), Rendle et al., UAI 2009, or
+        pointwise BCE), j ~ U(target items).
     """
     vec, bias = ptupcdr_user(params, batch["src"])
     tgt = jax.lax.stop_gradient(params["target"])
@@ -157,11 +158,11 @@ def ptupcdr_loss(params: dict, batch: dict, *, kind: str, key: jax.Array) -> tup
     pos = mf_score(vec, bias, tgt, batch["item"])
     if kind == "mse":
         err = (batch["rating"] - pos) ** 2
-    elif kind == "bpr":
+    elif kind in PAIR_KINDS:
         j = jax.random.randint(key, batch["item"].shape, 0, tgt["item"].shape[0], dtype=jnp.int32)
-        err = -jax.nn.log_sigmoid(pos - mf_score(vec, bias, tgt, j))
+        err = pair_nll(pos, mf_score(vec, bias, tgt, j), kind=kind)
     else:
-        raise ValueError(f"unknown PTUPCDR loss {kind!r}; valid: mse, bpr")
+        raise ValueError(f"unknown PTUPCDR loss {kind!r}; valid: mse, bpr, bce")
     loss = jnp.sum(err * m) / jnp.maximum(jnp.sum(m), 1.0)
     return loss, {f"meta_{kind}": loss}
 

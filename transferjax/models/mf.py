@@ -94,20 +94,46 @@ def bpr_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[
     (A sampled negative may occasionally be a positive; with sparse data this is the usual
     practice.)
     """
+    return _pair_loss(params, batch, reg=reg, key=key, kind="bpr")
+
+
+def bce_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[jax.Array, dict]:
+    """Pointwise binary cross-entropy with one uniform negative per positive (label 1 for the
+    training pair, 0 for the sampled item), as pointwise implicit-feedback trainers do:
+
+    loss = mean (-log sigmoid(s_ui) - log sigmoid(-s_uj)) / 2 + reg * (||rows_ui||^2 + ||q_j||^2
+    + b_j^2), j ~ U(items): the mean over the 2b labelled rows of a batch of b positives.
+    Unlike BPR, mu and b_u do not cancel: they calibrate the probability.
+    """
+    return _pair_loss(params, batch, reg=reg, key=key, kind="bce")
+
+
+def _pair_loss(params: dict, batch: dict, *, reg: float, key: jax.Array, kind: str):
     u, i = batch["user"], batch["item"]
     j = sample_negatives(params, key, i)
     pu, bu = params["user"][u], params["user_bias"][u]
-    diff = mf_score(pu, bu, params, i) - mf_score(pu, bu, params, j)
-    nll = -jax.nn.log_sigmoid(diff)
+    s_i, s_j = mf_score(pu, bu, params, i), mf_score(pu, bu, params, j)
+    nll = pair_nll(s_i, s_j, kind=kind)
     r = _reg(params, u, i) + jnp.sum(params["item"][j] ** 2, -1) + params["item_bias"][j] ** 2
     loss = _masked_mean(nll + reg * r, batch["mask"])
-    return loss, {"bpr": _masked_mean(nll, batch["mask"])}
+    return loss, {kind: _masked_mean(nll, batch["mask"])}
+
+
+def pair_nll(s_i: jax.Array, s_j: jax.Array, *, kind: str) -> jax.Array:
+    """f32[b] per positive: BPR's -log sigmoid(s_i - s_j) or BCE's (-log sigmoid(s_i) -
+    log sigmoid(-s_j)) / 2, for the scores of positives s_i and sampled negatives s_j."""
+    if kind == "bpr":
+        return -jax.nn.log_sigmoid(s_i - s_j)
+    return -(jax.nn.log_sigmoid(s_i) + jax.nn.log_sigmoid(-s_j)) / 2
+
+
+PAIR_KINDS = ("bpr", "bce")  # the losses that sample one negative item per positive
 
 
 def mf_loss(params: dict, batch: dict, *, kind: str, reg: float, key: jax.Array):
-    """Dispatches to `mse_loss` or `bpr_loss` by `kind`."""
+    """Dispatches to `mse_loss`, `bpr_loss` or `bce_loss` by `kind`."""
     if kind == "mse":
         return mse_loss(params, batch, reg=reg)
-    if kind == "bpr":
-        return bpr_loss(params, batch, reg=reg, key=key)
-    raise ValueError(f"unknown MF loss {kind!r}; valid: mse, bpr")
+    if kind in PAIR_KINDS:
+        return _pair_loss(params, batch, reg=reg, key=key, kind=kind)
+    raise ValueError(f"unknown MF loss {kind!r}; valid: mse, bpr, bce")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from transferjax.models.mf import sample_negatives
+from transferjax.models.mf import PAIR_KINDS, pair_nll, sample_negatives
 from transferjax.models.sparse import SparseOptimizer
 
 
@@ -40,16 +40,17 @@ def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, 
         user_bias f32[n_u], item_bias f32[n_i], mu f32[].
       batch: user, item i32[b], rating f32[b], mask bool[b].
       key: BPR negatives, drawn as in `bpr_loss` (`sample_negatives`, shape of `item`).
-      kind: "mse" or "bpr".
+      kind: "mse", "bpr" or "bce".
 
     Returns:
       rows: {"user": f32[b, d], "user_bias": f32[b], "item": f32[b, d], "item_bias": f32[b]}
-        plus "neg": f32[b, d], "neg_bias": f32[b] for BPR.
-      idx: {"user": i32[b], "item": i32[b] (mse) or i32[2b] (bpr: positives then negatives)}
+        plus "neg": f32[b, d], "neg_bias": f32[b] for BPR and BCE.
+      idx: {"user": i32[b], "item": i32[b] (mse) or i32[2b] (bpr, bce: positives then
+        negatives)}
         with -1 where the example is masked.
     """
-    if kind not in ("mse", "bpr"):
-        raise ValueError(f"unknown MF loss {kind!r}; valid: mse, bpr")
+    if kind not in ("mse", *PAIR_KINDS):
+        raise ValueError(f"unknown MF loss {kind!r}; valid: mse, bpr, bce")
     u, i, mask = batch["user"], batch["item"], batch["mask"]
     rows = {
         "user": mf["user"][u],
@@ -58,7 +59,7 @@ def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, 
         "item_bias": mf["item_bias"][i],
     }
     item_idx = [i]
-    if kind == "bpr":
+    if kind in PAIR_KINDS:
         j = sample_negatives(mf, key, i)
         rows["neg"], rows["neg_bias"] = mf["item"][j], mf["item_bias"][j]
         item_idx.append(j)
@@ -77,7 +78,8 @@ def mf_row_loss(
 
     mse: mean_b (r - (mu + b_u + b_i + <p_u, q_i>))^2 + reg (|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2).
     bpr: mean_b -log sigmoid(s_ui - s_uj) + reg (|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2 + |q_j|^2
-      + b_j^2) (Rendle et al., UAI 2009). Means over unmasked rows.
+      + b_j^2) (Rendle et al., UAI 2009); bce: the same with BCE's nll (`pair_nll`). Means over
+      unmasked rows.
 
     Args:
       rows: from `mf_rows`; mu: f32[]; batch: rating f32[b], mask bool[b].
@@ -91,10 +93,10 @@ def mf_row_loss(
         return loss, {"mse": mse}
     qj, bj = rows["neg"], rows["neg_bias"]
     s_j = mu + bu + bj + jnp.sum(pu * qj, axis=-1)
-    nll = -jax.nn.log_sigmoid(s_i - s_j)
+    nll = pair_nll(s_i, s_j, kind=kind)
     norm = norm + jnp.sum(qj * qj, -1) + bj * bj
-    bpr, loss = _masked_means(batch["mask"], nll, nll + reg * norm)
-    return loss, {"bpr": bpr}
+    term, loss = _masked_means(batch["mask"], nll, nll + reg * norm)
+    return loss, {kind: term}
 
 
 def table_grads(idx: dict, g: dict, *, prefix: str = "", item_prefix: str | None = None) -> dict:
