@@ -36,7 +36,9 @@ def _cfg(**eval_kw):
         data=C.DataConfig(name="synthetic", synthetic=SYN),
         protocol=C.ProtocolConfig(beta=0.3, n_negatives=20, seed=1),
         # 16 users per chunk: the valid and test sets span several chunks, the last partial
-        eval=C.EvalConfig(**{"ranking": "both", "ks": (1, 5, 10), "chunk_size": 16, **eval_kw}),
+        eval=C.EvalConfig(
+            **{"ranking": "both", "ks": (1, 5, 10), "chunk_size": 16, "groups": "off", **eval_kw}
+        ),
         mf=MFConfig(dim=8),
     )
 

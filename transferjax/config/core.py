@@ -7,6 +7,7 @@ import dataclasses
 from typing import Literal
 
 from transferjax.config.rules import (
+    COUNT,
     COUNT0,
     FINITE,
     KW,
@@ -160,6 +161,9 @@ class EvalConfig:
       ratings and ndcg@10 otherwise.
     ranking: "sampled" (needs protocol.n_negatives), "full", "both" or "none".
     rating: MAE/RMSE on explicit ratings ("auto": whenever the target has explicit ratings).
+    groups: "on": the test metrics also by the user's source activity (`group_buckets`
+      quantile buckets) and by the held-out item's popularity (head / torso / tail), with
+      coverage and novelty of the full-ranking lists (`transferjax.eval.groups`); "off": none.
     """
 
     select: str = "auto"
@@ -167,6 +171,8 @@ class EvalConfig:
     rating: Literal["auto", "on", "off"] = "auto"
     ks: tuple[int, ...] = (1, 5, 10, 20)
     chunk_size: int = 1024
+    groups: Literal["on", "off"] = "on"
+    group_buckets: int = setting(4, allowed=COUNT)
 
     def __post_init__(self):
         check_settings(self, "eval.")

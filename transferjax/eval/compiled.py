@@ -7,6 +7,10 @@ as an argument they compile once per (scorer, plan shapes); under `jax.vmap` ove
 they evaluate a batch of trials in one program. The host only adds the chunks' sums (float64)
 and divides: `finish_rating`, `finish_sampled`, `finish_full`.
 
+With `groups` (`transferjax.eval.groups.Groups`), each family also returns, under "by", the
+per-chunk sums within each group of rows ({grouping: {key: f32[n_chunks, G]}}), and full
+ranking the evaluated users' top-K lists ("top"), for coverage and novelty.
+
 Each scan step runs the per-chunk kernels of `transferjax.eval.ranking` (same tie rules, same
 exclusion, same NaN count), so at most one [chunk, n_items] score matrix (per trial) exists at
 a time. The ranks, hits and counts are those of the host-loop functions of `ranking.py`; their
@@ -22,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.eval import metrics
+from transferjax.eval.groups import Groups, group_sums
 from transferjax.eval.plan import FullPlan, RatingPlan, SampledPlan
-from transferjax.eval.ranking import _sampled_ranks, _topk_hits
+from transferjax.eval.ranking import _sampled_ranks, _topk
 
 
 def _check_shape(name: str, out: jax.Array, expected: tuple[int, ...]) -> None:
@@ -35,7 +40,15 @@ def _real(n_real: jax.Array, chunk: int) -> jax.Array:
     return jnp.arange(chunk) < n_real  # bool[chunk]: real rows come first
 
 
-def rating_sums(predict: Callable, params, plan: RatingPlan) -> dict:
+def _by_rows(groups: Groups, terms: dict, real, src, item) -> dict:
+    """Group sums of per-row terms: by the row's source user and by its (positive) item."""
+    return {
+        "source_activity": group_sums(terms, real, groups.user[src], len(groups.user_names)),
+        "item_popularity": group_sums(terms, real, groups.item[item], len(groups.item_names)),
+    }
+
+
+def rating_sums(predict: Callable, params, plan: RatingPlan, groups: Groups | None = None) -> dict:
     """Per-chunk sums of absolute and squared rating errors.
 
     Args:
@@ -52,8 +65,12 @@ def rating_sums(predict: Callable, params, plan: RatingPlan) -> dict:
         src, tgt, item, rating, n_real = xs
         p = predict(params, src, tgt, item)
         _check_shape("predict", p, (chunk,))
-        err = jnp.where(_real(n_real, chunk), p.astype(jnp.float32) - rating, 0.0)
-        return {"abs": jnp.sum(jnp.abs(err)), "sq": jnp.sum(err * err)}
+        real = _real(n_real, chunk)
+        err = jnp.where(real, p.astype(jnp.float32) - rating, 0.0)
+        out = {"abs": jnp.sum(jnp.abs(err)), "sq": jnp.sum(err * err)}
+        if groups is not None:
+            out["by"] = _by_rows(groups, {"abs": jnp.abs(err), "sq": err * err}, real, src, item)
+        return out
 
     return jax.lax.map(step, (plan.src, plan.tgt, plan.item, plan.rating, plan.n_real))
 
@@ -66,7 +83,13 @@ def finish_rating(sums: dict, count: int) -> dict:
 
 
 def sampled_sums(
-    score_items: Callable, params, plan: SampledPlan, *, ks: tuple[int, ...], pessimistic: bool
+    score_items: Callable,
+    params,
+    plan: SampledPlan,
+    groups: Groups | None = None,
+    *,
+    ks: tuple[int, ...],
+    pessimistic: bool,
 ) -> tuple[dict, jax.Array]:
     """Per-chunk sums of the sampled-negative ranking terms (`metrics.rank_metric_sums`).
 
@@ -87,7 +110,12 @@ def sampled_sums(
         s = score_items(params, src, tgt, items)
         _check_shape("score_items", s, expected)
         rank, n_nan = _sampled_ranks(s, n_real, pessimistic=pessimistic)
-        return metrics.rank_metric_sums(rank, _real(n_real, expected[0]), ks=ks), n_nan
+        real = _real(n_real, expected[0])
+        out = metrics.rank_metric_sums(rank, real, ks=ks)
+        if groups is not None:
+            terms = metrics.rank_metric_terms(rank, ks=ks)
+            out["by"] = _by_rows(groups, terms, real, src, items[:, 0])
+        return out, n_nan
 
     sums, nans = jax.lax.map(step, (plan.src, plan.tgt, plan.items, plan.n_real))
     return sums, jnp.sum(nans)
@@ -100,7 +128,12 @@ def finish_sampled(sums: dict, count: int, *, ks: tuple[int, ...]) -> dict:
 
 
 def full_sums(
-    score_all: Callable, params, plan: FullPlan, *, ks: tuple[int, ...]
+    score_all: Callable,
+    params,
+    plan: FullPlan,
+    groups: Groups | None = None,
+    *,
+    ks: tuple[int, ...],
 ) -> tuple[dict, jax.Array]:
     """Per-chunk sums of the top-K metrics over all target items (`metrics.topk_metric_sums`).
 
@@ -123,9 +156,13 @@ def full_sums(
         src, tgt, n_real, ex_r, ex_i, p_r, p_i, n_rel = xs
         s = score_all(params, src, tgt)
         _check_shape("score_all", s, expected)
-        hits, n_nan = _topk_hits(s, n_real, ex_r, ex_i, p_r, p_i, k=k_max)
+        hits, top, is_pos, n_nan = _topk(s, n_real, ex_r, ex_i, p_r, p_i, k=k_max)
         real = _real(n_real, expected[0])
-        return metrics.topk_metric_sums(hits, n_rel, real, ks=ks), n_nan
+        out = metrics.topk_metric_sums(hits, n_rel, real, ks=ks)
+        if groups is not None:
+            out["by"] = _full_by(groups, hits, top, is_pos, n_rel, real, src, ks)
+            out["top"] = jnp.where(real[:, None], top, -1)
+        return out, n_nan
 
     xs = (
         plan.src,
@@ -139,6 +176,25 @@ def full_sums(
     )
     sums, nans = jax.lax.map(step, xs)
     return sums, jnp.sum(nans)
+
+
+def _full_by(groups: Groups, hits, top, is_pos, n_rel, real, src, ks) -> dict:
+    """Full-ranking group sums: users by source activity; for each item group, the hits on
+    the group's items against the user's held-out items of the group (users with none of them
+    do not count)."""
+    per_user = metrics._topk_metrics(hits, n_rel, ks)
+    n_user_groups, n_item_groups = len(groups.user_names), len(groups.item_names)
+    by = {"source_activity": group_sums(per_user, real, groups.user[src], n_user_groups)}
+    onehot = jax.nn.one_hot(groups.item, n_item_groups, dtype=jnp.float32)  # [n_items, G]
+    rel = jnp.round(is_pos.astype(jnp.float32) @ onehot).astype(jnp.int32)  # [c, G]
+    in_group = groups.item[jnp.maximum(top, 0)]  # [c, K]
+    sums = []
+    for g in range(n_item_groups):
+        terms = metrics._topk_metrics(hits & (in_group == g), rel[:, g], ks)
+        ok = real & (rel[:, g] > 0)
+        sums.append(group_sums(terms, ok, jnp.zeros_like(src), 1))
+    by["item_popularity"] = jax.tree.map(lambda *x: jnp.concatenate(x), *sums)
+    return by
 
 
 def finish_full(sums: dict, count: int) -> dict:

@@ -192,6 +192,19 @@ def topk_metrics(hits, n_rel, *, ks: Sequence[int] = (5, 10, 20)) -> dict:
 # once. Same formulas as above; the means agree with them up to float32 summation order.
 
 
+def rank_metric_terms(rank, *, ks: tuple[int, ...]) -> dict:
+    """Per-row terms of `rank_metrics_from_ranks`: {"mrr": 1/(r+1), "hr@K": 1[r<K],
+    "ndcg@K": 1[r<K]/log2(r+2)}, each f32[c], for i32[c] 0-based ranks of the positives."""
+    r = rank.astype(_F32)
+    out = {"mrr": 1.0 / (r + 1.0)}
+    gain = 1.0 / jnp.log2(r + 2.0)
+    for k in ks:
+        hit = rank < k
+        out[f"hr@{k}"] = hit.astype(_F32)
+        out[f"ndcg@{k}"] = jnp.where(hit, gain, 0.0)
+    return out
+
+
 def rank_metric_sums(rank, real, *, ks: tuple[int, ...]) -> dict:
     """Sums over the rows where `real` of the per-row terms of `rank_metrics_from_ranks`.
 
@@ -204,14 +217,7 @@ def rank_metric_sums(rank, real, *, ks: tuple[int, ...]) -> dict:
       dict of f32[] sums: "mrr" of 1/(r+1), "hr@K" of 1[r<K], "ndcg@K" of 1[r<K]/log2(r+2);
       `rank_metrics_from_sums` turns them into every key of `rank_metrics_from_ranks`.
     """
-    r = rank.astype(_F32)
-    out = {"mrr": jnp.sum(jnp.where(real, 1.0 / (r + 1.0), 0.0))}
-    gain = 1.0 / jnp.log2(r + 2.0)
-    for k in ks:
-        hit = real & (rank < k)
-        out[f"hr@{k}"] = jnp.sum(hit.astype(_F32))
-        out[f"ndcg@{k}"] = jnp.sum(jnp.where(hit, gain, 0.0))
-    return out
+    return {k: jnp.sum(jnp.where(real, v, 0.0)) for k, v in rank_metric_terms(rank, ks=ks).items()}
 
 
 def rank_metrics_from_sums(sums: dict, count: int, *, ks: tuple[int, ...]) -> dict:

@@ -49,14 +49,23 @@ def _raise_nan(counts: list) -> None:
 
 
 @jax.jit(static_argnames="k")
-def _topk_hits(scores, n_real, ex_row, ex_item, pos_row, pos_item, *, k):
+def _topk(scores, n_real, ex_row, ex_item, pos_row, pos_item, *, k):
+    """(hits bool[c, k], top items i32[c, k] (-1 past a list's end), is_pos bool[c, n],
+    NaN scores in real rows i32[])."""
     c, n = scores.shape
     scores = scores.astype(jnp.float32)
     n_nan = jnp.sum(jnp.isnan(scores) & (jnp.arange(c) < n_real)[:, None])
     masked = scores.at[ex_row, ex_item].set(-jnp.inf, mode="drop")
     is_pos = jnp.zeros((c, n), bool).at[pos_row, pos_item].set(True, mode="drop")
     vals, idx = jax.lax.top_k(masked, k)
-    return jnp.take_along_axis(is_pos, idx, axis=1) & (vals > -jnp.inf), n_nan
+    listed = vals > -jnp.inf
+    hits = jnp.take_along_axis(is_pos, idx, axis=1) & listed
+    return hits, jnp.where(listed, idx, -1), is_pos, n_nan
+
+
+def _topk_hits(scores, n_real, ex_row, ex_item, pos_row, pos_item, *, k):
+    hits, _, _, n_nan = _topk(scores, n_real, ex_row, ex_item, pos_row, pos_item, k=k)
+    return hits, n_nan
 
 
 def full_ranking(

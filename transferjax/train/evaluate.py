@@ -25,10 +25,29 @@ import numpy as np
 from transferjax.data.types import HeldOut
 from transferjax.errors import ConfigError
 from transferjax.eval import compiled, metrics, plan
+from transferjax.eval import groups as groups_lib
+from transferjax.eval.groups import Groups
 
 _MAX_SCORERS = 8  # scorers whose compiled programs an evaluator keeps (a run uses one)
 _FAMILIES = ("rating", "sampled", "full")  # evaluation (and NaN-check) order
 COUNTS = ("n_interactions", "full_n_users")  # returned beside the metrics; never selected
+
+
+# The metrics reported by group (at the largest cutoff K; full ranking prefixes "full_").
+GROUP_METRICS = ("mae", "rmse", "mrr", "hr@{k}", "ndcg@{k}", "recall@{k}")
+
+
+def is_count(key: str) -> bool:
+    """Whether a key an evaluation returns is a count (`COUNTS`, or a group's ".../n" or
+    ".../full_n"), not a metric."""
+    return key in COUNTS or key.rsplit("/", 1)[-1] in ("n", "full_n")
+
+
+def _pop_extras(out) -> dict:
+    """Removes the group sums ("by") and top-K lists ("top") from a family's program output
+    (a sums dict, or (sums, n_nan)) and returns them."""
+    sums = out[0] if isinstance(out, tuple) else out
+    return {k: sums.pop(k) for k in ("by", "top") if k in sums}
 
 
 def default_select_metric(cfg, split) -> str:
@@ -55,12 +74,14 @@ def _jit_programs(scorer, *, families: tuple[str, ...], ks: tuple[int, ...]) -> 
 
     def with_shared(fn):  # the scorer reads {**params, **shared}; shared is never batched
         # `prepare` runs once per evaluation program, before the chunks map over the plan
-        return lambda params, shared, plan: fn(scorer.prepared({**params, **shared}), plan)
+        return lambda params, shared, plan, groups=None: fn(
+            scorer.prepared({**params, **shared}), plan, groups
+        )
 
     return {
         name: (
             jax.jit(with_shared(fns[name])),
-            jax.jit(jax.vmap(with_shared(fns[name]), in_axes=(0, None, None))),
+            jax.jit(jax.vmap(with_shared(fns[name]), in_axes=(0, None, None, None))),
         )
         for name in families
     }
@@ -76,6 +97,9 @@ class Evaluator:
       families: the metric families computed, a subset of ("rating", "sampled", "full").
       ks: cutoffs K of the ranking metrics.
       make_plans: `{name: HeldOut} -> {name: {family: (plan, real rows)}}` (`_make_plans`).
+      groups: the split's `transferjax.eval.groups.Groups`, or None: then no metrics by group,
+        coverage or novelty. The programs compute them for every held-out set (one program
+        serves valid and test); only the test set's are returned.
     """
 
     heldouts: dict
@@ -83,6 +107,7 @@ class Evaluator:
     families: tuple[str, ...]
     ks: tuple[int, ...]
     make_plans: Callable
+    groups: Groups | None = None
     _programs: dict = dataclasses.field(default_factory=dict, repr=False)
     _other_plans: weakref.WeakKeyDictionary = dataclasses.field(
         default_factory=weakref.WeakKeyDictionary, repr=False
@@ -159,8 +184,11 @@ class Evaluator:
         plans = self.plans_of(heldout)
         progs = self.programs_of(scorer)
         shared = {} if shared is None else shared
-        outs = {f: progs[f][int(batched)](params, shared, p) for f, (p, _) in plans.items()}
+        g = self.groups
+        outs = {f: progs[f][int(batched)](params, shared, p, g) for f, (p, _) in plans.items()}
         outs = jax.device_get(outs)  # the one transfer of this evaluation
+        extras = {f: _pop_extras(outs[f]) for f in outs}
+        by_group = g is not None and (heldout == "test" or heldout is self.heldouts.get("test"))
         if on_nan not in ("raise", "nan"):
             raise ValueError(f"on_nan must be 'raise' or 'nan', got {on_nan!r}")
         n_trials = jax.tree_util.tree_leaves(params)[0].shape[0] if batched else 1
@@ -169,6 +197,8 @@ class Evaluator:
             count = plans[family][1]
             if family == "rating":
                 vals.update(compiled.finish_rating(outs[family], count))
+                if by_group:
+                    vals.update(self._by_group(family, extras[family]))
                 continue
             sums, n_nan = outs[family]
             err = compiled.nan_error(n_nan)
@@ -178,9 +208,11 @@ class Evaluator:
                 got = compiled.finish_sampled(sums, count, ks=self.ks)
             else:
                 got = {f"full_{k}": v for k, v in compiled.finish_full(sums, count).items()}
+            if by_group:
+                got.update(self._by_group(family, extras[family]))
             vals.update(got)
             bad = np.broadcast_to(np.asarray(n_nan) > 0, (n_trials,))
-            nan_trials.update({k: bad for k in got if k not in COUNTS})
+            nan_trials.update({k: bad for k in got if not is_count(k)})
         vals = {k: np.broadcast_to(np.asarray(v, np.float64), (n_trials,)) for k, v in vals.items()}
         vals = {
             k: np.where(nan_trials[k], np.nan, v) if k in nan_trials else v for k, v in vals.items()
@@ -188,6 +220,31 @@ class Evaluator:
         if not batched:
             return {k: float(v[0]) for k, v in vals.items()}
         return [{k: float(v[i]) for k, v in vals.items()} for i in range(n_trials)]
+
+    def _by_group(self, family: str, extras: dict) -> dict:
+        """The family's `by_<grouping>/<group>/<metric>` keys (`GROUP_METRICS` at the largest
+        K, and the group's row count "n"), and for full ranking coverage and novelty at every
+        K (`transferjax.eval.groups`), from the extras of its program."""
+        g = self.groups
+        names = {"source_activity": g.user_names, "item_popularity": g.item_names}
+        k = max(self.ks)
+        keep = {m.format(k=k) for m in GROUP_METRICS} | {"n"}
+
+        def kept(got):
+            return {key: v for key, v in got.items() if key.rsplit("/", 1)[1] in keep}
+
+        if family == "rating":
+            return kept(groups_lib.finish_groups(extras["by"], names, compiled.finish_rating))
+        if family == "sampled":
+            fin = functools.partial(compiled.finish_sampled, ks=self.ks)
+            return kept(groups_lib.finish_groups(extras["by"], names, fin))
+        got = kept(groups_lib.finish_groups(extras["by"], names, compiled.finish_full))
+        out = {"{}/full_{}".format(*k.rsplit("/", 1)): v for k, v in got.items()}
+        top = extras["top"]  # [..., n_chunks, c, K] -> [..., n_chunks * c, K]
+        top = top.reshape(top.shape[:-3] + (-1, top.shape[-1]))
+        n_items = g.item.shape[0]
+        cov = groups_lib.coverage_novelty(top, g.info, n_items=n_items, ks=self.ks)
+        return {**out, **{f"full_{k}": v for k, v in cov.items()}}
 
     def batched(self, scorer, params, heldout, *, shared: dict | None = None) -> list[dict]:
         """One metrics dict per trial of `params` (leaves [T, ...]), from one vmapped program."""
@@ -269,12 +326,16 @@ def make_evaluator(cfg, split) -> Evaluator:
         rating_chunk=max(ec.chunk_size, 4096),
     )
     heldouts = {"valid": split.valid, "test": split.test}
+    groups = None
+    if ec.groups == "on":
+        groups = groups_lib.make_groups(split, n_buckets=ec.group_buckets)
     return Evaluator(
         heldouts=heldouts,
         plans=make_plans(heldouts),
         families=families,
         ks=ks,
         make_plans=make_plans,
+        groups=groups,
     )
 
 
