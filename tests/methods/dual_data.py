@@ -1,28 +1,21 @@
 """Tiny data and numpy references shared by the tests of the two-domain pointwise methods
 (`conet`, `dtcdr`)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tests import view0
+from tests.methods.test_all_methods import TINY as ALL_METHODS_TINY
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.data.types import CrossDomainData, Interactions
 from transferjax.models.pointwise import sample_unseen
 from transferjax.train.epoch import make_epoch_fn
 
-TINY = C.SyntheticConfig(
-    n_overlap=120,
-    n_source_only=30,
-    n_target_only=30,
-    n_items_source=50,
-    n_items_target=40,
-    density_source=0.15,
-    density_target=0.1,
-    implicit=True,
-    seed=4,
-)
+TINY = dataclasses.replace(ALL_METHODS_TINY, implicit=True)
 
 
 def cfg(method: str, **over) -> C.RunConfig:
