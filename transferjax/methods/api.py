@@ -18,6 +18,9 @@ back, never to an untrained embedding:
 - ptupcdr: the user's personalised bridge applied to its source factors, or mu + b_i;
 - cmf: the overlapping user's joint row (trained by its source data), or mu + b_i for a
   row trained in neither domain;
+- conet, dtcdr: the overlapping user's joint rows, trained by its source examples (through
+  the cross units / the max-pooled embedding), in the target network; the item baseline
+  (popularity, or the item mean for the rating variant) for a row trained in neither domain;
 - the phi family: the merge of phi_s(source interests) alone (h = 0 with neither).
 """
 
@@ -151,6 +154,20 @@ class Built:
         if clash:
             raise ValueError(f"params and data share keys {sorted(clash)}")
         return {**params, **self.data, "hyper": self.hyper if hyper is None else hyper}
+
+
+RATING_METRICS = ("rmse", "mae")
+
+
+def selects_ratings(cfg, split) -> bool:
+    """Whether the run selects on rmse / mae: as `eval.select`, or as its "auto" choice
+    (explicit target ratings, rating metrics on, no ranking). Methods with a ranking loss and
+    a rating variant ("auto" loss kinds) take the rating variant exactly then."""
+    sel = cfg.eval.select
+    if sel == "auto":
+        explicit = not split.target_train.implicit and cfg.eval.rating != "off"
+        return explicit and cfg.eval.ranking == "none"
+    return sel in RATING_METRICS
 
 
 def hyper_init(cfg, keys) -> dict:

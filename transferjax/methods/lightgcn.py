@@ -49,7 +49,15 @@ from typing import Literal
 import jax.numpy as jnp
 
 from transferjax.config import COUNT0, section, setting
-from transferjax.methods.api import Built, Scorer, Stage, all_items_pay, hyper_init, make_optimizer
+from transferjax.methods.api import (
+    Built,
+    Scorer,
+    Stage,
+    all_items_pay,
+    hyper_init,
+    make_optimizer,
+    selects_ratings,
+)
 from transferjax.methods.mf import known_users
 from transferjax.methods.registry import register
 from transferjax.models.graph import (
@@ -80,20 +88,14 @@ class LightGCNConfig:
 
 
 LIGHTGCN_TRACED = ("lightgcn.reg",)
-RATING_METRICS = ("rmse", "mae")
 
 
 def lightgcn_loss_kind(cfg, split) -> str:
     """`lightgcn.loss`, with "auto" resolved by the selection metric: "mse" when the run selects
-    on rmse / mae (as `eval.select`, or as its "auto" choice: explicit target ratings, rating
-    metrics on, no ranking), "bpr" otherwise."""
+    on rmse / mae (`selects_ratings`), "bpr" otherwise."""
     if cfg.lightgcn.loss != "auto":
         return cfg.lightgcn.loss
-    sel = cfg.eval.select
-    if sel == "auto":
-        explicit = not split.target_train.implicit and cfg.eval.rating != "off"
-        return "mse" if explicit and cfg.eval.ranking == "none" else "bpr"
-    return "mse" if sel in RATING_METRICS else "bpr"
+    return "mse" if selects_ratings(cfg, split) else "bpr"
 
 
 PART = "lightgcn"

@@ -1,5 +1,7 @@
 """Models as pure (init, apply) functions: MF, MLPs, the phi encoder, multi-task heads,
-discriminator, gradient reversal, row-sparse optimizers.
+discriminator, gradient reversal, row-sparse optimizers, LightGCN's propagation (`graph`),
+CoNet's cross networks (`crossnet`), DTCDR's NeuMF towers (`neumf`), and pointwise training
+with sampled negatives (`pointwise`).
 
 Math only: nothing here imports the methods, the trainer or the evaluation.
 """

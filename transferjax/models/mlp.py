@@ -1,34 +1,76 @@
 """Fully connected stacks: `mlp_init(key, sizes) -> params`, `mlp_apply(params, x) -> y`.
 
 Params are a list of `{"w": f32[*lead, in, out], "b": f32[*lead, out]}` layers (He-normal
-weights, zero biases); a leading `lead` shape stores several MLPs of one shape stacked (apply
-them with `jax.vmap(mlp_apply)`), as the experts and towers of the multi-task heads do.
+weights by default, Xavier-normal on request; zero biases); a leading `lead` shape stores
+several MLPs of one shape stacked (apply them with `jax.vmap(mlp_apply)`), as the experts and
+towers of the multi-task heads do. `dense_parts` applies one layer to a concatenation given
+as its parts, which need only broadcast against each other (a user-item network scores
+[users, items] pairs without building the [users, items, 2 dim] input).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["dense_init", "mlp_apply", "mlp_init"]
+__all__ = ["dense_init", "dense_parts", "mlp_apply", "mlp_init", "xavier_normal"]
 
 
-def dense_init(key, fan_in: int, fan_out: int, lead: tuple = ()) -> dict:
-    """He-normal weights f32[*lead, fan_in, fan_out] and zero bias f32[*lead, fan_out]."""
-    w = jax.random.normal(key, (*lead, fan_in, fan_out), jnp.float32) * math.sqrt(2.0 / fan_in)
+def xavier_normal(key, shape: tuple) -> jax.Array:
+    """f32[shape] ~ N(0, 2 / (shape[-2] + shape[-1])) (Glorot & Bengio, 2010), the init
+    `torch.nn.init.xavier_normal_` gives a [fan_out, fan_in] weight or a [rows, dim] table."""
+    return jax.random.normal(key, shape, jnp.float32) * math.sqrt(2.0 / (shape[-2] + shape[-1]))
+
+
+def dense_init(
+    key, fan_in: int, fan_out: int, lead: tuple = (), *, init: Literal["he", "xavier"] = "he"
+) -> dict:
+    """Weights f32[*lead, fan_in, fan_out] (He-normal N(0, 2 / fan_in), or Xavier-normal) and
+    zero bias f32[*lead, fan_out]."""
+    if init == "xavier":
+        w = xavier_normal(key, (*lead, fan_in, fan_out))
+    elif init == "he":
+        w = jax.random.normal(key, (*lead, fan_in, fan_out), jnp.float32)
+        w = w * math.sqrt(2.0 / fan_in)
+    else:
+        raise ValueError(f"dense_init: init={init!r}; valid: he, xavier")
     return {"w": w, "b": jnp.zeros((*lead, fan_out), jnp.float32)}
 
 
-def mlp_init(key, sizes: Sequence[int], *, lead: Sequence[int] = ()) -> list:
+def dense_parts(layer: dict, parts: Sequence[jax.Array]) -> jax.Array:
+    """`concat(parts, -1) @ w + b`, computed as `sum_k parts[k] @ w[rows of part k] + b`.
+
+    Args:
+      layer: `{"w": f32[sum of part widths, out]}`, optionally `"b": f32[out]`.
+      parts: arrays f32[..., d_k] whose leading shapes broadcast against each other, e.g. users
+        f32[c, 1, d] and items f32[1, n, d].
+
+    Returns:
+      f32[broadcast leading shape, out].
+    """
+    w, start, out = layer["w"], 0, 0.0
+    for x in parts:
+        out = out + x @ w[start : start + x.shape[-1]]
+        start += x.shape[-1]
+    if start != w.shape[0]:
+        raise ValueError(f"dense_parts: parts have {start} features, the layer takes {w.shape[0]}")
+    return out + layer["b"] if "b" in layer else out
+
+
+def mlp_init(
+    key, sizes: Sequence[int], *, lead: Sequence[int] = (), init: Literal["he", "xavier"] = "he"
+) -> list:
     """Initialise a fully connected stack `sizes[0] -> sizes[1] -> ... -> sizes[-1]`.
 
     Args:
       key: `jax.random.key`.
       sizes: layer widths including the input width; at least two entries.
       lead: leading stack shape, e.g. `(n_experts,)`; empty for one MLP.
+      init: "he" or "xavier" weights (`dense_init`).
 
     Returns:
       list of `{"w": f32[*lead, in, out], "b": f32[*lead, out]}`, one per layer.
@@ -38,7 +80,10 @@ def mlp_init(key, sizes: Sequence[int], *, lead: Sequence[int] = ()) -> list:
     if len(sizes) < 2 or min(sizes) <= 0:
         raise ValueError(f"mlp_init: sizes needs >= 2 positive widths, got {sizes}")
     keys = jax.random.split(key, len(sizes) - 1)
-    return [dense_init(k, i, o, lead) for k, i, o in zip(keys, sizes[:-1], sizes[1:], strict=True)]
+    return [
+        dense_init(k, i, o, lead, init=init)
+        for k, i, o in zip(keys, sizes[:-1], sizes[1:], strict=True)
+    ]
 
 
 def mlp_apply(
