@@ -21,6 +21,7 @@ LAYERS = (
     "align",
     "methods",
     "eval",
+    "diagnostics",
     "train",
     "reports",
     "cli",

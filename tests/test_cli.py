@@ -64,10 +64,11 @@ def test_data_describe_synthetic(capsys):
 
 
 def test_library_cli_has_no_benchmark_command(capsys):
-    """The installed CLI is `run | sweep | report | data | methods`; the benchmarks live in the
-    checkout's benchmarks/ folder (`python -m benchmarks.quality`, `python -m benchmarks.speed`)."""
+    """The installed CLI is `run | sweep | report | diagnose | data | methods`; the benchmarks
+    live in the checkout's benchmarks/ folder (`python -m benchmarks.quality`, `python -m
+    benchmarks.speed`)."""
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"run", "sweep", "report", "data", "methods"}
+    assert set(sub.choices) == {"run", "sweep", "report", "diagnose", "data", "methods"}
     with pytest.raises(SystemExit) as e:
         cli.main(["bench", "quality"])
     assert e.value.code == 2 and "invalid choice: 'bench'" in capsys.readouterr().err

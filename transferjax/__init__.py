@@ -2,12 +2,13 @@
 
 The flow: `data` (datasets, protocols, batches) -> `models` (pure math) -> `align` (alignment
 objectives) -> `methods` (one module per registered method, with its config section) ->
-`train` (the trainer, run folders, sweeps) -> `eval` (metrics, ranking) -> `reports`.
+`train` (the trainer, run folders, sweeps) -> `eval` (metrics, ranking) -> `reports`, with
+`diagnostics` (domain shift of users' vectors) between `eval` and `train`.
 Importing the package registers the built-in methods and their config sections.
 """
 
 __version__ = "0.1.0"
 
-from transferjax import methods  # noqa: E402  (registers the built-in methods and sections)
+from transferjax import diagnostics, methods  # noqa: E402  (register the built-in sections)
 
-__all__ = ["methods"]
+__all__ = ["diagnostics", "methods"]

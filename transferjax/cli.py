@@ -1,9 +1,10 @@
-"""Command line: `transferjax run | sweep | report | data | methods`.
+"""Command line: `transferjax run | sweep | report | diagnose | data | methods`.
 
 transferjax run experiments/synthetic_emcdr.py [--set key=value ...] [--out DIR] [--quick]
                 [--seeds N] [--fresh]
 transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=1e-3,1e-2 [--random N]
 transferjax report runs/ --baseline mf --format md,csv,latex [--plots]
+transferjax diagnose RUN_FOLDER [--set diagnostics.max_users=1000]
 transferjax data fetch ml-1m [--cache-dir DIR] [--allow-unverified]
 transferjax data describe NAME [--set data.target=video] [--set protocol.beta=0.5]
 transferjax methods
@@ -77,6 +78,13 @@ def cmd_report(args) -> int:
     )
     for name, path in written.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    from transferjax.train.diagnose import diagnose
+
+    diagnose(args.run, overrides=args.set or [])
     return 0
 
 
@@ -179,6 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--plots", action="store_true", help="PNG plots (needs transferjax[plots])")
     rp.set_defaults(fn=cmd_report)
+
+    g = add(
+        "diagnose",
+        help="shift diagnostics (MMD, CORAL, proxy A-distance, cosine) of a run folder's "
+        "source and target user vectors; writes diagnostics.json",
+    )
+    g.add_argument("run", help="run folder (as written by `transferjax run`)")
+    g.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a diagnostics.* key (max_users, interest_dim, ridge, pad_steps, seed)",
+    )
+    g.set_defaults(fn=cmd_diagnose)
 
     m = add("methods", help="list registered methods")
     m.set_defaults(fn=cmd_methods)

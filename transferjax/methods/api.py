@@ -22,6 +22,10 @@ back, never to an untrained embedding:
   the cross units / the max-pooled embedding), in the target network; the item baseline
   (popularity, or the item mean for the rating variant) for a row trained in neither domain;
 - the phi family: the merge of phi_s(source interests) alone (h = 0 with neither).
+
+User representations. A method whose users have a source-side and a target-side vector in one
+common space says how to compute them in `Built.represent` (a `Represent`), which the shift
+diagnostics read (`transferjax.diagnostics`); it is never called in training or scoring.
 """
 
 from __future__ import annotations
@@ -124,6 +128,23 @@ class Scorer:
 
 
 @dataclasses.dataclass(frozen=True)
+class Represent:
+    """A method's user vectors on each side of the transfer, in one common space.
+
+    Attributes:
+      source: `(view, src: i32[n]) -> f32[n, d]` the source-side vector of each source user, as
+        the method carries it into the target space (EMCDR's mapped factors, phi_s outputs).
+      target: `(view, tgt: i32[m]) -> f32[m, d]` the target-side vector of each target user with
+        target training data (its own target factors, phi_t outputs).
+      space: one line naming the vectors, for reports.
+    """
+
+    source: Callable
+    target: Callable
+    space: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Built:
     """A method built for one split: once per run, whatever the number of seeds or trials.
 
@@ -137,6 +158,8 @@ class Built:
         the compiled programs), never copied per trial and never written into checkpoints.
       hyper: `{config key: f32[]}` traced hyperparameters (`hyper_init`); the trainer replaces
         them per trial, so runs that differ only in them share one compiled program.
+      represent: the users' source-side and target-side vectors (`Represent`), for the shift
+        diagnostics; None for a method without both sides (target-only MF, the baselines).
 
     Losses and scorers read one dict, the `view`: `{**params, **data, "hyper": hyper}` (plus
     `"step"`, the stage's step count i32[], while training).
@@ -147,6 +170,7 @@ class Built:
     scorer: Scorer
     data: dict = dataclasses.field(default_factory=dict)
     hyper: dict = dataclasses.field(default_factory=dict)
+    represent: Represent | None = None
 
     def view(self, params: dict, hyper: dict | None = None) -> dict:
         """`{**params, **data, "hyper": hyper}` (this method's own `hyper` when None)."""

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.config import PROBABILITY, section, setting
-from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
+from transferjax.methods.api import Built, Represent, Scorer, Stage, hyper_init, make_optimizer
 from transferjax.methods.mf import mf_loss_kind
 from transferjax.methods.registry import register
 from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
@@ -301,7 +301,32 @@ def build_cmf(cfg, split) -> Built:
         scorer=scorer,
         data=data,
         hyper=hyper_init(cfg, CMF_TRACED),
+        represent=_cmf_represent(jnp.asarray(s2j), jnp.asarray(t2j))
+        if users
+        else _CMF_ITEMS_REPRESENT,
     )
+
+
+def _user_rows(table: dict, rows: jax.Array) -> jax.Array:
+    """f32[b, d + 1]: [p_u, b_u] of `rows` of a table with "user" and "user_bias"."""
+    return jnp.concatenate([table["user"][rows], table["user_bias"][rows][:, None]], axis=-1)
+
+
+def _cmf_represent(s2j: jax.Array, t2j: jax.Array) -> Represent:
+    """Shared users: each side's user reads its joint row (an overlap user's two rows are one,
+    so their cosine is 1 by construction)."""
+    return Represent(
+        source=lambda p, src: _user_rows(p["cmf"], s2j[src]),
+        target=lambda p, tgt: _user_rows(p["cmf"], t2j[tgt]),
+        space="CMF: joint user rows [p_u, b_u] of source users vs of target users",
+    )
+
+
+_CMF_ITEMS_REPRESENT = Represent(
+    source=lambda p, src: _user_rows(p["cmf"]["source"], src),
+    target=lambda p, tgt: _user_rows(p["cmf"]["target"], tgt),
+    space="CMF (shared items): source users' [p_u, b_u] vs target users' [p_u, b_u]",
+)
 
 
 def _cmf_scorer(t2j: jax.Array, trained: jax.Array) -> Scorer:

@@ -21,7 +21,14 @@ import jax
 import jax.numpy as jnp
 
 from transferjax.config import section
-from transferjax.methods.api import Built, Stage, hyper_init, make_optimizer, own_or_fallback
+from transferjax.methods.api import (
+    Built,
+    Represent,
+    Stage,
+    hyper_init,
+    make_optimizer,
+    own_or_fallback,
+)
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_scorer
 from transferjax.methods.registry import register
 
@@ -136,4 +143,9 @@ def build_emcdr(cfg, split) -> Built:
         scorer=mf_scorer(user_repr),
         data={"known_target": known_users(split.target_train)},
         hyper=hyper_init(cfg, EMCDR_TRACED),
+        represent=Represent(
+            source=lambda p, src: mapping_apply(p["map"], _user_x(p["source"], src)),
+            target=lambda p, tgt: _user_x(p["target"], tgt),
+            space="EMCDR: mapped source [p_u, b_u] f(x^s_u) vs target MF [p_u, b_u]",
+        ),
     )

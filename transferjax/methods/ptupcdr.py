@@ -35,7 +35,14 @@ import numpy as np
 
 from transferjax.config import FINITE, section, setting
 from transferjax.data.batches import History, padded_history
-from transferjax.methods.api import Built, Stage, hyper_init, make_optimizer, own_or_fallback
+from transferjax.methods.api import (
+    Built,
+    Represent,
+    Stage,
+    hyper_init,
+    make_optimizer,
+    own_or_fallback,
+)
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_loss_kind, mf_scorer
 from transferjax.methods.registry import register
 from transferjax.models.mf import PAIR_KINDS, mf_score, pair_nll
@@ -167,6 +174,11 @@ def ptupcdr_loss(params: dict, batch: dict, *, kind: str, key: jax.Array) -> tup
     return loss, {f"meta_{kind}": loss}
 
 
+def _joined(user: tuple) -> jax.Array:
+    """(vec f32[b, d], bias f32[b]) -> f32[b, d + 1]."""
+    return jnp.concatenate([user[0], user[1][:, None]], axis=-1)
+
+
 def warm_rows(split) -> dict:
     """Target training rows of warm overlap users: {"src", "item", "rating"} numpy arrays."""
     tr = split.target_train
@@ -231,4 +243,11 @@ def build_ptupcdr(cfg, split) -> Built:
         scorer=mf_scorer(user_repr),
         data=data,
         hyper=hyper_init(cfg, MF_TRACED),
+        represent=Represent(
+            source=lambda p, src: _joined(ptupcdr_user(p, src)),
+            target=lambda p, tgt: _joined(
+                (p["target"]["user"][tgt], p["target"]["user_bias"][tgt])
+            ),
+            space="PTUPCDR: bridged source [p_u, b_u] W_u vs target MF [p_u, b_u]",
+        ),
     )

@@ -101,11 +101,14 @@ class Book:
 
     def record(self, i: int, entry: dict) -> None:
         """Appends trial `i`'s evaluation `entry` to its history and logs it (batched trials
-        with a `trial{i}/` prefix)."""
+        with a `trial{i}/` prefix): its train, valid and test values and, when present, its
+        shift diagnostics."""
         self.history[i].append(entry)
         prefix = f"trial{i}/" if self.batched else ""
         scalars = {f"{prefix}train/{k}": v for k, v in entry["train"].items()}
-        for split in ("valid", "test"):
+        for split in ("valid", "test", "diagnostics"):
+            if split not in entry:
+                continue
             scalars.update({f"{prefix}{split}/{k}": v for k, v in entry[split].items()})
         self.log(self.step, scalars)
 

@@ -9,7 +9,9 @@ compiled programs through jit's own cache.
 
 Stages marked `select` are evaluated on the valid split after every `eval_every` epochs; the
 epoch with the best valid metric is selected. Test metrics are computed at the same points for
-the record but never read by the selection.
+the record but never read by the selection. With `diagnostics.log=on` each evaluation also
+records the shift diagnostics of the trial's user vectors (`transferjax.diagnostics`) in its
+history entry ("diagnostics") and logs them as `diagnostics/<measure>`.
 
 Divergence (`transferjax.train.divergence`): each epoch's mean loss, fetched for the log
 anyway, and each evaluation are checked on the host. A diverged trial raises `DivergenceError`
@@ -31,6 +33,7 @@ import numpy as np
 
 from transferjax.config import flatten
 from transferjax.data.batches import host_epoch_indices
+from transferjax.diagnostics import make_monitor
 from transferjax.errors import ConfigError
 from transferjax.methods.registry import get_method
 from transferjax.train.book import Book
@@ -58,6 +61,7 @@ __all__ = [
     "make_train",
     "row_taker",
     "select_best",
+    "stage_shapes",
     "trial_hypers",
 ]
 
@@ -95,6 +99,7 @@ class Trainer:
                 f"method {cfg.method!r}: Built.hyper has {sorted(built.hyper)} but "
                 f"register(traced=...) says {sorted(method.traced)}"
             )
+        self.monitor = make_monitor(cfg, split, built)  # None unless diagnostics.log=on
         self.shared = jax.device_put(built.data)
         self.examples = [
             jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
@@ -180,19 +185,7 @@ class Trainer:
     def stage_structures(self, n: int) -> tuple[str, ...]:
         """`structure_fingerprint` of the checkpointed state of each stage when `n` trials train
         as one call (a leading trial axis when n > 1); from shapes only, nothing is computed."""
-        batched = n > 1
-
-        def states(keys):
-            init = jax.vmap(self.built.init) if batched else self.built.init
-            params = init(keys)
-            return [
-                to_host(fresh_state(stage, params, keys, None, batched=batched, n=n))
-                for stage in self.built.stages
-            ]
-
-        k = jax.random.key(0)
-        shapes = jax.eval_shape(states, jax.random.split(k, n) if batched else k)
-        return tuple(structure_fingerprint(s) for s in shapes)
+        return tuple(structure_fingerprint(s) for s in stage_shapes(self.built, n))
 
     def state_structure(self, n: int) -> str:
         """One fingerprint of the training state's structure over all stages (what a run folder
@@ -274,6 +267,9 @@ class Trainer:
             if book.failed[i] is None:
                 entry = {"stage": getattr(stage, "name", stage), "epoch": epoch, "step": book.step}
                 entry.update(train=stats[i], valid=at["valid"][i], test=at["test"][i])
+                if self.monitor is not None:
+                    p_i, h_i = (trial_view(book.batched, t, i) for t in (state.params, hyper))
+                    entry["diagnostics"] = self.monitor(p_i, h_i)
                 book.record(i, entry)
 
     def _finish(self, book, params, hyper, wall, single):
@@ -302,6 +298,24 @@ class Trainer:
             for i in range(book.n)
         ]
         return results[0] if single else results
+
+
+def stage_shapes(built, n: int) -> list:
+    """The checkpointed state (`to_host` of a `TrainState`) of each stage of `built` when `n`
+    trials train as one call (a leading trial axis when n > 1), as `jax.ShapeDtypeStruct`
+    leaves: what a checkpoint of that stage restores into. Nothing is computed."""
+    batched = n > 1
+
+    def states(keys):
+        init = jax.vmap(built.init) if batched else built.init
+        params = init(keys)
+        return [
+            to_host(fresh_state(stage, params, keys, None, batched=batched, n=n))
+            for stage in built.stages
+        ]
+
+    k = jax.random.key(0)
+    return jax.eval_shape(states, jax.random.split(k, n) if batched else k)
 
 
 def make_train(

@@ -43,7 +43,15 @@ import jax
 import jax.numpy as jnp
 
 from transferjax.align.objectives import get_objective
-from transferjax.methods.api import Built, Scorer, Stage, all_items_pay, hyper_init, make_optimizer
+from transferjax.methods.api import (
+    Built,
+    Represent,
+    Scorer,
+    Stage,
+    all_items_pay,
+    hyper_init,
+    make_optimizer,
+)
 from transferjax.methods.phi import bags as U
 from transferjax.methods.phi import encoders as PE
 from transferjax.methods.phi import heads as O
@@ -291,6 +299,23 @@ class PhiModel:
 
         return jax.lax.cond(n_pairs <= k, dedup, lambda: self._reps(params, src, tgt))
 
+    def represent(self) -> Represent:
+        """z_s = phi_s(source bag) of source users and z_t = phi_t(target bag) of target users,
+        over all their training entries (as scoring reads them)."""
+
+        def side(apply, enc: str, domain: str, spec):
+            def fn(params, users):
+                rows = U.gather_rows(params["bags"][domain], users, max_len=spec.max_len)
+                return apply(params["phi"][enc], *rows, users)
+
+            return fn
+
+        return Represent(
+            source=side(self.enc_s[1], "enc_s", "source", self.spec_s),
+            target=side(self.enc_t[1], "enc_t", "target", self.spec_t),
+            space=f"phi outputs ({self.objective.name}): phi_s(source bag) vs phi_t(target bag)",
+        )
+
     def scorer(self) -> Scorer:
         i_click = self.tasks.index("tgt_click")
         n_items, mu = self.spec_t.n_items, self.spec_t.mu
@@ -343,6 +368,7 @@ def build_phi(cfg, split, *, objective: str | None = None) -> Built:
         scorer=model.scorer(),
         data={"bags": {"source": model.bags_s, "target": model.bags_t}},
         hyper=hyper_init(cfg, PHI_TRACED),
+        represent=model.represent(),
     )
 
 

@@ -1,0 +1,1 @@
+"""Tests of transferjax.diagnostics and `transferjax diagnose`."""

@@ -1,0 +1,236 @@
+"""`transferjax diagnose RUN_FOLDER`: the shift diagnostics of a finished (or stopped) run.
+
+From the folder's config.json the split and the method are rebuilt (the split must be the one
+the folder trained on: its data fingerprint is checked against fingerprint.json), each seed's
+training state is restored from its checkpoints, and `transferjax.diagnostics` measures
+
+- "model": the method's user vectors (`Built.represent`) under the restored params, for methods
+  that have both sides (phi family, EMCDR, PTUPCDR, CMF), one entry per seed;
+- "interest": the raw interest vectors of the split's training data (any method).
+
+The state is the selected epoch's (metrics.json) when a checkpoint of that stage and epoch is
+still kept (checkpoints are written every trainer.checkpoint_every epochs and at each stage's
+end; the newest two are kept), else the newest checkpoint; each seed's entry says which.
+The result is written to RUN_FOLDER/diagnostics.json and printed as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+
+from transferjax import config as C
+from transferjax.data.registry import build_dataset, build_split
+from transferjax.diagnostics import (
+    ESTIMATORS,
+    MEASURES,
+    ModelVectors,
+    entry,
+    interest_entry,
+    user_sets,
+)
+from transferjax.errors import ConfigError, RunFolderError
+from transferjax.methods.registry import get_method
+from transferjax.train import folder as F
+from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
+from transferjax.train.files import write_json
+from transferjax.train.result import trial_view
+from transferjax.train.run import split_fingerprint
+from transferjax.train.trainer import stage_shapes
+
+DIAGNOSTICS = "diagnostics.json"
+
+
+def _json(path: pathlib.Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise RunFolderError(f"{path} is damaged ({e})") from e
+
+
+def load_config(folder: pathlib.Path, overrides=()) -> C.RunConfig:
+    """The run's config from config.json, with `overrides` of `diagnostics.*` keys only."""
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder}: no such run folder")
+    stored = _json(folder / F.CONFIG)
+    if stored is None:
+        raise RunFolderError(
+            f"{folder} holds no {F.CONFIG}: it is not a run folder (`transferjax run` writes it "
+            "when training starts)"
+        )
+    try:
+        cfg = C.from_dict(C.RunConfig, stored)
+    except (ConfigError, TypeError) as e:
+        raise RunFolderError(f"{folder / F.CONFIG} does not load with this version: {e}") from e
+    for item in overrides:
+        if not item.startswith("diagnostics."):
+            raise ConfigError(
+                f"diagnose: --set {item!r}: only diagnostics.* keys can be set; the rest of the "
+                f"config is the run's ({folder / F.CONFIG})"
+            )
+    return C.apply_overrides(cfg, list(overrides))
+
+
+def checkpoint_layout(folder: pathlib.Path, cfg) -> list[tuple[int, pathlib.Path, int, int]]:
+    """(seed, checkpoint folder, trials in its state, this seed's trial index) per seed: one
+    folder per seed (ckpt/seed{s}, seeds trained one after another) or one shared by all
+    (ckpt/, a single seed or vmapped seeds)."""
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    ckpt = folder / "ckpt"
+    if len(seeds) > 1 and all((ckpt / f"seed{s}").is_dir() for s in seeds):
+        return [(s, ckpt / f"seed{s}", 1, 0) for s in seeds]
+    return [(s, ckpt, len(seeds), j) for j, s in enumerate(seeds)]
+
+
+def _selected(metrics: dict | None, seed: int) -> dict | None:
+    if metrics is None:
+        return None
+    if "seeds" in metrics:
+        metrics = next((m for m in metrics["seeds"] if m.get("seed") == seed), {})
+    return metrics.get("selected")
+
+
+def restore_params(folder, built, ckpt_dir, *, n: int, index: int, want: dict | None):
+    """(params of trial `index`, {"step", "stage", "epoch", "which"}) from the checkpoint of
+    the `want`ed (stage name, epoch) when kept, else the newest.
+
+    Raises:
+      RunFolderError: naming the folder, when it has no checkpoint or one does not restore.
+    """
+    if not ckpt_dir.is_dir():
+        raise RunFolderError(
+            f"{folder}: no checkpoints ({ckpt_dir} is missing) to restore the model from; the "
+            "run saves them every trainer.checkpoint_every epochs (0: never)"
+        )
+    ck = Checkpointer(ckpt_dir)
+    try:
+        steps = ck.steps()
+        if not steps:
+            raise RunFolderError(f"{folder}: {ckpt_dir} holds no checkpoint to restore")
+        metas = {}
+        for s in steps:
+            try:
+                metas[s] = ck.meta(s)
+            except Exception as e:  # a damaged checkpoint: its metadata cannot be read
+                raise RunFolderError(f"{ckpt_dir}: checkpoint {s} is damaged ({e})") from e
+        names = [st.name for st in built.stages]
+        step, which = steps[0], "newest"
+        if want is not None and want.get("stage") in names:
+            at = (names.index(want["stage"]), want["epoch"])
+            hit = [s for s in steps if (metas[s]["stage"], metas[s]["epoch"]) == at]
+            if hit:
+                step, which = hit[0], "selected"
+        meta = metas[step]
+        template = stage_shapes(built, n)[meta["stage"]]
+        if meta.get("state_structure", structure_fingerprint(template)) != structure_fingerprint(
+            template
+        ):
+            raise RunFolderError(
+                f"{ckpt_dir}: checkpoint {step} holds another training-state structure than "
+                "this code builds (the method's code changed since the run)"
+            )
+        try:
+            state = ck.restore(step, template)
+        except RunFolderError:
+            raise
+        except Exception as e:
+            raise RunFolderError(f"{ckpt_dir}: checkpoint {step} cannot be restored ({e})") from e
+    finally:
+        ck.close()
+    params = trial_view(n > 1, state["params"], index)
+    info = {
+        "step": step,
+        "stage": names[meta["stage"]],
+        "epoch": meta["epoch"],
+        "which": which,
+    }
+    return jax.device_put(params), info
+
+
+def diagnose(folder, *, overrides=(), echo=print) -> dict:
+    """Measures the run in `folder` (module docstring), writes diagnostics.json, prints a table
+    with `echo`, and returns what it wrote.
+
+    Raises:
+      RunFolderError: the folder is not a run folder, was trained on other data, is in use by
+        a run, or has no checkpoint to restore a model with user vectors from.
+      ConfigError: an override other than diagnostics.*.
+    """
+    folder = pathlib.Path(folder)
+    cfg = load_config(folder, overrides)
+    with F.locked(folder):
+        split = build_split(cfg.protocol, build_dataset(cfg.data))
+        rec = _json(folder / F.RECORD)
+        if rec is not None and rec.get("data") not in (None, split_fingerprint(split)):
+            raise RunFolderError(
+                f"{folder} was trained on other data than its config gives now (the data "
+                f"fingerprint in {folder / F.RECORD} differs): its model cannot be measured"
+            )
+        built = get_method(cfg.method).build(cfg, split)
+        dc = cfg.diagnostics
+        sets = user_sets(split, max_users=dc.max_users, seed=dc.seed)
+        out = {
+            "method": cfg.method,
+            "dataset": split.data.name,
+            "settings": {k: v for k, v in C.flatten(cfg).items() if k.startswith("diagnostics.")},
+            "estimators": ESTIMATORS,
+            "interest": interest_entry(split, dc, sets),
+        }
+        if built.represent is None:
+            out["model"] = {"skipped": f"method {cfg.method!r} has no source-side user vectors"}
+        else:
+            metrics = _json(folder / "metrics.json")
+            vectors, seeds = ModelVectors(built, sets), []
+            for seed, ckpt_dir, n, index in checkpoint_layout(folder, cfg):
+                want = _selected(metrics, seed)
+                params, state = restore_params(folder, built, ckpt_dir, n=n, index=index, want=want)
+                if want is not None and state["which"] != "selected":
+                    state["note"] = (
+                        f"the selected {want['stage']} epoch {want['epoch']} has no checkpoint kept"
+                    )
+                seeds.append({"seed": seed, "state": state, **entry(vectors(params), dc)})
+            out["model"] = seeds
+        write_json(folder / DIAGNOSTICS, out)
+    echo(table(out, folder))
+    return out
+
+
+def _row(name: str, e: dict) -> str:
+    if "skipped" in e:
+        return f"{name:<16} skipped: {e['skipped']}"
+    vals = "".join(f"{e[k]:>12.4g}" if k in e else f"{'-':>12}" for k in MEASURES)
+    sizes = "".join(f"{e[k]:>9d}" for k in ("n_source", "n_target", "n_pairs"))
+    return f"{name:<16}{vals}{sizes}"
+
+
+def table(out: dict, folder) -> str:
+    """The printed summary of a diagnostics.json dict."""
+    head = f"{'vectors':<16}" + "".join(f"{k:>12}" for k in MEASURES)
+    head += "".join(f"{k:>9}" for k in ("n_source", "n_target", "n_pairs"))
+    lines = [f"shift diagnostics of {folder} (method {out['method']})", head]
+    model = out["model"] if isinstance(out["model"], list) else [out["model"]]
+    notes = []
+    for e in model:
+        name = f"model seed {e['seed']}" if "seed" in e else "model"
+        lines.append(_row(name, e))
+        if "state" in e:
+            st = e["state"]
+            note = f"; {st['note']}" if "note" in st else ""
+            notes.append(
+                f"  {name}: checkpoint {st['step']} = {st['stage']} epoch {st['epoch']} "
+                f"({st['which']}{note})"
+            )
+    lines.append(_row("interest", out["interest"]))
+    for name, e in (("model", model[0]), ("interest", out["interest"])):
+        if "space" in e:
+            notes.append(f"  {name} vectors: {e['space']}")
+    lines += notes
+    lines.append(
+        "  larger is more shift, except cosine (overlapping users' mean; larger is closer); "
+        f"written to {pathlib.Path(folder) / DIAGNOSTICS}"
+    )
+    return "\n".join(lines)
