@@ -3,7 +3,7 @@
 transferjax run experiments/synthetic_emcdr.py [--set key=value ...] [--out DIR] [--quick]
                 [--seeds N] [--fresh]
 transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=1e-3,1e-2 [--random N]
-transferjax report runs/ --baseline mf --format md,csv,latex [--plots]
+transferjax report runs/ --baseline mf --format md,csv,latex [--plots] [--by source_activity]
 transferjax diagnose RUN_FOLDER [--set diagnostics.max_users=1000]
 transferjax data fetch ml-1m [--cache-dir DIR] [--allow-unverified]
 transferjax data describe NAME [--set data.target=video] [--set protocol.beta=0.5]
@@ -75,6 +75,7 @@ def cmd_report(args) -> int:
         fmt=tuple(args.format.split(",")),
         test=args.test,
         plots=args.plots,
+        by=args.by,
     )
     for name, path in written.items():
         print(f"{name}: {path}")
@@ -186,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--test", default="ttest", choices=["ttest", "wilcoxon"], help="paired test over seeds"
     )
     rp.add_argument("--plots", action="store_true", help="PNG plots (needs transferjax[plots])")
+    rp.add_argument(
+        "--by",
+        choices=["source_activity", "item_popularity"],
+        help="test metrics by group: the user's source activity or the item's popularity",
+    )
     rp.set_defaults(fn=cmd_report)
 
     g = add(

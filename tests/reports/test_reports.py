@@ -336,3 +336,36 @@ def test_plots_without_matplotlib_say_how_to_install(runs, tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     with pytest.raises(ImportError, match=r"pip install transferjax\[plots\]"):
         report_main(runs, out_dir=tmp_path / "o", plots=True)
+
+
+def test_report_by_group_tables_each_groups_metric(tmp_path):
+    """`--by source_activity`: one column per group and metric, the mean over seeds of that
+    group's key; the default tables leave the group keys out."""
+    root = tmp_path / "runs"
+    ndcg = {"mf": [0.10, 0.20], "emcdr": [0.30, 0.50]}
+    for m, vals in ndcg.items():
+        for s, v in enumerate(vals):
+            test = {
+                "rmse": 1.0,
+                "by_source_activity/1-4/rmse": 1.0 + v,
+                "by_source_activity/1-4/n": 10.0,
+                "by_source_activity/5-9/rmse": 1.0 - v,
+                "by_source_activity/5-9/n": 12.0,
+                "by_item_popularity/head/rmse": 0.5,
+            }
+            _write_run(root / f"{m}{s}", method=m, seed=s, test=test)
+    records = collect_runs([root])
+    plain = summarize(records)
+    assert plain[0].metrics == ("rmse",)
+    out = tmp_path / "rep"
+    report_main([root], out_dir=out, fmt="csv", by="source_activity")
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    got = {(r["method"], r["metric"]): float(r["mean"]) for r in rows}
+    for m, vals in ndcg.items():
+        assert got[(m, "1-4 rmse")] == pytest.approx(1.0 + np.mean(vals))
+        assert got[(m, "5-9 rmse")] == pytest.approx(1.0 - np.mean(vals))
+    assert "by source_activity" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="unknown grouping"):
+        report_main([root], out_dir=out, by="country")
+    with pytest.raises(ValueError, match="test split only"):
+        report_main([root], out_dir=out, by="item_popularity", split="valid")

@@ -12,10 +12,12 @@ writes into DIR:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import warnings
 
+from transferjax.eval.groups import GROUPINGS
 from transferjax.reports.collect import collect_runs
 from transferjax.reports.stats import TESTS
 from transferjax.reports.tables import summarize, task_label, to_csv, to_latex, to_markdown
@@ -39,6 +41,39 @@ def _rel(path: str, base: pathlib.Path) -> str:
         return str(path)
 
 
+def by_group(records: list, by: str, *, metrics, split: str) -> tuple[list, list[str]]:
+    """Records whose metrics are the `by_<by>/<group>/<metric>` keys renamed "<group>
+    <metric>", and the column names: every group (in the runs' order) times `metrics` (default:
+    the runs' selection metrics that are reported by group).
+
+    Raises:
+      ValueError: an unknown grouping, the valid split, or runs without metrics by group.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r}; choose one of {', '.join(GROUPINGS)}")
+    if split != "test":
+        raise ValueError("metrics by group are reported for the test split only")
+    prefix = f"by_{by}/"
+    groups, found = {}, set()
+    out = []
+    for r in records:
+        test = {}
+        for k, v in r.test.items():
+            if k.startswith(prefix):
+                group, metric = k[len(prefix) :].rsplit("/", 1)
+                groups.setdefault(group, None)
+                found.add(metric)
+                test[f"{group} {metric}"] = v
+        out.append(dataclasses.replace(r, test=test))
+    if not found:
+        raise ValueError(f"no metrics by {by} in these runs (run with eval.groups=on, the default)")
+    if metrics is None:
+        metrics = sorted({r.select_metric for r in records if r.select_metric in found}) or sorted(
+            found - {"n", "full_n"}
+        )
+    return out, [f"{g} {m}" for m in metrics for g in groups]
+
+
 def report_main(
     paths,
     *,
@@ -50,6 +85,7 @@ def report_main(
     test: str = "ttest",
     plots: bool = False,
     digits: int = 4,
+    by: str | None = None,
 ) -> dict[str, pathlib.Path]:
     """Collects the runs under `paths` and writes the report into `out_dir`.
 
@@ -64,6 +100,9 @@ def report_main(
       test: "ttest" or "wilcoxon".
       plots: also write PNG plots (needs matplotlib: pip install transferjax[plots]).
       digits: decimals in the markdown and LaTeX tables (CSV keeps full precision).
+      by: a grouping of the test metrics (`transferjax.eval.groups`: "source_activity" or
+        "item_popularity"): the tables' columns are then "<group> <metric>", one per group
+        and metric (`metrics`, default the runs' selection metric), e.g. "0-7 full_ndcg@10".
 
     Returns:
       {file name relative to out_dir: path} of every file written.
@@ -91,6 +130,8 @@ def report_main(
             + ", ".join(f"{r.path} (seed {r.seed})" for r in excluded),
             stacklevel=2,
         )
+    if by is not None:
+        records, metrics = by_group(records, by, metrics=metrics, split=split)
     tables = summarize(records, metrics=metrics, split=split, baseline=baseline, test=test)
 
     out = pathlib.Path(out_dir)
@@ -119,7 +160,8 @@ def report_main(
         "# transferjax report",
         "",
         f"{len(records)} runs (seeds) from {len({r.path for r in records})} run folders; "
-        f"split: {split}; baseline: {baseline}; test: {TESTS[test]}, alpha = 0.05.",
+        f"split: {split}; baseline: {baseline}; test: {TESTS[test]}, alpha = 0.05."
+        + (f" Metrics by {by} (columns: group, metric; group sizes in results.csv)." if by else ""),
         "",
         "## Results",
         "",

@@ -80,7 +80,8 @@ def task_label(task: tuple) -> str:
 
 
 def _default_metrics(recs, split) -> list[str]:
-    names = {m for r in recs for m in r.metrics(split)}
+    # metrics by group ("by_<grouping>/...") have their own tables (`report --by`)
+    names = {m for r in recs for m in r.metrics(split) if not m.startswith("by_")}
     return sorted(names, key=lambda m: (not lower_is_better(m), m))
 
 
