@@ -119,6 +119,37 @@ class ProtocolConfig:
         check_settings(self, "protocol.")
 
 
+MESH_AXES = ("trial", "data", "model")
+
+
+def parse_mesh(text: str) -> dict[str, int] | None:
+    """`trainer.mesh` as {axis: size} in `MESH_AXES` order (absent axes have size 1), or None
+    for "auto". Whether the sizes match the devices is checked where the mesh is built.
+
+    Raises:
+      ConfigError: naming `trainer.mesh`, for anything but comma-separated `axis=size` pairs
+        of distinct known axes with positive integer sizes.
+    """
+    if text == "auto":
+        return None
+    sizes = {}
+    for part in str(text).split(","):
+        name, sep, size = part.strip().partition("=")
+        name, size = name.strip(), size.strip()
+        if not sep or name not in MESH_AXES or name in sizes or not size.isdigit():
+            raise ConfigError(
+                f"trainer.mesh={text!r}: expected 'auto' or comma-separated axis=size pairs "
+                f"over the axes {', '.join(MESH_AXES)}, each at most once "
+                f"(e.g. 'data=4' or 'data=2,model=2'); bad part {part.strip()!r}"
+            )
+        if int(size) < 1:
+            raise ConfigError(
+                f"trainer.mesh={text!r}: axis {name!r} has size {size}; sizes are >= 1"
+            )
+        sizes[name] = int(size)
+    return {a: sizes.get(a, 1) for a in MESH_AXES}
+
+
 @dataclasses.dataclass(**KW)
 class TrainerConfig:
     """Optimisation of the stage that is selected on cold-valid (and defaults for others).
@@ -135,6 +166,13 @@ class TrainerConfig:
       with a DivergenceError naming the method, stage, epoch, trial and learning-rate key;
       "fail" records that seed/trial as failed (status "failed" and the reason in
       metrics.json and summary.txt), lets the other trials finish, and then `run` raises.
+    mesh: the devices a run trains on, as named axis sizes "data=4", "data=2,model=2" or
+      "trial=4,data=2" (axes: trial, data, model; their product must equal the number of
+      local devices): each step's batch rows are split over "data" (the global batch stays
+      `batch_size`, so the numbers do not depend on the device count), vmapped trials (seeds,
+      sweep points) over "trial", and params are replicated ("model" is reserved for sharded
+      tables). "auto": every local device on "data" on an accelerator, one device on a CPU
+      (fake CPU devices share the same cores). See `transferjax.train.mesh`.
     """
 
     lr: float = 1e-2
@@ -147,9 +185,11 @@ class TrainerConfig:
     vmap: Literal["auto", "on", "off"] = "auto"
     workers: int = 0
     on_nonfinite: Literal["raise", "fail"] = "raise"
+    mesh: str = "auto"
 
     def __post_init__(self):
         check_settings(self, "trainer.")
+        parse_mesh(self.mesh)
 
 
 @dataclasses.dataclass(**KW)

@@ -22,6 +22,7 @@ import optax
 
 from transferjax.data.batches import epoch_batches
 from transferjax.methods.api import Stage
+from transferjax.train.mesh import Layout
 
 
 class TrainState(NamedTuple):
@@ -82,7 +83,9 @@ def steps_per_epoch(stage: Stage) -> int:
     return math.ceil(n / min(stage.batch_size, n))
 
 
-def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> Callable:
+def make_epoch_fn(
+    stage: Stage, *, batched: bool = False, jit: bool = True, layout: Layout | None = None
+) -> Callable:
     """`epoch(part, opt_state, frozen, examples, key, idx=None, shared=None, step0=0) -> (part,
     opt_state, stats)`.
 
@@ -91,7 +94,8 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
     Each step's loss reads the view `{**frozen, **shared, part: p, "step": step0 + t}`.
     With `batched`, part, opt_state, frozen, key and idx carry a leading trial axis (seeds,
     learning rates) under `vmap`; examples, shared data and step0 are shared. Jitted with part
-    and opt_state donated unless `jit=False`.
+    and opt_state donated unless `jit=False`. With a `layout` (`transferjax.train.mesh`), the
+    batch rows of each step are split over its "data" axis and batched trials over "trial".
     """
     n = len(next(iter(stage.examples.values())))
     batch_size = min(stage.batch_size, n)
@@ -103,6 +107,8 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
             idx, mask = epoch_batches(k_perm, n, batch_size)
         else:  # host-side shuffle (`host_epoch_indices`), i32[steps, batch]
             mask = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size)
+        if layout is not None:
+            idx = layout.constrain_rows(idx, batched=False)  # vmap adds the trial axis
         take = row_taker(examples)
         const = {**frozen, **(shared or {})}
 
@@ -132,18 +138,25 @@ def make_epoch_fn(stage: Stage, *, batched: bool = False, jit: bool = True) -> C
         stats = {"loss": jnp.mean(losses), **{k: jnp.mean(v) for k, v in aux.items()}}
         return part, opt_state, stats
 
-    fn = jax.vmap(epoch, in_axes=(0, 0, 0, None, 0, 0, None, None)) if batched else epoch
+    if batched:
+        trial_axis = None if layout is None else "trial"
+        axes = (0, 0, 0, None, 0, 0, None, None)
+        fn = jax.vmap(epoch, in_axes=axes, spmd_axis_name=trial_axis)
+    else:
+        fn = epoch
     return jax.jit(fn, donate_argnums=(0, 1)) if jit else fn
 
 
-def stage_epoch(stage: Stage, *, batched: bool) -> Callable:
+def stage_epoch(stage: Stage, *, batched: bool, layout: Layout | None = None) -> Callable:
     """`run(state, hyper, shared, examples, key, idx) -> (state, stats)`: one epoch of `stage`
     over a `TrainState` (jitted with the state donated).
 
     `hyper` is the trials' traced values (leading trial axis when `batched`), `shared` the
-    method's data, `key` the epoch key, `idx` the host shuffle or None.
+    method's data, `key` the epoch key, `idx` the host shuffle or None. With a `layout`, the
+    arguments come placed by `Layout.place_epoch_args` and the new state leaves on the
+    sharding it came in on, so the next epoch takes it as it is.
     """
-    epoch = make_epoch_fn(stage, batched=batched, jit=False)
+    epoch = make_epoch_fn(stage, batched=batched, jit=False, layout=layout)
     steps = steps_per_epoch(stage)
 
     def run(state: TrainState, hyper, shared, examples, key, idx):
@@ -156,7 +169,10 @@ def stage_epoch(stage: Stage, *, batched: bool) -> Callable:
         new = TrainState({**state.params, stage.part: part}, opt, state.step + steps, state.key)
         return new, stats
 
-    return jax.jit(run, donate_argnums=(0,))
+    if layout is None:
+        return jax.jit(run, donate_argnums=(0,))
+    out = (layout.state(batched), layout.replicated())
+    return jax.jit(run, donate_argnums=(0,), out_shardings=out)
 
 
 def to_host(state: TrainState) -> dict:
@@ -181,8 +197,9 @@ class Programs:
     (`stage_epoch(...).lower(...).compile()`); the first thread to need one compiles it, the
     others wait and reuse it. `seconds` sums the compile times."""
 
-    def __init__(self, stages):
+    def __init__(self, stages, layout: Layout | None = None):
         self.stages, self.lock, self.compiled, self.seconds = stages, threading.Lock(), {}, 0.0
+        self.layout = layout
 
     def get(self, s_idx: int, batched: bool, args) -> Callable:
         """The compiled program of stage `s_idx` for arguments shaped like `args`."""
@@ -196,7 +213,7 @@ class Programs:
             if key in self.compiled:
                 return self.compiled[key]
             t0 = time.perf_counter()
-            fn = stage_epoch(self.stages[s_idx], batched=batched)
+            fn = stage_epoch(self.stages[s_idx], batched=batched, layout=self.layout)
             self.compiled[key] = fn.lower(*args).compile()
             self.seconds += time.perf_counter() - t0
             return self.compiled[key]

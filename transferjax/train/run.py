@@ -41,6 +41,7 @@ from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.files import write_json, write_text
+from transferjax.train.mesh import device_names, mesh_sizes
 from transferjax.train.trainer import Trainer, make_train
 from transferjax.train.writers import make_writer
 
@@ -100,11 +101,18 @@ def use_vmap(cfg, split) -> bool:
     are faster there: a vmapped step moves every seed's tables and optimizer state through the
     caches at once, and a dense encoder's matmuls gain nothing from the trial axis. Chosen by
     `python -m benchmarks.seeds_vmap` (its figures are in BENCHMARKS.md). `trainer.vmap=on`
-    forces vmap.
+    forces vmap. A "trial" axis in `trainer.mesh` (one seed per device group) needs the seeds
+    vmapped: "auto" then vmaps, and "off" is refused.
     """
+    split_trials = mesh_sizes(cfg.trainer.mesh)["trial"] > 1
+    if split_trials and cfg.trainer.vmap == "off":
+        raise C.ConfigError(
+            f"trainer.mesh={cfg.trainer.mesh!r} splits vmapped trials over devices, but "
+            f"trainer.vmap='off' trains seeds one after another; use trainer.vmap=on or auto"
+        )
     if cfg.seeds <= 1 or cfg.trainer.vmap == "off":
         return False
-    if cfg.trainer.vmap == "on":
+    if cfg.trainer.vmap == "on" or split_trials:
         return True
     return jax.default_backend() != "cpu"
 
@@ -312,7 +320,8 @@ def write_results(
             "seeds": seeds,
             "vmapped_seeds": vmapped,
             "seed_workers": 1 if vmapped else seed_workers(cfg, len(seeds)),
-            "devices": [str(d) for d in jax.devices()],
+            "devices": device_names(),
+            "mesh": mesh_sizes(cfg.trainer.mesh),
             "backend": jax.default_backend(),
             "host": platform.node(),
             "python": platform.python_version(),
@@ -354,6 +363,7 @@ def run(
     get_method(cfg.method)  # fail on a typo before loading data or creating the folder
     if cfg.seeds < 1:
         raise C.ConfigError(f"seeds must be >= 1, got {cfg.seeds}")
+    mesh_sizes(cfg.trainer.mesh)  # the devices match trainer.mesh, before any data is read
     t0 = time.perf_counter()
     out = pathlib.Path(out_dir) if out_dir else default_run_dir(cfg)
     with F.locked(out):

@@ -48,6 +48,7 @@ from transferjax.train.epoch import (
     to_host,
 )
 from transferjax.train.evaluate import check_select, default_select_metric
+from transferjax.train.mesh import make_layout
 from transferjax.train.progress import Progress
 from transferjax.train.result import Result, select_best, trial_view
 from transferjax.train.trials import LR_KEYS, fresh_state, trial_hypers
@@ -100,15 +101,19 @@ class Trainer:
                 f"register(traced=...) says {sorted(method.traced)}"
             )
         self.monitor = make_monitor(cfg, split, built)  # None unless diagnostics.log=on
-        self.shared = jax.device_put(built.data)
+        self.layout = make_layout(cfg.trainer.mesh)  # None: one device
+        put = jax.device_put if self.layout is None else self._replicate
+        self.shared = put(built.data)
         self.examples = [
-            jax.device_put({k: np.asarray(v) for k, v in st.examples.items()})
-            for st in built.stages
+            put({k: np.asarray(v) for k, v in st.examples.items()}) for st in built.stages
         ]
-        self.programs, self.inits = Programs(built.stages), {}
+        self.programs, self.inits = Programs(built.stages, self.layout), {}
         # Epoch order: a numpy shuffle on the host is cheaper than XLA's sort on a CPU; on an
         # accelerator the in-graph shuffle is faster (`python -m benchmarks.speed`).
         self.host_shuffle = jax.default_backend() == "cpu"
+
+    def _replicate(self, tree):
+        return jax.device_put(tree, self.layout.replicated())
 
     def __call__(
         self,
@@ -125,6 +130,8 @@ class Trainer:
         overrides = self.trials or [{} for _ in range(n)]
         if len(overrides) != n:
             raise ValueError(f"{len(overrides)} trial overrides for {n} keys")
+        if self.layout is not None:
+            self.layout.check_trials(n)
         batched = n > 1
         k_init, k_train = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         params = self._init(batched)(k_init if batched else k_init[0])
@@ -219,6 +226,8 @@ class Trainer:
             n_rows = len(next(iter(stage.examples.values())))
             idx = jnp.asarray(host_epoch_indices(perm(k_ep), n_rows, min(stage.batch_size, n_rows)))
         args = (state, hyper, self.shared, self.examples[s_idx], k_ep, idx)
+        if self.layout is not None:
+            args = self.layout.place_epoch_args(args, batched=book.batched)
         program = self.programs.get(s_idx, book.batched, args)
         t0 = time.perf_counter()
         state, stats = program(*args)
