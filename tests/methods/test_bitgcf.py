@@ -351,6 +351,18 @@ def test_cold_user_is_scored_through_the_transfer(cold_split):
     assert not np.allclose(moved_s[0], s[0])
 
 
+def test_prepared_tables_give_the_scores_of_a_direct_call(cold_split):
+    """`Scorer.prepare` (once per evaluation) only saves work: the same scores as without it."""
+    built = get_method("bitgcf").build(_cfg(), cold_split)
+    v = view0(built, jax.random.key(3))
+    pairs = np.concatenate([cold_split.test.pairs[:4], cold_split.warm_pairs[:4]])
+    src, tgt = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
+    items = jnp.asarray(np.random.default_rng(1).integers(0, 120, (len(pairs), 5)))
+    ready = built.scorer.prepared(v)
+    for f in (built.scorer.score_all, lambda *a: built.scorer.score_items(*a, items)):
+        np.testing.assert_allclose(f(ready, src, tgt), f(v, src, tgt), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("loss", ["bce", "mse"])
 def test_user_without_any_profile_gets_the_item_baseline(loss):
     """A target user with no training row and no shared source copy (here: the cold users,
