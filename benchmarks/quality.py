@@ -236,8 +236,6 @@ def run_quality(
     suite to BENCHMARKS.md, the quick one beside its run folders (default out) so that it
     never replaces the committed full report. `report_only` runs nothing: the report lists
     the cells that have no finished run folder."""
-    from transferjax.train.run import run
-
     runs = pathlib.Path(runs_dir or f"runs/bench-quality{'-quick' if quick else ''}")
     out = out or (runs / "BENCHMARKS.md" if quick else "BENCHMARKS.md")
     t0 = time.perf_counter()
@@ -245,22 +243,13 @@ def run_quality(
     walls, missing, data = {}, [], {}
     for task in tasks:
         for method in task.methods:
-            cfg = task_config(task, method, seeds=seeds)
-            folder = runs / task.name / method
-            done = folder / "metrics.json"
-            stored = folder / "config.json"
-            same = done.exists() and C.same_config(json.loads(stored.read_text()), cfg)
-            if same and _same_data(folder, cfg, data):
-                walls[(task.name, method)] = json.loads(done.read_text())["timing"]["wall_s"]
-                continue
-            why = " (its data or split changed since it ran)" if same else ""
-            if report_only:
-                missing.append(f"{task.name}/{method}{why}")
-                continue
-            echo(f"== {task.name} / {method}{why}")
-            # fresh: a finished folder of other data is moved aside, never resumed
-            m = run(cfg, out_dir=folder, echo=lambda *_: None, progress=False, fresh=same)
-            walls[(task.name, method)] = m["timing"]["wall_s"]
+            wall = run_cell(
+                task, method, runs=runs, seeds=seeds, data=data, dry=report_only, echo=echo
+            )
+            if isinstance(wall, str):
+                missing.append(wall)
+            else:
+                walls[(task.name, method)] = wall
     total = time.perf_counter() - t0
     return write_report(
         tasks,
@@ -274,6 +263,29 @@ def run_quality(
         missing=missing,
         cache_note=cache_note,
     )
+
+
+def run_cell(task: Task, method: str, *, runs, seeds: int, data: dict, dry=False, echo=print):
+    """Trains one cell (`runs/TASK/METHOD`) unless the folder already holds the same config's
+    finished results on the same data; returns the cell's wall seconds, or with `dry` and no
+    such results "TASK/METHOD" (and why), the name of the missing cell. `data`: the
+    `_same_data` cache, shared by the cells of one invocation."""
+    cfg = task_config(task, method, seeds=seeds)
+    folder = pathlib.Path(runs) / task.name / method
+    done = folder / "metrics.json"
+    stored = folder / "config.json"
+    same = done.exists() and C.same_config(json.loads(stored.read_text()), cfg)
+    if same and _same_data(folder, cfg, data):
+        return json.loads(done.read_text())["timing"]["wall_s"]
+    why = " (its data or split changed since it ran)" if same else ""
+    if dry:
+        return f"{task.name}/{method}{why}"
+    echo(f"== {task.name} / {method}{why}")
+    from transferjax.train.run import run  # (lazy: importing the suite compiles nothing)
+
+    # fresh: a finished folder of other data is moved aside, never resumed
+    m = run(cfg, out_dir=folder, echo=lambda *_: None, progress=False, fresh=same)
+    return m["timing"]["wall_s"]
 
 
 def _same_data(folder: pathlib.Path, cfg, cache: dict) -> bool:
