@@ -3,8 +3,8 @@
 The quality suite (`benchmarks.quality`) regenerates BENCHMARKS.md as a whole and keeps its
 speed and reproduction sections; the speed suite (`benchmarks.speed`) replaces one speed
 section per machine (e.g. `speed-h100`) and each reproduction script
-(`benchmarks.reproduce.NAME`) its section `reproduce-NAME`. All use the rules here, so none
-overwrites another's.
+(`benchmarks.reproduce.NAME`) its section `reproduce-NAME`, and `benchmarks.shift_gain` the
+section `shift-gain`. All use the rules here, so none overwrites another's.
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ def is_reproduce_section(name: str) -> bool:
     return re.fullmatch(r"reproduce-[\w.-]+", name) is not None
 
 
+OTHER_SECTIONS = ("shift-gain",)  # written by benchmarks.shift_gain
+
+
 def is_kept_section(name: str) -> bool:
     """Whether `benchmarks.quality` keeps section `name` when it regenerates the report: the
-    speed and reproduction sections, which other scripts write."""
-    return is_speed_section(name) or is_reproduce_section(name)
+    speed, reproduction and other scripts' sections (`OTHER_SECTIONS`)."""
+    return is_speed_section(name) or is_reproduce_section(name) or name in OTHER_SECTIONS
 
 
 def section_names(text: str) -> list[str]:

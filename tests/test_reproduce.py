@@ -121,6 +121,7 @@ def test_reproduce_sections_are_replaced_in_place_and_kept_by_quality(tmp_path, 
     assert S.section_names(text) == ["speed", "reproduce-ptupcdr", "reproduce-cdrib_eval"]
     assert "rerun" in text and "## Reproduction one\n" not in text
     assert S.is_kept_section("reproduce-x") and not S.is_kept_section("reproducex")
+    assert S.is_kept_section("shift-gain") and not S.is_kept_section("shift-gainx")
 
     import transferjax.train.run as R
 
