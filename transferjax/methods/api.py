@@ -215,6 +215,32 @@ def all_items_pay(items: jax.Array, n_items: int) -> bool:
     return items.ndim == 2 and GATHER_COST * items.shape[1] >= n_items
 
 
+def embedding_scorer(sides: Callable, *, prepare: Callable | None = None) -> Scorer:
+    """The `Scorer` of s_ui = <e_u, f_i> + ub_u + ib_i for the users a model represents and an
+    item baseline base_i for the others, from `sides(view, tgt) -> (e_u f32[c, D], ub f32[c],
+    f f32[n_items, D], ib f32[n_items], base f32[n_items], ok bool[c])` (graph methods:
+    LightGCN, BiTGCF). Candidates are gathered, or read from all items' scores when that pays
+    (`all_items_pay`)."""
+
+    def all_scores(eu, ub, fi, ib, base, ok):
+        return jnp.where(ok[:, None], eu @ fi.T + ub[:, None] + ib[None], base[None])
+
+    def score_all(v, src, tgt):
+        return all_scores(*sides(v, tgt))
+
+    def score_items(v, src, tgt, items):
+        parts = sides(v, tgt)
+        eu, ub, fi, ib, base, ok = parts
+        if all_items_pay(items, fi.shape[0]):
+            return jnp.take_along_axis(all_scores(*parts), items, axis=1)
+        if items.ndim == 1:
+            return jnp.where(ok, jnp.sum(eu * fi[items], -1) + ub + ib[items], base[items])
+        s = jnp.einsum("cd,cmd->cm", eu, fi[items]) + ub[:, None] + ib[items]
+        return jnp.where(ok[:, None], s, base[items])
+
+    return Scorer(score_items=score_items, score_all=score_all, prepare=prepare)
+
+
 def own_or_fallback(known: jax.Array, own: tuple, fallback: tuple, tgt: jax.Array) -> tuple:
     """Per row, the user's own target factors when `known[tgt]`, else `fallback`.
 

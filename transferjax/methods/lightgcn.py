@@ -53,7 +53,7 @@ from transferjax.methods.api import (
     Built,
     Scorer,
     Stage,
-    all_items_pay,
+    embedding_scorer,
     hyper_init,
     make_optimizer,
     selects_ratings,
@@ -128,22 +128,7 @@ def lightgcn_scorer(n_layers: int, biases: bool) -> Scorer:
             ub, ib, base = jnp.zeros(tgt.shape, fu.dtype), jnp.zeros(fi.shape[:1]), v["item_pop"]
         return fu[tgt], ub, fi, ib, base, v["known_target"][tgt]
 
-    def score_all(v, src, tgt):
-        eu, ub, fi, ib, base, known = sides(v, tgt)
-        s = eu @ fi.T + ub[:, None] + ib[None]
-        return jnp.where(known[:, None], s, base[None])
-
-    def score_items(v, src, tgt, items):
-        if all_items_pay(items, v["item_pop"].shape[0]):
-            return jnp.take_along_axis(score_all(v, src, tgt), items, axis=1)
-        eu, ub, fi, ib, base, known = sides(v, tgt)
-        if items.ndim == 1:
-            s = jnp.sum(eu * fi[items], -1) + ub + ib[items]
-            return jnp.where(known, s, base[items])
-        s = jnp.einsum("cd,cmd->cm", eu, fi[items]) + ub[:, None] + ib[items]
-        return jnp.where(known[:, None], s, base[items])
-
-    return Scorer(score_items=score_items, score_all=score_all, prepare=prepare)
+    return embedding_scorer(sides, prepare=prepare)
 
 
 @register("lightgcn", traced=LIGHTGCN_TRACED)
