@@ -10,6 +10,32 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import sys
+import threading
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def _summary_writer_class():
+    """tensorboardX's `SummaryWriter`, imported without PyTorch.
+
+    tensorboardX imports torch when it is installed, only to accept torch tensors as values;
+    the writers here pass floats. Importing torch costs more than a second of every process's
+    start (and more than a small run's training), so when torch is not already loaded it is
+    hidden for the duration of the import (`import torch` inside raises ImportError and
+    tensorboardX takes its numpy-only path); `import torch` works normally afterwards.
+    """
+    with _IMPORT_LOCK:
+        if "tensorboardX" in sys.modules or "torch" in sys.modules:
+            from tensorboardX import SummaryWriter
+
+            return SummaryWriter
+        sys.modules["torch"] = None  # a None entry makes `import torch` raise ImportError
+        try:
+            from tensorboardX import SummaryWriter
+        finally:
+            del sys.modules["torch"]
+        return SummaryWriter
 
 
 class Writer:
@@ -36,9 +62,7 @@ class TensorBoardWriter(Writer):
 
     def scalars(self, step, values):
         if self._w is None:
-            from tensorboardX import SummaryWriter
-
-            self._w = SummaryWriter(logdir=self._logdir)
+            self._w = _summary_writer_class()(logdir=self._logdir)
         for k, v in values.items():
             self._w.add_scalar(k, float(v), global_step=int(step))
 

@@ -1,0 +1,43 @@
+"""Background checkpoint saves: the state is snapshotted when `save` returns, so the trainer
+may donate (delete) its buffers at once; reads wait for the pending save."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transferjax.train.checkpoint import Checkpointer
+
+
+def _state(v):
+    return {"params": {"w": jnp.full((4, 3), v, jnp.float32)}, "step": jnp.asarray(int(v))}
+
+
+def test_save_snapshots_state_before_its_buffers_are_donated(tmp_path):
+    ck = Checkpointer(tmp_path / "ckpt")
+    history = [{"rmse": 1.0}]
+    for step in (1, 2):
+        state = _state(float(step))
+        ck.save(step, state, {"epoch": step, "history": history})
+        history.append({"rmse": 0.5})  # the caller keeps mutating its record
+        for leaf in jax.tree.leaves(state):
+            leaf.delete()  # what donating the state to the next epoch does
+    assert ck.steps() == [2, 1]  # waits for the pending save
+    assert ck.meta(1) == {"epoch": 1, "history": [{"rmse": 1.0}]}
+    got = ck.restore(2, _state(0.0))
+    np.testing.assert_array_equal(got["params"]["w"], np.full((4, 3), 2.0, np.float32))
+    assert int(got["step"]) == 2
+    ck.close()
+
+
+def test_failed_background_save_raises_at_the_next_call(tmp_path, monkeypatch):
+    ck = Checkpointer(tmp_path / "ckpt")
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck._mngr, "save", broken)
+    ck.save(1, _state(1.0), {"epoch": 1})  # returns: the write runs in the background
+    with pytest.raises(OSError, match="disk full"):
+        ck.wait()
+    ck.close()
