@@ -110,3 +110,19 @@ def test_a_sweep_chooses_by_a_validator(tmp_path):
     vals = [p["valid"] for p in got["points"]]
     assert "unsup/source_risk" in got["select_metric"]
     assert got["chosen"]["index"] == int(np.argmin(vals))
+
+
+@pytest.mark.slow
+def test_ranking_runs_read_the_sampled_ndcg_loss(tmp_path):
+    cfg = _cfg(
+        "data.synthetic.implicit=true",
+        "protocol.n_negatives=10",
+        "eval.ranking=sampled",
+        "eval.validators=source_risk,dev",
+        "validators.n_negatives=5",
+    )
+    assert selection.ranks_by_loss(cfg, build_split(cfg.protocol, build_dataset(cfg.data)))
+    m = run(cfg, out_dir=tmp_path / "r", echo=lambda *_: None, progress=False)
+    for h in m["history"]:
+        assert 0.0 <= h["valid"]["unsup/source_risk"] < 1.0
+        assert np.isfinite(h["valid"]["unsup/dev"]) and "unsup/im" not in h["valid"]
