@@ -198,7 +198,15 @@ class EvalConfig:
 
     select: metric chosen on valid: rmse | mae (lower is better) or a ranking metric such as
       ndcg@10, hr@10, mrr, recall@10 (higher is better); "auto" picks rmse for explicit
-      ratings and ndcg@10 otherwise.
+      ratings and ndcg@10 otherwise; or a validator that reads no cold-valid label,
+      unsup/source_risk | unsup/dev | unsup/entropy (lower is better) or unsup/im |
+      unsup/snd (higher is better), which is then computed (`transferjax.diagnostics.selection`).
+    validators: the validators computed at every valid evaluation and recorded as valid
+      metrics `unsup/<name>`: "off" (the default; none but the one `select` names), "all"
+      (those that apply: dev needs a method with user vectors), or names such as
+      "source_risk,dev,im,snd". source_risk and dev hold out a share of the warm users'
+      target rows from training (`validators.holdout`); their settings: the section
+      `validators`.
     ranking: "sampled" (needs protocol.n_negatives), "full", "both" or "none".
     rating: MAE/RMSE on explicit ratings ("auto": whenever the target has explicit ratings).
     groups: "on": the test metrics also by the user's source activity (`group_buckets`
@@ -207,6 +215,7 @@ class EvalConfig:
     """
 
     select: str = "auto"
+    validators: str = "off"
     ranking: Literal["none", "sampled", "full", "both"] = "none"
     rating: Literal["auto", "on", "off"] = "auto"
     ks: tuple[int, ...] = (1, 5, 10, 20)

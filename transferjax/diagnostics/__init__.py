@@ -14,9 +14,15 @@ read on two kinds of vectors:
 `transferjax diagnose RUN_FOLDER` (`transferjax.train.diagnose`) measures a finished run;
 `diagnostics.log=on` measures the model after every evaluated epoch while it trains (`shift`).
 The settings are the config section `diagnostics` (`config`).
+
+Validators (`validators`, pure functions; `selection`, their use in a run): scores of a
+trained model that read no cold-valid label (source risk on held-out warm users, DEV, entropy,
+information maximization, soft neighbourhood density), recorded as valid metrics
+`unsup/<name>` with `eval.validators` and selectable as `eval.select=unsup/<name>`; their
+settings are the config section `validators`.
 """
 
-from transferjax.diagnostics.config import DiagnosticsConfig
+from transferjax.diagnostics.config import DiagnosticsConfig, ValidatorsConfig
 from transferjax.diagnostics.interest import interest_embedding, interest_vectors, ridge_map
 from transferjax.diagnostics.measures import (
     ESTIMATORS,
@@ -46,6 +52,7 @@ __all__ = [
     "Monitor",
     "ShiftVectors",
     "UserSets",
+    "ValidatorsConfig",
     "coral_distance",
     "entry",
     "interest_embedding",

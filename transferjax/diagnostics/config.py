@@ -33,3 +33,34 @@ class DiagnosticsConfig:
     ridge: float = setting(0.1, allowed=POSITIVE)
     pad_steps: int = setting(300, allowed=Range(lo=1, integer=True))
     seed: int = 0
+
+
+@section("validators")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ValidatorsConfig:
+    """The validators' settings (`transferjax.diagnostics.selection`); which validators a run
+    computes is `eval.validators` (and the one `eval.select` names).
+
+    holdout: share of the warm overlap users (not valid or test users) whose target training
+      rows are held out, so that they are trained as cold users and their rows label the
+      `source_risk` and `dev` validators. Only when one of those two is computed; it then
+      changes the training data (the bridge trains on the other warm users).
+    n_negatives: sampled negatives per held-out row for the ranking loss (ranking runs).
+    max_users: at most this many cold-valid users, drawn once with `seed`, whose candidate
+      scores (entropy, im, snd) and source-side vectors (dev) are read.
+    n_candidates: target items, drawn once with `seed`, that every such user's prediction
+      distribution is over (all items when fewer).
+    temperature: the prediction distribution's softmax temperature, softmax(scores / T).
+    snd_temperature: SND's tau over cosine similarities (Saito et al.: 0.05).
+    dev_steps: training steps of DEV's logistic domain classifier.
+    seed: the held-out users, their negatives, the user sample and the candidates.
+    """
+
+    holdout: float = setting(0.1, allowed=Range(lo=0, hi=1, lo_open=True, hi_open=True))
+    n_negatives: int = setting(99, allowed=Range(lo=1, integer=True))
+    max_users: int = setting(1000, allowed=Range(lo=4, integer=True))
+    n_candidates: int = setting(500, allowed=Range(lo=2, integer=True))
+    temperature: float = setting(1.0, allowed=POSITIVE)
+    snd_temperature: float = setting(0.05, allowed=POSITIVE)
+    dev_steps: int = setting(300, allowed=Range(lo=1, integer=True))
+    seed: int = 0

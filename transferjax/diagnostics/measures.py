@@ -31,6 +31,7 @@ __all__ = [
     "ESTIMATORS",
     "MEASURES",
     "coral_distance",
+    "domain_logits",
     "kernel_mmd",
     "linear_mmd",
     "median_sq_distance",
@@ -121,6 +122,52 @@ def coral_distance(x: jax.Array, y: jax.Array) -> jax.Array:
     return al.coral(x, y)
 
 
+def domain_logits(
+    z_fit: jax.Array,
+    labels: jax.Array,
+    z_at: jax.Array,
+    *,
+    steps: int = 300,
+    lr: float = 0.05,
+    l2: float = 1e-3,
+) -> jax.Array:
+    """The logits at `z_at` of a logistic domain classifier fit on `z_fit`.
+
+    `p(label = 1 | z) = sigmoid(w . z + b)` on features standardised by the mean and std of
+    `z_fit`, trained full batch for `steps` Adam steps at `lr` from w = 0, b = 0 on the mean
+    cross-entropy + l2 ||w||^2. The proxy A-distance and the density ratios of the DEV
+    validator (`transferjax.diagnostics.validators`) both read it.
+
+    Args:
+      z_fit: f32[n, d] training rows; labels: f32[n] their 0 / 1 labels.
+      z_at: f32[k, d] rows to classify.
+
+    Returns:
+      f32[k] logits log p(1 | z) / p(0 | z).
+    """
+    mean, std = jnp.mean(z_fit, axis=0), jnp.maximum(jnp.std(z_fit, axis=0), 1e-6)
+    z_fit, z_at = (z_fit - mean) / std, (z_at - mean) / std
+
+    def loss(p):
+        logit = z_fit @ p["w"] + p["b"]
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logit, labels)) + l2 * jnp.sum(
+            p["w"] ** 2
+        )
+
+    opt = optax.adam(lr)
+    p = {"w": jnp.zeros((z_fit.shape[1],), jnp.float32), "b": jnp.zeros((), jnp.float32)}
+
+    def step(_, carry):
+        p, s = carry
+        g = jax.grad(loss)(p)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s
+
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes python floats and ints
+        p, _ = jax.lax.fori_loop(0, steps, step, (p, opt.init(p)))
+    return z_at @ p["w"] + p["b"]
+
+
 @functools.partial(jax.jit, static_argnames=("steps",))
 def proxy_a_distance(
     x: jax.Array,
@@ -159,27 +206,8 @@ def proxy_a_distance(
     z_test = jnp.concatenate([x[h:], y[h:]])
     lab_fit = jnp.concatenate([jnp.zeros(h), jnp.ones(h)]).astype(jnp.float32)
     lab_test = jnp.concatenate([jnp.zeros(k - h), jnp.ones(k - h)]).astype(jnp.float32)
-    mean, std = jnp.mean(z_fit, axis=0), jnp.maximum(jnp.std(z_fit, axis=0), 1e-6)
-    z_fit, z_test = (z_fit - mean) / std, (z_test - mean) / std
-
-    def loss(p):
-        logit = z_fit @ p["w"] + p["b"]
-        return jnp.mean(optax.sigmoid_binary_cross_entropy(logit, lab_fit)) + l2 * jnp.sum(
-            p["w"] ** 2
-        )
-
-    opt = optax.adam(lr)
-    p = {"w": jnp.zeros((x.shape[1],), jnp.float32), "b": jnp.zeros((), jnp.float32)}
-
-    def step(_, carry):
-        p, s = carry
-        g = jax.grad(loss)(p)
-        upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s
-
-    with jax.numpy_dtype_promotion("standard"):  # optax mixes python floats and ints
-        p, _ = jax.lax.fori_loop(0, steps, step, (p, opt.init(p)))
-    wrong = ((z_test @ p["w"] + p["b"]) > 0).astype(jnp.float32) != lab_test
+    logit = domain_logits(z_fit, lab_fit, z_test, steps=steps, lr=lr, l2=l2)
+    wrong = (logit > 0).astype(jnp.float32) != lab_test
     err = jnp.minimum(jnp.mean(wrong.astype(jnp.float32)), 0.5)
     return 2.0 * (1.0 - 2.0 * err)
 

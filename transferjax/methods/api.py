@@ -189,9 +189,10 @@ RATING_METRICS = ("rmse", "mae")
 def selects_ratings(cfg, split) -> bool:
     """Whether the run selects on rmse / mae: as `eval.select`, or as its "auto" choice
     (explicit target ratings, rating metrics on, no ranking). Methods with a ranking loss and
-    a rating variant ("auto" loss kinds) take the rating variant exactly then."""
+    a rating variant ("auto" loss kinds) take the rating variant exactly then. A validator
+    (`eval.select=unsup/<name>`) trains what "auto" would."""
     sel = cfg.eval.select
-    if sel == "auto":
+    if sel == "auto" or sel.startswith("unsup/"):  # a validator selects as "auto" trains
         explicit = not split.target_train.implicit and cfg.eval.rating != "off"
         return explicit and cfg.eval.ranking == "none"
     return sel in RATING_METRICS

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from transferjax.data.types import HeldOut
+from transferjax.diagnostics import validators
 from transferjax.errors import ConfigError
 from transferjax.eval import compiled, metrics, plan
 from transferjax.eval import groups as groups_lib
@@ -349,7 +350,9 @@ def make_evaluate(cfg, split) -> Evaluator:
 def check_select(cfg, metric: str, evaluate) -> None:
     """Raises ConfigError when `metric` (`eval.select`, or its "auto" choice) is not one the
     evaluator computes under this protocol and `eval` settings (an `Evaluator` lists them;
-    another callable is not checked)."""
+    another callable is not checked) nor a validator `unsup/<name>`."""
+    if metric in {validators.metric_name(n) for n in validators.NAMES}:
+        return  # a validator (`transferjax.diagnostics.selection`), computed when selected
     names = getattr(evaluate, "metric_names", None)
     if names is None or metric in names():
         return
@@ -360,5 +363,6 @@ def check_select(cfg, metric: str, evaluate) -> None:
     raise ConfigError(
         f"{what} is not computed by this run (metric families: {families}, "
         f"from eval.rating={cfg.eval.rating}, eval.ranking={cfg.eval.ranking}, "
-        f"protocol.n_negatives={cfg.protocol.n_negatives}); choose one of: {', '.join(names())}"
+        f"protocol.n_negatives={cfg.protocol.n_negatives}); choose one of: {', '.join(names())}, "
+        f"or a validator: {', '.join(validators.metric_name(n) for n in validators.NAMES)}"
     )

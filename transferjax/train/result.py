@@ -8,10 +8,16 @@ from typing import Any
 import jax
 import numpy as np
 
+from transferjax.diagnostics import validators
 from transferjax.errors import DivergenceError
 
 
 def lower_is_better(metric: str) -> bool:
+    """Whether a lower value of `metric` is better: rmse, mae, losses and the validators
+    `unsup/source_risk`, `unsup/dev`, `unsup/entropy` (`transferjax.diagnostics.validators`)."""
+    unsup = validators.lower_is_better(metric)
+    if unsup is not None:
+        return unsup
     return metric in ("mae", "rmse") or metric.endswith("loss")
 
 

@@ -11,7 +11,10 @@ Stages marked `select` are evaluated on the valid split after every `eval_every`
 epoch with the best valid metric is selected. Test metrics are computed at the same points for
 the record but never read by the selection. With `diagnostics.log=on` each evaluation also
 records the shift diagnostics of the trial's user vectors (`transferjax.diagnostics`) in its
-history entry ("diagnostics") and logs them as `diagnostics/<measure>`.
+history entry ("diagnostics") and logs them as `diagnostics/<measure>`. The validators of
+`eval.validators` / `eval.select=unsup/<name>` (`transferjax.diagnostics.selection`) are
+recorded among the valid metrics as `unsup/<name>`; those on held-out warm users train the
+method without them.
 
 Divergence (`transferjax.train.divergence`): each epoch's mean loss, fetched for the log
 anyway, and each evaluation are checked on the host. A diverged trial raises `DivergenceError`
@@ -33,7 +36,7 @@ import numpy as np
 
 from transferjax.config import flatten
 from transferjax.data.batches import host_epoch_indices
-from transferjax.diagnostics import make_monitor
+from transferjax.diagnostics import make_monitor, selection
 from transferjax.errors import ConfigError
 from transferjax.methods.registry import get_method
 from transferjax.train.book import Book
@@ -94,6 +97,9 @@ class Trainer:
             cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
         )
         check_select(cfg, self.metric, evaluate)  # before building or compiling anything
+        # validators on held-out warm users train without them (`selection.prepare`)
+        split, holdout, _ = selection.prepare(cfg, split)
+        self.split = split
         self.built = built = method.build(cfg, split)
         if set(built.hyper) != set(method.traced):
             raise ValueError(
@@ -101,6 +107,7 @@ class Trainer:
                 f"register(traced=...) says {sorted(method.traced)}"
             )
         self.monitor = make_monitor(cfg, split, built)  # None unless diagnostics.log=on
+        self.validators = selection.make_validators(cfg, split, built, holdout)
         self.layout = make_layout(cfg.trainer.mesh)  # None: one device
         put = jax.device_put if self.layout is None else self._replicate
         self.shared = put(built.data)
@@ -272,6 +279,9 @@ class Trainer:
             for i in range(book.n)
         ]
         self._judge(book, stage, epoch, problems, metrics=True)
+        if self.validators is not None:  # after the divergence checks: NaN is never selected
+            unsup = self.validators(params, data, batched=book.batched, n=book.n)
+            at["valid"] = [{**v, **u} for v, u in zip(at["valid"], unsup, strict=True)]
         for i in range(book.n):
             if book.failed[i] is None:
                 entry = {"stage": getattr(stage, "name", stage), "epoch": epoch, "step": book.step}
