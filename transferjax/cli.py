@@ -63,6 +63,8 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     _join_cluster(args)
+    import jax
+
     from transferjax.train.sweep import sweep
 
     cfg = _cfg_from_args(args)
@@ -70,7 +72,8 @@ def cmd_sweep(args) -> int:
         cfg = C.override(cfg, "seeds", str(args.seeds))
     out = args.out or f"runs/sweep-{cfg.name}-{cfg.method}"
     sweep(cfg, grids=args.grid or [], out_dir=out, random=args.random, sample_seed=args.sample_seed)
-    print(f"sweep folder: {out}")
+    if jax.process_index() == 0:  # the process that wrote it
+        print(f"sweep folder: {out}")
     return 0
 
 
