@@ -14,6 +14,11 @@ ones of size 1, so one set of `PartitionSpec`s serves every mesh:
 The global batch is `batch_size` whatever the mesh, so a run's numbers do not depend on the
 device count beyond the summation order of the all-reduced gradients.
 
+In a multi-process run (`transferjax.train.distributed`) the mesh spans every process's devices
+(`jax.devices()`), and `Layout.put` builds the global arrays from values every process holds
+alike, each process filling only its own devices' shards: of the batch indices, its devices'
+rows of every step.
+
 With one device `make_layout` returns None and the trainer runs exactly the single-device
 program it always ran (no shardings at all).
 """
