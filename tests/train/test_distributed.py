@@ -19,6 +19,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -84,9 +85,19 @@ def _start(out: pathlib.Path, sets: list[str], **extra) -> list[subprocess.Popen
 
 
 def _finish(procs: list[subprocess.Popen]) -> list[str]:
-    outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    """The outputs of both processes, which must succeed; once one fails (or after TIMEOUT
+    seconds) the other, left waiting in a collective, is killed rather than waited for."""
+    deadline = time.monotonic() + TIMEOUT
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        if any(p.poll() not in (None, 0) for p in procs):
+            break
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    outs = [p.communicate()[0] for p in procs]
     for i, (p, out) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"process {i}:\n{out[-3000:]}"
+        assert p.returncode == 0, f"process {i} (exit {p.returncode}):\n{out[-3000:]}"
     return outs
 
 
@@ -154,8 +165,10 @@ def test_two_processes_match_one_device_mf(uninterrupted):
 @pytest.mark.slow
 def test_two_processes_match_one_device_dann(tmp_path):
     sets = ["method=dann", "trainer.epochs=2", "trainer.checkpoint_every=0"]
-    _finish(_start(tmp_path / "dann", sets))
-    _assert_close(_history(tmp_path / "dann"), _one_device(sets), rtol=1e-5)
+    procs = _start(tmp_path / "dann", sets)
+    ref = _one_device(sets)  # while the two processes run
+    _finish(procs)
+    _assert_close(_history(tmp_path / "dann"), ref, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -170,3 +183,13 @@ def test_killed_run_resumes_on_both_processes_with_the_same_metrics(tmp_path, un
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_from"] in (1, 2)
     _assert_close(_history(out), _history(uninterrupted), rtol=0)
+
+
+def test_distributed_without_a_cluster_is_one_line_naming_the_variables(tmp_path):
+    env = {k: v for k, v in _env(1, 0).items() if not k.startswith("TRANSFERJAX_")}
+    env = {k: v for k, v in env.items() if not k.startswith(("SLURM_", "OMPI_", "TPU_"))}
+    cmd = [sys.executable, "-m", "transferjax.cli", "run", "--distributed", "--out", str(tmp_path)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "TRANSFERJAX_COORDINATOR=host:port" in p.stderr and "Traceback" not in p.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything was written
