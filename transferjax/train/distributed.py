@@ -28,7 +28,7 @@ import os
 import jax
 import numpy as np
 
-from transferjax.errors import ConfigError
+from transferjax.errors import ConfigError, RunFolderError
 
 COORDINATOR = "TRANSFERJAX_COORDINATOR"
 NUM_PROCESSES = "TRANSFERJAX_NUM_PROCESSES"
@@ -147,9 +147,20 @@ def host_value(tree):
     return jax.tree.map(one, tree)
 
 
-def barrier(name: str) -> None:
-    """Waits until every process reaches the barrier `name` (a no-op on one process)."""
+def settle(error: BaseException | None, *, what: str) -> None:
+    """Every process reports whether `what` failed on it (`error`, or None) and learns whether
+    it failed anywhere: the process where it failed raises `error`, every other one a
+    `RunFolderError` naming that process, so that none is left waiting in a collective for a
+    process that stopped. With one process, raises `error` if there is one.
+
+    Every process must call it (it gathers one flag from each)."""
+    failed = np.array([error is not None])
     if is_multiprocess():
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(name)
+        failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+    if error is not None:
+        raise error
+    if failed.any():
+        who = ", ".join(str(i) for i in np.flatnonzero(failed))
+        raise RunFolderError(f"process {who} could not {what} (its own error says why)")

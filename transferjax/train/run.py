@@ -40,7 +40,7 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
-from transferjax.train.distributed import barrier, is_multiprocess, is_writer
+from transferjax.train.distributed import is_multiprocess, is_writer, settle
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.files import write_json, write_text
 from transferjax.train.mesh import device_names, mesh_sizes
@@ -348,6 +348,21 @@ def write_results(
     return metrics
 
 
+def take_folder(held: contextlib.ExitStack, out: pathlib.Path, *, writes, fresh, echo) -> None:
+    """The writing process locks `out` into `held` (and moves a used folder aside when
+    `fresh`); in a multi-process run the others wait until it did, and all stop when it could
+    not (`settle`), so no process reads the folder before it is held."""
+    error = None
+    if writes:
+        try:
+            held.enter_context(F.locked(out))
+            if fresh and (aside := F.move_aside(out)) is not None:
+                echo(f"moved the previous run folder {out} to {aside}")
+        except Exception as e:  # a folder in use or unwritable: every process stops
+            error = e
+    settle(error, what=f"take the run folder {out}")
+
+
 def run(
     cfg,
     *,
@@ -380,10 +395,8 @@ def run(
     t0 = time.perf_counter()
     out = pathlib.Path(out_dir) if out_dir else default_run_dir(cfg)
     writes = is_writer()
-    with F.locked(out) if writes else contextlib.nullcontext(out):
-        if fresh and writes and (aside := F.move_aside(out)) is not None:
-            echo(f"moved the previous run folder {out} to {aside}")
-        barrier("transferjax run: folder locked")  # the others read it once process 0 holds it
+    with contextlib.ExitStack() as held:
+        take_folder(held, out, writes=writes, fresh=fresh, echo=echo)
         split = build_split(cfg.protocol, build_dataset(cfg.data))
         t_data = time.perf_counter() - t0
         data = split_fingerprint(split)

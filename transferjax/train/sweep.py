@@ -37,11 +37,12 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
-from transferjax.train.distributed import barrier, is_writer
+from transferjax.train.distributed import is_writer
 from transferjax.train.result import lower_is_better
 from transferjax.train.run import (
     build_trainer,
     split_fingerprint,
+    take_folder,
     train_seeds,
     trials_per_call,
     use_vmap,
@@ -129,8 +130,8 @@ def sweep(
     pts = points(space, random=random, seed=sample_seed)
     out = pathlib.Path(out_dir)
     writes = is_writer()
-    with F.locked(out) if writes else contextlib.nullcontext(out):
-        barrier("transferjax sweep: folder locked")
+    with contextlib.ExitStack() as held:
+        take_folder(held, out, writes=writes, fresh=False, echo=echo)
         return _sweep(
             base, space, pts, out, random=random, sample_seed=sample_seed, echo=echo, writes=writes
         )
