@@ -193,3 +193,17 @@ def test_distributed_without_a_cluster_is_one_line_naming_the_variables(tmp_path
     assert p.returncode == 2, p.stderr[-2000:]
     assert "TRANSFERJAX_COORDINATOR=host:port" in p.stderr and "Traceback" not in p.stderr
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_folder_in_use_stops_both_processes_with_one_line(tmp_path):
+    out = tmp_path / "held"
+    out.mkdir()
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}
+    (out / ".lock").write_text(json.dumps(owner))  # this pytest process holds it
+    procs = _start(out, MF)
+    outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    assert [p.returncode for p in procs] == [2, 2], outs
+    assert "is in use by another run" in outs[0]
+    assert "process 0 could not take the run folder" in outs[1]
+    assert "Traceback" not in outs[0] + outs[1]
+    assert sorted(q.name for q in out.iterdir()) == [".lock"]  # nothing written
