@@ -1,8 +1,9 @@
 """Command line: `transferjax run | sweep | report | diagnose | data | methods`.
 
 transferjax run experiments/synthetic_emcdr.py [--set key=value ...] [--out DIR] [--quick]
-                [--seeds N] [--fresh]
+                [--seeds N] [--fresh] [--distributed]
 transferjax sweep experiments/synthetic_emcdr.py --grid trainer.lr=1e-3,1e-2 [--random N]
+                [--distributed]
 transferjax report runs/ --baseline mf --format md,csv,latex [--plots] [--by source_activity]
 transferjax diagnose RUN_FOLDER [--set diagnostics.max_users=1000]
 transferjax data fetch ml-1m [--cache-dir DIR] [--allow-unverified]
@@ -41,7 +42,16 @@ def _cfg_from_args(args) -> C.RunConfig:
     return C.apply_overrides(cfg, args.set or [])
 
 
+def _join_cluster(args) -> None:
+    """Starts `jax.distributed` for `--distributed` or TRANSFERJAX_COORDINATOR and the rest
+    (`transferjax.train.distributed`), before anything computes with JAX."""
+    from transferjax.train.distributed import initialize
+
+    initialize(requested=args.distributed)
+
+
 def cmd_run(args) -> int:
+    _join_cluster(args)
     from transferjax.train.run import run
 
     cfg = _cfg_from_args(args)
@@ -52,6 +62,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    _join_cluster(args)
+    import jax
+
     from transferjax.train.sweep import sweep
 
     cfg = _cfg_from_args(args)
@@ -59,7 +72,8 @@ def cmd_sweep(args) -> int:
         cfg = C.override(cfg, "seeds", str(args.seeds))
     out = args.out or f"runs/sweep-{cfg.name}-{cfg.method}"
     sweep(cfg, grids=args.grid or [], out_dir=out, random=args.random, sample_seed=args.sample_seed)
-    print(f"sweep folder: {out}")
+    if jax.process_index() == 0:  # the process that wrote it
+        print(f"sweep folder: {out}")
     return 0
 
 
@@ -121,6 +135,14 @@ def cmd_data(args) -> int:
     return 0
 
 
+DISTRIBUTED_HELP = (
+    "one of several processes of a multi-process run (jax.distributed): the cluster comes from "
+    "TRANSFERJAX_COORDINATOR=host:port, TRANSFERJAX_NUM_PROCESSES and TRANSFERJAX_PROCESS_ID, "
+    "or without them from JAX's detection (SLURM, Open MPI, a TPU slice); implied when "
+    "TRANSFERJAX_COORDINATOR is set. Process 0 writes the run folder"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="transferjax",
@@ -158,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start anew in --out even when it holds another run: the old folder is moved "
         "aside to .NAME.old-TIMESTAMP beside it (never deleted)",
     )
+    r.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
     r.set_defaults(fn=cmd_run)
 
     w = add("sweep", help="grid or random search, selected on cold-valid only")
@@ -174,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seeds", type=int, help="seeds per point")
     w.add_argument("--out", help="sweep folder (default runs/sweep-NAME-METHOD)")
     w.add_argument("--quick", action="store_true", help="the config's shrunken quick variant")
+    w.add_argument("--distributed", action="store_true", help=DISTRIBUTED_HELP)
     w.set_defaults(fn=cmd_sweep)
 
     rp = add("report", help="tables and plots from run folders")

@@ -56,12 +56,18 @@ def _why(e: BaseException) -> str:
 
 
 class Checkpointer:
-    """Saves and restores the training state under `directory` (keeps the last `keep`)."""
+    """Saves and restores the training state under `directory` (keeps the last `keep`).
 
-    def __init__(self, directory: str | pathlib.Path, *, keep: int = 2):
+    With a `sharding` (every leaf of the state is on it, `transferjax.train.mesh.Layout.state`)
+    the state restores straight onto it. In a multi-process run every process creates the
+    checkpointer and calls `save` and `restore` alike: orbax writes and reads each process's
+    shards from that process (replicated arrays once) and the metadata from process 0.
+    """
+
+    def __init__(self, directory: str | pathlib.Path, *, keep: int = 2, sharding=None):
         import orbax.checkpoint as ocp
 
-        self._ocp = ocp
+        self._ocp, self._sharding = ocp, sharding
         self.directory = pathlib.Path(directory).absolute()
         self._mngr = ocp.CheckpointManager(
             self.directory,
@@ -128,7 +134,7 @@ class Checkpointer:
             run.
         """
         self.wait()
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
+        abstract = self._abstract(template)
         try:
             out = self._mngr.restore(
                 step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract))
@@ -197,11 +203,17 @@ class Checkpointer:
         )
 
     def _restore_any(self, step: int, template):
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
+        abstract = self._abstract(template)
         out = self._mngr.restore(
             step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract))
         )
         return out.state
+
+    def _abstract(self, template):
+        """`template`'s leaves as `jax.ShapeDtypeStruct`s (on the checkpointer's sharding)."""
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._sharding), template
+        )
 
     def _move_aside(self, step: int) -> pathlib.Path:
         dest_root = self.directory.with_name(f"{self.directory.name}.damaged")
@@ -210,7 +222,8 @@ class Checkpointer:
         while dest.exists():
             n += 1
             dest = dest_root / f"{step}-{n}"
-        (self.directory / str(step)).rename(dest)
+        if jax.process_index() == 0:  # one process moves it; the others only forget it
+            (self.directory / str(step)).rename(dest)
         self._mngr.reload()
         return dest
 

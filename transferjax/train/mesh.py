@@ -14,6 +14,11 @@ ones of size 1, so one set of `PartitionSpec`s serves every mesh:
 The global batch is `batch_size` whatever the mesh, so a run's numbers do not depend on the
 device count beyond the summation order of the all-reduced gradients.
 
+In a multi-process run (`transferjax.train.distributed`) the mesh spans every process's devices
+(`jax.devices()`), and `Layout.put` builds the global arrays from values every process holds
+alike, each process filling only its own devices' shards: of the batch indices, its devices'
+rows of every step.
+
 With one device `make_layout` returns None and the trainer runs exactly the single-device
 program it always ran (no shardings at all).
 """
@@ -33,29 +38,31 @@ from transferjax.errors import ConfigError
 
 
 def device_names() -> list[str]:
-    """The devices this process sees, by name (for a run's manifest)."""
+    """The devices of the run, every process's, by name (for a run's manifest)."""
     return [str(d) for d in jax.devices()]
 
 
 def mesh_sizes(spec: str) -> dict[str, int]:
-    """{axis: size} of `trainer.mesh` on this process's devices ("auto" resolved: every local
-    device on "data" on an accelerator, one device on a CPU, whose fake devices share its
-    cores and would only add all-reduces to every step).
+    """{axis: size} of `trainer.mesh` on the run's devices, those of every process in a
+    multi-process run ("auto" resolved: every device on "data" on an accelerator or across
+    processes, one device on a single-process CPU run, whose fake devices share its cores and
+    would only add all-reduces to every step).
 
     Raises:
       ConfigError: naming `trainer.mesh`, for a malformed value or sizes whose product is not
-        the number of local devices.
+        the number of devices.
     """
     sizes = parse_mesh(spec)
-    n = jax.local_device_count()
+    n, procs = jax.device_count(), jax.process_count()
     if sizes is None:
-        data = 1 if jax.default_backend() == "cpu" else n
+        data = 1 if jax.default_backend() == "cpu" and procs == 1 else n
         return {a: data if a == "data" else 1 for a in MESH_AXES}
     if math.prod(sizes.values()) != n:
         shown = " x ".join(f"{a}={s}" for a, s in sizes.items() if s > 1) or "1"
+        where = f"this process has {n}" if procs == 1 else f"the {procs} processes have {n}"
         raise ConfigError(
             f"trainer.mesh={spec!r} asks for {math.prod(sizes.values())} devices ({shown}) but "
-            f"this process has {n} {jax.default_backend()} device(s); the sizes' product must "
+            f"{where} {jax.default_backend()} device(s); the sizes' product must "
             f"equal the device count (fake CPU devices: "
             f"XLA_FLAGS=--xla_force_host_platform_device_count=N)"
         )
@@ -105,23 +112,51 @@ class Layout:
                 f"use a multiple of {t} seeds with trainer.vmap=on, or a smaller trial axis"
             )
 
+    def put(self, tree, sharding: NamedSharding):
+        """`tree` on `sharding` (a no-op for arrays already there). On one process this is
+        `jax.device_put`; across processes each leaf is built from its host value by
+        `jax.make_array_from_callback`, each process filling only its own devices' shards
+        (`jax.device_put` refuses arrays committed to one local device, and PRNG keys, there)."""
+        if jax.process_count() == 1:
+            return jax.device_put(tree, sharding)
+        return jax.tree.map(lambda x: _put_global(x, sharding), tree)
+
     def place_epoch_args(self, args: tuple, *, batched: bool) -> tuple:
         """(state, hyper, shared, examples, key, idx) of an epoch program, each on its
-        sharding (a no-op for arrays already there, as the state an epoch returns is)."""
+        sharding (a no-op for arrays already there, as the state an epoch returns is).
+
+        `idx`, the host shuffle, is the same on every process; split over "data" each device
+        receives only its columns (its share of every step's rows), so across processes each
+        process feeds only its own rows of the global batch."""
         state, hyper, shared, examples, key, idx = args
         trials, rep = self.state(batched), self.replicated()
-        put = jax.device_put
         if idx is not None:
             even = np.shape(idx)[-1] % self.sizes["data"] == 0
-            idx = put(idx, NamedSharding(self.mesh, self.rows_spec(batched)) if even else rep)
+            idx = self.put(idx, NamedSharding(self.mesh, self.rows_spec(batched)) if even else rep)
         return (
-            put(state, trials),
-            put(hyper, trials),
-            put(shared, rep),
-            put(examples, rep),
-            put(key, trials),
+            self.put(state, trials),
+            self.put(hyper, trials),
+            self.put(shared, rep),
+            self.put(examples, rep),
+            self.put(key, trials),
             idx,
         )
+
+
+def _put_global(x, sharding: NamedSharding):
+    """One leaf on `sharding`, a sharding over several processes' devices, from its host value
+    (which every process holds alike)."""
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+        return x
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _put_global(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from transferjax.train.distributed import host_value
+
+        x = host_value(x)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def make_layout(spec: str) -> Layout | None:

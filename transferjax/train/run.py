@@ -20,6 +20,7 @@ JSON and text files are written atomically (temp file, then rename); a write tha
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import os
@@ -39,6 +40,7 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
+from transferjax.train.distributed import is_multiprocess, is_writer, settle
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.files import write_json, write_text
 from transferjax.train.mesh import device_names, mesh_sizes
@@ -276,7 +278,10 @@ def train_seeds(
 
 def seed_workers(cfg, n_seeds: int) -> int:
     """Threads for seeds that run one after another: trainer.workers, or (0) one per CPU core
-    on a CPU backend (XLA:CPU runs these small steps on one core) and 1 on an accelerator."""
+    on a CPU backend (XLA:CPU runs these small steps on one core) and 1 on an accelerator;
+    always 1 in a multi-process run, whose processes must run their collectives in one order."""
+    if is_multiprocess():
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     w = cfg.trainer.workers or ((cores or 1) if jax.default_backend() == "cpu" else 1)
     return max(1, min(w, n_seeds))
@@ -285,7 +290,8 @@ def seed_workers(cfg, n_seeds: int) -> int:
 def write_results(
     out: pathlib.Path, cfg, split, results, *, vmapped: bool, t_data: float, wall: float
 ) -> dict:
-    """Writes metrics.json, manifest.json and summary.txt; returns the metrics dict."""
+    """Writes metrics.json, manifest.json and summary.txt (on process 0 of a multi-process
+    run; the others write nothing); returns the metrics dict."""
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     train_s = results[0].train_time if vmapped else sum(r.train_time for r in results)
     common = {
@@ -309,6 +315,10 @@ def write_results(
         metrics = {**common, **_seed_entry(seeds[0], results[0])}
     else:
         metrics = {**common, "seeds": [_seed_entry(s, r) for s, r in zip(seeds, results)]}
+    text = summary(cfg, results, split, seeds, wall, train_s) + f"\nrun folder: {out}"
+    metrics["_summary"] = text
+    if not is_writer():
+        return metrics
     write_json(out / "metrics.json", metrics)
     write_json(
         out / "manifest.json",
@@ -324,6 +334,7 @@ def write_results(
             "mesh": mesh_sizes(cfg.trainer.mesh),
             "backend": jax.default_backend(),
             "host": platform.node(),
+            "processes": jax.process_count(),
             "python": platform.python_version(),
             "jax": jax.__version__,
             "wall_s": wall,
@@ -333,10 +344,23 @@ def write_results(
             "resumed_from": results[0].resumed_from,
         },
     )
-    text = summary(cfg, results, split, seeds, wall, train_s) + f"\nrun folder: {out}"
     write_text(out / "summary.txt", text + "\n")
-    metrics["_summary"] = text
     return metrics
+
+
+def take_folder(held: contextlib.ExitStack, out: pathlib.Path, *, writes, fresh, echo) -> None:
+    """The writing process locks `out` into `held` (and moves a used folder aside when
+    `fresh`); in a multi-process run the others wait until it did, and all stop when it could
+    not (`settle`), so no process reads the folder before it is held."""
+    error = None
+    if writes:
+        try:
+            held.enter_context(F.locked(out))
+            if fresh and (aside := F.move_aside(out)) is not None:
+                echo(f"moved the previous run folder {out} to {aside}")
+        except Exception as e:  # a folder in use or unwritable: every process stops
+            error = e
+    settle(error, what=f"take the run folder {out}")
 
 
 def run(
@@ -355,6 +379,10 @@ def run(
     (`transferjax.train.folder`); `fresh=True` moves such a folder aside and starts anew. A run
     that fails before training leaves nothing behind.
 
+    In a multi-process run (`transferjax.train.distributed`) every process calls `run` with
+    the same config and folder: all of them check the folder and train, process 0 alone locks
+    and writes it and prints the summary.
+
     Raises:
       DivergenceError: a seed diverged. Under `trainer.on_nonfinite=raise` at once (nothing
         is written for the diverged epoch); under "fail" after metrics.json and summary.txt
@@ -366,9 +394,9 @@ def run(
     mesh_sizes(cfg.trainer.mesh)  # the devices match trainer.mesh, before any data is read
     t0 = time.perf_counter()
     out = pathlib.Path(out_dir) if out_dir else default_run_dir(cfg)
-    with F.locked(out):
-        if fresh and (aside := F.move_aside(out)) is not None:
-            echo(f"moved the previous run folder {out} to {aside}")
+    writes = is_writer()
+    with contextlib.ExitStack() as held:
+        take_folder(held, out, writes=writes, fresh=fresh, echo=echo)
         split = build_split(cfg.protocol, build_dataset(cfg.data))
         t_data = time.perf_counter() - t0
         data = split_fingerprint(split)
@@ -376,7 +404,8 @@ def run(
         vmapped = use_vmap(cfg, split)
         train = build_trainer(cfg, split, progress=progress)
         state = train.state_structure(trials_per_call(cfg, None, vmapped))
-        F.begin(out, cfg, data=data, state=state)
+        if writes:
+            F.begin(out, cfg, data=data, state=state)
         writer = make_writer(out)
         try:
             results = train_seeds(
@@ -387,8 +416,11 @@ def run(
         metrics = write_results(
             out, cfg, split, results, vmapped=vmapped, t_data=t_data, wall=time.perf_counter() - t0
         )
-        F.record(out, cfg, data=data, state=state)
-    echo(metrics.pop("_summary"))
+        if writes:
+            F.record(out, cfg, data=data, state=state)
+    text = metrics.pop("_summary")
+    if writes:
+        echo(text)
     failed = [r.failure["message"] for r in results if r.status == "failed"]
     if failed:
         raise DivergenceError(

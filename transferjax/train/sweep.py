@@ -24,6 +24,7 @@ trains: a rerun resumes its groups' checkpoints only when both are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import pathlib
@@ -36,10 +37,12 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
+from transferjax.train.distributed import is_writer
 from transferjax.train.result import lower_is_better
 from transferjax.train.run import (
     build_trainer,
     split_fingerprint,
+    take_folder,
     train_seeds,
     trials_per_call,
     use_vmap,
@@ -121,15 +124,20 @@ def _failure(metrics_seeds: list) -> str | None:
 def sweep(
     base, *, grids: list[str], out_dir, random: int = 0, sample_seed: int = 0, echo=print
 ) -> dict:
-    """Runs the sweep and writes `out_dir/sweep.json`; returns its content."""
+    """Runs the sweep and writes `out_dir/sweep.json`; returns its content. In a multi-process
+    run every process trains and process 0 alone writes and prints."""
     space = parse_space(base, grids)
     pts = points(space, random=random, seed=sample_seed)
     out = pathlib.Path(out_dir)
-    with F.locked(out):
-        return _sweep(base, space, pts, out, random=random, sample_seed=sample_seed, echo=echo)
+    writes = is_writer()
+    with contextlib.ExitStack() as held:
+        take_folder(held, out, writes=writes, fresh=False, echo=echo)
+        return _sweep(
+            base, space, pts, out, random=random, sample_seed=sample_seed, echo=echo, writes=writes
+        )
 
 
-def _sweep(base, space, pts, out, *, random, sample_seed, echo) -> dict:
+def _sweep(base, space, pts, out, *, random, sample_seed, echo, writes: bool = True) -> dict:
     t0 = time.perf_counter()
     split = build_split(base.protocol, build_dataset(base.data))
     t_data = time.perf_counter() - t0
@@ -158,7 +166,8 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo) -> dict:
         vmapped = use_vmap(gcfg, split)
         train = build_trainer(gcfg, split, trials=trials, on_nonfinite="fail")
         state = train.state_structure(trials_per_call(gcfg, trials, vmapped))
-        F.begin(folder, gcfg, data=data, state=state)
+        if writes:
+            F.begin(folder, gcfg, data=data, state=state)
         writer = make_writer(folder, tensorboard=False)
         t1 = time.perf_counter()
         try:
@@ -168,14 +177,16 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo) -> dict:
         finally:
             writer.close()
         wall = time.perf_counter() - t1
-        F.record(folder, gcfg, data=data, state=state)
+        if writes:
+            F.record(folder, gcfg, data=data, state=state)
         n_seeds = gcfg.seeds
         for j, i in enumerate(idx):
             mine = res[j * n_seeds : (j + 1) * n_seeds] if any(traced) else res
             results[i] = mine
             pdir = out / f"point-{i:03d}"
-            F.begin(pdir, cfgs[i], data=data, state=None)
-            F.record(pdir, cfgs[i], data=data, state=None)
+            if writes:
+                F.begin(pdir, cfgs[i], data=data, state=None)
+                F.record(pdir, cfgs[i], data=data, state=None)
             write_results(
                 pdir,
                 cfgs[i],
@@ -213,6 +224,8 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo) -> dict:
         else {"index": best, "values": pts[best], "valid": scores[best]},
         "wall_s": time.perf_counter() - t0,
     }
+    if not writes:
+        return report
     write_json(out / "sweep.json", report)
     for p in report["points"]:
         if p["status"] == "failed":

@@ -41,6 +41,7 @@ from transferjax.errors import ConfigError
 from transferjax.methods.registry import get_method
 from transferjax.train.book import Book
 from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
+from transferjax.train.distributed import host_value, is_multiprocess, is_writer
 from transferjax.train.divergence import judge, loss_problem, metric_problem, rating_bound
 from transferjax.train.epoch import (
     Programs,
@@ -120,7 +121,12 @@ class Trainer:
         self.host_shuffle = jax.default_backend() == "cpu"
 
     def _replicate(self, tree):
-        return jax.device_put(tree, self.layout.replicated())
+        return self.layout.put(tree, self.layout.replicated())
+
+    def _local(self, tree):
+        """`tree` readable by this process alone (`host_value`) in a multi-process run: the
+        evaluation and the results run on each process's own devices, alike on all of them."""
+        return host_value(tree) if is_multiprocess() else tree
 
     def __call__(
         self,
@@ -209,12 +215,15 @@ class Trainer:
 
     def _open(self, n, batched, log, ckpt_dir, show) -> Book:
         use_ckpt = ckpt_dir is not None and self.cfg.trainer.checkpoint_every > 0
+        sharding = None if self.layout is None else self.layout.state(batched)
         return Book(
             n=n,
             batched=batched,
             log=log or (lambda step, scalars: None),
-            ckpt=Checkpointer(ckpt_dir) if use_ckpt else None,
-            bar=Progress(sum(st.epochs for st in self.built.stages)) if show else None,
+            ckpt=Checkpointer(ckpt_dir, sharding=sharding) if use_ckpt else None,
+            bar=Progress(sum(st.epochs for st in self.built.stages))
+            if show and is_writer()
+            else None,
             history=[[] for _ in range(n)],
             failed=[None] * n,
             structures=self.stage_structures(n) if use_ckpt else (),
@@ -231,7 +240,9 @@ class Trainer:
                 else (lambda k: jax.random.fold_in(k, 1 << 30))
             )
             n_rows = len(next(iter(stage.examples.values())))
-            idx = jnp.asarray(host_epoch_indices(perm(k_ep), n_rows, min(stage.batch_size, n_rows)))
+            keys = self._local(perm(k_ep))
+            idx = host_epoch_indices(keys, n_rows, min(stage.batch_size, n_rows))
+            idx = idx if self.layout is not None else jnp.asarray(idx)
         args = (state, hyper, self.shared, self.examples[s_idx], k_ep, idx)
         if self.layout is not None:
             args = self.layout.place_epoch_args(args, batched=book.batched)
@@ -264,7 +275,8 @@ class Trainer:
         """Valid and test metrics of every trial (one vmapped program for batched trials) after
         `epoch` of `stage` (a Stage, or "final"); a trial whose metrics diverge is raised or
         marked failed, and its entry is dropped."""
-        params, data = {**state.params, "hyper": hyper}, self.built.data
+        state_params, hyper = self._local((state.params, hyper))
+        params, data = {**state_params, "hyper": hyper}, self.built.data
         kw = {"on_nan": "nan"} if hasattr(self.evaluate, "metric_names") else {}
         got = {
             name: self.evaluate(
@@ -287,12 +299,13 @@ class Trainer:
                 entry = {"stage": getattr(stage, "name", stage), "epoch": epoch, "step": book.step}
                 entry.update(train=stats[i], valid=at["valid"][i], test=at["test"][i])
                 if self.monitor is not None:
-                    p_i, h_i = (trial_view(book.batched, t, i) for t in (state.params, hyper))
+                    p_i, h_i = (trial_view(book.batched, t, i) for t in (state_params, hyper))
                     entry["diagnostics"] = self.monitor(p_i, h_i)
                 book.record(i, entry)
 
     def _finish(self, book, params, hyper, wall, single):
         book.close()
+        params, hyper = self._local((params, hyper))
         ok = [i for i in range(book.n) if book.failed[i] is None]
         if ok and not any(book.history[i] for i in ok):
             # nothing selects (closed-form baselines): one final evaluation

@@ -1,0 +1,34 @@
+"""One process of a multi-process test run: `python tests/train/multiprocess_worker.py ARGS`
+runs `transferjax ARGS` (the cluster comes from the TRANSFERJAX_* environment variables).
+
+With EXIT_AFTER_CHECKPOINT=STEP set, process 1 ends abruptly (`os._exit`, no clean-up, as a
+killed process) right after it took part in saving checkpoint STEP; process 0 is then left
+waiting for it in the next collective, and the test kills it.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from transferjax import cli  # noqa: E402
+from transferjax.train.checkpoint import Checkpointer  # noqa: E402
+
+
+def _exit_after(step: int) -> None:
+    save = Checkpointer.save
+
+    def save_then_exit(self, at: int, state, meta: dict) -> None:
+        save(self, at, state, meta)
+        import jax
+
+        if at == step and jax.process_index() == 1:
+            os._exit(9)
+
+    Checkpointer.save = save_then_exit
+
+
+if __name__ == "__main__":
+    if os.environ.get("EXIT_AFTER_CHECKPOINT"):
+        _exit_after(int(os.environ["EXIT_AFTER_CHECKPOINT"]))
+    sys.exit(cli.main(sys.argv[1:]))
