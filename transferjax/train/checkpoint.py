@@ -114,7 +114,10 @@ class Checkpointer:
         )
         meta = json.loads(json.dumps(meta))
         self.wait()
-        self._pending = self._writer.submit(self._write, step, snap, meta)
+        if jax.process_count() > 1:  # orbax synchronises processes with collectives: in order
+            self._write(step, snap, meta)
+        else:
+            self._pending = self._writer.submit(self._write, step, snap, meta)
 
     def _write(self, step: int, state, meta: dict) -> None:
         args = self._ocp.args
