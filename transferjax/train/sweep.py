@@ -142,13 +142,7 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo, writes: bool = T
     split = build_split(base.protocol, build_dataset(base.data))
     t_data = time.perf_counter() - t0
     data = split_fingerprint(split)
-    # Group points by everything that is not traced: one program per group.
-    groups: dict = {}
-    for i, pt in enumerate(pts):
-        traced = traced_keys(pt.get("method", base.method))
-        static = tuple(sorted((k, v) for k, v in pt.items() if k not in traced))
-        groups.setdefault(static, []).append(i)
-    results: dict[int, list] = {}
+    groups = _groups(base, pts)
     cfgs = {
         i: C.apply_overrides(base, [f"{k}={v}" for k, v in pt.items()]) for i, pt in enumerate(pts)
     }
@@ -157,51 +151,80 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo, writes: bool = T
         F.check(out / f"group-{min(idx):03d}", gcfgs[static], data=data)
         for i in idx:
             F.check(out / f"point-{i:03d}", cfgs[i], data=data)
+    results: dict[int, list] = {}
     for static, idx in groups.items():
-        gcfg = gcfgs[static]
-        keys = traced_keys(gcfg.method)
-        traced = [{k: float(v) for k, v in pts[i].items() if k in keys} for i in idx]
-        trials = traced if any(traced) else None
-        folder = out / f"group-{min(idx):03d}"
-        vmapped = use_vmap(gcfg, split)
-        train = build_trainer(gcfg, split, trials=trials, on_nonfinite="fail")
-        state = train.state_structure(trials_per_call(gcfg, trials, vmapped))
-        if writes:
-            F.begin(folder, gcfg, data=data, state=state)
-        writer = make_writer(folder, tensorboard=False)
-        t1 = time.perf_counter()
-        try:
-            res = train_seeds(
-                gcfg, split, out=folder, writer=writer, trials=trials, vmapped=vmapped, train=train
-            )
-        finally:
-            writer.close()
-        wall = time.perf_counter() - t1
-        if writes:
-            F.record(folder, gcfg, data=data, state=state)
-        n_seeds = gcfg.seeds
+        res, wall, per_trial = _train_group(
+            gcfgs[static],
+            split,
+            [pts[i] for i in idx],
+            out / f"group-{min(idx):03d}",
+            data=data,
+            writes=writes,
+        )
         for j, i in enumerate(idx):
-            mine = res[j * n_seeds : (j + 1) * n_seeds] if any(traced) else res
-            results[i] = mine
+            n = gcfgs[static].seeds
+            results[i] = res[j * n : (j + 1) * n] if per_trial else res
             pdir = out / f"point-{i:03d}"
             if writes:
                 F.begin(pdir, cfgs[i], data=data, state=None)
                 F.record(pdir, cfgs[i], data=data, state=None)
+            vmapped = use_vmap(cfgs[i], split) or len(idx) > 1
             write_results(
-                pdir,
-                cfgs[i],
-                split,
-                mine,
-                vmapped=use_vmap(cfgs[i], split) or len(idx) > 1,
-                t_data=t_data,
-                wall=wall,
+                pdir, cfgs[i], split, results[i], vmapped=vmapped, t_data=t_data, wall=wall
             )
+    report = _report(space, pts, results, random=random, sample_seed=sample_seed)
+    report["wall_s"] = time.perf_counter() - t0
+    if writes:
+        write_json(out / "sweep.json", report)
+        _announce(report, out, metric=results[0][0].select_metric, echo=echo)
+    return report
+
+
+def _groups(base, pts) -> dict:
+    """{static settings: indices of the points sharing them}: the points of one group differ
+    only in traced values, so they train as one program (their trials vmapped)."""
+    groups: dict = {}
+    for i, pt in enumerate(pts):
+        traced = traced_keys(pt.get("method", base.method))
+        static = tuple(sorted((k, v) for k, v in pt.items() if k not in traced))
+        groups.setdefault(static, []).append(i)
+    return groups
+
+
+def _train_group(gcfg, split, pts, folder, *, data, writes) -> tuple[list, float, bool]:
+    """Trains one group's points as one call: (results, wall seconds, whether the results hold
+    one block of `seeds` trials per point)."""
+    keys = traced_keys(gcfg.method)
+    traced = [{k: float(v) for k, v in pt.items() if k in keys} for pt in pts]
+    trials = traced if any(traced) else None
+    vmapped = use_vmap(gcfg, split)
+    train = build_trainer(gcfg, split, trials=trials, on_nonfinite="fail")
+    state = train.state_structure(trials_per_call(gcfg, trials, vmapped))
+    if writes:
+        F.begin(folder, gcfg, data=data, state=state)
+    writer = make_writer(folder, tensorboard=False)
+    t1 = time.perf_counter()
+    try:
+        res = train_seeds(
+            gcfg, split, out=folder, writer=writer, trials=trials, vmapped=vmapped, train=train
+        )
+    finally:
+        writer.close()
+    wall = time.perf_counter() - t1
+    if writes:
+        F.record(folder, gcfg, data=data, state=state)
+    return res, wall, trials is not None
+
+
+def _report(space, pts, results, *, random, sample_seed) -> dict:
+    """The sweep's record: each point's mean valid score (and test, for the record only) and
+    the point chosen on valid (the first on ties; None when every point failed)."""
     metric = results[0][0].select_metric
     scores = [_valid_score(results[i], metric) for i in range(len(pts))]
     ok = [i for i, v in enumerate(scores) if v is not None]
     pick = min if lower_is_better(metric) else max
-    best = pick(ok, key=lambda i: scores[i]) if ok else None  # first on ties
-    report = {
+    best = pick(ok, key=lambda i: scores[i]) if ok else None
+    return {
         "space": {k: (list(v) if isinstance(v, tuple) else v) for k, v in space.items()},
         "mode": "random" if random else "grid",
         "budget": len(pts),
@@ -222,20 +245,21 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo, writes: bool = T
         "chosen": None
         if best is None
         else {"index": best, "values": pts[best], "valid": scores[best]},
-        "wall_s": time.perf_counter() - t0,
     }
-    if not writes:
-        return report
-    write_json(out / "sweep.json", report)
+
+
+def _announce(report: dict, out, *, metric: str, echo) -> None:
+    """Prints each point's valid score (the chosen one marked); raises DivergenceError when
+    every point diverged."""
+    best = None if report["chosen"] is None else report["chosen"]["index"]
     for p in report["points"]:
         if p["status"] == "failed":
             echo(f"point {p['index']:3d} {p['values']}  FAILED: {p['failure']}")
             continue
         mark = " <- chosen" if p["index"] == best else ""
         echo(f"point {p['index']:3d} {p['values']}  valid {metric}={p['valid']:.4f}{mark}")
-    if best is None:
+    if report["chosen"] is None:
         raise DivergenceError(
-            f"every one of the {len(pts)} sweep points diverged (recorded in "
+            f"every one of the {report['budget']} sweep points diverged (recorded in "
             f"{out / 'sweep.json'}); lower the learning rates searched"
         )
-    return report
