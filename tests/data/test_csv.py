@@ -6,7 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from transferjax.data._read import index_ids, match_ids, read_header, read_table
+from transferjax.data._ids import index_ids, match_ids
+from transferjax.data._read import read_header, read_table
 from transferjax.data.csv import load_csv
 from transferjax.data.types import DataError
 

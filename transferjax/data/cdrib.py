@@ -41,7 +41,7 @@ Ids are dense indices tied to the published split, and they size the tables, so 
 checked rather than remapped (each a `DataError` naming file and line):
   - ids are non-negative integers that fit int64;
   - over a folder's three files, with n distinct user (item) ids, every user (item) id is
-    below 2 * n + 1000 (`_read.id_bound`; the released ids are exactly 0..n-1). A stray id of
+    below 2 * n + 1000 (`_ids.id_bound`; the released ids are exactly 0..n-1). A stray id of
     50,000,000 would otherwise size 50M-row tables;
   - every item of valid.txt / test.txt occurs in the same folder's train.txt, as in the
     release: an item with no training row is a file from another folder or split;
@@ -54,8 +54,9 @@ import os
 
 import numpy as np
 
+from transferjax.data._ids import check_dense_ids, check_nonnegative
 from transferjax.data._pair import implicit_interactions, pair_folders
-from transferjax.data._read import Table, check_dense_ids, check_nonnegative, read_table
+from transferjax.data._read import Table, read_table
 from transferjax.data.types import CrossDomainData, DataError
 
 PARTS = ("train", "valid", "test")

@@ -2,7 +2,7 @@
 
 Ids are free-form labels: they are always remapped densely to 0..n-1 in sorted order (numeric
 order when every id is an integer that fits int64, else string order), with the raw ids kept
-in `user_ids` / `item_ids`. Integer ids that are sparse (`_read.id_bound`) are remapped the
+in `user_ids` / `item_ids`. Integer ids that are sparse (`_ids.id_bound`) are remapped the
 same way, and the loader says so: a logged note, kept in `Interactions.notes`.
 """
 
@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-from transferjax.data._read import Key, check_scale, index_ids, read_table, sparse_notes
+from transferjax.data._ids import check_scale, index_ids, sparse_notes
+from transferjax.data._read import Key, read_table
 from transferjax.data.types import Interactions
 
 

@@ -20,7 +20,7 @@ There is no validation file: `released_loo_split` carves one from train.
 
 Checks (each a `DataError` naming file and line): three tab-separated fields, non-negative
 int64 ids, the third field 1, no repeated (user, item) in a file; ids not sparse
-(`_read.check_dense_ids`: users over all six files, items over a domain's three); one row per
+(`_ids.check_dense_ids`: users over all six files, items over a domain's three); one row per
 user in test_original.txt; a held-out (user, item) is not a train row; a held-out user has
 train rows in its domain; test.txt is exactly the rows of test_original.txt whose item occurs
 in train.txt.
@@ -32,8 +32,9 @@ import os
 
 import numpy as np
 
+from transferjax.data._ids import check_dense_ids, check_nonnegative
 from transferjax.data._pair import implicit_interactions, pair_folders
-from transferjax.data._read import Table, check_dense_ids, check_nonnegative, read_table
+from transferjax.data._read import Table, read_table
 from transferjax.data.types import CrossDomainData, DataError
 
 PARTS = ("train", "test", "test_original")

@@ -7,7 +7,7 @@ Real sizes: Book 96,041 ratings / 2,110 users / 6,777 items; Music 69,709 / 1,67
 1,566 users in both.
 
 Checks: ids are non-negative integers that fit int64 (remapped densely, so sparse ids only
-earn a note, see `_read.sparse_notes`); ratings lie on the declared 1-5 scale (`RATING_SCALE`,
+earn a note, see `_ids.sparse_notes`); ratings lie on the declared 1-5 scale (`RATING_SCALE`,
 or the `rating_scale` given); duplicate (user, item) rows are an error. Each names file and line.
 """
 
@@ -15,14 +15,8 @@ from __future__ import annotations
 
 import os
 
-from transferjax.data._read import (
-    check_nonnegative,
-    check_scale,
-    index_ids,
-    match_ids,
-    read_table,
-    sparse_notes,
-)
+from transferjax.data._ids import check_nonnegative, check_scale, index_ids, match_ids, sparse_notes
+from transferjax.data._read import read_table
 from transferjax.data.types import CrossDomainData, DataError, Interactions
 
 DOMAINS = ("book", "music")

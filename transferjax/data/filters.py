@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferjax.data._read import index_ids
+from transferjax.data._ids import index_ids
 from transferjax.data.types import CrossDomainData, DataError, Interactions
 
 

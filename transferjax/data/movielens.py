@@ -22,7 +22,8 @@ import zipfile
 
 import numpy as np
 
-from transferjax.data._read import check_scale, index_ids, match_ids, read_header, read_table
+from transferjax.data._ids import check_scale, index_ids, match_ids
+from transferjax.data._read import read_header, read_table
 from transferjax.data.types import CrossDomainData, DataError, Interactions
 
 PathLike = str | os.PathLike

@@ -179,7 +179,7 @@ def _load(dc) -> CrossDomainData:
             return ml.genre_split(ml1m)
         return ml.item_overlap(ml1m, load_movielens("ml-100k", **kw))
     if name == "csv":
-        from transferjax.data._read import match_ids
+        from transferjax.data._ids import match_ids
         from transferjax.data.csv import load_csv
 
         if not dc.csv_source or not dc.csv_target:
