@@ -18,6 +18,7 @@ TINY = [
     "data.synthetic.density_target=0.15",
     "mf.dim=4",
     "trainer.checkpoint_every=1",
+    "trainer.checkpoint_min_interval_s=0",
 ]
 
 

@@ -41,6 +41,7 @@ def csv_config(source: pathlib.Path, target: pathlib.Path, **overrides) -> C.Run
         "trainer.epochs": "4",
         "trainer.batch_size": "64",
         "trainer.checkpoint_every": "1",
+        "trainer.checkpoint_min_interval_s": "0",
         **{k: str(v) for k, v in overrides.items()},
     }
     return C.apply_overrides(C.RunConfig(), [f"{k}={v}" for k, v in sets.items()])

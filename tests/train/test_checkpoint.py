@@ -41,3 +41,42 @@ def test_failed_background_save_raises_at_the_next_call(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         ck.wait()
     ck.close()
+
+
+EVERY_EPOCH = [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2), (2, 3)]  # (stage, epoch)
+
+
+@pytest.mark.parametrize("interval, want", [(0.0, EVERY_EPOCH), (1e9, [(2, 3)])])
+def test_min_interval_skips_due_checkpoints_but_never_the_final_state(
+    tmp_path, monkeypatch, interval, want
+):
+    """EMCDR's three stages with a checkpoint due every epoch: interval 0 saves each one; an
+    interval longer than the run saves only the last stage's final state."""
+    from transferjax import config as C
+    from transferjax.train import run as R
+
+    saved = []
+    real = Checkpointer.save
+
+    def spy(self, step, state, meta):
+        saved.append((meta["stage"], meta["epoch"]))
+        return real(self, step, state, meta)
+
+    monkeypatch.setattr(Checkpointer, "save", spy)
+    cfg = C.apply_overrides(
+        C.RunConfig(),
+        [
+            "method=emcdr",
+            "data.synthetic.n_overlap=60",
+            "data.synthetic.n_source_only=10",
+            "data.synthetic.n_target_only=10",
+            "data.synthetic.n_items_source=30",
+            "data.synthetic.n_items_target=20",
+            "mf.epochs=2",
+            "trainer.epochs=3",
+            "trainer.checkpoint_every=1",
+            f"trainer.checkpoint_min_interval_s={interval}",
+        ],
+    )
+    R.run(cfg, out_dir=tmp_path / "run", echo=lambda *_: None, progress=False)
+    assert saved == want  # stages: source MF, target MF, the mapping

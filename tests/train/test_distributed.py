@@ -43,7 +43,13 @@ SETS = [f"data.synthetic.{k}={v}" for k, v in dataclasses.asdict(TINY).items()] 
     "trainer.lr=1e-2",
     "eval.groups=off",
 ]
-MF = ["method=mf", "mf.epochs=4", "trainer.epochs=4", "trainer.checkpoint_every=1"]
+MF = [
+    "method=mf",
+    "mf.epochs=4",
+    "trainer.epochs=4",
+    "trainer.checkpoint_every=1",
+    "trainer.checkpoint_min_interval_s=0",
+]
 TIMEOUT = 300
 
 

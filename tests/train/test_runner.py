@@ -146,7 +146,9 @@ def _cli(args, cwd, **kw):
 
 LONG = dataclasses.replace(
     CFG,
-    trainer=dataclasses.replace(CFG.trainer, epochs=60, checkpoint_every=1),
+    trainer=dataclasses.replace(
+        CFG.trainer, epochs=60, checkpoint_every=1, checkpoint_min_interval_s=0
+    ),
     mf=dataclasses.replace(CFG.mf, epochs=20),
 )
 
@@ -231,7 +233,15 @@ def test_sweep_rejects_unknown_grid_key(tmp_path):
 def test_seeds_on_threads_equal_seeds_one_after_another(split, tmp_path):
     from transferjax.train.writers import JsonlWriter
 
-    cfg = C.apply_overrides(CFG, ["seeds=3", "trainer.epochs=2", "trainer.checkpoint_every=1"])
+    cfg = C.apply_overrides(
+        CFG,
+        [
+            "seeds=3",
+            "trainer.epochs=2",
+            "trainer.checkpoint_every=1",
+            "trainer.checkpoint_min_interval_s=0",
+        ],
+    )
     out = {}
     for workers in (1, 2):
         c = C.override(cfg, "trainer.workers", str(workers))

@@ -156,6 +156,11 @@ class TrainerConfig:
 
     checkpoint_every: save the training state every this many epochs and at each stage's end
       (0: never); a rerun of the same command resumes from the newest checkpoint.
+    checkpoint_min_interval_s: a due checkpoint is skipped when the previous one of this call
+      (or its start) is less than this many seconds ago, except the final state of the last
+      stage, which is always saved: an interrupted run repeats at most about this much
+      training, and a short run does not spend its time writing checkpoints (0: every due
+      checkpoint).
     vmap: run several seeds as one vmapped program ("on"), one after another ("off"), or
       choose by backend and model size ("auto"; see `transferjax.train.run.use_vmap`).
     workers: seeds that run one after another (not vmapped) are spread over this many
@@ -182,6 +187,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     eval_every: int = 1
     checkpoint_every: int = setting(5, allowed=COUNT0)
+    checkpoint_min_interval_s: float = setting(30.0, allowed=NONNEG)
     vmap: Literal["auto", "on", "off"] = "auto"
     workers: int = 0
     on_nonfinite: Literal["raise", "fail"] = "raise"

@@ -10,6 +10,7 @@ exactly where the interrupted one stopped.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 from transferjax.train.checkpoint import Checkpointer
@@ -36,6 +37,7 @@ class Book:
     overrides: list = dataclasses.field(default_factory=list)  # the trials' traced values
     restored: TrainState | None = None
     structures: tuple = ()  # per stage: the fingerprint of its checkpointed state
+    last_save: float = dataclasses.field(default_factory=time.perf_counter)  # or the start
 
     def stats(self, stats: dict) -> list[dict]:
         """Per-trial floats from an epoch's fetched stats (arrays [n] when batched)."""
@@ -83,8 +85,14 @@ class Book:
         state, self.meta, self.restored = self.restored, None, None
         return state, meta["epoch"]
 
+    def save_due(self, min_interval_s: float) -> bool:
+        """Whether `min_interval_s` seconds passed since the previous checkpoint of this call
+        (or since it began)."""
+        return time.perf_counter() - self.last_save >= min_interval_s
+
     def save(self, s_idx: int, epoch: int, state: TrainState) -> None:
         """Checkpoints `state` after `epoch` of stage `s_idx`, with the record beside it."""
+        self.last_save = time.perf_counter()
         self.ckpt.save(
             self.step,
             to_host(state),

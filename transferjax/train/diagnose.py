@@ -10,7 +10,8 @@ training state is restored from its checkpoints, and `transferjax.diagnostics` m
 
 The state is the selected epoch's (metrics.json) when a checkpoint of that stage and epoch is
 still kept (checkpoints are written every trainer.checkpoint_every epochs and at each stage's
-end; the newest two are kept), else the newest checkpoint; each seed's entry says which.
+end, at most once per trainer.checkpoint_min_interval_s, always at the last stage's end; the
+newest two are kept), else the newest checkpoint; each seed's entry says which.
 The result is written to RUN_FOLDER/diagnostics.json and printed as a table.
 """
 

@@ -266,9 +266,11 @@ class Trainer:
                 steps_per_epoch(stage) * book.n,
                 f"{stage.name} epoch {done}/{stage.epochs} loss {stats[0]['loss']:.4f}",
             )
-        every = self.cfg.trainer.checkpoint_every
+        tc = self.cfg.trainer
         if book.ckpt is not None and not book.stopped:
-            if done % every == 0 or done == stage.epochs:
+            final = done == stage.epochs and s_idx == len(self.built.stages) - 1
+            due = done % tc.checkpoint_every == 0 or done == stage.epochs
+            if final or (due and book.save_due(tc.checkpoint_min_interval_s)):
                 book.save(s_idx, done, state)
 
     def _evaluate(self, book: Book, state: TrainState, hyper: dict, stage, epoch: int, stats):
