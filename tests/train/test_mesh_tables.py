@@ -16,6 +16,7 @@ any real change (a lost row update, another batch) moves them by 1e-3 or more.
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -212,3 +213,24 @@ def test_ranking_top_k_per_shard_gathers_no_score_matrix():
         np.testing.assert_array_equal(g, w)
     hlo = _topk.lower(*args, k=10, top_k=layout.top_k).compile().as_text()
     assert "f32[8,16]" in hlo and "f32[8,64]" not in hlo
+
+
+def test_a_checkpoint_restores_the_tables_split(tmp_path):
+    """`Checkpointer` with `Layout.state_shardings`: the tables and their Adam moments come
+    back split by rows, the rest replicated, with the values saved."""
+    from transferjax.train.checkpoint import Checkpointer
+
+    layout = make_layout("model=4")
+    params = {"user": jnp.arange(80 * 8.0).reshape(80, 8), "mu": jnp.ones(())}
+    state = {"params": params, "opt": optax.adam(1e-3).init(params)}
+    shardings = functools.partial(layout.state_shardings, batched=False)
+    state = layout.put(state, shardings(state))
+    ckpt = Checkpointer(tmp_path / "ckpt", sharding=shardings)
+    ckpt.save(1, state, {"stage": 0})
+    got = ckpt.restore(1, state)
+    tables = _tables(got)
+    assert len(tables) == 3
+    for _, x, _ in tables:
+        assert x.addressable_shards[0].data.shape[0] == 20
+    assert got["params"]["mu"].sharding.is_fully_replicated
+    np.testing.assert_array_equal(got["params"]["user"], params["user"])
