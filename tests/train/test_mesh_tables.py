@@ -11,8 +11,10 @@ batch's rows is each device's masked gather summed over "model" (exact: one nonz
 row), the gradients of the replicated leaves (mu, dense layers) are all-reduced over "data" in
 another order (a few ulp, as data parallel in test_mesh.py), and full-ranking scores are
 computed per item block with the same dot products (exact). Over the short runs here the
-metrics stay within ~1e-6 relative of one device's (measured); rtol=1e-5 leaves a margin while
-any real change (a lost row update, another batch) moves them by 1e-3 or more.
+metrics (valid and test rating and full-ranking metrics, train loss) stay within 2e-7 relative
+of one device's (measured: mf and cmf identical, row-sparse mf 7e-8, dann 1.8e-7); rtol=1e-5
+leaves a margin while any real change (a lost row update, another batch) moves them by 1e-3
+or more.
 """
 
 import dataclasses
