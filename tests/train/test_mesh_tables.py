@@ -236,3 +236,16 @@ def test_a_checkpoint_restores_the_tables_split(tmp_path):
         assert x.addressable_shards[0].data.shape[0] == 20
     assert got["params"]["mu"].sharding.is_fully_replicated
     np.testing.assert_array_equal(got["params"]["user"], params["user"])
+
+
+def test_trials_and_split_tables_match_one_device(split):
+    """trial=2,model=2: two vmapped seeds, one per pair of devices, each pair splitting the
+    row-sparse MF tables by rows (P("trial", "model")); one device's numbers per seed."""
+    keys = jnp.stack([jax.random.key(s) for s in range(2)])
+    _, ref = _train(_cfg("mf_sparse", "auto"), split, keys)
+    train, got = _train(_cfg("mf_sparse", "trial=2,model=2"), split, keys)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(_metrics(g), _metrics(r), rtol=1e-5)
+    ((_, program),) = train.programs.compiled.items()
+    specs = {s.spec for s in jax.tree.leaves(program.output_shardings[0])}
+    assert specs == {P("trial"), P("trial", "model")}
