@@ -71,10 +71,12 @@ def _env(port: int, i: int) -> dict:
     }
 
 
-def _start(out: pathlib.Path, sets: list[str], **extra) -> list[subprocess.Popen]:
+def _start(
+    out: pathlib.Path, sets: list[str], *, mesh: str = "data=4", **extra
+) -> list[subprocess.Popen]:
     """Both processes of `transferjax run --distributed --out OUT --set ...`."""
     cmd = [sys.executable, str(WORKER), "run", "--distributed", "--out", str(out)]
-    for s in [*SETS, *sets, "trainer.mesh=data=4"]:
+    for s in [*SETS, *sets, f"trainer.mesh={mesh}"]:
         cmd += ["--set", s]
     port = _free_port()
     return [
@@ -175,6 +177,19 @@ def test_two_processes_match_one_device_dann(tmp_path):
     ref = _one_device(sets)  # while the two processes run
     _finish(procs)
     _assert_close(_history(tmp_path / "dann"), ref, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_with_tables_split_over_model_match_one_device(tmp_path):
+    """data=2,model=2 over 2 processes: the row-sparse MF tables split by rows (each process
+    fills and checkpoints its own devices' rows), one device's numbers."""
+    sets = ["method=mf", "mf.sparse=true", "mf.epochs=2", "trainer.checkpoint_every=1"]
+    procs = _start(tmp_path / "mf", sets, mesh="data=2,model=2")
+    ref = _one_device(sets)  # while the two processes run
+    _finish(procs)
+    manifest = json.loads((tmp_path / "mf" / "manifest.json").read_text())
+    assert manifest["mesh"] == {"trial": 1, "data": 2, "model": 2}
+    _assert_close(_history(tmp_path / "mf"), ref, rtol=1e-5)
 
 
 @pytest.mark.slow

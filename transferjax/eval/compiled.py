@@ -134,6 +134,7 @@ def full_sums(
     groups: Groups | None = None,
     *,
     ks: tuple[int, ...],
+    top_k: Callable | None = None,
 ) -> tuple[dict, jax.Array]:
     """Per-chunk sums of the top-K metrics over all target items (`metrics.topk_metric_sums`).
 
@@ -145,6 +146,9 @@ def full_sums(
       params: the scorer's params.
       plan: a `FullPlan` with chunks of c users.
       ks: cutoffs k, each <= n_items (checked by the caller).
+      top_k: `(scores, k) -> (values, indices)` in place of `jax.lax.top_k`, or None; with
+        item tables split over devices, `transferjax.train.mesh.Layout.top_k` (per-shard top
+        k, then merged: the same items).
 
     Returns:
       ({key: f32[n_chunks]}, i32[] NaN scores in real rows).
@@ -156,7 +160,7 @@ def full_sums(
         src, tgt, n_real, ex_r, ex_i, p_r, p_i, n_rel = xs
         s = score_all(params, src, tgt)
         _check_shape("score_all", s, expected)
-        hits, top, is_pos, n_nan = _topk(s, n_real, ex_r, ex_i, p_r, p_i, k=k_max)
+        hits, top, is_pos, n_nan = _topk(s, n_real, ex_r, ex_i, p_r, p_i, k=k_max, top_k=top_k)
         real = _real(n_real, expected[0])
         out = metrics.topk_metric_sums(hits, n_rel, real, ks=ks)
         if groups is not None:

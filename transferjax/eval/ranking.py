@@ -48,16 +48,17 @@ def _raise_nan(counts: list) -> None:
         raise ValueError(f"the scoring function returned {bad} NaN scores")
 
 
-@jax.jit(static_argnames="k")
-def _topk(scores, n_real, ex_row, ex_item, pos_row, pos_item, *, k):
+@jax.jit(static_argnames=("k", "top_k"))
+def _topk(scores, n_real, ex_row, ex_item, pos_row, pos_item, *, k, top_k=None):
     """(hits bool[c, k], top items i32[c, k] (-1 past a list's end), is_pos bool[c, n],
-    NaN scores in real rows i32[])."""
+    NaN scores in real rows i32[]). `top_k`: `(x, k) -> (values, indices)` in place of
+    `jax.lax.top_k` (the same result computed per item shard: `Layout.top_k`)."""
     c, n = scores.shape
     scores = scores.astype(jnp.float32)
     n_nan = jnp.sum(jnp.isnan(scores) & (jnp.arange(c) < n_real)[:, None])
     masked = scores.at[ex_row, ex_item].set(-jnp.inf, mode="drop")
     is_pos = jnp.zeros((c, n), bool).at[pos_row, pos_item].set(True, mode="drop")
-    vals, idx = jax.lax.top_k(masked, k)
+    vals, idx = (top_k or jax.lax.top_k)(masked, k)
     listed = vals > -jnp.inf
     hits = jnp.take_along_axis(is_pos, idx, axis=1) & listed
     return hits, jnp.where(listed, idx, -1), is_pos, n_nan

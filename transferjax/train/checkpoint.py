@@ -58,8 +58,9 @@ def _why(e: BaseException) -> str:
 class Checkpointer:
     """Saves and restores the training state under `directory` (keeps the last `keep`).
 
-    With a `sharding` (every leaf of the state is on it, `transferjax.train.mesh.Layout.state`)
-    the state restores straight onto it. In a multi-process run every process creates the
+    With a `sharding` (one sharding every leaf of the state is on, or `template -> tree of
+    shardings`: `transferjax.train.mesh.Layout.state_shardings`) the state restores straight
+    onto it. In a multi-process run every process creates the
     checkpointer and calls `save` and `restore` alike: orbax writes and reads each process's
     shards from that process (replicated arrays once) and the metadata from process 0.
     """
@@ -214,8 +215,13 @@ class Checkpointer:
 
     def _abstract(self, template):
         """`template`'s leaves as `jax.ShapeDtypeStruct`s (on the checkpointer's sharding)."""
+        shardings = self._sharding
+        if not callable(shardings):
+            shardings = jax.tree.map(lambda _: self._sharding, template)
+        else:
+            shardings = shardings(template)
         return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._sharding), template
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), template, shardings
         )
 
     def _move_aside(self, step: int) -> pathlib.Path:

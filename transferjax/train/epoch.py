@@ -154,7 +154,8 @@ def stage_epoch(stage: Stage, *, batched: bool, layout: Layout | None = None) ->
     `hyper` is the trials' traced values (leading trial axis when `batched`), `shared` the
     method's data, `key` the epoch key, `idx` the host shuffle or None. With a `layout`, the
     arguments come placed by `Layout.place_epoch_args` and the new state leaves on the
-    sharding it came in on, so the next epoch takes it as it is.
+    shardings it came in on (`Layout.state_shardings`: tables split by rows over "model"), so
+    the next epoch takes it as it is.
     """
     epoch = make_epoch_fn(stage, batched=batched, jit=False, layout=layout)
     steps = steps_per_epoch(stage)
@@ -167,12 +168,12 @@ def stage_epoch(stage: Stage, *, batched: bool, layout: Layout | None = None) ->
             state.params[stage.part], state.opt, frozen, examples, key, idx, shared, step0
         )
         new = TrainState({**state.params, stage.part: part}, opt, state.step + steps, state.key)
+        if layout is not None:  # the shardings the state came in on (`Layout.state_shardings`)
+            new = layout.constrain_state(new, batched=batched)
+            stats = jax.lax.with_sharding_constraint(stats, layout.replicated())
         return new, stats
 
-    if layout is None:
-        return jax.jit(run, donate_argnums=(0,))
-    out = (layout.state(batched), layout.replicated())
-    return jax.jit(run, donate_argnums=(0,), out_shardings=out)
+    return jax.jit(run, donate_argnums=(0,))
 
 
 def to_host(state: TrainState) -> dict:

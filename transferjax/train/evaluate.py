@@ -22,12 +22,14 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from transferjax.config import parse_mesh
 from transferjax.data.types import HeldOut
 from transferjax.diagnostics import validators
 from transferjax.errors import ConfigError
 from transferjax.eval import compiled, metrics, plan
 from transferjax.eval import groups as groups_lib
 from transferjax.eval.groups import Groups
+from transferjax.train.mesh import make_layout
 
 _MAX_SCORERS = 8  # scorers whose compiled programs an evaluator keeps (a run uses one)
 _FAMILIES = ("rating", "sampled", "full")  # evaluation (and NaN-check) order
@@ -63,14 +65,17 @@ def default_select_metric(cfg, split) -> str:
     return "full_ndcg@10"
 
 
-def _jit_programs(scorer, *, families: tuple[str, ...], ks: tuple[int, ...]) -> dict:
-    """{family: (jitted f(params, plan), jitted vmap of f over params' leading trial axis)}."""
+def _jit_programs(
+    scorer, *, families: tuple[str, ...], ks: tuple[int, ...], top_k: Callable | None = None
+) -> dict:
+    """{family: (jitted f(params, plan), jitted vmap of f over params' leading trial axis)};
+    `top_k` replaces `jax.lax.top_k` in the full ranking (`compiled.full_sums`)."""
     fns = {
         "rating": functools.partial(compiled.rating_sums, scorer.rating),
         "sampled": functools.partial(
             compiled.sampled_sums, scorer.score_items, ks=ks, pessimistic=True
         ),
-        "full": functools.partial(compiled.full_sums, scorer.score_all, ks=ks),
+        "full": functools.partial(compiled.full_sums, scorer.score_all, ks=ks, top_k=top_k),
     }
 
     def with_shared(fn):  # the scorer reads {**params, **shared}; shared is never batched
@@ -101,6 +106,9 @@ class Evaluator:
       groups: the split's `transferjax.eval.groups.Groups`, or None: then no metrics by group,
         coverage or novelty. The programs compute them for every held-out set (one program
         serves valid and test); only the test set's are returned.
+      top_k: the full ranking's top-k (`jax.lax.top_k` when None); with `trainer.mesh`'s
+        "model" axis > 1, `Layout.top_k`: the items' scores stay split over "model", as the
+        item tables are, and each device's top k is merged into the same list.
     """
 
     heldouts: dict
@@ -109,6 +117,7 @@ class Evaluator:
     ks: tuple[int, ...]
     make_plans: Callable
     groups: Groups | None = None
+    top_k: Callable | None = None
     _programs: dict = dataclasses.field(default_factory=dict, repr=False)
     _other_plans: weakref.WeakKeyDictionary = dataclasses.field(
         default_factory=weakref.WeakKeyDictionary, repr=False
@@ -149,7 +158,7 @@ class Evaluator:
             if progs is None:
                 if len(self._programs) >= _MAX_SCORERS:
                     self._programs.pop(next(iter(self._programs)))
-                progs = _jit_programs(scorer, families=self.families, ks=self.ks)
+                progs = _jit_programs(scorer, families=self.families, ks=self.ks, top_k=self.top_k)
                 self._programs[scorer] = progs
             return progs
 
@@ -337,7 +346,21 @@ def make_evaluator(cfg, split) -> Evaluator:
         ks=ks,
         make_plans=make_plans,
         groups=groups,
+        top_k=_sharded_top_k(cfg.trainer.mesh),
     )
+
+
+def _sharded_top_k(mesh: str) -> Callable | None:
+    """`Layout.top_k` of `trainer.mesh` when its "model" axis splits the item tables, else
+    None (`jax.lax.top_k`; also when this process's devices do not form that mesh: the
+    trainer then refuses the setting, and an evaluation alone ranks on one device)."""
+    sizes = parse_mesh(mesh)
+    if sizes is None or sizes["model"] == 1:
+        return None
+    try:
+        return make_layout(mesh).top_k
+    except ConfigError:
+        return None
 
 
 def make_evaluate(cfg, split) -> Evaluator:

@@ -26,6 +26,7 @@ a divergence is seen, so a rerun does not resume from a diverged state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -215,7 +216,9 @@ class Trainer:
 
     def _open(self, n, batched, log, ckpt_dir, show) -> Book:
         use_ckpt = ckpt_dir is not None and self.cfg.trainer.checkpoint_every > 0
-        sharding = None if self.layout is None else self.layout.state(batched)
+        sharding = None
+        if self.layout is not None:
+            sharding = functools.partial(self.layout.state_shardings, batched=batched)
         return Book(
             n=n,
             batched=batched,
