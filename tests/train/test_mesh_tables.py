@@ -142,7 +142,9 @@ def test_each_device_holds_rows_over_n_of_a_table_and_its_moments(mesh, model):
 def test_sharded_tables_match_one_device(name, split):
     key = jax.random.key(0)
     _, ref = _train(_cfg(name, "auto"), split, key)
-    for mesh in ("data=2,model=2", "model=4"):
+    # model=4 on the MF tables only: cmf's and dann's programs are the costliest to compile
+    meshes = ("data=2,model=2", "model=4") if name.startswith("mf") else ("data=2,model=2",)
+    for mesh in meshes:
         model = 2 if mesh.startswith("data") else 4
         train, got = _train(_cfg(name, mesh), split, key)
         np.testing.assert_allclose(_metrics(got), _metrics(ref), rtol=1e-5, err_msg=mesh)
