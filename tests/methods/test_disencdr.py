@@ -264,6 +264,7 @@ def _cfg(protocol="warm_ratio", **over):
     return C.apply_overrides(cfg, [f"{k}={v}" for k, v in {**small, **over}.items()])
 
 
+@pytest.mark.slow
 def test_examples_and_gradients_in_and_after_the_warmup():
     split = user_overlap_split()
     built = get_method("disencdr").build(_cfg(**{"trainer.batch_size": 32}), split)
@@ -346,22 +347,27 @@ def test_cold_users_scored_from_their_source_side_or_popularity(cold_split):
     pairs = cold_split.test.pairs
     src, tgt = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
     assert bool(jnp.all(v["disencdr_scored"][tgt]))  # every cold test user has a source side
-    direct = built.scorer.score_all(v, src, tgt)
-    np.testing.assert_allclose(built.scorer.score_all(built.scorer.prepared(v), src, tgt), direct)
-    # the cold user's target ego rows are held at zero: changing them changes nothing
-    p = jax.tree.map(lambda a: a, v["disencdr"])
-    emb = dict(p["emb"])
-    emb["target_user"] = emb["target_user"].at[tgt].add(5.0)
-    emb["target_user_share"] = emb["target_user_share"].at[tgt].add(5.0)
-    moved = built.scorer.score_all({**v, "disencdr": {**p, "emb": emb}}, src, tgt)
+    score = jax.jit(built.scorer.score_all)
+    direct = score(v, src, tgt)
+    prepared = jax.jit(lambda view: score(built.scorer.prepared(view), src, tgt))(v)
+    np.testing.assert_allclose(prepared, direct, rtol=1e-5, atol=1e-5)
+    # the cold users' target ego rows are held at zero: changing them changes nothing
+    emb = dict(v["disencdr"]["emb"])
+    for name in ("target_user", "target_user_share"):
+        emb[name] = emb[name].at[tgt].add(5.0)
+    moved = score({**v, "disencdr": {**v["disencdr"], "emb": emb}}, src, tgt)
     np.testing.assert_allclose(moved, direct, rtol=1e-5, atol=1e-5)
-    # a target user with no row in either domain gets training popularity
-    none = np.flatnonzero(~np.asarray(v["disencdr_scored"]))
-    if len(none):
-        got = built.scorer.score_all(v, jnp.full(1, -1), jnp.asarray(none[:1]))
-        np.testing.assert_allclose(got[0], v["item_pop"])
+    # a target user with no row in either domain (user 39 of `user_overlap_split`) gets
+    # training popularity
+    other = get_method("disencdr").build(_cfg(), user_overlap_split())
+    w = view0(other)
+    assert not bool(w["disencdr_scored"][39]) and bool(w["disencdr_scored"][38])
+    got = jax.jit(other.scorer.score_all)(w, jnp.array([-1, -1]), jnp.array([39, 38]))
+    np.testing.assert_allclose(got[0], w["item_pop"])
+    assert not np.allclose(got[1], w["item_pop"])
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss():
     split = user_overlap_split()
     built = get_method("disencdr").build(_cfg(**{"trainer.batch_size": 64}), split)
