@@ -44,6 +44,8 @@ METHOD_SETTINGS = {
     # epoch on the 2-core machine)
     "lightgcn": ["trainer.batch_size=1024"],
     "bitgcf": ["trainer.batch_size=1024"],
+    # DisenCDR's official budget (`train_rec.py`: batch 1024, 50 epochs; Adam at 1e-3)
+    "disencdr": ["trainer.batch_size=1024", "trainer.epochs=50", "trainer.lr=1e-3"],
 }
 
 
