@@ -65,6 +65,11 @@ Differs, and why:
   `released_loo`) and keeps the best; the official script evaluates every 10 epochs on the
   test file and prints the best, i.e. selects on test. Its lr decay never fires within its
   50 epochs (it needs more than 10 evaluations) and is not implemented.
+- a negative whose 5 draws are all training items of the user: `find_neg` keeps the last
+  draw, `sample_unseen` the first (either is a positive; rare with sparse data);
+- evaluation follows the run's protocol (`released_loo`: 999 sampled negatives among the
+  target's training items, fixed by protocol.seed); the official script draws its 999 per
+  user among the items the user did not train on, with Python's `random` at each start;
 - its training data is padded to whole batches by repeating the first rows; ours masks the
   last batch's padding. Its unused modules (`share_mean`, `share_sigma`, the per-domain share
   encoders' item halves) have no counterpart, nor gradients there.
