@@ -11,6 +11,8 @@ Importing this package registers the built-in methods and their config sections:
   step and scorer);
 - `bitgcf`: BiTGCF, per-domain graph layers with a bi-directional transfer of the shared
   users or items;
+- `disencdr`: DisenCDR, domain-shared and domain-specific variational graph encoders with
+  their KL regularisers, trained on both domains;
 - `lightgcn`: LightGCN, the target-only graph baseline;
 - `phi`: the multi-task model over phi encoders and its aligned variants dann, mmd, coral,
   infonce.
@@ -24,6 +26,7 @@ from transferjax.methods import (
     bitgcf,
     cmf,
     conet,
+    disencdr,
     dtcdr,
     emcdr,
     lightgcn,
@@ -43,6 +46,7 @@ __all__ = [
     "bitgcf",
     "cmf",
     "conet",
+    "disencdr",
     "dtcdr",
     "emcdr",
     "get_method",

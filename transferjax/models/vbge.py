@@ -1,0 +1,189 @@
+"""DisenCDR's variational bipartite graph encoders (VBGE) over sparse edge lists, as the
+official code computes them (github.com/cjx96/DisenCDR at 4e6d60b: `model/GCN.py`,
+`model/singleVBGE.py`, `model/crossVBGE.py`); the formulas are in `transferjax.models.disencdr`.
+
+Each domain's graph is two row-normalised matrices, UV (users x items, 1 / deg_u per training
+row) and VU (items x users, 1 / deg_i), kept as one edge list (`row_normalized_edges`); a
+product is one `jax.ops.segment_sum` over the edges, never a users x items matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def row_normalized_edges(user, item, n_users: int, n_items: int) -> dict:
+    """{"u", "i": i32[e], "wu", "wi": f32[e]}: one edge per training row (repeats kept, as the
+    official coo matrices sum them), wu = 1 / rows of the user, wi = 1 / rows of the item."""
+    u, i = np.asarray(user, np.int64), np.asarray(item, np.int64)
+    cu = np.bincount(u, minlength=n_users).astype(np.float64)
+    ci = np.bincount(i, minlength=n_items).astype(np.float64)
+    return {
+        "u": u.astype(np.int32),
+        "i": i.astype(np.int32),
+        "wu": (1.0 / cu[u]).astype(np.float32),
+        "wi": (1.0 / ci[i]).astype(np.float32),
+    }
+
+
+def to_users(x: jax.Array, g: dict, n_users: int) -> jax.Array:
+    """UV x: f32[n_items, d] -> f32[n_users, d], each user the mean of its rows' items."""
+    return jax.ops.segment_sum(g["wu"][:, None] * x[g["i"]], g["u"], num_segments=n_users)
+
+
+def to_items(x: jax.Array, g: dict, n_items: int) -> jax.Array:
+    """VU x: f32[n_users, d] -> f32[n_items, d], each item the mean of its rows' users."""
+    return jax.ops.segment_sum(g["wi"][:, None] * x[g["u"]], g["i"], num_segments=n_items)
+
+
+def gcn(p: dict, x: jax.Array, prop, alpha: float) -> jax.Array:
+    """leaky_relu(A (x W) + b, alpha) with A applied by `prop`."""
+    return jax.nn.leaky_relu(prop(x @ p["w"]) + p["b"], alpha)
+
+
+def linear(p: dict, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.concatenate([a, b], -1) @ p["w"] + p["b"]
+
+
+def dropout(x: jax.Array, rate, key) -> jax.Array:
+    """Inverted dropout (`F.dropout`); identity without key."""
+    if key is None:
+        return x
+    keep = 1.0 - rate
+    return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
+
+
+def _props(g: dict, n_users: int, n_items: int):
+    return (lambda x: to_users(x, g, n_users)), (lambda x: to_items(x, g, n_items))
+
+
+def user_half(p: dict, u, g, n_users, n_items, alpha, last: bool, side: str = ""):
+    """The user half of a layer (`forward_user_share`): relu(Lin([GCN3(GCN1(u)), u])), or the
+    last layer's (mu, ls). `side` prefixes the union names in the cross encoder ("source_")
+    and picks its GCNs (gc1/gc3 for the source, gc2/gc4 for the target)."""
+    up, ip = _props(g, n_users, n_items)
+    first, second = ("gc2", "gc4") if side == "target_" else ("gc1", "gc3")
+    h = gcn(p[first], u, ip, alpha)
+    if not last:
+        return jax.nn.relu(linear(p[f"{side}user_union"], gcn(p[second], h, up, alpha), u))
+    mu = linear(p[f"{side}user_union_mean"], gcn(p[f"{second}_mean"], h, up, alpha), u)
+    ls = linear(p[f"{side}user_union_logstd"], gcn(p[f"{second}_logstd"], h, up, alpha), u)
+    return mu, ls
+
+
+def item_half(p: dict, v, g, n_users, n_items, alpha, last: bool):
+    """The item half of a `singleVBGE` layer (through UV then VU)."""
+    up, ip = _props(g, n_users, n_items)
+    h = gcn(p["gc2"], v, up, alpha)
+    if not last:
+        return jax.nn.relu(linear(p["item_union"], gcn(p["gc4"], h, ip, alpha), v))
+    mu = linear(p["item_union_mean"], gcn(p["gc4_mean"], h, ip, alpha), v)
+    ls = linear(p["item_union_logstd"], gcn(p["gc4_logstd"], h, ip, alpha), v)
+    return mu, ls
+
+
+def _layers(p: dict) -> list:
+    return [p[f"layer_{k}"] for k in range(len(p) - 1)] + [p["last"]]
+
+
+def specific_encoder(p, u, v, g, *, alpha, drop_rate=0.0, key=None):
+    """`singleVBGE.forward`: ((mu_u, ls_u) f32[n_users, d], (mu_v, ls_v) f32[n_items, d]),
+    dropout on u and v before every layer (with key)."""
+    n_users, n_items = u.shape[0], v.shape[0]
+    layers = _layers(p)
+    for k, lp in enumerate(layers):
+        ku, kv = (None, None) if key is None else jax.random.split(jax.random.fold_in(key, k))
+        u, v = dropout(u, drop_rate, ku), dropout(v, drop_rate, kv)
+        last = k == len(layers) - 1
+        u, v = (
+            user_half(lp, u, g, n_users, n_items, alpha, last),
+            item_half(lp, v, g, n_users, n_items, alpha, last),
+        )
+    return u, v
+
+
+def share_encoder(p, u, g, n_items: int, *, alpha, drop_rate=0.0, key=None):
+    """`singleVBGE.forward_user_share`: (mu_u, ls_u), dropout before the plain layers only."""
+    layers = _layers(p)
+    for k, lp in enumerate(layers[:-1]):
+        u = dropout(u, drop_rate, None if key is None else jax.random.fold_in(key, k))
+        u = user_half(lp, u, g, u.shape[0], n_items, alpha, False)
+    return user_half(layers[-1], u, g, u.shape[0], n_items, alpha, True)
+
+
+def mix(joint: dict, a_s: jax.Array, a_t: jax.Array) -> jax.Array:
+    """f32[n_joint, d]: ws a_s[src] + wt a_t[tgt] per joint row (`joint` as `cross_encoder`)."""
+    s = a_s[jnp.maximum(joint["src"], 0)] * joint["ws"][:, None]
+    return s + a_t[jnp.maximum(joint["tgt"], 0)] * joint["wt"][:, None]
+
+
+def cross_encoder(p, su, tu, gs, gt, joint, n_items: tuple, *, alpha, drop_rate=0.0, key=None):
+    """`crossVBGE.forward`: (mu, ls) f32[n_joint, d] of the domain-shared user posterior.
+
+    Args:
+      su, tu: f32[n_source_users, d], f32[n_target_users, d] share embeddings.
+      gs, gt: each domain's `row_normalized_edges`.
+      joint: {"src", "tgt": i32[n_joint] each joint row's user in a domain (-1: none), "ws",
+        "wt": f32[n_joint] the weights of the two sides (rate, 1 - rate; 1 and 0 for a row with
+        one side), "of_src": i32[n_source_users], "of_tgt": i32[n_target_users] joint rows}.
+      n_items: (source items, target items).
+    """
+    layers = _layers(p)
+    ns, nt = su.shape[0], tu.shape[0]
+    for k, lp in enumerate(layers[:-1]):
+        if key is not None:
+            ks, kt = jax.random.split(jax.random.fold_in(key, k))
+            su, tu = dropout(su, drop_rate, ks), dropout(tu, drop_rate, kt)
+        s = user_half(lp, su, gs, ns, n_items[0], alpha, False, "source_")
+        t = user_half(lp, tu, gt, nt, n_items[1], alpha, False, "target_")
+        m = mix(joint, s, t)
+        su, tu = m[joint["of_src"]], m[joint["of_tgt"]]
+    sm, sl = user_half(layers[-1], su, gs, ns, n_items[0], alpha, True, "source_")
+    tm, tl = user_half(layers[-1], tu, gt, nt, n_items[1], alpha, True, "target_")
+    return mix(joint, sm, tm), mix(joint, sl, tl)
+
+
+def _uniform(key, shape, bound):
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def _gcn_init(key, dim):  # GraphConvolution: U(-1/sqrt(out), 1/sqrt(out)) for W and b
+    kw, kb = jax.random.split(key)
+    return {
+        "w": _uniform(kw, (dim, dim), 1 / math.sqrt(dim)),
+        "b": _uniform(kb, (dim,), 1 / math.sqrt(dim)),
+    }
+
+
+def _linear_init(key, dim):  # nn.Linear(2 dim, dim): U(-1/sqrt(2 dim), 1/sqrt(2 dim))
+    kw, kb = jax.random.split(key)
+    bound = 1 / math.sqrt(2 * dim)
+    return {"w": _uniform(kw, (2 * dim, dim), bound), "b": _uniform(kb, (dim,), bound)}
+
+
+PLAIN = {
+    "single": (("gc1", "gc2", "gc3", "gc4"), ("user_union", "item_union")),
+    "cross": (("gc1", "gc2", "gc3", "gc4"), ("source_user_union", "target_user_union")),
+}
+LAST_GCN = ("gc1", "gc2", "gc3_mean", "gc3_logstd", "gc4_mean", "gc4_logstd")
+LAST = {
+    "single": ("user_union_mean", "user_union_logstd", "item_union_mean", "item_union_logstd"),
+    "cross": tuple(f"{d}_user_union_{s}" for d in ("source", "target") for s in ("mean", "logstd")),
+}
+
+
+def encoder_init(key, *, dim: int, n_layers: int, kind: str) -> dict:
+    """{"layer_0", ..., "last": {module: {"w", "b"}}} of a "single" or "cross" VBGE."""
+    out = {}
+    for k, kk in enumerate(jax.random.split(key, n_layers)):
+        last = k == n_layers - 1
+        gcns, lins = (LAST_GCN, LAST[kind]) if last else PLAIN[kind]
+        keys = iter(jax.random.split(kk, len(gcns) + len(lins)))
+        lp = {n: _gcn_init(next(keys), dim) for n in gcns}
+        lp.update({n: _linear_init(next(keys), dim) for n in lins})
+        out["last" if last else f"layer_{k}"] = lp
+    return out
