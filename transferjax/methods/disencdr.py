@@ -121,7 +121,7 @@ class DisenCDRConfig:
     dim: int = 128
     n_layers: int = setting(2, allowed=COUNT)
     dropout: float = setting(0.3, allowed=Range(lo=0, hi=1, hi_open=True))
-    leaky: float = 0.1
+    leaky: float = setting(0.1, allowed=Range(lo=0, hi=1))
     beta: float = setting(0.9, allowed=PROBABILITY)
     rate: float = setting(0.5, allowed=PROBABILITY)
     rate_per_user: bool = False
