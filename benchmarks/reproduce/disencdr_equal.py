@@ -18,14 +18,17 @@ are tested on their own (tests/methods/test_disencdr.py).
 
 Run-time patches of the official code (its files are never edited): `torch.Tensor.cuda`
 returns the tensor itself (its `reparameters` calls `.cuda()` even on CPU); `torch.randn`
-returns zeros. Needs PyTorch in the running interpreter. Exits 1 when a loss or gradient
-differs by more than `--tol`.
+returns zeros. The comparison runs in a child interpreter with the checkout's folder on its
+PYTHONPATH (the official modules import each other as top-level `model` and `utils`). Needs
+PyTorch. Exits 1 when a loss or gradient differs by more than `--tol`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -65,7 +68,7 @@ def _rows(rng, n_items: int, n: int):
     return pairs[:, 0], np.array([first[int(x)] for x in pairs[:, 1]])
 
 
-def compare(code: pathlib.Path, folder: pathlib.Path, n_layers: int, seed: int = 0) -> dict:
+def compare(folder: pathlib.Path, n_layers: int, seed: int = 0) -> dict:
     """{"loss": |official - ours| after the warm-up, "warmup_loss": in it, "grad": the largest
     |difference| over every parameter's gradient}."""
     import jax
@@ -76,7 +79,6 @@ def compare(code: pathlib.Path, folder: pathlib.Path, n_layers: int, seed: int =
     from transferjax.models.disencdr import bce_terms, disencdr_forward, disencdr_init
     from transferjax.models.vbge import row_normalized_edges
 
-    sys.path.insert(0, str(code / "DisenCDR"))
     torch.Tensor.cuda = lambda self, *a, **k: self
     torch.set_default_dtype(torch.float64)
     from model.trainer import CrossTrainer  # the official code
@@ -164,7 +166,6 @@ def compare(code: pathlib.Path, folder: pathlib.Path, n_layers: int, seed: int =
         return out
     finally:
         torch.randn = randn
-        sys.path.remove(str(code / "DisenCDR"))
 
 
 def main(argv=None) -> int:
@@ -172,14 +173,21 @@ def main(argv=None) -> int:
     ap.add_argument("--source", help="a checkout or bare mirror to clone from")
     ap.add_argument("--scratch", default="runs/reproduce/disencdr")
     ap.add_argument("--tol", type=float, default=1e-10)
+    # set by the parent for the child that has the official checkout on its PYTHONPATH
+    ap.add_argument("--official-on-path", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     scratch = pathlib.Path(args.scratch)
-    code = K.fetch(OFFICIAL, scratch / "official", source=args.source)
+    if not args.official_on_path:  # fetch, then compare in a child that imports the official code
+        code = K.fetch(OFFICIAL, scratch / "official", source=args.source)
+        path = os.pathsep.join([str(code / "DisenCDR"), os.environ.get("PYTHONPATH", "")])
+        cmd = [sys.executable, "-m", "benchmarks.reproduce.disencdr_equal", *(argv or sys.argv[1:])]
+        cmd += ["--official-on-path"]
+        return subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode
     ok = True
     for n_layers in (1, 2, 3):
         folder = scratch / f"data_{n_layers}"
         folder.mkdir(parents=True, exist_ok=True)
-        diff = compare(code, folder, n_layers)
+        diff = compare(folder, n_layers)
         good = max(diff.values()) <= args.tol
         ok &= good
         print(

@@ -1,5 +1,6 @@
-"""One process of a multi-process test run: `python tests/train/multiprocess_worker.py ARGS`
-runs `transferjax ARGS` (the cluster comes from the TRANSFERJAX_* environment variables).
+"""One process of a multi-process test run: `python -m tests.train.multiprocess_worker ARGS`
+(from the repository root) runs `transferjax ARGS` (the cluster comes from the TRANSFERJAX_*
+environment variables).
 
 With EXIT_AFTER_CHECKPOINT=STEP set, process 1 ends abruptly (`os._exit`, no clean-up, as a
 killed process) right after it took part in saving checkpoint STEP; process 0 is then left
@@ -9,10 +10,8 @@ waiting for it in the next collective, and the test kills it.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from transferjax import cli  # noqa: E402
-from transferjax.train.checkpoint import Checkpointer  # noqa: E402
+from transferjax import cli
+from transferjax.train.checkpoint import Checkpointer
 
 
 def _exit_after(step: int) -> None:

@@ -34,7 +34,7 @@ from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-WORKER = ROOT / "tests" / "train" / "multiprocess_worker.py"
+WORKER = "tests.train.multiprocess_worker"  # run with -m from ROOT (the checkout's code)
 SETS = [f"data.synthetic.{k}={v}" for k, v in dataclasses.asdict(TINY).items()] + [
     "protocol.beta=0.3",
     "protocol.seed=1",
@@ -75,7 +75,7 @@ def _start(
     out: pathlib.Path, sets: list[str], *, mesh: str = "data=4", **extra
 ) -> list[subprocess.Popen]:
     """Both processes of `transferjax run --distributed --out OUT --set ...`."""
-    cmd = [sys.executable, str(WORKER), "run", "--distributed", "--out", str(out)]
+    cmd = [sys.executable, "-m", WORKER, "run", "--distributed", "--out", str(out)]
     for s in [*SETS, *sets, f"trainer.mesh={mesh}"]:
         cmd += ["--set", s]
     port = _free_port()
