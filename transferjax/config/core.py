@@ -47,7 +47,10 @@ class SyntheticConfig:
 class DataConfig:
     """Which dataset to load.
 
-    name: synthetic | ml1m_genre | ml_overlap | cdrib | disencdr | douban | csv.
+    name: synthetic | ml1m_genre | ml_overlap | cdrib | disencdr | douban | csv | columnar.
+      columnar: a pair folder of memory-mapped columns at `path` (`transferjax.data.columnar`,
+      as `transferjax.data.large.write_synthetic_pair` writes them): loads in the time and
+      memory of the pages it reads.
       cdrib: any pair in CDRIB's released cold-start format (folders `<a>_<b>/`, `<b>_<a>/`
       with train/valid/test.txt; `transferjax.data.cdrib`), by default Amazon Game/Video.
       disencdr: any pair in DisenCDR's dual-domain leave-one-out format (train.txt, test.txt,
@@ -70,14 +73,17 @@ class DataConfig:
       each domain, repeatedly until none is left (RecBole's `user_inter_num_interval` /
       `item_inter_num_interval` "[k,inf)"; 0: off). Both: `transferjax.data.filters`; not for
       datasets with a published split (cdrib).
+    cache: csv only: a folder for columnar copies of csv_source / csv_target: each file is
+      converted once, in blocks, and memory-mapped on later loads (`transferjax.data.stream`;
+      the same data as without it, for files too large to read into Python objects). "": off.
     duplicates: MovieLens from RecBole files (ml1m_genre, ml_overlap): "first" keeps the first
       of the 307 repeated (user, item) rows of ML-100k (two ids under one title), "keep"
       keeps them all, as RecBole does when `rm_dup_inter` is unset.
     """
 
-    name: Literal["synthetic", "ml1m_genre", "ml_overlap", "cdrib", "disencdr", "douban", "csv"] = (
-        "synthetic"
-    )
+    name: Literal[
+        "synthetic", "ml1m_genre", "ml_overlap", "cdrib", "disencdr", "douban", "csv", "columnar"
+    ] = "synthetic"
     path: str = ""
     target: str = ""
     csv_source: str = ""
@@ -88,6 +94,7 @@ class DataConfig:
     min_rating: float = setting(0.0, allowed=FINITE)
     k_core: int = setting(0, allowed=COUNT0)
     duplicates: Literal["first", "keep"] = "first"
+    cache: str = ""
     synthetic: SyntheticConfig = SyntheticConfig()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from transferjax.data._ids import check_scale, index_ids, sparse_notes
 from transferjax.data._read import Key, read_table
+from transferjax.data.stream import cached_csv
 from transferjax.data.types import Interactions
 
 
@@ -31,6 +32,7 @@ def load_csv(
     name: str | None = None,
     rating_scale: tuple[float, float] | None = None,
     settings: str = "",
+    cache: str | os.PathLike | None = None,
 ) -> Interactions:
     """Loads interactions from a delimited file; raw ids are densified in sorted order.
 
@@ -49,6 +51,9 @@ def load_csv(
         magnitude at most 1e9.
       settings: prefix of the config keys behind `encoding` / `rating_scale` ("data." from
         the registry), named in messages.
+      cache: a folder for a columnar copy of the file (`transferjax.data.stream.cached_csv`):
+        the file is converted once, in blocks, and memory-mapped on later loads; the same
+        Interactions as without it. None reads the whole file into memory.
 
     Returns:
       Interactions with `user_ids`/`item_ids` the sorted distinct raw ids (int64 when every id
@@ -59,6 +64,22 @@ def load_csv(
         columns, an empty file, text not in `encoding`, or a rating that is non-finite,
         beyond 1e9 or outside `rating_scale`.
     """
+    if cache is not None:
+        return cached_csv(
+            path,
+            cache,
+            user_col=user_col,
+            item_col=item_col,
+            rating_col=rating_col,
+            timestamp_col=timestamp_col,
+            sep=sep,
+            header=header,
+            implicit=implicit,
+            encoding=encoding,
+            name=name,
+            rating_scale=rating_scale,
+            settings=settings,
+        )
     conv = {user_col: "str", item_col: "str"}
     use_rating = rating_col is not None and not implicit
     if use_rating:

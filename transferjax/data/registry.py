@@ -137,11 +137,19 @@ def _load(dc) -> CrossDomainData:
     sep, encoding = _csv_format(dc)
     if name not in RATED:
         _rating_scale(dc, None)  # raises when set: it does not apply
+    if dc.cache and name != "csv":
+        raise ConfigError(f"data.cache applies to data.name='csv' only (data.name={name!r})")
     if name == "synthetic":
         from transferjax.data.synthetic import make_synthetic
 
         data, _ = make_synthetic(**dataclasses.asdict(dc.synthetic))
         return data
+    if name == "columnar":
+        from transferjax.data.columnar import load_pair
+
+        if not dc.path:
+            raise ConfigError("data.name=columnar needs data.path, the pair folder")
+        return load_pair(_root(dc.path, ""))
     if name == "cdrib":
         from transferjax.data.cdrib import load_cdrib
 
@@ -192,6 +200,7 @@ def _load(dc) -> CrossDomainData:
             encoding=encoding,
             rating_scale=_rating_scale(dc, None),
             settings="data.",
+            cache=dc.cache or None,
         )
         src = load_csv(dc.csv_source, **kw)
         tgt = load_csv(dc.csv_target, **kw)

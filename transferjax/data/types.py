@@ -118,7 +118,7 @@ class Interactions:
 
         h = hashlib.sha256()
         for a in (self.user, self.item, self.rating):
-            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(np.ascontiguousarray(a))  # the buffer, not a copy (memmaps stay mapped)
         h.update(f"{self.n_users},{self.n_items}".encode())
         return h.hexdigest()
 
