@@ -17,9 +17,21 @@ p-value (t approximation, n - 2 degrees of freedom):
 A negative correlation means a larger distance goes with a smaller gain; the cosine is a
 similarity, so there a positive one does.
 
+The public tasks of the quality suite named in `--tasks` (default `douban_book_music`) are only
+read, never trained: each transfer method of the task (`public_methods`) with a finished run
+folder (one holding metrics.json) gives a row, and the others are listed as skipped. Their gain
+is measured in the task's own metric (`gain_metric`: RMSE on a rating task, NDCG@10 on a
+ranking one, signed so that > 0 means transfer helped). A public task has one split, so its
+interest measures are one value for all its methods: its correlations, a block of their own,
+are over its methods and the model measures only.
+
+A plot (`plot_gain`, benchmarks/plots/shift_gain.png beside the report) draws each model
+measure against the gain, one panel per measure, for the synthetic cells and the public tasks.
+
     python -m benchmarks.shift_gain                       # writes the section shift-gain of
                                                           # BENCHMARKS.md (and the plot)
     python -m benchmarks.shift_gain --runs runs/bench-quality --shifts 0,45,90 --seeds 1
+    python -m benchmarks.shift_gain --tasks douban_book_music --report /tmp/check.md
 """
 
 from __future__ import annotations
@@ -40,6 +52,11 @@ from transferjax.reports.stats import _avg_ranks, t_pvalue
 
 SECTION = OTHER_SECTIONS[0]
 TRANSFER = ("emcdr", "cmf", "ptupcdr", "dann")
+SYNTHETIC = "synthetic"  # in --tasks: the synthetic shift sweep (--shifts, --methods)
+TASKS = (SYNTHETIC, "douban_book_music")
+# Cells of a public task that are not transfer: the baselines, and target-only LightGCN.
+TARGET_ONLY = (*Q.BASELINES, "lightgcn")
+PLOT = pathlib.Path("benchmarks") / "plots" / "shift_gain.png"  # beside the report
 
 
 def spearman(x, y) -> tuple[float, float]:
@@ -59,11 +76,35 @@ def spearman(x, y) -> tuple[float, float]:
     return rho, t_pvalue(rho * math.sqrt((n - 2) / (1.0 - rho * rho)), n - 2)
 
 
-def _test_rmse(folder: pathlib.Path) -> float:
-    """Mean over seeds of the selected test RMSE in a run folder's metrics.json."""
+def _test_metric(folder: pathlib.Path, metric: str) -> float:
+    """Mean over seeds of the selected test `metric` in a run folder's metrics.json."""
     m = json.loads((folder / "metrics.json").read_text())
     seeds = m.get("seeds") or [m]
-    return float(np.mean([s["selected"]["test"]["rmse"] for s in seeds]))
+    return float(np.mean([s["selected"]["test"][metric] for s in seeds]))
+
+
+def _test_rmse(folder: pathlib.Path) -> float:
+    """Mean over seeds of the selected test RMSE in a run folder's metrics.json."""
+    return _test_metric(folder, "rmse")
+
+
+def gain_metric(task: Q.Task) -> tuple[str, float]:
+    """(test metric, sign) in which a task's transfer gain is measured: RMSE on a rating task
+    (one that reports rmse; lower is better, sign -1), else NDCG@10 (sampled when the task
+    reports it, else full ranking; higher is better, sign +1). The sign makes every task's
+    gain > 0 when transfer helped, so the tasks' rows can share one table and plot."""
+    if "rmse" in task.metrics:
+        return "rmse", -1.0
+    for name in ("ndcg@10", "full_ndcg@10"):
+        if name in task.metrics:
+            return name, 1.0
+    raise ValueError(f"task {task.name!r} reports neither rmse nor NDCG@10: {task.metrics}")
+
+
+def transfer_gain(base: float, value: float, *, sign: float) -> float:
+    """sign * (value - base): the method's test metric against target-only MF's (`base`),
+    > 0 when the method did better."""
+    return sign * (value - base)
 
 
 def _measures(diag: dict) -> tuple[dict, dict]:
@@ -99,14 +140,92 @@ def collect(shifts, methods, *, runs, seeds: int, echo=print) -> list[dict]:
     return rows
 
 
-def correlations(rows: list[dict]) -> list[tuple]:
+def finished(folder: pathlib.Path) -> bool:
+    """Whether a run folder holds a finished run (its metrics.json; a run in progress has only
+    its checkpoints and scalars)."""
+    return (folder / "metrics.json").is_file()
+
+
+def public_task(name: str) -> Q.Task:
+    """The full quality suite's task `name` (not a synthetic shift angle)."""
+    tasks = {t.name: t for t in Q.suite(quick=False) if not t.name.startswith("synthetic_shift")}
+    if name not in tasks:
+        raise SystemExit(f"--tasks: unknown task {name!r}; public tasks: {', '.join(tasks)}")
+    return tasks[name]
+
+
+def public_methods(task: Q.Task) -> tuple[str, ...]:
+    """The task's transfer methods: its methods less the target-only ones (`TARGET_ONLY`)."""
+    return tuple(m for m in task.methods if m not in TARGET_ONLY)
+
+
+def _diagnose(folder: pathlib.Path) -> dict:
+    """`transferjax diagnose` of a run folder, quietly (imported late: it loads JAX)."""
+    from transferjax.train.diagnose import diagnose
+
+    return diagnose(folder, echo=lambda *_: None)
+
+
+def collect_public(task: Q.Task, *, runs, measure=None, echo=print) -> tuple[list[dict], list]:
+    """(rows, skipped) of a public task, reading its finished run folders only (nothing is
+    trained): one row per transfer method with a finished folder, with the gain in the task's
+    metric (`gain_metric`) over target-only MF and the measures of `measure(folder)` (default
+    `transferjax diagnose`); skipped: "method (why)" of the others. Without a finished MF
+    folder no gain can be taken, so every method is skipped."""
+    from transferjax.errors import RunFolderError
+
+    measure = measure or _diagnose
+    root = pathlib.Path(runs) / task.name
+    methods = public_methods(task)
+
+    def why(folder):
+        return "in progress" if folder.is_dir() else "no run folder"
+
+    rows, skipped = [], []
+    if not finished(root / "mf"):
+        skipped = [f"{m} (target-only mf: {why(root / 'mf')})" for m in methods]
+        methods = ()
+    else:
+        metric, sign = gain_metric(task)
+        base = _test_metric(root / "mf", metric)
+    for m in methods:
+        folder = root / m
+        if not finished(folder):
+            skipped.append(f"{m} ({why(folder)})")
+            continue
+        try:
+            interest, model = _measures(measure(folder))
+        except RunFolderError as e:
+            skipped.append(f"{m} (diagnose: {e})")
+            continue
+        gain = transfer_gain(base, _test_metric(folder, metric), sign=sign)
+        rows.append(
+            {
+                "task": task.name,
+                "metric": metric,
+                "method": m,
+                "gain": gain,
+                "interest": interest,
+                "model": model,
+            }
+        )
+    if skipped:
+        echo(f"{task.name}: skipped {', '.join(skipped)}")
+    return rows, skipped
+
+
+def correlations(
+    rows: list[dict], *, kinds=("interest", "model"), per_method: bool = True
+) -> list[tuple]:
     """(vectors, measure, rho, p, n) of each measure against the gain: over all rows, and for
     the model measures also within each method (over its angles), since the methods' vector
-    spaces differ in scale."""
+    spaces differ in scale. `kinds`: the vectors to correlate; `per_method=False` leaves out
+    the per-method rows (one public task has one cell per method)."""
     out = []
-    groups = [("interest", "interest", rows), ("model", "model", rows)]
-    for m in dict.fromkeys(r["method"] for r in rows):
-        groups.append((f"model ({m})", "model", [r for r in rows if r["method"] == m]))
+    groups = [(k, k, rows) for k in ("interest", "model") if k in kinds]
+    if per_method and "model" in kinds:
+        for m in dict.fromkeys(r["method"] for r in rows):
+            groups.append((f"model ({m})", "model", [r for r in rows if r["method"] == m]))
     for label, kind, sub in groups:
         for k in MEASURES:
             pairs = [(r[kind][k], r["gain"]) for r in sub if k in r[kind]]
@@ -156,21 +275,140 @@ def markdown(rows, corr, *, command: str, seeds: int, wall: float) -> str:
     return "\n".join(lines)
 
 
+def _gain_text(metric: str) -> str:
+    """What a task's gain is, in words (`gain_metric`'s sign)."""
+    if metric == "rmse":
+        return "target-only MF's test RMSE minus the method's"
+    return f"the method's test {metric} minus target-only MF's"
+
+
+def _corr_table(corr) -> list[str]:
+    return [
+        "| vectors | measure | rho | p | n |",
+        "|---|---|---:|---:|---:|",
+        *(f"| {k} | {m} | {r:+.3f} | {p:.3g} | {n} |" for k, m, r, p, n in corr),
+    ]
+
+
+def public_markdown(task: Q.Task, rows: list[dict], corr, *, skipped) -> str:
+    """The block of one public task: its correlations (model measures, over its methods), its
+    interest measures (one value for the task), its cells and its skipped methods."""
+    metric, _ = gain_metric(task)
+    interest = rows[0]["interest"] if rows else {}
+    lines = [
+        f"### Public task `{task.name}`",
+        "",
+        f"Gain: {_gain_text(metric)} (mean over seeds; > 0 helped); the finished run folders "
+        "of the quality suite are read, nothing is trained. The task has one split, so its "
+        "interest measures are one value for every method and its diagnostics differ per "
+        "method only through the model measures: the correlations are over its methods, "
+        "model measures only (one cell per method; methods without source-side user vectors "
+        "have none).",
+        "",
+        *_corr_table(corr),
+        "",
+        "Interest measures of the task: "
+        + (", ".join(f"{k} {v:.4g}" for k, v in interest.items()) or "-")
+        + ".",
+        "",
+        "| method | gain | " + " | ".join(f"model {m}" for m in MEASURES) + " |",
+        "|---|---:|" + "---:|" * len(MEASURES),
+    ]
+    for r in rows:
+        cells = " | ".join(
+            "-" if r["model"].get(m) is None else f"{r['model'][m]:.4g}" for m in MEASURES
+        )
+        lines.append(f"| {r['method']} | {r['gain']:+.4f} | {cells} |")
+    if skipped:
+        lines += ["", f"Skipped (not measured): {', '.join(skipped)}."]
+    return "\n".join(lines)
+
+
+def _source(row: dict) -> str:
+    """Which task a row belongs to in the plot: the synthetic sweep or a public task."""
+    return SYNTHETIC if "shift" in row else row["task"]
+
+
+def plot_gain(rows: list[dict], *, path) -> pathlib.Path:
+    """A PNG at `path`: one panel per model measure, the measure (x) against the gain (y),
+    one point per row; colour = method, marker = the synthetic sweep or the public task.
+
+    Raises ImportError when matplotlib is missing (`transferjax.reports.plots`)."""
+    from transferjax.reports.plots import _colors, _figure, _save
+
+    measures = [k for k in MEASURES if any(k in r["model"] for r in rows)]
+    colors = _colors({r["method"] for r in rows})
+    markers = dict(zip(dict.fromkeys(map(_source, rows)), "os^Dvp*", strict=False))
+    ncols = 3
+    nrows = max(1, math.ceil((len(measures) + 1) / ncols))  # (+1: the legend's panel)
+    fig = _figure(size=(3.3 * ncols, 2.8 * nrows))
+    handles = {}
+    for i, k in enumerate(measures):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for r in (r for r in rows if k in r["model"]):
+            label = f"{r['method']} ({_source(r)})"
+            (h,) = ax.plot(
+                [r["model"][k]], [r["gain"]], markers[_source(r)], color=colors[r["method"]], ms=5
+            )
+            handles.setdefault(label, h)
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set_xlabel(f"model {k}", fontsize=8)
+        ax.set_ylabel("gain over MF", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    legend = fig.add_subplot(nrows, ncols, len(measures) + 1)
+    legend.axis("off")
+    legend.legend(list(handles.values()), list(handles), fontsize=6, loc="center", ncol=1)
+    return _save(fig, pathlib.Path(path))
+
+
+def _plot_line(rows: list[dict], *, report) -> str:
+    """The plot's markdown image line (the PNG beside the report), or why it was skipped."""
+    out = pathlib.Path(report).resolve().parent
+    if not any(r["model"] for r in rows):
+        return "(no cell with model measures to plot)"
+    try:
+        png = plot_gain(rows, path=out / PLOT)
+    except ImportError as e:
+        return f"(plot skipped: {e})"
+    return (
+        "**Model measures against the gain** (one panel per measure, one point per cell; "
+        "colour: method, marker: the synthetic sweep or the public task):\n\n"
+        f"![model shift measures against the transfer gain]({png.relative_to(out).as_posix()})"
+    )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--tasks",
+        default=",".join(TASKS),
+        help=f"{SYNTHETIC!r} (the shift sweep: trains missing cells) and public tasks of the "
+        "quality suite (read only: their unfinished cells are skipped)",
+    )
     p.add_argument("--shifts", default="0,15,30,45,60,75,90")
-    p.add_argument("--methods", default=",".join(TRANSFER))
+    p.add_argument("--methods", default=",".join(TRANSFER), help="the synthetic sweep's methods")
     p.add_argument("--runs", default="runs/bench-quality", help="the quality suite's run folders")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--report", default="BENCHMARKS.md", help="markdown file of the section")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
+    tasks = a.tasks.split(",")
+    publics = [public_task(t) for t in tasks if t != SYNTHETIC]
     shifts = [int(s) for s in a.shifts.split(",")]
-    rows = collect(shifts, a.methods.split(","), runs=a.runs, seeds=a.seeds)
-    corr = correlations(rows)
+    rows = []
+    if SYNTHETIC in tasks:
+        rows = collect(shifts, a.methods.split(","), runs=a.runs, seeds=a.seeds)
+    blocks, all_rows = [], list(rows)
+    for task in publics:
+        prow, skipped = collect_public(task, runs=a.runs)
+        corr = correlations(prow, kinds=("model",), per_method=False)
+        blocks.append(public_markdown(task, prow, corr, skipped=skipped))
+        all_rows += prow
     cmd = "python -m benchmarks.shift_gain" + "".join(
         f" {f} {v}"
         for f, v, d in (
+            ("--tasks", a.tasks, ",".join(TASKS)),
             ("--shifts", a.shifts, "0,15,30,45,60,75,90"),
             ("--methods", a.methods, ",".join(TRANSFER)),
             ("--seeds", a.seeds, 3),
@@ -178,7 +416,12 @@ def main(argv=None) -> int:
         if v != d
     )
     # (--runs only says where the cells are kept: the same configs give the same numbers)
-    text = markdown(rows, corr, command=cmd, seeds=a.seeds, wall=time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    if SYNTHETIC in tasks:
+        text = markdown(rows, correlations(rows), command=cmd, seeds=a.seeds, wall=wall)
+    else:
+        text = f"Written by `{cmd}` (this invocation {wall:.0f} s; public tasks only)."
+    text = "\n\n".join([text, *blocks, _plot_line(all_rows, report=a.report)])
     put_section(a.report, SECTION, text)
     print(text)
     return 0
