@@ -3,9 +3,9 @@
 The quality suite (`benchmarks.quality`) regenerates BENCHMARKS.md as a whole and keeps its
 speed and reproduction sections; the speed suite (`benchmarks.speed`) replaces one speed
 section per machine (e.g. `speed-h100`) and each reproduction script
-(`benchmarks.reproduce.NAME`) its section `reproduce-NAME`, `benchmarks.shift_gain` the
-section `shift-gain` and `benchmarks.validators` the section `validators`. All use the rules
-here, so none overwrites another's.
+(`benchmarks.reproduce.NAME`) its section `reproduce-NAME`; `benchmarks.shift_gain`,
+`benchmarks.validators` and `benchmarks.large_data` write the sections `shift-gain`,
+`validators` and `large-data`. All use the rules here, so none overwrites another's.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def is_reproduce_section(name: str) -> bool:
     return re.fullmatch(r"reproduce-[\w.-]+", name) is not None
 
 
-OTHER_SECTIONS = ("shift-gain", "validators")  # benchmarks.shift_gain, benchmarks.validators
+OTHER_SECTIONS = ("shift-gain", "validators", "large-data")  # their scripts: benchmarks.NAME
 
 
 def is_kept_section(name: str) -> bool:
