@@ -6,7 +6,7 @@
    (kept and reused: generating is timed once).
 2. A fresh process loads it (`transferjax.data.columnar.load_pair`, every column read by the
    `Interactions` checks) and builds the cold-start split (beta 0.2). Reported: the wall time of
-   each, the process's peak RSS after each (`getrusage`, touched file pages included), and the
+   each, the process's peak RSS after each (VmHWM, touched file pages included), and the
    bytes of the loaded arrays, so that memory can be read against the data's own size.
 3. A delimited file of `--csv-rows` rows (the pair's source rows with raw person and item ids)
    is read by `load_csv` into memory, and in another fresh process converted once into the
@@ -48,6 +48,16 @@ def sizes(rows: int) -> dict:
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM of /proc/self/status (Linux), which
+    starts afresh at exec; `getrusage`'s ru_maxrss does not (it keeps the parent's peak at
+    fork), so it is only the fallback elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -142,7 +152,7 @@ def markdown(res: dict, *, command: str) -> str:
     gen = f"; generated in {res['generate_s']:.0f} s" if "generate_s" in res else ""
     lines = [
         f"Written by `{command}`{gen}. Sizes: `{json.dumps(res['sizes'])}`. Peak RSS is the "
-        "process's (`getrusage`), Python, numpy and transferjax's imports included "
+        "process's (VmHWM), Python, numpy and transferjax's imports included "
         f"({p['rss_start_mb']:.0f} MB before loading).",
         "",
         "| step | rows | wall s | peak RSS MB | arrays MB (user, item, rating) |",

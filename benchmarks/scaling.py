@@ -27,6 +27,7 @@ on the synthetic generator (`--users` overlapping users; the experiment
 
 On a CPU the N fake devices share the same cores: step times there show the cost of the
 all-reduces and of splitting, not a speed-up. A GPU or TPU machine gives the real figures.
+The memory of loading a 100M-interaction pair is measured by `benchmarks.large_data`.
 
     python -m benchmarks.scaling                       # 1, 2, 4 devices; JSON to stdout
     python -m benchmarks.scaling --devices 1,8 --users 20000 --epochs 3 --out scaling.json
