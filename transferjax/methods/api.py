@@ -93,6 +93,13 @@ def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):
     return optax.inject_hyperparams(makers[name])(learning_rate=lr)
 
 
+def trainer_optimizer(cfg) -> optax.GradientTransformation:
+    """`make_optimizer` with the run's `trainer.optimizer`, `trainer.lr` and
+    `trainer.weight_decay`: the optimizer of a method's stages that train at the run's rate."""
+    tc = cfg.trainer
+    return make_optimizer(tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay)
+
+
 @dataclasses.dataclass(frozen=True)
 class Scorer:
     """How a trained method scores target items.

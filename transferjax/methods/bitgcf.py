@@ -82,8 +82,8 @@ from transferjax.methods.api import (
     Stage,
     embedding_scorer,
     hyper_init,
-    make_optimizer,
     selects_ratings,
+    trainer_optimizer,
 )
 from transferjax.methods.registry import register
 from transferjax.models.bitgcf import bitgcf_forward, domain_loss, transfer_pairs
@@ -288,9 +288,7 @@ def build_bitgcf(cfg, split) -> Built:
         examples={"user": tr.user, "item": tr.item, "rating": tr.rating},
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(
-            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-        ),
+        optimizer=trainer_optimizer(cfg),
         select=True,
     )
     src = split.source_train

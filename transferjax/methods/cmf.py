@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.config import PROBABILITY, section, setting
-from transferjax.methods.api import Built, Represent, Scorer, Stage, hyper_init, make_optimizer
+from transferjax.methods.api import Built, Represent, Scorer, Stage, hyper_init, trainer_optimizer
 from transferjax.methods.mf import mf_loss_kind
 from transferjax.methods.registry import register
 from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
@@ -261,9 +261,7 @@ def build_cmf(cfg, split) -> Built:
             neg_items=p.get("neg_items"),
         )
 
-    opt = make_optimizer(
-        cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-    )
+    opt = trainer_optimizer(cfg)
     step = None
     if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.models.sparse)
         opt = make_sparse_optimizer(cfg.trainer.optimizer, lr=cfg.trainer.lr)

@@ -97,7 +97,7 @@ from transferjax.methods.api import (
     Stage,
     embedding_scorer,
     hyper_init,
-    make_optimizer,
+    trainer_optimizer,
 )
 from transferjax.methods.registry import register
 from transferjax.models.disencdr import DOMS, bce_terms, disencdr_forward, disencdr_init
@@ -275,9 +275,7 @@ def build_disencdr(cfg, split) -> Built:
         examples=examples,
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(
-            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-        ),
+        optimizer=trainer_optimizer(cfg),
         select=True,
     )
     tr = split.target_train

@@ -26,8 +26,8 @@ from transferjax.methods.api import (
     Represent,
     Stage,
     hyper_init,
-    make_optimizer,
     own_or_fallback,
+    trainer_optimizer,
 )
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_scorer
 from transferjax.methods.registry import register
@@ -118,9 +118,7 @@ def build_emcdr(cfg, split) -> Built:
         examples={"src": split.warm_pairs[:, 0], "tgt": split.warm_pairs[:, 1]},
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(
-            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-        ),
+        optimizer=trainer_optimizer(cfg),
         select=True,
     )
 

@@ -55,8 +55,8 @@ from transferjax.methods.api import (
     Stage,
     embedding_scorer,
     hyper_init,
-    make_optimizer,
     selects_ratings,
+    trainer_optimizer,
 )
 from transferjax.methods.mf import known_users
 from transferjax.methods.registry import register
@@ -165,9 +165,7 @@ def build_lightgcn(cfg, split) -> Built:
         examples={"user": tr.user, "item": tr.item, "rating": tr.rating},
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(
-            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-        ),
+        optimizer=trainer_optimizer(cfg),
         select=True,
     )
     data = {

@@ -49,8 +49,8 @@ from transferjax.methods.api import (
     Scorer,
     Stage,
     hyper_init,
-    make_optimizer,
     selects_ratings,
+    trainer_optimizer,
 )
 from transferjax.methods.cmf import joint_user_index
 from transferjax.models.pointwise import pointwise_loss, positive_index
@@ -231,9 +231,7 @@ def build_pointwise(cfg, split, model: PointwiseModel, *, layout, loss, n_neg, t
         examples={"user": tgt.user, "item": tgt.item, "rating": tgt.rating},
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(
-            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-        ),
+        optimizer=trainer_optimizer(cfg),
         select=True,
     )
     return Built(

@@ -40,8 +40,8 @@ from transferjax.methods.api import (
     Represent,
     Stage,
     hyper_init,
-    make_optimizer,
     own_or_fallback,
+    trainer_optimizer,
 )
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_loss_kind, mf_scorer
 from transferjax.methods.registry import register
@@ -211,9 +211,7 @@ def build_ptupcdr(cfg, split) -> Built:
         examples=warm_rows(split),
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(
-            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-        ),
+        optimizer=trainer_optimizer(cfg),
         select=True,
     )
 

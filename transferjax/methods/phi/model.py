@@ -50,7 +50,7 @@ from transferjax.methods.api import (
     Stage,
     all_items_pay,
     hyper_init,
-    make_optimizer,
+    trainer_optimizer,
 )
 from transferjax.methods.phi import bags as U
 from transferjax.methods.phi import encoders as PE
@@ -350,7 +350,7 @@ def build_phi(cfg, split, *, objective: str | None = None) -> Built:
     src, tgt = U.joint_rows(split)
     tc = cfg.trainer
     total_steps = tc.epochs * -(-len(src) // min(tc.batch_size, len(src)))
-    opt = make_optimizer(tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = trainer_optimizer(cfg)
     loss = lambda params, batch, k: model.loss(params, batch, k, total_steps=total_steps)
     stage = Stage(
         name="phi",
