@@ -46,6 +46,8 @@ METHOD_SETTINGS = {
     "bitgcf": ["trainer.batch_size=1024"],
     # DisenCDR's official budget (`train_rec.py`: batch 1024, 50 epochs; Adam at 1e-3)
     "disencdr": ["trainer.batch_size=1024", "trainer.epochs=50", "trainer.lr=1e-3"],
+    # CDRIB's official budget (`train_rec.py`: batch 1024, 100 epochs; Adam at 1e-3)
+    "cdrib": ["trainer.batch_size=1024", "trainer.epochs=100", "trainer.lr=1e-3"],
 }
 
 
@@ -137,7 +139,7 @@ def suite(*, quick: bool) -> list[Task]:
     its runs); the full suite adds every alignment objective, the intermediate shifts, ML-1M
     at three betas, CDRIB both ways, DisenCDR Sport <-> Phone both ways and ML-1M -> ML-100k,
     and the graph methods (LightGCN, BiTGCF) on Douban, CDRIB, DisenCDR and ML-100k; DisenCDR
-    itself on its Sport <-> Phone tasks."""
+    itself on its Sport <-> Phone tasks, CDRIB itself on its Game <-> Video tasks."""
     if quick:
         return [
             _rating(
@@ -167,7 +169,7 @@ def suite(*, quick: bool) -> list[Task]:
             name=f"cdrib_{src}_{tgt}",
             experiment="cdrib_video_game.py",
             overrides=(f"data.target={tgt}", "eval.ranking=both", "eval.ks=1,5,10"),
-            methods=RANKING_METHODS + GRAPH,
+            methods=RANKING_METHODS + GRAPH + ("cdrib",),
             metrics=RANKING,
         )
         for src, tgt in (("video", "game"), ("game", "video"))

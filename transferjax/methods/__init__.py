@@ -11,6 +11,8 @@ Importing this package registers the built-in methods and their config sections:
   step and scorer);
 - `bitgcf`: BiTGCF, per-domain graph layers with a bi-directional transfer of the shared
   users or items;
+- `cdrib`: CDRIB, per-domain variational graph encoders, overlapping users reconstructed from
+  the other domain and a contrastive critic (cold-start);
 - `disencdr`: DisenCDR, domain-shared and domain-specific variational graph encoders with
   their KL regularisers, trained on both domains;
 - `lightgcn`: LightGCN, the target-only graph baseline;
@@ -24,6 +26,7 @@ The contract between a method and the trainer is `transferjax.methods.api`; the 
 from transferjax.methods import (
     baselines,
     bitgcf,
+    cdrib,
     cmf,
     conet,
     disencdr,
@@ -44,6 +47,7 @@ __all__ = [
     "available",
     "baselines",
     "bitgcf",
+    "cdrib",
     "cmf",
     "conet",
     "disencdr",

@@ -1,6 +1,9 @@
-"""DisenCDR's variational bipartite graph encoders (VBGE) over sparse edge lists, as the
-official code computes them (github.com/cjx96/DisenCDR at 4e6d60b: `model/GCN.py`,
+"""DisenCDR's (and CDRIB's) variational bipartite graph encoders (VBGE) over sparse edge lists,
+as the official code computes them (github.com/cjx96/DisenCDR at 4e6d60b: `model/GCN.py`,
 `model/singleVBGE.py`, `model/crossVBGE.py`); the formulas are in `transferjax.models.disencdr`.
+CDRIB's `model/VBGE.py` (github.com/cjx96/CDRIB at bd98945) has the same single-domain layers
+and keeps every layer's output (`specific_encoder(..., all_layers=True)`,
+`transferjax.models.cdrib`).
 
 Each domain's graph is two row-normalised matrices, UV (users x items, 1 / deg_u per training
 row) and VU (items x users, 1 / deg_i), kept as one edge list (`row_normalized_edges`); a
@@ -90,11 +93,13 @@ def _layers(p: dict) -> list:
     return [p[f"layer_{k}"] for k in range(len(p) - 1)] + [p["last"]]
 
 
-def specific_encoder(p, u, v, g, *, alpha, drop_rate=0.0, key=None):
+def specific_encoder(p, u, v, g, *, alpha, drop_rate=0.0, key=None, all_layers=False):
     """`singleVBGE.forward`: ((mu_u, ls_u) f32[n_users, d], (mu_v, ls_v) f32[n_items, d]),
-    dropout on u and v before every layer (with key)."""
+    dropout on u and v before every layer (with key). With `all_layers`, the list of every
+    layer's (u, v) outputs, the last layer's ((mu_u, ls_u), (mu_v, ls_v)) at the end (CDRIB's
+    `VBGE` concatenates them)."""
     n_users, n_items = u.shape[0], v.shape[0]
-    layers = _layers(p)
+    layers, outs = _layers(p), []
     for k, lp in enumerate(layers):
         ku, kv = (None, None) if key is None else jax.random.split(jax.random.fold_in(key, k))
         u, v = dropout(u, drop_rate, ku), dropout(v, drop_rate, kv)
@@ -103,7 +108,8 @@ def specific_encoder(p, u, v, g, *, alpha, drop_rate=0.0, key=None):
             user_half(lp, u, g, n_users, n_items, alpha, last),
             item_half(lp, v, g, n_users, n_items, alpha, last),
         )
-    return u, v
+        outs.append((u, v))
+    return outs if all_layers else (u, v)
 
 
 def share_encoder(p, u, g, n_items: int, *, alpha, drop_rate=0.0, key=None):
