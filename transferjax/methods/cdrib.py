@@ -61,7 +61,7 @@ from transferjax.methods.api import (
     Stage,
     embedding_scorer,
     hyper_init,
-    make_optimizer,
+    trainer_optimizer,
 )
 from transferjax.methods.registry import register
 from transferjax.models.cdrib import DOMS, cdrib_draws, cdrib_forward, cdrib_init, cdrib_loss, swap
@@ -202,9 +202,7 @@ def build_cdrib(cfg, split) -> Built:
         examples=examples,
         epochs=cfg.trainer.epochs,
         batch_size=cfg.trainer.batch_size,
-        optimizer=make_optimizer(
-            cfg.trainer.optimizer, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-        ),
+        optimizer=trainer_optimizer(cfg),
         select=True,
     )
     data = {
