@@ -322,7 +322,7 @@ def _same_data(folder: pathlib.Path, cfg, cache: dict) -> bool:
     loader, filter or protocol never leaves a stale cell in the report. `cache`: fingerprints
     by data and protocol settings, so each split is built once."""
     from transferjax.data.registry import build_dataset, build_split
-    from transferjax.train.run import split_fingerprint
+    from transferjax.train.outputs import split_fingerprint
 
     rec = folder / "fingerprint.json"
     if not rec.exists():

@@ -401,7 +401,7 @@ def our_counts(split) -> dict:
 def _ours_json(scratch: pathlib.Path, cfg, seed: int) -> pathlib.Path:
     """Where one seed of ours is kept: named by the config's hash, so that a changed
     experiment file or override is trained anew instead of reusing a stale result."""
-    from transferjax.train.run import config_hash
+    from transferjax.train.outputs import config_hash
 
     return scratch / "ours" / f"{cfg.method}-{config_hash(cfg)}-seed{seed}.json"
 

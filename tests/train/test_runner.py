@@ -21,6 +21,7 @@ from transferjax.errors import RunFolderError
 from transferjax.methods.mf import MFConfig
 from transferjax.train import run as R
 from transferjax.train.evaluate import make_evaluate
+from transferjax.train.files import write_json
 from transferjax.train.trainer import make_train
 
 SMALL = C.SyntheticConfig(
@@ -264,7 +265,7 @@ def test_seeds_on_threads_equal_seeds_one_after_another(split, tmp_path):
 
 def test_write_json_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "m.json"
-    R.write_json(path, {"a": 1})
+    write_json(path, {"a": 1})
 
     def boom(obj, f, **kw):
         f.write('{"a": ')
@@ -272,7 +273,7 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(json, "dump", boom)  # as transferjax.train.files calls it
     with pytest.raises(KeyboardInterrupt):
-        R.write_json(path, {"a": 2})
+        write_json(path, {"a": 2})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 

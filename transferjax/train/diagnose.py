@@ -37,8 +37,8 @@ from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
 from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
 from transferjax.train.files import write_json
+from transferjax.train.outputs import split_fingerprint
 from transferjax.train.result import trial_view
-from transferjax.train.run import split_fingerprint
 from transferjax.train.trainer import stage_shapes
 
 DIAGNOSTICS = "diagnostics.json"

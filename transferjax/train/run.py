@@ -22,19 +22,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import hashlib
 import os
 import pathlib
-import platform
-import subprocess
 import threading
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from transferjax import __version__
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DivergenceError
@@ -42,57 +37,10 @@ from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
 from transferjax.train.distributed import is_multiprocess, is_writer, settle
 from transferjax.train.evaluate import make_evaluate
-from transferjax.train.files import write_json, write_text
-from transferjax.train.mesh import device_names, mesh_sizes
+from transferjax.train.mesh import mesh_sizes
+from transferjax.train.outputs import default_run_dir, split_fingerprint, write_results
 from transferjax.train.trainer import Trainer, make_train
 from transferjax.train.writers import make_writer
-
-
-def config_hash(cfg) -> str:
-    """8 hex digits identifying the resolved config (the default run folder's suffix)."""
-    return hashlib.sha256(C.dumps(cfg).encode()).hexdigest()[:8]
-
-
-def default_run_dir(cfg) -> pathlib.Path:
-    """runs/NAME-METHOD-HASH: the same command maps to the same folder, so a rerun resumes."""
-    return pathlib.Path("runs") / f"{cfg.name}-{cfg.method}-{config_hash(cfg)}"
-
-
-def split_fingerprint(split) -> str:
-    """sha256 over the arrays a run trains and evaluates on."""
-    h = hashlib.sha256()
-    for inter in (split.source_train, split.target_train):
-        h.update(inter.fingerprint().encode())
-    for part in (split.valid, split.test):
-        for a in (part.pairs, part.row, part.item, part.rating):
-            h.update(np.ascontiguousarray(a).tobytes())
-        if part.negatives is not None:
-            h.update(np.ascontiguousarray(part.negatives).tobytes())
-        if part.exclude is not None:  # no bytes when no row is excluded (cold-start users)
-            for a in (part.exclude.user, part.exclude.item):
-                h.update(np.ascontiguousarray(a).tobytes())
-    h.update(np.ascontiguousarray(split.warm_pairs).tobytes())
-    return h.hexdigest()
-
-
-def git_commit() -> str | None:
-    """The commit of the code that ran, recorded only when the package sits at the top of a git
-    checkout (`transferjax/` beside `.git`, as in an editable install); None otherwise (an
-    installed copy, even one inside some other repository, or no git), without an error."""
-    root = pathlib.Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():  # a folder, or a file in a git worktree
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def use_vmap(cfg, split) -> bool:
@@ -117,69 +65,6 @@ def use_vmap(cfg, split) -> bool:
     if cfg.trainer.vmap == "on" or split_trials:
         return True
     return jax.default_backend() != "cpu"
-
-
-def _fmt(metrics: dict, keys) -> str:
-    return "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
-
-
-SUMMARY_KEYS = (
-    "mae",
-    "rmse",
-    "hr@10",
-    "ndcg@10",
-    "mrr",
-    "full_hr@10",
-    "full_ndcg@10",
-    "full_recall@10",
-    "full_mrr",
-)
-
-
-def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
-    lines = [
-        f"transferjax {__version__}  {cfg.name}  method={cfg.method}  data={split.data.name}  "
-        f"protocol={split.protocol}  seeds={list(seeds)}"
-    ]
-    for seed, r in zip(seeds, results):
-        best = r.best
-        if best is None:
-            lines.append(f"seed {seed}: FAILED: {r.failure['message']}")
-            continue
-        keys = [k for k in SUMMARY_KEYS if k in best["valid"]]
-        lines += [
-            f"seed {seed}: selected stage={best['stage']} epoch={best['epoch']} "
-            f"by valid {r.select_metric}",
-            f"  valid  {_fmt(best['valid'], keys)}",
-            f"  test   {_fmt(best['test'], keys)}",
-        ]
-    ok = [r for r in results if r.best is not None]
-    if len(ok) > 1:
-        keys = [k for k in SUMMARY_KEYS if k in ok[0].best["test"]]
-        arr = {k: np.array([r.best["test"][k] for r in ok]) for k in keys}
-        lines.append(
-            "  test mean +/- std: "
-            + "  ".join(f"{k}={v.mean():.4f}+/-{v.std(ddof=1):.4f}" for k, v in arr.items())
-            + (f"  (over {len(ok)} seeds; failed seeds left out)" if len(ok) < len(results) else "")
-        )
-    r0 = results[0]
-    lines.append(
-        f"wall {wall:.1f}s (train {train_s:.1f}s, "
-        f"compile {max(r.compile_time for r in results):.1f}s)"
-        + (f", resumed from checkpoint {r0.resumed_from}" if r0.resumed_from else "")
-    )
-    return "\n".join(lines)
-
-
-def _seed_entry(seed, r) -> dict:
-    return {
-        "seed": seed,
-        "status": r.status,
-        **({"failure": r.failure} if r.failure is not None else {}),
-        "select_metric": r.select_metric,
-        "selected": None if r.best is None else {"index": r.selected, **r.best},
-        "history": r.history,
-    }
 
 
 def _prefixed(writer, prefix: str, step: int, values: dict) -> None:
@@ -287,67 +172,6 @@ def seed_workers(cfg, n_seeds: int) -> int:
     return max(1, min(w, n_seeds))
 
 
-def write_results(
-    out: pathlib.Path, cfg, split, results, *, vmapped: bool, t_data: float, wall: float
-) -> dict:
-    """Writes metrics.json, manifest.json and summary.txt (on process 0 of a multi-process
-    run; the others write nothing); returns the metrics dict."""
-    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    train_s = results[0].train_time if vmapped else sum(r.train_time for r in results)
-    common = {
-        "method": cfg.method,
-        "dataset": split.data.name,
-        "protocol": split.protocol,
-        "protocol_info": {
-            k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-            for k, v in split.info.items()
-        },
-        "timing": {
-            "data_s": t_data,
-            "train_s": train_s,
-            "compile_s": max(r.compile_time for r in results),
-            "wall_s": wall,
-        },
-        "version": __version__,
-        "status": "ok" if all(r.status == "ok" for r in results) else "failed",
-    }
-    if len(seeds) == 1:
-        metrics = {**common, **_seed_entry(seeds[0], results[0])}
-    else:
-        metrics = {**common, "seeds": [_seed_entry(s, r) for s, r in zip(seeds, results)]}
-    text = summary(cfg, results, split, seeds, wall, train_s) + f"\nrun folder: {out}"
-    metrics["_summary"] = text
-    if not is_writer():
-        return metrics
-    write_json(out / "metrics.json", metrics)
-    write_json(
-        out / "manifest.json",
-        {
-            "config": C.to_dict(cfg),
-            "version": __version__,
-            "git_commit": git_commit(),
-            "data_fingerprint": split_fingerprint(split),
-            "seeds": seeds,
-            "vmapped_seeds": vmapped,
-            "seed_workers": 1 if vmapped else seed_workers(cfg, len(seeds)),
-            "devices": device_names(),
-            "mesh": mesh_sizes(cfg.trainer.mesh),
-            "backend": jax.default_backend(),
-            "host": platform.node(),
-            "processes": jax.process_count(),
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "wall_s": wall,
-            "train_s": train_s,
-            "compile_s": max(r.compile_time for r in results),
-            "data_s": t_data,
-            "resumed_from": results[0].resumed_from,
-        },
-    )
-    write_text(out / "summary.txt", text + "\n")
-    return metrics
-
-
 def take_folder(held: contextlib.ExitStack, out: pathlib.Path, *, writes, fresh, echo) -> None:
     """The writing process locks `out` into `held` (and moves a used folder aside when
     `fresh`); in a multi-process run the others wait until it did, and all stop when it could
@@ -414,7 +238,14 @@ def run(
         finally:
             writer.close()
         metrics = write_results(
-            out, cfg, split, results, vmapped=vmapped, t_data=t_data, wall=time.perf_counter() - t0
+            out,
+            cfg,
+            split,
+            results,
+            vmapped=vmapped,
+            workers=1 if vmapped else seed_workers(cfg, cfg.seeds),
+            t_data=t_data,
+            wall=time.perf_counter() - t0,
         )
         if writes:
             F.record(out, cfg, data=data, state=state)

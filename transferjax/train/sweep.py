@@ -38,16 +38,16 @@ from transferjax.errors import DivergenceError
 from transferjax.methods.registry import get_method
 from transferjax.train import folder as F
 from transferjax.train.distributed import is_writer
+from transferjax.train.files import write_json
+from transferjax.train.outputs import split_fingerprint, write_results
 from transferjax.train.result import lower_is_better
 from transferjax.train.run import (
     build_trainer,
-    split_fingerprint,
+    seed_workers,
     take_folder,
     train_seeds,
     trials_per_call,
     use_vmap,
-    write_json,
-    write_results,
 )
 from transferjax.train.trainer import LR_KEYS
 from transferjax.train.writers import make_writer
@@ -170,7 +170,14 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo, writes: bool = T
                 F.record(pdir, cfgs[i], data=data, state=None)
             vmapped = use_vmap(cfgs[i], split) or len(idx) > 1
             write_results(
-                pdir, cfgs[i], split, results[i], vmapped=vmapped, t_data=t_data, wall=wall
+                pdir,
+                cfgs[i],
+                split,
+                results[i],
+                vmapped=vmapped,
+                workers=1 if vmapped else seed_workers(cfgs[i], cfgs[i].seeds),
+                t_data=t_data,
+                wall=wall,
             )
     report = _report(space, pts, results, random=random, sample_seed=sample_seed)
     report["wall_s"] = time.perf_counter() - t0
