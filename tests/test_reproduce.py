@@ -424,3 +424,18 @@ def test_recbole_bitgcf_gets_their_settings(tmp_path):
     short = R.their_config(tmp_path, "BiTGCF", 'train_epochs: ["BOTH:1"]\nn_layers: 3')
     cfg, _ = R.our_config("bitgcf", theirs=short)
     assert (cfg.trainer.epochs, cfg.bitgcf.n_layers) == (1, 3)
+
+
+def test_ptupcdr_ours_is_the_quality_suites_douban_cell():
+    """The reproduction trains exactly the quality table's ptupcdr cell (its task settings
+    included), so the two report the same model."""
+    from benchmarks import quality as Q
+    from transferjax import config as C
+
+    (task,) = [t for t in Q.suite(quick=False) if t.name == "douban_book_music"]
+    want = C.to_dict(Q.task_config(task, "ptupcdr", seeds=1))
+    got = C.to_dict(P.our_config())
+    for k in ("name", "seeds"):
+        want.pop(k), got.pop(k)
+    assert got == want
+    assert got["mf"]["sparse"] is True

@@ -442,6 +442,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     from transferjax.data.registry import _root, build_dataset, build_split
+    from transferjax.train.outputs import config_hash
 
     scratch = pathlib.Path(args.scratch)
     seeds = list(range(1 if args.quick else args.seeds))
@@ -479,10 +480,11 @@ def main(argv=None) -> int:
                 files = check_files(src, _root(cfg.data.path, "cdrib_game_video"))
             per_seed = []
             for s in seeds if method == "emcdr" else [0]:
+                # named by the config's hash: changed settings are trained anew, not reused
                 saved = (
                     scratch
                     / ("quick" if args.quick else "full")
-                    / f"{target}-{method}-seed{s}.json"
+                    / f"{target}-{method}-{config_hash(cfg)}-seed{s}.json"
                 )
                 got = K.load_json(saved)
                 if got is None:
