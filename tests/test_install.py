@@ -110,13 +110,14 @@ def test_non_editable_install_runs_the_default_outside_the_checkout(tmp_path):
 
 
 def test_no_library_module_locates_files_through_its_own_path():
-    """Only `train/run.py` reads `__file__`: to record the commit of a git checkout it sits in."""
+    """Only `train/outputs.py` reads `__file__`: to record the commit of a git checkout it sits
+    in."""
     users = sorted(
         str(p.relative_to(REPO))
         for p in (REPO / "transferjax").rglob("*.py")
         if re.search(r"\b__file__\b", p.read_text(encoding="utf-8"))
     )
-    assert users == ["transferjax/train/run.py"]
+    assert users == ["transferjax/train/outputs.py"]
 
 
 def test_datasets_root_is_the_environment_or_relative_to_the_working_directory(
