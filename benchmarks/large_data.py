@@ -23,6 +23,7 @@ import argparse
 import json
 import pathlib
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -137,8 +138,6 @@ def measure(*, rows: int, csv_rows: int, folder: pathlib.Path, echo=print) -> di
     echo("reading the TSV into memory")
     res["csv_memory"] = _child("csv", str(tsv))
     cache = folder.parent / f"{folder.name}-cache"
-    import shutil
-
     shutil.rmtree(cache, ignore_errors=True)
     echo("converting the TSV into the columnar cache")
     res["csv_convert"] = _child("csv", str(tsv), str(cache))

@@ -43,21 +43,14 @@ import sys
 import time
 
 from benchmarks import quality as Q
-from benchmarks.gain_cells import (  # noqa: F401 (re-exported: the analysis' public names)
-    TARGET_ONLY,
+from benchmarks.gain_cells import (
     _diagnose,
     _measures,
-    _test_metric,
     _test_rmse,
     collect_public,
     correlations,
-    finished,
     gain_metric,
-    public_methods,
     public_task,
-    spearman,
-    t_pvalue,
-    transfer_gain,
 )
 from benchmarks.sections import OTHER_SECTIONS, put_section
 from transferjax.diagnostics import MEASURES

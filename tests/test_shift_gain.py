@@ -8,23 +8,24 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks import gain_cells as G
 from benchmarks import quality as Q
 from benchmarks import shift_gain as S
 
 
 def test_spearman_against_ranks_and_t():
     x = [1.0, 2.0, 3.0, 4.0, 5.0]
-    rho, p = S.spearman(x, [10, 20, 30, 40, 50])
+    rho, p = G.spearman(x, [10, 20, 30, 40, 50])
     assert rho == pytest.approx(1.0) and p < 1e-12
-    rho, p = S.spearman(x, [5, 6, 7, 9, 8])  # ranks 1 2 3 5 4: d^2 sum 2 -> 1 - 6*2/120
+    rho, p = G.spearman(x, [5, 6, 7, 9, 8])  # ranks 1 2 3 5 4: d^2 sum 2 -> 1 - 6*2/120
     assert rho == pytest.approx(0.9)
     t = 0.9 * math.sqrt(3 / (1 - 0.81))
-    assert p == pytest.approx(S.t_pvalue(t, 3))
-    rho, _ = S.spearman([1, 2, 2, 3], [4, 3, 3, 1])  # ties take average ranks
+    assert p == pytest.approx(G.t_pvalue(t, 3))
+    rho, _ = G.spearman([1, 2, 2, 3], [4, 3, 3, 1])  # ties take average ranks
     rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([4, 2.5, 2.5, 1])
     assert rho == pytest.approx(np.corrcoef(rx, ry)[0, 1])
-    assert all(math.isnan(v) for v in S.spearman([1, 2], [1, 2]))
-    assert all(math.isnan(v) for v in S.spearman([1, 1, 1], [1, 2, 3]))
+    assert all(math.isnan(v) for v in G.spearman([1, 2], [1, 2]))
+    assert all(math.isnan(v) for v in G.spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_correlations_pool_and_split_by_method():
@@ -33,7 +34,7 @@ def test_correlations_pool_and_split_by_method():
         for s, c in ((0, 0.9), (45, 0.5), (90, 0.1))
         for m, g, v in (("a", 1 - s / 90, 1 - s / 90), ("b", 0.5 - s / 90, s / 90))
     ]
-    got = {(k, m): (r, n) for k, m, r, _, n in S.correlations(rows)}
+    got = {(k, m): (r, n) for k, m, r, _, n in G.correlations(rows)}
     assert got[("interest", "cosine")][1] == 6
     assert got[("model (a)", "cosine")] == (pytest.approx(1.0), 3)
     assert got[("model (b)", "cosine")] == (pytest.approx(-1.0), 3)
@@ -66,14 +67,14 @@ def test_gain_metric_per_task_kind():
     rating = Q.Task(name="r", experiment="x.py")
     ranking = Q.Task(name="k", experiment="x.py", metrics=Q.RANKING)
     full = Q.Task(name="f", experiment="x.py", metrics=("full_recall@10", "full_ndcg@10"))
-    assert S.gain_metric(rating) == ("rmse", -1.0)
-    assert S.gain_metric(ranking) == ("ndcg@10", 1.0)
-    assert S.gain_metric(full) == ("full_ndcg@10", 1.0)
+    assert G.gain_metric(rating) == ("rmse", -1.0)
+    assert G.gain_metric(ranking) == ("ndcg@10", 1.0)
+    assert G.gain_metric(full) == ("full_ndcg@10", 1.0)
     with pytest.raises(ValueError, match="neither"):
-        S.gain_metric(Q.Task(name="m", experiment="x.py", metrics=("mae",)))
+        G.gain_metric(Q.Task(name="m", experiment="x.py", metrics=("mae",)))
     # > 0 means the method did better than target-only MF, in both directions of metric
-    assert S.transfer_gain(0.90, 0.85, sign=-1.0) == pytest.approx(0.05)
-    assert S.transfer_gain(0.30, 0.25, sign=1.0) == pytest.approx(-0.05)
+    assert G.transfer_gain(0.90, 0.85, sign=-1.0) == pytest.approx(0.05)
+    assert G.transfer_gain(0.30, 0.25, sign=1.0) == pytest.approx(-0.05)
 
 
 @pytest.mark.parametrize(
@@ -88,11 +89,11 @@ def test_public_gain_from_metrics_json(tmp_path, metrics, mf, method, gain):
     task = Q.Task(name="t", experiment="x.py", methods=("mf", "cmf"), metrics=metrics)
     _metrics(tmp_path / "t" / "mf", **mf)
     _metrics(tmp_path / "t" / "cmf", **method)
-    rows, skipped = S.collect_public(task, runs=tmp_path, measure=_fake_diagnose([]))
+    rows, skipped = G.collect_public(task, runs=tmp_path, measure=_fake_diagnose([]))
     assert skipped == []
     [row] = rows
     assert row["gain"] == pytest.approx(gain)  # (means over the seeds: both shift by 0.01)
-    assert row["metric"] == S.gain_metric(task)[0] and row["task"] == "t"
+    assert row["metric"] == G.gain_metric(task)[0] and row["task"] == "t"
     assert row["model"] == {"cosine": pytest.approx(0.91)} and row["interest"] == {"cosine": 0.2}
 
 
@@ -103,7 +104,7 @@ def test_public_reads_only_finished_folders(tmp_path):
         _metrics(tmp_path / "t" / m, rmse=0.9)
     (tmp_path / "t" / "coral" / "ckpt").mkdir(parents=True)  # in progress: no metrics.json
     calls, said = [], []
-    rows, skipped = S.collect_public(
+    rows, skipped = G.collect_public(
         task, runs=tmp_path, measure=_fake_diagnose(calls), echo=said.append
     )
     assert [r["method"] for r in rows] == ["cmf", "emcdr", "phi"]  # not the target-only cells
@@ -113,7 +114,7 @@ def test_public_reads_only_finished_folders(tmp_path):
     assert not (tmp_path / "t" / "coral" / "metrics.json").exists()  # nothing is trained
     # without a finished target-only MF there is no gain to take
     (tmp_path / "t" / "mf" / "metrics.json").unlink()
-    rows, skipped = S.collect_public(task, runs=tmp_path, measure=_fake_diagnose([]))
+    rows, skipped = G.collect_public(task, runs=tmp_path, measure=_fake_diagnose([]))
     assert rows == [] and skipped[0] == "cmf (target-only mf: in progress)"
 
 
@@ -122,8 +123,8 @@ def test_public_block_correlates_model_measures_only(tmp_path):
     _metrics(tmp_path / "t" / "mf", rmse=0.9)
     for m, r in (("cmf", 0.8), ("emcdr", 0.85), ("phi", 0.95)):  # gain falls with the cosine
         _metrics(tmp_path / "t" / m, rmse=r)
-    rows, skipped = S.collect_public(task, runs=tmp_path, measure=_fake_diagnose([]))
-    corr = S.correlations(rows, kinds=("model",), per_method=False)
+    rows, skipped = G.collect_public(task, runs=tmp_path, measure=_fake_diagnose([]))
+    corr = G.correlations(rows, kinds=("model",), per_method=False)
     assert [(k, m, n) for k, m, _, _, n in corr] == [("model", "cosine", 3)]
     assert corr[0][2] == pytest.approx(1.0)
     text = S.public_markdown(task, rows, corr, skipped=skipped)

@@ -28,16 +28,13 @@ gradient or updated parameter differs by more than `--tol`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 
+from benchmarks.reproduce import common as K
 from benchmarks.reproduce.cdrib_eval import OFFICIAL
 
 EMB = ("source_user", "source_item", "target_user", "target_item")
@@ -179,22 +176,12 @@ def _official_params_like(tree, p) -> list:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", help="a checkout or bare mirror to clone from")
-    ap.add_argument("--scratch", default="runs/reproduce/cdrib")
-    ap.add_argument("--tol", type=float, default=1e-10)
-    # set by the parent for the child that has the official checkout on its PYTHONPATH
-    ap.add_argument("--official-on-path", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = K.equal_args(__doc__, scratch="runs/reproduce/cdrib", argv=argv)
     scratch = pathlib.Path(args.scratch)
     if not args.official_on_path:  # fetch, then compare in a child that imports the official code
-        from benchmarks.reproduce import common as K
-
-        code = K.fetch(OFFICIAL, scratch / "official", source=args.source)
-        path = os.pathsep.join([str(code / "CDRIB"), os.environ.get("PYTHONPATH", "")])
-        cmd = [sys.executable, "-m", "benchmarks.reproduce.cdrib_equal", *(argv or sys.argv[1:])]
-        cmd += ["--official-on-path"]
-        return subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode
+        return K.rerun_beside_official(
+            OFFICIAL, args, module="benchmarks.reproduce.cdrib_equal", folder="CDRIB", argv=argv
+        )
     ok = True
     for critic in ("hinge", "bce"):
         for n_layers in (1, 2, 3):

@@ -26,6 +26,7 @@ import math
 import os
 import pathlib
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -58,6 +59,30 @@ def _git(*args, cwd=None) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {out.stderr.strip() or out.stdout.strip()}")
     return out.stdout.strip()
+
+
+def equal_args(doc: str, *, scratch: str, argv=None):
+    """The arguments of a one-step equality check (`benchmarks.reproduce.*_equal`): --source,
+    --scratch (default `scratch`), --tol, and the flag its child process runs with."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--source", help="a checkout or bare mirror to clone from")
+    ap.add_argument("--scratch", default=scratch)
+    ap.add_argument("--tol", type=float, default=1e-10)
+    # set by the parent for the child that has the official checkout on its PYTHONPATH
+    ap.add_argument("--official-on-path", action="store_true", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def rerun_beside_official(official: Official, args, *, module: str, folder: str, argv) -> int:
+    """Fetches `official` into `args.scratch`/official and reruns `python -m module` with its
+    `folder` first on the PYTHONPATH (the official modules import each other top-level), so
+    that neither process edits `sys.path`; returns the child's exit code."""
+    code = fetch(official, pathlib.Path(args.scratch) / "official", source=args.source)
+    path = os.pathsep.join([str(code / folder), os.environ.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", module, *(argv or sys.argv[1:]), "--official-on-path"]
+    return subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode
 
 
 def fetch(official: Official, dest, *, source=None, echo=print) -> pathlib.Path:

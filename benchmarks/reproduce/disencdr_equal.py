@@ -25,11 +25,7 @@ PyTorch. Exits 1 when a loss or gradient differs by more than `--tol`.
 
 from __future__ import annotations
 
-import argparse
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 
@@ -169,20 +165,16 @@ def compare(folder: pathlib.Path, n_layers: int, seed: int = 0) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", help="a checkout or bare mirror to clone from")
-    ap.add_argument("--scratch", default="runs/reproduce/disencdr")
-    ap.add_argument("--tol", type=float, default=1e-10)
-    # set by the parent for the child that has the official checkout on its PYTHONPATH
-    ap.add_argument("--official-on-path", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = K.equal_args(__doc__, scratch="runs/reproduce/disencdr", argv=argv)
     scratch = pathlib.Path(args.scratch)
     if not args.official_on_path:  # fetch, then compare in a child that imports the official code
-        code = K.fetch(OFFICIAL, scratch / "official", source=args.source)
-        path = os.pathsep.join([str(code / "DisenCDR"), os.environ.get("PYTHONPATH", "")])
-        cmd = [sys.executable, "-m", "benchmarks.reproduce.disencdr_equal", *(argv or sys.argv[1:])]
-        cmd += ["--official-on-path"]
-        return subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode
+        return K.rerun_beside_official(
+            OFFICIAL,
+            args,
+            module="benchmarks.reproduce.disencdr_equal",
+            folder="DisenCDR",
+            argv=argv,
+        )
     ok = True
     for n_layers in (1, 2, 3):
         folder = scratch / f"data_{n_layers}"

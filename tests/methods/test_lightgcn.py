@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests import view0
+from tests.methods.graph_checks import jaxpr_shapes
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.lightgcn import LightGCNConfig
@@ -172,18 +173,6 @@ def test_cold_users_get_the_item_baseline(cold_split, loss):
     assert not np.allclose(built.scorer.score_all(v, jnp.asarray([-1]), warm)[0], base)
 
 
-def _shapes(jaxpr):
-    for eqn in jaxpr.eqns:
-        for var in eqn.outvars:
-            yield tuple(getattr(var.aval, "shape", ()))
-        for val in eqn.params.values():
-            for x in val if isinstance(val, (tuple, list)) else (val,):
-                if hasattr(x, "jaxpr") and hasattr(x.jaxpr, "eqns"):
-                    yield from _shapes(x.jaxpr)
-                elif hasattr(x, "eqns"):
-                    yield from _shapes(x)
-
-
 def test_training_step_has_no_users_by_items_array(cold_split):
     built = get_method("lightgcn").build(_cfg(), cold_split)
     (stage,) = built.stages
@@ -198,7 +187,7 @@ def test_training_step_has_no_users_by_items_array(cold_split):
             lambda q: stage.loss({**v, "lightgcn": q}, batch, jax.random.key(0))[0]
         )(part)
 
-    shapes = set(_shapes(jax.make_jaxpr(step)(v["lightgcn"]).jaxpr))
+    shapes = set(jaxpr_shapes(jax.make_jaxpr(step)(v["lightgcn"]).jaxpr))
     assert (n_u, 16) in shapes  # the walk sees the propagation's tables
     bad = {s for s in shapes if n_u in s and n_i in s}
     assert not bad, bad

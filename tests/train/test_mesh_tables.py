@@ -17,7 +17,6 @@ leaves a margin while any real change (a lost row update, another batch) moves t
 or more.
 """
 
-import dataclasses
 import functools
 
 import jax
@@ -28,7 +27,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tests.faults import TINY
+from tests.train.test_mesh import BASE as MESH_BASE
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.eval.ranking import _topk
@@ -38,16 +37,8 @@ from transferjax.train.evaluate import make_evaluate
 from transferjax.train.mesh import make_layout, table_axis, table_spec
 from transferjax.train.trainer import make_train
 
-SYN = dataclasses.replace(TINY, n_items_target=32)
-BASE = C.apply_overrides(
-    C.RunConfig(
-        method="mf",
-        data=C.DataConfig(name="synthetic", synthetic=SYN),
-        protocol=C.ProtocolConfig(beta=0.3, seed=1),
-        trainer=C.TrainerConfig(lr=1e-2, batch_size=64, epochs=2, checkpoint_every=0),
-    ),
-    ["mf.epochs=2", "mf.batch_size=64", "eval.ranking=full"],
-)
+# test_mesh's run, with 32 target items and full ranking over the split item tables
+BASE = C.apply_overrides(MESH_BASE, ["data.synthetic.n_items_target=32", "eval.ranking=full"])
 METHODS = {
     "mf": ("mf", []),
     "mf_sparse": ("mf", ["mf.sparse=true"]),

@@ -36,14 +36,17 @@ BLOCK_BYTES = 8 << 20
 log = logging.getLogger("transferjax.data")
 
 
-def fingerprint(path: str | os.PathLike) -> dict:
-    """{path, size, mtime_ns, sha256} of a file."""
+def fingerprint(path: str | os.PathLike, *, sha256=None) -> dict:
+    """{path, size, mtime_ns, sha256} of a file; `sha256`: a hashlib object that has already
+    read the whole file (the converter hashes the blocks it parses), else the file is read."""
     path = pathlib.Path(path).resolve()
     st = path.stat()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(BLOCK_BYTES):
-            h.update(chunk)
+    h = sha256
+    if h is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(BLOCK_BYTES):
+                h.update(chunk)
     return {
         "path": str(path),
         "size": st.st_size,
@@ -134,6 +137,7 @@ def convert_csv(
     scale = (
         f"{settings}rating_scale={rating_scale[0]:g},{rating_scale[1]:g}" if rating_scale else ""
     )
+    digest = hashlib.sha256()  # of the bytes as the blocks are read: the file is read once
     blocks = _blocks(
         path,
         conv,
@@ -142,6 +146,7 @@ def convert_csv(
         encoding=encoding,
         size=block_bytes,
         setting=f"{settings}encoding",
+        digest=digest,
     )
     files = {c: open(folder / f"{c}.bin", "wb") for c in columns[2:]}  # noqa: SIM115
     try:
@@ -176,17 +181,18 @@ def convert_csv(
         item_ids=dense["item"],
         name=name if name is not None else path.stem,
         notes=sparse_notes(src, user=dense["user"], item=dense["item"]),
-        source=fingerprint(path),
+        source=fingerprint(path, sha256=digest),
     )
 
 
-def _blocks(path, conv, *, sep, header, encoding, size, setting):
+def _blocks(path, conv, *, sep, header, encoding, size, setting, digest):
     """Yields a `Table` per block of whole lines; `first_line` counts lines across blocks."""
     R.check_encoding(encoding)
     src, line, names, pending, n_fields = str(path), 1, None, b"", None
     with open(path, "rb") as f:
         while True:
             data = f.read(size)
+            digest.update(data)
             eof = not data
             buf = pending + data
             cut = len(buf) if eof else buf.rfind(b"\n") + 1

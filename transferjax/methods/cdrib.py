@@ -63,10 +63,10 @@ from transferjax.methods.api import (
     hyper_init,
     trainer_optimizer,
 )
+from transferjax.methods.disencdr import device_arrays, graph_inputs
 from transferjax.methods.registry import register
 from transferjax.models.cdrib import DOMS, cdrib_draws, cdrib_forward, cdrib_init, cdrib_loss, swap
-from transferjax.models.pointwise import positive_index, sample_unseen
-from transferjax.models.vbge import row_normalized_edges
+from transferjax.models.pointwise import sample_unseen
 
 
 @section("cdrib")
@@ -142,10 +142,6 @@ def cdrib_scorer(c) -> Scorer:
     return embedding_scorer(sides, prepare=prepare)
 
 
-def _arrays(d: dict) -> dict:
-    return {k: jnp.asarray(a) for k, a in d.items()}
-
-
 @register("cdrib", traced=CDRIB_TRACED)
 def build_cdrib(cfg, split) -> Built:
     """CDRIB: per-domain variational graph encoders, linked users reconstructed from the other
@@ -205,15 +201,12 @@ def build_cdrib(cfg, split) -> Built:
         optimizer=trainer_optimizer(cfg),
         select=True,
     )
+    graph, positives = graph_inputs(inter)
     data = {
-        "cdrib_graph": {
-            d: _arrays(row_normalized_edges(x.user, x.item, *sizes[d])) for d, x in inter.items()
-        },
-        "cdrib_link": _arrays(link),
+        "cdrib_graph": graph,
+        "cdrib_link": device_arrays(link),
         "cdrib_partner": jnp.asarray(partner),
-        "cdrib_positives": {
-            d: _arrays(positive_index(x.user, x.item, x.n_users)) for d, x in inter.items()
-        },
+        "cdrib_positives": positives,
         "cdrib_scored": jnp.asarray((t.user_counts() > 0) | (partner >= 0)),
         "item_pop": jnp.asarray(t.item_counts(), jnp.float32),
     }

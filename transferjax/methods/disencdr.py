@@ -222,8 +222,23 @@ def _examples(split, joint) -> dict:
     }
 
 
-def _arrays(d: dict) -> dict:
+def device_arrays(d: dict) -> dict:
+    """{k: the array as a device array} of a dict of host arrays."""
     return {k: jnp.asarray(a) for k, a in d.items()}
+
+
+def graph_inputs(inter: dict) -> tuple[dict, dict]:
+    """The variational graph methods' inputs from each domain's training interactions
+    ({domain: Interactions}): ({domain: row-normalised edge lists}, {domain: positive index for
+    negative sampling}), as device arrays."""
+    graph = {
+        d: device_arrays(row_normalized_edges(x.user, x.item, x.n_users, x.n_items))
+        for d, x in inter.items()
+    }
+    positives = {
+        d: device_arrays(positive_index(x.user, x.item, x.n_users)) for d, x in inter.items()
+    }
+    return graph, positives
 
 
 @register("disencdr", traced=DISENCDR_TRACED)
@@ -280,15 +295,12 @@ def build_disencdr(cfg, split) -> Built:
     )
     tr = split.target_train
     scored = (tr.user_counts() > 0) | (joint["ws"][joint["of_tgt"]] > 0)
+    graph, positives = graph_inputs(inter)
     data = {
-        "disencdr_graph": {
-            d: _arrays(row_normalized_edges(x.user, x.item, *sizes[d])) for d, x in inter.items()
-        },
-        "disencdr_joint": _arrays(joint),
+        "disencdr_graph": graph,
+        "disencdr_joint": device_arrays(joint),
         "disencdr_known": known,
-        "disencdr_positives": {
-            d: _arrays(positive_index(x.user, x.item, x.n_users)) for d, x in inter.items()
-        },
+        "disencdr_positives": positives,
         "disencdr_scored": jnp.asarray(scored),
         "item_pop": jnp.asarray(tr.item_counts(), jnp.float32),
     }
