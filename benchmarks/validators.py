@@ -36,8 +36,8 @@ import time
 import numpy as np
 
 from benchmarks import quality as Q
+from benchmarks.gain_cells import spearman
 from benchmarks.sections import OTHER_SECTIONS, put_section
-from benchmarks.shift_gain import spearman
 from transferjax import config as C
 from transferjax.diagnostics.validators import NAMES, metric_name
 from transferjax.train.result import lower_is_better
