@@ -7,10 +7,10 @@ On the ML-1M genre split (cold-start protocol), for each configuration:
              lax.scan of steps of the bag encoder + a sigmoid head instead
 
 it times `make_train` with keys [N] (one vmapped program), N runs with one key each
-(sequential; their median is the 1-seed time), and the N runs spread over threads, one per core,
-as `transferjax run --seeds N` does on a CPU (`run.train_seeds`; checked to give the sequential
-numbers); N = --seeds (8) for the MF configs and --phi-seeds (4) for phi, whose build and
-compile take seconds per seed. Per-epoch times exclude compiles (the trainer's
+(sequential; their median is the 1-seed time), and the N runs spread over threads
+(`run.seed_workers`) as `transferjax run --seeds N` does on a CPU (`run.train_seeds`; checked
+to give the sequential numbers); N = --seeds (8) for the MF configs and --phi-seeds (4) for
+phi, whose build and compile take seconds per seed. Per-epoch times exclude compiles (the trainer's
 Result.train_time / epochs; compile is Result.compile_time, reported apart); the end-to-end
 wall times include them and the evaluations, and each path starts with empty compile caches
 (sequential seeds after the first reuse its programs through the one trainer). Every
@@ -265,7 +265,7 @@ def main(argv=None) -> dict:
         "--threads",
         type=int,
         default=0,
-        help="threads of the threaded path (0: as `transferjax run`, one per core)",
+        help="threads of the threaded path (0: as `transferjax run`, `run.seed_workers`)",
     )
     ap.add_argument("--out", default="benchmarks/results/seeds_vmap.json")
     args = ap.parse_args(argv)

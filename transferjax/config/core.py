@@ -171,7 +171,8 @@ class TrainerConfig:
     vmap: run several seeds as one vmapped program ("on"), one after another ("off"), or
       choose by backend and model size ("auto"; see `transferjax.train.run.use_vmap`).
     workers: seeds that run one after another (not vmapped) are spread over this many
-      threads, each training whole seeds (0: one per CPU core on a CPU backend, 1 elsewhere);
+      threads, each training whole seeds (0: on a CPU backend enough threads that no core idles
+      while seeds are left, `transferjax.train.run.seed_workers`; 1 elsewhere);
       every seed runs the same program either way, so the numbers do not depend on it.
     on_nonfinite: what a diverging trial does (a non-finite training loss, or a non-finite or
       absurd valid/test metric; see `transferjax.train.divergence`): "raise" stops the run

@@ -162,14 +162,27 @@ def train_seeds(
 
 
 def seed_workers(cfg, n_seeds: int) -> int:
-    """Threads for seeds that run one after another: trainer.workers, or (0) one per CPU core
-    on a CPU backend (XLA:CPU runs these small steps on one core) and 1 on an accelerator;
-    always 1 in a multi-process run, whose processes must run their collectives in one order."""
+    """Threads for seeds that run one after another: trainer.workers, or (0) on a CPU backend
+    enough threads that no core idles while seeds are left (XLA:CPU runs these small steps on
+    one core), and 1 on an accelerator; always 1 in a multi-process run, whose processes must
+    run their collectives in one order.
+
+    On a CPU with c cores: one thread per core when the n seeds fill whole rounds of c (n a
+    multiple of c), else r = ceil(n / 2c) rounds of ceil(n / r) threads: 3 seeds on 2 cores
+    take 3 threads sharing them, not 2 and then 1 alone with a core idle; at most 2c seeds hold
+    memory at once. Chosen by `python -m benchmarks.seeds_vmap --threads N`."""
     if is_multiprocess():
         return 1
+    if cfg.trainer.workers:
+        return max(1, min(cfg.trainer.workers, n_seeds))
+    if jax.default_backend() != "cpu" or n_seeds <= 1:
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    w = cfg.trainer.workers or ((cores or 1) if jax.default_backend() == "cpu" else 1)
-    return max(1, min(w, n_seeds))
+    cores = cores or 1
+    if n_seeds <= cores or n_seeds % cores == 0:
+        return min(cores, n_seeds)
+    rounds = -(-n_seeds // (2 * cores))
+    return -(-n_seeds // rounds)
 
 
 def take_folder(held: contextlib.ExitStack, out: pathlib.Path, *, writes, fresh, echo) -> None:

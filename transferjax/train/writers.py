@@ -16,8 +16,8 @@ import threading
 _IMPORT_LOCK = threading.Lock()
 
 
-def _summary_writer_class():
-    """tensorboardX's `SummaryWriter`, imported without PyTorch.
+def _tensorboardx():
+    """tensorboardX's `FileWriter` and `summary.scalar`, imported without PyTorch.
 
     tensorboardX imports torch when it is installed, only to accept torch tensors as values;
     the writers here pass floats. Importing torch costs more than a second of every process's
@@ -26,16 +26,16 @@ def _summary_writer_class():
     tensorboardX takes its numpy-only path); `import torch` works normally afterwards.
     """
     with _IMPORT_LOCK:
-        if "tensorboardX" in sys.modules or "torch" in sys.modules:
-            from tensorboardX import SummaryWriter
+        if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+            sys.modules["torch"] = None  # a None entry makes `import torch` raise ImportError
+            try:
+                import tensorboardX  # noqa: F401
+            finally:
+                del sys.modules["torch"]
+        from tensorboardX import FileWriter
+        from tensorboardX.summary import scalar
 
-            return SummaryWriter
-        sys.modules["torch"] = None  # a None entry makes `import torch` raise ImportError
-        try:
-            from tensorboardX import SummaryWriter
-        finally:
-            del sys.modules["torch"]
-        return SummaryWriter
+        return FileWriter, scalar
 
 
 class Writer:
@@ -54,17 +54,26 @@ class NullWriter(Writer):
 
 
 class TensorBoardWriter(Writer):
-    """Event files under `logdir`, one scalar per key (the event file is opened on the first
-    scalar)."""
+    """Event files under `logdir` (opened on the first call): one event per `scalars` call,
+    holding one summary value per key (tags cleaned as tensorboardX's `add_scalar` cleans them).
+
+    One event per step rather than one per scalar: tensorboardX hands every event to its writer
+    thread through a pickling queue, and an evaluation logs a few hundred metrics at once."""
 
     def __init__(self, logdir: str | os.PathLike):
-        self._logdir, self._w = str(logdir), None
+        self._logdir, self._w, self._scalar = str(logdir), None, None
 
     def scalars(self, step, values):
+        if not values:
+            return
         if self._w is None:
-            self._w = _summary_writer_class()(logdir=self._logdir)
-        for k, v in values.items():
-            self._w.add_scalar(k, float(v), global_step=int(step))
+            file_writer, self._scalar = _tensorboardx()
+            self._w = file_writer(logdir=self._logdir)
+        summaries = [self._scalar(k, float(v)) for k, v in values.items()]
+        summary = summaries[0]
+        for s in summaries[1:]:
+            summary.value.extend(s.value)
+        self._w.add_summary(summary, global_step=int(step))
 
     def close(self):
         if self._w is not None:
