@@ -231,6 +231,25 @@ def test_sweep_rejects_unknown_grid_key(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "cores, want",
+    [
+        (1, [1, 1, 1, 1, 1, 1]),
+        # 3 seeds on 2 cores share them on 3 threads; 4 fill two rounds of 2; 5 take 3 threads
+        (2, [1, 2, 3, 2, 3, 2]),
+        (4, [1, 2, 3, 4, 5, 6]),
+    ],
+)
+def test_seed_workers_leave_no_core_idle_while_seeds_are_left(monkeypatch, cores, want):
+    """The CPU default: one thread per core when the seeds fill whole rounds of the cores,
+    else ceil(n / r) threads over r = ceil(n / 2c) rounds; an explicit trainer.workers wins."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert [R.seed_workers(CFG, n) for n in range(1, 7)] == want
+    assert R.seed_workers(C.override(CFG, "trainer.workers", "2"), 5) == 2
+    if cores == 2:  # bounded: at most 2c seeds at once, in balanced rounds
+        assert [R.seed_workers(CFG, n) for n in (7, 9, 10, 11)] == [4, 3, 2, 4]
+
+
 def test_seeds_on_threads_equal_seeds_one_after_another(split, tmp_path):
     from transferjax.train.writers import JsonlWriter
 
