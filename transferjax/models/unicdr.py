@@ -111,7 +111,8 @@ def floyd_subset(key, n, k, width: int) -> jax.Array:
 
     def body(s, out):
         j = n - k + s
-        t = jnp.minimum(jnp.floor(jax.random.uniform(keys[s]) * (j + 1)).astype(jnp.int32), j)
+        t = jnp.floor(jax.random.uniform(keys[s]) * (j + 1).astype(jnp.float32))
+        t = jnp.minimum(t.astype(jnp.int32), j)
         pick = jnp.where(jnp.any(out == t), j, t)
         return out.at[s].set(jnp.where(s < k, pick, -1))
 
@@ -203,7 +204,7 @@ def critic_loss(p, spec, share, mask, shift) -> jax.Array:
 def draw_shift(key, mask) -> jax.Array:
     """i32[]: r ~ U{1, .., n - 1} for n valid rows (0 when n < 2)."""
     n = jnp.sum(mask.astype(jnp.int32))
-    r = 1 + jnp.floor(jax.random.uniform(key) * (n - 1)).astype(jnp.int32)
+    r = 1 + jnp.floor(jax.random.uniform(key) * (n - 1).astype(jnp.float32)).astype(jnp.int32)
     return jnp.where(n > 1, jnp.minimum(r, n - 1), 0)
 
 
