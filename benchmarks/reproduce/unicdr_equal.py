@@ -19,8 +19,11 @@ negatives as its batch tensors (ids + 1, padding 0 with score -100, the own doma
 return of its `torch.randint`. Then one official step (`item_embedding_select`, the sum of
 both domains' `reconstruct_graph`, backward, Adam) and `jax.value_and_grad` of our
 `unicdr_loss` plus one `optax.adam` step on our gradient plus the weight decay's. Dropout is 0
-on both sides (the two would draw different masks). For the mean and the user_attention
-aggregators.
+on both sides (the two would draw different masks). Then, with the stepped params, every
+user's evaluation scores of all items of its domain: the official `model.eval()` forward
+(`test_max_len` 50 padding, both domains' blocks of `global_item` filled, as its `test_mode`
+builds them) against ours (`user_sides` with the own-domain block "glob_own"), on the same
+drawn contexts. For the mean and the user_attention aggregators.
 
 Run-time patches of the official code (its files are never edited): `torch.Tensor.cuda`
 returns the tensor itself (its critic calls `.cuda(device)` even on CPU); `torch.randint`
@@ -174,12 +177,8 @@ def compare(agg_kind: str, seed: int = 0) -> dict:
             "mask": mask, "shift": draw_shift(k4, mask),
         }  # fmt: skip
 
-        def ids(items_mask):
-            items, m = map(np.asarray, items_mask)
-            return np.where(m, items + 1, 0), np.where(m, 1.0, -100.0)
-
-        c_item, c_score = ids(ctx)
-        g_item, g_score = ids(glob)
+        c_item, c_score = _ids(ctx, MAXLEN)
+        g_item, g_score = _ids(glob, MAXLEN)
         pad_i, pad_s = np.zeros_like(g_item), np.full(g_score.shape, -100.0)
         blocks = [(g_item, g_score), (pad_i, pad_s)]
         blocks = blocks[::-1] if j == 0 else blocks  # the own domain's block is padding
@@ -231,7 +230,57 @@ def compare(agg_kind: str, seed: int = 0) -> dict:
             g_t, x_t, how = g_t[1:], x_t[1:], ""
         out["grad"] = max(out["grad"], float(np.max(np.abs(g_t - _to_torch(g, how)))))
         out["step"] = max(out["step"], float(np.max(np.abs(x_t - _to_torch(x, how)))))
+    out["score"] = _eval_scores(trainer, stepped, dev, agg_kind, rows)
     return out
+
+
+def _ids(items_mask, width: int):
+    """The official (ids, scores) of our (items, mask), padded to `width`: id + 1 or 0, 1 or
+    -100."""
+    items, m = map(np.asarray, items_mask)
+    pad = width - items.shape[-1]
+    ids = np.pad(np.where(m, items + 1, 0), [(0, 0)] * (items.ndim - 1) + [(0, pad)])
+    return ids, np.where(ids > 0, 1.0, -100.0)
+
+
+def _eval_scores(trainer, p, dev, agg_kind, rows) -> float:
+    """The largest |difference| of every user's scores of all items of its domain, official
+    evaluation forward (`model.eval()`, `test_max_len` 50, both domains' blocks of
+    `global_item` filled) against ours (`user_sides` with "glob_own"), after the step."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from transferjax.models.unicdr import sample_context, user_sides
+
+    model, width, worst = trainer.model, 50, 0.0
+    model.eval()
+    model.item_embedding_select()
+    key = jax.random.key(7)
+    for j, d in enumerate(DOMS):
+        o = DOMS[1 - j]
+        user = jnp.arange(N_USERS[d])
+        other = jnp.where(jnp.isin(user, jnp.asarray(rows[o][0])), user, -1)
+        big = jnp.full(user.shape, width)
+        key, k1, k2, k3 = jax.random.split(key, 4)
+        split = [jax.random.split(k, N_USERS[d]) for k in (k1, k2, k3)]
+        own = sample_context(split[0], dev[d], user, big, width=width)
+        glob = sample_context(split[1], dev[o], other, big, width=width)
+        again = sample_context(split[2], dev[d], user, big, width=width)
+        x = {"user": user, "joint": user, "ctx": own, "glob": glob, "glob_own": again}
+        spec, share = user_sides(p, d, x, kind=agg_kind, lambda_a=0.5, widths=(width, 2 * width))
+        ours = np.asarray((spec + share) @ p["item"][d].T)
+        c_item, c_score = _ids(own, width)
+        blocks = [_ids(again, width), _ids(glob, width)][:: 1 if j == 0 else -1]
+        g_item = np.stack([b[0] for b in blocks], 1)
+        g_score = np.stack([b[1] for b in blocks], 1)
+        items = np.tile(np.arange(1, N_ITEMS[d] + 1), (N_USERS[d], 1))
+        with torch.no_grad():
+            t = [torch.tensor(a) for a in (np.asarray(user), c_item, c_score, g_item, g_score)]
+            feat = model.forward_user(j, t[0], t[1], t[2], t[3], t[4])
+            theirs = model.predict_dot(feat, model.forward_item(j, torch.tensor(items))).numpy()
+        worst = max(worst, float(np.max(np.abs(theirs - ours))))
+    return worst
 
 
 def _exported(source) -> pathlib.Path | None:
@@ -258,12 +307,13 @@ def main(argv=None) -> int:
     ok = True
     for agg_kind in ("mean", "user_attention"):
         diff = compare(agg_kind)
-        good = max(diff["loss"], diff["grad"], diff["step"]) <= args.tol
+        good = max(diff["loss"], diff["grad"], diff["step"], diff["score"]) <= args.tol
         ok &= good
         print(
             f"aggregator {agg_kind}: loss {diff['value']:.4f}, |loss diff| {diff['loss']:.2e},"
             f" max |grad diff| {diff['grad']:.2e}, max |param diff after Adam|"
-            f" {diff['step']:.2e} ({diff['n_params']} tensors) {'ok' if good else 'DIFFERENT'}"
+            f" {diff['step']:.2e} ({diff['n_params']} tensors), max |evaluation score diff|"
+            f" {diff['score']:.2e} {'ok' if good else 'DIFFERENT'}"
         )
     print(f"official {OFFICIAL.url} @ {OFFICIAL.short}: {'equal' if ok else 'NOT equal'}")
     return 0 if ok else 1

@@ -28,6 +28,7 @@ from transferjax.models.unicdr import (
     sample_context,
     unicdr_init,
     unicdr_loss,
+    user_sides,
 )
 
 D, MAXLEN, LA, LL = 4, 3, 0.5, 0.4
@@ -138,6 +139,39 @@ def test_loss_matches_the_official_code_in_numpy(kind):
     got, aux = unicdr_loss(p, _dev(batch), kind=kind, lambda_a=LA, lambda_loss=LL, maxlen=MAXLEN)
     np.testing.assert_allclose(got, np_loss(_np(p), batch, kind), rtol=1e-5)
     assert all(float(aux[f"{d}_critic"]) > 0 for d in SIZES)
+
+
+def test_evaluation_shared_half_reads_both_domains():
+    """The official evaluation fills the own-domain block of `global_item` (training pads it):
+    the shared aggregator's padded sequence is [own block of W | other block of W]."""
+    kind, width = "user_attention", 5
+    p = unicdr_init(jax.random.key(4), sizes=SIZES, n_joint=5, dim=D, aggregator=kind)
+    rng = np.random.default_rng(4)
+    m_own = np.array([[1, 1, 0], [0, 0, 0]], bool)
+    m_oth = np.array([[1, 0, 0], [1, 1, 1]], bool)
+    rows = {
+        "user": np.array([0, 3]),
+        "joint": np.array([2, 4]),
+        "ctx": (rng.integers(0, 7, (2, 3)), m_own),
+        "glob": (rng.integers(0, 6, (2, 3)), m_oth),
+        "glob_own": (rng.integers(0, 7, (2, 3)), m_own[::-1]),
+    }
+    spec, share = user_sides(
+        p, "source", _dev(rows), kind=kind, lambda_a=LA, widths=(width, 2 * width)
+    )
+    q = _np(p)
+    seq = np.concatenate(
+        [
+            _pad(q["item"]["source"], *rows["glob_own"], width),
+            _pad(q["item"]["target"], *rows["glob"], width),
+        ],
+        1,
+    )
+    want = np_aggregate(q["agg"]["shared"], q["shared_user"][rows["joint"]], seq, kind, LA)
+    np.testing.assert_allclose(share, want, rtol=1e-5, atol=1e-6)
+    ctx = _pad(q["item"]["source"], *rows["ctx"], width)
+    want = np_aggregate(q["agg"]["source"], q["user"]["source"][rows["user"]], ctx, kind, LA)
+    np.testing.assert_allclose(spec, want, rtol=1e-5, atol=1e-6)
 
 
 def test_critic_rotates_within_the_valid_rows():

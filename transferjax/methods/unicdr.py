@@ -43,7 +43,9 @@ Differs (besides those of `transferjax.models.unicdr`):
 - a negative whose `neg_tries` draws are all training items of the user keeps the first draw
   (the official loop draws until it finds one).
 - evaluation contexts are drawn once per user with a fixed key (the official code redraws
-  its sample of more than 50 items at each evaluation); scores are deterministic.
+  its sample of more than 50 items at each evaluation); scores are deterministic. As the
+  official evaluation, the shared half reads the user's items of both domains there (only
+  the other domain's in training).
 
 Cold users (`transferjax.methods.api`): a target user without target training rows is scored
 from its shared half alone (its universal embedding, trained by its source rows, aggregated
@@ -149,25 +151,28 @@ def sample_negatives(key, index, pool, user, *, n: int, tries: int) -> jax.Array
 
 def _eval_contexts(v, d: str, user, c):
     """Domain d's users' evaluation contexts (up to eval_len items of each domain, drawn once
-    per user with a fixed key): ((items, mask) of d, (items, mask) of the other domain)."""
+    per user with a fixed key): ((items, mask) of d, (items, mask) of the other domain, (items,
+    mask) of d again, an independent draw: the shared aggregator's own-domain block)."""
     base = jax.random.key(EVAL_KEY)
-    keys = jax.vmap(lambda u: jax.random.split(jax.random.fold_in(base, u), 2))(user)
+    keys = jax.vmap(lambda u: jax.random.split(jax.random.fold_in(base, u), 3))(user)
     width = int(c.eval_len)
     partner = v["unicdr_partner"][d][jnp.maximum(user, 0)]
     partner = jnp.where(user >= 0, partner, -1)
     big = jnp.full(user.shape, width, jnp.int32)
     own = sample_context(keys[:, 0], v["unicdr_pos"][d], user, big, width=width)
     other = sample_context(keys[:, 1], v["unicdr_pos"][OTHER[d]], partner, big, width=width)
-    return own, other
+    again = sample_context(keys[:, 2], v["unicdr_pos"][d], user, big, width=width)
+    return own, other, again
 
 
 def _eval_sides(v, d: str, user, c):
     """(specific, shared) halves of domain d's users in evaluation (no dropout, no masking);
     the specific half is zero for a user without training rows in d."""
-    own, other = _eval_contexts(v, d, user, c)
+    own, other, again = _eval_contexts(v, d, user, c)
     h = v["hyper"]
     u = jnp.maximum(user, 0)
     rows = {"user": u, "joint": v["unicdr_joint"][d][u], "ctx": own, "glob": other}
+    rows["glob_own"] = again
     width = int(c.eval_len)
     spec, share = user_sides(
         v[PART], d, rows, kind=c.aggregator, lambda_a=h["unicdr.lambda_a"],

@@ -13,7 +13,11 @@ __getitem__`). A training row (u, v+) of domain X draws, uniformly without repla
     C^X_u: k = min(maxlen, int(|N^X_u| (1 - mask_rate))) of u's training items in X, minus v+
     C^Y_u: min(maxlen, int(|N^Y_u| (1 - mask_rate))) of its training items in the other domain
 
-(`sample_context`: Floyd's k-subset, exactly uniform; the aggregators are order-free).
+(`sample_context`: Floyd's k-subset, exactly uniform; the aggregators are order-free). In
+training the shared aggregator's own-domain block is all padding (the official "domain
+mask"); in evaluation (`test_mode`) nothing is masked and, for this task, that block holds
+min(50, |N^X_u|) of the user's items in X as well: the shared half then reads both domains
+(the official code's train / evaluation asymmetry, kept).
 
 Aggregator (`BehaviorAggregator`), for an id vector e and a set of item rows h_1..h_n:
 
@@ -49,6 +53,8 @@ the item rows (positive and negatives separately); the critic's rotation; the lo
 Differs:
 - the official code finds padded slots by `sum(embedding) == 0` (padding row 0 is all zero);
   ours by an explicit mask (they differ only for a real item whose row sums to exactly 0).
+- the mean divides by n + 1e-12 in the model's float type; the official count is float32
+  (`mask.float()`), where + 1e-12 rounds away (differences of ~1e-12 relative in float64).
 - item ids start at 0 here; the official tables have an extra all-zero padding row 0.
 - a batch with fewer than 2 valid rows of a domain pairs a row with itself in the critic
   (torch's `randint(1, 1)` would fail); padded rows of the last batch are masked.
@@ -166,7 +172,9 @@ def user_sides(p, d: str, rows: dict, *, kind, lambda_a, widths, drop_rate=0.0, 
     """(specific p_u f32[b, d], shared q_u f32[b, d]) of domain d's users (module docstring).
 
     rows: "user" i32[b], "joint" i32[b] their shared rows, "ctx" and "glob": (items, mask) of
-    C^X_u (domain d's items) and C^Y_u (the other domain's); widths: (of ctx, of glob)."""
+    C^X_u (domain d's items) and C^Y_u (the other domain's); optional "glob_own": (items,
+    mask) of domain d's items that the shared aggregator also reads (the official evaluation's
+    own-domain block); widths: (of ctx, of the shared aggregator's padded sequence)."""
     ks = [None] * 4 if key is None else list(jax.random.split(key, 4))
     items, mask = rows["ctx"]
     spec = aggregate(
@@ -174,9 +182,14 @@ def user_sides(p, d: str, rows: dict, *, kind, lambda_a, widths, drop_rate=0.0, 
         lambda_a=lambda_a, width=widths[0], drop_rate=drop_rate, key=ks[0],
     )  # fmt: skip
     items, mask = rows["glob"]
+    h = p["item"][OTHER[d]][items]
+    if "glob_own" in rows:
+        own, own_mask = rows["glob_own"]
+        h = jnp.concatenate([p["item"][d][own], h], 1)
+        mask = jnp.concatenate([own_mask, mask], 1)
     share = aggregate(
-        p["agg"]["shared"], p["shared_user"][rows["joint"]], p["item"][OTHER[d]][items], mask,
-        kind=kind, lambda_a=lambda_a, width=widths[1], drop_rate=drop_rate, key=ks[1],
+        p["agg"]["shared"], p["shared_user"][rows["joint"]], h, mask, kind=kind,
+        lambda_a=lambda_a, width=widths[1], drop_rate=drop_rate, key=ks[1],
     )  # fmt: skip
     return dropout(spec, drop_rate, ks[2]), dropout(share, drop_rate, ks[3])
 
