@@ -164,8 +164,8 @@ def compare(agg_kind: str, seed: int = 0) -> dict:
         has_o = jnp.asarray(np.isin(np.asarray(user), rows[o][0]))
         other = jnp.where(has_o & (user < N_USERS[o]), user, -1)
         ctx = sample_context(
-            jax.random.split(k1, B[d]), dev[d], user, k_ctx[d][user], width=MAXLEN, drop=item
-        )
+            jax.random.split(k1, B[d]), dev[d], user, k_ctx[d][user], width=MAXLEN
+        )  # the positive stays in: the official `cur_context.remove` never removes it
         glob = sample_context(
             jax.random.split(k2, B[d]), dev[o], other, k_ctx[o][jnp.maximum(other, 0)],
             width=MAXLEN,

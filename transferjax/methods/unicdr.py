@@ -27,7 +27,8 @@ Also matches the official code: defaults dim 128 (`latent_dim`), aggregator mean
 0.1, maxlen 10, 10 negatives, dropout 0.3, lambda_a 0.5, lambda_loss 0.4; Adam with torch's
 coupled weight decay 1e-5 (the gradient of weight_decay / 2 ||theta||^2 over every
 parameter, all of which get gradients there), added to the loss here; evaluation contexts of
-up to `eval_len` = 50 items per domain (`test_max_len`), without masking.
+up to `eval_len` = 50 items per domain (`test_max_len`), without masking; a row's positive
+stays in its own-domain context (`drop_positive` off: the official removal is a no-op).
 
 Differs (besides those of `transferjax.models.unicdr`):
 - users are linked by the data's overlap pairs through a joint user space (one shared row
@@ -98,7 +99,9 @@ class UniCDRConfig:
     training row; dropout: on the aggregated users, the item rows and the attention weights;
     lambda_a: weight of the id embedding in the aggregators; lambda_loss: weight of the
     ranking BCE (1 - lambda_loss: the critic's); weight_decay: Adam's coupled L2; neg_tries:
-    draws per negative. dropout, lambda_a, lambda_loss and weight_decay are traced.
+    draws per negative; drop_positive: leave a row's positive out of its own-domain context
+    (what the official code means to do but never does, `transferjax.models.unicdr`).
+    dropout, lambda_a, lambda_loss and weight_decay are traced.
     """
 
     dim: int = setting(128, allowed=COUNT)
@@ -112,6 +115,7 @@ class UniCDRConfig:
     lambda_loss: float = setting(0.4, allowed=PROBABILITY)
     weight_decay: float = setting(1e-5, allowed=NONNEG)
     neg_tries: int = setting(10, allowed=COUNT)
+    drop_positive: bool = False
 
 
 UNICDR_TRACED = ("unicdr.dropout", "unicdr.lambda_a", "unicdr.lambda_loss", "unicdr.weight_decay")
@@ -236,7 +240,7 @@ def build_unicdr(cfg, split) -> Built:
         other = v["unicdr_partner"][d][user]
         ctx = sample_context(
             jax.random.split(k_ctx, b), pos_d, user, v["unicdr_k"][d][user], width=maxlen,
-            drop=item,
+            drop=item if c.drop_positive else None,
         )  # fmt: skip
         glob = sample_context(
             jax.random.split(k_glob, b), pos_o, other,

@@ -10,8 +10,13 @@ row); an aggregator per domain and one shared aggregator; a bilinear critic per 
 Interaction-level masking (the paper's masking of a user's interactions; `DomainTask.
 __getitem__`). A training row (u, v+) of domain X draws, uniformly without replacement,
 
-    C^X_u: k = min(maxlen, int(|N^X_u| (1 - mask_rate))) of u's training items in X, minus v+
+    C^X_u: k = min(maxlen, int(|N^X_u| (1 - mask_rate))) of u's training items in X
     C^Y_u: min(maxlen, int(|N^Y_u| (1 - mask_rate))) of its training items in the other domain
+
+C^X_u may hold v+ itself: the official `cur_context.remove(self.item[index])` (utils/data.py
+line 180) compares the item id with the list's [item, score] pairs, raises ValueError, which
+its bare `except` swallows, so the positive is never left out (`drop` of `sample_context`
+does what the line means to; the method's `drop_positive`, off by default).
 
 (`sample_context`: Floyd's k-subset, exactly uniform; the aggregators are order-free). In
 training the shared aggregator's own-domain block is all padding (the official "domain
