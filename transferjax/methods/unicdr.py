@@ -35,7 +35,14 @@ Differs (besides those of `transferjax.models.unicdr`):
   per pair), not by equal ids; a user with rows in one domain only gets an empty other-domain
   context (as the official `u not in all_domain_list[id]`).
 - epochs: ours pass once over the longer domain's rows; the official "epoch" is 500 steps
-  (`iteration_num`) whatever the data size, its loaders restarted on exhaustion. Selection:
+  (`iteration_num`, train_rec.py line 220) whatever the data size (its budget, 100 x 500
+  steps of 512 rows per domain, is about 500 of our epochs at batch 512 on Sport <-> Phone's
+  50k rows per domain); after a loader's first pass each step takes the first batch of a
+  fresh shuffled loader (lines 248-252: the exhausted iterator is never replaced).
+- `--static_sample` (off by default, on in the official README's example runs) is not
+  implemented: its cache is filled in call order but read by row index (utils/data.py lines
+  161-162, 228), so it freezes each drawn (row, contexts, negatives) tuple and, from the
+  second pass on, serves rows other rows' draws. Selection:
   ours evaluates on valid every epoch and keeps the best (the protocol's candidates); the
   official script evaluates every 5 epochs on the test file (`dual-user-intra` uses test.txt
   as valid) with 999 negatives drawn by Python's `random`. Its lr decay (x0.98 after epoch 10
