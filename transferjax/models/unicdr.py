@@ -48,6 +48,9 @@ Loss of domain X on a batch of rows, with n_neg negatives per row (`reconstruct_
 with pi a rotation of the batch by r ~ U{1, .., b - 1} (`random_label`), each BCE a mean (the
 negatives' over b n_neg scores); the step's loss is L^S + L^T (one batch of each domain).
 
+The paper's text was not available here: the only equation number cited (Eq. 13) is the
+official code's own comment (`forward_user`); the rest is named after the official code.
+
 Matches the official code: the parameters and torch's inits (N(0, 1) embeddings;
 U(+-1/sqrt(d)) for W_agg (no bias), W_att, b_att and the bilinear W, c); the padding
 arithmetic of both aggregators (the mean over real items, the attention's exp(0) per pad,
