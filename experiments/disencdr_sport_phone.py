@@ -6,14 +6,17 @@ the papers evaluate; `--set protocol.test_file=test_original` keeps every user's
 item per user is carved from train (seeded; never from test) and selects the epoch on
 NDCG@10. Each held-out item is ranked against 999 negatives among the target's train items,
 fixed by protocol.seed; reports HR@1/5/10, NDCG@5/10 and MRR. Methods that fit warm users:
-popularity, mf, cmf, disencdr, the graph methods and the phi family (phi, dann, mmd, coral,
-infonce); EMCDR and PTUPCDR score a warm user with its own target factors, so they reduce to
-target-only MF here. DisenCDR's official budget is `--set trainer.batch_size=1024 --set
-trainer.epochs=50` (Adam at the experiment's lr 1e-3).
+popularity, mf, cmf, disencdr, unicdr, the graph methods and the phi family (phi, dann, mmd,
+coral, infonce); EMCDR and PTUPCDR score a warm user with its own target factors, so they reduce
+to target-only MF here. DisenCDR's official budget is `--set trainer.batch_size=1024 --set
+trainer.epochs=50` (Adam at the experiment's lr 1e-3); UniCDR's official batch is `--set
+trainer.batch_size=512` (rows of each domain per step; its --batch_size 1024 is split over the
+two domains).
 
     transferjax run experiments/disencdr_sport_phone.py                     # CMF, Sport -> Phone
     transferjax run experiments/disencdr_sport_phone.py --set method=mf     # target-only BPR-MF
     transferjax run experiments/disencdr_sport_phone.py --set method=disencdr  # DisenCDR
+    transferjax run experiments/disencdr_sport_phone.py --set method=unicdr    # UniCDR
     transferjax run experiments/disencdr_sport_phone.py --set data.target=sport  # Phone -> Sport
     transferjax run experiments/disencdr_sport_phone.py --set protocol.test_file=test_original
     transferjax run experiments/disencdr_sport_phone.py --quick             # smoke variant

@@ -58,6 +58,7 @@ def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatc
             "dtcdr.dim=4",
             "disencdr.dim=4",
             "cdrib.dim=4",
+            "unicdr.dim=4",
             "dtcdr.layers=8,4",
             "phi.dims=16,8",
             "phi.expert_dim=8",

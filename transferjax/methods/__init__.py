@@ -15,6 +15,8 @@ Importing this package registers the built-in methods and their config sections:
   the other domain and a contrastive critic (cold-start);
 - `disencdr`: DisenCDR, domain-shared and domain-specific variational graph encoders with
   their KL regularisers, trained on both domains;
+- `unicdr`: UniCDR, domain-specific and domain-shared users aggregated from masked samples
+  of their interactions, with a bilinear critic per domain (dual domains, shared users);
 - `lightgcn`: LightGCN, the target-only graph baseline;
 - `phi`: the multi-task model over phi encoders and its aligned variants dann, mmd, coral,
   infonce.
@@ -36,6 +38,7 @@ from transferjax.methods import (
     mf,
     phi,
     ptupcdr,
+    unicdr,
 )
 from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
 from transferjax.methods.registry import available, get_method, register
@@ -61,4 +64,5 @@ __all__ = [
     "phi",
     "ptupcdr",
     "register",
+    "unicdr",
 ]
