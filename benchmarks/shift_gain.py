@@ -17,13 +17,13 @@ p-value (t approximation, n - 2 degrees of freedom):
 A negative correlation means a larger distance goes with a smaller gain; the cosine is a
 similarity, so there a positive one does.
 
-The public tasks of the quality suite named in `--tasks` (default `douban_book_music`) are only
-read, never trained: each transfer method of the task (`public_methods`) with a finished run
-folder (one holding metrics.json) gives a row, and the others are listed as skipped. Their gain
-is measured in the task's own metric (`gain_metric`: RMSE on a rating task, NDCG@10 on a
-ranking one, signed so that > 0 means transfer helped). A public task has one split, so its
-interest measures are one value for all its methods: its correlations, a block of their own,
-are over its methods and the model measures only.
+The public tasks of the quality suite named in `--tasks` (default `douban_book_music` and
+`ml1m_genre_beta0.2`) are only read, never trained: each transfer method of the task
+(`public_methods`) with a finished run folder (one holding metrics.json) gives a row, and the
+others are listed as skipped. Their gain is measured in the task's own metric (`gain_metric`:
+RMSE on a rating task, NDCG@10 on a ranking one, signed so that > 0 means transfer helped).
+A public task has one split, so its interest measures are one value for all its methods: its
+correlations, a block of their own, are over its methods and the model measures only.
 
 A plot (`plot_gain`, benchmarks/plots/shift_gain.png beside the report) draws each model
 measure against the gain, one panel per measure, for the synthetic cells and the public tasks.
@@ -58,7 +58,7 @@ from transferjax.diagnostics import MEASURES
 SECTION = OTHER_SECTIONS[0]
 TRANSFER = ("emcdr", "cmf", "ptupcdr", "dann")
 SYNTHETIC = "synthetic"  # in --tasks: the synthetic shift sweep (--shifts, --methods)
-TASKS = (SYNTHETIC, "douban_book_music")
+TASKS = (SYNTHETIC, "douban_book_music", "ml1m_genre_beta0.2")
 PLOT = pathlib.Path("benchmarks") / "plots" / "shift_gain.png"  # beside the report
 
 
