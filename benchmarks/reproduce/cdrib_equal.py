@@ -42,14 +42,6 @@ N_SHARED, N_USERS, N_ITEMS, D, UBS = 4, {"source": 7, "target": 6}, {"source": 6
 B = {"source": 5, "target": 4}
 
 
-def _rows(rng, n_users: int, n_items: int, n: int):
-    """Distinct (user, item) rows, every user and item present."""
-    u = np.concatenate([np.arange(n_users), rng.integers(0, n_users, n)])
-    i = np.concatenate([np.arange(n_users) % n_items, rng.integers(0, n_items, n)])
-    pairs = np.unique(np.stack([u, i], 1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
-
-
 def _official_params(model, p):
     """(torch parameter, our array, transpose) for every parameter of the official model."""
     out = [(getattr(model, f"{n}_embedding").weight, p["emb"][n], False) for n in EMB]
@@ -77,17 +69,15 @@ def compare(folder: pathlib.Path, n_layers: int, critic: str, seed: int = 0) -> 
     import optax
     import torch
 
-    jax.config.update("jax_enable_x64", True)
-    from transferjax.models.cdrib import cdrib_draws, cdrib_init, cdrib_loss
-    from transferjax.models.vbge import row_normalized_edges
-
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.set_default_dtype(torch.float64)
+    K.float64_on_cpu()
     from model.trainer import CrossTrainer  # the official code
     from utils.GraphMaker import GraphMaker
 
+    from transferjax.models.cdrib import cdrib_draws, cdrib_init, cdrib_loss
+    from transferjax.models.vbge import row_normalized_edges
+
     rng = np.random.default_rng(seed)
-    rows = {d: _rows(rng, N_USERS[d], N_ITEMS[d], 12) for d in ("source", "target")}
+    rows = {d: K.distinct_rows(rng, N_USERS[d], N_ITEMS[d], 12) for d in ("source", "target")}
     files = {}
     for d, (u, i) in rows.items():
         files[d] = folder / f"{d}_train.txt"

@@ -54,6 +54,26 @@ class Official:
         return self.commit[:7]
 
 
+def distinct_rows(rng, n_users: int, n_items: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, item) rows of a one-step equality check: every user present (with item
+    user % n_items), then `n` random rows; sorted by (user, item)."""
+    u = np.concatenate([np.arange(n_users), rng.integers(0, n_users, n)])
+    i = np.concatenate([np.arange(n_users) % n_items, rng.integers(0, n_items, n)])
+    pairs = np.unique(np.stack([u, i], 1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def float64_on_cpu() -> None:
+    """Both sides of a one-step equality check in float64 on the CPU: JAX's x64 mode, torch's
+    default dtype, and the official code's `.cuda()` calls made no-ops."""
+    import jax
+    import torch
+
+    jax.config.update("jax_enable_x64", True)
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.set_default_dtype(torch.float64)
+
+
 def _git(*args, cwd=None) -> str:
     out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if out.returncode != 0:

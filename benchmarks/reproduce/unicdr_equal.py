@@ -52,14 +52,6 @@ N_USERS, N_ITEMS = {"source": 7, "target": 6}, {"source": 9, "target": 8}
 B, D, MAXLEN, N_NEG = {"source": 5, "target": 4}, 4, 3, 2
 
 
-def _rows(rng, n_users: int, n_items: int, n: int):
-    """Distinct (user, item) rows, every user present."""
-    u = np.concatenate([np.arange(n_users), rng.integers(0, n_users, n)])
-    i = np.concatenate([np.arange(n_users) % n_items, rng.integers(0, n_items, n)])
-    pairs = np.unique(np.stack([u, i], 1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
-
-
 def _official_params(model, p, agg_kind):
     """(torch parameter, our array, how) for every official parameter; how: "" as is, "T"
     transposed, "pad" below a zero row, "bil" as [1, d, d] / [1]."""
@@ -115,17 +107,15 @@ def compare(agg_kind: str, seed: int = 0) -> dict:
     import optax
     import torch
 
-    jax.config.update("jax_enable_x64", True)
+    K.float64_on_cpu()
+    from model.trainer import CrossTrainer  # the official code
+
     from transferjax.methods.unicdr import context_sizes, sample_negatives
     from transferjax.models.pointwise import positive_index
     from transferjax.models.unicdr import draw_shift, sample_context, unicdr_init, unicdr_loss
 
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.set_default_dtype(torch.float64)
-    from model.trainer import CrossTrainer  # the official code
-
     rng = np.random.default_rng(seed)
-    rows = {d: _rows(rng, N_USERS[d], N_ITEMS[d], 20) for d in DOMS}
+    rows = {d: K.distinct_rows(rng, N_USERS[d], N_ITEMS[d], 20) for d in DOMS}
     index = {d: positive_index(*rows[d], N_USERS[d]) for d in DOMS}
     opt = dict(
         model="UniCDR", task="dual-user-intra", aggregator=agg_kind, lambda_a=0.5,
