@@ -1,12 +1,17 @@
-"""Test set-up: fake CPU devices, strict dtype promotion, shared paths, and one persistent
-compilation cache for the session (a fresh folder: the many tests that build the same programs,
-in this process and in the command lines they start, compile each once)."""
+"""Test set-up: fake CPU devices, unoptimised compiles, strict dtype promotion, shared paths,
+and one persistent compilation cache for the session (a fresh folder: the many tests that build
+the same programs, in this process and in the command lines they start, compile each once)."""
 
 import os
 import pathlib
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tiny shapes run in microseconds and most of the suite's time is XLA compiling: skip XLA's
+# and LLVM's optimisation passes (they preserve the programs' meaning, and cost about a third
+# of the suite's time). Set before jax is imported, so the command lines the tests start
+# inherit it; `JAX_DISABLE_MOST_OPTIMIZATIONS=0 python -m pytest` tests the optimised programs.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -272,15 +272,15 @@ def test_damaged_checkpoint_is_one_warning_line(copy, capsys):
 @pytest.mark.slow
 def test_two_processes_one_folder_then_a_killed_owner(tmp_path):
     """End to end with real processes: a second run into a folder in use fails naming the
-    owner; after the owner is SIGKILLed its lock is stale, and the next run takes it over and
-    resumes."""
+    owner (stopped, SIGSTOP, after its first checkpoint); after the owner is SIGKILLed its lock
+    is stale, and the next run takes it over and resumes."""
     import signal
     import time
 
     from tests.faults._folders import checkpoint_steps, csv_config, write_csvs
 
     source, target = write_csvs(tmp_path / "data")
-    cfg = csv_config(source, target, **{"trainer.epochs": "400"})
+    cfg = csv_config(source, target, **{"trainer.epochs": "100"})
     exp = tmp_path / "exp.py"
     exp.write_text(
         "from transferjax import config as C\n"
@@ -310,6 +310,9 @@ def test_two_processes_one_folder_then_a_killed_owner(tmp_path):
     ):
         assert owner.poll() is None, owner.communicate()
         time.sleep(0.05)
+    # Frozen (alive, holding the folder) until it is killed: the second run meets a live owner
+    # however long it takes to start, and the owner cannot finish meanwhile.
+    os.kill(owner.pid, signal.SIGSTOP)
     second = start()
     _, err = second.communicate(timeout=300)
     assert second.returncode == 2

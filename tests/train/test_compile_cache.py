@@ -1,6 +1,7 @@
 """JAX's persistent compilation cache: where it lives, how it is turned off, and that a run
 that loads its programs from the cache gives exactly the numbers of one that compiled them."""
 
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -31,6 +32,19 @@ def test_enable_keeps_a_folder_jax_already_uses():
     assert before
     assert compile_cache.enable("/nonexistent/elsewhere") == pathlib.Path(before)
     assert compile_cache.jax.config.jax_compilation_cache_dir == before
+
+
+def test_the_lock_of_the_size_limit_is_a_declared_dependency():
+    """JAX keeps the folder under `MAX_BYTES` with a lock from `filelock`; without that package
+    every compile warns and nothing is cached. It must come with transferjax itself, not only
+    through an extra (torch brings it to the test environment)."""
+    assert compile_cache.MAX_BYTES > 0  # the setting that needs the lock
+    required = [
+        r
+        for r in importlib.metadata.requires("transferjax") or []
+        if r.split(";")[0].strip().startswith("filelock") and "extra ==" not in r
+    ]
+    assert required, importlib.metadata.requires("transferjax")
 
 
 def _cli_run(out, cache):

@@ -28,7 +28,8 @@ from transferjax.data.fetch import default_cache_dir
 
 # Programs that compile faster than this are not worth a disk write and a later read.
 MIN_COMPILE_S = 0.1
-# Least recently used entries are evicted above this size.
+# Least recently used entries are evicted above this size (JAX enforces it under a lock on the
+# folder, from the `filelock` package: a dependency of transferjax for that reason).
 MAX_BYTES = 2 * 1024**3
 
 
