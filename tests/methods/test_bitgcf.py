@@ -20,7 +20,7 @@ from transferjax.errors import ConfigError
 from transferjax.methods.bitgcf import BiTGCFConfig, bitgcf_loss_kinds
 from transferjax.methods.registry import get_method
 from transferjax.models.bitgcf import bitgcf_forward, domain_loss, transfer_pairs
-from transferjax.models.graph import normalized_edges
+from transferjax.models.graph import graph_arrays
 from transferjax.train.epoch import make_epoch_fn
 
 # Two tiny domains. Source: 5 users x 4 items; target: 4 users x 6 items ((2, 1) twice: the
@@ -107,7 +107,7 @@ def _graph(users=True, items=True):
     g = {}
     for d in DOMS:
         (nu, ni), (u, i) = SIZES[d], ROWS[d]
-        g[d] = tuple(jnp.asarray(a) for a in normalized_edges(u, i, nu, ni))
+        g[d] = graph_arrays(u, i, nu, ni)
     for key, pairs, t, on in (("users", USER_PAIRS, 0, users), ("items", ITEM_PAIRS, 1, items)):
         if on:
             rows = transfer_pairs(pairs, _counts("source")[t], _counts("target")[t])

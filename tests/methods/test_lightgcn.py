@@ -17,6 +17,7 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.lightgcn import LightGCNConfig
 from transferjax.methods.registry import get_method
 from transferjax.models.graph import (
+    graph_arrays,
     lightgcn_bpr_loss,
     normalized_edges,
     propagate,
@@ -55,7 +56,7 @@ def _ego(seed=0):
 
 
 def _edges():
-    return tuple(jnp.asarray(a) for a in normalized_edges(USERS, ITEMS, NU, NI))
+    return graph_arrays(USERS, ITEMS, NU, NI)
 
 
 def test_normalized_edges_dedupe_and_weights():

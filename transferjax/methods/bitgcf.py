@@ -87,7 +87,7 @@ from transferjax.methods.api import (
 )
 from transferjax.methods.registry import register
 from transferjax.models.bitgcf import bitgcf_forward, domain_loss, transfer_pairs
-from transferjax.models.graph import normalized_edges
+from transferjax.models.graph import graph_arrays
 from transferjax.models.pointwise import positive_index, sample_unseen
 
 
@@ -235,10 +235,7 @@ def build_bitgcf(cfg, split) -> Built:
     inter = {"source": split.source_train, "target": split.target_train}
     sizes = {d: {"user": x.n_users, "item": x.n_items} for d, x in inter.items()}
     counts = {d: {"user": x.user_counts(), "item": x.item_counts()} for d, x in inter.items()}
-    graph = {
-        d: tuple(jnp.asarray(a) for a in normalized_edges(x.user, x.item, x.n_users, x.n_items))
-        for d, x in inter.items()
-    }
+    graph = {d: graph_arrays(x.user, x.item, x.n_users, x.n_items) for d, x in inter.items()}
     joint = {}
     for t, key in (("user", "users"), ("item", "items")):
         pairs = shared[key]

@@ -61,10 +61,10 @@ from transferjax.methods.api import (
 from transferjax.methods.mf import known_users
 from transferjax.methods.registry import register
 from transferjax.models.graph import (
+    graph_arrays,
     lightgcn_bpr_loss,
     lightgcn_init,
     lightgcn_mse_loss,
-    normalized_edges,
     propagate,
 )
 
@@ -101,8 +101,8 @@ def lightgcn_loss_kind(cfg, split) -> str:
 PART = "lightgcn"
 
 
-def _edges(v) -> tuple:
-    return (v["graph_user"], v["graph_item"], v["graph_weight"])
+def _edges(v) -> dict:
+    return v["graph"]
 
 
 def lightgcn_tables(v, n_layers: int):
@@ -137,7 +137,7 @@ def build_lightgcn(cfg, split) -> Built:
     c = cfg.lightgcn
     tr = split.target_train
     n_layers, mse = int(c.n_layers), lightgcn_loss_kind(cfg, split) == "mse"
-    u, i, w = normalized_edges(tr.user, tr.item, tr.n_users, tr.n_items)
+    graph = graph_arrays(tr.user, tr.item, tr.n_users, tr.n_items)
 
     def init(key):
         p = lightgcn_init(
@@ -169,9 +169,7 @@ def build_lightgcn(cfg, split) -> Built:
         select=True,
     )
     data = {
-        "graph_user": jnp.asarray(u),
-        "graph_item": jnp.asarray(i),
-        "graph_weight": jnp.asarray(w),
+        "graph": graph,
         "known_target": known_users(tr),
         "item_pop": jnp.asarray(tr.item_counts(), jnp.float32),  # cold users' baseline (bpr)
     }

@@ -4,7 +4,7 @@ Bi-directional Transfer Graph Collaborative Filtering Networks", CIKM 2020).
 
 Each domain d in {s, t} has its own ego (layer-0) tables E_d = (users f32[n_users_d, dim],
 items f32[n_items_d, dim]) and its own bipartite graph (normalised edge lists of
-`transferjax.models.graph.normalized_edges`, weights w_ui = 1 / sqrt(|N_u| |N_i|)). One layer:
+`transferjax.models.graph.graph_arrays`, weights w_ui = 1 / sqrt(|N_u| |N_i|)). One layer:
 
     side = A_d e                       (one `propagate_layer`: users from items, items from users)
     e'   = e + side + e * side         feature propagation (NGCF's messages without its weight
@@ -26,8 +26,9 @@ representation keeps of it is its row-wise L2 normalisation n^(k) = e^(k) / ||e^
 
 and y_ui = <f_u, f_i> in each domain (plus mu + b_u + b_i for the rating variant "mse").
 
-Nothing here forms a users x items matrix: propagation is `jax.ops.segment_sum` over the edges
-and the transfer gathers and scatters the shared rows (`.at[].set`).
+Nothing here forms a users x items matrix: propagation sums over the edges
+(`transferjax.models.bipartite`) and the transfer gathers and scatters the shared rows
+(`.at[].set`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def transfer_pairs(pairs: np.ndarray, count_s: np.ndarray, count_t: np.ndarray) 
     return s.astype(np.int32), t.astype(np.int32), cs, ct
 
 
-def graph_layer(eu: jax.Array, ei: jax.Array, edges: tuple) -> tuple[jax.Array, jax.Array]:
+def graph_layer(eu: jax.Array, ei: jax.Array, edges: dict) -> tuple[jax.Array, jax.Array]:
     """One feature propagation: e' = e + A e + e * (A e), for users and items."""
     su, si = propagate_layer(eu, ei, edges)
     return eu + su + eu * su, ei + si + ei * si
@@ -115,7 +116,7 @@ def bitgcf_forward(
         ego tables (rows a domain has no training row for already masked to zero by the caller,
         if wanted).
       graph: {"source": edges, "target": edges, "users": pairs | None, "items": pairs | None}:
-        each domain's `normalized_edges` (as arrays) and the `transfer_pairs` of the shared
+        each domain's `graph_arrays` and the `transfer_pairs` of the shared
         users and items (None: that table shares nothing).
       n_layers: K.
       connect: "concat" or "mean".

@@ -3,8 +3,9 @@
 The graph is the symmetric normalised adjacency of the training interactions (He et al.,
 SIGIR 2020, Eq. 3 / Eq. 7): one edge per distinct (u, i) pair with weight
 1 / sqrt(|N_u| |N_i|), where N_u is the set of items of user u and N_i the set of users of
-item i. Propagation is two `jax.ops.segment_sum`s per layer over the edges (O(nnz * dim));
-no n_users x n_items matrix is ever formed.
+item i. Propagation is the two products of `transferjax.models.bipartite` per layer, sums over
+the edges (O(nnz * dim)); no n_users x n_items matrix is ever formed. The edges enter as
+`graph_arrays(...)`, a `bipartite` dict with the weight "w".
 
 Params of the model (`lightgcn_init`): the ego (layer-0) embeddings
   user: f32[n_users, dim], item: f32[n_items, dim],
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transferjax.models.bipartite import bipartite, to_items, to_users
 from transferjax.models.mf import sample_negatives
 
 
@@ -38,17 +40,21 @@ def normalized_edges(
     return u, i, w.astype(np.float32)
 
 
-def propagate_layer(eu: jax.Array, ei: jax.Array, edges: tuple) -> tuple[jax.Array, jax.Array]:
-    """One layer of Eq. 3: e_u' = sum_{i in N_u} w_ui e_i, e_i' = sum_{u in N_i} w_ui e_u."""
-    u, i, w = edges
-    w = w[:, None].astype(eu.dtype)
-    nu = jax.ops.segment_sum(w * ei[i], u, num_segments=eu.shape[0], indices_are_sorted=True)
-    ni = jax.ops.segment_sum(w * eu[u], i, num_segments=ei.shape[0])
-    return nu, ni
+def graph_arrays(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int) -> dict:
+    """The normalised graph of the interactions as device arrays: `bipartite` of
+    `normalized_edges`, weight "w"."""
+    u, i, w = normalized_edges(user, item, n_users, n_items)
+    return {k: jnp.asarray(a) for k, a in bipartite(u, i, w=w).items()}
+
+
+def propagate_layer(eu: jax.Array, ei: jax.Array, edges: dict) -> tuple[jax.Array, jax.Array]:
+    """One layer of Eq. 3: e_u' = sum_{i in N_u} w_ui e_i, e_i' = sum_{u in N_i} w_ui e_u
+    (`edges`: `graph_arrays`)."""
+    return to_users(edges, "w", ei, eu.shape[0]), to_items(edges, "w", eu, ei.shape[0])
 
 
 def propagate(
-    eu: jax.Array, ei: jax.Array, edges: tuple, n_layers: int
+    eu: jax.Array, ei: jax.Array, edges: dict, n_layers: int
 ) -> tuple[jax.Array, jax.Array]:
     """Final embeddings (Eq. 4): sum_{k=0..K} e^(k) / (K + 1), K = `n_layers` (K = 0: the ego
     embeddings themselves)."""
@@ -88,7 +94,7 @@ def _sq(x: jax.Array) -> jax.Array:
 
 
 def lightgcn_bpr_loss(
-    params: dict, edges: tuple, batch: dict, *, n_layers: int, reg, key: jax.Array
+    params: dict, edges: dict, batch: dict, *, n_layers: int, reg, key: jax.Array
 ) -> tuple[jax.Array, dict]:
     """BPR over the propagated embeddings (Eq. 15), one uniform negative j per positive (u, i):
 
@@ -107,7 +113,7 @@ def lightgcn_bpr_loss(
 
 
 def lightgcn_mse_loss(
-    params: dict, edges: tuple, batch: dict, *, n_layers: int, reg
+    params: dict, edges: dict, batch: dict, *, n_layers: int, reg
 ) -> tuple[jax.Array, dict]:
     """Rating variant (not in the paper): r_hat = mu + b_u + b_i + e_u.e_i over the propagated
     embeddings, loss = mean (r - r_hat)^2 + reg (|e0_u|^2 + |e0_i|^2 + b_u^2 + b_i^2)."""

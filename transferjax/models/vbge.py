@@ -6,8 +6,9 @@ and keeps every layer's output (`specific_encoder(..., all_layers=True)`,
 `transferjax.models.cdrib`).
 
 Each domain's graph is two row-normalised matrices, UV (users x items, 1 / deg_u per training
-row) and VU (items x users, 1 / deg_i), kept as one edge list (`row_normalized_edges`); a
-product is one `jax.ops.segment_sum` over the edges, never a users x items matrix.
+row) and VU (items x users, 1 / deg_i), kept as one edge list with two weights
+(`row_normalized_edges`); a product is a sum over the edges (`transferjax.models.bipartite`),
+never a users x items matrix.
 """
 
 from __future__ import annotations
@@ -18,29 +19,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transferjax.models import bipartite as B
+from transferjax.models.bipartite import bipartite
+
 
 def row_normalized_edges(user, item, n_users: int, n_items: int) -> dict:
-    """{"u", "i": i32[e], "wu", "wi": f32[e]}: one edge per training row (repeats kept, as the
-    official coo matrices sum them), wu = 1 / rows of the user, wi = 1 / rows of the item."""
+    """A `bipartite` dict (host arrays) with one edge per training row (repeats kept, as the
+    official coo matrices sum them) and the weights wu = 1 / rows of the user, wi = 1 / rows
+    of the item."""
     u, i = np.asarray(user, np.int64), np.asarray(item, np.int64)
     cu = np.bincount(u, minlength=n_users).astype(np.float64)
     ci = np.bincount(i, minlength=n_items).astype(np.float64)
-    return {
-        "u": u.astype(np.int32),
-        "i": i.astype(np.int32),
-        "wu": (1.0 / cu[u]).astype(np.float32),
-        "wi": (1.0 / ci[i]).astype(np.float32),
-    }
+    return bipartite(u, i, wu=1.0 / cu[u], wi=1.0 / ci[i])
 
 
 def to_users(x: jax.Array, g: dict, n_users: int) -> jax.Array:
     """UV x: f32[n_items, d] -> f32[n_users, d], each user the mean of its rows' items."""
-    return jax.ops.segment_sum(g["wu"][:, None] * x[g["i"]], g["u"], num_segments=n_users)
+    return B.to_users(g, "wu", x, n_users)
 
 
 def to_items(x: jax.Array, g: dict, n_items: int) -> jax.Array:
     """VU x: f32[n_users, d] -> f32[n_items, d], each item the mean of its rows' users."""
-    return jax.ops.segment_sum(g["wi"][:, None] * x[g["u"]], g["i"], num_segments=n_items)
+    return B.to_items(g, "wi", x, n_items)
 
 
 def gcn(p: dict, x: jax.Array, prop, alpha: float) -> jax.Array:
