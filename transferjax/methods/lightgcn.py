@@ -28,8 +28,8 @@ Conventions here:
   metric, also on explicit data such as `ml_overlap_recbole` (LightGCN is a ranking model;
   RecBole's is implicit-only).
 - Every step propagates the whole graph (as LightGCN does), then gathers the batch's rows.
-  The graph enters as `Built.data` (edge lists, un-batched, never checkpointed); propagation is
-  `jax.ops.segment_sum` over the edges (`transferjax.models.graph`), never a dense matrix.
+  The graph enters as `Built.data` (edge lists, un-batched, never checkpointed); propagation
+  sums over the edges (`transferjax.models.bipartite`), never a dense matrix.
 - Ego embeddings are N(0, init_std^2) (the paper uses Xavier init); learning rate, epochs,
   batch size and optimizer are the trainer's (`trainer.*`), as target-only `mf`.
 - Scoring propagates once per evaluation (`Scorer.prepare`), not once per evaluation chunk.

@@ -5,8 +5,8 @@ for Cross-Domain Recommendation", SIGIR 2022), as the official code computes the
 
 Graphs. Each domain's interactions give two row-normalised sparse matrices, as the official
 `GraphMaker` builds them: UV (users x items, weight 1 / deg_u per training row) and VU (items x
-users, 1 / deg_i). They are edge lists (`row_normalized_edges`); a product is one
-`jax.ops.segment_sum` over the edges, so no users x items matrix is ever formed.
+users, 1 / deg_i). They are edge lists (`row_normalized_edges`); a product is a sum over the
+edges (`transferjax.models.bipartite`), so no users x items matrix is ever formed.
 
     GCN(x, A)   = leaky_relu(A (x W) + b, alpha)                  (`GCN`, `GraphConvolution`)
     Lin([a, b]) = [a | b] W + b                                    (`nn.Linear` on the concat)
