@@ -2,6 +2,7 @@
 read, and the section reports them."""
 
 import numpy as np
+import pytest
 
 from benchmarks import large_data
 
@@ -12,6 +13,7 @@ def test_sizes_give_about_the_rows_asked_for():
     assert 0.9e8 < approx <= 1.0e8 and s["n_overlap"] == 5_000_000
 
 
+@pytest.mark.slow
 def test_small_run_writes_the_section(tmp_path):
     report = tmp_path / "r.md"
     folder = tmp_path / "pair"

@@ -8,6 +8,7 @@ import pytest
 from benchmarks import scaling
 
 
+@pytest.mark.slow
 def test_worker_reports_the_same_run_on_one_and_four_devices():
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 local devices (tests/conftest.py sets 4 fake CPU devices)")

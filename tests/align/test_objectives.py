@@ -71,6 +71,7 @@ def test_registry_lists_builtins_and_rejects_unknown():
 @pytest.mark.parametrize(
     ("name", "estimator"), [(n, "unbiased") for n in BUILTIN] + [("mmd", "linear")]
 )
+@pytest.mark.slow
 def test_every_objective_finite_scalar_and_gradient(name, estimator):
     cfg = _cfg(mmd_estimator=estimator)
     z_s = _z(0)

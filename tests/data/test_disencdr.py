@@ -220,6 +220,7 @@ def test_test_original_row_missing_from_test_names_the_line(tmp_path):
     "target,items,n_train,n_test,n_cand",
     [("sport", 22_101, 50_558, 3_698, 20_845), ("phone", 14_618, 42_446, 3_999, 13_655)],
 )
+@pytest.mark.slow
 def test_real_sport_phone(shared_datasets, target, items, n_train, n_test, n_cand):
     d = load_disencdr(shared_datasets / "disencdr_sport_phone", target=target)
     assert (d.target.n_users, d.target.n_items) == (4_998, items)

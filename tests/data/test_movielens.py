@@ -234,6 +234,7 @@ def _cached(name):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_ml1m_from_cache():
     folder = _cached("ml-1m")
     t0 = time.perf_counter()

@@ -31,6 +31,7 @@ def _run(out, *sets, seeds=None):
     assert cli.main(args) == 0
 
 
+@pytest.mark.slow
 def test_diagnose_a_quick_emcdr_run(tmp_path, capsys):
     out = tmp_path / "run"
     _run(out)
@@ -56,6 +57,7 @@ def test_diagnose_a_quick_emcdr_run(tmp_path, capsys):
         assert set(D.MEASURES) <= set(e) and e["n_source"] > 0 and e["n_pairs"] > 0
 
 
+@pytest.mark.slow
 def test_diagnose_vmapped_seeds_and_an_override(tmp_path, capsys):
     out = tmp_path / "run"
     _run(out, "trainer.vmap=on", seeds=2)

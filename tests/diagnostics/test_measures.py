@@ -38,6 +38,7 @@ def test_linear_mmd_matches_its_definition():
     np.testing.assert_allclose(float(M.linear_mmd(jnp.asarray(x), jnp.asarray(y))), ref, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_kernel_mmd_matches_its_definition_with_the_median_bandwidth():
     r = _rng(1)
     x, y = r.normal(size=(6, 2)).astype(np.float32), r.normal(0.5, 1.0, (5, 2)).astype(np.float32)
@@ -53,6 +54,7 @@ def test_kernel_mmd_matches_its_definition_with_the_median_bandwidth():
 
 
 @pytest.mark.parametrize("fn", [M.linear_mmd, M.kernel_mmd])
+@pytest.mark.slow
 def test_unbiased_mmd_of_one_distribution_is_zero_in_expectation(fn):
     """Over many pairs of samples of one distribution the estimates average to ~0 (they are
     unbiased, so single ones are negative about as often as positive); a shifted pair is far
@@ -113,6 +115,7 @@ def test_paired_cosine_against_numpy():
     np.testing.assert_allclose(float(M.paired_cosine(z, x)), 7 / 8, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_shift_measures_gives_every_measure_and_cosine_only_with_pairs():
     r = _rng(5)
     x, y = (jnp.asarray(r.normal(size=(10, 3)), jnp.float32) for _ in range(2))

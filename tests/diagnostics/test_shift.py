@@ -53,6 +53,7 @@ def test_latent_cosine_of_overlapping_users_falls_with_the_angle():
     assert all(b < a for a, b in zip(got, got[1:])), got
 
 
+@pytest.mark.slow
 def test_raw_interest_shift_grows_with_the_angle():
     """On the synthetic generator (default sizes), the kernel MMD between ridge-mapped source
     and target interest embeddings grows with data.synthetic.shift_deg, and the held-out
@@ -103,6 +104,7 @@ def test_ridge_map_recovers_a_linear_map():
 
 
 @pytest.mark.parametrize("method", ["emcdr", "ptupcdr", "cmf", "dann"])
+@pytest.mark.slow
 def test_methods_with_both_sides_give_user_vectors(method):
     cfg, split = _tiny(method, "emcdr.mapping=linear")
     built = get_method(method).build(cfg, split)

@@ -3,6 +3,7 @@ without changing any metric."""
 
 import jax
 import numpy as np
+import pytest
 
 from tests.diagnostics.test_shift import _tiny
 from transferjax import diagnostics as D
@@ -10,6 +11,7 @@ from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
 
+@pytest.mark.slow
 def test_logging_diagnostics_while_training_changes_no_metric():
     """diagnostics.log=on adds a "diagnostics" entry to each evaluation and logs it as
     diagnostics/<measure>; the metrics are those of the default (off)."""

@@ -88,6 +88,7 @@ def _full(params, ho, ex, *, ks, chunk_size):
 @pytest.mark.parametrize(
     "seed, chunk_size, ties", [(0, 1, False), (1, 7, False), (2, 64, False), (3, 3, True)]
 )
+@pytest.mark.slow
 def test_full_means_equal_full_ranking(seed, chunk_size, ties):
     params, ho, ex = make_case(seed, ties=ties)
     for ks, exclude in (((1, 5, 10), ex), ((3,), None), ((2, N_ITEMS), ex)):
@@ -128,6 +129,7 @@ def test_same_shapes_pads_without_changing_results():
 
 
 @pytest.mark.parametrize("seed, ties", [(0, False), (1, True)])
+@pytest.mark.slow
 def test_sampled_means_equal_sampled_ranking(seed, ties):
     params, ho, _ = make_case(seed, ties=ties)
     for rule in plan.TIES:
@@ -149,6 +151,7 @@ def test_sampled_means_equal_sampled_ranking(seed, ties):
 
 
 @pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.slow
 def test_rating_sums_equal_rating_eval(seed):
     params, ho, _ = make_case(seed)
     for chunk_size in (1, 7, 8192):

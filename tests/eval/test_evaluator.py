@@ -82,6 +82,7 @@ def _as_counts(d):
     return {k: int(v) if k.endswith(("n_users", "n_interactions")) else v for k, v in d.items()}
 
 
+@pytest.mark.slow
 def test_equals_the_reference_functions(setup):
     cfg, split, scorer, params = setup
     evaluate = make_evaluate(cfg, split)
@@ -98,6 +99,7 @@ def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+@pytest.mark.slow
 def test_batched_trials_equal_each_trial(setup):
     cfg, split, scorer, params = setup
     evaluate = make_evaluate(cfg, split)
@@ -139,6 +141,7 @@ def test_evaluating_again_does_not_retrace(setup):
     assert traces == {"score_items": 2 * 2, "score_all": 1 * 2}
 
 
+@pytest.mark.slow
 def test_other_heldout_and_errors(setup):
     cfg, split, scorer, params = setup
     evaluator = make_evaluator(cfg, split)
@@ -175,6 +178,7 @@ def test_families_follow_the_config(setup):
         make_evaluate(_cfg(ks=(1, 1000)), split)
 
 
+@pytest.mark.slow
 def test_prepare_runs_once_per_evaluation_outside_the_chunk_loop(setup):
     """`Scorer.prepare`'s entries reach every chunk's scorer; the evaluation equals the same
     scorer without `prepare` (which computes the entry per call), and in the traced program the

@@ -103,6 +103,7 @@ def _check(split, S):
 
 
 @pytest.mark.parametrize("protocol", ["warm_ratio", "warm_loo"])
+@pytest.mark.slow
 def test_warm_ranking_excludes_train_and_valid_items(protocol):
     data = _data(timestamps=protocol == "warm_loo")
     if protocol == "warm_ratio":
@@ -160,6 +161,7 @@ def test_min_rating_rows_are_seen_not_ranked():
         assert not got & _items_of(v.target_user, v.item, u)
 
 
+@pytest.mark.slow
 def test_cold_start_users_have_nothing_excluded():
     data = _data(seed=5)
     split = cold_start_split(data, beta=0.67, seed=0, n_negatives=3)

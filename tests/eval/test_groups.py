@@ -72,6 +72,7 @@ def _close(a, b):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_rows_by_group_equal_the_evaluator_on_each_subset(setup):
     cfg, split, scorer, params, on, off = setup
     test = split.test
@@ -141,6 +142,7 @@ def test_full_ranking_item_groups_coverage_and_novelty_against_numpy(setup):
     _close(info[:3], -np.log2(np.maximum(users_per_item, 1) / tr.n_users))
 
 
+@pytest.mark.slow
 def test_batched_trials_give_each_trials_groups(setup):
     cfg, split, scorer, params, on, _ = setup
     stacked = jax.tree.map(lambda *x: np.stack(x), *params)

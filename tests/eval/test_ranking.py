@@ -215,6 +215,7 @@ def _items_fn(table, src_w):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.slow
 def test_sampled_ranking_matches_brute_force(seed, ties):
     table, src_w, ho, _ = _fixture(seed, ties=ties)
     ks = (1, 3, 5)

@@ -104,6 +104,7 @@ FINISHED_CASES = {  # case: (prepare, exit status)
 
 
 @pytest.mark.parametrize("case", sorted(FINISHED_CASES))
+@pytest.mark.slow
 def test_failed_rerun_prints_one_line_and_keeps_the_folder(
     copy, case, request, monkeypatch, capsys
 ):

@@ -89,6 +89,7 @@ DAMAGE = [truncate_array_file, empty_metadata, broken_metadata_json, missing_fil
 # truncated array file; the command line drops them (cli._quiet_closed_loops)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", DAMAGE, ids=lambda d: d.__name__)
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_falls_back_to_the_older_one(copy, damage):
     out = copy["out"]
     damage(out / "ckpt" / "4")

@@ -219,6 +219,7 @@ def test_eval_settings_the_protocol_cannot_give_fail_before_training(overrides, 
     assert text in str(e.value), str(e.value)
 
 
+@pytest.mark.slow
 def test_eval_select_choices_are_the_metrics_an_evaluation_returns():
     cfg = C.apply_overrides(CFG, ["protocol.n_negatives=5", "eval.ranking=both", "eval.ks=1,10"])
     sp = build_split(cfg.protocol, build_dataset(cfg.data))

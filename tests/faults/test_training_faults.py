@@ -155,6 +155,7 @@ def test_loss_rule_and_rating_bound(split):
         ),
     ],
 )
+@pytest.mark.slow
 def test_divergence_names_method_stage_epoch_and_setting(
     split, method, overrides, stage, setting, why
 ):

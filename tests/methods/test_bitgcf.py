@@ -122,6 +122,7 @@ def _jax_ego(ego):
 @pytest.mark.parametrize("k", [0, 1, 2])
 @pytest.mark.parametrize("connect", ["concat", "mean"])
 @pytest.mark.parametrize("share", ["both", "users", "items"])
+@pytest.mark.slow
 def test_forward_with_transfer_matches_dense_numpy(k, connect, share):
     users, items = share in ("both", "users"), share in ("both", "items")
     ego = _known_ego(_ego())
@@ -205,6 +206,7 @@ def _np_domain_loss(final, ego, kind, reg, biases=None, batch=BATCH, neg=NEG):
 
 @pytest.mark.parametrize("neg", [NEG, NEG2], ids=["one negative", "two negatives"])
 @pytest.mark.parametrize("kind", ["bce", "bpr", "mse"])
+@pytest.mark.slow
 def test_domain_loss_matches_numpy(kind, neg):
     ego = _known_ego(_ego(2))["target"]
     fin = _np_forward(_known_ego(_ego(2)), k=1, connect="concat", lam_s=0.8, lam_t=0.8)["target"]
@@ -223,6 +225,7 @@ def test_domain_loss_matches_numpy(kind, neg):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_joint_loss_gradient_matches_numpy_differences():
     """d(L_source + L_target)/d(ego tables), through two layers with both transfers, equals
     central differences of the numpy reference (float64)."""
@@ -298,6 +301,7 @@ def cold_split():
     return build_split(cfg.protocol, build_dataset(cfg.data))
 
 
+@pytest.mark.slow
 def test_no_users_by_items_array_in_training_step_or_scorer(cold_split):
     built = get_method("bitgcf").build(_cfg(), cold_split)
     train = assert_no_users_by_items(built, cold_split, "bitgcf")
@@ -305,6 +309,7 @@ def test_no_users_by_items_array_in_training_step_or_scorer(cold_split):
     assert (n_tgt, 16) in train and (n_src, 16) in train
 
 
+@pytest.mark.slow
 def test_cold_user_is_scored_through_the_transfer(cold_split):
     """A cold target user with a source profile is scored by the model, from its source copy
     only: its target ego row is not read, its source ego row is, and its layer-0 block is 0."""
@@ -345,6 +350,7 @@ def test_prepared_tables_give_the_scores_of_a_direct_call(cold_split):
 
 
 @pytest.mark.parametrize("loss", ["bce", "mse"])
+@pytest.mark.slow
 def test_user_without_any_profile_gets_the_item_baseline(loss):
     """A target user with no training row and no shared source copy (here: the cold users,
     with the overlap cut down to the warm pairs) gets popularity ("bce") or mu + b_i
@@ -379,6 +385,7 @@ def test_user_without_any_profile_gets_the_item_baseline(loss):
 
 
 @pytest.mark.parametrize("n_neg", [1, 2])
+@pytest.mark.slow
 def test_loss_decreases(cold_split, n_neg):
     built = get_method("bitgcf").build(_cfg(**{"bitgcf.n_neg": n_neg}), cold_split)
     (stage,) = built.stages

@@ -104,6 +104,7 @@ def _link():
 
 
 @pytest.mark.parametrize("n_layers,critic", [(1, "hinge"), (3, "bce")])
+@pytest.mark.slow
 def test_loss_matches_the_official_code_in_numpy(n_layers, critic):
     p = cdrib_init(jax.random.key(0), sizes=SIZES, dim=D, n_layers=n_layers)
     draws = cdrib_draws(jax.random.key(1), sizes=SIZES, dim=D, n_linked=N_SHARED, k=K)
@@ -134,6 +135,7 @@ def test_loss_matches_the_official_code_in_numpy(n_layers, critic):
     assert float(aux["critic"]) > 0 and float(aux["kl"]) > 0
 
 
+@pytest.mark.slow
 def test_kl_clamp_and_sampling():
     rng = np.random.default_rng(0)
     mu = rng.normal(size=(6, 4)).astype(np.float32)
@@ -182,12 +184,14 @@ def cold():
     return split, get_method("cdrib").build(cfg, split)
 
 
+@pytest.mark.slow
 def test_no_users_by_items_array_in_training_step_or_scorer(cold):
     split, built = cold
     train = assert_no_users_by_items(built, split, "cdrib", rows=slice(-64, None))
     assert (split.target_train.n_users, 16) in train and (split.source_train.n_items, 16) in train
 
 
+@pytest.mark.slow
 def test_cold_users_scored_from_their_source_side(cold):
     split, built = cold
     v = view0(built)

@@ -38,6 +38,7 @@ def _params():
     return jax.tree.map(lambda a: a + 0.05 if a.ndim == 1 else a, p)
 
 
+@pytest.mark.slow
 def test_forward_matches_numpy():
     p = _params()
     user = np.array([0, 3, 8, 5, 1, 2])
@@ -66,6 +67,7 @@ def cold():
     return conf, D.cold_split(conf)
 
 
+@pytest.mark.slow
 def test_stage_loss_matches_numpy(cold):
     conf, split = cold
     built = get_method("conet").build(conf, split)
@@ -86,6 +88,7 @@ def test_stage_loss_matches_numpy(cold):
     np.testing.assert_allclose(loss, want["source"] + want["target"] + reg, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cross_units_get_no_gradient_without_overlap_rows():
     split = D.user_overlap_split()
     built = get_method("conet").build(D.cfg("conet"), split)
@@ -106,6 +109,7 @@ def test_cross_units_get_no_gradient_without_overlap_rows():
 
 
 @pytest.mark.parametrize("score_cross", [True, False])
+@pytest.mark.slow
 def test_cold_users_are_scored_through_their_source_trained_rows(cold, score_cross):
     conf, split = cold
     conf = D.cfg("conet", **{"conet.score_cross": str(score_cross).lower()})
@@ -131,6 +135,7 @@ def test_cold_users_are_scored_through_their_source_trained_rows(cold, score_cro
     assert not np.allclose(got, np.asarray(v["item_base"])[None])
 
 
+@pytest.mark.slow
 def test_a_user_without_any_training_row_gets_popularity():
     split = D.user_overlap_split()
     built = get_method("conet").build(D.cfg("conet"), split)

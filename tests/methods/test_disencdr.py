@@ -178,6 +178,7 @@ def np_bce(tab_u, tab_i, u, pos, neg):
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
+@pytest.mark.slow
 def test_forward_kl_and_loss_match_the_official_code_in_numpy(n_layers):
     rate, beta = 0.3, 0.9
     p = _params(n_layers)
@@ -309,6 +310,7 @@ def cold_split():
     return build_split(cfg.protocol, build_dataset(cfg.data))
 
 
+@pytest.mark.slow
 def test_no_users_by_items_array_in_training_step_or_scorer(cold_split):
     built = get_method("disencdr").build(_cfg("cold_start"), cold_split)
     train = assert_no_users_by_items(built, cold_split, "disencdr")
@@ -316,6 +318,7 @@ def test_no_users_by_items_array_in_training_step_or_scorer(cold_split):
     assert (n_tgt, 8) in train and (n_src, 8) in train
 
 
+@pytest.mark.slow
 def test_cold_users_scored_from_their_source_side_or_popularity(cold_split):
     built = get_method("disencdr").build(_cfg("cold_start"), cold_split)
     v = view0(built)

@@ -41,6 +41,7 @@ def _params():
     return jax.tree.map(lambda a: a + 0.05 if a.ndim == 1 else a, p)
 
 
+@pytest.mark.slow
 def test_forward_matches_numpy_and_dropout_only_with_a_key():
     p = _params()
     user, item = np.array([0, 3, 8, 5, 1]), np.array([6, 0, 2, 2, 4])
@@ -79,6 +80,7 @@ def test_stage_loss_matches_numpy(cold):
     np.testing.assert_allclose(loss, 0.3 * want["source"] + 0.7 * want["target"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cold_users_get_the_target_tower_on_their_source_trained_embedding(cold):
     conf, split = cold
     built = get_method("dtcdr").build(D.cfg("dtcdr"), split)  # with dropout while training
@@ -110,6 +112,7 @@ def test_a_user_without_any_training_row_gets_popularity():
     assert not np.allclose(s[1], split.target_train.item_counts())
 
 
+@pytest.mark.slow
 def test_shared_items_share_one_embedding_across_the_towers():
     split = D.item_overlap_split()
     built = get_method("dtcdr").build(D.cfg("dtcdr"), split)

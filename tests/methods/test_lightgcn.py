@@ -150,6 +150,7 @@ def cold_split():
 
 
 @pytest.mark.parametrize("loss", ["bpr", "mse"])
+@pytest.mark.slow
 def test_cold_users_get_the_item_baseline(cold_split, loss):
     built = get_method("lightgcn").build(_cfg(**{"lightgcn.loss": loss}), cold_split)
     v = view0(built)
@@ -218,6 +219,7 @@ def _best_test(cfg):
     return train(jax.random.key(cfg.seed)).best["test"]
 
 
+@pytest.mark.slow
 def test_beats_popularity_on_warm_implicit_task():
     ev = C.EvalConfig(select="full_ndcg@10", ranking="full", rating="off", ks=(10,))
     cfg = dataclasses.replace(_cfg("warm_ratio"), eval=ev)

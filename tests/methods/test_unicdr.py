@@ -133,6 +133,7 @@ def test_aggregators_match_the_official_padding_arithmetic(kind):
 
 
 @pytest.mark.parametrize("kind", ["mean", "user_attention"])
+@pytest.mark.slow
 def test_loss_matches_the_official_code_in_numpy(kind):
     p = unicdr_init(jax.random.key(1), sizes=SIZES, n_joint=5, dim=D, aggregator=kind)
     batch = _batch(np.random.default_rng(1))
@@ -187,6 +188,7 @@ def test_critic_rotates_within_the_valid_rows():
     np.testing.assert_allclose(got, np_bce(pos, 1) + np_bce(neg, 0), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_matches_finite_differences():
     with jax.enable_x64(True):
         p = unicdr_init(
@@ -202,6 +204,7 @@ def test_gradient_matches_finite_differences():
         check_grads(f, (p,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_masking_sizes_and_uniform_subsets():
     # min(maxlen, int(n (1 - mask_rate))) with Python's floats
     n = np.array([0, 1, 2, 9, 10, 11, 30])
@@ -296,6 +299,7 @@ def test_cold_users_scored_from_their_shared_half(cold):
 
 
 @pytest.mark.parametrize("kind", ["mean", "user_attention"])
+@pytest.mark.slow
 def test_training_lowers_the_loss(kind):
     built = get_method("unicdr").build(
         _cfg(**{"unicdr.aggregator": kind, "trainer.batch_size": 128}), user_overlap_split()

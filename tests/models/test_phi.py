@@ -130,6 +130,7 @@ def test_the_cost_rule_picks_packed_for_short_bags_only():
 
 @pytest.mark.parametrize("dims", [(6, 4, 3), (5,)])
 @pytest.mark.parametrize("capacity", [None, lambda b: 60])  # dense / packed (60 >= entries)
+@pytest.mark.slow
 def test_bag_encoder_is_an_mlp_with_a_linear_last_layer(dims, capacity):
     rng = np.random.default_rng(3)
     items, rating, mask = _ragged(rng)

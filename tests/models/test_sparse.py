@@ -54,6 +54,7 @@ def _steps(seed=0, n_steps=4, k=6):
 
 
 @pytest.mark.parametrize("scratch", [True, False], ids=["scratch", "sort"])
+@pytest.mark.slow
 def test_coalesce_sums_duplicates_and_drops_padding(scratch, monkeypatch):
     from transferjax.models import sparse as S
 
@@ -199,6 +200,7 @@ def _mf_batch(n_users=6, n_items=5, b=8, seed=0):
 
 
 @pytest.mark.parametrize("kind", ["mse", "bpr", "bce"])
+@pytest.mark.slow
 def test_mf_rows_loss_and_gradient_equal_dense(kind):
     mf = mf_init(jax.random.key(0), n_users=6, n_items=5, dim=D, mu=3.0)
     batch, key = _mf_batch(), jax.random.key(7)

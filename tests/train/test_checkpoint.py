@@ -47,6 +47,7 @@ EVERY_EPOCH = [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2), (2, 3)]  # (stage
 
 
 @pytest.mark.parametrize("interval, want", [(0.0, EVERY_EPOCH), (1e9, [(2, 3)])])
+@pytest.mark.slow
 def test_min_interval_skips_due_checkpoints_but_never_the_final_state(
     tmp_path, monkeypatch, interval, want
 ):

@@ -219,6 +219,7 @@ def test_distributed_without_a_cluster_is_one_line_naming_the_variables(tmp_path
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_folder_in_use_stops_both_processes_with_one_line(tmp_path):
     out = tmp_path / "held"
     out.mkdir()

@@ -111,6 +111,7 @@ def test_data_parallel_matches_one_device(method, split):
             assert "all-reduce(" in program.as_text()
 
 
+@pytest.mark.slow
 def test_data_parallel_batch_not_divisible_by_the_devices(split):
     """A batch of 30 rows over 4 devices: the rows enter replicated and are split unevenly
     inside the program; still one device's numbers."""
@@ -120,6 +121,7 @@ def test_data_parallel_batch_not_divisible_by_the_devices(split):
     np.testing.assert_allclose(_curves(got), _curves(ref), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_trials_split_over_devices_match_one_device(split):
     keys = jnp.stack([jax.random.key(s) for s in range(4)])
     _, ref = _train(_cfg("mf", "auto"), split, keys)

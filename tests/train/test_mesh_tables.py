@@ -130,6 +130,7 @@ def test_each_device_holds_rows_over_n_of_a_table_and_its_moments(mesh, model):
 
 
 @pytest.mark.parametrize("name", ["mf", "mf_sparse", "cmf", "dann"])
+@pytest.mark.slow
 def test_sharded_tables_match_one_device(name, split):
     key = jax.random.key(0)
     _, ref = _train(_cfg(name, "auto"), split, key)
@@ -173,6 +174,7 @@ def test_row_sparse_steps_build_no_whole_table(mesh, rows, split):
     assert "f32[80,32]" not in hlo and "f32[80]" not in hlo
 
 
+@pytest.mark.slow
 def test_merged_top_k_equals_lax_top_k():
     mesh = make_layout("model=4").mesh
     rng = np.random.default_rng(0)
@@ -231,6 +233,7 @@ def test_a_checkpoint_restores_the_tables_split(tmp_path):
     np.testing.assert_array_equal(got["params"]["user"], params["user"])
 
 
+@pytest.mark.slow
 def test_trials_and_split_tables_match_one_device(split):
     """trial=2,model=2: two vmapped seeds, one per pair of devices, each pair splitting the
     row-sparse MF tables by rows (P("trial", "model")); one device's numbers per seed."""

@@ -250,6 +250,7 @@ def test_seed_workers_leave_no_core_idle_while_seeds_are_left(monkeypatch, cores
         assert [R.seed_workers(CFG, n) for n in (7, 9, 10, 11)] == [4, 3, 2, 4]
 
 
+@pytest.mark.slow
 def test_seeds_on_threads_equal_seeds_one_after_another(split, tmp_path):
     from transferjax.train.writers import JsonlWriter
 
