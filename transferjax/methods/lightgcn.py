@@ -101,14 +101,10 @@ def lightgcn_loss_kind(cfg, split) -> str:
 PART = "lightgcn"
 
 
-def _edges(v) -> dict:
-    return v["graph"]
-
-
 def lightgcn_tables(v, n_layers: int):
     """(users f32[n_users, d], items f32[n_items, d]): the final embeddings (Eq. 4)."""
     p = v[PART]
-    return propagate(p["user"], p["item"], _edges(v), n_layers)
+    return propagate(p["user"], p["item"], v["graph"], n_layers)
 
 
 def lightgcn_scorer(n_layers: int, biases: bool) -> Scorer:
@@ -155,8 +151,8 @@ def build_lightgcn(cfg, split) -> Built:
     def loss(v, batch, key):
         reg = v["hyper"]["lightgcn.reg"]
         if mse:
-            return lightgcn_mse_loss(v[PART], _edges(v), batch, n_layers=n_layers, reg=reg)
-        return lightgcn_bpr_loss(v[PART], _edges(v), batch, n_layers=n_layers, reg=reg, key=key)
+            return lightgcn_mse_loss(v[PART], v["graph"], batch, n_layers=n_layers, reg=reg)
+        return lightgcn_bpr_loss(v[PART], v["graph"], batch, n_layers=n_layers, reg=reg, key=key)
 
     stage = Stage(
         name="lightgcn",

@@ -14,8 +14,8 @@ and sums them into their output rows (a scatter-add over edges sorted by output 
 stable sort of the given order, so every output row sums its edges in the given order, exactly
 as one `jax.ops.segment_sum` over the given order does: the two give the same bits). On a CPU
 the sum runs over chunks of CHUNK edges (`lax.fori_loop`), so the gathered rows of a chunk stay
-in cache instead of an f32[e, d] array going through memory; on the ML-1M graph (835,789 edges,
-d 64) that makes one forward and backward product pair several times faster
+in cache instead of an f32[e, d] array going through memory; on the ML-1M graph (835,789 edges)
+that makes one forward and backward product pair 2-3 times faster
 (`python -m benchmarks.graph_products`). Other backends sum all edges at once.
 """
 
@@ -48,17 +48,17 @@ def bipartite(user, item, **weights) -> dict:
     u, i = np.asarray(user, np.int32).reshape(-1), np.asarray(item, np.int32).reshape(-1)
     if u.shape != i.shape:
         raise ValueError(f"bipartite: {u.shape[0]} user ends but {i.shape[0]} item ends")
+    ws = {name: np.asarray(w, np.float32).reshape(-1) for name, w in weights.items()}
+    for name, w in ws.items():
+        if w.shape != u.shape:
+            raise ValueError(
+                f"bipartite: weight {name!r} has {w.shape[0]} values for {len(u)} edges"
+            )
     out = {}
     for prefix, key in (("", u), (_T, i)):
         order = np.argsort(key, kind="stable")
         out[prefix + "u"], out[prefix + "i"] = u[order], i[order]
-        for name, w in weights.items():
-            w = np.asarray(w, np.float32).reshape(-1)
-            if w.shape != u.shape:
-                raise ValueError(
-                    f"bipartite: weight {name!r} has {w.shape[0]} values for {len(u)} edges"
-                )
-            out[prefix + name] = w[order]
+        out.update({prefix + name: w[order] for name, w in ws.items()})
     return out
 
 

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.models import bipartite as B
-from transferjax.models.bipartite import bipartite
 
 
 def row_normalized_edges(user, item, n_users: int, n_items: int) -> dict:
@@ -30,7 +29,7 @@ def row_normalized_edges(user, item, n_users: int, n_items: int) -> dict:
     u, i = np.asarray(user, np.int64), np.asarray(item, np.int64)
     cu = np.bincount(u, minlength=n_users).astype(np.float64)
     ci = np.bincount(i, minlength=n_items).astype(np.float64)
-    return bipartite(u, i, wu=1.0 / cu[u], wi=1.0 / ci[i])
+    return B.bipartite(u, i, wu=1.0 / cu[u], wi=1.0 / ci[i])
 
 
 def to_users(x: jax.Array, g: dict, n_users: int) -> jax.Array:
