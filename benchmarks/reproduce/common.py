@@ -305,18 +305,11 @@ def read_cdrib(folder) -> dict:
 
 class TimedEvaluator:
     """Wraps an `Evaluator`: the same metrics, plus the wall time of each evaluation of the
-    test set since `start()` (one per evaluated epoch, in history order) and, with `capture`,
-    a host copy of the params at the best valid value of `metric` so far (first on ties, as
-    `select_best` chooses)."""
+    test set since `start()` (one per evaluated epoch, in history order)."""
 
-    def __init__(self, inner, split, *, metric: str, capture: bool = False):
-        from transferjax.train.result import lower_is_better
-
-        self.inner, self.split, self.metric, self.capture = inner, split, metric, capture
-        self.lower = lower_is_better(metric)
+    def __init__(self, inner, split):
+        self.inner, self.split = inner, split
         self.times: list[float] = []
-        self.best_value = math.inf if self.lower else -math.inf
-        self.best_params = None
         self._t0 = time.perf_counter()
 
     def start(self) -> None:
@@ -326,14 +319,7 @@ class TimedEvaluator:
         return self.inner.metric_names()
 
     def __call__(self, scorer, params, heldout, **kw):
-        import jax
-
         out = self.inner(scorer, params, heldout, **kw)
-        if heldout is self.split.valid and self.capture:
-            v = out[self.metric]
-            if (v < self.best_value) if self.lower else (v > self.best_value):
-                self.best_value = v
-                self.best_params = jax.device_get(params)
         if heldout is self.split.test:
             self.times.append(time.perf_counter() - self._t0)
         return out
@@ -350,12 +336,11 @@ def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
     "scorer"."""
     import jax
 
-    from transferjax.train.evaluate import default_select_metric, make_evaluate
+    from transferjax.train.evaluate import make_evaluate
     from transferjax.train.trainer import make_train
 
     cfg = dataclasses.replace(cfg, seed=seed, seeds=1)
-    metric = cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
-    ev = TimedEvaluator(make_evaluate(cfg, split), split, metric=metric, capture=capture)
+    ev = TimedEvaluator(make_evaluate(cfg, split), split)
     train = make_train(cfg, split, evaluate=ev)
     ev.start()
     r = train(jax.random.key(seed), show=False, labels=[f"seed {seed}"])
@@ -368,10 +353,8 @@ def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
         "train_s": r.train_time,
         "wall_s": r.wall_time,
     }
-    if capture:
-        params = ev.best_params
-        if params is None:  # nothing selects (closed-form baselines): the final params
-            params = {**jax.device_get(r.params), "hyper": train.built.hyper}
+    if capture:  # the result's params are the selected evaluation's
+        params = {**jax.device_get(r.params), "hyper": train.built.hyper}
         out["params"] = {**params, **train.built.data}
         out["scorer"] = train.built.scorer
     return out

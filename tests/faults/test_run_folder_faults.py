@@ -27,8 +27,8 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import DataError, RunFolderError
 from transferjax.methods import registry
 from transferjax.train import folder as F
+from transferjax.train.book import checkpoint_tree
 from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
-from transferjax.train.epoch import to_host
 from transferjax.train.run import build_trainer, run
 from transferjax.train.sweep import sweep
 from transferjax.train.trials import fresh_state
@@ -313,7 +313,7 @@ def test_stage_structures_match_the_states_the_trainer_saves(copy):
     params = jax.vmap(train.built.init)(keys)
     for stage, want in zip(train.built.stages, train.stage_structures(2), strict=True):
         state = fresh_state(stage, params, keys, trials, batched=True, n=2)
-        assert structure_fingerprint(to_host(state)) == want
+        assert structure_fingerprint(checkpoint_tree(state, params)) == want
     ckpt = Checkpointer(copy["out"] / "ckpt")
     try:
         assert ckpt.meta(4)["state_structure"] == build_trainer(cfg, split).stage_structures(1)[0]

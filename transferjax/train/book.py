@@ -1,10 +1,18 @@
-"""The host-side record of one trainer call: histories, clocks, logging, checkpoints and the
-trials that failed.
+"""The host-side record of one trainer call: histories, clocks, logging, checkpoints, the
+trials that failed and each trial's selected params.
 
 A `Book` lives for one call of the trainer (`transferjax.train.trainer`). It holds what the
 host needs between epochs and what a checkpoint stores beside the training state (stage, epoch,
-step, histories, train time, failures, the state's structure), so that a resumed call continues
-exactly where the interrupted one stopped.
+step, histories, train time, failures, the state's structure, the selected params), so that a
+resumed call continues exactly where the interrupted one stopped.
+
+The selected params: after each evaluation, a trial whose newest entry becomes its selected one
+(`select_best` over its valid history, the rule the result's selection uses) copies its params
+into `Book.best` on the device (`keep`, one small program; the next epoch donates the state's
+buffers, so these are copies). A trained result therefore holds the params of the epoch it
+reports, not the last epoch's, and every checkpoint holds them too: `transferjax diagnose`
+measures the selected model even when that epoch's own checkpoint is long gone. The cost is a
+second copy of the params in memory and in each checkpoint.
 """
 
 from __future__ import annotations
@@ -12,10 +20,33 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transferjax.errors import DivergenceError
 from transferjax.train.checkpoint import Checkpointer
 from transferjax.train.epoch import TrainState, from_host, to_host
 from transferjax.train.progress import Progress
+from transferjax.train.result import select_best
+
+
+@jax.jit
+def keep(best, params, mask: jax.Array):
+    """`params` where `mask` (bool[trials] against the leaves' leading trial axis, or a scalar
+    for one trial), else `best`: new buffers, never `params`' own."""
+
+    def one(b, p):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (p.ndim - mask.ndim)), p, b)
+
+    return jax.tree.map(one, best, params)
+
+
+def checkpoint_tree(state: TrainState, best) -> dict:
+    """What a checkpoint holds: the state's host form (`to_host`) and the selected params."""
+    return {**to_host(state), "best": best}
 
 
 @dataclasses.dataclass
@@ -38,6 +69,8 @@ class Book:
     restored: TrainState | None = None
     structures: tuple = ()  # per stage: the fingerprint of its checkpointed state
     last_save: float = dataclasses.field(default_factory=time.perf_counter)  # or the start
+    best: Any = None  # the params of each trial's selected evaluation (its trial axis)
+    best_index: list = dataclasses.field(default_factory=list)  # per trial: history index
 
     def stats(self, stats: dict) -> list[dict]:
         """Per-trial floats from an epoch's fetched stats (arrays [n] when batched)."""
@@ -58,7 +91,7 @@ class Book:
 
         def host_template(meta):
             like["state"] = template(meta)
-            return to_host(like["state"])
+            return checkpoint_tree(like["state"], like["state"].params)
 
         try:
             found = self.ckpt.restore_newest(
@@ -72,6 +105,7 @@ class Book:
         step, meta, state = found
         self.meta = {**meta, "_step": step}
         self.restored = from_host(state, like=like["state"])
+        self.best, self.best_index = state["best"], meta["best_index"]
         self.history, self.resumed = meta["history"], step
         self.failed = list(meta.get("failed") or [None] * self.n)
         self.step, self.train_s = meta["step"], meta["train_time"]
@@ -90,17 +124,47 @@ class Book:
         (or since it began)."""
         return time.perf_counter() - self.last_save >= min_interval_s
 
+    def start_best(self, params) -> None:
+        """Before training: unless a checkpoint restored them, every trial's selected params are
+        a copy of `params` (replaced at its first evaluation)."""
+        if self.best is None:
+            self.best = keep(params, params, self._mask([True] * self.n))
+            self.best_index = [None] * self.n
+
+    def keep_best(self, params, metric: str) -> None:
+        """After an evaluation of `params`: each trial whose newest history entry is now its
+        selected one by `metric` keeps these params as its best."""
+        better = []
+        for i, hist in enumerate(self.history):
+            newest = len(hist) - 1
+            try:
+                chosen = select_best([h["valid"] for h in hist], metric) if hist else None
+            except DivergenceError:  # no finite value to select from (a failed trial)
+                chosen = None
+            better.append(
+                self.failed[i] is None and chosen == newest and self.best_index[i] != newest
+            )
+            if better[-1]:
+                self.best_index[i] = newest
+        if any(better):
+            self.best = keep(self.best, params, self._mask(better))
+
+    def _mask(self, flags: list[bool]) -> np.ndarray:
+        return np.asarray(flags) if self.batched else np.asarray(flags[0])
+
     def save(self, s_idx: int, epoch: int, state: TrainState) -> None:
-        """Checkpoints `state` after `epoch` of stage `s_idx`, with the record beside it."""
+        """Checkpoints `state` and the selected params after `epoch` of stage `s_idx`, with the
+        record beside it."""
         self.last_save = time.perf_counter()
         self.ckpt.save(
             self.step,
-            to_host(state),
+            checkpoint_tree(state, self.best),
             {
                 "stage": s_idx,
                 "epoch": epoch,
                 "step": self.step,
                 "history": self.history,
+                "best_index": self.best_index,
                 "train_time": self.train_s,
                 "failed": self.failed,
                 "state_structure": self.structures[s_idx],

@@ -8,10 +8,11 @@ training state is restored from its checkpoints, and `transferjax.diagnostics` m
   that have both sides (phi family, EMCDR, PTUPCDR, CMF), one entry per seed;
 - "interest": the raw interest vectors of the split's training data (any method).
 
-The state is the selected epoch's (metrics.json) when a checkpoint of that stage and epoch is
-still kept (checkpoints are written every trainer.checkpoint_every epochs and at each stage's
-end, at most once per trainer.checkpoint_min_interval_s, always at the last stage's end; the
-newest two are kept), else the newest checkpoint; each seed's entry says which.
+The params are the selected epoch's: every checkpoint holds each trial's params at its best
+valid evaluation so far (`transferjax.train.book`), and the newest checkpoint of a finished run
+holds those of the epoch metrics.json reports. A run stopped before its end is measured at its
+best evaluation so far, and one stopped before any evaluation at its newest checkpoint; each
+seed's entry says which.
 The result is written to RUN_FOLDER/diagnostics.json and printed as a table.
 """
 
@@ -96,11 +97,14 @@ def _selected(metrics: dict | None, seed: int) -> dict | None:
 
 
 def restore_params(folder, built, ckpt_dir, *, n: int, index: int, want: dict | None):
-    """(params of trial `index`, {"step", "stage", "epoch", "which"}) from the checkpoint of
-    the `want`ed (stage name, epoch) when kept, else the newest.
+    """(params of trial `index`, {"step", "stage", "epoch", "which"}) from the newest
+    checkpoint: the trial's selected params ("which": "selected" when they are the `want`ed
+    (stage name, epoch) of metrics.json, "best so far" without one), or the checkpoint's
+    params ("newest") when the trial had no evaluation yet.
 
     Raises:
-      RunFolderError: naming the folder, when it has no checkpoint or one does not restore.
+      RunFolderError: naming the folder, when it has no checkpoint, the newest does not restore,
+        or it names another selected epoch than metrics.json.
     """
     if not ckpt_dir.is_dir():
         raise RunFolderError(
@@ -112,24 +116,13 @@ def restore_params(folder, built, ckpt_dir, *, n: int, index: int, want: dict | 
         steps = ck.steps()
         if not steps:
             raise RunFolderError(f"{folder}: {ckpt_dir} holds no checkpoint to restore")
-        metas = {}
-        for s in steps:
-            try:
-                metas[s] = ck.meta(s)
-            except Exception as e:  # a damaged checkpoint: its metadata cannot be read
-                raise RunFolderError(f"{ckpt_dir}: checkpoint {s} is damaged ({e})") from e
-        names = [st.name for st in built.stages]
-        step, which = steps[0], "newest"
-        if want is not None and want.get("stage") in names:
-            at = (names.index(want["stage"]), want["epoch"])
-            hit = [s for s in steps if (metas[s]["stage"], metas[s]["epoch"]) == at]
-            if hit:
-                step, which = hit[0], "selected"
-        meta = metas[step]
+        step = steps[0]
+        try:
+            meta = ck.meta(step)
+        except Exception as e:  # a damaged checkpoint: its metadata cannot be read
+            raise RunFolderError(f"{ckpt_dir}: checkpoint {step} is damaged ({e})") from e
         template = stage_shapes(built, n)[meta["stage"]]
-        if meta.get("state_structure", structure_fingerprint(template)) != structure_fingerprint(
-            template
-        ):
+        if meta.get("state_structure") != structure_fingerprint(template):
             raise RunFolderError(
                 f"{ckpt_dir}: checkpoint {step} holds another training-state structure than "
                 "this code builds (the method's code changed since the run)"
@@ -142,14 +135,25 @@ def restore_params(folder, built, ckpt_dir, *, n: int, index: int, want: dict | 
             raise RunFolderError(f"{ckpt_dir}: checkpoint {step} cannot be restored ({e})") from e
     finally:
         ck.close()
-    params = trial_view(n > 1, state["params"], index)
-    info = {
-        "step": step,
-        "stage": names[meta["stage"]],
-        "epoch": meta["epoch"],
-        "which": which,
-    }
-    return jax.device_put(params), info
+    names = [st.name for st in built.stages]
+    chosen = meta["best_index"][index]
+    if chosen is None:
+        tree, at = state["params"], (names[meta["stage"]], meta["epoch"])
+        which = "newest"
+    else:
+        entry = meta["history"][index][chosen]
+        tree, at = state["best"], (entry["stage"], entry["epoch"])
+        which = "best so far"
+        if want is not None:
+            if (want.get("stage"), want.get("epoch")) != at:
+                raise RunFolderError(
+                    f"{ckpt_dir}: checkpoint {step} holds the params of {at[0]} epoch {at[1]}, "
+                    f"but metrics.json selected {want.get('stage')} epoch {want.get('epoch')}: "
+                    "the checkpoints are not this run's last"
+                )
+            which = "selected"
+    info = {"step": step, "stage": at[0], "epoch": at[1], "which": which}
+    return jax.device_put(trial_view(n > 1, tree, index)), info
 
 
 def diagnose(folder, *, overrides=(), echo=print) -> dict:
@@ -189,10 +193,6 @@ def diagnose(folder, *, overrides=(), echo=print) -> dict:
             for seed, ckpt_dir, n, index in checkpoint_layout(folder, cfg):
                 want = _selected(metrics, seed)
                 params, state = restore_params(folder, built, ckpt_dir, n=n, index=index, want=want)
-                if want is not None and state["which"] != "selected":
-                    state["note"] = (
-                        f"the selected {want['stage']} epoch {want['epoch']} has no checkpoint kept"
-                    )
                 seeds.append({"seed": seed, "state": state, **entry(vectors(params), dc)})
             out["model"] = seeds
         write_json(folder / DIAGNOSTICS, out)
@@ -220,10 +220,9 @@ def table(out: dict, folder) -> str:
         lines.append(_row(name, e))
         if "state" in e:
             st = e["state"]
-            note = f"; {st['note']}" if "note" in st else ""
             notes.append(
-                f"  {name}: checkpoint {st['step']} = {st['stage']} epoch {st['epoch']} "
-                f"({st['which']}{note})"
+                f"  {name}: checkpoint {st['step']}, params of {st['stage']} epoch "
+                f"{st['epoch']} ({st['which']})"
             )
     lines.append(_row("interest", out["interest"]))
     for name, e in (("model", model[0]), ("interest", out["interest"])):

@@ -45,7 +45,9 @@ def select_best(valid_history: list[dict], metric: str) -> int:
 
 @dataclasses.dataclass
 class Result:
-    """One trial's outcome: final params, the evaluation history and the selection.
+    """One trial's outcome: the params of the selected evaluation (the epoch whose metrics
+    `best` reports; the final params when nothing was selected: a failed trial, or a method
+    with nothing to train), the evaluation history and the selection.
 
     A trial that diverged under `trainer.on_nonfinite=fail` has `status` "failed", `failure`
     {stage, epoch, setting, reason, message}, `selected` None and only the finite evaluations

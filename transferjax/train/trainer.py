@@ -8,10 +8,12 @@ Calls of `train` for other seeds (one after another, or on several threads) reus
 compiled programs through jit's own cache.
 
 Stages marked `select` are evaluated on the valid split after every `eval_every` epochs; the
-epoch with the best valid metric is selected. Test metrics are computed at the same points for
-the record but never read by the selection. With `diagnostics.log=on` each evaluation also
-records the shift diagnostics of the trial's user vectors (`transferjax.diagnostics`) in its
-history entry ("diagnostics") and logs them as `diagnostics/<measure>`. The validators of
+epoch with the best valid metric is selected, and its params are the result's (kept on the
+device as the evaluations go, `transferjax.train.book`). Test metrics are computed at the same
+points for the record but never read by the selection. With `diagnostics.log=on` each
+evaluation also records the shift diagnostics of the trial's user vectors
+(`transferjax.diagnostics`) in its history entry ("diagnostics") and logs them as
+`diagnostics/<measure>`. The validators of
 `eval.validators` / `eval.select=unsup/<name>` (`transferjax.diagnostics.selection`) are
 recorded among the valid metrics as `unsup/<name>`; those on held-out warm users train the
 method without them.
@@ -26,6 +28,7 @@ a divergence is seen, so a rerun does not resume from a diverged state.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import time
@@ -40,7 +43,7 @@ from transferjax.data.batches import host_epoch_indices
 from transferjax.diagnostics import make_monitor, selection
 from transferjax.errors import ConfigError
 from transferjax.methods.registry import get_method
-from transferjax.train.book import Book
+from transferjax.train.book import Book, checkpoint_tree
 from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
 from transferjax.train.distributed import host_value, is_multiprocess, is_writer
 from transferjax.train.divergence import judge, loss_problem, metric_problem, rating_bound
@@ -50,7 +53,6 @@ from transferjax.train.epoch import (
     make_epoch_fn,
     row_taker,
     steps_per_epoch,
-    to_host,
 )
 from transferjax.train.evaluate import check_select, default_select_metric
 from transferjax.train.mesh import make_layout
@@ -161,12 +163,24 @@ class Trainer:
                     stages[meta["stage"]], params, key, overrides, batched=batched, n=n
                 )
             )
+        book.start_best(params)
+        try:
+            params, key = self._stages(book, params, key, hyper, overrides)
+        except BaseException:  # an error or an interrupt: the pending checkpoint is finished
+            with contextlib.suppress(Exception):  # the first error is the one to see
+                book.close()
+            raise
+        return self._finish(book, params, hyper, time.perf_counter() - t0, single)
+
+    def _stages(self, book: Book, params, key, hyper, overrides) -> tuple:
+        """Trains the stages from the first one not finished (a resumed call starts inside the
+        checkpoint's stage); returns the final params and key."""
         first_stage = book.meta["stage"] if book.meta is not None else 0
         for s_idx, stage in enumerate(self.built.stages):
             if s_idx < first_stage or book.stopped:
                 continue
             state, first = book.take_restored(s_idx) or (
-                fresh_state(stage, params, key, overrides, batched=batched, n=n),
+                fresh_state(stage, params, key, overrides, batched=book.batched, n=book.n),
                 0,
             )
             for ep in range(first, stage.epochs):  # each epoch donates the state it advances
@@ -178,7 +192,7 @@ class Trainer:
                 if book.stopped:
                     break
             params, key = state.params, state.key
-        return self._finish(book, params, hyper, time.perf_counter() - t0, single)
+        return params, key
 
     def _judge(self, book: Book, stage, epoch: int, problems: list, *, metrics: bool) -> None:
         """Raises or records divergence (`transferjax.train.divergence.judge`)."""
@@ -261,6 +275,7 @@ class Trainer:
         done = ep + 1
         if stage.select and (done % self.cfg.trainer.eval_every == 0 or done == stage.epochs):
             self._evaluate(book, state, hyper, stage, done, stats)
+            book.keep_best(state.params, self.metric)
         elif book.failed[0] is None:
             book.log(book.step, {f"train/{stage.name}/{k}": v for k, v in stats[0].items()})
         if book.bar is not None:
@@ -308,9 +323,15 @@ class Trainer:
                     entry["diagnostics"] = self.monitor(p_i, h_i)
                 book.record(i, entry)
 
+    @staticmethod
+    def _selected(book: Book, i: int) -> bool:
+        """Whether trial `i` has a selected evaluation whose params `book.best` holds (not a
+        failed trial's, nor a closed-form baseline's final evaluation)."""
+        return book.failed[i] is None and book.best_index[i] is not None
+
     def _finish(self, book, params, hyper, wall, single):
         book.close()
-        params, hyper = self._local((params, hyper))
+        params, best, hyper = self._local((params, book.best, hyper))
         ok = [i for i in range(book.n) if book.failed[i] is None]
         if ok and not any(book.history[i] for i in ok):
             # nothing selects (closed-form baselines): one final evaluation
@@ -318,7 +339,7 @@ class Trainer:
             self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
         results = [
             Result(
-                params=trial_view(book.batched, params, i),
+                params=trial_view(book.batched, best if self._selected(book, i) else params, i),
                 history=book.history[i],
                 selected=None
                 if book.failed[i] is not None
@@ -338,16 +359,17 @@ class Trainer:
 
 
 def stage_shapes(built, n: int) -> list:
-    """The checkpointed state (`to_host` of a `TrainState`) of each stage of `built` when `n`
-    trials train as one call (a leading trial axis when n > 1), as `jax.ShapeDtypeStruct`
-    leaves: what a checkpoint of that stage restores into. Nothing is computed."""
+    """The checkpointed state (`checkpoint_tree`: the `TrainState`'s host form and the selected
+    params) of each stage of `built` when `n` trials train as one call (a leading trial axis
+    when n > 1), as `jax.ShapeDtypeStruct` leaves: what a checkpoint of that stage restores
+    into. Nothing is computed."""
     batched = n > 1
 
     def states(keys):
         init = jax.vmap(built.init) if batched else built.init
         params = init(keys)
         return [
-            to_host(fresh_state(stage, params, keys, None, batched=batched, n=n))
+            checkpoint_tree(fresh_state(stage, params, keys, None, batched=batched, n=n), params)
             for stage in built.stages
         ]
 

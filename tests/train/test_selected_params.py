@@ -1,0 +1,101 @@
+"""A result holds the params of its selected evaluation, not the last epoch's: against a copy
+taken when that evaluation ran, for one trial and for vmapped trials, through an interrupted
+and resumed run, and in what `transferjax diagnose` measures."""
+
+import jax
+import numpy as np
+import pytest
+
+from tests.faults import TINY
+from transferjax import config as C
+from transferjax.data.registry import build_dataset, build_split
+from transferjax.train.evaluate import make_evaluate
+from transferjax.train.trainer import make_train
+
+# Target-only MF at a learning rate high enough that the valid RMSE turns up within 12 epochs:
+# the selected epoch is not the last one.
+CFG = C.apply_overrides(
+    C.RunConfig(
+        method="mf",
+        data=C.DataConfig(name="synthetic", synthetic=TINY),
+        protocol=C.ProtocolConfig(beta=0.3, seed=1),
+        trainer=C.TrainerConfig(
+            lr=0.1, batch_size=64, epochs=12, checkpoint_every=1, checkpoint_min_interval_s=0
+        ),
+    ),
+    ["mf.dim=8", "mf.reg=0"],
+)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return build_split(CFG.protocol, build_dataset(CFG.data))
+
+
+class Capture:
+    """The run's evaluator, plus a host copy of the params of every valid evaluation."""
+
+    def __init__(self, cfg, split):
+        self.inner, self.split, self.seen = make_evaluate(cfg, split), split, []
+
+    def metric_names(self):
+        return self.inner.metric_names()
+
+    def __call__(self, scorer, params, heldout, **kw):
+        if heldout is self.split.valid:
+            self.seen.append(jax.device_get({k: v for k, v in params.items() if k != "hyper"}))
+        return self.inner(scorer, params, heldout, **kw)
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _assert_same(a, b) -> None:
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_result_params_are_those_of_the_selected_evaluation(split, n):
+    cap = Capture(CFG, split)
+    keys = jax.random.split(jax.random.key(0), n) if n > 1 else jax.random.key(0)
+    results = make_train(CFG, split, evaluate=cap)(keys)
+    results = results if n > 1 else [results]
+    assert len(cap.seen) == CFG.trainer.epochs
+    early = 0
+    for i, r in enumerate(results):
+        at = cap.seen[r.selected]
+        _assert_same(r.params, jax.tree.map(lambda x, i=i: x[i], at) if n > 1 else at)
+        if r.selected < len(r.history) - 1:
+            early += 1
+            last = cap.seen[-1]
+            last = jax.tree.map(lambda x, i=i: x[i], last) if n > 1 else last
+            assert any(
+                not np.array_equal(x, y)
+                for x, y in zip(_leaves(r.params), _leaves(last), strict=True)
+            )
+    assert early, "every trial selected its last epoch: the test would not see a difference"
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_resumed_run_returns_the_params_an_uninterrupted_one_selects(split, tmp_path):
+    keys = jax.random.split(jax.random.key(1), 2)
+    train = make_train(CFG, split, evaluate=make_evaluate(CFG, split))
+    whole = train(keys, ckpt_dir=tmp_path / "whole")
+    stop_at = max(r.selected for r in whole) + 2  # after the best, before the end
+
+    def log(step, scalars):
+        if step == stop_at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(keys, ckpt_dir=tmp_path / "cut", log=log)
+    again = train(keys, ckpt_dir=tmp_path / "cut")
+    assert again[0].resumed_from is not None
+    for a, b in zip(whole, again, strict=True):
+        assert a.history == b.history and a.selected == b.selected
+        _assert_same(a.params, b.params)
