@@ -1,6 +1,7 @@
 """A result holds the params of its selected evaluation, not the last epoch's: against a copy
-taken when that evaluation ran, for one trial and for vmapped trials, through an interrupted
-and resumed run, and in what `transferjax diagnose` measures."""
+taken when that evaluation ran, for one trial and for vmapped trials, and through an
+interrupted and resumed run. Early stopping (`trainer.patience`) ends a trial that many
+evaluations after its selected one, vmapped trials each where it would end alone."""
 
 import jax
 import numpy as np
@@ -99,3 +100,43 @@ def test_a_resumed_run_returns_the_params_an_uninterrupted_one_selects(split, tm
     for a, b in zip(whole, again, strict=True):
         assert a.history == b.history and a.selected == b.selected
         _assert_same(a.params, b.params)
+
+
+def _prefix_best(history: list[dict], metric: str = "rmse") -> int:
+    vals = [h["valid"][metric] for h in history]
+    return int(np.argmin(vals))  # first on ties, as select_best
+
+
+def test_patience_stops_a_trial_after_that_many_evaluations_without_a_better_one(split):
+    full = make_train(CFG, split, evaluate=make_evaluate(CFG, split))(jax.random.key(0))
+    cfg = C.override(CFG, "trainer.patience", "2")
+    cap = Capture(cfg, split)
+    r = make_train(cfg, split, evaluate=cap)(jax.random.key(0))
+    n = len(r.history)
+    assert r.history == full.history[:n]  # the same epochs, cut short
+    best = _prefix_best(full.history[:n])
+    assert r.selected == best and n == best + 3 < len(full.history)
+    # each evaluation before the stop but the last two improved on nothing older than best
+    assert all(_prefix_best(full.history[: k + 1]) == best for k in range(best, n))
+    assert len(cap.seen) == n  # training ended with the stop
+    _assert_same(r.params, cap.seen[best])
+
+
+def test_patience_stops_vmapped_trials_as_each_alone(split):
+    cfg = C.override(C.override(CFG, "trainer.patience", "1"), "trainer.lr", "0.2")
+    train = make_train(cfg, split, evaluate=make_evaluate(cfg, split))
+    keys = jax.random.split(jax.random.key(2), 3)
+    together = train(keys)
+    alone = [train(k) for k in keys]
+    assert len({len(r.history) for r in together}) > 1, "the trials should stop at other epochs"
+    for a, b in zip(together, alone, strict=True):
+        assert len(a.history) == len(b.history) and a.selected == b.selected
+        va, vb = ([h["valid"]["rmse"] for h in r.history] for r in (a, b))
+        np.testing.assert_allclose(va, vb, rtol=1e-5, atol=1e-6)  # vmap: ulps apart
+        for x, y in zip(_leaves(a.params), _leaves(b.params), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)  # ulps, over 10+ epochs
+
+
+def test_patience_must_be_a_count():
+    with pytest.raises(C.ConfigError, match="trainer.patience"):
+        C.override(CFG, "trainer.patience", "-1")

@@ -161,6 +161,11 @@ def parse_mesh(text: str) -> dict[str, int] | None:
 class TrainerConfig:
     """Optimisation of the stage that is selected on cold-valid (and defaults for others).
 
+    patience: early stopping: a trial stops once this many evaluations in a row found no better
+      valid value of the selection metric than its selected one (its later evaluations are not
+      recorded, its selected params stay), and training ends when every trial has stopped or
+      failed; vmapped trials stop alike, so each gives the numbers it gives alone (0: train
+      every epoch; RecBole's `stopping_step`, counted in evaluations: `eval_every` epochs).
     checkpoint_every: save the training state every this many epochs and at each stage's end
       (0: never); a rerun of the same command resumes from the newest checkpoint.
     checkpoint_min_interval_s: a due checkpoint is skipped when the previous one of this call
@@ -194,6 +199,7 @@ class TrainerConfig:
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     weight_decay: float = 0.0
     eval_every: int = 1
+    patience: int = setting(0, allowed=COUNT0)
     checkpoint_every: int = setting(5, allowed=COUNT0)
     checkpoint_min_interval_s: float = setting(30.0, allowed=NONNEG)
     vmap: Literal["auto", "on", "off"] = "auto"

@@ -69,6 +69,7 @@ class Book:
     restored: TrainState | None = None
     structures: tuple = ()  # per stage: the fingerprint of its checkpointed state
     last_save: float = dataclasses.field(default_factory=time.perf_counter)  # or the start
+    patience: int = 0  # `trainer.patience`: evaluations without a better one (0: no limit)
     best: Any = None  # the params of each trial's selected evaluation (its trial axis)
     best_index: list = dataclasses.field(default_factory=list)  # per trial: history index
 
@@ -80,8 +81,22 @@ class Book:
 
     @property
     def stopped(self) -> bool:
-        """Every trial has failed: nothing is left to train."""
+        """Every trial has failed or stopped early: nothing is left to train."""
+        return all(f is not None or self.done(i) for i, f in enumerate(self.failed))
+
+    @property
+    def all_failed(self) -> bool:
+        """Every trial has failed: nothing is checkpointed any more."""
         return all(f is not None for f in self.failed)
+
+    def done(self, i: int) -> bool:
+        """Trial `i` stopped early: its last `patience` evaluations (`trainer.patience` > 0)
+        found no better valid value than its selected one. Derived from the history, so a
+        resumed call stops where an uninterrupted one does."""
+        at = self.best_index[i] if self.best_index else None
+        return (
+            self.patience > 0 and at is not None and len(self.history[i]) - 1 - at >= self.patience
+        )
 
     def resume(self, template: Callable[[dict], TrainState]) -> None:
         """Restores the newest checkpoint that restores, before any training (a damaged one is

@@ -97,7 +97,8 @@ def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
         keys = [k for k in SUMMARY_KEYS if k in best["valid"]]
         lines += [
             f"seed {seed}: selected stage={best['stage']} epoch={best['epoch']} "
-            f"by valid {r.select_metric}",
+            f"by valid {r.select_metric}"
+            + (f" (stopped early after epoch {r.history[-1]['epoch']})" if r.stopped_early else ""),
             f"  valid  {_fmt(best['valid'], keys)}",
             f"  test   {_fmt(best['test'], keys)}",
         ]
@@ -126,6 +127,7 @@ def _seed_entry(seed, r) -> dict:
         **({"failure": r.failure} if r.failure is not None else {}),
         "select_metric": r.select_metric,
         "selected": None if r.best is None else {"index": r.selected, **r.best},
+        "stopped_early": r.stopped_early,
         "history": r.history,
     }
 

@@ -65,6 +65,7 @@ class Result:
     hyper: dict = dataclasses.field(default_factory=dict)  # the trial's traced values
     status: str = "ok"  # or "failed"
     failure: dict | None = None
+    stopped_early: bool = False  # `trainer.patience` ended it; the history's last entry says when
 
     @property
     def best(self) -> dict | None:

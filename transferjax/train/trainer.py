@@ -244,6 +244,7 @@ class Trainer:
             history=[[] for _ in range(n)],
             failed=[None] * n,
             structures=self.stage_structures(n) if use_ckpt else (),
+            patience=self.cfg.trainer.patience,
         )
 
     def _run_epoch(self, book, s_idx, stage, state, hyper, ep) -> tuple[TrainState, list[dict]]:
@@ -285,8 +286,8 @@ class Trainer:
                 f"{stage.name} epoch {done}/{stage.epochs} loss {stats[0]['loss']:.4f}",
             )
         tc = self.cfg.trainer
-        if book.ckpt is not None and not book.stopped:
-            final = done == stage.epochs and s_idx == len(self.built.stages) - 1
+        if book.ckpt is not None and not book.all_failed:
+            final = book.stopped or (done == stage.epochs and s_idx == len(self.built.stages) - 1)
             due = done % tc.checkpoint_every == 0 or done == stage.epochs
             if final or (due and book.save_due(tc.checkpoint_min_interval_s)):
                 book.save(s_idx, done, state)
@@ -315,7 +316,7 @@ class Trainer:
             unsup = self.validators(params, data, batched=book.batched, n=book.n)
             at["valid"] = [{**v, **u} for v, u in zip(at["valid"], unsup, strict=True)]
         for i in range(book.n):
-            if book.failed[i] is None:
+            if book.failed[i] is None and not book.done(i):
                 entry = {"stage": getattr(stage, "name", stage), "epoch": epoch, "step": book.step}
                 entry.update(train=stats[i], valid=at["valid"][i], test=at["test"][i])
                 if self.monitor is not None:
@@ -352,6 +353,7 @@ class Trainer:
                 hyper={k: float(v) for k, v in trial_view(book.batched, hyper, i).items()},
                 status="ok" if book.failed[i] is None else "failed",
                 failure=book.failed[i],
+                stopped_early=book.done(i),
             )
             for i in range(book.n)
         ]
