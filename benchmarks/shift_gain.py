@@ -92,7 +92,8 @@ def markdown(rows, corr, *, command: str, seeds: int, wall: float) -> str:
         "finished cells reused). Gain: target-only MF's cold-test RMSE minus the method's "
         "(mean over seeds; > 0 helped). Interest measures: the two domains' SVD interest "
         "embeddings (source side ridge-mapped); model measures: the method's own source- and "
-        "target-side user vectors at the selected (or newest kept) checkpoint, mean over seeds.",
+        "target-side user vectors under the selected epoch's params (`transferjax diagnose`), "
+        "mean over seeds.",
         "",
         "**Spearman rank correlation of each diagnostic with the gain** (over all angle x method "
         "cells; two-sided p, t approximation):",
