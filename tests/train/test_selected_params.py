@@ -140,3 +140,20 @@ def test_patience_stops_vmapped_trials_as_each_alone(split):
 def test_patience_must_be_a_count():
     with pytest.raises(C.ConfigError, match="trainer.patience"):
         C.override(CFG, "trainer.patience", "-1")
+
+
+def test_the_run_folder_says_which_seeds_stopped_early(tmp_path):
+    from transferjax.train.run import run
+
+    cfg = C.apply_overrides(CFG, ["trainer.patience=2", "seeds=2", "trainer.vmap=on"])
+    m = run(cfg, out_dir=tmp_path / "run", echo=lambda *_: None, progress=False)
+    summary = (tmp_path / "run" / "summary.txt").read_text()
+    for s in m["seeds"]:
+        last = s["history"][-1]["epoch"]
+        assert s["stopped_early"] == (last < CFG.trainer.epochs)
+        assert s["selected"]["index"] == len(s["history"]) - 3 or not s["stopped_early"]
+        said = f"seed {s['seed']}: selected stage=target_mf epoch={s['selected']['epoch']} "
+        assert (said + f"by valid rmse (stopped early after epoch {last})" in summary) == (
+            s["stopped_early"]
+        )
+    assert any(s["stopped_early"] for s in m["seeds"])
