@@ -157,3 +157,18 @@ def test_the_run_folder_says_which_seeds_stopped_early(tmp_path):
             s["stopped_early"]
         )
     assert any(s["stopped_early"] for s in m["seeds"])
+
+
+def test_keep_selected_off_returns_the_last_epochs_params_and_the_same_selection(split, tmp_path):
+    on = make_train(CFG, split, evaluate=make_evaluate(CFG, split))(jax.random.key(0))
+    cfg = C.override(CFG, "trainer.keep_selected", "off")
+    cap = Capture(cfg, split)
+    train = make_train(cfg, split, evaluate=cap)
+    off = train(jax.random.key(0), ckpt_dir=tmp_path / "ckpt")
+    assert off.history == on.history and off.selected == on.selected < len(on.history) - 1
+    _assert_same(off.params, cap.seen[-1])
+    again = train(jax.random.key(0), ckpt_dir=tmp_path / "ckpt")  # resumes from the last one
+    assert again.resumed_from is not None and again.history == off.history
+    assert train.stage_structures(1) != make_train(
+        CFG, split, evaluate=make_evaluate(CFG, split)
+    ).stage_structures(1)

@@ -166,6 +166,10 @@ class TrainerConfig:
       recorded, its selected params stay), and training ends when every trial has stopped or
       failed; vmapped trials stop alike, so each gives the numbers it gives alone (0: train
       every epoch; RecBole's `stopping_step`, counted in evaluations: `eval_every` epochs).
+    keep_selected: "on": each trial's params at its selected evaluation are kept (a second copy
+      of the params on the device and in every checkpoint), so results, checkpoints and
+      `transferjax diagnose` hold the selected model; "off": the last epoch's params only, for
+      tables too large to hold twice (the metrics and the selection are the same).
     checkpoint_every: save the training state every this many epochs and at each stage's end
       (0: never); a rerun of the same command resumes from the newest checkpoint.
     checkpoint_min_interval_s: a due checkpoint is skipped when the previous one of this call
@@ -200,6 +204,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     eval_every: int = 1
     patience: int = setting(0, allowed=COUNT0)
+    keep_selected: Literal["on", "off"] = "on"
     checkpoint_every: int = setting(5, allowed=COUNT0)
     checkpoint_min_interval_s: float = setting(30.0, allowed=NONNEG)
     vmap: Literal["auto", "on", "off"] = "auto"

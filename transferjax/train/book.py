@@ -31,6 +31,7 @@ from transferjax.train.checkpoint import Checkpointer
 from transferjax.train.epoch import TrainState, from_host, to_host
 from transferjax.train.progress import Progress
 from transferjax.train.result import select_best
+from transferjax.train.trials import fresh_state
 
 
 @jax.jit
@@ -45,8 +46,9 @@ def keep(best, params, mask: jax.Array):
 
 
 def checkpoint_tree(state: TrainState, best) -> dict:
-    """What a checkpoint holds: the state's host form (`to_host`) and the selected params."""
-    return {**to_host(state), "best": best}
+    """What a checkpoint holds: the state's host form (`to_host`) and the selected params
+    (none with `trainer.keep_selected=off`: `best` None)."""
+    return {**to_host(state), **({} if best is None else {"best": best})}
 
 
 @dataclasses.dataclass
@@ -70,6 +72,7 @@ class Book:
     structures: tuple = ()  # per stage: the fingerprint of its checkpointed state
     last_save: float = dataclasses.field(default_factory=time.perf_counter)  # or the start
     patience: int = 0  # `trainer.patience`: evaluations without a better one (0: no limit)
+    keep: bool = True  # `trainer.keep_selected`: hold the selected params in `best`
     best: Any = None  # the params of each trial's selected evaluation (its trial axis)
     best_index: list = dataclasses.field(default_factory=list)  # per trial: history index
 
@@ -106,7 +109,7 @@ class Book:
 
         def host_template(meta):
             like["state"] = template(meta)
-            return checkpoint_tree(like["state"], like["state"].params)
+            return checkpoint_tree(like["state"], like["state"].params if self.keep else None)
 
         try:
             found = self.ckpt.restore_newest(
@@ -120,7 +123,7 @@ class Book:
         step, meta, state = found
         self.meta = {**meta, "_step": step}
         self.restored = from_host(state, like=like["state"])
-        self.best, self.best_index = state["best"], meta["best_index"]
+        self.best, self.best_index = state.get("best"), meta["best_index"]
         self.history, self.resumed = meta["history"], step
         self.failed = list(meta.get("failed") or [None] * self.n)
         self.step, self.train_s = meta["step"], meta["train_time"]
@@ -139,12 +142,18 @@ class Book:
         (or since it began)."""
         return time.perf_counter() - self.last_save >= min_interval_s
 
+    def selected(self, i: int) -> bool:
+        """Whether `best` holds trial `i`'s selected params (not for a failed trial, a
+        closed-form baseline's final evaluation, or any with `trainer.keep_selected=off`)."""
+        return self.failed[i] is None and self.best_index[i] is not None and self.best is not None
+
     def start_best(self, params) -> None:
         """Before training: unless a checkpoint restored them, every trial's selected params are
-        a copy of `params` (replaced at its first evaluation)."""
-        if self.best is None:
-            self.best = keep(params, params, self._mask([True] * self.n))
+        a copy of `params` (replaced at its first evaluation; none when not `keep`)."""
+        if not self.best_index:
             self.best_index = [None] * self.n
+            if self.keep:
+                self.best = keep(params, params, self._mask([True] * self.n))
 
     def keep_best(self, params, metric: str) -> None:
         """After an evaluation of `params`: each trial whose newest history entry is now its
@@ -161,7 +170,7 @@ class Book:
             )
             if better[-1]:
                 self.best_index[i] = newest
-        if any(better):
+        if any(better) and self.best is not None:
             self.best = keep(self.best, params, self._mask(better))
 
     def _mask(self, flags: list[bool]) -> np.ndarray:
@@ -203,3 +212,25 @@ class Book:
         for closer in (self.ckpt, self.bar):
             if closer is not None:
                 closer.close()
+
+
+def stage_shapes(built, n: int, *, keep: bool = True) -> list:
+    """The checkpointed state (`checkpoint_tree`: the `TrainState`'s host form and, with `keep`
+    (`trainer.keep_selected=on`), the selected params) of each stage of `built` when `n` trials
+    train as one call (a leading trial axis when n > 1), as `jax.ShapeDtypeStruct` leaves: what
+    a checkpoint of that stage restores into. Nothing is computed."""
+    batched = n > 1
+
+    def states(keys):
+        init = jax.vmap(built.init) if batched else built.init
+        params = init(keys)
+        return [
+            checkpoint_tree(
+                fresh_state(stage, params, keys, None, batched=batched, n=n),
+                params if keep else None,
+            )
+            for stage in built.stages
+        ]
+
+    k = jax.random.key(0)
+    return jax.eval_shape(states, jax.random.split(k, n) if batched else k)

@@ -96,11 +96,14 @@ def _selected(metrics: dict | None, seed: int) -> dict | None:
     return metrics.get("selected")
 
 
-def restore_params(folder, built, ckpt_dir, *, n: int, index: int, want: dict | None):
+def restore_params(
+    folder, built, ckpt_dir, *, n: int, index: int, want: dict | None, keep: bool = True
+):
     """(params of trial `index`, {"step", "stage", "epoch", "which"}) from the newest
     checkpoint: the trial's selected params ("which": "selected" when they are the `want`ed
     (stage name, epoch) of metrics.json, "best so far" without one), or the checkpoint's
-    params ("newest") when the trial had no evaluation yet.
+    params ("newest") when the trial had no evaluation yet or the run kept no selected params
+    (`keep` False: `trainer.keep_selected=off`).
 
     Raises:
       RunFolderError: naming the folder, when it has no checkpoint, the newest does not restore,
@@ -121,7 +124,7 @@ def restore_params(folder, built, ckpt_dir, *, n: int, index: int, want: dict | 
             meta = ck.meta(step)
         except Exception as e:  # a damaged checkpoint: its metadata cannot be read
             raise RunFolderError(f"{ckpt_dir}: checkpoint {step} is damaged ({e})") from e
-        template = stage_shapes(built, n)[meta["stage"]]
+        template = stage_shapes(built, n, keep=keep)[meta["stage"]]
         if meta.get("state_structure") != structure_fingerprint(template):
             raise RunFolderError(
                 f"{ckpt_dir}: checkpoint {step} holds another training-state structure than "
@@ -137,7 +140,7 @@ def restore_params(folder, built, ckpt_dir, *, n: int, index: int, want: dict | 
         ck.close()
     names = [st.name for st in built.stages]
     chosen = meta["best_index"][index]
-    if chosen is None:
+    if chosen is None or "best" not in state:
         tree, at = state["params"], (names[meta["stage"]], meta["epoch"])
         which = "newest"
     else:
@@ -192,7 +195,15 @@ def diagnose(folder, *, overrides=(), echo=print) -> dict:
             vectors, seeds = ModelVectors(built, sets), []
             for seed, ckpt_dir, n, index in checkpoint_layout(folder, cfg):
                 want = _selected(metrics, seed)
-                params, state = restore_params(folder, built, ckpt_dir, n=n, index=index, want=want)
+                params, state = restore_params(
+                    folder,
+                    built,
+                    ckpt_dir,
+                    n=n,
+                    index=index,
+                    want=want,
+                    keep=cfg.trainer.keep_selected == "on",
+                )
                 seeds.append({"seed": seed, "state": state, **entry(vectors(params), dc)})
             out["model"] = seeds
         write_json(folder / DIAGNOSTICS, out)

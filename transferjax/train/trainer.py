@@ -43,7 +43,7 @@ from transferjax.data.batches import host_epoch_indices
 from transferjax.diagnostics import make_monitor, selection
 from transferjax.errors import ConfigError
 from transferjax.methods.registry import get_method
-from transferjax.train.book import Book, checkpoint_tree
+from transferjax.train.book import Book, stage_shapes
 from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
 from transferjax.train.distributed import host_value, is_multiprocess, is_writer
 from transferjax.train.divergence import judge, loss_problem, metric_problem, rating_bound
@@ -220,7 +220,8 @@ class Trainer:
     def stage_structures(self, n: int) -> tuple[str, ...]:
         """`structure_fingerprint` of the checkpointed state of each stage when `n` trials train
         as one call (a leading trial axis when n > 1); from shapes only, nothing is computed."""
-        return tuple(structure_fingerprint(s) for s in stage_shapes(self.built, n))
+        keep = self.cfg.trainer.keep_selected == "on"
+        return tuple(structure_fingerprint(s) for s in stage_shapes(self.built, n, keep=keep))
 
     def state_structure(self, n: int) -> str:
         """One fingerprint of the training state's structure over all stages (what a run folder
@@ -245,6 +246,7 @@ class Trainer:
             failed=[None] * n,
             structures=self.stage_structures(n) if use_ckpt else (),
             patience=self.cfg.trainer.patience,
+            keep=self.cfg.trainer.keep_selected == "on",
         )
 
     def _run_epoch(self, book, s_idx, stage, state, hyper, ep) -> tuple[TrainState, list[dict]]:
@@ -324,12 +326,6 @@ class Trainer:
                     entry["diagnostics"] = self.monitor(p_i, h_i)
                 book.record(i, entry)
 
-    @staticmethod
-    def _selected(book: Book, i: int) -> bool:
-        """Whether trial `i` has a selected evaluation whose params `book.best` holds (not a
-        failed trial's, nor a closed-form baseline's final evaluation)."""
-        return book.failed[i] is None and book.best_index[i] is not None
-
     def _finish(self, book, params, hyper, wall, single):
         book.close()
         params, best, hyper = self._local((params, book.best, hyper))
@@ -340,7 +336,7 @@ class Trainer:
             self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
         results = [
             Result(
-                params=trial_view(book.batched, best if self._selected(book, i) else params, i),
+                params=trial_view(book.batched, best if book.selected(i) else params, i),
                 history=book.history[i],
                 selected=None
                 if book.failed[i] is not None
@@ -358,25 +354,6 @@ class Trainer:
             for i in range(book.n)
         ]
         return results[0] if single else results
-
-
-def stage_shapes(built, n: int) -> list:
-    """The checkpointed state (`checkpoint_tree`: the `TrainState`'s host form and the selected
-    params) of each stage of `built` when `n` trials train as one call (a leading trial axis
-    when n > 1), as `jax.ShapeDtypeStruct` leaves: what a checkpoint of that stage restores
-    into. Nothing is computed."""
-    batched = n > 1
-
-    def states(keys):
-        init = jax.vmap(built.init) if batched else built.init
-        params = init(keys)
-        return [
-            checkpoint_tree(fresh_state(stage, params, keys, None, batched=batched, n=n), params)
-            for stage in built.stages
-        ]
-
-    k = jax.random.key(0)
-    return jax.eval_shape(states, jax.random.split(k, n) if batched else k)
 
 
 def make_train(
