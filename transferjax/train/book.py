@@ -12,7 +12,13 @@ into `Book.best` on the device (`keep`, one small program; the next epoch donate
 buffers, so these are copies). A trained result therefore holds the params of the epoch it
 reports, not the last epoch's, and every checkpoint holds them too: `transferjax diagnose`
 measures the selected model even when that epoch's own checkpoint is long gone. The cost is a
-second copy of the params in memory and in each checkpoint.
+second copy of the params in memory and in each checkpoint; `trainer.keep_selected=off` drops
+it (the results then hold the last epoch's params).
+
+Early stopping (`trainer.patience` = P > 0): a trial whose selected entry is P evaluations old
+is done (`Book.done`): its later evaluations are not recorded and its divergence is not judged
+(vmapped with others, it trains on unread), and the call ends once every trial is done or
+failed. Being a function of the history alone, it needs nothing more in a checkpoint.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ compiled programs through jit's own cache.
 
 Stages marked `select` are evaluated on the valid split after every `eval_every` epochs; the
 epoch with the best valid metric is selected, and its params are the result's (kept on the
-device as the evaluations go, `transferjax.train.book`). Test metrics are computed at the same
-points for the record but never read by the selection. With `diagnostics.log=on` each
-evaluation also records the shift diagnostics of the trial's user vectors
-(`transferjax.diagnostics`) in its history entry ("diagnostics") and logs them as
-`diagnostics/<measure>`. The validators of
+device as the evaluations go, `transferjax.train.book`); with `trainer.patience` a trial stops
+that many evaluations after its selected one. Test metrics are computed at the same points for
+the record but never read by the selection. With `diagnostics.log=on` each evaluation also
+records the shift diagnostics of the trial's user vectors (`transferjax.diagnostics`) in its
+history entry ("diagnostics") and logs them as `diagnostics/<measure>`. The validators of
 `eval.validators` / `eval.select=unsup/<name>` (`transferjax.diagnostics.selection`) are
 recorded among the valid metrics as `unsup/<name>`; those on held-out warm users train the
 method without them.
