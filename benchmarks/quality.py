@@ -139,7 +139,7 @@ def suite(*, quick: bool) -> list[Task]:
     its runs); the full suite adds every alignment objective, the intermediate shifts, ML-1M
     at three betas, CDRIB both ways, DisenCDR Sport <-> Phone both ways and ML-1M -> ML-100k,
     and the graph methods (LightGCN, BiTGCF) on Douban, CDRIB, DisenCDR and ML-100k; DisenCDR
-    itself on its Sport <-> Phone tasks, CDRIB itself on its Game <-> Video tasks."""
+    and UniCDR on their Sport <-> Phone tasks, CDRIB itself on its Game <-> Video tasks."""
     if quick:
         return [
             _rating(
@@ -179,7 +179,7 @@ def suite(*, quick: bool) -> list[Task]:
             name=f"disencdr_{src}_{tgt}",
             experiment="disencdr_sport_phone.py",
             overrides=(f"data.target={tgt}", "eval.ranking=both", "eval.ks=1,5,10"),
-            methods=WARM_RANKING_METHODS + GRAPH + ("disencdr",),
+            methods=WARM_RANKING_METHODS + GRAPH + ("disencdr", "unicdr"),
             metrics=RANKING,
             note="DisenCDR's dual-domain leave-one-out split: every user is warm and in both "
             "domains; the test item is each user's released item of test.txt, the valid item "
