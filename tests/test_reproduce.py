@@ -439,3 +439,140 @@ def test_ptupcdr_ours_is_the_quality_suites_douban_cell():
         want.pop(k), got.pop(k)
     assert got == want
     assert got["mf"]["sparse"] is True
+
+
+def _tiny_disencdr_pair(root):
+    """A DisenCDR-format Sport/Phone pair: 6 users in both domains, rows listed user by user
+    but with items out of order, every held-out item also trained by someone."""
+    rng = np.random.default_rng(3)
+    for folder, n_items in (("sport_phone", 12), ("phone_sport", 10)):
+        train, held = [], []
+        for u in range(6):
+            items = rng.permutation(n_items)[:5]
+            train += [(u, int(i)) for i in items[:4]]
+            held.append((u, int(items[4])))
+        seen = {i for _, i in train}
+        (root / folder).mkdir(parents=True)
+        lines = lambda rows: "".join(f"{u}\t{i}\t1\n" for u, i in rows)  # noqa: E731
+        (root / folder / "train.txt").write_text(lines(train))
+        (root / folder / "test_original.txt").write_text(lines(held))
+        (root / folder / "test.txt").write_text(lines((u, i) for u, i in held if i in seen))
+    return root
+
+
+def _first_appearance(path):
+    """The official loaders' id maps: ids numbered in order of first appearance in a file."""
+    users, items = {}, {}
+    for line in path.read_text().splitlines():
+        u, i, _ = map(int, line.split("\t"))
+        users.setdefault(u, len(users))
+        items.setdefault(i, len(items))
+    return users, items
+
+
+def test_disencdr_export_is_our_split_in_the_official_layout(tmp_path):
+    from benchmarks.reproduce import disencdr as D
+    from transferjax.data.disencdr import load_disencdr
+    from transferjax.data.protocols import released_loo_split
+
+    data = load_disencdr(_tiny_disencdr_pair(tmp_path / "data"), target="phone")
+    split = released_loo_split(data, seed=0, n_negatives=3)
+    counts = D.export_split(
+        split, tmp_path / "x", source="sport", target="phone", released=tmp_path / "data"
+    )
+    ds = tmp_path / "x" / "dataset"
+    read = lambda p: [tuple(map(int, ln.split("\t")[:2])) for ln in p.read_text().splitlines()]  # noqa: E731
+    src, tgt = read(ds / "sport_phone" / "train.txt"), read(ds / "phone_sport" / "train.txt")
+    assert set(src) == _as_set(split.source_train.user, split.source_train.item)
+    assert set(tgt) == _as_set(split.target_train.user, split.target_train.item)
+    valid = _as_set(split.valid.pairs[split.valid.row, 1], split.valid.item)
+    assert valid and not valid & set(tgt)  # the carved valid rows leave the target's train
+    assert [u for u, _ in tgt] == sorted(u for u, _ in tgt)
+    # both train files number the users alike (the official loaders pair them by number)
+    users_s, _ = _first_appearance(ds / "sport_phone" / "train.txt")
+    users_t, items_t = _first_appearance(ds / "phone_sport" / "train.txt")
+    assert users_s == users_t
+    test = read(ds / "phone_sport" / "test.txt")
+    assert set(test) == _as_set(split.test.pairs[split.test.row, 1], split.test.item)
+    assert (ds / "sport_phone" / "test.txt").read_text() == (
+        tmp_path / "data" / "sport_phone" / "test.txt"
+    ).read_text()
+    c = np.load(tmp_path / "x" / "candidates.npz")
+    for part, held in (("valid", split.valid), ("test", split.test)):
+        assert c[f"{part}_user"].tolist() == held.pairs[held.row, 1].tolist()
+        assert c[f"{part}_items"][:, 0].tolist() == held.item.tolist()  # the positive first
+        assert c[f"{part}_items"][:, 1:].tolist() == held.negatives.tolist()
+        assert set(c[f"{part}_items"].ravel().tolist()) <= set(items_t)  # all in its item map
+    assert counts == {
+        "source_train": len(src),
+        "target_train": len(tgt),
+        "valid": len(valid),
+        "test": len(test),
+    }
+
+
+def test_disencdr_driver_metrics_match_the_official_rank_loop():
+    from benchmarks.reproduce.disencdr_driver import rank_metrics
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(50, 30))
+    scores[:5, 0] = 10.0  # positives ranked first
+    scores[5:10, 0] = -10.0  # ... and last
+    got = rank_metrics(scores)
+    ranks = [int((-row).argsort().argsort()[0]) for row in scores]  # the official loop
+    assert got["hr@10"] == pytest.approx(np.mean([r < 10 for r in ranks]))
+    ndcg = [1 / np.log2(r + 2) if r < 10 else 0.0 for r in ranks]
+    assert got["ndcg@10"] == pytest.approx(np.mean(ndcg))
+    assert got["hr@1"] == pytest.approx(np.mean([r == 0 for r in ranks]))
+    assert got["mrr"] == pytest.approx(np.mean([1 / (r + 1) for r in ranks]))
+
+
+def test_disencdr_driver_reads_the_script_defaults(tmp_path):
+    from benchmarks.reproduce.disencdr_driver import script_defaults
+
+    script = tmp_path / "train_rec.py"
+    script.write_text(
+        textwrap.dedent("""
+        import argparse, torch
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--lr', type=float, default=0.001, help='x')
+        parser.add_argument('--GNN', type=int, default=2)
+        parser.add_argument('--cpu', action='store_true')
+        parser.add_argument('--cuda', type=bool, default=torch.cuda.is_available())
+        parser.add_argument('--load', dest='load', action='store_true', default=False)
+        parser.add_argument('--optim', choices=['sgd', 'adam'], default='adam')
+    """)
+    )
+    assert script_defaults(script) == {
+        "lr": 0.001,
+        "GNN": 2,
+        "cpu": False,
+        "cuda": None,
+        "load": False,
+        "optim": "adam",
+    }
+
+
+def test_disencdr_official_summary_selects_on_valid():
+    from benchmarks.reproduce.disencdr import summarize_official
+
+    def ep(e, v, t, own=None):
+        rec = {"epoch": e, "train_s": 2.0 + e, "t": 10.0 * e}
+        rec["valid"] = {"ndcg@10": v}
+        rec["test"] = {"ndcg@10": t}
+        return rec | ({"own": {"target_ndcg": own, "target_hit": 2 * own}} if own else {})
+
+    log = {
+        "epochs": [
+            ep(1, 0.1, 0.5),
+            ep(2, 0.3, 0.2, own=0.4),
+            ep(3, 0.3, 0.1),
+            ep(4, 0.2, 0.6, own=0.7),
+        ]
+    }
+    s = summarize_official(log)
+    assert s["selected_epoch"] == 2 and s["test"]["ndcg@10"] == 0.2  # the first best valid
+    assert s["own_best"] == 0.7 and s["own_best_hit"] == 1.4  # the script's pick: best on test
+    assert s["test_best"] == 0.6  # epochs with its own evaluation (2, 4) only
+    assert s["wall_to_selected_s"] == 20.0 and s["wall_s"] == 40.0
+    assert s["train_s_per_epoch"] == 4.5
