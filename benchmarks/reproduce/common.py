@@ -360,6 +360,22 @@ def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
     return out
 
 
+def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
+    """`train_ours` of one seed, saved to `out_json`; the saved result of an earlier call only
+    when that call trained the same config (its hash is saved with it), so a change of
+    settings is trained again, never reported from a stale file."""
+    from transferjax.train.outputs import config_hash
+
+    key = config_hash(cfg)
+    done = load_json(out_json)
+    if done is not None and done.get("config_hash") == key:
+        return done
+    echo(f"ours {cfg.method} seed {seed}")
+    r = {**train_ours(cfg, split, seed=seed), "config_hash": key}
+    save_json(out_json, r)
+    return r
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables and the report section
 

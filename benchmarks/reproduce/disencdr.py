@@ -140,20 +140,6 @@ def summarize_official(log: dict) -> dict:
     }
 
 
-def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
-    """One seed of ours (cached under the config's hash)."""
-    from transferjax.train.outputs import config_hash
-
-    key = config_hash(cfg)
-    done = K.load_json(out_json)
-    if done is not None and done.get("config_hash") == key:
-        return done
-    echo(f"ours disencdr seed {seed}")
-    r = {**K.train_ours(cfg, split, seed=seed), "config_hash": key}
-    K.save_json(out_json, r)
-    return r
-
-
 def summarize_ours(r: dict) -> dict:
     best = r["history"][r["selected"]]
     n = len(r["history"])
@@ -316,7 +302,7 @@ def main(argv=None) -> int:
             for s in seeds
         ]
     if args.only != "official":
-        ours = [run_ours(cfg, split, scratch / "ours" / f"seed{s}.json", seed=s) for s in seeds]
+        ours = [K.run_ours(cfg, split, scratch / "ours" / f"seed{s}.json", seed=s) for s in seeds]
     if args.only:
         return 0
     for s, o, t in zip(seeds, ours, official):

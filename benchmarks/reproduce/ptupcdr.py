@@ -256,22 +256,6 @@ def _result_key(stage: str) -> str:
 # Our side
 
 
-def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
-    """One seed of ours: history, selection, wall times; the saved summary of an earlier call
-    only when that call trained the same config (its hash is saved with it), so a change of
-    settings is trained again, never reported from a stale file."""
-    from transferjax.train.outputs import config_hash
-
-    key = config_hash(cfg)
-    done = K.load_json(out_json)
-    if done is not None and done.get("config_hash") == key:
-        return done
-    echo(f"ours {cfg.method} seed {seed}")
-    r = {**K.train_ours(cfg, split, seed=seed), "config_hash": key}
-    K.save_json(out_json, r)
-    return r
-
-
 def summarize_ours(r: dict) -> dict:
     best = r["history"][r["selected"]]
     return {
@@ -602,7 +586,7 @@ def main(argv=None) -> int:
                 python, src, task_json, log, seed=s, epochs=e, lr=args.lr, threads=args.threads
             )
             official[e].append(summarize_official(recs))
-    ours = [run_ours(cfg, split, scratch / "ours" / f"seed{s}.json", seed=s) for s in seeds]
+    ours = [K.run_ours(cfg, split, scratch / "ours" / f"seed{s}.json", seed=s) for s in seeds]
     refs = K.load_json(scratch / "references.json") or references(cfg, split)
     K.save_json(scratch / "references.json", refs)
     K.save_json(
