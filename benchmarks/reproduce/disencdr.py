@@ -152,9 +152,7 @@ def summarize_ours(r: dict) -> dict:
     }
 
 
-def write_section(
-    report, *, cfg, counts, ours, official, src, epochs, threads, seeds, total_s, cmd
-):
+def write_section(report, *, cfg, counts, ours, official, epochs, threads, seeds, total_s, cmd):
     """The section `reproduce-disencdr` of `report`."""
     so = [summarize_ours(r) for r in ours]
     oo = [summarize_official(r) for r in official]
@@ -219,7 +217,7 @@ def write_section(
         f"{epochs} epochs ({budget}), batch 1024, Adam at 1e-3, dim 128, 2 layers, dropout 0.3,"
         " beta 0.9 on both sides; ours: `disencdr` with the quality suite's settings "
         f"(`{' '.join(cfg_sets(cfg))}`). Both score every epoch's posterior means and select on "
-        f"valid {SELECT.upper().replace('@', '@')} (the first best).",
+        f"valid {SELECT.upper()} (the first best).",
         "",
         K.comparison_table(rows, columns={"ours": "ours", "official": "DisenCDR official"}),
         "",
@@ -322,7 +320,6 @@ def main(argv=None) -> int:
             counts=counts,
             ours=ours,
             official=official,
-            src=src,
             epochs=args.epochs,
             threads=args.threads,
             seeds=seeds,

@@ -73,7 +73,7 @@ def rank_metrics(scores: np.ndarray) -> dict:
     return out
 
 
-def _own_eval(trainer, batches, predict) -> tuple[float, float]:
+def _own_eval(batches, predict) -> tuple[float, float]:
     """The script's evaluation loop over one of its dev loaders: (hit@10, ndcg@10)."""
     ndcg = hit = n = 0.0
     for batch in batches:
@@ -149,8 +149,8 @@ def main(argv=None) -> int:
         with torch.no_grad():
             if epoch % 10 == 0:  # the script's own evaluation (its RNG use included)
                 trainer.evaluate_embedding(*graphs)
-                s_hit, s_ndcg = _own_eval(trainer, source_dev, trainer.source_predict)
-                t_hit, t_ndcg = _own_eval(trainer, target_dev, trainer.target_predict)
+                s_hit, s_ndcg = _own_eval(source_dev, trainer.source_predict)
+                t_hit, t_ndcg = _own_eval(target_dev, trainer.target_predict)
                 rec["own"] = {"source_hit": s_hit, "source_ndcg": s_ndcg}
                 rec["own"].update(target_hit=t_hit, target_ndcg=t_ndcg)
             else:  # ours alone: leave the script's random stream as it was
