@@ -9,6 +9,12 @@ Each domain's graph is two row-normalised matrices, UV (users x items, 1 / deg_u
 row) and VU (items x users, 1 / deg_i), kept as one edge list with two weights
 (`row_normalized_edges`); a product is a sum over the edges (`transferjax.models.bipartite`),
 never a users x items matrix.
+
+The official GCN multiplies first, A (x W). Here W goes on the side with fewer rows: (A x) W
+when the product maps to fewer rows than x has (items -> users on item-heavy data), the same
+layer by associativity (`gcn`); and a Linear over [a | b] is a W_a + b W_b, without the
+concatenated copy. On Sport -> Phone (4,998 users, 22,101 / 14,618 items) that takes a third
+of the multiply FLOPs out of a DisenCDR step.
 """
 
 from __future__ import annotations
@@ -42,13 +48,23 @@ def to_items(x: jax.Array, g: dict, n_items: int) -> jax.Array:
     return B.to_items(g, "wi", x, n_items)
 
 
-def gcn(p: dict, x: jax.Array, prop, alpha: float) -> jax.Array:
-    """leaky_relu(A (x W) + b, alpha) with A applied by `prop`."""
+def gcn(p: dict, x: jax.Array, prop, alpha: float, n_out: int | None = None, ax=None) -> jax.Array:
+    """leaky_relu(A (x W) + b, alpha) with A applied by `prop`, computed as (A x) W when the
+    output has fewer rows than x (`n_out`; the same product by associativity, with W applied
+    to the smaller side: on Sport -> Phone the items -> users products cost a quarter of the
+    multiply). `ax`, when given, is A x already propagated (the last layer's two GCNs share it).
+    """
+    if ax is not None:
+        return jax.nn.leaky_relu(ax @ p["w"] + p["b"], alpha)
+    if n_out is not None and n_out < x.shape[0]:
+        return jax.nn.leaky_relu(prop(x) @ p["w"] + p["b"], alpha)
     return jax.nn.leaky_relu(prop(x @ p["w"]) + p["b"], alpha)
 
 
 def linear(p: dict, a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.concatenate([a, b], -1) @ p["w"] + p["b"]
+    """[a | b] W + b, as a W[:d] + b W[d:] (no concatenated copy)."""
+    d = a.shape[-1]
+    return a @ p["w"][:d] + b @ p["w"][d:] + p["b"]
 
 
 def dropout(x: jax.Array, rate, key) -> jax.Array:
@@ -63,29 +79,38 @@ def _props(g: dict, n_users: int, n_items: int):
     return (lambda x: to_users(x, g, n_users)), (lambda x: to_items(x, g, n_items))
 
 
+def _pair(p: dict, names: tuple, h, prop, n_out: int, x, alpha):
+    """((mu, ls)) of a last layer: Lin_m([GCN_m(h), x]), Lin_s([GCN_s(h), x]), the two GCNs
+    sharing one propagation of h when they propagate first (`gcn`)."""
+    (gm, lm), (gs, ls) = names
+    ah = prop(h) if n_out < h.shape[0] else None
+    return (
+        linear(p[lm], gcn(p[gm], h, prop, alpha, n_out, ah), x),
+        linear(p[ls], gcn(p[gs], h, prop, alpha, n_out, ah), x),
+    )
+
+
 def user_half(p: dict, u, g, n_users, n_items, alpha, last: bool, side: str = ""):
     """The user half of a layer (`forward_user_share`): relu(Lin([GCN3(GCN1(u)), u])), or the
     last layer's (mu, ls). `side` prefixes the union names in the cross encoder ("source_")
     and picks its GCNs (gc1/gc3 for the source, gc2/gc4 for the target)."""
     up, ip = _props(g, n_users, n_items)
     first, second = ("gc2", "gc4") if side == "target_" else ("gc1", "gc3")
-    h = gcn(p[first], u, ip, alpha)
+    h = gcn(p[first], u, ip, alpha, n_items)
     if not last:
-        return jax.nn.relu(linear(p[f"{side}user_union"], gcn(p[second], h, up, alpha), u))
-    mu = linear(p[f"{side}user_union_mean"], gcn(p[f"{second}_mean"], h, up, alpha), u)
-    ls = linear(p[f"{side}user_union_logstd"], gcn(p[f"{second}_logstd"], h, up, alpha), u)
-    return mu, ls
+        return jax.nn.relu(linear(p[f"{side}user_union"], gcn(p[second], h, up, alpha, n_users), u))
+    names = tuple((f"{second}_{s}", f"{side}user_union_{s}") for s in ("mean", "logstd"))
+    return _pair(p, names, h, up, n_users, u, alpha)
 
 
 def item_half(p: dict, v, g, n_users, n_items, alpha, last: bool):
     """The item half of a `singleVBGE` layer (through UV then VU)."""
     up, ip = _props(g, n_users, n_items)
-    h = gcn(p["gc2"], v, up, alpha)
+    h = gcn(p["gc2"], v, up, alpha, n_users)
     if not last:
-        return jax.nn.relu(linear(p["item_union"], gcn(p["gc4"], h, ip, alpha), v))
-    mu = linear(p["item_union_mean"], gcn(p["gc4_mean"], h, ip, alpha), v)
-    ls = linear(p["item_union_logstd"], gcn(p["gc4_logstd"], h, ip, alpha), v)
-    return mu, ls
+        return jax.nn.relu(linear(p["item_union"], gcn(p["gc4"], h, ip, alpha, n_items), v))
+    names = tuple((f"gc4_{s}", f"item_union_{s}") for s in ("mean", "logstd"))
+    return _pair(p, names, h, ip, n_items, v, alpha)
 
 
 def _layers(p: dict) -> list:
