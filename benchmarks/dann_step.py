@@ -30,23 +30,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
-import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.measure import Variant, xla_memory_mb
+from benchmarks.method_steps import MethodSteps, first_steps
 from transferjax import config as C
-from transferjax.data.batches import host_epoch_indices
 from transferjax.data.protocols import cold_start_split
 from transferjax.data.types import CrossDomainData, Interactions
 from transferjax.methods.phi import PhiConfig
 from transferjax.methods.registry import get_method
 from transferjax.models import phi as PHI
-from transferjax.train.epoch import TrainState, stage_epoch
 
 BATCH, DIMS, LR = 256, (256, 128), 1e-3
 PROFILES = {  # per domain: users, items, (lognormal median, sigma, min, max), explicit
@@ -106,65 +101,13 @@ def dann_config(*, batch: int = BATCH, dims=DIMS, lr: float = LR) -> C.RunConfig
     )
 
 
-def first_steps(stage, *, steps: int):
-    """`stage` over its first `steps * batch_size` examples: an epoch of `steps` steps."""
-    n = min(steps * stage.batch_size, len(next(iter(stage.examples.values()))))
-    return dataclasses.replace(stage, examples={k: v[:n] for k, v in stage.examples.items()})
-
-
-class JaxDannStep(Variant):
+class JaxDannStep(MethodSteps):
     """`steps` training steps of the registered `dann` method (one epoch program) per run."""
 
     def __init__(
         self, split, *, steps: int, cfg: C.RunConfig | None = None, seed: int = 0, device=None
     ):
-        self.split, self.steps, self.seed = split, steps, seed
-        self.cfg = cfg or dann_config()
-        self.device = device or jax.devices()[0]
-
-    def setup(self) -> None:
-        built = get_method("dann").build(self.cfg, self.split)
-        self.built = built
-        self.stage = first_steps(built.stages[0], steps=self.steps)
-        put = lambda x: jax.device_put(x, self.device)  # noqa: E731
-        self.shared, self.hyper = put(built.data), put(built.hyper)
-        self.examples = put({k: np.asarray(v) for k, v in self.stage.examples.items()})
-        k_init, key = jax.random.split(jax.random.key(self.seed))
-        params = put(built.init(k_init))
-        opt = self.stage.optimizer.init(params[self.stage.part])
-        self.state = TrainState(params, opt, jnp.zeros((), jnp.int32), key)
-        self.n_rows = len(next(iter(self.stage.examples.values())))
-        self.host_shuffle = self.device.platform == "cpu"  # as the trainer
-        self.epoch = 0
-        t0 = time.perf_counter()
-        self.program = stage_epoch(self.stage, batched=False).lower(*self._args()).compile()
-        self.compile_s = time.perf_counter() - t0
-
-    def _args(self) -> tuple:
-        k_ep = jax.random.fold_in(jax.random.fold_in(self.state.key, 0), self.epoch)
-        idx = None
-        if self.host_shuffle:
-            idx = jnp.asarray(
-                host_epoch_indices(
-                    jax.random.fold_in(k_ep, 1 << 30),
-                    self.n_rows,
-                    min(self.stage.batch_size, self.n_rows),
-                )
-            )
-        return (self.state, self.hyper, self.shared, self.examples, k_ep, idx)
-
-    def run(self) -> float:
-        self.state, stats = self.program(*self._args())
-        self.epoch += 1
-        return float(jax.block_until_ready(stats["loss"]))
-
-    def info(self) -> dict:
-        return {
-            "compile_s": self.compile_s,
-            "steps": self.steps,
-            "steps_total": self.epoch * self.steps,
-            **xla_memory_mb(self.program),
-        }
+        super().__init__(cfg or dann_config(), split, steps=steps, seed=seed, device=device)
 
 
 def reference_inputs(split, *, steps: int, cfg: C.RunConfig | None = None, seed: int = 0):

@@ -576,3 +576,39 @@ def test_disencdr_official_summary_selects_on_valid():
     assert s["test_best"] == 0.6  # epochs with its own evaluation (2, 4) only
     assert s["wall_to_selected_s"] == 20.0 and s["wall_s"] == 40.0
     assert s["train_s_per_epoch"] == 4.5
+
+
+def test_step_time_reads_json_lines_and_writes_the_ratio(tmp_path, monkeypatch):
+    """The official timer's replies are found among the official code's own prints; the section
+    gives each side's median step and the ratio official / ours."""
+    import io
+
+    from benchmarks.reproduce import step_time as ST
+
+    stream = io.StringIO('number_user 7\nreal graph loaded!\n{"steps_s": [1.0, 3.0]}\n')
+    assert ST._json_line(stream) == {"steps_s": [1.0, 3.0]}
+    with pytest.raises(RuntimeError, match="ended early"):
+        ST._json_line(io.StringIO("no json here\n"))
+    res = {"official": [2.0, 2.4, 1.8, 2.2], "ours": [0.5, 0.4], "compile_s": 3.0}
+    report = tmp_path / "B.md"
+    monkeypatch.setattr(ST.D, "_torch_version", lambda: "x")  # no torch needed for the text
+    counts = {"source_train": 10, "target_train": 20}
+    ST.write_section(report, res=res, steps=2, rounds=2, cpu=0, cmd="cmd", counts=counts)
+    text = report.read_text()
+    assert "| official `reconstruct_graph` | 2.100 | 1.800 | 4 |" in text
+    assert "| ours, `disencdr`'s epoch program | 0.450 | 0.400 | 2 |" in text
+    assert "**4.67x**" in text
+
+
+@pytest.mark.slow
+def test_method_steps_times_the_registered_step_past_a_warmup():
+    """`MethodSteps` runs a method's first stage as the trainer's epoch program, `steps` steps
+    per run, from the step counter `step0`."""
+    from benchmarks.method_steps import MethodSteps
+    from tests.methods.test_disencdr import _cfg, user_overlap_split
+
+    v = MethodSteps(_cfg(**{"trainer.batch_size": 32}), user_overlap_split(), steps=2, step0=50)
+    v.setup()
+    losses = [v.run() for _ in range(2)]
+    assert int(v.state.step) == 54 and v.stage.name == "disencdr"
+    assert len(v.examples["source_user"]) == 64 and np.all(np.isfinite(losses))

@@ -22,6 +22,12 @@ Writes `--out` after every epoch: {"opt", "epochs": [{"epoch", "loss", "train_s"
 since training began, this epoch's scoring included), "valid", "test" (ndcg@k, hr@k, mrr over
 the candidate rows), "own" (every 10 epochs: the script's printed source/target hit and
 ndcg)}]}.
+
+    python -m benchmarks.reproduce.disencdr_driver --train-rec DisenCDR/train_rec.py \
+        --seed 0 --time-steps 5 < lines        # per input line, the times of 5 steps
+
+With `--time-steps`, no training run: the same setup, then per line read from stdin the wall
+time of each of that many training steps (`benchmarks.reproduce.step_time` drives it).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import time
 import numpy as np
 
 KS = (1, 5, 10)
+TIMED_EPOCH = 100  # `--time-steps`: an epoch past the warm-up (every term on)
 
 
 def script_defaults(path) -> dict:
@@ -86,17 +93,9 @@ def _own_eval(batches, predict) -> tuple[float, float]:
     return hit / n, ndcg / n
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-rec", required=True, help="the official train_rec.py (defaults)")
-    ap.add_argument("--dataset", default="sport_phone")
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--epochs", type=int, required=True)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--candidates", required=True)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-
+def official_setup(args):
+    """The script's setup in its order: (opt, graphs, train, source dev, target dev loaders,
+    trainer), seeded as its `seed_everything`."""
     import torch
     from model.trainer import CrossTrainer  # the official modules, on the PYTHONPATH
     from utils.GraphMaker import GraphMaker
@@ -118,8 +117,51 @@ def main(argv=None) -> int:
     train_batch = DataLoader(opt["dataset"], opt["batch_size"], opt, evaluation=-1)
     source_dev = DataLoader(opt["dataset"], opt["batch_size"], opt, evaluation=1)
     target_dev = DataLoader(opt["dataset"], opt["batch_size"], opt, evaluation=2)
-    trainer = CrossTrainer(opt)
+    return opt, graphs, train_batch, source_dev, target_dev, CrossTrainer(opt)
 
+
+def time_steps(args) -> int:
+    """`--time-steps N`: per line read from stdin, N consecutive `reconstruct_graph` steps at
+    epoch `TIMED_EPOCH` (past the warm-up) over the training batches in the loader's order,
+    cycling, printing {"steps_s": [seconds per step]} as one JSON line; stops at end of input."""
+    import sys
+
+    _, graphs, train_batch, _, _, trainer = official_setup(args)
+    batches = iter(())
+    print(json.dumps({"ready": True}), flush=True)
+    for _ in sys.stdin:
+        times = []
+        for _ in range(args.time_steps):
+            batch = next(batches, None)
+            if batch is None:
+                batches = iter(train_batch)
+                batch = next(batches)
+            t = time.perf_counter()
+            trainer.reconstruct_graph(batch, *graphs, TIMED_EPOCH)
+            times.append(time.perf_counter() - t)
+        print(json.dumps({"steps_s": times}), flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-rec", required=True, help="the official train_rec.py (defaults)")
+    ap.add_argument("--dataset", default="sport_phone")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--candidates", help="training: the candidate lists to score")
+    ap.add_argument("--out", help="training: the log written after every epoch")
+    ap.add_argument("--time-steps", type=int, help="time this many steps per stdin line instead")
+    args = ap.parse_args(argv)
+    if args.time_steps:
+        return time_steps(args)
+    if not (args.candidates and args.out):
+        ap.error("training needs --candidates and --out")
+
+    import torch
+
+    opt, graphs, train_batch, source_dev, target_dev, trainer = official_setup(args)
     cand = np.load(args.candidates)
     user_map, item_map = train_batch.target_user, train_batch.target_item
     rows = {}

@@ -1,0 +1,85 @@
+"""Training steps of a registered method, timed as the trainer runs them.
+
+The method is built as a run builds it, `get_method(cfg.method).build(cfg, split)`, and its first
+stage runs as the trainer's compiled epoch program (`transferjax.train.epoch.stage_epoch`:
+the batch gather, the method's loss and gradient, the optimizer update, all in one program). One
+`run()` is one epoch over the stage's first `steps * batch` examples (a fixed set, reshuffled
+each epoch on the host as the trainer does on a CPU), so a step's time is the epoch's over
+`steps`. Used by the DANN step benchmark (`benchmarks.dann_step`) and the side-by-side step
+times against official code (`benchmarks.reproduce.step_time`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.measure import Variant, xla_memory_mb
+from transferjax.data.batches import host_epoch_indices
+from transferjax.methods.registry import get_method
+from transferjax.train.epoch import TrainState, stage_epoch
+
+
+def first_steps(stage, *, steps: int):
+    """`stage` over its first `steps * batch_size` examples: an epoch of `steps` steps."""
+    n = min(steps * stage.batch_size, len(next(iter(stage.examples.values()))))
+    return dataclasses.replace(stage, examples={k: v[:n] for k, v in stage.examples.items()})
+
+
+class MethodSteps(Variant):
+    """`steps` training steps of `cfg.method`'s first stage (one epoch program) per run.
+
+    step0: the step counter the state starts from (a method whose loss switches on the step,
+    such as a warm-up, is timed past the switch with a large step0)."""
+
+    def __init__(self, cfg, split, *, steps: int, seed: int = 0, device=None, step0: int = 0):
+        self.cfg, self.split, self.steps, self.seed, self.step0 = cfg, split, steps, seed, step0
+        self.device = device or jax.devices()[0]
+
+    def setup(self) -> None:
+        built = get_method(self.cfg.method).build(self.cfg, self.split)
+        self.built = built
+        self.stage = first_steps(built.stages[0], steps=self.steps)
+        put = lambda x: jax.device_put(x, self.device)  # noqa: E731
+        self.shared, self.hyper = put(built.data), put(built.hyper)
+        self.examples = put({k: np.asarray(v) for k, v in self.stage.examples.items()})
+        k_init, key = jax.random.split(jax.random.key(self.seed))
+        params = put(built.init(k_init))
+        opt = self.stage.optimizer.init(params[self.stage.part])
+        self.state = TrainState(params, opt, jnp.asarray(self.step0, jnp.int32), key)
+        self.n_rows = len(next(iter(self.stage.examples.values())))
+        self.host_shuffle = self.device.platform == "cpu"  # as the trainer
+        self.epoch = 0
+        t0 = time.perf_counter()
+        self.program = stage_epoch(self.stage, batched=False).lower(*self._args()).compile()
+        self.compile_s = time.perf_counter() - t0
+
+    def _args(self) -> tuple:
+        k_ep = jax.random.fold_in(jax.random.fold_in(self.state.key, 0), self.epoch)
+        idx = None
+        if self.host_shuffle:
+            idx = jnp.asarray(
+                host_epoch_indices(
+                    jax.random.fold_in(k_ep, 1 << 30),
+                    self.n_rows,
+                    min(self.stage.batch_size, self.n_rows),
+                )
+            )
+        return (self.state, self.hyper, self.shared, self.examples, k_ep, idx)
+
+    def run(self) -> float:
+        self.state, stats = self.program(*self._args())
+        self.epoch += 1
+        return float(jax.block_until_ready(stats["loss"]))
+
+    def info(self) -> dict:
+        return {
+            "compile_s": self.compile_s,
+            "steps": self.steps,
+            "steps_total": self.epoch * self.steps,
+            **xla_memory_mb(self.program),
+        }

@@ -1,0 +1,194 @@
+"""One training step of DisenCDR: the official code's against our registered `disencdr`, on the
+same data, batch and core, interleaved.
+
+    python -m benchmarks.reproduce.step_time                    # 5 steps a round, 4 rounds
+    python -m benchmarks.reproduce.step_time --source DIR --steps 3 --rounds 2
+
+Both sides train on the split `benchmarks.reproduce.disencdr` exports (Sport -> Phone,
+`released_loo`, protocol seed 0; written here when missing) with the official settings: batch
+1,024, dim 128, 2 layers, dropout 0.3, Adam at 1e-3. This process pins itself to one core
+(`--cpu`, default the first it may use) before JAX starts, and the official code runs in a
+child interpreter on that core with 1 torch thread (`disencdr_driver.py --time-steps`). Each
+round, one side after the other, never both at once:
+- official: `--steps` consecutive `CrossTrainer.reconstruct_graph` calls (forward, loss,
+  backward, Adam) at epoch 100, past its warm-up, over its own batches in loader order;
+- ours: one epoch of `--steps` steps of the trainer's compiled epoch program
+  (`benchmarks.method_steps.MethodSteps`: batch gather, the five encoders, loss, gradient,
+  Adam), its step counter past the warm-up.
+The first round of each side warms up and is not counted. Seconds per step: the median of the
+official's timed steps; ours, the median over rounds of the epoch's time over `--steps`. The
+batch is the same, so the ratio official / ours is also the ratio per training example. Writes
+the section `reproduce-step-time` of `--report` (default BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.reproduce import common as K
+from benchmarks.reproduce import disencdr as D
+
+
+def _pin(cpu: int | None) -> int:
+    """Restrict this process (and the children it starts) to one core; returns it."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[0] if cpu is None else cpu
+    if cpu not in allowed:
+        raise SystemExit(f"--cpu {cpu}: this process may use cores {allowed}")
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def _json_line(stream) -> dict:
+    """The next line of `stream` that is a JSON object (the official code prints its own)."""
+    for line in stream:
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError("the official step timer ended early (see its log)")
+
+
+class OfficialSteps:
+    """The child interpreter of `disencdr_driver.py --time-steps`."""
+
+    def __init__(self, src: pathlib.Path, scratch: pathlib.Path, *, steps: int, log):
+        path = os.pathsep.join([str(src / "DisenCDR"), str(K.REPO)])
+        env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", D.DRIVER, "--train-rec", str(src / "DisenCDR/train_rec.py")]
+        cmd += ["--seed", "0", "--threads", "1", "--time-steps", str(steps)]
+        (scratch / "work").mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=scratch / "work",
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        _json_line(self.proc.stdout)  # ready
+
+    def run(self) -> list[float]:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return _json_line(self.proc.stdout)["steps_s"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def measure(src, scratch, cfg, split, *, steps: int, rounds: int, echo=print) -> dict:
+    """{"official": [s per step], "ours": [s per step per round], "compile_s"} over `rounds`
+    counted rounds after one warm-up round."""
+    from benchmarks.method_steps import MethodSteps
+
+    ours = MethodSteps(cfg, split, steps=steps, step0=10**6)
+    ours.setup()
+    with open(scratch / "step_time-official.log", "w", encoding="utf-8") as log:
+        official = OfficialSteps(src, scratch, steps=steps, log=log)
+        out = {"official": [], "ours": [], "compile_s": ours.compile_s}
+        try:
+            for r in range(rounds + 1):
+                o = official.run()
+                t = time.perf_counter()
+                ours.run()
+                mine = (time.perf_counter() - t) / steps
+                echo(f"round {r}: official {np.median(o):.3f} s/step, ours {mine:.3f} s/step")
+                if r:
+                    out["official"] += o
+                    out["ours"].append(mine)
+        finally:
+            official.close()
+    return out
+
+
+def write_section(report, *, res: dict, steps: int, rounds: int, cpu: int, cmd: str, counts):
+    off, ours = float(np.median(res["official"])), float(np.median(res["ours"]))
+    rows = [
+        ("official `reconstruct_graph`", off, np.min(res["official"]), len(res["official"])),
+        ("ours, `disencdr`'s epoch program", ours, np.min(res["ours"]), len(res["ours"])),
+    ]
+    table = ["| one training step | median s | fastest s | timed |", "|---|---:|---:|---:|"]
+    table += [f"| {n} | {m:.3f} | {f:.3f} | {k} |" for n, m, f, k in rows]
+    lines = [
+        f"## Reproduction: one DisenCDR training step, official against ours (generated by "
+        f"`{cmd}`)",
+        "",
+        f"Official code: [{D.OFFICIAL.url}]({D.OFFICIAL.url}) at `{D.OFFICIAL.commit}`; the "
+        f"Sport -> Phone split of the section above ({counts['source_train']:,} + "
+        f"{counts['target_train']:,} training rows), batch 1,024, dim 128, 2 layers, dropout 0.3, "
+        "Adam at 1e-3, both past the warm-up. Both sides on core "
+        f"{cpu} alone, the official at 1 torch thread (torch {D._torch_version()}), in turns: "
+        f"{rounds} rounds of {steps} steps each after one warm-up round (ours compiled in "
+        f"{res['compile_s']:.1f} s, not counted).",
+        "",
+        *table,
+        "",
+        f"Ratio, official / ours, per step and so per training example (the same batch): "
+        f"**{off / ours:.2f}x**.",
+        "",
+        f"Machine: {K.machine()}.",
+    ]
+    return K.put_reproduce_section(report, "step-time", "\n".join(lines))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.reproduce.step_time",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/disencdr)")
+    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p.add_argument("--steps", type=int, default=5, help="steps per round and side")
+    p.add_argument("--rounds", type=int, default=4, help="counted rounds (after one warm-up)")
+    p.add_argument("--cpu", type=int, help="the core both sides run on")
+    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
+    p.add_argument("--no-report", action="store_true", help="write no section")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cpu = _pin(args.cpu)  # before JAX starts its threads
+    from transferjax.data.registry import build_dataset, build_split
+
+    scratch = pathlib.Path(args.scratch or "runs/reproduce/disencdr").resolve()
+    cfg = D.our_config(epochs=50)
+    data = build_dataset(cfg.data)
+    split = build_split(cfg.protocol, data)
+    src = K.fetch(D.OFFICIAL, scratch / "official-src", source=args.source)
+    counts = D.export_split(
+        split, scratch, source="sport", target="phone", released=data.info["path"]
+    )
+    res = measure(src, scratch, cfg, split, steps=args.steps, rounds=args.rounds)
+    K.save_json(scratch / "step_time.json", res)
+    off, ours = float(np.median(res["official"])), float(np.median(res["ours"]))
+    print(f"official {off:.3f} s/step, ours {ours:.3f} s/step: {off / ours:.2f}x")
+    if not args.no_report:
+        cmd = "python -m benchmarks.reproduce.step_time"
+        cmd += f" --steps {args.steps}" if args.steps != 5 else ""
+        cmd += f" --rounds {args.rounds}" if args.rounds != 4 else ""
+        path = write_section(
+            args.report or "BENCHMARKS.md",
+            res=res,
+            steps=args.steps,
+            rounds=args.rounds,
+            cpu=cpu,
+            cmd=cmd,
+            counts=counts,
+        )
+        print(f"wrote section reproduce-step-time of {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
