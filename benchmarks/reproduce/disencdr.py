@@ -101,6 +101,21 @@ def export_split(split, folder, *, source: str, target: str, released) -> dict:
     }
 
 
+def prepare(scratch: pathlib.Path, *, epochs: int, source=None) -> tuple:
+    """(our config trained `epochs` epochs, our split, the official checkout, the exported row
+    counts): the split built and exported into `scratch`, the official code fetched there."""
+    from transferjax.data.registry import build_dataset, build_split
+
+    cfg = our_config(epochs=epochs)
+    data = build_dataset(cfg.data)
+    split = build_split(cfg.protocol, data)
+    src = K.fetch(OFFICIAL, scratch / "official-src", source=source)
+    counts = export_split(
+        split, scratch, source="sport", target="phone", released=data.info["path"]
+    )
+    return cfg, split, src, counts
+
+
 def run_official(src, scratch, *, seed: int, epochs: int, threads: int, echo=print) -> dict:
     """One official run (cached in `scratch`/official/seed{S}-e{E}.json once finished)."""
     out = scratch / "official" / f"seed{seed}-e{epochs}.json"
@@ -283,17 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
-    from transferjax.data.registry import build_dataset, build_split
-
     scratch = pathlib.Path(args.scratch or "runs/reproduce/disencdr").resolve()
     seeds = list(range(args.seeds))
-    cfg = our_config(epochs=args.epochs)
-    data = build_dataset(cfg.data)
-    split = build_split(cfg.protocol, data)
-    src = K.fetch(OFFICIAL, scratch / "official-src", source=args.source)
-    counts = export_split(
-        split, scratch, source="sport", target="phone", released=data.info["path"]
-    )
+    cfg, split, src, counts = prepare(scratch, epochs=args.epochs, source=args.source)
     if args.only != "ours":
         official = [
             run_official(src, scratch, seed=s, epochs=args.epochs, threads=args.threads)

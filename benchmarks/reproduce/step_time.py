@@ -159,16 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cpu = _pin(args.cpu)  # before JAX starts its threads
-    from transferjax.data.registry import build_dataset, build_split
-
     scratch = pathlib.Path(args.scratch or "runs/reproduce/disencdr").resolve()
-    cfg = D.our_config(epochs=50)
-    data = build_dataset(cfg.data)
-    split = build_split(cfg.protocol, data)
-    src = K.fetch(D.OFFICIAL, scratch / "official-src", source=args.source)
-    counts = D.export_split(
-        split, scratch, source="sport", target="phone", released=data.info["path"]
-    )
+    cfg, split, src, counts = D.prepare(scratch, epochs=50, source=args.source)
     res = measure(src, scratch, cfg, split, steps=args.steps, rounds=args.rounds)
     K.save_json(scratch / "step_time.json", res)
     off, ours = float(np.median(res["official"])), float(np.median(res["ours"]))

@@ -202,6 +202,39 @@ def test_forward_kl_and_loss_match_the_official_code_in_numpy(n_layers):
     np.testing.assert_allclose(got, want, rtol=2e-4)
 
 
+def test_warmup_program_without_the_shared_encoders_gives_the_traced_zero_values():
+    """shared_on=0 as a Python number drops the share and cross encoders from the program; the
+    tables, KL terms and gradients equal those of a traced 0 (dropout and samples on)."""
+    p = _params(2)
+    graphs, joint, known = _model_args(0.5)
+
+    def run(on):
+        def f(q):
+            t, kl = disencdr_forward(
+                q,
+                graphs,
+                joint,
+                known,
+                alpha=ALPHA,
+                drop_rate=0.3,
+                shared_on=on,
+                key=jax.random.key(7),
+            )
+            return kl["kl"] + sum(jnp.sum(a**2) for d in t for a in t[d]), (t, kl)
+
+        return jax.value_and_grad(f, has_aux=True)(p)
+
+    (loss0, (t0, kl0)), g0 = run(0.0)
+    (loss1, (t1, kl1)), g1 = run(jnp.zeros(()))
+    np.testing.assert_allclose(loss0, loss1, rtol=1e-6)
+    for d in ("source", "target"):
+        for a, b in zip(t0[d], t1[d], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert float(kl0["kl_cross"]) == 0 and float(kl1["kl_cross"]) > 0  # computed, weighted 0
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_kl_terms_match_numpy_and_masks_leave_rows_out():
     rng = np.random.default_rng(0)
     m1, l1, m2, l2 = (rng.normal(size=(6, 4)) for _ in range(4))

@@ -33,7 +33,8 @@ items, re-drawn up to `neg_tries` = 5 times while a training item of the user (`
 Each step runs the whole graphs through the five encoders (with dropout and samples), gathers
 the batch's rows, and takes one optimizer step on L. For the first `warmup_epochs` epochs (the
 official `epoch < 10`: 9 epochs) the shared representation and its KL terms are left out
-(`wramup`), the specific encoders' KL terms kept.
+(`wramup`), the specific encoders' KL terms kept; as in the official forward, the warm-up's
+step does not run the share and cross encoders at all (`lax.cond` on the step counter).
 
 Matches the official code: the row-normalised UV / VU graphs (repeats summed); GCN = leaky_relu
 (A x W + b) with slope `leaky`; the plain and last layers, the user-only share path and the
@@ -268,8 +269,11 @@ def build_disencdr(cfg, split) -> Built:
 
     def loss(v, batch, key):
         k_fwd, *ks = jax.random.split(key, 5)
-        on = (v["step"] >= warm_steps).astype(jnp.float32)
-        tables, kl = _forward(v, c, shared_on=on, key=k_fwd)
+        tables, kl = jax.lax.cond(  # the warm-up's program leaves the shared encoders out
+            v["step"] >= warm_steps,
+            lambda: _forward(v, c, shared_on=1.0, key=k_fwd),
+            lambda: _forward(v, c, shared_on=0.0, key=k_fwd),
+        )
         rec, aux = 0.0, {}
         for j, d in enumerate(DOMS):
             index = v["disencdr_positives"][d]

@@ -89,6 +89,13 @@ def bce_terms(user_tab, item_tab, user, pos, neg, mask) -> jax.Array:
 
 
 DOMS = ("source", "target")
+
+
+def _is_zero(x) -> bool:
+    """x is the Python number 0 (not a traced value)."""
+    return isinstance(x, (int, float)) and x == 0
+
+
 OF = {"source": "of_src", "target": "of_tgt"}
 
 
@@ -117,7 +124,9 @@ def disencdr_forward(
         training rows}, "joint": f32[n_joint]}: other ego rows are held at zero and left out of
         the KL means.
       beta: the weight of the two cross KLs, 1 - beta the shared prior KL's.
-      shared_on: f32[], 1 adds the shared representation and its KL terms, 0 (warm-up) not.
+      shared_on: f32[], 1 adds the shared representation and its KL terms, 0 (warm-up) not;
+        the Python number 0 leaves the share and cross encoders out of the program altogether
+        (the same values as a traced 0, without their cost).
       key: training (dropout and samples) when given, evaluation (means) when None.
 
     Returns:
@@ -138,7 +147,14 @@ def disencdr_forward(
         spec[d] = (sample(um, ul, keys[2 + j], sampling), sample(vm, vl, keys[4 + j], sampling))
         mu_mask, mi_mask = known[d]["user"] > 0, known[d]["item"] > 0
         kl_spec = kl_spec + kl_prior(um, ul, mu_mask) + kl_prior(vm, vl, mi_mask)
-        share[d] = share_encoder(p[f"{d}_share"], u, graphs[d], n_items[d], key=keys[6 + j], **enc)
+        if not _is_zero(shared_on):
+            share[d] = share_encoder(
+                p[f"{d}_share"], u, graphs[d], n_items[d], key=keys[6 + j], **enc
+            )
+    if _is_zero(shared_on):  # the warm-up: specific tables and their KL terms alone
+        zero = jnp.zeros((), kl_spec.dtype)
+        kl = {"kl": kl_spec, "kl_specific": kl_spec, "kl_share": zero, "kl_cross": zero}
+        return spec, kl
     mu, ls = cross_encoder(
         p["cross"],
         ego["source"],
