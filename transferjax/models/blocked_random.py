@@ -1,8 +1,7 @@
 """Random draws over large tables, made in blocks of rows.
 
 One `jax.random.normal(key, (n, d))` call on a CPU costs more per element the larger the array
-(threefry's intermediates leave the cache): on a 2-core AMD EPYC, f32[1,000, 128] bits take
-about 9 ns an element, f32[22,101, 128] about 60. The graph methods draw dropout masks and
+(threefry's intermediates leave the cache). The graph methods draw dropout masks and
 Gaussian noise over whole user and item tables every step (a DisenCDR step on Sport -> Phone
 draws about 165,000 rows of 128), so the draw is made per block of `BLOCK` rows, each block
 from its own key (`jax.random.split(key, n_blocks)`), and the blocks are stacked: a loop
@@ -10,7 +9,7 @@ from its own key (`jax.random.split(key, n_blocks)`), and the blocks are stacked
 give the same numbers, so a seed draws the same values on every backend; they are not the
 values of one unblocked call with the same key (another, equally deterministic stream).
 
-    python -m benchmarks.random_blocks     # the measurement (BENCHMARKS.md, "Constants")
+    python -m benchmarks.random_blocks     # the measurement ("Constants" in BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-BLOCK = 512  # rows per draw
+BLOCK = 512  # rows per draw, chosen by `python -m benchmarks.random_blocks`
 
 
 def _blocked(draw: Callable, key, shape: tuple) -> jax.Array:

@@ -89,14 +89,12 @@ def bce_terms(user_tab, item_tab, user, pos, neg, mask) -> jax.Array:
 
 
 DOMS = ("source", "target")
+OF = {"source": "of_src", "target": "of_tgt"}
 
 
 def _is_zero(x) -> bool:
     """x is the Python number 0 (not a traced value)."""
     return isinstance(x, (int, float)) and x == 0
-
-
-OF = {"source": "of_src", "target": "of_tgt"}
 
 
 def disencdr_forward(
