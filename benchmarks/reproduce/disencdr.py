@@ -241,7 +241,8 @@ def write_section(report, *, cfg, counts, ours, official, epochs, threads, seeds
         f"batch) {per_epoch:.1f}x; wall time to the selected epoch {to_sel:.1f}x. They compare "
         f"speed only when both sides ran alone on the same cores: the official code runs "
         f"{threads} torch thread(s), ours uses every core the process may use, and on a shared "
-        "machine each side's clock also counts what else ran.",
+        "machine each side's clock also counts what else ran. One step of each, in turns on one "
+        "core: `python -m benchmarks.reproduce.step_time` (its section follows).",
         "",
         f"Seeds: {', '.join(map(str, seeds))} on both sides (official: its `--seed`, which also "
         "draws its own test negatives; ours `jax.random.key(S)`); the split is protocol seed 0's "

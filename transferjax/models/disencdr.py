@@ -41,7 +41,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from transferjax.models import blocked_random as R
 from transferjax.models.vbge import cross_encoder, encoder_init, share_encoder, specific_encoder
 
 LOG_STD_FLOOR = 0.1  # sigma(ls) = exp(0.1 + 0.9 softplus(ls))
@@ -69,13 +68,12 @@ def kl_prior(mu, ls, mask=None) -> jax.Array:
 
 
 def sample(mu, ls, key, sampling: str = "official") -> jax.Array:
-    """z = mu + eps * s, s = exp(sigma(ls)) ("official") or sigma(ls) ("kl"); mu without key. eps
-    is drawn in blocks of rows (`transferjax.models.blocked_random`)."""
+    """z = mu + eps * s, s = exp(sigma(ls)) ("official") or sigma(ls) ("kl"); mu without key."""
     if key is None:
         return mu
     s = jnp.exp(log_sigma(ls))
     s = jnp.exp(s) if sampling == "official" else s
-    return mu + R.normal(key, mu.shape, mu.dtype) * s
+    return mu + jax.random.normal(key, mu.shape, mu.dtype) * s
 
 
 def bce_terms(user_tab, item_tab, user, pos, neg, mask) -> jax.Array:

@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.models import bipartite as B
-from transferjax.models import blocked_random as R
 
 
 def row_normalized_edges(user, item, n_users: int, n_items: int) -> dict:
@@ -69,12 +68,11 @@ def linear(p: dict, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def dropout(x: jax.Array, rate, key) -> jax.Array:
-    """Inverted dropout (`F.dropout`); identity without key. The mask is drawn in blocks of rows
-    (`transferjax.models.blocked_random`)."""
+    """Inverted dropout (`F.dropout`); identity without key."""
     if key is None:
         return x
     keep = 1.0 - rate
-    return jnp.where(R.bernoulli(key, keep, x.shape), x / keep, 0.0)
+    return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
 
 
 def _props(g: dict, n_users: int, n_items: int):
