@@ -125,8 +125,8 @@ def write_section(report, *, res: dict, steps: int, rounds: int, cpu: int, cmd: 
         f"Official code: [{D.OFFICIAL.url}]({D.OFFICIAL.url}) at `{D.OFFICIAL.commit}`; the "
         f"Sport -> Phone split of the section above ({counts['source_train']:,} + "
         f"{counts['target_train']:,} training rows), batch 1,024, dim 128, 2 layers, dropout 0.3, "
-        "Adam at 1e-3, both past the warm-up. Both sides on core "
-        f"{cpu} alone, the official at 1 torch thread (torch {D._torch_version()}), in turns: "
+        "Adam at 1e-3, both past the warm-up. Both sides pinned to core "
+        f"{cpu}, the official at 1 torch thread (torch {D._torch_version()}), in turns: "
         f"{rounds} rounds of {steps} steps each after one warm-up round (ours compiled in "
         f"{res['compile_s']:.1f} s, not counted).",
         "",
@@ -135,7 +135,7 @@ def write_section(report, *, res: dict, steps: int, rounds: int, cpu: int, cmd: 
         f"Ratio, official / ours, per step and so per training example (the same batch): "
         f"**{off / ours:.2f}x**.",
         "",
-        f"Machine: {K.machine()}.",
+        f"Machine: {K.machine()}; what ran on its other cores at the time is not controlled.",
     ]
     return K.put_reproduce_section(report, "step-time", "\n".join(lines))
 
