@@ -38,6 +38,7 @@ import json
 import os
 import pathlib
 import random
+import sys
 import time
 
 import numpy as np
@@ -124,8 +125,6 @@ def time_steps(args) -> int:
     """`--time-steps N`: per line read from stdin, N consecutive `reconstruct_graph` steps at
     epoch `TIMED_EPOCH` (past the warm-up) over the training batches in the loader's order,
     cycling, printing {"steps_s": [seconds per step]} as one JSON line; stops at end of input."""
-    import sys
-
     _, graphs, train_batch, _, _, trainer = official_setup(args)
     batches = iter(())
     print(json.dumps({"ready": True}), flush=True)
