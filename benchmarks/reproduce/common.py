@@ -363,7 +363,8 @@ def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
 def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
     """`train_ours` of one seed, saved to `out_json`; the saved result of an earlier call only
     when that call trained the same config (its hash is saved with it), so a change of
-    settings is trained again, never reported from a stale file."""
+    settings is trained again. A change of the library's code is not seen: after one that
+    moves numbers, move the saved file aside to train again."""
     from transferjax.train.outputs import config_hash
 
     key = config_hash(cfg)

@@ -116,20 +116,27 @@ def prepare(scratch: pathlib.Path, *, epochs: int, source=None) -> tuple:
     return cfg, split, src, counts
 
 
+def driver_call(src, scratch, *, seed: int, threads: int, extra: list) -> tuple:
+    """(command, environment, working folder) of `disencdr_driver.py` with `extra` arguments:
+    the official folder (its top-level `model`, `utils`) and this checkout (the driver) on the
+    PYTHONPATH, `threads` torch threads, run in `scratch`/work (the data at ../dataset)."""
+    work = scratch / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    path = os.pathsep.join([str(src / "DisenCDR"), str(K.REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", DRIVER, "--train-rec", str(src / "DisenCDR" / "train_rec.py")]
+    return [*cmd, "--seed", str(seed), "--threads", str(threads), *extra], env, work
+
+
 def run_official(src, scratch, *, seed: int, epochs: int, threads: int, echo=print) -> dict:
     """One official run (cached in `scratch`/official/seed{S}-e{E}.json once finished)."""
     out = scratch / "official" / f"seed{seed}-e{epochs}.json"
     done = K.load_json(out)
     if done is not None and len(done["epochs"]) == epochs:
         return done
-    work = scratch / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    # the official folder (its top-level `model`, `utils`) and this checkout (the driver)
-    path = os.pathsep.join([str(src / "DisenCDR"), str(K.REPO), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", DRIVER, "--train-rec", str(src / "DisenCDR" / "train_rec.py")]
-    cmd += ["--seed", str(seed), "--epochs", str(epochs), "--threads", str(threads)]
-    cmd += ["--candidates", str(scratch / "candidates.npz"), "--out", str(out.with_suffix(".tmp"))]
+    extra = ["--epochs", str(epochs), "--candidates", str(scratch / "candidates.npz")]
+    extra += ["--out", str(out.with_suffix(".tmp"))]
+    cmd, env, work = driver_call(src, scratch, seed=seed, threads=threads, extra=extra)
     echo(f"official DisenCDR seed {seed}, {epochs} epochs")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".log"), "w", encoding="utf-8") as log:

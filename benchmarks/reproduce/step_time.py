@@ -59,14 +59,11 @@ class OfficialSteps:
     """The child interpreter of `disencdr_driver.py --time-steps`."""
 
     def __init__(self, src: pathlib.Path, scratch: pathlib.Path, *, steps: int, log):
-        path = os.pathsep.join([str(src / "DisenCDR"), str(K.REPO)])
-        env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", D.DRIVER, "--train-rec", str(src / "DisenCDR/train_rec.py")]
-        cmd += ["--seed", "0", "--threads", "1", "--time-steps", str(steps)]
-        (scratch / "work").mkdir(parents=True, exist_ok=True)
+        extra = ["--time-steps", str(steps)]
+        cmd, env, work = D.driver_call(src, scratch, seed=0, threads=1, extra=extra)
         self.proc = subprocess.Popen(
             cmd,
-            cwd=scratch / "work",
+            cwd=work,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -110,8 +107,13 @@ def measure(src, scratch, cfg, split, *, steps: int, rounds: int, echo=print) ->
     return out
 
 
+def medians(res: dict) -> tuple[float, float]:
+    """(official, ours) median seconds per step of a `measure` result."""
+    return float(np.median(res["official"])), float(np.median(res["ours"]))
+
+
 def write_section(report, *, res: dict, steps: int, rounds: int, cpu: int, cmd: str, counts):
-    off, ours = float(np.median(res["official"])), float(np.median(res["ours"]))
+    off, ours = medians(res)
     rows = [
         ("official `reconstruct_graph`", off, np.min(res["official"]), len(res["official"])),
         ("ours, `disencdr`'s epoch program", ours, np.min(res["ours"]), len(res["ours"])),
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
     cfg, split, src, counts = D.prepare(scratch, epochs=50, source=args.source)
     res = measure(src, scratch, cfg, split, steps=args.steps, rounds=args.rounds)
     K.save_json(scratch / "step_time.json", res)
-    off, ours = float(np.median(res["official"])), float(np.median(res["ours"]))
+    off, ours = medians(res)
     print(f"official {off:.3f} s/step, ours {ours:.3f} s/step: {off / ours:.2f}x")
     if not args.no_report:
         cmd = "python -m benchmarks.reproduce.step_time"
