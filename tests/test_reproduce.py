@@ -17,6 +17,7 @@ from benchmarks.reproduce import cdrib_eval as CE
 from benchmarks.reproduce import common as K
 from benchmarks.reproduce import ptupcdr as P
 from benchmarks.reproduce import recbole_cdr as R
+from benchmarks.reproduce import recbole_equal as RE
 from transferjax.data.protocols import cold_start_split
 from transferjax.data.types import CrossDomainData, Interactions
 
@@ -154,8 +155,11 @@ def test_fetch_checks_out_the_pinned_commit_and_resets_local_edits(tmp_path):
     assert (got / "code.py").read_text() == "VERSION = 1\n"
     (got / "code.py").write_text("edited\n")
     (got / "stray.txt").write_text("x")
-    K.fetch(off, dest, echo=lambda *_: None)  # reused: no clone, edits and strays gone
+    (got / "saved").mkdir()
+    (got / "saved" / "model.pth").write_text("a run still writing")
+    K.fetch(off, dest, keep=("saved",), echo=lambda *_: None)  # reused: no clone
     assert (got / "code.py").read_text() == "VERSION = 1\n" and not (got / "stray.txt").exists()
+    assert (got / "saved" / "model.pth").exists()  # kept: another run's output
     with pytest.raises(RuntimeError):
         K.fetch(K.Official("x", "", "0" * 40), tmp_path / "other", source=repo)
 
@@ -612,3 +616,60 @@ def test_method_steps_times_the_registered_step_past_a_warmup():
     losses = [v.run() for _ in range(2)]
     assert int(v.state.step) == 54 and v.stage.name == "disencdr"
     assert len(v.examples["source_user"]) == 64 and np.all(np.isfinite(losses))
+
+
+def _np_recbole_conet_loss(state, batch, share: str, m: int) -> float:
+    """RecBole-CDR's `CoNet.calculate_loss` (source_forward, target_forward, BCELoss, the
+    unweighted norms of `crossparas`) in numpy, on its state_dict keys (nn.Linear weights are
+    [out, in]) and its interaction fields."""
+
+    def net_input(net, u, i):
+        return np.concatenate(
+            [state[f"{net}_user_embedding.weight"][u], state[f"{net}_item_embedding.weight"][i]], 1
+        )
+
+    total = 0.0
+    for net in ("source", "target"):
+        u, i, y = (batch[f"{net}_{k}"] for k in ("user_id", "item_id", "label"))
+        a = {n: net_input(n, u, i) for n in ("source", "target")}
+        over = (u if share == "users" else i) < m
+        n_layers = sum(k.startswith("crossparas.") for k in state)
+        for layer in range(n_layers):
+            h = state[f"crossparas.{layer}.weight"].T
+            new = {}
+            for n, other in (("source", "target"), ("target", "source")):
+                lin = f"{n}_crossunit_linear.{layer}"
+                out = a[n] @ state[f"{lin}.weight"].T + state[f"{lin}.bias"]
+                out[over] += (a[other] @ h)[over]
+                new[n] = np.maximum(out, 0.0)
+            a = new
+        out = f"{net}_outputunit.0"
+        z = a[net] @ state[f"{out}.weight"][0] + state[f"{out}.bias"][0]
+        p = 1.0 / (1.0 + np.exp(-z))
+        total += float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    n_cross = sum(k.startswith("crossparas.") for k in state)
+    return total + sum(np.linalg.norm(state[f"crossparas.{k}.weight"]) for k in range(n_cross))
+
+
+@pytest.mark.parametrize("share", ["items", "users"])
+def test_recbole_equal_hands_recbole_our_params_and_the_rows_our_step_trains_on(share):
+    """What `recbole_equal` gives RecBole-CDR's CoNet (its state_dict, its interaction fields:
+    our recorded positives then negatives with 1 / 0 labels) reproduces our stage loss through
+    a numpy transcription of its `calculate_loss`; every parameter is mapped once."""
+    import jax
+
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):  # as the script runs
+        ours = RE.ours_step(share)
+    state, batch, meta = ours["state"], ours["batch"], ours["meta"]
+    assert len(state) == len(ours["grads"]) == len(ours["stepped"]) == 23
+    m = meta[f"overlapped_num_{share}"]
+    assert m == 8 and meta[f"overlapped_num_{'users' if share == 'items' else 'items'}"] == 1
+    for net in ("source", "target"):
+        y = batch[f"{net}_label"]
+        assert len(y) == 2 * RE.B and y[: RE.B].all() and not y[RE.B :].any()  # one negative each
+        ids = batch[f"{net}_{'user' if share == 'users' else 'item'}_id"]
+        np.testing.assert_array_equal(ids < m, ours["cross"][net])  # their overlap rule, ours
+        assert 0 < ours["cross"][net].sum() or net == "target"
+    assert ours["cross"]["source"].any()
+    want = _np_recbole_conet_loss(state, batch, share, m)
+    np.testing.assert_allclose(ours["loss"], want, rtol=1e-12)

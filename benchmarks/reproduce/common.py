@@ -105,15 +105,17 @@ def rerun_beside_official(official: Official, args, *, module: str, folder: str,
     return subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode
 
 
-def fetch(official: Official, dest, *, source=None, echo=print) -> pathlib.Path:
+def fetch(official: Official, dest, *, source=None, keep=(), echo=print) -> pathlib.Path:
     """A work tree of `official` at its pinned commit in `dest` (cloned unless it is there).
 
     `source`: a local checkout or bare git directory to clone from instead of `official.url`.
     An existing `dest` is reused (moved to the pinned commit if needed; edited tracked files
     are restored and untracked ones removed: the scripts patch the code at run time, never on
-    disk). A file whose content the clone source lacks (a mirror may omit large blobs) stays
-    absent; the scripts check the files they use. Raises RuntimeError when the clone fails or
-    the commit is missing."""
+    disk), except the untracked paths matching `keep` (the output folders of the official code:
+    a second run sharing `dest` must not remove those of a run still writing them). A file
+    whose content the clone source lacks (a mirror may omit large blobs) stays absent; the
+    scripts check the files they use. Raises RuntimeError when the clone fails or the commit
+    is missing."""
     dest = pathlib.Path(dest)
     if (dest / ".git").exists():
         if _git("rev-parse", "HEAD", cwd=dest) != official.commit:
@@ -121,7 +123,8 @@ def fetch(official: Official, dest, *, source=None, echo=print) -> pathlib.Path:
         edited = _git("diff", "--name-only", "--diff-filter=M", cwd=dest).split()
         if edited:
             _git("checkout", "--quiet", "--", *edited, cwd=dest)
-        _git("clean", "-fdxq", "-e", "data/ready", "-e", "__pycache__", cwd=dest)
+        kept = [x for pattern in ("data/ready", "__pycache__", *keep) for x in ("-e", pattern)]
+        _git("clean", "-fdxq", *kept, cwd=dest)
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
         origin = str(source) if source else official.url

@@ -80,6 +80,8 @@ ENV = {
     "MKL_NUM_THREADS": "1",
     "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",  # recbole 1.0.1's torch.load of its checkpoint
 }
+# what run_recbole_cdr.py writes in the checkout: kept by `K.fetch` for the runs still going
+OUTPUTS = ("log", "log_tensorboard", "saved")
 EXPERIMENT = "ml_overlap_recbole.py"
 DATA_OVERRIDES = ("data.min_rating=3", "data.k_core=5", "data.duplicates=keep")
 MODELS = {"cmf": "CMF", "emcdr": "EMCDR", "conet": "CoNet", "dtcdr": "DTCDR", "bitgcf": "BiTGCF"}
@@ -649,7 +651,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--models {args.models!r}: choose from {', '.join(MODELS)}")
     extra, tag = args.official_config, official_tag(args.official_config)
     seeds = list(range(args.seeds))
-    src = K.fetch(OFFICIAL, scratch / "src", source=args.source)
+    src = K.fetch(OFFICIAL, scratch / "src", source=args.source, keep=OUTPUTS)
     hashes = prepare_official(src)
     python = args.python or K.ensure_venv(scratch / "venv", REQUIREMENTS, no_deps=NO_DEPS)
     counts = {"official": official_counts(python, src, scratch)}
