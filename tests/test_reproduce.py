@@ -358,7 +358,7 @@ def _recbole_props(root):
     (props / "dataset").mkdir()
     (props / "overall.yaml").write_text(
         "learner: adam\nlearning_rate: 0.001\ntrain_batch_size: 2048\nweight_decay: 0.0\n"
-        'neg_sampling:\n  uniform: 1\ntrain_epochs: ["BOTH:300"]\n'
+        'neg_sampling:\n  uniform: 1\ntrain_epochs: ["BOTH:300"]\nstopping_step: 10\n'
     )
     (props / "model" / "CoNet.yaml").write_text(
         "embedding_size: 64\nreg_weight: 1e-2\nmlp_hidden_size: [64,32,16,8]"
@@ -377,6 +377,7 @@ def test_recbole_pointwise_models_get_their_settings(tmp_path):
         "trainer.lr=0.001",
         "trainer.batch_size=1024",  # 2048 rows: 1024 positives and one negative each
         "trainer.epochs=300",
+        "trainer.patience=11",  # stopping_step 10: stops after the 11th evaluation without gain
         "conet.n_neg=1",
         "conet.dim=64",
         "conet.layers=64,32,16,8",
@@ -385,6 +386,8 @@ def test_recbole_pointwise_models_get_their_settings(tmp_path):
     extra = 'train_epochs: ["BOTH:1"]\nneg_sampling:\n  uniform: 3'
     cfg, sets = R.our_config("dtcdr", theirs=R.their_config(tmp_path, "DTCDR", extra))
     assert "trainer.epochs=1" in sets and "trainer.batch_size=512" in sets
+    no_stop = R.their_config(tmp_path, "DTCDR", "stopping_step: 0")
+    assert "trainer.patience=0" in R.matched_settings("dtcdr", no_stop)
     assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.lr) == (1, 512, 1e-3)
     assert (cfg.dtcdr.dim, cfg.dtcdr.layers, cfg.dtcdr.dropout) == (32, (32, 16), 0.2)
     assert (cfg.dtcdr.alpha, cfg.dtcdr.n_neg, cfg.method) == (0.3, 3, "dtcdr")
@@ -414,6 +417,7 @@ def test_recbole_bitgcf_gets_their_settings(tmp_path):
         "trainer.lr=0.001",
         "trainer.batch_size=1024",
         "trainer.epochs=300",
+        "trainer.patience=11",
         "bitgcf.n_neg=1",
         "bitgcf.dim=64",
         "bitgcf.n_layers=2",
@@ -602,6 +606,30 @@ def test_step_time_reads_json_lines_and_writes_the_ratio(tmp_path, monkeypatch):
     assert "| official `reconstruct_graph` | 2.100 | 1.800 | 4 |" in text
     assert "| ours, `disencdr`'s epoch program | 0.450 | 0.400 | 2 |" in text
     assert "**4.67x**" in text
+
+
+def test_recbole_epoch_time_leaves_the_first_epoch_out_and_writes_the_ratio(tmp_path):
+    from benchmarks.reproduce import recbole_epoch_time as ET
+
+    res = {
+        "conet": {
+            "official": [9.0, 3.0, 3.4, 3.2],  # the first: data-loader start
+            "ours": [7.0, 1.0, 1.2, 0.8],  # the first: compile
+            "steps": 65,
+            "compile_s": 2.0,
+            "batch": 1024,
+        }
+    }
+    assert ET.medians(res["conet"]) == (3.2, 1.0)
+    report = tmp_path / "B.md"
+    ET.write_section(report, res=res, epochs=4, cpu=1, cmd="cmd")
+    text = report.read_text()
+    assert "| CoNet | 3.20 | 1.00 | **3.20x** | 65 |" in text
+    assert "pinned to core 1" in text and "conet 2.0 s" in text
+    with pytest.raises(SystemExit, match="at least 2"):
+        ET.main(["--epochs", "1"])
+    with pytest.raises(SystemExit, match="choose from"):
+        ET.main(["--models", "cmf"])
 
 
 @pytest.mark.slow

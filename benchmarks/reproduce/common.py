@@ -63,6 +63,17 @@ def distinct_rows(rng, n_users: int, n_items: int, n: int) -> tuple[np.ndarray, 
     return pairs[:, 0], pairs[:, 1]
 
 
+def pin_core(cpu: int | None) -> int:
+    """Restrict this process (and the children it starts) to one core (default: the first it
+    may use); returns it. Call it before JAX starts its threads."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[0] if cpu is None else cpu
+    if cpu not in allowed:
+        raise SystemExit(f"--cpu {cpu}: this process may use cores {allowed}")
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def float64_on_cpu() -> None:
     """Both sides of a one-step equality check in float64 on the CPU: JAX's x64 mode, torch's
     default dtype, and the official code's `.cuda()` calls made no-ops."""

@@ -317,6 +317,14 @@ def _both_epochs(train_epochs) -> int:
     raise ValueError(f"train_epochs {train_epochs!r} has no BOTH phase")
 
 
+def _patience(theirs: dict) -> int:
+    """Our `trainer.patience` for their early stopping: recbole 1.0.1's `early_stopping`
+    stops once its count of evaluations in a row without a better valid score exceeds
+    `stopping_step`, so after stopping_step + 1 of them (0: none, as ours)."""
+    step = theirs.get("stopping_step")
+    return 0 if step is None or int(step) <= 0 else int(step) + 1
+
+
 # their key -> our key of the method's section
 _MATCHED_KEYS = {
     "conet": {"embedding_size": "dim", "mlp_hidden_size": "layers"},
@@ -342,7 +350,8 @@ def matched_settings(method: str, theirs: dict) -> tuple:
     """Our overrides that match `theirs` (`their_config` of the method's model): embedding
     size, layers (and DTCDR's dropout, alpha), Adam's learning rate, the batch in positives
     (`train_batch_size` / (1 + negatives)), the uniform negatives per positive, the BOTH
-    epochs; `conet` scores as their `predict` (the target network alone)."""
+    epochs and their early stopping (`_patience`); `conet` scores as their `predict` (the
+    target network alone)."""
     neg = theirs.get("neg_sampling") or {}
     if set(neg) != {"uniform"}:
         raise ValueError(f"neg_sampling {neg!r}: only uniform sampling is matched")
@@ -355,6 +364,7 @@ def matched_settings(method: str, theirs: dict) -> tuple:
         f"trainer.lr={float(theirs['learning_rate'])}",
         f"trainer.batch_size={int(theirs['train_batch_size']) // (1 + n_neg)}",
         f"trainer.epochs={_both_epochs(theirs['train_epochs'])}",
+        f"trainer.patience={_patience(theirs)}",
         f"{method}.n_neg={n_neg}",
     ]
     for key, ours in _MATCHED_KEYS[method].items():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -35,16 +34,6 @@ import numpy as np
 
 from benchmarks.reproduce import common as K
 from benchmarks.reproduce import disencdr as D
-
-
-def _pin(cpu: int | None) -> int:
-    """Restrict this process (and the children it starts) to one core; returns it."""
-    allowed = sorted(os.sched_getaffinity(0))
-    cpu = allowed[0] if cpu is None else cpu
-    if cpu not in allowed:
-        raise SystemExit(f"--cpu {cpu}: this process may use cores {allowed}")
-    os.sched_setaffinity(0, {cpu})
-    return cpu
 
 
 def _json_line(stream) -> dict:
@@ -160,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cpu = _pin(args.cpu)  # before JAX starts its threads
+    cpu = K.pin_core(args.cpu)  # before JAX starts its threads
     scratch = pathlib.Path(args.scratch or "runs/reproduce/disencdr").resolve()
     cfg, split, src, counts = D.prepare(scratch, epochs=50, source=args.source)
     res = measure(src, scratch, cfg, split, steps=args.steps, rounds=args.rounds)
