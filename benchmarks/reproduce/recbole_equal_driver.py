@@ -11,9 +11,14 @@ recbole_cdr only (not transferjax).
 key of the model's `state_dict` (`param/<key>`) and one per field of the step's interaction
 (`batch/<field>`: `source_user_id`, `source_item_id`, `source_label`, `target_*`). The model is
 built by its own `__init__` on a stand-in config (a dict) and a stand-in dataset (the sizes
-above, the field names), converted to float64, given the params (`load_state_dict`, strict),
-then one step as RecBole's trainer takes it: `zero_grad`, `calculate_loss`, `backward`,
-`torch.optim.Adam` (lr, no weight decay) `step`.
+above, the field names, and for BiTGCF `inter_matrix` of the training rows `graph/<domain>_user`
+and `graph/<domain>_item`), converted to float64 (its parameters, and its graph and degree
+tensors: `torch.FloatTensor` builds float64 while `__init__` runs unless `meta` says
+"float32_graph", then every float tensor attribute is converted; torch's default dtype is
+float64, for the tensors it creates in a step, e.g. EmbLoss's accumulator), given the params
+(`load_state_dict`, strict), then one step as RecBole's trainer takes it: `zero_grad`,
+`calculate_loss` (a tuple of losses summed), `backward`, `torch.optim.Adam` (lr, no weight
+decay) `step`.
 
 Writes `out.npz`: `loss`, `grad/<key>` and `param/<key>` (after the step) per parameter.
 """
@@ -44,7 +49,8 @@ class _Domain:
 
 
 class _Dataset:
-    def __init__(self, meta: dict):
+    def __init__(self, meta: dict, graph: dict):
+        self._graph = graph
         self.source_domain_dataset = _Domain(
             "source", meta["source_num_users"], meta["source_num_items"]
         )
@@ -56,6 +62,17 @@ class _Dataset:
         self.num_overlap_user = meta["overlapped_num_users"]
         self.num_overlap_item = meta["overlapped_num_items"]
         self.overlap_id_field = "overlap_id"
+
+    def inter_matrix(self, form="coo", value_field=None, domain="source"):
+        """The domain's training rows as a [total users, total items] coo matrix of ones
+        (`graph/<domain>_user`, `graph/<domain>_item`), as RecBole-CDR's for BiTGCF."""
+        import scipy.sparse as sp
+
+        if form != "coo" or value_field is not None:
+            raise NotImplementedError(f"inter_matrix({form!r}, {value_field!r})")
+        u, i = self._graph[f"{domain}_user"], self._graph[f"{domain}_item"]
+        shape = (self.num_total_user, self.num_total_item)
+        return sp.coo_matrix((np.ones(len(u)), (u, i)), shape=shape)
 
 
 def model_class(name: str):
@@ -71,18 +88,34 @@ def _group(inputs: dict, prefix: str) -> dict:
 def step(name: str, inputs: dict) -> dict:
     meta = json.loads(str(inputs["meta"]))
     torch.manual_seed(0)  # __init__'s own init is overwritten by load_state_dict
+    # float64 for the tensors it creates itself too (EmbLoss sums into torch.zeros(1))
+    torch.set_default_dtype(torch.float64)
     config = {
         **meta["config"],
         "device": torch.device("cpu"),
         "source_domain": {"NEG_PREFIX": "neg_"},
         "target_domain": {"NEG_PREFIX": "neg_"},
     }
-    model = model_class(name)(config, _Dataset(meta)).double()
+    graph = {k[len("graph/") :]: v for k, v in inputs.items() if k.startswith("graph/")}
+    legacy = torch.FloatTensor, torch.sparse.FloatTensor
+    if not meta.get("float32_graph", False):
+        # its graph in float64 (BiTGCF builds it as torch.FloatTensor from float64 values)
+        torch.FloatTensor = lambda *a: torch.tensor(*a, dtype=torch.float64)
+        torch.sparse.FloatTensor = lambda i, v, size: torch.sparse_coo_tensor(i, v, size)
+    try:
+        model = model_class(name)(config, _Dataset(meta, graph)).double()
+    finally:
+        torch.FloatTensor, torch.sparse.FloatTensor = legacy
+    for attr, value in list(vars(model).items()):  # float tensors that are not parameters
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            setattr(model, attr, value.double())
     model.load_state_dict(_group(inputs, "param/"), strict=True)
     batch = _group(inputs, "batch/")
     opt = torch.optim.Adam(model.parameters(), lr=meta["lr"])
     opt.zero_grad()
     loss = model.calculate_loss(batch)
+    if isinstance(loss, tuple):  # RecBole's trainer sums a tuple of losses
+        loss = sum(loss)
     loss.backward()
     grads = {k: p.grad.detach().numpy().copy() for k, p in model.named_parameters()}
     opt.step()
