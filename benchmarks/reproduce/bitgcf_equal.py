@@ -92,9 +92,6 @@ def _exact_weights(graph: dict, eps: float) -> dict:
 
 def ours_step(share: str, connect: str, *, exact: bool) -> dict:
     """Our side, as `recbole_equal.ours_step`, in their ids and state_dict keys."""
-    import jax
-    import jax.numpy as jnp
-    import optax
 
     from transferjax import config as C
     from transferjax.methods import bitgcf as bitgcf_module
@@ -114,18 +111,10 @@ def ours_step(share: str, connect: str, *, exact: bool) -> dict:
     known = built.data["bitgcf_known"]
     if not all(bool(np.all(np.asarray(known[d][t]))) for d in NETS for t in ("user", "item")):
         raise RuntimeError("the tiny data has a user or item without training rows")
-    flat = C.flatten(cfg)
-    hyper = {k: jnp.asarray(float(flat[k]), jnp.float64) for k in built.hyper}
-    v = {**built.view(built.init(jax.random.key(0)), hyper), "step": jnp.zeros((), jnp.int32)}
-    v = jax.tree.map(
-        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, v
-    )
+    v, batch, key = RE.float64_view(cfg, built)
     if exact:
         g = v["bitgcf_graph"]
         v["bitgcf_graph"] = {**g, **{d: _exact_weights(g[d], 1e-7) for d in NETS}}
-    batch = {k: jnp.asarray(a[: RE.B]) for k, a in stage.examples.items()}
-    batch["mask"] = jnp.ones(RE.B, bool)
-    key = jax.random.key(7)
 
     calls, real = [], bitgcf_module.domain_loss
 
@@ -141,12 +130,7 @@ def ours_step(share: str, connect: str, *, exact: bool) -> dict:
     if len(calls) != 2:
         raise RuntimeError(f"expected one domain_loss call per domain, got {len(calls)}")
 
-    def loss(part):
-        return stage.loss({**v, "bitgcf": part}, batch, key)[0]
-
-    value, grads = jax.value_and_grad(loss)(v["bitgcf"])
-    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(v["bitgcf"]), v["bitgcf"])
-    stepped = optax.apply_updates(v["bitgcf"], updates)
+    value, grads, stepped = RE.one_step(stage, v, batch, key)
 
     ids = recbole_ids(split, share)
     fields, graph = {}, {}

@@ -173,15 +173,47 @@ def _record(module, name: str) -> tuple:
     return calls, lambda: setattr(module, name, real)
 
 
+def float64_view(cfg, built) -> tuple:
+    """(view, batch, key) of one step at initialisation (seed 0), every float in float64: the
+    params, the data, and the traced settings taken from the config (not their float32
+    roundings); the batch is the stage's first `B` examples, the key fixed."""
+    import jax
+    import jax.numpy as jnp
+
+    from transferjax import config as C
+
+    (stage,) = built.stages
+    flat = C.flatten(cfg)
+    hyper = {k: jnp.asarray(float(flat[k]), jnp.float64) for k in built.hyper}
+    v = {**built.view(built.init(jax.random.key(0)), hyper), "step": jnp.zeros((), jnp.int32)}
+    v = jax.tree.map(
+        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, v
+    )
+    batch = {k: jnp.asarray(a[:B]) for k, a in stage.examples.items()}
+    batch["mask"] = jnp.ones(B, bool)
+    return v, batch, jax.random.key(7)
+
+
+def one_step(stage, v, batch, key) -> tuple:
+    """(loss, gradient, params after one step of the stage's own optimizer) of `stage.part`."""
+    import jax
+    import optax
+
+    part = stage.part
+
+    def loss(p):
+        return stage.loss({**v, part: p}, batch, key)[0]
+
+    value, grads = jax.value_and_grad(loss)(v[part])
+    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(v[part]), v[part])
+    return value, grads, optax.apply_updates(v[part], updates)
+
+
 def ours_step(share: str, method: str = "conet") -> dict:
     """Our side: {"meta", "state", "batch" (the RecBole fields), "loss", "grads", "stepped"
     (state_dict-keyed), "rows" (per domain: the user rows, the item rows and, for CoNet, the
     cross-connected rows)}."""
     import importlib
-
-    import jax
-    import jax.numpy as jnp
-    import optax
 
     from transferjax import config as C
     from transferjax.methods.registry import get_method
@@ -196,15 +228,7 @@ def ours_step(share: str, method: str = "conet") -> dict:
     cfg = C.apply_overrides(cfg, list(spec.ours))
     built = get_method(method).build(cfg, split)
     (stage,) = built.stages
-    flat = C.flatten(cfg)  # traced settings from the config, not their float32 roundings
-    hyper = {k: jnp.asarray(float(flat[k]), jnp.float64) for k in built.hyper}
-    v = {**built.view(built.init(jax.random.key(0)), hyper), "step": jnp.zeros((), jnp.int32)}
-    v = jax.tree.map(  # every float in float64: params and data
-        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, v
-    )
-    batch = {k: jnp.asarray(a[:B]) for k, a in stage.examples.items()}
-    batch["mask"] = jnp.ones(B, bool)
-    key = jax.random.key(7)
+    v, batch, key = float64_view(cfg, built)
 
     calls, restore = _record(importlib.import_module(f"transferjax.methods.{method}"), spec.logits)
     try:
@@ -214,12 +238,7 @@ def ours_step(share: str, method: str = "conet") -> dict:
     if len(calls) != 2:
         raise RuntimeError(f"expected one logits call per domain, got {len(calls)}")
 
-    def loss(part):
-        return stage.loss({**v, method: part}, batch, key)[0]
-
-    value, grads = jax.value_and_grad(loss)(v[method])
-    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(v[method]), v[method])
-    stepped = optax.apply_updates(v[method], updates)
+    value, grads, stepped = one_step(stage, v, batch, key)
 
     fields = {}
     for net, (user, item, *_) in zip(NETS, calls, strict=True):
