@@ -774,3 +774,11 @@ def test_bitgcf_equal_puts_our_rows_at_recbole_ids(share):
         ids,
     )
     assert state["source_user_embedding.weight"][0].sum() == 0  # padding row stays zero
+
+
+def test_recbole_seeds_per_model():
+    assert R.parse_seeds("3", ["cmf", "conet"]) == {"cmf": [0, 1, 2], "conet": [0, 1, 2]}
+    assert R.parse_seeds("2,conet=4", ["cmf", "conet"]) == {"cmf": [0, 1], "conet": [0, 1, 2, 3]}
+    for bad in ("", "x", "2,dtcdr=3", "2,conet=0"):
+        with pytest.raises(SystemExit, match="--seeds"):
+            R.parse_seeds(bad, ["cmf", "conet"])

@@ -5,6 +5,7 @@ setting, against ours.
     python -m benchmarks.reproduce.recbole_cdr --seeds 3       # RecBole seeds 2022, 2023, 2024
     python -m benchmarks.reproduce.recbole_cdr --models conet,dtcdr --seeds 3
     python -m benchmarks.reproduce.recbole_cdr --models bitgcf --seeds 3
+    python -m benchmarks.reproduce.recbole_cdr --models cmf,conet --seeds 3,conet=6   # per model
     python -m benchmarks.reproduce.recbole_cdr --source DIR    # clone from DIR, not GitHub
     python -m benchmarks.reproduce.recbole_cdr --models conet \
         --official-config 'train_epochs: ["BOTH:1"]' --no-report   # a 1-epoch check of both sides
@@ -97,6 +98,24 @@ METRICS = (  # (label, ours, theirs)
 )
 SECTION_TITLE = "Reproduction: RecBole-CDR on its ML-1M -> ML-100k sample setting"
 BASE_SEED = 2022  # RecBole-CDR's default seed (overall.yaml); seed i runs it at 2022 + i
+
+
+def parse_seeds(text: str, methods) -> dict:
+    """{method: [0 .. n - 1]} of `--seeds`: "N" for every method, then "model=N" overrides
+    (e.g. "3,conet=6"). Raises SystemExit naming a bad entry."""
+    parts = [x.strip() for x in str(text).split(",") if x.strip()]
+    try:
+        n = {m: int(parts[0]) for m in methods}
+        for part in parts[1:]:
+            name, _, count = part.partition("=")
+            if name.strip() not in n:
+                raise ValueError(part)
+            n[name.strip()] = int(count)
+    except (IndexError, ValueError) as e:
+        raise SystemExit(f"--seeds {text!r}: N, then model=N for {', '.join(methods)} ({e})") from e
+    if min(n.values()) < 1:
+        raise SystemExit(f"--seeds {text!r}: at least 1 seed per model")
+    return {m: list(range(k)) for m, k in n.items()}
 
 
 def extra_config(seed: int, extra: str = "") -> str:
@@ -603,8 +622,9 @@ def write_section(
                 )
         body.append("")
     body += [
-        f"Seeds: ours {', '.join(map(str, seeds))} (init; split seed 0); RecBole-CDR "
-        f"{', '.join(str(BASE_SEED + s) for s in seeds)}. Mean ± std over seeds.",
+        f"Seeds: ours i (init; split seed 0) against RecBole-CDR {BASE_SEED} + i, i = 0 .. n - 1, "
+        f"n per model: {', '.join(f'{MODELS[m]} {len(v)}' for m, v in seeds.items())}. "
+        "Mean ± std over seeds.",
         f"Their pins: python 3.11, {', '.join(REQUIREMENTS)}, {', '.join(NO_DEPS)} (--no-deps); "
         + ", ".join(f"{k}={v}" for k, v in ENV.items())
         + ". Nothing in their code is patched; the only config added is "
@@ -635,7 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", help="scratch folder (default runs/reproduce/recbole_cdr)")
     p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
     p.add_argument("--python", help="an existing python with the official requirements")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 on both sides")
+    p.add_argument(
+        "--seeds",
+        default="1",
+        help="N: seeds 0 .. N-1 on both sides; per model after it, e.g. 3,conet=6",
+    )
     p.add_argument(
         "--models",
         default="cmf,emcdr",
@@ -669,13 +693,13 @@ def main(argv=None) -> int:
     if unknown or not methods:
         raise SystemExit(f"--models {args.models!r}: choose from {', '.join(MODELS)}")
     extra, tag = args.official_config, official_tag(args.official_config)
-    seeds = list(range(args.seeds))
+    seeds = parse_seeds(args.seeds, methods)
     src = K.fetch(OFFICIAL, scratch / "src", source=args.source, keep=OUTPUTS)
     hashes = prepare_official(src)
     python = args.python or K.ensure_venv(scratch / "venv", REQUIREMENTS, no_deps=NO_DEPS)
     counts = {"official": official_counts(python, src, scratch)}
     official = {
-        MODELS[m]: [run_official(python, src, scratch, MODELS[m], s, extra=extra) for s in seeds]
+        MODELS[m]: [run_official(python, src, scratch, MODELS[m], s, extra=extra) for s in seeds[m]]
         for m in methods
     }
     theirs = {m: their_config(src, MODELS[m], extra) for m in methods}
@@ -684,7 +708,10 @@ def main(argv=None) -> int:
     counts["ours"] = our_counts(split)
     K.save_json(scratch / "counts.json", counts)
     ours = {
-        m: [run_ours(cfgs[m][0], split, _ours_json(scratch, cfgs[m][0], s), seed=s) for s in seeds]
+        m: [
+            run_ours(cfgs[m][0], split, _ours_json(scratch, cfgs[m][0], s), seed=s)
+            for s in seeds[m]
+        ]
         for m in methods
     }
     also = None
@@ -695,13 +722,15 @@ def main(argv=None) -> int:
             if any("error" in r for r in ours[m]):
                 continue
             cfg = our_config(m, sets, theirs=theirs[m])[0]
-            also[1][m] = [run_ours(cfg, split, _ours_json(scratch, cfg, s), seed=s) for s in seeds]
+            also[1][m] = [
+                run_ours(cfg, split, _ours_json(scratch, cfg, s), seed=s) for s in seeds[m]
+            ]
     K.save_json(
         scratch / f"summary{tag}.json",
         {"ours": ours, "official": official, "counts": counts, "also": also},
     )
     for m in methods:
-        for s, o, t in zip(seeds, ours[m], official[MODELS[m]]):
+        for s, o, t in zip(seeds[m], ours[m], official[MODELS[m]]):
             theirs = " ".join(f"{tm}={t['test'][tm]:.4f}" for _, _, tm in METRICS)
             mine = (
                 o["error"]
@@ -711,7 +740,7 @@ def main(argv=None) -> int:
             print(f"{m} seed {s}: ours {mine} | RecBole-CDR {theirs}")
     if not args.no_report:
         cmd = "python -m benchmarks.reproduce.recbole_cdr" + (
-            f" --seeds {args.seeds}" if args.seeds != 1 else ""
+            f" --seeds {args.seeds}" if args.seeds != "1" else ""
         )
         cmd += f" --models {','.join(methods)}" if methods != ["cmf", "emcdr"] else ""
         cmd += f" --also '{args.also}'" if args.also else ""
