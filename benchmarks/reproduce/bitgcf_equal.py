@@ -47,7 +47,7 @@ def recbole_ids(split, share: str) -> dict:
     out = {d: {} for d in NETS}
     sizes = {}
     for side, pairs in (("user", split.data.overlap), ("item", split.data.item_overlap)):
-        n = {d: getattr(split, f"{d}_train").__getattribute__(f"n_{side}s") for d in NETS}
+        n = {d: getattr(getattr(split, f"{d}_train"), f"n_{side}s") for d in NETS}
         pairs = pairs if (side == "user") == (share == "users") else np.zeros((0, 2), int)
         m = len(pairs)
         ids = {d: np.full(n[d], -1, np.int64) for d in NETS}
@@ -92,7 +92,6 @@ def _exact_weights(graph: dict, eps: float) -> dict:
 
 def ours_step(share: str, connect: str, *, exact: bool) -> dict:
     """Our side, as `recbole_equal.ours_step`, in their ids and state_dict keys."""
-
     from transferjax import config as C
     from transferjax.methods import bitgcf as bitgcf_module
     from transferjax.methods.registry import get_method
