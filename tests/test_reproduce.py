@@ -801,3 +801,86 @@ def test_recbole_ours_seed_gets_its_own_split():
         cfg_s, split = seeds(cfg, s)
         assert (cfg_s.protocol.seed, split, cfg_s.method) == (s, f"split{s}", "mf")
     assert built == [0, 1, 2]
+
+
+def _np_recbole_lightgcn_loss(state, batch, graph, meta) -> float:
+    """recbole 1.0.1's `LightGCN.calculate_loss` in numpy: the binary adjacency of the distinct
+    training pairs normalised by (degree + 1e-7)^(-1/2) (`get_norm_adj_mat`), the mean of the
+    n_layers + 1 layers, BPRLoss -log(gamma + sigmoid(pos - neg)), EmbLoss (Frobenius norms of
+    the batch's ego rows, not squared, over the batch size)."""
+    eu, ei = state["user_embedding.weight"], state["item_embedding.weight"]
+    nu, ni = meta["n_users"], meta["n_items"]
+    a = np.zeros((nu + ni, nu + ni))
+    a[graph["user"], nu + graph["item"]] = a[nu + graph["item"], graph["user"]] = 1.0
+    d = ((a > 0).sum(1) + 1e-7) ** -0.5
+    adj = d[:, None] * a * d[None]
+    layers = [np.concatenate([eu, ei])]
+    for _ in range(meta["config"]["n_layers"]):
+        layers.append(adj @ layers[-1])
+    final = np.mean(layers, 0)
+    fu, fi = final[:nu], final[nu:]
+    u, i, j = (batch[k] for k in ("user_id", "item_id", "neg_item_id"))
+    diff = np.sum(fu[u] * fi[i], 1) - np.sum(fu[u] * fi[j], 1)
+    bpr = -np.mean(np.log(meta.get("bpr_gamma", 1e-10) + 1 / (1 + np.exp(-diff))))
+    norms = sum(np.linalg.norm(x) for x in (eu[u], ei[i], ei[j])) / len(u)
+    return bpr + meta["config"]["reg_weight"] * norms
+
+
+def test_lightgcn_equal_hands_recbole_our_params_rows_and_graph():
+    """What `lightgcn_equal` gives recbole's LightGCN (tables, (user, item, negative) triples,
+    the training rows as its graph) reproduces our stage loss through a numpy transcription of
+    its `calculate_loss`; the negatives are not training items of their users."""
+    import jax
+
+    from benchmarks.reproduce import lightgcn_equal as LE
+
+    with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
+        ours = LE.ours_step(exact=True)
+    b, g, meta = ours["batch"], ours["graph"], ours["meta"]
+    assert len(b["user_id"]) == RE.B and meta["bpr_gamma"] == 0.0
+    assert not _as_set(b["user_id"], b["neg_item_id"]) & _as_set(g["user"], g["item"])
+    want = _np_recbole_lightgcn_loss(ours["state"], b, g, meta)
+    np.testing.assert_allclose(ours["loss"], want, rtol=1e-12)
+    assert sorted(ours["grads"]) == sorted(ours["state"]) == sorted(ours["stepped"])
+
+
+def test_recbole_lightgcn_settings_split_files_and_config(tmp_path):
+    """Ours copies recbole's LightGCN config; the split goes to recbole as benchmark files
+    with our rows, in order; their config reads them without filtering."""
+    from benchmarks.reproduce import recbole_lightgcn as L
+
+    props = tmp_path / "properties"
+    (props / "model").mkdir(parents=True)
+    (props / "overall.yaml").write_text(
+        "epochs: 300\ntrain_batch_size: 2048\nlearner: adam\nlearning_rate: 0.001\n"
+        "neg_sampling:\n  uniform: 1\nstopping_step: 10\nweight_decay: 0.0\nrequire_pow: False\n"
+    )
+    (props / "model" / "LightGCN.yaml").write_text(
+        "embedding_size: 64\nn_layers: 2\nreg_weight: 1e-05\n"
+    )
+    theirs = L.their_config(props, "epochs: 7")
+    sets = dict(s.split("=", 1) for s in L.matched_settings(theirs))
+    assert sets["trainer.epochs"] == "7" and sets["trainer.patience"] == "11"
+    assert sets["trainer.batch_size"] == "2048" and float(sets["lightgcn.reg"]) == 1e-5
+    assert sets["lightgcn.negatives"] == "unseen" and sets["lightgcn.reg_form"] == "norms"
+    assert sets["lightgcn.init"] == "xavier_uniform" and sets["lightgcn.n_layers"] == "2"
+    with pytest.raises(ValueError, match="require_pow"):
+        L.matched_settings({**theirs, "require_pow": True})
+    with pytest.raises(ValueError, match="neg_sampling"):
+        L.matched_settings({**theirs, "neg_sampling": {"uniform": 2}})
+
+    split = _tiny_split()
+    sizes = L.export_split(split, tmp_path / "d")
+    for part, rows in (("train", split.target_train), ("valid", split.valid), ("test", split.test)):
+        lines = (tmp_path / "d" / f"{L.DATASET}.{part}.inter").read_text().splitlines()
+        assert lines[0] == "user_id:token\titem_id:token" and len(lines) - 1 == sizes[part]
+        user = rows.user if part == "train" else rows.target_user
+        got = np.array([[int(x) for x in line.split("\t")] for line in lines[1:]])
+        np.testing.assert_array_equal(got, np.stack([user, rows.item], 1))
+    conf = L.run_config(tmp_path / "d", 2, "epochs: 3")
+    import yaml
+
+    c = yaml.safe_load(conf)
+    assert c["benchmark_filename"] == ["train", "valid", "test"] and c["seed"] == R.BASE_SEED + 2
+    assert c["epochs"] == 3 and c["load_col"] == {"inter": ["user_id", "item_id"]}
+

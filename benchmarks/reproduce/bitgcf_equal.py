@@ -77,7 +77,7 @@ def _state(p, ids) -> dict:
     return out
 
 
-def _exact_weights(graph: dict, eps: float) -> dict:
+def exact_weights(graph: dict, eps: float) -> dict:
     """A `graph_arrays` graph with its weights in float64: (d_u + eps)^-1/2 (d_i + eps)^-1/2."""
     import jax.numpy as jnp
 
@@ -113,7 +113,7 @@ def ours_step(share: str, connect: str, *, exact: bool) -> dict:
     v, batch, key = RE.float64_view(cfg, built)
     if exact:
         g = v["bitgcf_graph"]
-        v["bitgcf_graph"] = {**g, **{d: _exact_weights(g[d], 1e-7) for d in NETS}}
+        v["bitgcf_graph"] = {**g, **{d: exact_weights(g[d], 1e-7) for d in NETS}}
 
     def rows(final, ego, b, **kw):  # the batch's positives and the negatives drawn for them
         return b["user"], b["item"], kw["negatives"]

@@ -168,9 +168,11 @@ def positional_rows(*args, **kw) -> tuple:
     return tuple(a for a in args[1:] if not isinstance(a, str))
 
 
-def recorded_rows(stage, v, batch, key, module, name: str, rows=positional_rows) -> list:
+def recorded_rows(
+    stage, v, batch, key, module, name: str, rows=positional_rows, *, calls_expected: int = 2
+) -> list:
     """One eager call of the stage loss with `module.name` wrapped: the numpy values of
-    `rows(*args, **kw)` of each call to it, which must be one per domain."""
+    `rows(*args, **kw)` of each call to it, which must be `calls_expected` (one per domain)."""
     calls, real = [], getattr(module, name)
 
     def record(*args, **kw):
@@ -182,8 +184,8 @@ def recorded_rows(stage, v, batch, key, module, name: str, rows=positional_rows)
         stage.loss(v, batch, key)  # eager: the rows are concrete
     finally:
         setattr(module, name, real)
-    if len(calls) != 2:
-        raise RuntimeError(f"expected one {name} call per domain, got {len(calls)}")
+    if len(calls) != calls_expected:
+        raise RuntimeError(f"expected {calls_expected} {name} calls, got {len(calls)}")
     return calls
 
 

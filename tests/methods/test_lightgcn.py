@@ -19,10 +19,12 @@ from transferjax.methods.registry import get_method
 from transferjax.models.graph import (
     graph_arrays,
     lightgcn_bpr_loss,
+    lightgcn_init,
     normalized_edges,
     propagate,
 )
 from transferjax.models.mf import sample_negatives
+from transferjax.models.pointwise import sample_unseen
 from transferjax.train.epoch import make_epoch_fn
 
 # 6 users, 5 items; user 5 and item 4 are isolated; (0, 1) appears twice.
@@ -85,26 +87,32 @@ BATCH = {
 }
 
 
-def _np_bpr(eu, ei, j, k, reg):
+def _np_bpr(eu, ei, j, k, reg, reg_form="squared"):
     fu, fi = _np_final(eu, ei, k)
     u, i, m = (np.asarray(BATCH[c]) for c in ("user", "item", "mask"))
     diff = np.sum(fu[u] * fi[i], -1) - np.sum(fu[u] * fi[j], -1)
     nll = np.log1p(np.exp(-diff))
+    if reg_form == "norms":  # RecBole's EmbLoss over the unmasked rows: Frobenius norms / n
+        rows = [eu[u[m]], ei[i[m]], ei[j[m]]]
+        return np.mean(nll[m]) + reg * sum(np.sqrt(np.sum(x**2)) for x in rows) / m.sum()
     r = np.sum(eu[u] ** 2, -1) + np.sum(ei[i] ** 2, -1) + np.sum(ei[j] ** 2, -1)
     return np.sum((nll + reg * r) * m) / m.sum()
 
 
-@pytest.mark.parametrize("k", [0, 2])
-def test_bpr_loss_and_gradient_match_numpy(k):
+@pytest.mark.parametrize("k,reg_form", [(0, "squared"), (2, "squared"), (2, "norms")])
+def test_bpr_loss_and_gradient_match_numpy(k, reg_form):
     eu, ei = _ego(1)
     reg, key = 0.05, jax.random.key(3)
     params = {"user": jnp.asarray(eu), "item": jnp.asarray(ei)}
     j = np.asarray(sample_negatives(params, key, BATCH["item"]))
+    given = {"negatives": jnp.asarray(j)} if reg_form == "norms" else {"key": key}
 
     def f(p):
-        return lightgcn_bpr_loss(p, _edges(), BATCH, n_layers=k, reg=reg, key=key)[0]
+        return lightgcn_bpr_loss(
+            p, _edges(), BATCH, n_layers=k, reg=reg, reg_form=reg_form, **given
+        )[0]
 
-    np.testing.assert_allclose(f(params), _np_bpr(eu, ei, j, k, reg), rtol=1e-5)
+    np.testing.assert_allclose(f(params), _np_bpr(eu, ei, j, k, reg, reg_form), rtol=1e-5)
     g = jax.grad(f)(params)
     eu64, ei64, eps = eu.astype(np.float64), ei.astype(np.float64), 1e-6
     for name in ("user", "item"):
@@ -115,7 +123,8 @@ def test_bpr_loss_and_gradient_match_numpy(k):
             hi[idx] += eps
             lo[idx] -= eps
             pair = ((hi, ei64), (lo, ei64)) if name == "user" else ((eu64, hi), (eu64, lo))
-            num[idx] = (_np_bpr(*pair[0], j, k, reg) - _np_bpr(*pair[1], j, k, reg)) / (2 * eps)
+            hi_lo = [_np_bpr(*q, j, k, reg, reg_form) for q in pair]
+            num[idx] = (hi_lo[0] - hi_lo[1]) / (2 * eps)
         np.testing.assert_allclose(g[name], num, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
@@ -173,6 +182,44 @@ def test_cold_users_get_the_item_baseline(cold_split, loss):
     # a warm user is scored by its propagated embedding, not by the baseline
     warm = jnp.asarray([int(np.flatnonzero(counts > 0)[0])])
     assert not np.allclose(built.scorer.score_all(v, jnp.asarray([-1]), warm)[0], base)
+
+
+def test_xavier_uniform_init_bounds_and_spread():
+    p = lightgcn_init(
+        jax.random.key(0),
+        n_users=500,
+        n_items=300,
+        dim=40,
+        init_std=0.1,
+        biases=False,
+        init="xavier_uniform",
+    )
+    for name, rows in (("user", 500), ("item", 300)):
+        a = np.sqrt(6 / (rows + 40))  # torch.nn.init.xavier_uniform_ of a [rows, dim] table
+        x = np.asarray(p[name])
+        assert x.shape == (rows, 40) and np.abs(x).max() <= a
+        np.testing.assert_allclose(x.std(), a / np.sqrt(3), rtol=0.02)  # U(-a, a)
+
+
+def test_unseen_negatives_and_norms_regulariser_in_the_method(cold_split):
+    """`negatives=unseen`: the stage loss is `lightgcn_bpr_loss` on `sample_unseen`'s draws for
+    the batch's users, none of which is a training item of its user."""
+    over = {"lightgcn.negatives": "unseen", "lightgcn.reg_form": "norms", "lightgcn.reg": 0.5}
+    built = get_method("lightgcn").build(_cfg(**over), cold_split)
+    (stage,) = built.stages
+    v, key = view0(built), jax.random.key(4)
+    batch = {k: jnp.asarray(a[:200]) for k, a in stage.examples.items()}
+    batch["mask"] = jnp.arange(200) < 190
+    index = v["lightgcn_positives"]
+    tr = cold_split.target_train
+    neg = sample_unseen(key, index, batch["user"], n_items=tr.n_items, n=1)[:, 0]
+    seen = set(zip(tr.user.tolist(), tr.item.tolist(), strict=True))
+    pairs = zip(np.asarray(batch["user"]).tolist(), np.asarray(neg).tolist(), strict=True)
+    assert not any(pair in seen for pair in pairs)
+    want = lightgcn_bpr_loss(
+        v["lightgcn"], v["graph"], batch, n_layers=2, reg=0.5, negatives=neg, reg_form="norms"
+    )[0]
+    np.testing.assert_allclose(stage.loss(v, batch, key)[0], want, rtol=1e-6)
 
 
 def test_training_step_has_no_users_by_items_array(cold_split):

@@ -17,10 +17,14 @@ an edge, whatever its rating, as RecBole does). With ego (layer-0) embeddings e^
     L = sum_{(u,i,j)} -ln sigmoid(y_ui - y_uj) + lambda ||E^(0)||^2              (Eq. 15)
 
 Conventions here:
-- loss "bpr" (the paper's): one uniform negative j per training row, as target `mf`'s BPR
-  (`transferjax.models.mf.sample_negatives`); the L2 term is lambda = `lightgcn.reg` times
-  the squared norms of the batch's ego rows e0_u, e0_i, e0_j, averaged over the batch like the
-  BPR term (the batch form of Eq. 15, as in the authors' code and RecBole).
+- loss "bpr" (the paper's): one negative j per training row, `lightgcn.negatives` "uniform"
+  over the items, as target `mf`'s BPR (`transferjax.models.mf.sample_negatives`), or
+  "unseen", none of the user's training items (`transferjax.models.pointwise.sample_unseen`,
+  as RecBole's sampler). The L2 term (`lightgcn.reg_form`) is lambda = `lightgcn.reg` times
+  "squared": the squared norms of the batch's ego rows e0_u, e0_i, e0_j, averaged over the
+  batch like the BPR term (the batch form of Eq. 15, as in the authors' code), or "norms":
+  RecBole's `EmbLoss`, the Frobenius norms (not squared) of the batch's three ego row
+  matrices over the batch size (`transferjax.models.graph.lightgcn_bpr_loss`).
 - loss "mse" (not in the paper, for rating protocols): r_hat = mu + b_u + b_i + e_u^T e_i,
   squared error plus lambda (|e0_u|^2 + |e0_i|^2 + b_u^2 + b_i^2).
 - loss "auto" (the default) follows what the run selects on (`eval.select`, or its "auto"
@@ -30,8 +34,12 @@ Conventions here:
 - Every step propagates the whole graph (as LightGCN does), then gathers the batch's rows.
   The graph enters as `Built.data` (edge lists, un-batched, never checkpointed); propagation
   sums over the edges (`transferjax.models.bipartite`), never a dense matrix.
-- Ego embeddings are N(0, init_std^2) (the paper uses Xavier init); learning rate, epochs,
-  batch size and optimizer are the trainer's (`trainer.*`), as target-only `mf`.
+- Ego embeddings (`lightgcn.init`) are N(0, init_std^2) or Xavier-uniform (the paper's and
+  RecBole's init); learning rate, epochs, batch size and optimizer are the trainer's
+  (`trainer.*`), as target-only `mf`.
+- RecBole's LightGCN is `init=xavier_uniform`, `negatives=unseen`, `reg_form=norms` (its
+  yaml: dim 64, n_layers 2, reg 1e-5); one training step of each is checked equal by
+  `benchmarks/reproduce/recbole_equal.py`.
 - Scoring propagates once per evaluation (`Scorer.prepare`), not once per evaluation chunk.
 
 Cold users (no target training row) are isolated nodes: their propagated embedding is their
@@ -67,6 +75,7 @@ from transferjax.models.graph import (
     lightgcn_mse_loss,
     propagate,
 )
+from transferjax.models.pointwise import positive_index, sample_unseen
 
 
 @section("lightgcn")
@@ -76,15 +85,20 @@ class LightGCNConfig:
 
     dim: embedding size; n_layers: K propagation layers (0 is BPR-MF without biases);
     reg: lambda of Eq. 15 (traced: sweeps share one program); loss: "bpr" (paper), "mse"
-    (rating variant with biases) or "auto" (`lightgcn_loss_kind`); init_std: std of the ego
-    embeddings.
+    (rating variant with biases) or "auto" (`lightgcn_loss_kind`); init: "normal" (std
+    `init_std`) or "xavier_uniform" ego embeddings; negatives: "uniform" or "unseen" (not a
+    training item of the user) BPR negatives; reg_form: "squared" (Eq. 15's batch form) or
+    "norms" (RecBole's EmbLoss), for "bpr".
     """
 
     dim: int = 64
     n_layers: int = setting(3, allowed=COUNT0)
     reg: float = 1e-4
     loss: Literal["auto", "bpr", "mse"] = "auto"
+    init: Literal["normal", "xavier_uniform"] = "normal"
     init_std: float = 0.1
+    negatives: Literal["uniform", "unseen"] = "uniform"
+    reg_form: Literal["squared", "norms"] = "squared"
 
 
 LIGHTGCN_TRACED = ("lightgcn.reg",)
@@ -134,6 +148,7 @@ def build_lightgcn(cfg, split) -> Built:
     tr = split.target_train
     n_layers, mse = int(c.n_layers), lightgcn_loss_kind(cfg, split) == "mse"
     graph = graph_arrays(tr.user, tr.item, tr.n_users, tr.n_items)
+    unseen, n_items = c.negatives == "unseen" and not mse, tr.n_items
 
     def init(key):
         p = lightgcn_init(
@@ -143,6 +158,7 @@ def build_lightgcn(cfg, split) -> Built:
             dim=c.dim,
             init_std=c.init_std,
             biases=mse,
+            init=c.init,
         )
         if mse:
             p["mu"] = jnp.asarray(float(tr.rating.mean()) if len(tr) else 0.0, jnp.float32)
@@ -152,7 +168,20 @@ def build_lightgcn(cfg, split) -> Built:
         reg = v["hyper"]["lightgcn.reg"]
         if mse:
             return lightgcn_mse_loss(v[PART], v["graph"], batch, n_layers=n_layers, reg=reg)
-        return lightgcn_bpr_loss(v[PART], v["graph"], batch, n_layers=n_layers, reg=reg, key=key)
+        neg = None
+        if unseen:
+            neg = sample_unseen(key, v["lightgcn_positives"], batch["user"], n_items=n_items, n=1)
+            neg = neg[:, 0]
+        return lightgcn_bpr_loss(
+            v[PART],
+            v["graph"],
+            batch,
+            n_layers=n_layers,
+            reg=reg,
+            key=key,
+            negatives=neg,
+            reg_form=c.reg_form,
+        )
 
     stage = Stage(
         name="lightgcn",
@@ -169,6 +198,9 @@ def build_lightgcn(cfg, split) -> Built:
         "known_target": known_users(tr),
         "item_pop": jnp.asarray(tr.item_counts(), jnp.float32),  # cold users' baseline (bpr)
     }
+    if unseen:
+        index = positive_index(tr.user, tr.item, tr.n_users)
+        data["lightgcn_positives"] = {k: jnp.asarray(a) for k, a in index.items()}
     return Built(
         init=init,
         stages=(stage,),

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transferjax.models.graph import propagate_layer
+from transferjax.models.graph import masked_norm, masked_sq, propagate_layer, safe_sqrt
 
 
 def transfer_pairs(pairs: np.ndarray, count_s: np.ndarray, count_t: np.ndarray) -> tuple:
@@ -158,22 +158,6 @@ def bitgcf_forward(
     return {d: (combine(out[d][0]), combine(out[d][1])) for d in doms}
 
 
-def _masked_sq(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Sum of squares of the unmasked rows of x f32[b, ...] (mask bool[b])."""
-    m = mask.reshape(mask.shape + (1,) * (x.ndim - 1)).astype(x.dtype)
-    return jnp.sum(m * x**2)
-
-
-def _safe_sqrt(sq: jax.Array) -> jax.Array:
-    """sqrt, 0 with a zero gradient at 0."""
-    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
-
-
-def _masked_norm(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Frobenius norm of the unmasked rows of x f32[b, ...]."""
-    return _safe_sqrt(_masked_sq(x, mask))
-
-
 def domain_loss(
     final: tuple,
     ego: tuple,
@@ -219,10 +203,10 @@ def domain_loss(
         pred = b["mu"] + b["user_bias"][u] + b["item_bias"][i] + y
         nll = jnp.sum(m * (batch["rating"] - pred) ** 2) / n
         norms = (
-            _masked_norm(ego[0][u], mask)
-            + _masked_norm(ego[1][i], mask)
-            + _masked_norm(b["user_bias"][u], mask)
-            + _masked_norm(b["item_bias"][i], mask)
+            masked_norm(ego[0][u], mask)
+            + masked_norm(ego[1][i], mask)
+            + masked_norm(b["user_bias"][u], mask)
+            + masked_norm(b["item_bias"][i], mask)
         )
         return nll + reg * norms / n, {"nll": nll}
     if kind not in ("bce", "bpr"):
@@ -235,7 +219,7 @@ def domain_loss(
         nll = jnp.sum(m * per_row) / ((1 + k) * n)
     else:
         nll = jnp.sum(m * jnp.sum(jax.nn.softplus(-(y[:, None] - y_neg)), -1)) / (k * n)
-    norms = _safe_sqrt((1 + k) * _masked_sq(ego[0][u], mask)) + _safe_sqrt(
-        _masked_sq(ego[1][i], mask) + _masked_sq(ego[1][neg], mask)
+    norms = safe_sqrt((1 + k) * masked_sq(ego[0][u], mask)) + safe_sqrt(
+        masked_sq(ego[1][i], mask) + masked_sq(ego[1][neg], mask)
     )
     return nll + reg * norms / ((1 + k) * n), {"nll": nll}

@@ -10,6 +10,12 @@ the edges (O(nnz * dim)); no n_users x n_items matrix is ever formed. The edges 
 Params of the model (`lightgcn_init`): the ego (layer-0) embeddings
   user: f32[n_users, dim], item: f32[n_items, dim],
 plus, for the rating variant, user_bias f32[n_users], item_bias f32[n_items] and mu f32[].
+
+Regularisers of a batch's ego rows (`lightgcn_bpr_loss`'s `reg_form`): "squared", the batch
+form of the paper's lambda ||E^(0)||^2, the squared norms of the rows averaged over the batch;
+"norms", RecBole's `EmbLoss` (its default, `require_pow=False`): the Frobenius norms of the
+batch's user, positive and negative row matrices (not squared), summed and divided by the
+batch size (`masked_norm`).
 """
 
 from __future__ import annotations
@@ -67,14 +73,30 @@ def propagate(
 
 
 def lightgcn_init(
-    key: jax.Array, *, n_users: int, n_items: int, dim: int, init_std: float, biases: bool
+    key: jax.Array,
+    *,
+    n_users: int,
+    n_items: int,
+    dim: int,
+    init_std: float,
+    biases: bool,
+    init: str = "normal",
 ) -> dict:
-    """Ego embeddings N(0, init_std^2); with `biases`, zero user/item biases and mu = 0."""
+    """Ego embeddings: `init` "normal", N(0, init_std^2); "xavier_uniform", U(-a, a) with
+    a = sqrt(6 / (rows + dim)) per table (`torch.nn.init.xavier_uniform_` of an embedding
+    table, as RecBole's LightGCN; its tables have one padding row more than ours). With
+    `biases`, zero user/item biases and mu = 0."""
     ku, ki = jax.random.split(key)
-    p = {
-        "user": init_std * jax.random.normal(ku, (n_users, dim), jnp.float32),
-        "item": init_std * jax.random.normal(ki, (n_items, dim), jnp.float32),
-    }
+
+    def table(k, rows):
+        if init == "normal":
+            return init_std * jax.random.normal(k, (rows, dim), jnp.float32)
+        if init == "xavier_uniform":
+            a = (6.0 / (rows + dim)) ** 0.5
+            return jax.random.uniform(k, (rows, dim), jnp.float32, -a, a)
+        raise ValueError(f"unknown LightGCN init {init!r}; valid: normal, xavier_uniform")
+
+    p = {"user": table(ku, n_users), "item": table(ki, n_items)}
     if biases:
         p.update(
             user_bias=jnp.zeros((n_users,), jnp.float32),
@@ -93,23 +115,60 @@ def _sq(x: jax.Array) -> jax.Array:
     return jnp.sum(x**2, -1)
 
 
+def masked_sq(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Sum of squares of the unmasked rows of x f32[b, ...] (mask bool[b])."""
+    m = mask.reshape(mask.shape + (1,) * (x.ndim - 1)).astype(x.dtype)
+    return jnp.sum(m * x**2)
+
+
+def safe_sqrt(sq: jax.Array) -> jax.Array:
+    """sqrt, 0 with a zero gradient at 0."""
+    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+
+
+def masked_norm(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Frobenius norm of the unmasked rows of x f32[b, ...]."""
+    return safe_sqrt(masked_sq(x, mask))
+
+
 def lightgcn_bpr_loss(
-    params: dict, edges: dict, batch: dict, *, n_layers: int, reg, key: jax.Array
+    params: dict,
+    edges: dict,
+    batch: dict,
+    *,
+    n_layers: int,
+    reg,
+    key: jax.Array | None = None,
+    negatives: jax.Array | None = None,
+    reg_form: str = "squared",
 ) -> tuple[jax.Array, dict]:
-    """BPR over the propagated embeddings (Eq. 15), one uniform negative j per positive (u, i):
+    """BPR over the propagated embeddings (Eq. 15), one negative j per positive (u, i):
+    `negatives` i32[b], or uniform draws from `key` (`sample_negatives`). Over the n unmasked
+    rows of the batch,
 
-    loss = mean_batch [-log sigmoid(e_u.e_i - e_u.e_j) + reg (|e0_u|^2 + |e0_i|^2 + |e0_j|^2)]
+      "squared": loss = mean_batch [-log sigmoid(e_u.e_i - e_u.e_j)
+                                    + reg (|e0_u|^2 + |e0_i|^2 + |e0_j|^2)]
+      "norms":   loss = mean_batch [-log sigmoid(e_u.e_i - e_u.e_j)]
+                        + reg (||E0_U||_F + ||E0_I||_F + ||E0_J||_F) / n
 
-    where e = the final embeddings (Eq. 4) and e0 the ego embeddings of the batch's rows."""
-    u, i = batch["user"], batch["item"]
-    j = sample_negatives(params, key, i)
+    where e = the final embeddings (Eq. 4), e0 the ego embeddings of the batch's rows and
+    E0_U, E0_I, E0_J their n-row matrices (module docstring)."""
+    u, i, mask = batch["user"], batch["item"], batch["mask"]
+    j = sample_negatives(params, key, i) if negatives is None else negatives
     fu, fi = propagate(params["user"], params["item"], edges, n_layers)
     eu = fu[u]
     diff = jnp.sum(eu * fi[i], -1) - jnp.sum(eu * fi[j], -1)
     nll = -jax.nn.log_sigmoid(diff)
-    r = _sq(params["user"][u]) + _sq(params["item"][i]) + _sq(params["item"][j])
-    loss = _masked_mean(nll + reg * r, batch["mask"])
-    return loss, {"bpr": _masked_mean(nll, batch["mask"])}
+    e_u, e_i, e_j = params["user"][u], params["item"][i], params["item"][j]
+    if reg_form == "squared":
+        loss = _masked_mean(nll + reg * (_sq(e_u) + _sq(e_i) + _sq(e_j)), mask)
+    elif reg_form == "norms":
+        n = jnp.maximum(jnp.sum(mask.astype(nll.dtype)), 1.0)
+        norms = masked_norm(e_u, mask) + masked_norm(e_i, mask) + masked_norm(e_j, mask)
+        loss = _masked_mean(nll, mask) + reg * norms / n
+    else:
+        raise ValueError(f"unknown LightGCN reg_form {reg_form!r}; valid: squared, norms")
+    return loss, {"bpr": _masked_mean(nll, mask)}
 
 
 def lightgcn_mse_loss(
