@@ -884,3 +884,62 @@ def test_recbole_lightgcn_settings_split_files_and_config(tmp_path):
     assert c["benchmark_filename"] == ["train", "valid", "test"] and c["seed"] == R.BASE_SEED + 2
     assert c["epochs"] == 3 and c["load_col"] == {"inter": ["user_id", "item_id"]}
 
+
+def test_unicdr_harness_budget_selection_and_the_set_sampling_patch(tmp_path):
+    """Ours trains at least the official steps; the official log is selected on our valid
+    candidates (the first best), its own number is the last test it printed; the driver's
+    `random.sample` of a set draws as Python 3.7-3.10 did (over `tuple(set)`); its reading of
+    a train.txt shifts items by one and drops repeats, as `train_rec.py`."""
+    import random
+    import types
+
+    from benchmarks.reproduce import unicdr as U
+    from benchmarks.reproduce import unicdr_driver as UD
+
+    split = types.SimpleNamespace(source_train=range(50_558), target_train=range(37_457))
+    assert U.steps_per_epoch(split) == 99
+    assert U.our_epochs(split, 10) == 51 and 51 * 99 >= 10 * U.ITERATIONS > 50 * 99
+
+    def ep(e, v, t, own=None):
+        rec = {"epoch": e, "train_s": 50.0, "t": 60.0 * e, "valid": {"ndcg@10": v}}
+        rec["test"] = {"ndcg@10": t}
+        return {**rec, "own": own} if own is not None else rec
+
+    log = {
+        "epochs": [
+            {"epoch": 0, "train_s": 0.0, "t": 1.0, "own": {"valid_ndcg": 0.1, "test_ndcg": 0.11}},
+            ep(1, 0.20, 0.21),
+            ep(2, 0.30, 0.28),
+            ep(3, 0.30, 0.35),
+            ep(5, 0.25, 0.30, own={"valid_ndcg": 0.3, "test_ndcg": 0.31}),
+            ep(10, 0.26, 0.30, own={"valid_ndcg": 0.29}),
+        ]
+    }
+    s = U.summarize_official(log)
+    assert s["selected_epoch"] == 2 and s["test"]["ndcg@10"] == 0.28
+    assert s["own_best"] == 0.31 and s["wall_to_selected_s"] == 120.0
+    assert s["train_s_per_step"] == 50.0 / U.ITERATIONS
+
+    ours = {
+        "history": [
+            {"epoch": k, "valid": {"ndcg@10": k / 100}, "test": {"ndcg@10": k / 50}}
+            for k in range(1, 12)
+        ]
+    }
+    table = U.curve([ours], [log], 99).splitlines()
+    # official epochs 1, 2, 3, 5, 10 against ours at ceil(500 e / 99) = 6, 11, then the last
+    assert [row.split(" | ")[3] for row in table[2:]] == ["6 (594)"] + ["11 (1,089)"] * 4
+    assert table[3].split(" | ")[1:3] == ["0.3000", "0.2800"] and "0.1100 | 0.2200" in table[3]
+
+    pop = {5, 3, 17, 1000, 2}
+    random.seed(3)
+    got = [UD._sample_sets(pop, 2) for _ in range(5)]
+    random.seed(3)
+    assert got == [random.sample(tuple(pop), 2) for _ in range(5)]
+
+    path = tmp_path / "train.txt"
+    path.write_text("4\t0\t1\n4\t7\t1\n4\t0\t1\n1\t2\t1\n")
+    lists, sets = UD._read_domain(path)
+    assert lists == {4: [1, 8], 1: [3]} and sets == {4: {1, 8}, 1: {3}}
+    lists, _ = UD._read_domain(path, ease=lambda u, i: 1)
+    assert lists[4] == [[1, 1], [8, 1]]
