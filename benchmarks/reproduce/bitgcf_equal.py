@@ -28,12 +28,8 @@ float64 and our weights given the same 1e-7, where the two must agree to `--tol`
 
 from __future__ import annotations
 
-import argparse
-import pathlib
-
 import numpy as np
 
-from benchmarks.reproduce import common as K
 from benchmarks.reproduce import recbole_cdr as R
 from benchmarks.reproduce import recbole_equal as RE
 
@@ -167,19 +163,8 @@ def compare(python, src, share: str, connect: str, *, exact: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", help="a checkout or bare mirror to clone from")
-    ap.add_argument("--scratch", default="runs/reproduce/recbole_cdr")
-    ap.add_argument("--python", help="a python with RecBole-CDR's requirements (default: a venv)")
-    ap.add_argument("--tol", type=float, default=1e-10)
-    ap.add_argument("--tol-shipped", type=float, default=1e-6, help="tolerance, float32 graphs")
-    args = ap.parse_args(argv)
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    scratch = pathlib.Path(args.scratch)
-    src = K.fetch(R.OFFICIAL, scratch / "src", source=args.source, keep=R.OUTPUTS)
-    python = args.python or K.ensure_venv(scratch / "venv", R.REQUIREMENTS, no_deps=R.NO_DEPS)
+    args = RE.equal_parser(__doc__, shipped=True).parse_args(argv)
+    src, python = RE.official_env(args)
     ok = True
     for exact, tol in ((False, args.tol_shipped), (True, args.tol)):
         for share in ("items", "users"):

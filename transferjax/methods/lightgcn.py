@@ -39,7 +39,7 @@ Conventions here:
   (`trainer.*`), as target-only `mf`.
 - RecBole's LightGCN is `init=xavier_uniform`, `negatives=unseen`, `reg_form=norms` (its
   yaml: dim 64, n_layers 2, reg 1e-5); one training step of each is checked equal by
-  `benchmarks/reproduce/recbole_equal.py`.
+  `benchmarks/reproduce/lightgcn_equal.py`.
 - Scoring propagates once per evaluation (`Scorer.prepare`), not once per evaluation chunk.
 
 Cold users (no target training row) are isolated nodes: their propagated embedding is their
