@@ -433,6 +433,21 @@ def comparison_table(rows, *, columns=("ours", "official"), digits: int = 4) -> 
     return "\n".join(lines)
 
 
+def side_row(label: str, key: str, ours, official, *, scale: float = 1.0, digits: int = 1):
+    """A `comparison_table` row of one summary field, per seed on each side, times `scale`."""
+    return {
+        "label": label,
+        "ours": [scale * s[key] for s in ours],
+        "official": [scale * o[key] for o in official],
+        "digits": digits,
+    }
+
+
+def mean_ratio(official, ours, key: str) -> float:
+    """mean official[key] / mean ours[key] over the seeds' summaries."""
+    return float(np.mean([o[key] for o in official])) / float(np.mean([s[key] for s in ours]))
+
+
 def section_name(name: str) -> str:
     """The BENCHMARKS.md section of reproduction NAME: `reproduce-NAME`."""
     return f"reproduce-{name}"

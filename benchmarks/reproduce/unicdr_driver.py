@@ -84,6 +84,8 @@ def official_setup(args):
     from utils.data import MetaDomain_DataLoader, MetaDomain_Dataset, TaskGenerator
     from utils.GraphMaker import GraphMaker
 
+    if args.aggregator == "item_similarity":  # its EASE-weighted contexts are not driven here
+        raise SystemExit("the item_similarity aggregator is not driven here")
     torch.Tensor.cuda = lambda self, *a, **k: self
     random.sample = _sample_sets
     torch.set_num_threads(args.threads)
@@ -106,8 +108,6 @@ def official_setup(args):
         opt["user_max"].append(max(lists) + 1)
         opt["item_max"].append(max(max(v) for v in lists.values()) + 1)
     graphs = GraphMaker(opt, first)
-    if opt["aggregator"] == "item_similarity":
-        raise SystemExit("the item_similarity aggregator is not driven here")
     all_list, all_set, gens = [], [], {}
     for idx, path in enumerate(files):
         lists, sets = _read_domain(path, ease=lambda u, i: 1)
