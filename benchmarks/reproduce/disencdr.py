@@ -116,16 +116,33 @@ def prepare(scratch: pathlib.Path, *, epochs: int, source=None) -> tuple:
     return cfg, split, src, counts
 
 
-def driver_call(src, scratch, *, seed: int, threads: int, extra: list) -> tuple:
-    """(command, environment, working folder) of `disencdr_driver.py` with `extra` arguments:
-    the official folder (its top-level `model`, `utils`) and this checkout (the driver) on the
-    PYTHONPATH, `threads` torch threads, run in `scratch`/work (the data at ../dataset)."""
+def driver_call(
+    src, scratch, *, seed: int, threads: int, extra: list, code: str = "DisenCDR", driver=DRIVER
+) -> tuple:
+    """(command, environment, working folder) of the official-code `driver` module (default
+    `disencdr_driver.py`) with `extra` arguments: the checkout's `code` folder (its top-level
+    `model`, `utils`) and this checkout (the driver) on the PYTHONPATH, `threads` torch
+    threads, run in `scratch`/work (the data at ../dataset or ../datasets)."""
     work = scratch / "work"
     work.mkdir(parents=True, exist_ok=True)
-    path = os.pathsep.join([str(src / "DisenCDR"), str(K.REPO), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(src / code), str(K.REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", DRIVER, "--train-rec", str(src / "DisenCDR" / "train_rec.py")]
+    cmd = [sys.executable, "-m", driver, "--train-rec", str(src / code / "train_rec.py")]
     return [*cmd, "--seed", str(seed), "--threads", str(threads), *extra], env, work
+
+
+def run_driver(src, scratch, out: pathlib.Path, *, seed: int, threads: int, extra: list, **call):
+    """One driver run (`driver_call` with `extra` and `--out`): its output in `out`.log, its
+    log written to `out`.tmp while it runs and moved to `out` once it finished; returns it."""
+    tmp = out.with_suffix(".tmp")
+    cmd, env, work = driver_call(
+        src, scratch, seed=seed, threads=threads, extra=[*extra, "--out", str(tmp)], **call
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".log"), "w", encoding="utf-8") as log:
+        subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    tmp.replace(out)
+    return K.load_json(out)
 
 
 def run_official(src, scratch, *, seed: int, epochs: int, threads: int, echo=print) -> dict:
@@ -134,15 +151,9 @@ def run_official(src, scratch, *, seed: int, epochs: int, threads: int, echo=pri
     done = K.load_json(out)
     if done is not None and len(done["epochs"]) == epochs:
         return done
-    extra = ["--epochs", str(epochs), "--candidates", str(scratch / "candidates.npz")]
-    extra += ["--out", str(out.with_suffix(".tmp"))]
-    cmd, env, work = driver_call(src, scratch, seed=seed, threads=threads, extra=extra)
     echo(f"official DisenCDR seed {seed}, {epochs} epochs")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".log"), "w", encoding="utf-8") as log:
-        subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    out.with_suffix(".tmp").replace(out)
-    return K.load_json(out)
+    extra = ["--epochs", str(epochs), "--candidates", str(scratch / "candidates.npz")]
+    return run_driver(src, scratch, out, seed=seed, threads=threads, extra=extra)
 
 
 def summarize_official(log: dict) -> dict:

@@ -256,8 +256,9 @@ def main(argv=None) -> int:
     if args.epoch_time:
         timing = epoch_times(python, folder, *splits(cfg, 0), args.epoch_time)
     if not args.no_report:
-        sizes = {k: len(getattr(splits(cfg, 0)[1], k)) for k in ("valid", "test")}
-        sizes["train"] = len(splits(cfg, 0)[1].target_train)
+        split0 = splits(cfg, 0)[1]
+        sizes = {"train": len(split0.target_train), "valid": len(split0.valid)}
+        sizes["test"] = len(split0.test)
         cmd = "python -m benchmarks.reproduce.recbole_lightgcn"
         cmd += f" --seeds {args.seeds}" if args.seeds != 3 else ""
         cmd += f" --epoch-time {args.epoch_time}" if args.epoch_time else ""

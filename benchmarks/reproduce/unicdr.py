@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -99,20 +97,12 @@ def run_official(src, scratch, *, seed: int, epochs: int, threads: int, echo=pri
     done = K.load_json(out)
     if done is not None and len(done["epochs"]) == epochs + 1:
         return done
-    work = scratch / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    path = os.pathsep.join([str(src / "UniCDR"), str(K.REPO), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads)}
-    cand = scratch / "datasets" / "dual-user-intra" / "candidates.npz"
-    cmd = [sys.executable, "-m", DRIVER, "--train-rec", str(src / "UniCDR" / "train_rec.py")]
-    cmd += ["--seed", str(seed), "--threads", str(threads), "--epochs", str(epochs)]
-    cmd += ["--candidates", str(cand), "--out", str(out.with_suffix(".tmp"))]
     echo(f"official UniCDR seed {seed}, {epochs} epochs")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".log"), "w", encoding="utf-8") as log:
-        subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    out.with_suffix(".tmp").replace(out)
-    return K.load_json(out)
+    cand = scratch / "datasets" / "dual-user-intra" / "candidates.npz"
+    extra = ["--epochs", str(epochs), "--candidates", str(cand)]
+    return D.run_driver(
+        src, scratch, out, seed=seed, threads=threads, extra=extra, code="UniCDR", driver=DRIVER
+    )
 
 
 def summarize_official(log: dict) -> dict:
