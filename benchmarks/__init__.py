@@ -14,6 +14,7 @@ as a module, `python -m benchmarks.NAME --help` for its flags:
     python -m benchmarks.score_candidates     # candidate scoring: gather vs all items
     python -m benchmarks.reproduce.ptupcdr    # PTUPCDR's official code on our Douban split
     python -m benchmarks.reproduce.cdrib_eval # CDRIB's official evaluation of our rankings
+    python -m benchmarks.reproduce.cdrib_train # CDRIB's official training beside ours
 
 The other modules (`mf_bench`, `dann_bench`, `dann_torch`, `ell`, `rank_bench`, `measure`,
 `speed_report`, `torch_ref`, `sections`) are the suites' parts; `reproduce/common` holds what

@@ -943,3 +943,74 @@ def test_unicdr_harness_budget_selection_and_the_set_sampling_patch(tmp_path):
     assert lists == {4: [1, 8], 1: [3]} and sets == {4: {1, 8}, 1: {3}}
     lists, _ = UD._read_domain(path, ease=lambda u, i: 1)
     assert lists[4] == [[1, 1], [8, 1]]
+
+
+def test_cdrib_train_summary_selects_each_side_on_our_valid_candidates():
+    """One official CDRIB run serves both tasks: Game (Video -> Game) is the script's source
+    side, Video its target side; each is selected on its own valid candidates (the first
+    best), its own number is the last test the script printed for that side; the script
+    evaluates itself from epoch 10 every 5 epochs."""
+    from benchmarks.reproduce import cdrib_driver as CD
+    from benchmarks.reproduce import cdrib_train as T
+
+    assert T.SIDE == {"game": "source", "video": "target"}
+    assert [e for e in range(1, 31) if CD.own_evaluation(e)] == [10, 15, 20, 25, 30]
+
+    def ep(e, sv, st, tv, tt, own=None):
+        rec = {"epoch": e, "train_s": 100.0 + e, "t": 110.0 * e}
+        rec["source"] = {"valid": {"ndcg@10": sv}, "test": {"ndcg@10": st}}
+        rec["target"] = {"valid": {"ndcg@10": tv}, "test": {"ndcg@10": tt}}
+        return {**rec, "own": own} if own else rec
+
+    own10 = {"source": {"valid": {}, "test": {"ndcg@10": 0.05}}, "target": {"valid": {}}}
+    own15 = {"source": {"valid": {}}, "target": {"valid": {}, "test": {"ndcg@10": 0.07}}}
+    log = {
+        "epochs": [
+            ep(1, 0.2, 0.21, 0.4, 0.41),
+            ep(2, 0.3, 0.32, 0.4, 0.45),
+            ep(10, 0.3, 0.33, 0.5, 0.52, own=own10),
+            ep(15, 0.1, 0.10, 0.1, 0.11, own=own15),
+        ]
+    }
+    game, video = T.summarize_official(log, "game"), T.summarize_official(log, "video")
+    assert game["selected_epoch"] == 2 and game["test"]["ndcg@10"] == 0.32
+    assert video["selected_epoch"] == 10 and video["test"]["ndcg@10"] == 0.52
+    assert game["own_best"] == 0.05 and video["own_best"] == 0.07
+    assert game["wall_to_selected_s"] == 220.0 and video["wall_s"] == 1650.0
+    assert game["train_s_per_epoch"] == 106.0  # the median epoch
+
+    ours = {
+        "history": [
+            {"epoch": k, "valid": {"ndcg@10": k / 100}, "test": {"ndcg@10": k / 50}}
+            for k in (1, 2, 3)
+        ]
+    }
+    table = T.curve([ours], [log], "video")
+    assert table[2] == "| 1 | 0.0100 | 0.0200 | 0.4000 | 0.4100 |"
+    assert table[4] == "| 3 | 0.0300 | 0.0600 | - | - |"  # no official epoch 3 in this log
+
+
+def test_cdrib_driver_counts_sparse_products_by_nonzeros():
+    """`count_flops`: 2 m k n per dense product, 2 nnz n per sparse-dense one (forward and
+    backward), where torch's own counter would count the sparse operand as dense."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.reproduce import cdrib_driver as CD
+    from benchmarks.reproduce import cdrib_train as T
+
+    idx = torch.tensor([[0, 1, 2, 2], [0, 1, 2, 5]])
+    adj = torch.sparse_coo_tensor(idx, torch.ones(4), (1000, 6))
+    x = torch.randn(6, 8, requires_grad=True)
+    w = torch.randn(8, 3, requires_grad=True)
+
+    def step():
+        (torch.spmm(adj, x) @ w).sum().backward()
+
+    got = CD.count_flops(step)
+    # forward: adj x (2 * 4 * 8), (adj x) w (2 * 1000 * 8 * 3); backward: grad w = (adj x)^T g
+    # (2 * 8 * 1000 * 3), grad (adj x) = g w^T (2 * 1000 * 3 * 8), grad x = adj^T g' (2 * 4 * 8)
+    assert got == {"dense": 3 * 2 * 1000 * 8 * 3, "sparse": 2 * (2 * 4 * 8)}
+
+    flops = {"official": {"dense": 3e9, "sparse": 1e9, "steps_per_epoch": 10}, "game": 2e9}
+    line = T.flops_line(flops, "game", [{"train_s_per_epoch": 1.0}], [{"train_s_per_epoch": 4.0}])
+    assert "official 4.0 GFLOP" in line and "ours 2.0 GFLOP" in line
+    assert "official 10 GFLOP/s, ours 20 GFLOP/s" in line

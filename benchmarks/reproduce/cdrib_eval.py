@@ -417,15 +417,7 @@ def section(results: dict, stats: dict, *, files, seeds, cmd, total_s, tie_rank)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.cdrib_eval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--scratch", default="runs/reproduce/cdrib_eval", help="scratch folder (git-ignored)"
-    )
-    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p = K.harness_parser("cdrib_eval", __doc__, scratch="runs/reproduce/cdrib_eval")
     p.add_argument("--seeds", type=int, default=3, help="EMCDR seeds 0 .. N-1 (popularity: 1)")
     p.add_argument("--targets", default="game,video", help="target domains, comma-separated")
     p.add_argument(
@@ -433,8 +425,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="smoke run: EMCDR shrunk, 1 seed, no report unless --report",
     )
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true", help="write no section")
     return p
 
 
@@ -444,7 +434,7 @@ def main(argv=None) -> int:
     from transferjax.data.registry import _root, build_dataset, build_split
     from transferjax.train.outputs import config_hash
 
-    scratch = pathlib.Path(args.scratch)
+    scratch = pathlib.Path(args.scratch or "runs/reproduce/cdrib_eval")
     seeds = list(range(1 if args.quick else args.seeds))
     src = K.fetch(OFFICIAL, scratch / "src", source=args.source)
     off = load_official(src)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import hashlib
@@ -90,6 +91,22 @@ def _git(*args, cwd=None) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {out.stderr.strip() or out.stdout.strip()}")
     return out.stdout.strip()
+
+
+def harness_parser(module: str, doc: str, *, scratch: str, source: str = "the official code"):
+    """The flags every reproduction harness takes: `--scratch` (default `scratch`, git-ignored),
+    `--source` (clone `source` from a local checkout), `--report`, `--no-report`; the caller
+    adds its own."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.reproduce.{module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scratch", help=f"scratch folder (default {scratch}, git-ignored)")
+    p.add_argument("--source", help=f"clone {source} from this checkout / bare git dir")
+    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
+    p.add_argument("--no-report", action="store_true", help="write no section")
+    return p
 
 
 def equal_args(doc: str, *, scratch: str, argv=None):

@@ -286,15 +286,7 @@ def _torch_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.disencdr",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--scratch", help="scratch folder (default runs/reproduce/disencdr, git-ignored)"
-    )
-    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p = K.harness_parser("disencdr", __doc__, scratch="runs/reproduce/disencdr")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 on both sides")
     p.add_argument("--epochs", type=int, default=50, help="epochs on both sides (official: 50)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the official runs")
@@ -304,8 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one side's seeds and write no report (two processes can share the work; a "
         "later call without --only reuses both sides' finished runs)",
     )
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true", help="write no section")
     return p
 
 

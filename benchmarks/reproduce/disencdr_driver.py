@@ -94,13 +94,13 @@ def _own_eval(batches, predict) -> tuple[float, float]:
     return hit / n, ndcg / n
 
 
-def official_setup(args):
-    """The script's setup in its order: (opt, graphs, train, source dev, target dev loaders,
-    trainer), seeded as its `seed_everything`."""
+def seeded_graphs(args) -> tuple:
+    """(opt, graphs): the script's defaults with this run's arguments, seeded as its
+    `seed_everything`, then its two `GraphMaker`s' (UV, VU) x 2 and adjacencies (DisenCDR's
+    and CDRIB's scripts begin alike); torch patched for the CPU (`Tensor.cuda`) and given
+    `args.threads` threads."""
     import torch
-    from model.trainer import CrossTrainer  # the official modules, on the PYTHONPATH
-    from utils.GraphMaker import GraphMaker
-    from utils.loader import DataLoader
+    from utils.GraphMaker import GraphMaker  # the official modules, on the PYTHONPATH
 
     torch.Tensor.cuda = lambda self, *a, **k: self
     torch.set_num_threads(args.threads)
@@ -114,7 +114,16 @@ def official_setup(args):
     a, b = opt["dataset"].split("_")
     source_g = GraphMaker(opt, f"../dataset/{a}_{b}/train.txt")
     target_g = GraphMaker(opt, f"../dataset/{b}_{a}/train.txt")
-    graphs = (source_g.UV, source_g.VU, target_g.UV, target_g.VU, source_g.adj, target_g.adj)
+    return opt, (source_g.UV, source_g.VU, target_g.UV, target_g.VU, source_g.adj, target_g.adj)
+
+
+def official_setup(args):
+    """The script's setup in its order: (opt, graphs, train, source dev, target dev loaders,
+    trainer), seeded as its `seed_everything`."""
+    from model.trainer import CrossTrainer  # the official modules, on the PYTHONPATH
+    from utils.loader import DataLoader
+
+    opt, graphs = seeded_graphs(args)
     train_batch = DataLoader(opt["dataset"], opt["batch_size"], opt, evaluation=-1)
     source_dev = DataLoader(opt["dataset"], opt["batch_size"], opt, evaluation=1)
     target_dev = DataLoader(opt["dataset"], opt["batch_size"], opt, evaluation=2)

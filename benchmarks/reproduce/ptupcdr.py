@@ -529,13 +529,7 @@ def references(cfg, split) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.ptupcdr",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/ptupcdr, git-ignored)")
-    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p = K.harness_parser("ptupcdr", __doc__, scratch="runs/reproduce/ptupcdr")
     p.add_argument(
         "--python", help="python with torch, pandas, tqdm (default: a venv in --scratch)"
     )
@@ -543,8 +537,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", default="10", help="official --epoch values, comma-separated")
     p.add_argument("--lr", type=float, default=0.01, help="official --lr (its default 0.01)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the official runs")
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true", help="write no section")
     p.add_argument(
         "--quick",
         action="store_true",

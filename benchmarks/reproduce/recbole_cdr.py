@@ -666,13 +666,7 @@ def write_section(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.recbole_cdr",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/recbole_cdr)")
-    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p = K.harness_parser("recbole_cdr", __doc__, scratch="runs/reproduce/recbole_cdr")
     p.add_argument("--python", help="an existing python with the official requirements")
     p.add_argument(
         "--seeds",
@@ -696,8 +690,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="space-separated overrides of a second run of ours, a third column "
         "(e.g. 'trainer.epochs=100')",
     )
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true", help="write no section")
     return p
 
 

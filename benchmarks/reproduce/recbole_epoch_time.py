@@ -128,19 +128,11 @@ def write_section(report, *, res: dict, epochs: int, cpu: int, cmd: str) -> path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.recbole_epoch_time",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/recbole_cdr)")
-    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p = K.harness_parser("recbole_epoch_time", __doc__, scratch="runs/reproduce/recbole_cdr")
     p.add_argument("--python", help="a python with RecBole-CDR's requirements (default: a venv)")
     p.add_argument("--models", default=",".join(TIMED), help="of: " + ", ".join(TIMED))
     p.add_argument("--epochs", type=int, default=4, help="epochs per side (the first not counted)")
     p.add_argument("--cpu", type=int, help="the core both sides run on")
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true", help="write no section")
     return p
 
 

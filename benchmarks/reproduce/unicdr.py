@@ -223,20 +223,12 @@ def write_section(report, *, cfg, counts, ours, official, epochs, threads, seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reproduce.unicdr",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--scratch", help="scratch folder (default runs/reproduce/unicdr)")
-    p.add_argument("--source", help="clone the official code from this checkout / bare git dir")
+    p = K.harness_parser("unicdr", __doc__, scratch="runs/reproduce/unicdr")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 on both sides")
     p.add_argument("--official-seeds", type=int, help="official seeds 0 .. N-1 (default --seeds)")
     p.add_argument("--epochs", type=int, default=100, help="official epochs (500 steps each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the official runs")
     p.add_argument("--only", choices=("official", "ours"), help="run one side, write no report")
-    p.add_argument("--report", help="markdown file of the section (default BENCHMARKS.md)")
-    p.add_argument("--no-report", action="store_true", help="write no section")
     return p
 
 
