@@ -34,7 +34,6 @@ valid MRR improved, their test metrics)}]}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import time
@@ -42,7 +41,7 @@ import time
 import numpy as np
 
 from benchmarks.reproduce.cdrib_eval import METRICS, _function_source
-from benchmarks.reproduce.disencdr_driver import rank_metrics, seeded_graphs
+from benchmarks.reproduce.disencdr_driver import driver_parser, rank_metrics, seeded_graphs
 
 SIDES = {"source": ("source_predict", 3, 1), "target": ("target_predict", 4, 2)}  # loaders
 
@@ -103,14 +102,7 @@ def count_flops(step) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-rec", required=True, help="the official train_rec.py (defaults)")
-    ap.add_argument("--dataset", default="game_video")
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--candidates", help="training: the candidate lists to score")
-    ap.add_argument("--out", help="training: the log written after every epoch")
+    ap = driver_parser(__doc__, dataset="game_video", epochs=100)
     ap.add_argument(
         "--count-flops", action="store_true", help="print one step's product FLOPs instead"
     )

@@ -151,15 +151,21 @@ def time_steps(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def driver_parser(doc: str, *, dataset: str, epochs: int) -> argparse.ArgumentParser:
+    """The flags the DisenCDR and CDRIB drivers share (the caller adds its other modes)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--train-rec", required=True, help="the official train_rec.py (defaults)")
-    ap.add_argument("--dataset", default="sport_phone")
+    ap.add_argument("--dataset", default=dataset)
     ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--epochs", type=int, default=epochs)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--candidates", help="training: the candidate lists to score")
     ap.add_argument("--out", help="training: the log written after every epoch")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = driver_parser(__doc__, dataset="sport_phone", epochs=50)
     ap.add_argument("--time-steps", type=int, help="time this many steps per stdin line instead")
     args = ap.parse_args(argv)
     if args.time_steps:
