@@ -99,7 +99,10 @@ def prepare(scratch: pathlib.Path, *, epochs: int, targets, source=None) -> tupl
             if K.sha256(folder / f"{part}.txt") != K.sha256(root / t["folder"] / f"{part}.txt"):
                 raise RuntimeError(f"{folder / part}.txt is not the released file")
     path = scratch / "candidates.npz"
-    old = np.load(path) if path.exists() else {}
+    old = {}
+    if path.exists():
+        with np.load(path) as z:  # closed before it may be replaced
+            old = {k: z[k] for k in z}
     if set(old) != set(cand) or any(not np.array_equal(old[k], v) for k, v in cand.items()):
         np.savez(scratch / "candidates.tmp.npz", **cand)  # never half-written under a reader
         (scratch / "candidates.tmp.npz").replace(path)
