@@ -267,8 +267,9 @@ def write_section(report, *, ours, official, epochs, threads, seeds, files, flop
         "",
         f"Seeds: {', '.join(map(str, seeds))} (official: its `--seed`, which also draws its own "
         "valid and test negatives; ours `jax.random.key(S)`). Mean ± std over seeds.",
-        f"Machine: {K.machine()}; the official runs and ours ran side by side on different "
-        f"cores, each pinned. This invocation {total_s:.0f} s (finished runs are reused).",
+        f"Machine: {K.machine()}; every run was pinned to one core while other work ran on "
+        "the other (the other side's run, or other jobs), so its times carry that load. This "
+        f"invocation {total_s:.0f} s (finished runs are reused).",
     ]
     return K.put_reproduce_section(report, "cdrib-train", "\n".join(lines))
 
