@@ -74,7 +74,8 @@ def base_config(task: Q.Task, method: str, *, quick: bool, extra=()) -> C.RunCon
             cfg, [f"method={method}", f"name={task.name}", "seeds=1", *task.overrides]
         )
         cfg = C.apply_overrides(cfg, list(Q.METHOD_SETTINGS.get(method, ())))
-    sets = ["eval.validators=all", "trainer.checkpoint_every=0", *extra]
+    # every epoch's test metrics: what each selection rule's chosen epoch gives
+    sets = ["eval.validators=all", "eval.curves=all", "trainer.checkpoint_every=0", *extra]
     return C.apply_overrides(cfg, sets)
 
 

@@ -39,8 +39,10 @@ def test_run_writes_run_folder(tmp_path, repo_root):
     m = json.loads((out / "metrics.json").read_text())
     assert m["select_metric"] == "rmse"
     assert len(m["history"]) == 2  # one evaluation per mapping epoch
-    for entry in m["history"]:
-        assert set(entry["valid"]) >= {"mae", "rmse"} and set(entry["test"]) >= {"mae", "rmse"}
+    for entry in m["history"]:  # test once, at the selected evaluation (eval.curves=select)
+        assert set(entry["valid"]) >= {"mae", "rmse"}
+        assert ("test" in entry) == (entry is m["history"][m["selected"]["index"]])
+    assert set(m["selected"]["test"]) >= {"mae", "rmse"}
     sel = m["selected"]
     assert sel == {"index": sel["index"], **m["history"][sel["index"]]}
     assert list((out / "tb").glob("events.out.tfevents.*"))

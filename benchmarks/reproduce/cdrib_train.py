@@ -54,7 +54,8 @@ def our_config(target: str, *, epochs: int):
 
     cfg = C.load(str(K.EXPERIMENTS / EXPERIMENT))
     sets = [f"data.target={target}", "method=cdrib", "eval.ks=1,5,10", *Q.METHOD_SETTINGS["cdrib"]]
-    return C.apply_overrides(cfg, [*sets, f"trainer.epochs={epochs}"])
+    sets += [f"trainer.epochs={epochs}", "eval.curves=all"]  # test curves beside theirs
+    return C.apply_overrides(cfg, sets)
 
 
 def file_ids(split) -> None:

@@ -92,7 +92,8 @@ def our_config(method: str = "ptupcdr", *, quick: bool = False):
     from transferjax import config as C
 
     cfg = C.load(str(K.EXPERIMENTS / EXPERIMENT), quick=quick)
-    return C.apply_overrides(cfg, [f"method={method}", *our_settings(method)])
+    sets = [f"method={method}", *our_settings(method), "eval.curves=all"]  # test curves
+    return C.apply_overrides(cfg, sets)
 
 
 def our_split(cfg):

@@ -63,7 +63,7 @@ def our_config(*, epochs: int, target: str = "phone"):
     cfg = C.load(str(K.EXPERIMENTS / D.EXPERIMENT))
     sets = [f"data.target={target}", "method=unicdr", "unicdr.aggregator=mean"]
     sets += [f"trainer.batch_size={BATCH}", "trainer.lr=1e-3", f"trainer.epochs={epochs}"]
-    return C.apply_overrides(cfg, sets)
+    return C.apply_overrides(cfg, [*sets, "eval.curves=all"])  # test curves beside theirs
 
 
 def prepare(scratch: pathlib.Path, *, epochs: int, source=None) -> tuple:

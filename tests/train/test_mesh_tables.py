@@ -38,7 +38,9 @@ from transferjax.train.mesh import make_layout, table_axis, table_spec
 from transferjax.train.trainer import make_train
 
 # test_mesh's run, with 32 target items and full ranking over the split item tables
-BASE = C.apply_overrides(MESH_BASE, ["data.synthetic.n_items_target=32", "eval.ranking=full"])
+BASE = C.apply_overrides(  # test at every evaluation too: the whole history is compared
+    MESH_BASE, ["data.synthetic.n_items_target=32", "eval.ranking=full", "eval.curves=all"]
+)
 METHODS = {
     "mf": ("mf", []),
     "mf_sparse": ("mf", ["mf.sparse=true"]),

@@ -1,7 +1,9 @@
 """A result holds the params of its selected evaluation, not the last epoch's: against a copy
 taken when that evaluation ran, for one trial and for vmapped trials, and through an
 interrupted and resumed run. Early stopping (`trainer.patience`) ends a trial that many
-evaluations after its selected one, vmapped trials each where it would end alone."""
+evaluations after its selected one, vmapped trials each where it would end alone. The test
+split, scored once on the selected params (`eval.curves=select`), gives what scoring it at
+every evaluation gives at the selected one."""
 
 import jax
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from tests.faults import TINY
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
+from transferjax.errors import ConfigError, DivergenceError
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_train
 
@@ -24,7 +27,8 @@ CFG = C.apply_overrides(
             lr=0.1, batch_size=64, epochs=12, checkpoint_every=1, checkpoint_min_interval_s=0
         ),
     ),
-    ["mf.dim=8", "mf.reg=0"],
+    # every metric at every evaluation: each valid call of the evaluator is one evaluation
+    ["mf.dim=8", "mf.reg=0", "eval.curves=all"],
 )
 
 
@@ -108,8 +112,9 @@ def _prefix_best(history: list[dict], metric: str = "rmse") -> int:
 
 
 def test_patience_stops_a_trial_after_that_many_evaluations_without_a_better_one(split):
-    full = make_train(CFG, split, evaluate=make_evaluate(CFG, split))(jax.random.key(0))
-    cfg = C.override(CFG, "trainer.patience", "2")
+    every = CFG
+    full = make_train(every, split, evaluate=make_evaluate(every, split))(jax.random.key(0))
+    cfg = C.override(every, "trainer.patience", "2")
     cap = Capture(cfg, split)
     r = make_train(cfg, split, evaluate=cap)(jax.random.key(0))
     n = len(r.history)
@@ -160,8 +165,9 @@ def test_the_run_folder_says_which_seeds_stopped_early(tmp_path):
 
 
 def test_keep_selected_off_returns_the_last_epochs_params_and_the_same_selection(split, tmp_path):
-    on = make_train(CFG, split, evaluate=make_evaluate(CFG, split))(jax.random.key(0))
-    cfg = C.override(CFG, "trainer.keep_selected", "off")
+    every = CFG  # (eval.curves=select: needs the selected params kept)
+    on = make_train(every, split, evaluate=make_evaluate(every, split))(jax.random.key(0))
+    cfg = C.override(every, "trainer.keep_selected", "off")
     cap = Capture(cfg, split)
     train = make_train(cfg, split, evaluate=cap)
     off = train(jax.random.key(0), ckpt_dir=tmp_path / "ckpt")
@@ -172,3 +178,85 @@ def test_keep_selected_off_returns_the_last_epochs_params_and_the_same_selection
     assert train.stage_structures(1) != make_train(
         CFG, split, evaluate=make_evaluate(CFG, split)
     ).stage_structures(1)
+
+
+class Counting:
+    """The run's evaluator, counting its test-split calls and recording the families asked of
+    each valid call; `nan_test`: every test metric NaN."""
+
+    def __init__(self, cfg, split, *, nan_test=False):
+        self.inner, self.split = make_evaluate(cfg, split), split
+        self.tests, self.nan_test, self.asked = 0, nan_test, []
+        self.families = self.inner.families  # (the trainer narrows what it asks of these)
+
+    def metric_names(self):
+        return self.inner.metric_names()
+
+    def __call__(self, scorer, params, heldout, **kw):
+        got = self.inner(scorer, params, heldout, **kw)
+        if heldout is self.split.valid:
+            self.asked.append(kw.get("families"))
+        if heldout is self.split.test:
+            self.tests += 1
+            if self.nan_test:
+                got = {k: float("nan") for k in got}
+        return got
+
+
+RANKED = C.apply_overrides(  # sampled and full ranking, selected on the sampled family
+    CFG, ["data.synthetic.implicit=true", "protocol.n_negatives=5", "eval.ranking=both"]
+)
+
+
+@pytest.fixture(scope="module")
+def ranked_split():
+    return build_split(RANKED.protocol, build_dataset(RANKED.data))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_every_metric_scored_once_on_the_selected_params_as_at_every_evaluation(ranked_split, n):
+    keys = jax.random.split(jax.random.key(0), n) if n > 1 else jax.random.key(0)
+    runs = {}
+    for mode in ("all", "select"):
+        cfg = C.override(RANKED, "eval.curves", mode)
+        ev, logged = Counting(cfg, ranked_split), []
+        train = make_train(cfg, ranked_split, evaluate=ev)
+        got = train(keys, log=lambda *a, out=logged: out.append(a))
+        runs[mode] = (got if n > 1 else [got], ev, logged)
+    (every, ev_all, _), (sel, ev_sel, logged) = runs["all"], runs["select"]
+    assert every[0].select_metric == "ndcg@10"
+    assert ev_all.tests == len(every[0].history) and ev_sel.tests == 1  # n trials: one call
+    assert ev_sel.asked == [("sampled",)] * len(sel[0].history) + [None]  # then every family
+    assert any(b.selected < len(b.history) - 1 for b in sel)  # not only the last epoch
+    sampled = {k for k in every[0].best["valid"] if not k.startswith("full_")}
+    for i, (a, b) in enumerate(zip(every, sel, strict=True)):
+        assert a.selected == b.selected
+        assert b.best["valid"] == a.best["valid"] and b.best["test"] == a.best["test"]
+        others = [h for j, h in enumerate(b.history) if j != b.selected]
+        assert all("test" not in h and set(h["valid"]) == sampled for h in others)
+        assert [{k: h["valid"][k] for k in sampled} for h in a.history] == [
+            {k: h["valid"][k] for k in sampled} for h in b.history
+        ]
+        prefix = f"trial{i}/" if n > 1 else ""
+        for key in ("test/full_ndcg@10", "valid/full_ndcg@10", "valid/ndcg@10"):
+            steps = [step for step, scalars in logged if prefix + key in scalars]
+            want = [b.best["step"]] if "full" in key else [h["step"] for h in b.history]
+            assert steps == want, key
+
+
+@pytest.mark.parametrize("on_nonfinite", ["fail", "raise"])
+def test_a_non_finite_test_score_at_the_selected_params_is_a_divergence(split, on_nonfinite):
+    cfg = C.apply_overrides(CFG, [f"trainer.on_nonfinite={on_nonfinite}", "eval.curves=select"])
+    train = make_train(cfg, split, evaluate=Counting(cfg, split, nan_test=True))
+    if on_nonfinite == "raise":
+        with pytest.raises(DivergenceError, match="test mae is nan"):
+            train(jax.random.key(0))
+        return
+    r = train(jax.random.key(0))
+    assert r.status == "failed" and r.selected is None and r.failure["reason"] == "test mae is nan"
+
+
+def test_test_at_the_selected_params_needs_them_kept(split):
+    cfg = C.apply_overrides(CFG, ["trainer.keep_selected=off", "eval.curves=select"])
+    with pytest.raises(ConfigError, match="eval.curves=select .* trainer.keep_selected=off"):
+        make_train(cfg, split, evaluate=make_evaluate(cfg, split))

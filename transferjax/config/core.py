@@ -237,6 +237,13 @@ class EvalConfig:
     groups: "on": the test metrics also by the user's source activity (`group_buckets`
       quantile buckets) and by the held-out item's popularity (head / torso / tail), with
       coverage and novelty of the full-ranking lists (`transferjax.eval.groups`); "off": none.
+    curves: what every evaluation during training computes. "select": the valid metrics the
+      selection reads (the family of `select`: rating, sampled or full ranking; and the
+      validators), and after training, once, on each trial's selected params, every valid
+      and test metric, into its selected history entry (needs `trainer.keep_selected=on`).
+      "all": every valid and test metric at every evaluation, for curves over the epochs.
+      The selected entry's values are the same either way (the same params, the same
+      evaluation programs).
     """
 
     select: str = "auto"
@@ -247,6 +254,7 @@ class EvalConfig:
     chunk_size: int = 1024
     groups: Literal["on", "off"] = "on"
     group_buckets: int = setting(4, allowed=COUNT)
+    curves: Literal["select", "all"] = "select"
 
     def __post_init__(self):
         check_settings(self, "eval.")

@@ -103,18 +103,20 @@ def judge(
     stages,
     settings: dict,
     raise_: bool,
+    stopped: bool = False,
 ) -> None:
     """Acts on `problems` (one reason or None per trial of `book`, a `transferjax.train.book.
     Book`) found after `epoch` of `stage` (a Stage, or "final"): raises DivergenceError for the
     first trial with a problem (`raise_`, i.e. `trainer.on_nonfinite=raise`), or records each
-    such trial as failed in `book.failed`; trials failed or stopped early before are skipped.
+    such trial as failed in `book.failed`; trials failed before are skipped, and so are those
+    stopped early unless `stopped` (their test metrics, scored after training).
     The message names the stage's learning-rate key with its value (a trial's own, else from
     `settings`, the flattened config) and, when the problems come from an evaluation
     (`metrics`), the earlier stages' keys too (`stages`: every stage of the method, in order),
     since a pre-training stage is not evaluated and its blow-up shows at the next
     evaluation."""
     for i, reason in enumerate(problems):
-        if reason is None or book.failed[i] is not None or book.done(i):
+        if reason is None or book.failed[i] is not None or (book.done(i) and not stopped):
             continue  # (a trial that stopped early trains on in a batch, unread)
         name = getattr(stage, "name", stage)
         setting = getattr(stage, "lr_key", None)

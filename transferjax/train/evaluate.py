@@ -171,6 +171,7 @@ class Evaluator:
         batched: bool = False,
         shared: dict | None = None,
         on_nan: str = "raise",
+        families: tuple[str, ...] | None = None,
     ) -> dict | list[dict]:
         """Metrics of `scorer` with `params` on `heldout` ("valid", "test" or a HeldOut).
 
@@ -184,6 +185,7 @@ class Evaluator:
           on_nan: "raise" on NaN scores, or "nan": the ranking metrics of a trial whose
             scorer gave NaN scores are NaN (the trainer then marks that trial diverged,
             `transferjax.train.divergence`, and the other trials go on).
+          families: compute only these of `self.families` (None: all of them).
 
         Returns:
           {metric: float}, or with `batched` a list of T such dicts.
@@ -191,7 +193,8 @@ class Evaluator:
         Raises:
           ValueError: a scorer returned NaN scores (in any trial) or a wrongly shaped output.
         """
-        plans = self.plans_of(heldout)
+        fams = self.families if families is None else tuple(set(self.families) & set(families))
+        plans = {f: p for f, p in self.plans_of(heldout).items() if f in fams}
         progs = self.programs_of(scorer)
         shared = {} if shared is None else shared
         g = self.groups
@@ -203,7 +206,7 @@ class Evaluator:
             raise ValueError(f"on_nan must be 'raise' or 'nan', got {on_nan!r}")
         n_trials = jax.tree_util.tree_leaves(params)[0].shape[0] if batched else 1
         vals, nan_trials = {}, {}
-        for family in self.families:  # NaN checks in the order of the reference functions
+        for family in (f for f in self.families if f in fams):  # NaN checks in the reference order
             count = plans[family][1]
             if family == "rating":
                 vals.update(compiled.finish_rating(outs[family], count))

@@ -10,10 +10,13 @@ compiled programs through jit's own cache.
 Stages marked `select` are evaluated on the valid split after every `eval_every` epochs; the
 epoch with the best valid metric is selected, and its params are the result's (kept on the
 device as the evaluations go, `transferjax.train.book`); with `trainer.patience` a trial stops
-that many evaluations after its selected one. Test metrics are computed at the same points for
-the record but never read by the selection. With `diagnostics.log=on` each evaluation also
-records the shift diagnostics of the trial's user vectors (`transferjax.diagnostics`) in its
-history entry ("diagnostics") and logs them as `diagnostics/<measure>`. The validators of
+that many evaluations after its selected one. Each evaluation computes the valid metrics the
+selection reads, and every valid and test metric is computed once, after training, on each
+trial's selected params, into its selected history entry (`eval.curves=select`); or every
+metric at every evaluation (`eval.curves=all`). The selection never reads the test split. With
+`diagnostics.log=on` each evaluation also records the shift diagnostics of the trial's user
+vectors (`transferjax.diagnostics`) in its history entry ("diagnostics") and logs them as
+`diagnostics/<measure>`. The validators of
 `eval.validators` / `eval.select=unsup/<name>` (`transferjax.diagnostics.selection`) are
 recorded among the valid metrics as `unsup/<name>`; those on held-out warm users train the
 method without them.
@@ -101,6 +104,14 @@ class Trainer:
             cfg.eval.select if cfg.eval.select != "auto" else default_select_metric(cfg, split)
         )
         check_select(cfg, self.metric, evaluate)  # before building or compiling anything
+        self.curves_all = cfg.eval.curves == "all"
+        if not self.curves_all and cfg.trainer.keep_selected != "on":
+            raise ConfigError(
+                "eval.curves=select scores every metric on each trial's selected params, which "
+                "trainer.keep_selected=off does not keep: set eval.curves=all (every metric at "
+                "every evaluation) or trainer.keep_selected=on"
+            )
+        self.select_families = _families_read(self.metric, evaluate)
         # validators on held-out warm users train without them (`selection.prepare`)
         split, holdout, _ = selection.prepare(cfg, split)
         self.split = split
@@ -194,7 +205,9 @@ class Trainer:
             params, key = state.params, state.key
         return params, key
 
-    def _judge(self, book: Book, stage, epoch: int, problems: list, *, metrics: bool) -> None:
+    def _judge(
+        self, book: Book, stage, epoch: int, problems: list, *, metrics: bool, stopped=False
+    ) -> None:
         """Raises or records divergence (`transferjax.train.divergence.judge`)."""
         judge(
             book,
@@ -206,6 +219,7 @@ class Trainer:
             stages=self.built.stages,
             settings=flatten(self.cfg),
             raise_=self.on_nonfinite == "raise",
+            stopped=stopped,
         )
 
     def _init(self, batched: bool) -> Callable:
@@ -292,25 +306,44 @@ class Trainer:
             final = book.stopped or (done == stage.epochs and s_idx == len(self.built.stages) - 1)
             due = done % tc.checkpoint_every == 0 or done == stage.epochs
             if final or (due and book.save_due(tc.checkpoint_min_interval_s)):
+                if final and not self.curves_all:  # the final record holds them: a rerun
+                    self._score_selected(book, hyper)  # of the finished run scores nothing
                 book.save(s_idx, done, state)
 
-    def _evaluate(self, book: Book, state: TrainState, hyper: dict, stage, epoch: int, stats):
-        """Valid and test metrics of every trial (one vmapped program for batched trials) after
-        `epoch` of `stage` (a Stage, or "final"); a trial whose metrics diverge is raised or
-        marked failed, and its entry is dropped."""
+    def _metrics(self, book: Book, params: dict, split: str, families=None) -> list[dict]:
+        """Each trial's metrics on `split` ("valid" or "test") under `params` (with "hyper"),
+        one vmapped program for batched trials; `families`: only those metric families."""
+        kw = {"on_nan": "nan"} if hasattr(self.evaluate, "metric_names") else {}
+        if families is not None:
+            kw["families"] = families
+        got = self.evaluate(
+            self.built.scorer,
+            params,
+            getattr(self.split, split),
+            batched=book.batched,
+            shared=self.built.data,
+            **kw,
+        )
+        return [got[i] if book.batched else got for i in range(book.n)]
+
+    def _evaluate(
+        self, book: Book, state: TrainState, hyper: dict, stage, epoch: int, stats, *, full=None
+    ):
+        """The metrics of every trial after `epoch` of `stage` (a Stage, or "final"): with
+        `full` (default: `eval.curves=all`) every valid and test metric, else the valid metrics
+        the selection reads; a trial whose metrics diverge is raised or marked failed, and its
+        entry is dropped."""
         state_params, hyper = self._local((state.params, hyper))
         params, data = {**state_params, "hyper": hyper}, self.built.data
-        kw = {"on_nan": "nan"} if hasattr(self.evaluate, "metric_names") else {}
-        got = {
-            name: self.evaluate(
-                self.built.scorer, params, held, batched=book.batched, shared=data, **kw
-            )
-            for name, held in (("valid", self.split.valid), ("test", self.split.test))
-        }
-        at = {name: [g[i] if book.batched else g for i in range(book.n)] for name, g in got.items()}
+        full = self.curves_all if full is None else full
+        splits = ("valid", "test") if full else ("valid",)
+        fams = None if full else self.select_families
+        at = {name: self._metrics(book, params, name, fams) for name in splits}
         problems = [
-            metric_problem(at["valid"][i], bound=self.bound, split="valid")
-            or metric_problem(at["test"][i], bound=self.bound, split="test")
+            next(
+                (p for name in splits if (p := metric_problem(at[name][i], **self._bound(name)))),
+                None,
+            )
             for i in range(book.n)
         ]
         self._judge(book, stage, epoch, problems, metrics=True)
@@ -320,20 +353,55 @@ class Trainer:
         for i in range(book.n):
             if book.failed[i] is None and not book.done(i):
                 entry = {"stage": getattr(stage, "name", stage), "epoch": epoch, "step": book.step}
-                entry.update(train=stats[i], valid=at["valid"][i], test=at["test"][i])
+                entry.update(train=stats[i], **{name: at[name][i] for name in splits})
                 if self.monitor is not None:
                     p_i, h_i = (trial_view(book.batched, t, i) for t in (state_params, hyper))
                     entry["diagnostics"] = self.monitor(p_i, h_i)
                 book.record(i, entry)
 
+    def _bound(self, split: str) -> dict:
+        return {"bound": self.bound, "split": split}
+
+    def _score_selected(self, book: Book, hyper: dict) -> None:
+        """`eval.curves=select`: every valid and test metric of each selected trial on its
+        selected params (`book.best`), once (before the final checkpoint, else at the end),
+        into its selected history entry (the values it holds stay: the same) and the log (at
+        that entry's step); a trial whose metrics diverge is raised or marked failed, as at an
+        evaluation."""
+        todo = [i for i in range(book.n) if book.selected(i)]
+        todo = [i for i in todo if "test" not in book.history[i][book.best_index[i]]]
+        if not todo:
+            return
+        best, hyper = self._local((book.best, hyper))
+        got = {s: self._metrics(book, {**best, "hyper": hyper}, s) for s in ("valid", "test")}
+        stages = {st.name: st for st in self.built.stages}
+        for i in todo:
+            entry = book.history[i][book.best_index[i]]
+            problem = next(
+                (p for s in got if (p := metric_problem(got[s][i], **self._bound(s)))), None
+            )
+            if problem is not None:
+                one = [problem if j == i else None for j in range(book.n)]
+                stage = stages.get(entry["stage"], entry["stage"])
+                self._judge(book, stage, entry["epoch"], one, metrics=True, stopped=True)
+                continue
+            had = {s: entry.get(s, {}) for s in got}
+            new = {s: {k: v for k, v in got[s][i].items() if k not in had[s]} for s in got}
+            entry["valid"] = {**got["valid"][i], **entry["valid"]}
+            entry["test"] = got["test"][i]
+            prefix = f"trial{i}/" if book.batched else ""
+            book.log(entry["step"], {f"{prefix}{s}/{k}": v for s in new for k, v in new[s].items()})
+
     def _finish(self, book, params, hyper, wall, single):
+        if not self.curves_all:
+            self._score_selected(book, hyper)
         book.close()
         params, best, hyper = self._local((params, book.best, hyper))
         ok = [i for i in range(book.n) if book.failed[i] is None]
         if ok and not any(book.history[i] for i in ok):
             # nothing selects (closed-form baselines): one final evaluation
             state = TrainState(params, None, None, None)
-            self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)])
+            self._evaluate(book, state, hyper, "final", 0, [{} for _ in range(book.n)], full=True)
         results = [
             Result(
                 params=trial_view(book.batched, best if book.selected(i) else params, i),
@@ -354,6 +422,19 @@ class Trainer:
             for i in range(book.n)
         ]
         return results[0] if single else results
+
+
+def _families_read(metric: str, evaluate) -> tuple[str, ...] | None:
+    """The metric families (`Evaluator.families`) the selection by `metric` reads: none for a
+    validator, else the family that computes it; None (all) for an evaluator without families."""
+    fams = getattr(evaluate, "families", None)
+    if fams is None:
+        return None
+    if metric.startswith("unsup/"):
+        return ()
+    if metric in ("mae", "rmse"):
+        return ("rating",)
+    return ("full",) if metric.startswith("full_") else ("sampled",)
 
 
 def make_train(
