@@ -620,13 +620,16 @@ def test_recbole_epoch_time_leaves_the_first_epoch_out_and_writes_the_ratio(tmp_
             "steps": 65,
             "compile_s": 2.0,
             "batch": 1024,
+            "step_flops": 1e9,
         }
     }
     assert ET.medians(res["conet"]) == (3.2, 1.0)
     report = tmp_path / "B.md"
-    ET.write_section(report, res=res, epochs=4, cpu=1, cmd="cmd")
+    ET.write_section(report, res=res, epochs=4, cpu=1, cmd="cmd", gemm=100.0)
     text = report.read_text()
-    assert "| CoNet | 3.20 | 1.00 | **3.20x** | 65 |" in text
+    # 65 steps of 1 GFLOP: 65 / 3.2 and 65 / 1.0 GFLOP/s
+    assert "| CoNet | 3.20 | 1.00 | **3.20x** | 65 | 1.0 | 20.3 | 65.0 |" in text
+    assert "measured in the same run): 100 GFLOP/s" in text
     assert "pinned to core 1" in text and "conet 2.0 s" in text
     with pytest.raises(SystemExit, match="at least 2"):
         ET.main(["--epochs", "1"])
