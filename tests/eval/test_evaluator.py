@@ -178,6 +178,25 @@ def test_families_follow_the_config(setup):
         make_evaluate(_cfg(ks=(1, 1000)), split)
 
 
+def test_asked_families_are_those_of_a_full_evaluation(setup):
+    cfg, split, scorer, params = setup
+    evaluate = make_evaluate(cfg, split)
+    whole = evaluate(scorer, params[0], split.valid)
+    for fams in [("sampled",), ("full",), ("rating",), ("sampled", "full"), ()]:
+        got = evaluate(scorer, params[0], split.valid, families=fams)
+        names = {"rating": ("mae", "rmse")}
+        want = {
+            k: v
+            for k, v in whole.items()
+            if ("full" in fams and k.startswith("full_"))
+            or ("rating" in fams and k in names["rating"])
+            or ("sampled" in fams and not k.startswith("full_") and k not in names["rating"])
+        }
+        assert got == want, fams
+    with pytest.raises(ValueError, match="each one of"):
+        evaluate(scorer, params[0], split.valid, families=("ful",))
+
+
 @pytest.mark.slow
 def test_prepare_runs_once_per_evaluation_outside_the_chunk_loop(setup):
     """`Scorer.prepare`'s entries reach every chunk's scorer; the evaluation equals the same

@@ -193,6 +193,8 @@ class Evaluator:
         Raises:
           ValueError: a scorer returned NaN scores (in any trial) or a wrongly shaped output.
         """
+        if families is not None and set(families) - set(_FAMILIES):
+            raise ValueError(f"families {families!r}: each one of {_FAMILIES}")
         fams = self.families if families is None else tuple(set(self.families) & set(families))
         plans = {f: p for f, p in self.plans_of(heldout).items() if f in fams}
         progs = self.programs_of(scorer)
