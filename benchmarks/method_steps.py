@@ -89,3 +89,12 @@ class MethodSteps(Variant):
             "steps_total": self.epoch * self.steps,
             **xla_memory_mb(self.program),
         }
+
+
+def step_flops(cfg, split, *, step0: int = 0) -> float:
+    """FLOPs of one training step of `cfg.method`'s first stage on `split` from step `step0`:
+    XLA's cost analysis of its one-step epoch program."""
+    one = MethodSteps(cfg, split, steps=1, step0=step0)
+    one.setup()
+    cost = one.program.cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])

@@ -53,7 +53,7 @@ def official_epochs(python, src, scratch, model: str, epochs: int) -> list[float
 def our_epochs(cfg, split, epochs: int) -> tuple[list[float], int, float, float]:
     """(seconds of each of `epochs` epochs, steps per epoch, compile s, FLOPs of one step) of
     `cfg.method`'s epoch program over all of its stage's examples."""
-    from benchmarks.method_steps import MethodSteps
+    from benchmarks.method_steps import MethodSteps, step_flops
 
     ours = MethodSteps(cfg, split, steps=None)
     ours.setup()
@@ -62,11 +62,7 @@ def our_epochs(cfg, split, epochs: int) -> tuple[list[float], int, float, float]
         t = time.perf_counter()
         ours.run()
         times.append(time.perf_counter() - t)
-    one = MethodSteps(cfg, split, steps=1)
-    one.setup()
-    cost = one.program.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
-    return times, ours.steps, ours.compile_s, flops
+    return times, ours.steps, ours.compile_s, step_flops(cfg, split)
 
 
 def gemm_rate(n: int = 2048, repeats: int = 5) -> float:

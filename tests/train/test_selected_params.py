@@ -187,7 +187,7 @@ class Counting:
     def __init__(self, cfg, split, *, nan_test=False):
         self.inner, self.split = make_evaluate(cfg, split), split
         self.tests, self.nan_test, self.asked = 0, nan_test, []
-        self.families = self.inner.families  # (the trainer narrows what it asks of these)
+        self.family_of = self.inner.family_of  # (the trainer narrows what it asks by it)
 
     def metric_names(self):
         return self.inner.metric_names()

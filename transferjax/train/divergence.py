@@ -109,7 +109,7 @@ def judge(
     Book`) found after `epoch` of `stage` (a Stage, or "final"): raises DivergenceError for the
     first trial with a problem (`raise_`, i.e. `trainer.on_nonfinite=raise`), or records each
     such trial as failed in `book.failed`; trials failed before are skipped, and so are those
-    stopped early unless `stopped` (their test metrics, scored after training).
+    stopped early unless `stopped` (their selected params' metrics, scored after training).
     The message names the stage's learning-rate key with its value (a trial's own, else from
     `settings`, the flattened config) and, when the problems come from an evaluation
     (`metrics`), the earlier stages' keys too (`stages`: every stage of the method, in order),

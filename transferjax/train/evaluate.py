@@ -139,17 +139,22 @@ class Evaluator:
                 self._other_plans[heldout] = self.make_plans({"other": heldout})["other"]
             return self._other_plans[heldout]
 
-    def metric_names(self) -> tuple[str, ...]:
-        """The metrics an evaluation returns that `eval.select` may name (all but `COUNTS`)."""
+    def _names(self) -> dict[str, list[str]]:
+        """{family: the metrics of that family `eval.select` may name}, for every family."""
         ranked = ["mrr"] + [
             f"{m}@{k}" for k in self.ks for m in ("hr", "ndcg", "precision", "recall", "f1")
         ]
-        names = {
-            "rating": ["mae", "rmse"],
-            "sampled": ranked,
-            "full": [f"full_{m}" for m in ranked],
-        }
+        return {"rating": ["mae", "rmse"], "sampled": ranked, "full": [f"full_{m}" for m in ranked]}
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics an evaluation returns that `eval.select` may name (all but `COUNTS`)."""
+        names = self._names()
         return tuple(n for f in self.families for n in names[f])
+
+    def family_of(self, metric: str) -> str | None:
+        """The family of `self.families` that computes `metric`, or None (e.g. a validator)."""
+        names = self._names()
+        return next((f for f in self.families if metric in names[f]), None)
 
     def programs_of(self, scorer) -> dict:
         """The jitted programs of `scorer`, built on first use (see `_jit_programs`)."""
@@ -195,7 +200,7 @@ class Evaluator:
         """
         if families is not None and set(families) - set(_FAMILIES):
             raise ValueError(f"families {families!r}: each one of {_FAMILIES}")
-        fams = self.families if families is None else tuple(set(self.families) & set(families))
+        fams = tuple(f for f in self.families if families is None or f in families)
         plans = {f: p for f, p in self.plans_of(heldout).items() if f in fams}
         progs = self.programs_of(scorer)
         shared = {} if shared is None else shared
@@ -208,7 +213,7 @@ class Evaluator:
             raise ValueError(f"on_nan must be 'raise' or 'nan', got {on_nan!r}")
         n_trials = jax.tree_util.tree_leaves(params)[0].shape[0] if batched else 1
         vals, nan_trials = {}, {}
-        for family in (f for f in self.families if f in fams):  # NaN checks in the reference order
+        for family in fams:  # NaN checks in the order of the reference functions
             count = plans[family][1]
             if family == "rating":
                 vals.update(compiled.finish_rating(outs[family], count))

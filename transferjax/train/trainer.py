@@ -339,13 +339,7 @@ class Trainer:
         splits = ("valid", "test") if full else ("valid",)
         fams = None if full else self.select_families
         at = {name: self._metrics(book, params, name, fams) for name in splits}
-        problems = [
-            next(
-                (p for name in splits if (p := metric_problem(at[name][i], **self._bound(name)))),
-                None,
-            )
-            for i in range(book.n)
-        ]
+        problems = [self._problem(at, i) for i in range(book.n)]
         self._judge(book, stage, epoch, problems, metrics=True)
         if self.validators is not None:  # after the divergence checks: NaN is never selected
             unsup = self.validators(params, data, batched=book.batched, n=book.n)
@@ -359,8 +353,13 @@ class Trainer:
                     entry["diagnostics"] = self.monitor(p_i, h_i)
                 book.record(i, entry)
 
-    def _bound(self, split: str) -> dict:
-        return {"bound": self.bound, "split": split}
+    def _problem(self, at: dict, i: int) -> str | None:
+        """Why trial `i`'s metrics in `at` ({split: per-trial metrics}) mean divergence, or None."""
+        for split, metrics in at.items():
+            problem = metric_problem(metrics[i], bound=self.bound, split=split)
+            if problem is not None:
+                return problem
+        return None
 
     def _score_selected(self, book: Book, hyper: dict) -> None:
         """`eval.curves=select`: every valid and test metric of each selected trial on its
@@ -377,9 +376,7 @@ class Trainer:
         stages = {st.name: st for st in self.built.stages}
         for i in todo:
             entry = book.history[i][book.best_index[i]]
-            problem = next(
-                (p for s in got if (p := metric_problem(got[s][i], **self._bound(s)))), None
-            )
+            problem = self._problem(got, i)
             if problem is not None:
                 one = [problem if j == i else None for j in range(book.n)]
                 stage = stages.get(entry["stage"], entry["stage"])
@@ -425,16 +422,13 @@ class Trainer:
 
 
 def _families_read(metric: str, evaluate) -> tuple[str, ...] | None:
-    """The metric families (`Evaluator.families`) the selection by `metric` reads: none for a
-    validator, else the family that computes it; None (all) for an evaluator without families."""
-    fams = getattr(evaluate, "families", None)
-    if fams is None:
+    """The metric families the selection by `metric` reads (`Evaluator.family_of`; none for a
+    validator); None (all) for an evaluator that cannot say."""
+    family_of = getattr(evaluate, "family_of", None)
+    if family_of is None:
         return None
-    if metric.startswith("unsup/"):
-        return ()
-    if metric in ("mae", "rmse"):
-        return ("rating",)
-    return ("full",) if metric.startswith("full_") else ("sampled",)
+    family = family_of(metric)
+    return () if family is None else (family,)
 
 
 def make_train(
