@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.models.graph import masked_norm, masked_sq, propagate_layer, safe_sqrt
+from transferjax.models.mlp import dropout
 
 
 def transfer_pairs(pairs: np.ndarray, count_s: np.ndarray, count_t: np.ndarray) -> tuple:
@@ -83,11 +84,6 @@ def transfer(
     new_s = (lambda_source * s + (1.0 - lambda_source) * t + lap) / 2.0
     new_t = (lambda_target * t + (1.0 - lambda_target) * s + lap) / 2.0
     return src.at[rs].set(new_s), tgt.at[rt].set(new_t)
-
-
-def _dropout(x: jax.Array, rate, key: jax.Array) -> jax.Array:
-    keep = 1.0 - rate
-    return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:
@@ -138,7 +134,7 @@ def bitgcf_forward(
             eu, ei = graph_layer(*cur[d], graph[d])
             if key is not None:
                 ku, ki = jax.random.split(jax.random.fold_in(key, 2 * k + j))
-                eu, ei = _dropout(eu, drop_rate, ku), _dropout(ei, drop_rate, ki)
+                eu, ei = dropout(eu, drop_rate, ku), dropout(ei, drop_rate, ki)
             cur[d] = (eu, ei)
         (su, si), (tu, ti) = cur["source"], cur["target"]
         if graph.get("users") is not None:

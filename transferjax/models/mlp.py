@@ -17,7 +17,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-__all__ = ["dense_init", "dense_parts", "mlp_apply", "mlp_init", "xavier_normal"]
+__all__ = ["dense_init", "dense_parts", "dropout", "mlp_apply", "mlp_init", "xavier_normal"]
 
 
 def xavier_normal(key, shape: tuple) -> jax.Array:
@@ -110,3 +110,13 @@ def mlp_apply(
         if i < len(params) - 1 or final_activation:
             h = activation(h)
     return h
+
+
+def dropout(x: jax.Array, rate, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout (torch's `F.dropout` in training): each entry of x is zeroed with
+    probability `rate` and the rest scaled by 1 / (1 - rate); the identity when key is None
+    (scoring). `rate` may be traced (a swept hyperparameter)."""
+    if key is None:
+        return x
+    keep = 1.0 - rate
+    return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from transferjax.models.mlp import dense_parts, mlp_init, xavier_normal
+from transferjax.models.mlp import dropout as mlp_dropout
 
 DOMAINS = ("source", "target")
 
@@ -42,12 +43,6 @@ def neumf_init(
         }
         for d in DOMAINS
     }
-
-
-def _dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-    """Inverted dropout: zero with probability `rate`, the rest scaled by 1 / (1 - rate)."""
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
 def combined(params: dict, user: jax.Array, item: jax.Array) -> tuple:
@@ -80,6 +75,6 @@ def neumf_logits(
     for n, layer in enumerate(tower["mlp"]):
         if key is not None and dropout > 0.0:
             k = jax.random.fold_in(key, n)
-            a = tuple(_dropout(x, dropout, jax.random.fold_in(k, j)) for j, x in enumerate(a))
+            a = tuple(mlp_dropout(x, dropout, jax.random.fold_in(k, j)) for j, x in enumerate(a))
         a = (jax.nn.relu(dense_parts(layer, a)),)
     return (a[0] @ tower["out"]["w"] + tower["out"]["b"])[..., 0]

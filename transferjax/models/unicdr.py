@@ -77,6 +77,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from transferjax.models.mlp import dropout
+
 DOMS = ("source", "target")
 OTHER = {"source": "target", "target": "source"}
 AGGREGATORS = ("mean", "user_attention")
@@ -147,14 +149,6 @@ def sample_context(keys, index: dict, user, k, *, width: int, drop=None):
     if drop is not None:
         mask &= items != drop[:, None]
     return jnp.where(mask, items, 0), mask
-
-
-def dropout(x, rate, key):
-    """Inverted dropout (torch's F.dropout); identity when key is None."""
-    if key is None:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
 def aggregate(p, e, h, mask, *, kind: str, lambda_a, width: int, drop_rate=0.0, key=None):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.models import bipartite as B
+from transferjax.models.mlp import dropout
 
 
 def row_normalized_edges(user, item, n_users: int, n_items: int) -> dict:
@@ -65,14 +66,6 @@ def linear(p: dict, a: jax.Array, b: jax.Array) -> jax.Array:
     """[a | b] W + b, as a W[:d] + b W[d:] (no concatenated copy)."""
     d = a.shape[-1]
     return a @ p["w"][:d] + b @ p["w"][d:] + p["b"]
-
-
-def dropout(x: jax.Array, rate, key) -> jax.Array:
-    """Inverted dropout (`F.dropout`); identity without key."""
-    if key is None:
-        return x
-    keep = 1.0 - rate
-    return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
 
 
 def _props(g: dict, n_users: int, n_items: int):
