@@ -40,7 +40,15 @@ from transferjax.methods import (
     ptupcdr,
     unicdr,
 )
-from transferjax.methods.api import Built, Scorer, Stage, hyper_init, make_optimizer
+from transferjax.methods.api import (
+    Built,
+    Scorer,
+    Stage,
+    hyper_init,
+    make_optimizer,
+    rating_rows,
+    selected_stage,
+)
 from transferjax.methods.registry import available, get_method, register
 
 __all__ = [
@@ -63,6 +71,8 @@ __all__ = [
     "mf",
     "phi",
     "ptupcdr",
+    "rating_rows",
     "register",
+    "selected_stage",
     "unicdr",
 ]

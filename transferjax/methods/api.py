@@ -100,6 +100,37 @@ def trainer_optimizer(cfg) -> optax.GradientTransformation:
     return make_optimizer(tc.optimizer, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
+def selected_stage(
+    cfg,
+    *,
+    name: str,
+    part: str,
+    loss: Callable,
+    examples: dict,
+    optimizer: optax.GradientTransformation | None = None,
+    step: Callable | None = None,
+) -> Stage:
+    """The stage most methods train: the run's `trainer.epochs` and `trainer.batch_size`, the
+    run's optimizer (`trainer_optimizer`) unless another is given, selected on valid."""
+    return Stage(
+        name=name,
+        part=part,
+        loss=loss,
+        examples=examples,
+        epochs=cfg.trainer.epochs,
+        batch_size=cfg.trainer.batch_size,
+        optimizer=trainer_optimizer(cfg) if optimizer is None else optimizer,
+        select=True,
+        step=step,
+    )
+
+
+def rating_rows(inter) -> dict:
+    """A stage's examples from `Interactions`: {"user": i32[n], "item": i32[n], "rating":
+    f32[n]}, one row per interaction."""
+    return {"user": inter.user, "item": inter.item, "rating": inter.rating}
+
+
 @dataclasses.dataclass(frozen=True)
 class Scorer:
     """How a trained method scores target items.

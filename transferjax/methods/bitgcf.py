@@ -79,11 +79,11 @@ from transferjax.errors import ConfigError
 from transferjax.methods.api import (
     Built,
     Scorer,
-    Stage,
     embedding_scorer,
     hyper_init,
+    rating_rows,
+    selected_stage,
     selects_ratings,
-    trainer_optimizer,
 )
 from transferjax.methods.registry import register
 from transferjax.models.bitgcf import bitgcf_forward, domain_loss, transfer_pairs
@@ -278,16 +278,7 @@ def build_bitgcf(cfg, split) -> Built:
         return out, aux
 
     tr = split.target_train
-    stage = Stage(
-        name="bitgcf",
-        part=PART,
-        loss=loss,
-        examples={"user": tr.user, "item": tr.item, "rating": tr.rating},
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
-    )
+    stage = selected_stage(cfg, name="bitgcf", part=PART, loss=loss, examples=rating_rows(tr))
     src = split.source_train
     data = {
         "bitgcf_graph": graph,

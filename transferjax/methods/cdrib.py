@@ -58,10 +58,9 @@ from transferjax.methods.api import (
     Built,
     Represent,
     Scorer,
-    Stage,
     embedding_scorer,
     hyper_init,
-    trainer_optimizer,
+    selected_stage,
 )
 from transferjax.methods.disencdr import device_arrays, graph_inputs
 from transferjax.methods.registry import register
@@ -191,16 +190,7 @@ def build_cdrib(cfg, split) -> Built:
         aux["l2"] = 0.5 * h["cdrib.weight_decay"] * sq
         return total + aux["l2"], aux
 
-    stage = Stage(
-        name="cdrib",
-        part=PART,
-        loss=loss,
-        examples=examples,
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
-    )
+    stage = selected_stage(cfg, name="cdrib", part=PART, loss=loss, examples=examples)
     graph, positives = graph_inputs(inter)
     data = {
         "cdrib_graph": graph,

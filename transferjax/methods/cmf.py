@@ -44,7 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.config import PROBABILITY, section, setting
-from transferjax.methods.api import Built, Represent, Scorer, Stage, hyper_init, trainer_optimizer
+from transferjax.methods.api import (
+    Built,
+    Represent,
+    Scorer,
+    hyper_init,
+    selected_stage,
+    trainer_optimizer,
+)
 from transferjax.methods.mf import mf_loss_kind
 from transferjax.methods.registry import register
 from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
@@ -273,16 +280,8 @@ def build_cmf(cfg, split) -> Built:
             optimizer=opt,
             share=share,
         )
-    stage = Stage(
-        name="cmf",
-        part="cmf",
-        loss=loss,
-        examples=rows_of(tgt, t2j),
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=opt,
-        step=step,
-        select=True,
+    stage = selected_stage(
+        cfg, name="cmf", part="cmf", loss=loss, examples=rows_of(tgt, t2j), optimizer=opt, step=step
     )
     data = {"source_rows": rows}
     if users:

@@ -95,10 +95,9 @@ from transferjax.config import COUNT, COUNT0, PROBABILITY, Range, section, setti
 from transferjax.methods.api import (
     Built,
     Scorer,
-    Stage,
     embedding_scorer,
     hyper_init,
-    trainer_optimizer,
+    selected_stage,
 )
 from transferjax.methods.registry import register
 from transferjax.models.disencdr import DOMS, bce_terms, disencdr_forward, disencdr_init
@@ -287,16 +286,7 @@ def build_disencdr(cfg, split) -> Built:
         aux.update({k: kl[k] for k in ("kl_specific", "kl_share", "kl_cross")})
         return rec + kl["kl"], aux
 
-    stage = Stage(
-        name="disencdr",
-        part=PART,
-        loss=loss,
-        examples=examples,
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
-    )
+    stage = selected_stage(cfg, name="disencdr", part=PART, loss=loss, examples=examples)
     tr = split.target_train
     scored = (tr.user_counts() > 0) | (joint["ws"][joint["of_tgt"]] > 0)
     graph, positives = graph_inputs(inter)

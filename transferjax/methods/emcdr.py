@@ -24,10 +24,9 @@ from transferjax.config import section
 from transferjax.methods.api import (
     Built,
     Represent,
-    Stage,
     hyper_init,
     own_or_fallback,
-    trainer_optimizer,
+    selected_stage,
 )
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_scorer
 from transferjax.methods.registry import register
@@ -111,15 +110,12 @@ def build_emcdr(cfg, split) -> Built:
             ),
         }
 
-    map_stage = Stage(
+    map_stage = selected_stage(
+        cfg,
         name="mapping",
         part="map",
         loss=lambda p, batch, k: mapping_loss(p, batch, reg=p["hyper"]["emcdr.reg"]),
         examples={"src": split.warm_pairs[:, 0], "tgt": split.warm_pairs[:, 1]},
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
     )
 
     def user_repr(p, src, tgt):

@@ -60,11 +60,11 @@ from transferjax.config import COUNT0, section, setting
 from transferjax.methods.api import (
     Built,
     Scorer,
-    Stage,
     embedding_scorer,
     hyper_init,
+    rating_rows,
+    selected_stage,
     selects_ratings,
-    trainer_optimizer,
 )
 from transferjax.methods.mf import known_users
 from transferjax.methods.registry import register
@@ -183,16 +183,7 @@ def build_lightgcn(cfg, split) -> Built:
             reg_form=c.reg_form,
         )
 
-    stage = Stage(
-        name="lightgcn",
-        part=PART,
-        loss=loss,
-        examples={"user": tr.user, "item": tr.item, "rating": tr.rating},
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
-    )
+    stage = selected_stage(cfg, name="lightgcn", part=PART, loss=loss, examples=rating_rows(tr))
     data = {
         "graph": graph,
         "known_target": known_users(tr),

@@ -47,10 +47,10 @@ from transferjax.errors import ConfigError
 from transferjax.methods.api import (
     Built,
     Scorer,
-    Stage,
     hyper_init,
+    rating_rows,
+    selected_stage,
     selects_ratings,
-    trainer_optimizer,
 )
 from transferjax.methods.cmf import joint_user_index
 from transferjax.models.pointwise import pointwise_loss, positive_index
@@ -224,15 +224,8 @@ def build_pointwise(cfg, split, model: PointwiseModel, *, layout, loss, n_neg, t
         extra, aux = model.extra(v[model.part], v["hyper"]) if model.extra else (0.0, {})
         return w_s * l_s + w_t * l_t + extra, {"source_loss": l_s, "target_loss": l_t, **aux}
 
-    stage = Stage(
-        name=model.part,
-        part=model.part,
-        loss=loss,
-        examples={"user": tgt.user, "item": tgt.item, "rating": tgt.rating},
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
+    stage = selected_stage(
+        cfg, name=model.part, part=model.part, loss=loss, examples=rating_rows(tgt)
     )
     return Built(
         init=lambda key: {model.part: model.init(key)},

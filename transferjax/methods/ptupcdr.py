@@ -38,10 +38,9 @@ from transferjax.data.batches import History, padded_history
 from transferjax.methods.api import (
     Built,
     Represent,
-    Stage,
     hyper_init,
     own_or_fallback,
-    trainer_optimizer,
+    selected_stage,
 )
 from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_loss_kind, mf_scorer
 from transferjax.methods.registry import register
@@ -204,15 +203,12 @@ def build_ptupcdr(cfg, split) -> Built:
     min_rating = None if split.source_train.implicit else pc.min_rating
     hist = ptupcdr_history(split.source_train, max_len=pc.hist_len, min_rating=min_rating)
     kind = mf_loss_kind(cfg, split.target_train)
-    meta_stage = Stage(
+    meta_stage = selected_stage(
+        cfg,
         name="meta",
         part="meta",
         loss=lambda p, batch, k: ptupcdr_loss(p, batch, kind=kind, key=k),
         examples=warm_rows(split),
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
     )
 
     def init(key):

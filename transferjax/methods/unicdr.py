@@ -76,10 +76,9 @@ from transferjax.methods.api import (
     Built,
     Represent,
     Scorer,
-    Stage,
     embedding_scorer,
     hyper_init,
-    trainer_optimizer,
+    selected_stage,
 )
 from transferjax.methods.disencdr import device_arrays, joint_users
 from transferjax.methods.registry import register
@@ -283,16 +282,7 @@ def build_unicdr(cfg, split) -> Built:
         aux["l2"] = 0.5 * h["unicdr.weight_decay"] * sq
         return total + aux["l2"], aux
 
-    stage = Stage(
-        name="unicdr",
-        part=PART,
-        loss=loss,
-        examples=examples,
-        epochs=cfg.trainer.epochs,
-        batch_size=cfg.trainer.batch_size,
-        optimizer=trainer_optimizer(cfg),
-        select=True,
-    )
+    stage = selected_stage(cfg, name="unicdr", part=PART, loss=loss, examples=examples)
     has_rows = {d: counts[d] > 0 for d in DOMS}
     partner_rows = partner["target"] >= 0
     partner_rows[partner_rows] = has_rows["source"][partner["target"][partner_rows]]

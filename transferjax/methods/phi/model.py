@@ -47,10 +47,9 @@ from transferjax.methods.api import (
     Built,
     Represent,
     Scorer,
-    Stage,
     all_items_pay,
     hyper_init,
-    trainer_optimizer,
+    selected_stage,
 )
 from transferjax.methods.phi import bags as U
 from transferjax.methods.phi import encoders as PE
@@ -350,17 +349,9 @@ def build_phi(cfg, split, *, objective: str | None = None) -> Built:
     src, tgt = U.joint_rows(split)
     tc = cfg.trainer
     total_steps = tc.epochs * -(-len(src) // min(tc.batch_size, len(src)))
-    opt = trainer_optimizer(cfg)
     loss = lambda params, batch, k: model.loss(params, batch, k, total_steps=total_steps)
-    stage = Stage(
-        name="phi",
-        part="phi",
-        loss=loss,
-        examples={"src": src, "tgt": tgt},
-        epochs=tc.epochs,
-        batch_size=tc.batch_size,
-        optimizer=opt,
-        select=True,
+    stage = selected_stage(
+        cfg, name="phi", part="phi", loss=loss, examples={"src": src, "tgt": tgt}
     )
     return Built(
         init=lambda key: {"phi": model.init(key)},
