@@ -8,7 +8,11 @@ From the repository root (the suite reads `experiments/` and writes BENCHMARKS.m
     python -m benchmarks.quality             # the full suite -> BENCHMARKS.md (wall time stated)
 
 Run folders go to `--runs` (default runs/bench-quality[-quick]/TASK/METHOD); a run folder that
-already holds the same config's results is reused, so an interrupted suite resumes.
+already holds the same config's results is reused, so an interrupted suite resumes. The full
+suite also keeps each finished cell's record (config, data fingerprint, selected metrics) in
+`benchmarks/cells/TASK/METHOD.json` (`benchmarks.quality_records`), committed: the
+report is built from the records, and a cell whose record matches is not trained again, on
+any machine.
 
     python -m benchmarks.quality --only ml1m_to_ml100k   # reruns one task; in an existing
                                                          # report only its section is replaced
@@ -25,6 +29,7 @@ import platform
 import sys
 import time
 
+from benchmarks import quality_records as QR
 from benchmarks.sections import is_kept_section, section, section_names
 from transferjax import config as C
 
@@ -258,25 +263,36 @@ def run_quality(
     echo=print,
     report_only: bool = False,
     cache_note: str = "",
+    records_dir="default",
 ) -> pathlib.Path:
-    """Runs the suite (reusing finished run folders) and writes the markdown report: the full
-    suite to BENCHMARKS.md, the quick one beside its run folders (default out) so that it
-    never replaces the committed full report. `report_only` runs nothing: the report lists
-    the cells that have no finished run folder."""
+    """Runs the suite (reusing finished run folders and matching cell records) and writes the
+    markdown report: the full suite to BENCHMARKS.md, the quick one beside its run folders
+    (default out) so that it never replaces the committed full report. `report_only` runs
+    nothing: the report lists the cells that have neither. `records_dir`: where cell records
+    are kept (default: `quality_records.RECORDS` for the full suite, none for the quick one)."""
     runs = pathlib.Path(runs_dir or f"runs/bench-quality{'-quick' if quick else ''}")
     out = out or (runs / "BENCHMARKS.md" if quick else "BENCHMARKS.md")
+    if records_dir == "default":
+        records_dir = None if quick else QR.RECORDS
     t0 = time.perf_counter()
     tasks = [t for t in suite(quick=quick) if not only or t.name in only]
-    walls, missing, data = {}, [], {}
+    cells, missing, data = {}, [], {}
     for task in tasks:
         for method in task.methods:
-            wall = run_cell(
-                task, method, runs=runs, seeds=seeds, data=data, dry=report_only, echo=echo
+            got = run_cell(
+                task,
+                method,
+                runs=runs,
+                seeds=seeds,
+                data=data,
+                dry=report_only,
+                echo=echo,
+                records=records_dir,
             )
-            if isinstance(wall, str):
-                missing.append(wall)
+            if isinstance(got, str):
+                missing.append(got)
             else:
-                walls[(task.name, method)] = wall
+                cells[(task.name, method)] = got
     total = time.perf_counter() - t0
     return write_report(
         tasks,
@@ -284,7 +300,7 @@ def run_quality(
         out=out,
         quick=quick,
         seeds=seeds,
-        walls=walls,
+        cells=cells,
         total=total,
         only=only,
         missing=missing,
@@ -292,18 +308,46 @@ def run_quality(
     )
 
 
-def run_cell(task: Task, method: str, *, runs, seeds: int, data: dict, dry=False, echo=print):
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """A finished cell: its wall seconds as measured when it ran, and where its results are
+    read (its run folder, or its record file)."""
+
+    wall: float
+    source: pathlib.Path
+
+    def runs(self) -> list:
+        """The cell's RunRecords, one per seed."""
+        from transferjax.reports import read_run
+
+        return read_run(self.source) if self.source.is_dir() else QR.record_runs(self.source)
+
+    def machine(self) -> dict | None:
+        """The machine that trained the cell, as its record says (None for a run folder: this
+        machine)."""
+        return None if self.source.is_dir() else json.loads(self.source.read_text())["machine"]
+
+
+def run_cell(
+    task: Task, method: str, *, runs, seeds: int, data: dict, dry=False, echo=print, records=None
+):
     """Trains one cell (`runs/TASK/METHOD`) unless the folder already holds the same config's
-    finished results on the same data; returns the cell's wall seconds, or with `dry` and no
-    such results "TASK/METHOD" (and why), the name of the missing cell. `data`: the
-    `_same_data` cache, shared by the cells of one invocation."""
+    finished results on the same data, or `records` holds the cell's matching record; returns
+    the `Cell`, or with `dry` and neither, "TASK/METHOD" (and why), the name of the missing
+    cell. A finished folder's record is (re)written under `records`. `data`: the split
+    fingerprints' cache, shared by the cells of one invocation."""
     cfg = task_config(task, method, seeds=seeds)
     folder = pathlib.Path(runs) / task.name / method
     done = folder / "metrics.json"
     stored = folder / "config.json"
+    record = QR.record_path(records, task.name, method) if records else None
+    fingerprint = lambda: _split_fingerprint(cfg, data)  # noqa: E731
     same = done.exists() and C.same_config(json.loads(stored.read_text()), cfg)
-    if same and _same_data(folder, cfg, data):
-        return json.loads(done.read_text())["timing"]["wall_s"]
+    if same and _same_data(folder, fingerprint):
+        return _finished(folder, record)
+    rec = QR.load_record(record, cfg, fingerprint) if record is not None else None
+    if rec is not None:
+        return Cell(wall=QR.record_wall(rec), source=record)
     why = " (its data or split changed since it ran)" if same else ""
     if dry:
         return f"{task.name}/{method}{why}"
@@ -311,34 +355,47 @@ def run_cell(task: Task, method: str, *, runs, seeds: int, data: dict, dry=False
     from transferjax.train.run import run  # (lazy: importing the suite compiles nothing)
 
     # fresh: a finished folder of other data is moved aside, never resumed
-    m = run(cfg, out_dir=folder, echo=lambda *_: None, progress=False, fresh=same)
-    return m["timing"]["wall_s"]
+    run(cfg, out_dir=folder, echo=lambda *_: None, progress=False, fresh=same)
+    return _finished(folder, record)
 
 
-def _same_data(folder: pathlib.Path, cfg, cache: dict) -> bool:
-    """Whether a finished run folder was trained on the split `cfg` gives now: its recorded
-    data fingerprint (`fingerprint.json`) equals the split's. A folder without the record
-    (written before runs recorded one) cannot be checked and counts as changed, so a changed
-    loader, filter or protocol never leaves a stale cell in the report. `cache`: fingerprints
-    by data and protocol settings, so each split is built once."""
+def _finished(folder: pathlib.Path, record) -> Cell:
+    if record is not None:
+        QR.save_record(folder, record, machine=_machine())
+    wall = json.loads((folder / "metrics.json").read_text())["timing"]["wall_s"]
+    return Cell(wall=wall, source=folder)
+
+
+def _split_fingerprint(cfg, cache: dict) -> str:
+    """The data fingerprint of the split `cfg` builds; `cache`: by data and protocol settings,
+    so each split is built once per invocation."""
     from transferjax.data.registry import build_dataset, build_split
     from transferjax.train.outputs import split_fingerprint
 
-    rec = folder / "fingerprint.json"
-    if not rec.exists():
-        return False
     key = json.dumps([C.to_dict(cfg)["data"], C.to_dict(cfg)["protocol"]], sort_keys=True)
     if key not in cache:
         cache[key] = split_fingerprint(build_split(cfg.protocol, build_dataset(cfg.data)))
-    return json.loads(rec.read_text()).get("data") == cache[key]
+    return cache[key]
+
+
+def _same_data(folder: pathlib.Path, fingerprint) -> bool:
+    """Whether a finished run folder was trained on the split the cell builds now: its
+    recorded data fingerprint (`fingerprint.json`) equals `fingerprint()`. A folder without
+    the record (written before runs recorded one) cannot be checked and counts as changed, so
+    a changed loader, filter or protocol never leaves a stale cell in the report."""
+    rec = folder / "fingerprint.json"
+    if not rec.exists():
+        return False
+    return json.loads(rec.read_text()).get("data") == fingerprint()
 
 
 def write_report(
-    tasks, *, runs, out, quick, seeds, walls, total, only=(), missing=(), cache_note=""
+    tasks, *, runs, out, quick, seeds, cells, total, only=(), missing=(), cache_note=""
 ) -> pathlib.Path:
-    """BENCHMARKS.md from the run folders only: the whole report, or with `only` and an existing
-    report at `out`, just the sections of those tasks (`replace_task_section`)."""
-    from transferjax.reports import collect_runs, summarize, to_markdown
+    """BENCHMARKS.md from the finished cells only (`cells`: (task, method) -> `Cell`): the whole
+    report, or with `only` and an existing report at `out`, just the sections of those tasks
+    (`replace_task_section`)."""
+    from transferjax.reports import summarize, to_markdown
     from transferjax.reports.plots import plot_metric_vs
 
     cmd = "python -m benchmarks.quality" + (" --quick" if quick else "")
@@ -347,13 +404,14 @@ def write_report(
     lines = [
         "# transferjax quality benchmark",
         "",
-        f"Generated by `{cmd}` from the run folders under `{runs}`; do not edit by hand.",
+        f"Generated by `{cmd}` from the finished cells (run folders under `{runs}`, cell "
+        "records in `benchmarks/cells`); do not edit by hand.",
         "",
         f"Machine: {json.dumps(_machine())}",
         "",
         f"Seeds per cell: {seeds}. Wall time of the suite's runs (each measured when it ran): "
-        f"{sum(walls.values()):.0f} s; this invocation took {total:.0f} s (finished run "
-        f"folders are reused, not rerun).{' ' + cache_note if cache_note else ''}",
+        f"{sum(c.wall for c in cells.values()):.0f} s; this invocation took {total:.0f} s "
+        f"(finished cells are reused, not rerun).{' ' + cache_note if cache_note else ''}",
         "",
         "Cells are test-split means +/- std over seeds at the epoch each seed selected on "
         "its validation users; a dagger marks a significant paired t-test against "
@@ -365,15 +423,16 @@ def write_report(
         "",
     ]
     if missing:
-        lines += [f"Not run yet (no finished run folder): {', '.join(missing)}.", ""]
+        lines += [f"Not run yet (no finished run folder or cell record): {', '.join(missing)}.", ""]
     path = pathlib.Path(out)
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     splice = bool(only) and old.startswith(lines[0])
     shift_records, blocks = [], {}
     for task in tasks:
-        if not (runs / task.name).is_dir():
+        done = [cells[(task.name, m)] for m in task.methods if (task.name, m) in cells]
+        if not done:
             continue
-        recs = collect_runs([runs / task.name])
+        recs = [r for c in done for r in c.runs()]
         if task.name.startswith("synthetic_shift"):
             shift_records += recs
         tables = summarize(recs, metrics=list(task.metrics), split="test", baseline="mf")
@@ -391,8 +450,12 @@ def write_report(
             ],
             to_markdown(tables),
             "",
+            "Machine of its cells: "
+            + "; ".join(dict.fromkeys(json.dumps(c.machine() or _machine()) for c in done))
+            + ".",
+            "",
         ]
-        t = sum(walls.get((task.name, m), 0.0) for m in task.methods)
+        t = sum(c.wall for c in done)
         lines += [f"Wall time of this task's runs: {t:.0f} s.", ""]
         blocks[task.name] = lines[start:]
     if splice:  # --only into an existing report: replace just those tasks' sections
@@ -400,9 +463,13 @@ def write_report(
         for name, block in blocks.items():
             cells = [m for m in missing if m.startswith(f"{name}/")]
             note = (
-                f"This section alone was regenerated by `{cmd}` from the run folders under "
-                f"`{runs}`, {seeds} seeds per cell, on {json.dumps(_machine())}."
-                + (f" Not run yet (no finished run folder): {', '.join(cells)}." if cells else "")
+                f"This section alone was regenerated by `{cmd}` from its finished cells "
+                f"(run folders under `{runs}`, cell records), {seeds} seeds per cell."
+                + (
+                    f" Not run yet (no finished run folder or cell record): {', '.join(cells)}."
+                    if cells
+                    else ""
+                )
             )
             text = replace_task_section(text, name, "\n".join([*block[:2], note, "", *block[2:]]))
         path.write_text(text, encoding="utf-8")
@@ -461,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report-only",
         action="store_true",
-        help="run nothing; report the finished run folders, list the rest",
+        help="run nothing; report the finished cells, list the rest",
     )
     return p
 

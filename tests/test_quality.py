@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import quality as Q
 from benchmarks import sections as S
+from transferjax.data.types import DataError
 
 
 def _tiny_suite(*, quick):
@@ -72,6 +73,49 @@ def test_quality_suite_writes_report_from_run_folders(tmp_path, monkeypatch):
     assert text.split("## synthetic_tiny")[0] == before.split("## synthetic_tiny")[0]
 
 
+def _table(text):
+    return [ln for ln in text.splitlines() if ln.startswith("|")]
+
+
+@pytest.mark.slow
+def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monkeypatch):
+    """A finished cell's record (config, data fingerprint, selected metrics, no history) gives
+    the same table without its run folder and is not trained again; a record of another
+    config or other data is neither reported nor reused."""
+    import transferjax.train.run as R
+    from benchmarks import quality_records as QR
+
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    kw = dict(quick=True, seeds=2, echo=lambda *_: None, records_dir=tmp_path / "records")
+    first = Q.run_quality(runs_dir=tmp_path / "runs", out=tmp_path / "a.md", **kw).read_text()
+    task = _tiny_suite(quick=True)[0]
+    paths = {m: QR.record_path(tmp_path / "records", task.name, m) for m in task.methods}
+    rec = json.loads(paths["emcdr"].read_text())
+    assert rec["machine"]["cpu"] and "history" not in json.dumps(rec["metrics"])
+    assert [s["seed"] for s in rec["metrics"]["seeds"]] == [0, 1]
+
+    # another machine: no run folders, only the records
+    monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    again = Q.run_quality(runs_dir=tmp_path / "none", out=tmp_path / "b.md", **kw).read_text()
+    assert _table(again) == _table(first) and "Not run yet" not in again
+
+    # a record of other data (fingerprint) or another config (seeds) stands for nothing
+    rec["fingerprint"]["data"] = "0" * 64
+    paths["emcdr"].write_text(json.dumps(rec))
+    mf = json.loads(paths["mf"].read_text())
+    mf["config"]["seeds"] = 5
+    paths["mf"].write_text(json.dumps(mf))
+    text = Q.run_quality(
+        runs_dir=tmp_path / "none", out=tmp_path / "c.md", report_only=True, **kw
+    ).read_text()
+    missing = "synthetic_tiny/mf, synthetic_tiny/emcdr"
+    assert f"Not run yet (no finished run folder or cell record): {missing}." in text
+    assert [ln.split(" |")[0] for ln in _table(text)[2:]] == ["| item_mean"]
+    paths["mf"].write_text("{}")
+    with pytest.raises(DataError, match="mf.json: a cell record needs the keys"):
+        Q.run_quality(runs_dir=tmp_path / "none", out=tmp_path / "d.md", report_only=True, **kw)
+
+
 def test_replace_task_section_keeps_the_rest():
     text = "# t\n\n## a\n\nold a\n\n## b\n\nb\n\n<!-- speed:begin -->\ns\n<!-- speed:end -->\n"
     got = Q.replace_task_section(text, "a", "## a\n\nnew a\n")
@@ -98,7 +142,7 @@ def test_report_only_runs_nothing_and_lists_missing_cells(tmp_path, monkeypatch)
     )
     text = out.read_text()
     cells = [f"synthetic_tiny/{m}" for m in _tiny_suite(quick=True)[0].methods]
-    assert f"Not run yet (no finished run folder): {', '.join(cells)}." in text
+    assert f"Not run yet (no finished run folder or cell record): {', '.join(cells)}." in text
     assert "--report-only" in text
 
 

@@ -179,16 +179,23 @@ def read_run(run_dir: str | os.PathLike) -> list[RunRecord]:
         raise DataError(f"{mpath}: expected a JSON object at the top level")
     cpath = run_dir / CONFIG_FILE
     config = read_json(cpath) if cpath.is_file() else {}
+    return metrics_records(metrics, config, path=run_dir, where=str(mpath))
+
+
+def metrics_records(metrics: dict, config: dict, *, path, where: str) -> list[RunRecord]:
+    """Records of one run's parsed metrics.json and config.json, one per seed; `path`: the
+    records' `path`, `where`: the file that errors name."""
+    path = pathlib.Path(path)
     if "seeds" not in metrics:
-        return [_record(metrics, metrics, config, run_dir, str(mpath))]
+        return [_record(metrics, metrics, config, path, where)]
     entries = metrics["seeds"]
     if not isinstance(entries, list) or not entries:
-        raise DataError(f"{mpath}: 'seeds' must be a non-empty list of per-seed entries")
+        raise DataError(f"{where}: 'seeds' must be a non-empty list of per-seed entries")
     out = []
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or "seed" not in e:
-            raise DataError(f"{mpath}: seeds[{i}] must be an object with a 'seed' key")
-        out.append(_record(e, metrics, config, run_dir, f"{mpath}: seeds[{i}]", i))
+            raise DataError(f"{where}: seeds[{i}] must be an object with a 'seed' key")
+        out.append(_record(e, metrics, config, path, f"{where}: seeds[{i}]", i))
     return out
 
 

@@ -1,0 +1,88 @@
+"""Cell records: what the quality report needs of a finished cell, kept in the repository.
+
+A cell's run folder (`runs/bench-quality/TASK/METHOD`) holds checkpoints, logs and curves, and
+stays on the machine that trained it. Its record, `benchmarks/cells/TASK/METHOD.json`,
+is the part the report reads (20-30 kB), committed beside the report:
+
+    {"config": config.json, "fingerprint": fingerprint.json,
+     "metrics": metrics.json without the evaluation history and summary,
+     "machine": where it ran}
+
+so the report can be regenerated (`python -m benchmarks.quality --report-only`) and an
+interrupted suite resumed on another machine without retraining the cells that finished. A
+record stands for its cell only while it matches: the same config (`same_config`) and the same
+data fingerprint as the split the task builds now. A record that does not match is neither
+reported nor reused; the cell is trained again (or listed as not run by `--report-only`).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from transferjax import config as C
+from transferjax.data.types import DataError
+from transferjax.reports.collect import RunRecord, metrics_records, read_json
+
+# The committed records of the full suite (the quick suite keeps none).
+RECORDS = pathlib.Path(__file__).resolve().parent / "cells"
+
+
+def record_path(root, task: str, method: str) -> pathlib.Path:
+    """Where the record of cell TASK/METHOD lives under `root`."""
+    return pathlib.Path(root) / task / f"{method}.json"
+
+
+def _without_history(metrics: dict) -> dict:
+    """metrics.json without the evaluation history and the printed summary."""
+    out = {k: v for k, v in metrics.items() if k not in ("history", "_summary")}
+    if isinstance(out.get("seeds"), list):
+        out["seeds"] = [{k: v for k, v in e.items() if k != "history"} for e in out["seeds"]]
+    return out
+
+
+def save_record(folder, path, *, machine: dict) -> pathlib.Path:
+    """Writes the record of the finished run folder `folder`, trained on `machine`, to `path`
+    (keys sorted, so an unchanged cell rewrites the same bytes)."""
+    folder = pathlib.Path(folder)
+    rec = {
+        "config": read_json(folder / "config.json"),
+        "fingerprint": read_json(folder / "fingerprint.json"),
+        "metrics": _without_history(read_json(folder / "metrics.json")),
+        "machine": machine,
+    }
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def load_record(path, cfg, data_fingerprint) -> dict | None:
+    """The record at `path` if it stands for the cell `cfg` trains on data whose fingerprint
+    is `data_fingerprint()` (called only when the config matches), else None. A malformed
+    record raises DataError naming the file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return None
+    rec = read_json(path)
+    if (
+        not isinstance(rec, dict)
+        or not {"config", "fingerprint", "metrics", "machine"} <= rec.keys()
+    ):
+        raise DataError(
+            f"{path}: a cell record needs the keys config, fingerprint, metrics and machine"
+        )
+    if not C.same_config(rec["config"], cfg):
+        return None
+    return rec if rec["fingerprint"].get("data") == data_fingerprint() else None
+
+
+def record_runs(path) -> list[RunRecord]:
+    """The report's RunRecords of the record at `path`, one per seed."""
+    rec = read_json(path)
+    return metrics_records(rec["metrics"], rec["config"], path=path, where=str(path))
+
+
+def record_wall(rec: dict) -> float:
+    """The cell's wall seconds, as measured when it ran."""
+    return float(rec["metrics"]["timing"]["wall_s"])
