@@ -6,7 +6,7 @@ is the part the report reads (20-30 kB), committed beside the report:
 
     {"config": config.json, "fingerprint": fingerprint.json,
      "metrics": metrics.json without the evaluation history and summary,
-     "machine": where it ran}
+     "machine": where it ran, "code": the commit and versions that trained it}
 
 so the report can be regenerated (`python -m benchmarks.quality --report-only`) and an
 interrupted suite resumed on another machine without retraining the cells that finished. A
@@ -41,6 +41,17 @@ def _without_history(metrics: dict) -> dict:
     return out
 
 
+PROVENANCE = ("git_commit", "version", "jax", "python", "resumed_from")
+
+
+def _code(folder: pathlib.Path) -> dict:
+    """What trained the cell, from its manifest.json: the commit, versions, and the checkpoint
+    it resumed from (empty for a folder without a manifest)."""
+    path = folder / "manifest.json"
+    manifest = read_json(path) if path.is_file() else {}
+    return {k: manifest[k] for k in PROVENANCE if k in manifest}
+
+
 def save_record(folder, path, *, machine: dict) -> pathlib.Path:
     """Writes the record of the finished run folder `folder`, trained on `machine`, to `path`
     (keys sorted, so an unchanged cell rewrites the same bytes)."""
@@ -50,6 +61,7 @@ def save_record(folder, path, *, machine: dict) -> pathlib.Path:
         "fingerprint": read_json(folder / "fingerprint.json"),
         "metrics": _without_history(read_json(folder / "metrics.json")),
         "machine": machine,
+        "code": _code(folder),
     }
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ reuses finished runs, BENCHMARKS.md from run folders, speed sections kept."""
 import json
 import re
 
+import jax
 import numpy as np
 import pytest
 
@@ -92,6 +93,7 @@ def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monk
     paths = {m: QR.record_path(tmp_path / "records", task.name, m) for m in task.methods}
     rec = json.loads(paths["emcdr"].read_text())
     assert rec["machine"]["cpu"] and "history" not in json.dumps(rec["metrics"])
+    assert rec["code"]["jax"] == jax.__version__
     assert [s["seed"] for s in rec["metrics"]["seeds"]] == [0, 1]
 
     # another machine: no run folders, only the records
