@@ -16,6 +16,9 @@ any machine.
 
     python -m benchmarks.quality --only ml1m_to_ml100k   # reruns one task; in an existing
                                                          # report only its section is replaced
+    python -m benchmarks.quality --only cdrib_video_game --methods lightgcn,bitgcf
+                                 # trains only those cells; the task's other finished cells
+                                 # (folders or records, e.g. from other machines) are reported
 """
 
 from __future__ import annotations
@@ -264,18 +267,22 @@ def run_quality(
     report_only: bool = False,
     cache_note: str = "",
     records_dir="default",
+    methods: tuple = (),
 ) -> pathlib.Path:
     """Runs the suite (reusing finished run folders and matching cell records) and writes the
     markdown report: the full suite to BENCHMARKS.md, the quick one beside its run folders
     (default out) so that it never replaces the committed full report. `report_only` runs
     nothing: the report lists the cells that have neither. `records_dir`: where cell records
-    are kept (default: `quality_records.RECORDS` for the full suite, none for the quick one)."""
+    are kept (default: `quality_records.RECORDS` for the full suite, none for the quick one).
+    `methods`: train only these methods' cells (the others are reported where finished)."""
     runs = pathlib.Path(runs_dir or f"runs/bench-quality{'-quick' if quick else ''}")
     out = out or (runs / "BENCHMARKS.md" if quick else "BENCHMARKS.md")
     if records_dir == "default":
         records_dir = None if quick else QR.RECORDS
     t0 = time.perf_counter()
     tasks = [t for t in suite(quick=quick) if not only or t.name in only]
+    _check_names(only, [t.name for t in suite(quick=quick)], "task")
+    _check_names(methods, {m for t in tasks for m in t.methods}, "method")
     cells, missing, data = {}, [], {}
     for task in tasks:
         for method in task.methods:
@@ -285,7 +292,7 @@ def run_quality(
                 runs=runs,
                 seeds=seeds,
                 data=data,
-                dry=report_only,
+                dry=report_only or bool(methods) and method not in methods,
                 echo=echo,
                 records=records_dir,
             )
@@ -306,6 +313,15 @@ def run_quality(
         missing=missing,
         cache_note=cache_note,
     )
+
+
+def _check_names(names, known, what: str) -> None:
+    """A ValueError naming each of `names` that is not among `known` (a typo in --only or
+    --methods never runs a smaller suite silently)."""
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        bad, valid = ", ".join(map(repr, unknown)), ", ".join(sorted(known))
+        raise ValueError(f"unknown {what} {bad}; the suite's: {valid}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -525,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="markdown file (default BENCHMARKS.md; quick: beside the runs)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell")
     p.add_argument("--only", help="comma-separated task names")
+    p.add_argument("--methods", help="comma-separated methods: train only their cells")
     p.add_argument(
         "--report-only",
         action="store_true",
@@ -556,6 +573,7 @@ def main(argv=None) -> int:
         seeds=args.seeds,
         only=tuple(args.only.split(",")) if args.only else (),
         report_only=args.report_only,
+        methods=tuple(args.methods.split(",")) if args.methods else (),
     )
     print(f"wrote {path}")
     return 0

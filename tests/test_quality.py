@@ -241,3 +241,32 @@ def test_a_finished_cell_of_other_data_is_trained_anew_not_reused(tmp_path, monk
     monkeypatch.setattr(R, "run", lambda cfg, **k: calls.append(k) or {"timing": {"wall_s": 2}})
     Q.run_quality(quick=True, runs_dir=runs, out=out, seeds=1, echo=lambda *_: None)
     assert [k["fresh"] for k in calls] == [True] * len(task.methods)
+
+
+def test_methods_trains_only_those_cells_and_names_are_checked(tmp_path, monkeypatch):
+    """`--methods mf` trains the mf cell alone; the task's other cells are reported where
+    finished and listed as not run otherwise; an unknown task or method is an error that
+    names it, not a smaller suite."""
+    import transferjax.train.run as R
+
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    trained = []
+
+    def fake_run(cfg, *, out_dir, **_):
+        trained.append(cfg.method)
+        out_dir.mkdir(parents=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"timing": {"wall_s": 3.0}}))
+
+    monkeypatch.setattr(R, "run", fake_run)
+    reported = {}
+    monkeypatch.setattr(Q, "write_report", lambda tasks, **k: reported.update(k))
+    kw = dict(quick=True, runs_dir=tmp_path / "runs", out=tmp_path / "B.md", seeds=1)
+    Q.run_quality(echo=lambda *_: None, methods=("mf",), **kw)
+    assert trained == ["mf"]
+    assert list(reported["cells"]) == [("synthetic_tiny", "mf")]
+    assert reported["missing"] == ["synthetic_tiny/item_mean", "synthetic_tiny/emcdr"]
+    with pytest.raises(ValueError, match="unknown method 'mff'; the suite's: emcdr, item_mean"):
+        Q.run_quality(echo=lambda *_: None, methods=("mff",), **kw)
+    with pytest.raises(ValueError, match="unknown task 'synthetic_tin'"):
+        Q.run_quality(echo=lambda *_: None, only=("synthetic_tin",), **kw)
+    assert trained == ["mf"]
