@@ -13,7 +13,7 @@ users when the data has overlapping users, else items.
 
 where each L is the masked mean over its own batch of the MF loss of `transferjax.models.mf`
 (squared error for explicit ratings, BPR with one uniform negative for implicit feedback, chosen
-per domain as in `baselines.mf_loss_kind`) plus `cfg.mf.reg` times the squared norm of the rows
+per domain as in `mf.mf_loss_kind`) plus `cfg.mf.reg` times the squared norm of the rows
 the example touches. mu_s, mu_t are fixed to each domain's training mean (0 for BPR).
 
 Shared rows live in a joint index (`joint_user_index`, used for items alike): every overlap

@@ -28,7 +28,7 @@ from transferjax.methods.api import (
     own_or_fallback,
     selected_stage,
 )
-from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_scorer
+from transferjax.methods.mf import MF_TRACED, bridge_pretraining, known_users, mf_scorer
 from transferjax.methods.registry import register
 
 
@@ -89,15 +89,7 @@ EMCDR_TRACED = (*MF_TRACED, "emcdr.reg")
 @register("emcdr", traced=EMCDR_TRACED)
 def build_emcdr(cfg, split) -> Built:
     """EMCDR: MF per domain, then a linear or MLP map trained on warm overlap users."""
-    mf_kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
-    src_init, src_stage = domain_mf(
-        cfg, split.source_train, name="source_mf", part="source", **mf_kw
-    )
-    tgt_init, tgt_stage = domain_mf(
-        cfg, split.target_train, name="target_mf", part="target", **mf_kw
-    )
-    if len(split.warm_pairs) == 0:
-        raise ValueError("EMCDR needs warm overlapping users; the split has none")
+    (src_init, src_stage), (tgt_init, tgt_stage) = bridge_pretraining(cfg, split, "EMCDR")
     d = cfg.mf.dim + 1
 
     def init(key):

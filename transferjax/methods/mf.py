@@ -109,6 +109,20 @@ def domain_mf(
     return init, stage
 
 
+def bridge_pretraining(cfg, split, method: str) -> tuple:
+    """((init, stage) of the source MF, (init, stage) of the target MF): the unselected
+    pre-training stages (`mf.epochs`, `mf.lr`, `mf.batch_size`) of the methods that learn a
+    bridge between the two domains' factors (EMCDR, PTUPCDR) on the warm overlapping users,
+    which `method` needs: a split without any is a ValueError naming it."""
+    if len(split.warm_pairs) == 0:
+        raise ValueError(f"{method} needs warm overlapping users; the split has none")
+    kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
+    return (
+        domain_mf(cfg, split.source_train, name="source_mf", part="source", **kw),
+        domain_mf(cfg, split.target_train, name="target_mf", part="target", **kw),
+    )
+
+
 def known_users(inter) -> jnp.ndarray:
     """bool[n_users]: users with at least one interaction in `inter`."""
     return jnp.asarray(inter.user_counts() > 0)

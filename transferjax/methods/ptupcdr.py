@@ -2,7 +2,7 @@
 Recommendation", WSDM 2022): a meta network emits a personalised bridge per user.
 
 Three stages: (1) biased MF in the source domain, (2) biased MF in the target domain (both
-`baselines.domain_mf`, as in EMCDR), (3) the meta stage, MF params frozen:
+`mf.bridge_pretraining`, as in EMCDR), (3) the meta stage, MF params frozen:
 
     characteristic  c_u = sum_j a_uj q^s_j,   a_u = masked_softmax_j(w_2^T relu(W_1 q^s_j + b_1))
                     over up to `hist_len` source items j the user rated >= `min_rating` (all
@@ -42,7 +42,13 @@ from transferjax.methods.api import (
     own_or_fallback,
     selected_stage,
 )
-from transferjax.methods.mf import MF_TRACED, domain_mf, known_users, mf_loss_kind, mf_scorer
+from transferjax.methods.mf import (
+    MF_TRACED,
+    bridge_pretraining,
+    known_users,
+    mf_loss_kind,
+    mf_scorer,
+)
 from transferjax.methods.registry import register
 from transferjax.models.mf import PAIR_KINDS, mf_score, pair_nll
 
@@ -190,15 +196,7 @@ def warm_rows(split) -> dict:
 @register("ptupcdr", traced=MF_TRACED)
 def build_ptupcdr(cfg, split) -> Built:
     """PTUPCDR: MF per domain, then a meta network's per-user bridge trained on target ratings."""
-    mf_kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
-    src_init, src_stage = domain_mf(
-        cfg, split.source_train, name="source_mf", part="source", **mf_kw
-    )
-    tgt_init, tgt_stage = domain_mf(
-        cfg, split.target_train, name="target_mf", part="target", **mf_kw
-    )
-    if len(split.warm_pairs) == 0:
-        raise ValueError("PTUPCDR needs warm overlapping users; the split has none")
+    (src_init, src_stage), (tgt_init, tgt_stage) = bridge_pretraining(cfg, split, "PTUPCDR")
     pc = cfg.ptupcdr
     min_rating = None if split.source_train.implicit else pc.min_rating
     hist = ptupcdr_history(split.source_train, max_len=pc.hist_len, min_rating=min_rating)
