@@ -96,7 +96,7 @@ def test_torch_reference_has_the_loss_and_gradients_of_the_dann_step(case):
             "t": split(
                 entries(bags["t"], users["tgt"]),
                 flat(masks["t_in"], t_rows),
-                torch.as_tensor(np.asarray(masks["cold"])),
+                torch.from_numpy(np.array(masks["cold"])),  # a writable copy
             ),
         }
         got = net.loss(ent, users["src"] >= 0, users["tgt"] >= 0, 37, total_steps=total)
