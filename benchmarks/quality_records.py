@@ -41,6 +41,7 @@ def _without_history(metrics: dict) -> dict:
     return out
 
 
+KEYS = ("config", "fingerprint", "metrics", "machine")  # what a record must hold
 PROVENANCE = ("git_commit", "version", "jax", "python", "resumed_from")
 
 
@@ -77,13 +78,8 @@ def load_record(path, cfg, data_fingerprint) -> dict | None:
     if not path.is_file():
         return None
     rec = read_json(path)
-    if (
-        not isinstance(rec, dict)
-        or not {"config", "fingerprint", "metrics", "machine"} <= rec.keys()
-    ):
-        raise DataError(
-            f"{path}: a cell record needs the keys config, fingerprint, metrics and machine"
-        )
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), dict) for k in KEYS):
+        raise DataError(f"{path}: a cell record is an object of the objects {', '.join(KEYS)}")
     if not C.same_config(rec["config"], cfg):
         return None
     return rec if rec["fingerprint"].get("data") == data_fingerprint() else None

@@ -113,9 +113,10 @@ def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monk
     missing = "synthetic_tiny/mf, synthetic_tiny/emcdr"
     assert f"Not run yet (no finished run folder or cell record): {missing}." in text
     assert [ln.split(" |")[0] for ln in _table(text)[2:]] == ["| item_mean"]
-    paths["mf"].write_text("{}")
-    with pytest.raises(DataError, match="mf.json: a cell record needs the keys"):
-        Q.run_quality(runs_dir=tmp_path / "none", out=tmp_path / "d.md", report_only=True, **kw)
+    for bad in ("{}", json.dumps({**mf, "fingerprint": "0" * 64})):
+        paths["mf"].write_text(bad)
+        with pytest.raises(DataError, match="mf.json: a cell record is an object of the objects"):
+            Q.run_quality(runs_dir=tmp_path / "none", out=tmp_path / "d.md", report_only=True, **kw)
 
 
 def test_replace_task_section_keeps_the_rest():
