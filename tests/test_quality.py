@@ -271,3 +271,34 @@ def test_methods_trains_only_those_cells_and_names_are_checked(tmp_path, monkeyp
     with pytest.raises(ValueError, match="unknown task 'synthetic_tin'"):
         Q.run_quality(echo=lambda *_: None, only=("synthetic_tin",), **kw)
     assert trained == ["mf"]
+
+
+@pytest.mark.realdata
+def test_published_sections_are_what_their_cell_records_give(
+    shared_datasets, tmp_path, monkeypatch
+):
+    """Every task with committed cell records (`benchmarks/cells/TASK/`): its BENCHMARKS.md
+    table is the one those records give, rebuilt without a run folder or any training, on the
+    split the task builds now (a record of other data would be left out and the rows differ)."""
+    import transferjax.train.run as R
+    from benchmarks import quality_records as QR
+
+    monkeypatch.setenv("TRANSFERJAX_DATA", str(shared_datasets))
+    monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    published = (Q.EXPERIMENTS.parent / "BENCHMARKS.md").read_text(encoding="utf-8")
+    tasks = sorted(p.name for p in QR.RECORDS.iterdir() if p.is_dir())
+    assert tasks, "no cell records committed"
+    out = tmp_path / "B.md"
+    out.write_text(published, encoding="utf-8")
+    Q.run_quality(
+        quick=False, runs_dir=tmp_path / "none", out=out, only=tuple(tasks), report_only=True
+    )
+    rebuilt = out.read_text(encoding="utf-8")
+
+    def table(text, task):
+        block = text.split(f"\n## {task}\n", 1)[1].split("\n## ", 1)[0]
+        return _table(block)
+
+    for task in tasks:
+        assert table(rebuilt, task), task
+        assert table(rebuilt, task) == table(published, task), task
