@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests import view0
+from tests.faults import SMALL_IMPLICIT as SMALL
 from tests.methods.graph_checks import assert_no_users_by_items
 from transferjax import config as C
 from transferjax.data.protocols import warm_ratio_split
@@ -270,18 +271,6 @@ def test_joint_loss_gradient_matches_numpy_differences():
 
 # ---------------------------------------------------------------------------------------------
 # The registered method
-
-SMALL = C.SyntheticConfig(
-    n_overlap=300,
-    n_source_only=50,
-    n_target_only=150,
-    n_items_source=100,
-    n_items_target=120,
-    density_source=0.1,
-    density_target=0.08,
-    implicit=True,
-    seed=5,
-)
 
 
 def _cfg(**over):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests import view0
+from tests.faults import SMALL
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.cmf import (
@@ -23,18 +24,6 @@ from transferjax.methods.mf import MFConfig
 from transferjax.methods.registry import get_method
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_epoch_fn, make_train
-
-SMALL = C.SyntheticConfig(
-    n_overlap=600,
-    n_source_only=200,
-    n_target_only=200,
-    n_items_source=300,
-    n_items_target=250,
-    density_source=0.1,
-    density_target=0.04,
-    shift_deg=5.0,
-    seed=3,
-)
 
 
 def _cfg(method="cmf", **over):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests import view0
+from tests.faults import SMALL_IMPLICIT as SMALL
 from tests.methods.graph_checks import jaxpr_shapes
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
@@ -126,19 +127,6 @@ def test_bpr_loss_and_gradient_match_numpy(k, reg_form):
             hi_lo = [_np_bpr(*q, j, k, reg, reg_form) for q in pair]
             num[idx] = (hi_lo[0] - hi_lo[1]) / (2 * eps)
         np.testing.assert_allclose(g[name], num, rtol=1e-4, atol=1e-6, err_msg=name)
-
-
-SMALL = C.SyntheticConfig(
-    n_overlap=300,
-    n_source_only=50,
-    n_target_only=150,
-    n_items_source=100,
-    n_items_target=120,
-    density_source=0.1,
-    density_target=0.08,
-    implicit=True,
-    seed=5,
-)
 
 
 def _cfg(protocol="cold_start", **over):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests import view0
+from tests.faults import SMALL
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.data.types import Interactions
@@ -30,17 +31,6 @@ from transferjax.models.mf import mf_score
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.trainer import make_epoch_fn, make_train
 
-SMALL = C.SyntheticConfig(
-    n_overlap=600,
-    n_source_only=200,
-    n_target_only=200,
-    n_items_source=300,
-    n_items_target=250,
-    density_source=0.1,
-    density_target=0.04,
-    shift_deg=5.0,
-    seed=3,
-)
 DIM = 12
 
 

@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from tests import view0
+from tests.faults import SMALL
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.api import make_optimizer
@@ -277,19 +278,6 @@ def test_padding_rows_change_nothing(kind):
         for a, b in zip(new_state.slots[k], state.slots[k], strict=True):
             np.testing.assert_array_equal(a[0], b[0])
     assert int(new_state.count) == 2
-
-
-SMALL = C.SyntheticConfig(
-    n_overlap=600,
-    n_source_only=200,
-    n_target_only=200,
-    n_items_source=300,
-    n_items_target=250,
-    density_source=0.1,
-    density_target=0.04,
-    shift_deg=5.0,
-    seed=3,
-)
 
 
 def _cfg(method="emcdr", sparse=False, epochs=4, mf_epochs=6):
