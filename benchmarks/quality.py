@@ -327,21 +327,24 @@ def _check_names(names, known, what: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """A finished cell: its wall seconds as measured when it ran, and where its results are
-    read (its run folder, or its record file)."""
+    read: its run folder `source`, or its record file `source` as loaded (`record`)."""
 
     wall: float
     source: pathlib.Path
+    record: dict | None = None
 
     def runs(self) -> list:
         """The cell's RunRecords, one per seed."""
         from transferjax.reports import read_run
 
-        return read_run(self.source) if self.source.is_dir() else QR.record_runs(self.source)
+        if self.record is None:
+            return read_run(self.source)
+        return QR.record_runs(self.record, self.source)
 
     def machine(self) -> dict | None:
         """The machine that trained the cell, as its record says (None for a run folder: this
         machine)."""
-        return None if self.source.is_dir() else json.loads(self.source.read_text())["machine"]
+        return None if self.record is None else self.record["machine"]
 
 
 def run_cell(
@@ -363,7 +366,7 @@ def run_cell(
         return _finished(folder, record)
     rec = QR.load_record(record, cfg, fingerprint) if record is not None else None
     if rec is not None:
-        return Cell(wall=QR.record_wall(rec), source=record)
+        return Cell(wall=QR.record_wall(rec), source=record, record=rec)
     why = " (its data or split changed since it ran)" if same else ""
     if dry:
         return f"{task.name}/{method}{why}"

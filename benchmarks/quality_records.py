@@ -85,9 +85,8 @@ def load_record(path, cfg, data_fingerprint) -> dict | None:
     return rec if rec["fingerprint"].get("data") == data_fingerprint() else None
 
 
-def record_runs(path) -> list[RunRecord]:
-    """The report's RunRecords of the record at `path`, one per seed."""
-    rec = read_json(path)
+def record_runs(rec: dict, path) -> list[RunRecord]:
+    """The report's RunRecords of the record `rec` loaded from `path`, one per seed."""
     return metrics_records(rec["metrics"], rec["config"], path=path, where=str(path))
 
 
