@@ -608,6 +608,16 @@ def test_step_time_reads_json_lines_and_writes_the_ratio(tmp_path, monkeypatch):
     assert "| official `reconstruct_graph` | 2.100 | 1.800 | 4 |" in text
     assert "| ours, `disencdr`'s epoch program | 0.450 | 0.400 | 2 |" in text
     assert "**4.67x**" in text
+    assert "FLOPs of one step" not in text  # a result without counts: no FLOP columns
+    # with the counts: each side's GFLOP and rate, and the ceiling official / ours on this core
+    flops = {"official": {"dense": 3e9, "sparse": 1e9, "steps_per_epoch": 9}, "ours": 2e9}
+    res = {**res, "flops": flops, "gemm": 10.0}
+    ST.write_section(report, res=res, steps=2, rounds=2, cpu=0, cmd="cmd", counts=counts)
+    text = report.read_text()
+    assert "| official `reconstruct_graph` | 2.100 | 1.800 | 4 | 4.0 | 1.9 |" in text
+    assert "| ours, `disencdr`'s epoch program | 0.450 | 0.400 | 2 | 2.0 | 4.4 |" in text
+    # ours takes at least 2 GFLOP / 10 GFLOP/s = 0.2 s, so the ratio is at most 2.1 / 0.2
+    assert "0.200 s, so on this core official / ours is at most 10.50x" in text
 
 
 def test_recbole_epoch_time_leaves_the_first_epoch_out_and_writes_the_ratio(tmp_path):

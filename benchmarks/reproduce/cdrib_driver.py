@@ -41,7 +41,12 @@ import time
 import numpy as np
 
 from benchmarks.reproduce.cdrib_eval import METRICS, _function_source
-from benchmarks.reproduce.disencdr_driver import driver_parser, rank_metrics, seeded_graphs
+from benchmarks.reproduce.disencdr_driver import (
+    count_flops,
+    driver_parser,
+    rank_metrics,
+    seeded_graphs,
+)
 
 SIDES = {"source": ("source_predict", 3, 1), "target": ("target_predict", 4, 2)}  # loaders
 
@@ -69,36 +74,6 @@ def official_setup(args):
     ns = {"np": np, "trainer": trainer}
     exec(compile(_function_source(pathlib.Path(args.train_rec), "predict"), "predict", "exec"), ns)
     return opt, graphs, train, evals, trainer, ns["predict"]
-
-
-def count_flops(step) -> dict:
-    """Floating-point operations of `step()` in torch's matrix products: {"dense": 2 m k n of
-    every dense product, "sparse": 2 nnz n of every sparse-dense one (torch's own
-    `FlopCounterMode` counts a sparse operand as dense)}."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    products = {torch.ops.aten.mm.default: 0, torch.ops.aten.addmm.default: 1}
-
-    class Count(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.flops = {"dense": 0, "sparse": 0}
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in products:
-                a, b = args[products[func] :][:2]
-                if a.is_sparse or b.is_sparse:
-                    sp, other = (a, b) if a.is_sparse else (b, a)
-                    n = other.shape[1] if a.is_sparse else other.shape[0]
-                    self.flops["sparse"] += 2 * sp._nnz() * n
-                else:
-                    self.flops["dense"] += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-            return func(*args, **(kwargs or {}))
-
-    with Count() as c:
-        step()
-    return c.flops
 
 
 def main(argv=None) -> int:

@@ -75,6 +75,23 @@ def pin_core(cpu: int | None) -> int:
     return cpu
 
 
+def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 n x n x n matrix product on this process's core(s), the best of
+    `repeats` (after one compile-and-warm-up call)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
 def float64_on_cpu() -> None:
     """Both sides of a one-step equality check in float64 on the CPU: JAX's x64 mode, torch's
     default dtype, and the official code's `.cuda()` calls made no-ops."""

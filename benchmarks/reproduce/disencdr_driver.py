@@ -27,7 +27,9 @@ ndcg)}]}.
         --seed 0 --time-steps 5 < lines        # per input line, the times of 5 steps
 
 With `--time-steps`, no training run: the same setup, then per line read from stdin the wall
-time of each of that many training steps (`benchmarks.reproduce.step_time` drives it).
+time of each of that many training steps (`benchmarks.reproduce.step_time` drives it). With
+`--count-flops`, the floating-point operations of one training step's matrix products (forward
+and backward), printed as one JSON line.
 """
 
 from __future__ import annotations
@@ -151,6 +153,48 @@ def time_steps(args) -> int:
     return 0
 
 
+def count_flops(step) -> dict:
+    """Floating-point operations of `step()` in torch's matrix products: {"dense": 2 m k n of
+    every dense product, "sparse": 2 nnz n of every sparse-dense one (torch's own
+    `FlopCounterMode` counts a sparse operand as dense)}."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    products = {torch.ops.aten.mm.default: 0, torch.ops.aten.addmm.default: 1}
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.flops = {"dense": 0, "sparse": 0}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in products:
+                a, b = args[products[func] :][:2]
+                if a.is_sparse or b.is_sparse:
+                    sp, other = (a, b) if a.is_sparse else (b, a)
+                    n = other.shape[1] if a.is_sparse else other.shape[0]
+                    self.flops["sparse"] += 2 * sp._nnz() * n
+                else:
+                    self.flops["dense"] += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            return func(*args, **(kwargs or {}))
+
+    with Count() as c:
+        step()
+    return c.flops
+
+
+def step_flops(args) -> int:
+    """`--count-flops`: prints {"dense", "sparse": FLOPs of one training step's matrix
+    products (`count_flops`), "steps_per_epoch"} as one JSON line, for a step at epoch
+    `TIMED_EPOCH` (past the warm-up) after one untimed step on the same batch."""
+    _, graphs, train_batch, _, _, trainer = official_setup(args)
+    batch = next(iter(train_batch))
+    trainer.reconstruct_graph(batch, *graphs, TIMED_EPOCH)
+    flops = count_flops(lambda: trainer.reconstruct_graph(batch, *graphs, TIMED_EPOCH))
+    print(json.dumps({**flops, "steps_per_epoch": len(train_batch)}), flush=True)
+    return 0
+
+
 def driver_parser(doc: str, *, dataset: str, epochs: int) -> argparse.ArgumentParser:
     """The flags the DisenCDR and CDRIB drivers share (the caller adds its other modes)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -167,9 +211,14 @@ def driver_parser(doc: str, *, dataset: str, epochs: int) -> argparse.ArgumentPa
 def main(argv=None) -> int:
     ap = driver_parser(__doc__, dataset="sport_phone", epochs=50)
     ap.add_argument("--time-steps", type=int, help="time this many steps per stdin line instead")
+    ap.add_argument(
+        "--count-flops", action="store_true", help="print one step's product FLOPs instead"
+    )
     args = ap.parse_args(argv)
     if args.time_steps:
         return time_steps(args)
+    if args.count_flops:
+        return step_flops(args)
     if not (args.candidates and args.out):
         ap.error("training needs --candidates and --out")
 

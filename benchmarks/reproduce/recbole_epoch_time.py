@@ -21,7 +21,7 @@ the rest. An epoch is one pass of the target's training rows in batches of the s
 positives on both sides, so the ratio official / ours is the ratio per training example.
 Beside the times: one step's FLOPs (XLA's cost analysis of ours' one-step program; both sides
 compute the same model), each side's FLOP rate, and this core's float32 matrix-product rate
-measured in the same run (`gemm_rate`), the ceiling of a step made of matrix products.
+measured in the same run (`common.gemm_rate`), the ceiling of a step made of matrix products.
 Writes the section `reproduce-recbole-epoch-time` of `--report` (default BENCHMARKS.md).
 """
 
@@ -63,23 +63,6 @@ def our_epochs(cfg, split, epochs: int) -> tuple[list[float], int, float, float]
         ours.run()
         times.append(time.perf_counter() - t)
     return times, ours.steps, ours.compile_s, step_flops(cfg, split)
-
-
-def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of a float32 n x n x n matrix product on this process's core(s), the best of
-    `repeats` (after one compile-and-warm-up call)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def measure(python, src, scratch, methods, *, epochs: int, echo=print) -> dict:
@@ -195,7 +178,7 @@ def main(argv=None) -> int:
     R.prepare_official(src)
     python = args.python or K.ensure_venv(scratch / "venv", R.REQUIREMENTS, no_deps=R.NO_DEPS)
     res = measure(python, src, scratch, methods, epochs=args.epochs)
-    gemm = gemm_rate()
+    gemm = K.gemm_rate()
     K.save_json(scratch / "epoch_time.json", {**res, "_gemm_gflops": gemm})
     if not args.no_report:
         cmd = "python -m benchmarks.reproduce.recbole_epoch_time"
