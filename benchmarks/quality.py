@@ -12,7 +12,8 @@ already holds the same config's results is reused, so an interrupted suite resum
 suite also keeps each finished cell's record (config, data fingerprint, selected metrics) in
 `benchmarks/cells/TASK/METHOD.json` (`benchmarks.quality_records`), committed: the
 report is built from the records, and a cell whose record matches is not trained again, on
-any machine.
+any machine. The cells of the slowest methods (`BY_SEED`) train and keep each seed as a run
+of its own (`TASK/METHOD/seedK`), so their seeds can finish on different machines.
 
     python -m benchmarks.quality --only ml1m_to_ml100k   # reruns one task; in an existing
                                                          # report only its section is replaced
@@ -66,6 +67,15 @@ METHOD_SETTINGS = {
     # CDRIB's official budget (`train_rec.py`: batch 1024, 100 epochs; Adam at 1e-3)
     "cdrib": ["trainer.batch_size=1024", "trainer.epochs=100", "trainer.lr=1e-3"],
 }
+
+
+# Methods whose cells take hours on a CPU (a seed of DisenCDR about 1.7 h and of UniCDR about
+# 45 min on Sport <-> Phone, of CDRIB about 12 h on a CDRIB pair): each seed of their cells is a
+# run of its own, `runs/TASK/METHOD/seedK` with its record `cells/TASK/METHOD/seedK.json` kept
+# as soon as it finishes, so machines lent for a few hours add a cell's seeds one at a time.
+# Seed K's run is `seeds=1 seed=K`: the run a cell of all seeds trains for K when its seeds run
+# one after another (the same key, jax.random.key(K)).
+BY_SEED = ("disencdr", "unicdr", "cdrib")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +254,16 @@ def task_config(task: Task, method: str, *, seeds: int) -> C.RunConfig:
     return C.apply_overrides(cfg, sets)
 
 
+def cell_configs(task: Task, method: str, *, seeds: int) -> list[tuple[str, C.RunConfig]]:
+    """(part, run config) of each run of a cell: ("", the cell's config) for a cell trained as
+    one run, ("seedK", seed K alone) per seed for a method of BY_SEED."""
+    cfg = task_config(task, method, seeds=seeds)
+    if method not in BY_SEED:
+        return [("", cfg)]
+    ks = range(cfg.seed, cfg.seed + seeds)
+    return [(f"seed{k}", C.apply_overrides(cfg, [f"seed={k}", "seeds=1"])) for k in ks]
+
+
 def _machine() -> dict:
     import jax
 
@@ -355,20 +375,63 @@ class Cell:
         machine)."""
         return None if self.record is None else self.record["machine"]
 
+    def machines(self) -> list:
+        """[`machine()`]: the machines of the cell's runs."""
+        return [self.machine()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedCells:
+    """A finished cell of a BY_SEED method: the finished `Cell` of each of its seeds."""
+
+    parts: tuple
+
+    @property
+    def wall(self) -> float:
+        """The seeds' wall seconds, summed."""
+        return sum(p.wall for p in self.parts)
+
+    def runs(self) -> list:
+        """The cell's RunRecords, one per seed."""
+        return [r for p in self.parts for r in p.runs()]
+
+    def machines(self) -> list:
+        """The machine of each seed's run (None: this machine)."""
+        return [p.machine() for p in self.parts]
+
 
 def run_cell(
     task: Task, method: str, *, runs, seeds: int, data: dict, dry=False, echo=print, records=None
 ):
-    """Trains one cell (`runs/TASK/METHOD`) unless the folder already holds the same config's
-    finished results on the same data, or `records` holds the cell's matching record; returns
-    the `Cell`, or with `dry` and neither, "TASK/METHOD" (and why), the name of the missing
-    cell. A finished folder's record is (re)written under `records`. `data`: the split
-    fingerprints' cache, shared by the cells of one invocation."""
-    cfg = task_config(task, method, seeds=seeds)
-    folder = pathlib.Path(runs) / task.name / method
+    """Trains one cell (`runs/TASK/METHOD`; a BY_SEED method's, one run per seed in
+    `runs/TASK/METHOD/seedK`) unless each of its runs' folders already holds the same config's
+    finished results on the same data, or `records` holds the run's matching record; returns
+    the `Cell` (`SeedCells`), or with `dry` and a run without either, "TASK/METHOD" (and why,
+    or which seeds are finished), the name of the missing cell. A finished folder's record is
+    (re)written under `records`. `data`: the split fingerprints' cache, shared by the cells of
+    one invocation."""
+    name = f"{task.name}/{method}"
+    done, why = [], []
+    for part, cfg in cell_configs(task, method, seeds=seeds):
+        folder = pathlib.Path(runs) / task.name / method / part
+        record = QR.record_path(records, task.name, method, part) if records else None
+        got = _run(
+            cfg, folder, record, data, name=name + (f"/{part}" if part else ""), dry=dry, echo=echo
+        )
+        (why if isinstance(got, str) else done).append(got)
+    if why:
+        if not done:
+            return name + why[0]
+        seeds_done = ", ".join(str(c.runs()[0].seed) for c in done)
+        return f"{name} (finished seeds {seeds_done} of {seeds})"
+    return SeedCells(tuple(done)) if method in BY_SEED else done[0]
+
+
+def _run(cfg, folder: pathlib.Path, record, data: dict, *, name: str, dry: bool, echo):
+    """One run of a cell (`run_cell`): its `Cell`, or with `dry` and neither a finished folder
+    nor a matching record, why it is missing ("" or " (its data or split changed ...)")."""
     done = folder / "metrics.json"
     stored = folder / "config.json"
-    record = QR.record_path(records, task.name, method) if records else None
     fingerprint = lambda: _split_fingerprint(cfg, data)  # noqa: E731
     same = done.exists() and C.same_config(json.loads(stored.read_text()), cfg)
     if same and _same_data(folder, fingerprint):
@@ -378,8 +441,8 @@ def run_cell(
         return Cell(wall=QR.record_wall(rec), source=record, record=rec)
     why = " (its data or split changed since it ran)" if same else ""
     if dry:
-        return f"{task.name}/{method}{why}"
-    echo(f"== {task.name} / {method}{why}")
+        return why
+    echo(f"== {name.replace('/', ' / ')}{why}")
     from transferjax.train.run import run  # (lazy: importing the suite compiles nothing)
 
     # fresh: a finished folder of other data is moved aside, never resumed
@@ -479,7 +542,9 @@ def write_report(
             to_markdown(tables),
             "",
             "Machine of its cells: "
-            + "; ".join(dict.fromkeys(json.dumps(c.machine() or _machine()) for c in done))
+            + "; ".join(
+                dict.fromkeys(json.dumps(m or _machine()) for c in done for m in c.machines())
+            )
             + ".",
             "",
         ]

@@ -1,8 +1,9 @@
 """Cell records: what the quality report needs of a finished cell, kept in the repository.
 
 A cell's run folder (`runs/bench-quality/TASK/METHOD`) holds checkpoints, logs and curves, and
-stays on the machine that trained it. Its record, `benchmarks/cells/TASK/METHOD.json`,
-is the part the report reads (20-30 kB), committed beside the report:
+stays on the machine that trained it. Its record, `benchmarks/cells/TASK/METHOD.json`
+(`TASK/METHOD/seedK.json` per seed for a cell trained one seed per run), is the part the
+report reads (20-30 kB), committed beside the report:
 
     {"config": config.json, "fingerprint": fingerprint.json,
      "metrics": metrics.json without the evaluation history and summary,
@@ -28,8 +29,11 @@ from transferjax.reports.collect import RunRecord, metrics_records, read_json
 RECORDS = pathlib.Path(__file__).resolve().parent / "cells"
 
 
-def record_path(root, task: str, method: str) -> pathlib.Path:
-    """Where the record of cell TASK/METHOD lives under `root`."""
+def record_path(root, task: str, method: str, part: str = "") -> pathlib.Path:
+    """Where the record of cell TASK/METHOD lives under `root`; with `part` (a cell trained
+    one seed per run: "seedK"), that run's record, TASK/METHOD/PART.json."""
+    if part:
+        return pathlib.Path(root) / task / method / f"{part}.json"
     return pathlib.Path(root) / task / f"{method}.json"
 
 

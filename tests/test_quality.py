@@ -119,6 +119,56 @@ def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monk
             Q.run_quality(runs_dir=tmp_path / "none", out=tmp_path / "d.md", report_only=True, **kw)
 
 
+@pytest.mark.slow
+def test_cells_trained_seed_by_seed_equal_one_run_of_all_seeds(tmp_path, monkeypatch):
+    """A BY_SEED method's cell trains and keeps each seed as a run of its own, with the same
+    numbers as a cell of all seeds trained one after another; a cell with some seeds finished
+    is listed with them and trains only the rest."""
+    import transferjax.train.run as R
+    from benchmarks import quality_records as QR
+
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    kw = dict(quick=True, seeds=2, echo=lambda *_: None)
+    whole = Q.run_quality(
+        runs_dir=tmp_path / "whole", out=tmp_path / "a.md", records_dir=tmp_path / "r1", **kw
+    )
+    monkeypatch.setattr(Q, "BY_SEED", ("emcdr",))
+    records = tmp_path / "r2"
+    kw["records_dir"] = records
+    by_seed = Q.run_quality(runs_dir=tmp_path / "parts", out=tmp_path / "b.md", **kw)
+    assert _table(by_seed.read_text()) == _table(whole.read_text())
+    task = _tiny_suite(quick=True)[0].name
+    assert not QR.record_path(records, task, "emcdr").exists()
+    one = json.loads(QR.record_path(tmp_path / "r1", task, "emcdr").read_text())["metrics"]
+    for k in (0, 1):
+        assert (tmp_path / "parts" / task / "emcdr" / f"seed{k}" / "metrics.json").is_file()
+        rec = json.loads(QR.record_path(records, task, "emcdr", f"seed{k}").read_text())
+        assert (rec["config"]["seed"], rec["config"]["seeds"]) == (k, 1)
+        # the selected epoch and every valid and test metric of seed k, exactly
+        got, want = rec["metrics"], one["seeds"][k]  # (a one-seed run has no "seeds" list)
+        assert want["seed"] == k and got["selected"] == want["selected"]
+
+    # seed 1 lost (no folder, no record): listed with the finished seed; only seed 1 trains
+    QR.record_path(records, task, "emcdr", "seed1").unlink()
+    import shutil
+
+    shutil.rmtree(tmp_path / "parts" / task / "emcdr" / "seed1")
+    text = Q.run_quality(
+        runs_dir=tmp_path / "parts", out=tmp_path / "c.md", report_only=True, **kw
+    ).read_text()
+    assert "Not run yet (no finished run folder or cell record): " in text
+    assert "synthetic_tiny/emcdr (finished seeds 0 of 2)" in text
+    assert sorted(ln.split(" |")[0] for ln in _table(text)[2:]) == [
+        "| item_mean",
+        "| mf (baseline)",
+    ]
+    trained = []
+    real_run = R.run
+    monkeypatch.setattr(R, "run", lambda cfg, **k: trained.append(cfg.seed) or real_run(cfg, **k))
+    again = Q.run_quality(runs_dir=tmp_path / "parts", out=tmp_path / "d.md", **kw)
+    assert trained == [1] and _table(again.read_text()) == _table(whole.read_text())
+
+
 def test_replace_task_section_keeps_the_rest():
     text = "# t\n\n## a\n\nold a\n\n## b\n\nb\n\n<!-- speed:begin -->\ns\n<!-- speed:end -->\n"
     got = Q.replace_task_section(text, "a", "## a\n\nnew a\n")
