@@ -20,6 +20,8 @@ of its own (`TASK/METHOD/seedK`), so their seeds can finish on different machine
     python -m benchmarks.quality --only cdrib_video_game --methods lightgcn,bitgcf
                                  # trains only those cells; the task's other finished cells
                                  # (folders or records, e.g. from other machines) are reported
+    python -m benchmarks.quality --only disencdr_sport_phone --methods disencdr --train-seeds 2
+                                 # seed 2 of a cell trained seed by seed (BY_SEED) alone
 """
 
 from __future__ import annotations
@@ -297,13 +299,16 @@ def run_quality(
     cache_note: str = "",
     records_dir="default",
     methods: tuple = (),
+    train_seeds: tuple = (),
 ) -> pathlib.Path:
     """Runs the suite (reusing finished run folders and matching cell records) and writes the
     markdown report: the full suite to BENCHMARKS.md, the quick one beside its run folders
     (default out) so that it never replaces the committed full report. `report_only` runs
     nothing: the report lists the cells that have neither. `records_dir`: where cell records
     are kept (default: `quality_records.RECORDS` for the full suite, none for the quick one).
-    `methods`: train only these methods' cells (the others are reported where finished)."""
+    `methods`: train only these methods' cells (the others are reported where finished).
+    `train_seeds`: of the cells trained seed by seed (BY_SEED), train only these seeds (another
+    machine or core trains the others); the other cells as usual."""
     runs = pathlib.Path(runs_dir or f"runs/bench-quality{'-quick' if quick else ''}")
     out = out or (runs / "BENCHMARKS.md" if quick else "BENCHMARKS.md")
     if records_dir == "default":
@@ -324,6 +329,7 @@ def run_quality(
                 dry=report_only or bool(methods) and method not in methods,
                 echo=echo,
                 records=records_dir,
+                train_seeds=train_seeds,
             )
             if isinstance(got, str):
                 missing.append(got)
@@ -401,7 +407,16 @@ class SeedCells:
 
 
 def run_cell(
-    task: Task, method: str, *, runs, seeds: int, data: dict, dry=False, echo=print, records=None
+    task: Task,
+    method: str,
+    *,
+    runs,
+    seeds: int,
+    data: dict,
+    dry=False,
+    echo=print,
+    records=None,
+    train_seeds=(),
 ):
     """Trains one cell (`runs/TASK/METHOD`; a BY_SEED method's, one run per seed in
     `runs/TASK/METHOD/seedK`) unless each of its runs' folders already holds the same config's
@@ -409,14 +424,21 @@ def run_cell(
     the `Cell` (`SeedCells`), or with `dry` and a run without either, "TASK/METHOD" (and why,
     or which seeds are finished), the name of the missing cell. A finished folder's record is
     (re)written under `records`. `data`: the split fingerprints' cache, shared by the cells of
-    one invocation."""
+    one invocation. `train_seeds`: train only these seeds of a BY_SEED cell (all: empty)."""
     name = f"{task.name}/{method}"
     done, why = [], []
     for part, cfg in cell_configs(task, method, seeds=seeds):
         folder = pathlib.Path(runs) / task.name / method / part
         record = QR.record_path(records, task.name, method, part) if records else None
+        skip = bool(part) and bool(train_seeds) and cfg.seed not in train_seeds
         got = _run(
-            cfg, folder, record, data, name=name + (f"/{part}" if part else ""), dry=dry, echo=echo
+            cfg,
+            folder,
+            record,
+            data,
+            name=name + (f"/{part}" if part else ""),
+            dry=dry or skip,
+            echo=echo,
         )
         (why if isinstance(got, str) else done).append(got)
     if why:
@@ -620,6 +642,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="comma-separated task names")
     p.add_argument("--methods", help="comma-separated methods: train only their cells")
     p.add_argument(
+        "--train-seeds",
+        help="comma-separated seeds: of the cells trained seed by seed (BY_SEED), train only "
+        "these (another machine or core trains the others)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing; report the finished cells, list the rest",
@@ -651,6 +678,7 @@ def main(argv=None) -> int:
         only=tuple(args.only.split(",")) if args.only else (),
         report_only=args.report_only,
         methods=tuple(args.methods.split(",")) if args.methods else (),
+        train_seeds=tuple(int(k) for k in args.train_seeds.split(",")) if args.train_seeds else (),
     )
     print(f"wrote {path}")
     return 0

@@ -165,6 +165,9 @@ def test_cells_trained_seed_by_seed_equal_one_run_of_all_seeds(tmp_path, monkeyp
     trained = []
     real_run = R.run
     monkeypatch.setattr(R, "run", lambda cfg, **k: trained.append(cfg.seed) or real_run(cfg, **k))
+    # --train-seeds 0: seed 0 is finished and seed 1 is left to another machine: nothing trains
+    Q.run_quality(runs_dir=tmp_path / "parts", out=tmp_path / "d.md", train_seeds=(0,), **kw)
+    assert trained == []
     again = Q.run_quality(runs_dir=tmp_path / "parts", out=tmp_path / "d.md", **kw)
     assert trained == [1] and _table(again.read_text()) == _table(whole.read_text())
 
@@ -252,6 +255,8 @@ def test_module_entry_point_passes_its_flags(tmp_path, monkeypatch, capsys):
                 "--only",
                 "synthetic_tiny",
                 "--report-only",
+                "--train-seeds",
+                "1,2",
             ]
         )
         == 0
@@ -260,6 +265,10 @@ def test_module_entry_point_passes_its_flags(tmp_path, monkeypatch, capsys):
     text = out.read_text()
     assert "`python -m benchmarks.quality --quick --only synthetic_tiny --report-only`" in text
     assert "Seeds per cell: 2." in text and "Not run yet" in text
+    got = {}
+    monkeypatch.setattr(Q, "run_quality", lambda **k: got.update(k) or out)
+    Q.main(["--methods", "mf,emcdr", "--train-seeds", "1,2"])
+    assert got["methods"] == ("mf", "emcdr") and got["train_seeds"] == (1, 2)
 
 
 @pytest.mark.parametrize("record", [None, "0" * 64], ids=["no record", "other data"])
