@@ -243,6 +243,19 @@ def suite(*, quick: bool) -> list[Task]:
     return tasks
 
 
+def settings_of(task: Task, method: str) -> tuple:
+    """The overrides of `method` on `task`: the task's (`Task.settings`), else the suite's
+    (METHOD_SETTINGS), else none."""
+    return tuple(dict(task.settings).get(method, METHOD_SETTINGS.get(method, ())))
+
+
+def method_settings(task: Task) -> list[tuple[str, tuple]]:
+    """(method, `settings_of`) of each of the task's methods with settings, the task's or the
+    suite's, in the task's method order (the report states them in the task's section)."""
+    own = dict(task.settings)
+    return [(m, settings_of(task, m)) for m in task.methods if m in own or m in METHOD_SETTINGS]
+
+
 def task_config(task: Task, method: str, *, seeds: int) -> C.RunConfig:
     """The run config of one cell (the quick suite has fewer tasks, not fewer epochs)."""
     cfg = C.load(str(EXPERIMENTS / task.experiment))
@@ -251,7 +264,7 @@ def task_config(task: Task, method: str, *, seeds: int) -> C.RunConfig:
         f"name={task.name}",
         f"seeds={seeds}",
         *task.overrides,
-        *dict(task.settings).get(method, METHOD_SETTINGS.get(method, ())),
+        *settings_of(task, method),
     ]
     return C.apply_overrides(cfg, sets)
 
@@ -559,7 +572,7 @@ def write_report(
             *([f"{task.note}", ""] if task.note else []),
             *[
                 f"Settings of `{m}` on this task: `{' '.join(v) or '(defaults)'}`.\n"
-                for m, v in task.settings
+                for m, v in method_settings(task)
             ],
             to_markdown(tables),
             "",

@@ -172,6 +172,25 @@ def test_cells_trained_seed_by_seed_equal_one_run_of_all_seeds(tmp_path, monkeyp
     assert trained == [1] and _table(again.read_text()) == _table(whole.read_text())
 
 
+def test_each_task_section_states_the_settings_its_methods_ran_with(monkeypatch):
+    """A task's own settings replace the suite's for that method; every method with settings
+    of either kind is listed, in the task's order, and its cells run with them."""
+    monkeypatch.setattr(Q, "METHOD_SETTINGS", {"cmf": ["mf.reg=0.1"], "mf": ["mf.reg=0.2"]})
+    task = Q.Task(
+        name="t",
+        experiment="synthetic_emcdr.py",
+        methods=("popularity", "mf", "cmf", "emcdr"),
+        settings=(("emcdr", ("mf.lr=0.5",)), ("mf", ("mf.reg=0.3",))),
+    )
+    assert Q.method_settings(task) == [
+        ("mf", ("mf.reg=0.3",)),
+        ("cmf", ("mf.reg=0.1",)),
+        ("emcdr", ("mf.lr=0.5",)),
+    ]
+    assert Q.task_config(task, "mf", seeds=1).mf.reg == 0.3
+    assert Q.task_config(task, "cmf", seeds=1).mf.reg == 0.1
+
+
 def test_replace_task_section_keeps_the_rest():
     text = "# t\n\n## a\n\nold a\n\n## b\n\nb\n\n<!-- speed:begin -->\ns\n<!-- speed:end -->\n"
     got = Q.replace_task_section(text, "a", "## a\n\nnew a\n")
