@@ -1005,12 +1005,13 @@ def test_cdrib_train_summary_selects_each_side_on_our_valid_candidates():
     assert table[4] == "| 3 | 0.0300 | 0.0600 | - | - |"  # no official epoch 3 in this log
 
 
-def test_cdrib_driver_counts_sparse_products_by_nonzeros():
-    """`count_flops`: 2 m k n per dense product, 2 nnz n per sparse-dense one (forward and
-    backward), where torch's own counter would count the sparse operand as dense."""
+def test_drivers_count_sparse_products_by_nonzeros():
+    """`count_flops` (the DisenCDR and CDRIB drivers' `--count-flops`): 2 m k n per dense
+    product, 2 nnz n per sparse-dense one (forward and backward), where torch's own counter
+    would count the sparse operand as dense."""
     torch = pytest.importorskip("torch")
-    from benchmarks.reproduce import cdrib_driver as CD
     from benchmarks.reproduce import cdrib_train as T
+    from benchmarks.reproduce import disencdr_driver as DD
 
     idx = torch.tensor([[0, 1, 2, 2], [0, 1, 2, 5]])
     adj = torch.sparse_coo_tensor(idx, torch.ones(4), (1000, 6))
@@ -1020,7 +1021,7 @@ def test_cdrib_driver_counts_sparse_products_by_nonzeros():
     def step():
         (torch.spmm(adj, x) @ w).sum().backward()
 
-    got = CD.count_flops(step)
+    got = DD.count_flops(step)
     # forward: adj x (2 * 4 * 8), (adj x) w (2 * 1000 * 8 * 3); backward: grad w = (adj x)^T g
     # (2 * 8 * 1000 * 3), grad (adj x) = g w^T (2 * 1000 * 3 * 8), grad x = adj^T g' (2 * 4 * 8)
     assert got == {"dense": 3 * 2 * 1000 * 8 * 3, "sparse": 2 * (2 * 4 * 8)}

@@ -42,8 +42,8 @@ import numpy as np
 
 from benchmarks.reproduce.cdrib_eval import METRICS, _function_source
 from benchmarks.reproduce.disencdr_driver import (
-    count_flops,
     driver_parser,
+    print_step_flops,
     rank_metrics,
     seeded_graphs,
 )
@@ -92,12 +92,8 @@ def main(argv=None) -> int:
 
     with contextlib.redirect_stdout(io.StringIO()):  # its loaders print their counts
         opt, graphs, train, evals, trainer, predict = official_setup(args)
-    if args.count_flops:  # a step past the warm-up (every term on), after one untimed
-        batch = next(iter(train))
-        trainer.reconstruct_graph(batch, *graphs, 100)
-        flops = count_flops(lambda: trainer.reconstruct_graph(batch, *graphs, 100))
-        print(json.dumps({**flops, "steps_per_epoch": len(train)}), flush=True)
-        return 0
+    if args.count_flops:
+        return print_step_flops(trainer, graphs, train, epoch=100)
     cand = np.load(args.candidates)
     rows = {
         side: {p: (cand[f"{side}_{p}_user"], cand[f"{side}_{p}_items"]) for p in ("valid", "test")}

@@ -183,14 +183,14 @@ def count_flops(step) -> dict:
     return c.flops
 
 
-def step_flops(args) -> int:
-    """`--count-flops`: prints {"dense", "sparse": FLOPs of one training step's matrix
-    products (`count_flops`), "steps_per_epoch"} as one JSON line, for a step at epoch
-    `TIMED_EPOCH` (past the warm-up) after one untimed step on the same batch."""
-    _, graphs, train_batch, _, _, trainer = official_setup(args)
+def print_step_flops(trainer, graphs, train_batch, *, epoch: int = TIMED_EPOCH) -> int:
+    """`--count-flops` of the DisenCDR and CDRIB drivers: prints {"dense", "sparse": FLOPs of
+    one `trainer.reconstruct_graph` step's matrix products (`count_flops`), "steps_per_epoch"}
+    as one JSON line, for a step at `epoch` (past the warm-up: every term on) on the loader's
+    first batch, after one untimed step on it."""
     batch = next(iter(train_batch))
-    trainer.reconstruct_graph(batch, *graphs, TIMED_EPOCH)
-    flops = count_flops(lambda: trainer.reconstruct_graph(batch, *graphs, TIMED_EPOCH))
+    trainer.reconstruct_graph(batch, *graphs, epoch)
+    flops = count_flops(lambda: trainer.reconstruct_graph(batch, *graphs, epoch))
     print(json.dumps({**flops, "steps_per_epoch": len(train_batch)}), flush=True)
     return 0
 
@@ -218,7 +218,8 @@ def main(argv=None) -> int:
     if args.time_steps:
         return time_steps(args)
     if args.count_flops:
-        return step_flops(args)
+        _, graphs, train_batch, _, _, trainer = official_setup(args)
+        return print_step_flops(trainer, graphs, train_batch)
     if not (args.candidates and args.out):
         ap.error("training needs --candidates and --out")
 
