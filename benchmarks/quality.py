@@ -330,6 +330,7 @@ def run_quality(
     tasks = [t for t in suite(quick=quick) if not only or t.name in only]
     _check_names(only, [t.name for t in suite(quick=quick)], "task")
     _check_names(methods, {m for t in tasks for m in t.methods}, "method")
+    _check_train_seeds(train_seeds, tasks, methods, seeds=seeds)
     cells, missing, data = {}, [], {}
     for task in tasks:
         for method in task.methods:
@@ -370,6 +371,26 @@ def _check_names(names, known, what: str) -> None:
     if unknown:
         bad, valid = ", ".join(map(repr, unknown)), ", ".join(sorted(known))
         raise ValueError(f"unknown {what} {bad}; the suite's: {valid}")
+
+
+def _check_train_seeds(train_seeds, tasks, methods, *, seeds: int) -> None:
+    """A ValueError when `train_seeds` names a seed that no cell in scope trains seed by seed
+    (a typo never trains less, silently)."""
+    if not train_seeds:
+        return
+    own = {
+        cfg.seed
+        for t in tasks
+        for m in t.methods
+        if m in BY_SEED and (not methods or m in methods)
+        for part, cfg in cell_configs(t, m, seeds=seeds)
+    }
+    bad = sorted(set(train_seeds) - own)
+    if bad:
+        raise ValueError(
+            f"--train-seeds {', '.join(map(str, bad))}: the cells trained seed by seed here "
+            f"({', '.join(BY_SEED)}) train seeds {sorted(own) or 'none'}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

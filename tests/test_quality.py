@@ -168,6 +168,16 @@ def test_cells_trained_seed_by_seed_equal_one_run_of_all_seeds(tmp_path, monkeyp
     # --train-seeds 0: seed 0 is finished and seed 1 is left to another machine: nothing trains
     Q.run_quality(runs_dir=tmp_path / "parts", out=tmp_path / "d.md", train_seeds=(0,), **kw)
     assert trained == []
+    for bad, methods in (((2,), ()), ((0,), ("mf",))):  # no such seed; no such cell in scope
+        with pytest.raises(ValueError, match=rf"--train-seeds {bad[0]}: the cells trained seed"):
+            Q.run_quality(
+                runs_dir=tmp_path / "parts",
+                out=tmp_path / "d.md",
+                train_seeds=bad,
+                methods=methods,
+                **kw,
+            )
+    assert trained == []
     again = Q.run_quality(runs_dir=tmp_path / "parts", out=tmp_path / "d.md", **kw)
     assert trained == [1] and _table(again.read_text()) == _table(whole.read_text())
 
@@ -274,8 +284,6 @@ def test_module_entry_point_passes_its_flags(tmp_path, monkeypatch, capsys):
                 "--only",
                 "synthetic_tiny",
                 "--report-only",
-                "--train-seeds",
-                "1,2",
             ]
         )
         == 0
