@@ -1014,7 +1014,7 @@ def test_drivers_count_sparse_products_by_nonzeros():
     from benchmarks.reproduce import disencdr_driver as DD
 
     idx = torch.tensor([[0, 1, 2, 2], [0, 1, 2, 5]])
-    adj = torch.sparse_coo_tensor(idx, torch.ones(4), (1000, 6))
+    adj = torch.sparse_coo_tensor(idx, torch.ones(4), (1000, 6), check_invariants=True)
     x = torch.randn(6, 8, requires_grad=True)
     w = torch.randn(8, 3, requires_grad=True)
 
