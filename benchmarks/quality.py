@@ -460,7 +460,7 @@ def run_cell(
     (re)written under `records`. `data`: the split fingerprints' cache, shared by the cells of
     one invocation. `train_seeds`: train only these seeds of a BY_SEED cell (all: empty)."""
     name = f"{task.name}/{method}"
-    done, why = [], []
+    done, why, seeds_done = [], [], []
     for part, cfg in cell_configs(task, method, seeds=seeds):
         folder = pathlib.Path(runs) / task.name / method / part
         record = QR.record_path(records, task.name, method, part) if records else None
@@ -474,12 +474,15 @@ def run_cell(
             dry=dry or skip,
             echo=echo,
         )
-        (why if isinstance(got, str) else done).append(got)
+        if isinstance(got, str):
+            why.append(got)
+        else:
+            done.append(got)
+            seeds_done.append(str(cfg.seed))
     if why:
         if not done:
             return name + why[0]
-        seeds_done = ", ".join(str(c.runs()[0].seed) for c in done)
-        return f"{name} (finished seeds {seeds_done} of {seeds})"
+        return f"{name} (finished seeds {', '.join(seeds_done)} of {seeds})"
     return SeedCells(tuple(done)) if method in BY_SEED else done[0]
 
 

@@ -3,6 +3,7 @@ reuses finished runs, BENCHMARKS.md from run folders, speed sections kept."""
 
 import json
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -150,8 +151,6 @@ def test_cells_trained_seed_by_seed_equal_one_run_of_all_seeds(tmp_path, monkeyp
 
     # seed 1 lost (no folder, no record): listed with the finished seed; only seed 1 trains
     QR.record_path(records, task, "emcdr", "seed1").unlink()
-    import shutil
-
     shutil.rmtree(tmp_path / "parts" / task / "emcdr" / "seed1")
     text = Q.run_quality(
         runs_dir=tmp_path / "parts", out=tmp_path / "c.md", report_only=True, **kw
