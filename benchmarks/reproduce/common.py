@@ -187,7 +187,7 @@ def ensure_venv(folder, requirements, *, no_deps=(), echo=print) -> pathlib.Path
     once; a `.ready` file marks a complete install). `no_deps`: packages installed after them
     with `pip install --no-deps` (a package whose declared pins cannot be built here, e.g.
     recbole 1.0.1's scipy==1.6.0, its other dependencies listed in `requirements`)."""
-    folder = pathlib.Path(folder)
+    folder = pathlib.Path(folder).resolve()  # absolute: the official scripts run in their folder
     python = folder / "bin" / "python"
     stamp = folder / ".ready"
     want = " ".join(requirements) + (" --no-deps " + " ".join(no_deps) if no_deps else "")
