@@ -1030,3 +1030,22 @@ def test_drivers_count_sparse_products_by_nonzeros():
     line = T.flops_line(flops, "game", [{"train_s_per_epoch": 1.0}], [{"train_s_per_epoch": 4.0}])
     assert "official 4.0 GFLOP" in line and "ours 2.0 GFLOP" in line
     assert "official 10 GFLOP/s, ours 20 GFLOP/s" in line
+
+
+@pytest.mark.parametrize("curves", ["select", "all"])
+def test_train_ours_times_every_evaluation_of_its_history(curves):
+    """`train_ours`'s "eval_s" has one wall time per history entry, in order, whether test is
+    scored at every evaluation (`eval.curves=all`) or once after training ("select", the
+    default): the harness reads the selected entry's as the wall time to the selected epoch."""
+    from transferjax import config as C
+
+    cfg = C.RunConfig(
+        method="emcdr",
+        eval=C.EvalConfig(curves=curves),
+        trainer=C.TrainerConfig(epochs=4, batch_size=4),
+    )
+    cfg = C.apply_overrides(cfg, ["mf.dim=3", "mf.epochs=1", "emcdr.hidden=4"])
+    r = K.train_ours(cfg, _tiny_split(), seed=0)
+    assert len(r["history"]) == 4 and len(r["eval_s"]) == 4
+    assert all(0 < a < b for a, b in zip(r["eval_s"], r["eval_s"][1:]))
+    assert "test" in r["history"][r["selected"]]

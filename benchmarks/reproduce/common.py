@@ -352,8 +352,10 @@ def read_cdrib(folder) -> dict:
 
 
 class TimedEvaluator:
-    """Wraps an `Evaluator`: the same metrics, plus the wall time of each evaluation of the
-    test set since `start()` (one per evaluated epoch, in history order)."""
+    """Wraps an `Evaluator`: the same metrics, plus the wall time at the end of each evaluation
+    of the valid set since `start()`: one per evaluation during training, in history order
+    (every evaluation scores valid; test is scored during training only with
+    `eval.curves=all`), then the scoring of the selected params after training."""
 
     def __init__(self, inner, split):
         self.inner, self.split = inner, split
@@ -368,7 +370,7 @@ class TimedEvaluator:
 
     def __call__(self, scorer, params, heldout, **kw):
         out = self.inner(scorer, params, heldout, **kw)
-        if heldout is self.split.test:
+        if heldout is self.split.valid:
             self.times.append(time.perf_counter() - self._t0)
         return out
 
@@ -378,8 +380,9 @@ def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
     `jax.random.key(seed)`, the trainer and evaluator of the run folder path).
 
     Returns {"seed", "history" (valid/test metrics per evaluation), "selected" (index),
-    "select_metric", "eval_s" (wall time of each evaluation since training started, compile
-    included), "train_s", "wall_s"} and, with `capture`, "params" (the params at the
+    "select_metric", "eval_s" (wall time at the end of each evaluation since training started,
+    compile included; one per history entry), "train_s", "wall_s"} and, with `capture`,
+    "params" (the params at the
     selected evaluation, with the method's shared data merged in: the scorer's view) and
     "scorer"."""
     import jax
@@ -397,7 +400,7 @@ def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
         "history": r.history,
         "selected": r.selected,
         "select_metric": r.select_metric,
-        "eval_s": ev.times,
+        "eval_s": ev.times[: len(r.history)],
         "train_s": r.train_time,
         "wall_s": r.wall_time,
     }
