@@ -109,13 +109,15 @@ def domain_mf(
     return init, stage
 
 
-def bridge_pretraining(cfg, split, method: str) -> tuple:
+def bridge_pretraining(
+    cfg, split, method: str, *, pairs=None, what: str = "warm overlapping users"
+) -> tuple:
     """((init, stage) of the source MF, (init, stage) of the target MF): the unselected
     pre-training stages (`mf.epochs`, `mf.lr`, `mf.batch_size`) of the methods that learn a
-    bridge between the two domains' factors (EMCDR, PTUPCDR) on the warm overlapping users,
-    which `method` needs: a split without any is a ValueError naming it."""
-    if len(split.warm_pairs) == 0:
-        raise ValueError(f"{method} needs warm overlapping users; the split has none")
+    bridge between the two domains' factors (EMCDR, PTUPCDR) on `pairs` (default: the warm
+    overlapping users), which `method` needs: none is a ValueError naming `what`."""
+    if len(split.warm_pairs if pairs is None else pairs) == 0:
+        raise ValueError(f"{method} needs {what}; the split has none")
     kw = dict(epochs=cfg.mf.epochs, lr=cfg.mf.lr, batch_size=cfg.mf.batch_size, select=False)
     return (
         domain_mf(cfg, split.source_train, name="source_mf", part="source", **kw),
@@ -162,25 +164,30 @@ def build_mf(cfg, split) -> Built:
     )
 
 
-def mf_scorer(user_repr: Callable, *, items_key: str = "target") -> Scorer:
+def mf_scorer(
+    user_repr: Callable, *, items_key: str = "target", items: Callable | None = None
+) -> Scorer:
     """A `Scorer` for MF-style methods.
 
     Args:
       user_repr: `(params, src, tgt) -> (vec f32[c, d], bias f32[c])` target-space user factors.
       items_key: params key of the target MF params (item factors, item biases, mu).
+      items: `params -> target MF params` with the item rows scored (default: `params[items_key]`
+        as trained; EMCDR over items replaces the overlap items' rows by mapped ones).
     """
+    table = (lambda p: p[items_key]) if items is None else items
 
-    def score_items(params, src, tgt, items):
+    def score_items(params, src, tgt, cand):
         vec, bias = user_repr(params, src, tgt)
-        n_items = params[items_key]["item"].shape[0]
-        if all_items_pay(items, n_items):
+        t = table(params)
+        if all_items_pay(cand, t["item"].shape[0]):
             # Many candidates per user (sampled ranking): one matmul against all items in place
             # of gathering a [c, m, d] block of item factors (`all_items_pay`).
-            return jnp.take_along_axis(mf_score_all(vec, bias, params[items_key]), items, axis=1)
-        return mf_score(vec, bias, params[items_key], items)
+            return jnp.take_along_axis(mf_score_all(vec, bias, t), cand, axis=1)
+        return mf_score(vec, bias, t, cand)
 
     def score_all(params, src, tgt):
         vec, bias = user_repr(params, src, tgt)
-        return mf_score_all(vec, bias, params[items_key])
+        return mf_score_all(vec, bias, table(params))
 
     return Scorer(score_items=score_items, score_all=score_all)
