@@ -494,8 +494,12 @@ EMCDR_ITEMS = (
     "it, each user with its own target factors. Where they differ: the base MF (theirs "
     "without biases, pointwise MSE on labels 1 and 0 with one sampled negative, each phase "
     "stopped early on valid; ours biased BPR-MF pre-trained `mf.epochs` epochs, the item's own "
-    "target bias kept at scoring, `emcdr.item_bias=target`) and the map (theirs 64 -> 128 -> "
-    "64, ours 65 -> `emcdr.hidden` -> 65 on factors and bias)."
+    "target bias kept at scoring, `emcdr.item_bias=target`), the map (theirs 64 -> 128 -> "
+    "64, ours 65 -> `emcdr.hidden` -> 65 on factors and bias), and what the mapping phase "
+    "trains: ours the map alone, the MF frozen (the paper's EMCDR); theirs also the embeddings "
+    "(`calculate_map_loss` does not detach them and one optimizer holds every parameter in "
+    "every phase), so its overlapping items' source and target embeddings are pulled toward "
+    "each other while the map fits them."
 )
 
 
