@@ -492,7 +492,8 @@ def run_cell(
     if why:
         if not done:
             return name + why[0]
-        return f"{name} (finished seeds {', '.join(seeds_done)} of {seeds})"
+        which = f"seed{'s' * (len(seeds_done) > 1)} {', '.join(seeds_done)}"
+        return f"{name} ({which} finished: {len(seeds_done)} of {seeds})"
     return SeedCells(tuple(done)) if method in BY_SEED else done[0]
 
 

@@ -156,7 +156,7 @@ def test_cells_trained_seed_by_seed_equal_one_run_of_all_seeds(tmp_path, monkeyp
         runs_dir=tmp_path / "parts", out=tmp_path / "c.md", report_only=True, **kw
     ).read_text()
     assert "Not run yet (no finished run folder or cell record): " in text
-    assert "synthetic_tiny/emcdr (finished seeds 0 of 2)" in text
+    assert "synthetic_tiny/emcdr (seed 0 finished: 1 of 2)" in text
     assert sorted(ln.split(" |")[0] for ln in _table(text)[2:]) == [
         "| item_mean",
         "| mf (baseline)",
