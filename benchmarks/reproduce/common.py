@@ -382,9 +382,8 @@ def train_ours(cfg, split, *, seed: int, capture: bool = False) -> dict:
     Returns {"seed", "history" (valid/test metrics per evaluation), "selected" (index),
     "select_metric", "eval_s" (wall time at the end of each evaluation since training started,
     compile included; one per history entry), "train_s", "wall_s"} and, with `capture`,
-    "params" (the params at the
-    selected evaluation, with the method's shared data merged in: the scorer's view) and
-    "scorer"."""
+    "params" (the params at the selected evaluation, with the method's shared data merged in:
+    the scorer's view) and "scorer"."""
     import jax
 
     from transferjax.train.evaluate import make_evaluate
