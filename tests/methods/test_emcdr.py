@@ -168,5 +168,5 @@ def test_item_mapping_stage_fits_the_map_with_the_mf_frozen():
             losses.append(float(stats["loss"]))
         v = {**v, stage.part: part}
         assert losses[-1] < losses[0], (stage.name, losses)
-    # the mapping stage leaves both MF tables as the pre-training left them
+    # the mapping stage leaves the source MF as its pre-training left it
     jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, v["source"]))

@@ -46,7 +46,13 @@ from transferjax.methods.api import (
     own_or_fallback,
     selected_stage,
 )
-from transferjax.methods.mf import MF_TRACED, bridge_pretraining, known_users, mf_scorer
+from transferjax.methods.mf import (
+    MF_TRACED,
+    bridge_pretraining,
+    known_users,
+    mf_scorer,
+    target_user_repr,
+)
 from transferjax.methods.registry import register
 
 
@@ -212,26 +218,20 @@ def _item_mapped(cfg, split, *, init, stages, hyper) -> Built:
     is scored with f(x_i^s)'s factors and the bias `emcdr.item_bias` says (module docstring)."""
     mapped_bias = cfg.emcdr.item_bias == "mapped"
 
-    def user_repr(p, src, tgt):
-        t = p["target"]
-        own = (t["user"][tgt], t["user_bias"][tgt])
-        zero = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1]))
-        return own_or_fallback(p["known_target"], own, zero, tgt)
-
     def items(p):
         t, pairs = p["target"], p["map_items"]
         mapped = mapping_apply(p["map"], _row_x(p["source"], pairs[:, 0], "item"))
-        bias = t["item_bias"].at[pairs[:, 1]].set(mapped[:, -1]) if mapped_bias else None
+        bias = t["item_bias"]
         return {
             **t,
             "item": t["item"].at[pairs[:, 1]].set(mapped[:, :-1]),
-            "item_bias": t["item_bias"] if bias is None else bias,
+            "item_bias": bias.at[pairs[:, 1]].set(mapped[:, -1]) if mapped_bias else bias,
         }
 
     return Built(
         init=init,
         stages=stages,
-        scorer=mf_scorer(user_repr, items=items),
+        scorer=mf_scorer(target_user_repr, items=items),
         data={
             "known_target": known_users(split.target_train),
             "map_items": jnp.asarray(known_item_pairs(split, target=False), jnp.int32),

@@ -133,6 +133,15 @@ def known_users(inter) -> jnp.ndarray:
 MF_TRACED = ("mf.reg",)
 
 
+def target_user_repr(p, src, tgt) -> tuple:
+    """(vec f32[c, d], bias f32[c]): each user's own target factors, zeros for a user without
+    target training rows (`p["known_target"]`), who is scored by the item baseline."""
+    t = p["target"]
+    own = (t["user"][tgt], t["user_bias"][tgt])
+    zero = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1]))
+    return own_or_fallback(p["known_target"], own, zero, tgt)
+
+
 @register("mf", traced=MF_TRACED)
 def build_mf(cfg, split) -> Built:
     """Target-only MF; cold users get mu + b_i."""
@@ -149,16 +158,10 @@ def build_mf(cfg, split) -> Built:
         optimizer=cfg.trainer.optimizer,
     )
 
-    def user_repr(v, src, tgt):
-        t = v["target"]
-        own = (t["user"][tgt], t["user_bias"][tgt])
-        zero = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1]))
-        return own_or_fallback(v["known_target"], own, zero, tgt)
-
     return Built(
         init=lambda key: {"target": init(key)},
         stages=(stage,),
-        scorer=mf_scorer(user_repr),
+        scorer=mf_scorer(target_user_repr),
         data={"known_target": known_users(tr)},
         hyper=hyper_init(cfg, MF_TRACED),
     )
