@@ -54,7 +54,7 @@ class MethodSteps(Variant):
         self.examples = put({k: np.asarray(v) for k, v in self.stage.examples.items()})
         k_init, key = jax.random.split(jax.random.key(self.seed))
         params = put(built.init(k_init))
-        opt = self.stage.optimizer.init(params[self.stage.part])
+        opt = self.stage.optimizer.init(self.stage.trained(params))
         self.state = TrainState(params, opt, jnp.asarray(self.step0, jnp.int32), key)
         self.n_rows = len(next(iter(self.stage.examples.values())))
         self.steps = -(-self.n_rows // self.stage.batch_size)  # ceil: the steps of the epoch

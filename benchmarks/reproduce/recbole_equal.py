@@ -211,18 +211,18 @@ def float64_view(cfg, built) -> tuple:
 
 
 def one_step(stage, v, batch, key) -> tuple:
-    """(loss, gradient, params after one step of the stage's own optimizer) of `stage.part`."""
+    """(loss, gradient, params after one step of the stage's own optimizer) of what the stage
+    trains (`stage.trained`)."""
     import jax
     import optax
 
-    part = stage.part
-
     def loss(p):
-        return stage.loss({**v, part: p}, batch, key)[0]
+        return stage.loss(stage.merged(v, p), batch, key)[0]
 
-    value, grads = jax.value_and_grad(loss)(v[part])
-    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(v[part]), v[part])
-    return value, grads, optax.apply_updates(v[part], updates)
+    part = stage.trained(v)
+    value, grads = jax.value_and_grad(loss)(part)
+    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(part), part)
+    return value, grads, optax.apply_updates(part, updates)
 
 
 def ours_step(share: str, method: str = "conet") -> dict:

@@ -49,7 +49,8 @@ class Stage:
 
     Attributes:
       name: stage name used in logs ("source_mf", "mapping", ...).
-      part: key of the params dict this stage trains; every other key is frozen.
+      part: key of the params dict this stage trains, or a tuple of keys (the stage then
+        trains `{key: params[key]}` of them, one optimizer over all); every other key is frozen.
       loss: `loss(params, batch, key) -> (scalar, aux dict)` over the full params dict;
         `batch` holds the rows of `examples` plus `mask` bool[batch].
       examples: dict of parallel numpy arrays, one row per training example.
@@ -64,7 +65,7 @@ class Stage:
     """
 
     name: str
-    part: str
+    part: str | tuple[str, ...]
     loss: Callable
     examples: dict
     epochs: int
@@ -73,6 +74,23 @@ class Stage:
     select: bool = False
     lr_key: str = "trainer.lr"
     step: Callable | None = None
+
+    def trained(self, params: dict):
+        """What this stage trains of `params`: `params[part]`, or {key: params[key]} of a tuple."""
+        if isinstance(self.part, str):
+            return params[self.part]
+        return {k: params[k] for k in self.part}
+
+    def frozen(self, params: dict) -> dict:
+        """Every entry of `params` this stage does not train."""
+        keys = {self.part} if isinstance(self.part, str) else set(self.part)
+        return {k: v for k, v in params.items() if k not in keys}
+
+    def merged(self, params: dict, trained) -> dict:
+        """`params` with the stage's part replaced by `trained` (as `trained(params)` gives it)."""
+        if isinstance(self.part, str):
+            return {**params, self.part: trained}
+        return {**params, **{k: trained[k] for k in self.part}}
 
 
 def make_optimizer(name: str, *, lr: float, weight_decay: float = 0.0):

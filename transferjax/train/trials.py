@@ -50,7 +50,7 @@ def fresh_state(stage, params, key, overrides, *, batched: bool, n: int) -> Trai
     """The state at the start of `stage`: its optimizer initialised on `params` (with the
     trials' learning rates, when `overrides` is given), step 0 per trial."""
     init = jax.vmap(stage.optimizer.init) if batched else stage.optimizer.init
-    opt = init(params[stage.part])
+    opt = init(stage.trained(params))
     if overrides is not None:
         opt = with_lrs(opt, stage, overrides, batched=batched)
     step = jnp.zeros((n,) if batched else (), jnp.int32)
