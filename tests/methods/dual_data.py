@@ -7,13 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tests import view0
+from tests import train_stage, view0
 from tests.methods.test_all_methods import TINY as ALL_METHODS_TINY
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.data.types import CrossDomainData, Interactions
 from transferjax.models.pointwise import sample_unseen
-from transferjax.train.epoch import make_epoch_fn
 
 TINY = dataclasses.replace(ALL_METHODS_TINY, implicit=True)
 
@@ -124,13 +123,5 @@ def first_batch(built, n=16):
 def train(built, epochs: int):
     """(per-epoch stats, trained view) of `epochs` epochs of the single stage from seed 0."""
     (stage,) = built.stages
-    v = view0(built)
-    fn = make_epoch_fn(stage)
-    part, opt = v[stage.part], stage.optimizer.init(v[stage.part])
-    ex = {k: jnp.asarray(a) for k, a in stage.examples.items()}
-    frozen = {k: a for k, a in v.items() if k != stage.part}
-    stats = []
-    for ep in range(epochs):
-        part, opt, s = fn(part, opt, frozen, ex, jax.random.key(ep))
-        stats.append({k: float(x) for k, x in s.items()})
-    return stats, {**v, stage.part: part}
+    v, stats = train_stage(stage, view0(built), epochs)
+    return stats, v

@@ -3,16 +3,14 @@ finite loss, scores finite (candidate scores agreeing with all-item scores), and
 stage's loss once (no recompilation)."""
 
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
 from transferjax.methods.registry import available, get_method
-from transferjax.train.trainer import make_epoch_fn
 
 TINY = C.SyntheticConfig(
     n_overlap=120,
@@ -77,15 +75,8 @@ def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatc
             loss=chex.assert_max_traces(stage.loss, n=1),
             step=None if stage.step is None else chex.assert_max_traces(stage.step, n=1),
         )
-        fn = make_epoch_fn(stage)
-        part = params[stage.part]
-        opt = stage.optimizer.init(part)
-        ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
-        for ep in range(2):
-            frozen = {k: v for k, v in params.items() if k != stage.part}
-            part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-            assert np.isfinite(float(stats["loss"])), (method, stage.name, stats)
-        params = {**params, stage.part: part}
+        params, stats = train_stage(stage, params, 2)
+        assert all(np.isfinite(s["loss"]) for s in stats), (method, stage.name, stats)
     pairs = split.test.pairs
     src, tgt = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
     scores = built.scorer.score_all(params, src, tgt)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from tests.faults import SMALL
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
@@ -169,15 +169,9 @@ def test_cmf_epochs_do_not_recompile(small_split):
     assert source_batch_size(128, n_s, n_t) == -(-128 * n_s // n_t)
     chex.clear_trace_counter()
     stage = dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1))
-    fn, params = make_epoch_fn(stage), view0(built)
-    part, opt = params["cmf"], stage.optimizer.init(params["cmf"])
-    ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
-    frozen = {k: v for k, v in params.items() if k != stage.part}
-    losses = []
-    for ep in range(3):
-        part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-        losses.append(float(stats["loss"]))
-        assert np.isfinite(losses[-1]) and np.isfinite(float(stats["source_loss"]))
+    _, stats = train_stage(stage, view0(built), 3)
+    losses = [s["loss"] for s in stats]
+    assert all(np.isfinite(s["loss"]) and np.isfinite(s["source_loss"]) for s in stats)
     assert losses[-1] < losses[0]
 
 

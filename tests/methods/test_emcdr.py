@@ -9,12 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from tests.methods.dual_data import item_overlap_split, user_overlap_split
 from transferjax import config as C
 from transferjax.methods.emcdr import known_item_pairs, mapping_loss
 from transferjax.methods.registry import get_method
-from transferjax.train.epoch import make_epoch_fn
 
 
 def _cfg(**over) -> C.RunConfig:
@@ -157,15 +156,9 @@ def _train(built):
     after it, the mapping stage's epoch losses)."""
     v = view0(built)
     for stage in built.stages:
-        fn = make_epoch_fn(stage)
-        part = stage.trained(v)
-        opt = stage.optimizer.init(part)
-        ex = {k: jnp.asarray(a) for k, a in stage.examples.items()}
-        before, losses = jax.tree.map(np.asarray, v), []
-        for ep in range(stage.epochs):
-            part, opt, stats = fn(part, opt, stage.frozen(v), ex, jax.random.key(ep))
-            losses.append(float(stats["loss"]))
-        v = stage.merged(v, part)
+        before = jax.tree.map(np.asarray, v)
+        v, stats = train_stage(stage, v, stage.epochs)
+        losses = [s["loss"] for s in stats]
         assert losses[-1] < losses[0], (stage.name, losses)
     return before, jax.tree.map(np.asarray, v), losses
 

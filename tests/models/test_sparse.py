@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from tests.faults import SMALL
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
@@ -351,11 +351,5 @@ def test_sparse_epochs_do_not_recompile(split):
         chex.clear_trace_counter()
         assert stage.step is not None
         stage = dataclasses.replace(stage, step=chex.assert_max_traces(stage.step, n=1))
-        fn = make_epoch_fn(stage)
-        part, opt = params[stage.part], stage.optimizer.init(params[stage.part])
-        ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
-        for ep in range(3):
-            frozen = {k: v for k, v in params.items() if k != stage.part}
-            part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-            assert np.isfinite(float(stats["loss"]))
-        params = {**params, stage.part: part}
+        params, stats = train_stage(stage, params, 3)
+        assert all(np.isfinite(s["loss"]) for s in stats)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from tests.faults import SMALL
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
@@ -101,14 +101,8 @@ def test_epochs_do_not_recompile(small_split, method):
     for stage in built.stages:
         chex.clear_trace_counter()  # source and target MF stages share the loss's source code
         stage = dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1))
-        fn = make_epoch_fn(stage)
-        part, opt = params[stage.part], stage.optimizer.init(params[stage.part])
-        ex = {k: jax.numpy.asarray(v) for k, v in stage.examples.items()}
-        for ep in range(3):
-            frozen = {k: v for k, v in params.items() if k != stage.part}
-            part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-            assert np.isfinite(float(stats["loss"]))
-        params = {**params, stage.part: part}
+        params, stats = train_stage(stage, params, 3)
+        assert all(np.isfinite(s["loss"]) for s in stats)
 
 
 def test_default_select_metric_matches_what_is_computed():
