@@ -212,17 +212,20 @@ def float64_view(cfg, built) -> tuple:
 
 def one_step(stage, v, batch, key) -> tuple:
     """(loss, gradient, params after one step of the stage's own optimizer) of what the stage
-    trains (`stage.trained`)."""
+    trains (`stage.trained`), in one compiled program."""
     import jax
     import optax
 
     def loss(p):
         return stage.loss(stage.merged(v, p), batch, key)[0]
 
-    part = stage.trained(v)
-    value, grads = jax.value_and_grad(loss)(part)
-    updates, _ = stage.optimizer.update(grads, stage.optimizer.init(part), part)
-    return value, grads, optax.apply_updates(part, updates)
+    @jax.jit
+    def step(part):
+        value, grads = jax.value_and_grad(loss)(part)
+        updates, _ = stage.optimizer.update(grads, stage.optimizer.init(part), part)
+        return value, grads, optax.apply_updates(part, updates)
+
+    return step(stage.trained(v))
 
 
 def ours_step(share: str, method: str = "conet") -> dict:
