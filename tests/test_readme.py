@@ -102,8 +102,8 @@ def test_readme_flax_encoder_example_serves_as_phi():
     batch = {k: jnp.asarray(v[:16]) for k, v in stage.examples.items()}
     batch["mask"] = jnp.ones(16, bool)
     view = view0(built)
-    loss, grads = jax.value_and_grad(
-        lambda p: stage.loss({**view, "phi": p}, batch, jax.random.key(0))[0]
+    loss, grads = jax.jit(
+        jax.value_and_grad(lambda p: stage.loss({**view, "phi": p}, batch, jax.random.key(0))[0])
     )(view["phi"])
     assert np.isfinite(float(loss))
     assert float(jnp.abs(grads["enc_s"]["Embed_0"]["embedding"]).sum()) > 0

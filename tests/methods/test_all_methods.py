@@ -3,6 +3,7 @@ finite loss, scores finite (candidate scores agreeing with all-item scores), and
 stage's loss once (no recompilation)."""
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatc
         assert all(np.isfinite(s["loss"]) for s in stats), (method, stage.name, stats)
     pairs = split.test.pairs
     src, tgt = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
-    scores = built.scorer.score_all(params, src, tgt)
+    scores = jax.jit(built.scorer.score_all)(params, src, tgt)  # compiled as evaluation runs it
     assert scores.shape == (len(pairs), split.target_train.n_items)
     assert bool(jnp.all(jnp.isfinite(scores)))
     # candidate scores, gathered or picked from all items' scores, equal score_all's
@@ -90,8 +91,9 @@ def test_method_trains_two_epochs_without_retracing(method, implicit, monkeypatc
     want = np.take_along_axis(np.asarray(scores), np.asarray(cand), 1)
     for cost in (0, 10**6):
         monkeypatch.setattr(registry, "GATHER_COST", cost)
-        got = built.scorer.score_items(params, src, tgt, cand)
+        # a new function per cost: the rule is read when the scorer is traced
+        got = jax.jit(lambda *a: built.scorer.score_items(*a))(params, src, tgt, cand)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"{cost}")
     items = jnp.asarray(split.test.item[: len(pairs)] % split.target_train.n_items)
-    rating = built.scorer.rating(params, src[: len(items)], tgt[: len(items)], items)
+    rating = jax.jit(built.scorer.rating)(params, src[: len(items)], tgt[: len(items)], items)
     assert bool(jnp.all(jnp.isfinite(rating)))

@@ -201,7 +201,7 @@ def test_gradient_matches_finite_differences():
             kw = dict(kind="user_attention", lambda_a=LA, lambda_loss=LL, maxlen=MAXLEN)
             return unicdr_loss(q, batch, **kw)[0]
 
-        check_grads(f, (p,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+        check_grads(jax.jit(f), (p,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.slow
