@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from transferjax import config as C
 from transferjax.align import AlignConfig
 from transferjax.align import distances as al
@@ -20,7 +20,6 @@ from transferjax.methods.phi import PhiConfig
 from transferjax.methods.phi.model import build_phi
 from transferjax.methods.registry import get_method
 from transferjax.models.discriminator import discriminator_apply
-from transferjax.train.trainer import make_epoch_fn
 
 BUILTIN = ("none", "dann", "mmd", "coral", "infonce")
 
@@ -207,16 +206,7 @@ def tiny():
 
 def _epochs(built, n: int):
     """n epochs of the built phi stage; returns (params, per-epoch stats)."""
-    stage = built.stages[0]
-    fn = make_epoch_fn(stage)
-    part, opt = view0(built)["phi"], stage.optimizer.init(view0(built)["phi"])
-    ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
-    stats = []
-    for ep in range(n):
-        frozen = {k: v for k, v in view0(built).items() if k != "phi"}
-        part, opt, s = fn(part, opt, frozen, ex, jax.random.key(ep))
-        stats.append({k: float(v) for k, v in s.items()})
-    return {**view0(built), "phi": part}, stats
+    return train_stage(built.stages[0], view0(built), n)
 
 
 # every registered phi method, each with another head / encoder / weighting variant

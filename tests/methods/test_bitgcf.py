@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from tests.faults import SMALL_IMPLICIT as SMALL
 from tests.methods.graph_checks import assert_no_users_by_items
 from transferjax import config as C
@@ -22,7 +22,6 @@ from transferjax.methods.bitgcf import BiTGCFConfig, bitgcf_loss_kinds
 from transferjax.methods.registry import get_method
 from transferjax.models.bitgcf import bitgcf_forward, domain_loss, transfer_pairs
 from transferjax.models.graph import graph_arrays
-from transferjax.train.epoch import make_epoch_fn
 
 # Two tiny domains. Source: 5 users x 4 items; target: 4 users x 6 items ((2, 1) twice: the
 # graph has one edge, the transfer counts two rows). Shared users (source, target): (0, 1),
@@ -309,9 +308,9 @@ def test_cold_user_is_scored_through_the_transfer(cold_split):
     assert np.all(counts[pairs[:, 1]] == 0) and np.all(pairs[:, 0] >= 0)
     src, tgt = jnp.asarray(pairs[:3, 0]), jnp.asarray(pairs[:3, 1])
     base = cold_split.target_train.item_counts()
-    s = built.scorer.score_all(v, src, tgt)
+    s = jax.jit(built.scorer.score_all)(v, src, tgt)
     assert not np.allclose(s, np.broadcast_to(base, s.shape))
-    fu, _ = built.scorer.prepare(v)["bitgcf_final"]
+    fu, _ = jax.jit(built.scorer.prepare)(v)["bitgcf_final"]
     np.testing.assert_array_equal(fu[tgt][:, :16], 0.0)  # the ego block
     assert np.all(np.linalg.norm(fu[tgt][:, 16:], axis=1) > 0)
 
@@ -320,9 +319,9 @@ def test_cold_user_is_scored_through_the_transfer(cold_split):
         p[dom]["user"] = p[dom]["user"].at[row].add(delta)
         return {**v, "bitgcf": p}
 
-    moved_t = built.scorer.score_all(with_row("target", tgt[0], 5.0), src, tgt)
+    moved_t = jax.jit(built.scorer.score_all)(with_row("target", tgt[0], 5.0), src, tgt)
     np.testing.assert_allclose(moved_t, s, rtol=1e-6)  # its target ego row is held at zero
-    moved_s = built.scorer.score_all(with_row("source", src[0], 5.0), src, tgt)
+    moved_s = jax.jit(built.scorer.score_all)(with_row("source", src[0], 5.0), src, tgt)
     assert not np.allclose(moved_s[0], s[0])
 
 
@@ -365,7 +364,7 @@ def test_user_without_any_profile_gets_the_item_baseline(loss):
     want = p["target"]["mu"] + p["target"]["item_bias"] if loss == "mse" else None
     if want is None:
         want = split.target_train.item_counts()
-    s = built.scorer.score_all(v, src, tgt)
+    s = jax.jit(built.scorer.score_all)(v, src, tgt)
     np.testing.assert_allclose(s, np.broadcast_to(want, s.shape), rtol=1e-6)
     items = jnp.asarray(np.random.default_rng(0).integers(0, s.shape[1], (len(pairs), 3)))
     np.testing.assert_allclose(
@@ -378,15 +377,7 @@ def test_user_without_any_profile_gets_the_item_baseline(loss):
 def test_loss_decreases(cold_split, n_neg):
     built = get_method("bitgcf").build(_cfg(**{"bitgcf.n_neg": n_neg}), cold_split)
     (stage,) = built.stages
-    params = built.init(jax.random.key(0))
-    fn = make_epoch_fn(stage)
-    part, opt = params["bitgcf"], stage.optimizer.init(params["bitgcf"])
-    ex = {k: jnp.asarray(a) for k, a in stage.examples.items()}
-    frozen = {**built.data, "hyper": built.hyper}
-    losses = []
-    for ep in range(5):
-        part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-        losses.append(float(stats["loss"]))
+    losses = [s["loss"] for s in train_stage(stage, view0(built), 5)[1]]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1, losses
 
 
@@ -414,25 +405,17 @@ def test_item_overlap_data_transfers_through_the_shared_items():
     v = view0(built)
     pairs = split.test.pairs[:4]
     src, tgt = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
-    s = built.scorer.score_all(v, src, tgt)
+    s = jax.jit(built.scorer.score_all)(v, src, tgt)
     p = jax.tree.map(lambda x: x, v["bitgcf"])
     p["source"]["item"] = p["source"]["item"].at[0].add(3.0)  # shared with target item 10
-    s2 = built.scorer.score_all({**v, "bitgcf": p}, src, tgt)
+    s2 = jax.jit(built.scorer.score_all)({**v, "bitgcf": p}, src, tgt)
     assert not np.allclose(s2[:, 10], s[:, 10])
     np.testing.assert_allclose(s2[:, :10], s[:, :10], rtol=1e-6)  # target items 0-9: not shared
     with pytest.raises(ConfigError, match="no overlapping users"):
         get_method("bitgcf").build(C.apply_overrides(cfg, ["bitgcf.share=users"]), split)
     built = get_method("bitgcf").build(cfg, split)
     (stage,) = built.stages
-    fn = make_epoch_fn(stage)
-    part = built.init(jax.random.key(0))["bitgcf"]
-    opt = stage.optimizer.init(part)
-    ex = {k: jnp.asarray(a) for k, a in stage.examples.items()}
-    frozen = {**built.data, "hyper": built.hyper}
-    losses = []
-    for ep in range(4):
-        part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-        losses.append(float(stats["loss"]))
+    losses = [s["loss"] for s in train_stage(stage, view0(built), 4)[1]]
     assert losses[-1] < losses[0], losses
 
 

@@ -125,7 +125,7 @@ def test_cold_users_are_scored_through_their_source_trained_rows(cold, score_cro
     # the target network's rows of the cold users moved: their source examples train them
     before = np.asarray(view0(built)["conet"]["target"]["user"])[rows]
     assert np.all(np.any(np.asarray(v["conet"]["target"]["user"])[rows] != before, axis=1))
-    got = built.scorer.score_all(v, src, tgt)
+    got = jax.jit(built.scorer.score_all)(v, src, tgt)
     items = jnp.asarray(built.data["dual_rows"]["target"]["item"])
     if score_cross:
         want = conet_logits(v["conet"], jnp.asarray(rows)[:, None], items[None], True)[1]
@@ -142,7 +142,7 @@ def test_a_user_without_any_training_row_gets_popularity():
     v = view0(built)
     known = np.asarray(v["known_target"])
     assert not known[39] and known[:39].all()
-    s = built.scorer.score_all(v, jnp.array([-1, -1]), jnp.array([39, 30]))
+    s = jax.jit(built.scorer.score_all)(v, jnp.array([-1, -1]), jnp.array([39, 30]))
     np.testing.assert_allclose(s[0], split.target_train.item_counts())
     assert not np.allclose(s[1], split.target_train.item_counts())
     cand = jnp.array([[3, 1, 4], [1, 5, 9]])

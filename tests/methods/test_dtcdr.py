@@ -96,7 +96,7 @@ def test_cold_users_get_the_target_tower_on_their_source_trained_embedding(cold)
     e0 = np.maximum(before["source"]["user"], before["target"]["user"])[rows]
     e1 = np.maximum(after["source"]["user"], after["target"]["user"])[rows]
     assert np.all(np.any(e1 != e0, axis=1))  # trained by their source examples
-    got = built.scorer.score_all(v, src, tgt)
+    got = jax.jit(built.scorer.score_all)(v, src, tgt)
     items = np.asarray(built.data["dual_rows"]["target"]["item"])
     want = np_neumf(_np(after), "target", rows[:, None], items[None])  # no dropout
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -107,7 +107,7 @@ def test_a_user_without_any_training_row_gets_popularity():
     split = D.user_overlap_split()
     built = get_method("dtcdr").build(D.cfg("dtcdr"), split)
     v = view0(built)
-    s = built.scorer.score_all(v, jnp.array([-1, -1]), jnp.array([39, 3]))
+    s = jax.jit(built.scorer.score_all)(v, jnp.array([-1, -1]), jnp.array([39, 3]))
     np.testing.assert_allclose(s[0], split.target_train.item_counts())
     assert not np.allclose(s[1], split.target_train.item_counts())
 

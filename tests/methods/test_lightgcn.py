@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from tests.faults import SMALL_IMPLICIT as SMALL
 from tests.methods.graph_checks import jaxpr_shapes
 from transferjax import config as C
@@ -26,7 +26,6 @@ from transferjax.models.graph import (
 )
 from transferjax.models.mf import sample_negatives
 from transferjax.models.pointwise import sample_unseen
-from transferjax.train.epoch import make_epoch_fn
 
 # 6 users, 5 items; user 5 and item 4 are isolated; (0, 1) appears twice.
 USERS = np.array([0, 0, 0, 1, 1, 2, 3, 3, 4, 0])
@@ -161,7 +160,7 @@ def test_cold_users_get_the_item_baseline(cold_split, loss):
     counts = cold_split.target_train.user_counts()
     assert np.all(counts[pairs[:, 1]] == 0)  # the cold-start test users have no training row
     base = p["mu"] + p["item_bias"] if loss == "mse" else cold_split.target_train.item_counts()
-    s = built.scorer.score_all(v, src, tgt)
+    s = jax.jit(built.scorer.score_all)(v, src, tgt)
     np.testing.assert_allclose(s, np.broadcast_to(base, s.shape), rtol=1e-6)
     items = jnp.asarray(np.random.default_rng(0).integers(0, s.shape[1], (len(pairs), 3)))
     np.testing.assert_allclose(
@@ -233,15 +232,7 @@ def test_training_step_has_no_users_by_items_array(cold_split):
 def test_loss_decreases(cold_split):
     built = get_method("lightgcn").build(_cfg(), cold_split)
     (stage,) = built.stages
-    params = built.init(jax.random.key(0))
-    fn = make_epoch_fn(stage)
-    part, opt = params["lightgcn"], stage.optimizer.init(params["lightgcn"])
-    ex = {k: jnp.asarray(a) for k, a in stage.examples.items()}
-    frozen = {**built.data, "hyper": built.hyper}
-    losses = []
-    for ep in range(5):
-        part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-        losses.append(float(stats["loss"]))
+    losses = [s["loss"] for s in train_stage(stage, view0(built), 5)[1]]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.05, losses
 
 

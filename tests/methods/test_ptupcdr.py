@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests import view0
+from tests import train_stage, view0
 from tests.faults import SMALL
 from transferjax import config as C
 from transferjax.data.registry import build_dataset, build_split
@@ -29,7 +29,7 @@ from transferjax.methods.ptupcdr import (
 from transferjax.methods.registry import get_method
 from transferjax.models.mf import mf_score
 from transferjax.train.evaluate import make_evaluate
-from transferjax.train.trainer import make_epoch_fn, make_train
+from transferjax.train.trainer import make_train
 
 DIM = 12
 
@@ -180,16 +180,8 @@ def test_meta_epochs_do_not_recompile(built):
     stage = built.stages[-1]
     chex.clear_trace_counter()
     stage = dataclasses.replace(stage, loss=chex.assert_max_traces(stage.loss, n=1))
-    fn = make_epoch_fn(stage)
-    part, opt = params["meta"], stage.optimizer.init(params["meta"])
-    ex = {k: jnp.asarray(v) for k, v in stage.examples.items()}
-    frozen = {k: v for k, v in params.items() if k != "meta"}
-    losses = []
-    for ep in range(3):
-        part, opt, stats = fn(part, opt, frozen, ex, jax.random.key(ep))
-        losses.append(float(stats["loss"]))
-        assert np.isfinite(losses[-1])
-    assert losses[-1] < losses[0]
+    losses = [s["loss"] for s in train_stage(stage, params, 3)[1]]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
 def _best_test(cfg, split):
