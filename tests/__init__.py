@@ -2,6 +2,9 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from transferjax.train.epoch import make_epoch_fn
 
 
 def view0(built, key=None) -> dict:
@@ -15,10 +18,6 @@ def train_stage(stage, view: dict, epochs: int) -> tuple[dict, list[dict]]:
     """`epochs` epochs of `stage` from `view` (its compiled epoch, epoch keys 0, 1, ..., one
     fresh optimizer): (the view with what the stage trains replaced, per-epoch stats as
     floats)."""
-    import numpy as np
-
-    from transferjax.train.epoch import make_epoch_fn
-
     fn = make_epoch_fn(stage)
     part = stage.trained(view)
     opt = stage.optimizer.init(part)
