@@ -816,12 +816,12 @@ def test_recbole_saved_result_of_ours_survives_an_added_config_field(tmp_path):
     del stored["emcdr"]["tune_embeddings"]  # as saved before the field was added
     K.save_json(tmp_path / "emcdr-00000000-seed1.json", {"seed": 1, "config": stored})
     K.save_json(tmp_path / "emcdr-11111111-seed2.json", {"seed": 2})  # no config: never matched
-    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", cfg)["seed"] == 1
-    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed2.json", cfg) is None
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", cfg, 1)["seed"] == 1
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed2.json", cfg, 2) is None
     tuned = C.apply_overrides(cfg, ["emcdr.tune_embeddings=true"])
-    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", tuned) is None
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", tuned, 1) is None
     K.save_json(tmp_path / "emcdr-abcdef12-seed1.json", {"seed": 1, "own": True})
-    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", tuned)["own"]
+    assert R._saved_ours(tmp_path / "emcdr-abcdef12-seed1.json", tuned, 1)["own"]
 
 
 def test_recbole_ours_seed_gets_its_own_split():

@@ -463,8 +463,8 @@ class SeedSplits:
         return cfg, self.splits[seed]
 
 
-def _saved_ours(out_json: pathlib.Path, cfg) -> dict | None:
-    """The saved result of `cfg` for this seed: the file of its config hash or, when none, a
+def _saved_ours(out_json: pathlib.Path, cfg, seed: int) -> dict | None:
+    """The saved result of `cfg` for `seed`: the file of its config hash or, when none, a
     sibling of the same method and seed whose stored config describes `cfg` (`same_config`: a
     config field added after it was saved counts as holding its default)."""
     from transferjax import config as C
@@ -472,7 +472,6 @@ def _saved_ours(out_json: pathlib.Path, cfg) -> dict | None:
     done = K.load_json(out_json)
     if done is not None:
         return done
-    seed = out_json.stem.rsplit("-seed", 1)[1]
     for path in sorted(out_json.parent.glob(f"{cfg.method}-*-seed{seed}.json")):
         other = K.load_json(path)
         if "config" in other and C.same_config(other["config"], cfg):
@@ -485,7 +484,7 @@ def run_ours(cfg, split, out_json, *, seed: int, echo=print) -> dict:
     this data."""
     from transferjax import config as C
 
-    done = _saved_ours(out_json, cfg)
+    done = _saved_ours(out_json, cfg, seed)
     if done is not None:
         return done
     echo(f"ours {cfg.method} seed {seed}")
