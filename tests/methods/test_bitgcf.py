@@ -136,6 +136,7 @@ def test_forward_with_transfer_matches_dense_numpy(k, connect, share):
     assert got["target"][0].shape == (4, width)
 
 
+@pytest.mark.slow
 def test_transfer_moves_information_both_ways():
     """Changing a shared user's source ego row changes its target representation and vice
     versa; a user of one domain only is untouched by the other domain."""
@@ -325,6 +326,7 @@ def test_cold_user_is_scored_through_the_transfer(cold_split):
     assert not np.allclose(moved_s[0], s[0])
 
 
+@pytest.mark.slow
 def test_prepared_tables_give_the_scores_of_a_direct_call(cold_split):
     """`Scorer.prepare` (once per evaluation) only saves work: the same scores as without it."""
     built = get_method("bitgcf").build(_cfg(), cold_split)

@@ -164,6 +164,7 @@ def test_shared_items_are_the_overlap_rows():
         get_method("conet").build(D.cfg("conet", **{"conet.share": "users"}), split)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(cold):
     conf, split = cold
     built = get_method("conet").build(conf, split)

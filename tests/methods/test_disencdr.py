@@ -202,6 +202,7 @@ def test_forward_kl_and_loss_match_the_official_code_in_numpy(n_layers):
     np.testing.assert_allclose(got, want, rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_warmup_program_without_the_shared_encoders_gives_the_traced_zero_values():
     """shared_on=0 as a Python number drops the share and cross encoders from the program; the
     tables, KL terms and gradients equal those of a traced 0 (dropout and samples on)."""

@@ -139,6 +139,7 @@ def test_shared_items_share_one_embedding_across_the_towers():
         get_method("dtcdr").build(D.cfg("dtcdr", **{"dtcdr.share": "users"}), split)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(cold):
     conf, split = cold
     stats, _ = D.train(get_method("dtcdr").build(D.cfg("dtcdr"), split), 6)

@@ -163,6 +163,7 @@ def _train(built):
     return before, jax.tree.map(np.asarray, v), losses
 
 
+@pytest.mark.slow
 def test_item_mapping_stage_fits_the_map_with_the_mf_frozen():
     before, after, _ = _train(
         get_method("emcdr").build(_cfg(**{"trainer.epochs": 30}), item_overlap_split())

@@ -90,7 +90,8 @@ def test_mesh_sizes_must_multiply_to_the_device_count():
 
 
 @pytest.mark.parametrize(
-    "method", ["mf", "cmf", pytest.param("emcdr", marks=pytest.mark.slow), "dann"]
+    "method",
+    ["mf", *(pytest.param(m, marks=pytest.mark.slow) for m in ("cmf", "emcdr", "dann"))],
 )
 def test_data_parallel_matches_one_device(method, split):
     key = jax.random.key(0)

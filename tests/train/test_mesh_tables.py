@@ -164,6 +164,7 @@ def test_sharded_tables_match_one_device(name, split):
             assert n_opt, "the optimizer slots of the tables are split too"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh,rows", [("model=4", 20), ("data=2,model=2", 40)])
 def test_row_sparse_steps_build_no_whole_table(mesh, rows, split):
     """The compiled row-sparse MF epoch holds only 80/N of the 80 user rows per device: no

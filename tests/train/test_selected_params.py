@@ -87,6 +87,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_a_resumed_run_returns_the_params_an_uninterrupted_one_selects(split, tmp_path):
     keys = jax.random.split(jax.random.key(1), 2)
     train = make_train(CFG, split, evaluate=make_evaluate(CFG, split))
@@ -111,6 +112,7 @@ def _prefix_best(history: list[dict], metric: str = "rmse") -> int:
     return int(np.argmin(vals))  # first on ties, as select_best
 
 
+@pytest.mark.slow
 def test_patience_stops_a_trial_after_that_many_evaluations_without_a_better_one(split):
     every = CFG
     full = make_train(every, split, evaluate=make_evaluate(every, split))(jax.random.key(0))
@@ -127,6 +129,7 @@ def test_patience_stops_a_trial_after_that_many_evaluations_without_a_better_one
     _assert_same(r.params, cap.seen[best])
 
 
+@pytest.mark.slow
 def test_patience_stops_vmapped_trials_as_each_alone(split):
     cfg = C.override(C.override(CFG, "trainer.patience", "1"), "trainer.lr", "0.2")
     train = make_train(cfg, split, evaluate=make_evaluate(cfg, split))
@@ -147,6 +150,7 @@ def test_patience_must_be_a_count():
         C.override(CFG, "trainer.patience", "-1")
 
 
+@pytest.mark.slow
 def test_the_run_folder_says_which_seeds_stopped_early(tmp_path):
     from transferjax.train.run import run
 
@@ -164,6 +168,7 @@ def test_the_run_folder_says_which_seeds_stopped_early(tmp_path):
     assert any(s["stopped_early"] for s in m["seeds"])
 
 
+@pytest.mark.slow
 def test_keep_selected_off_returns_the_last_epochs_params_and_the_same_selection(split, tmp_path):
     every = CFG  # (eval.curves=select: needs the selected params kept)
     on = make_train(every, split, evaluate=make_evaluate(every, split))(jax.random.key(0))
@@ -213,6 +218,7 @@ def ranked_split():
     return build_split(RANKED.protocol, build_dataset(RANKED.data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 3])
 def test_every_metric_scored_once_on_the_selected_params_as_at_every_evaluation(ranked_split, n):
     keys = jax.random.split(jax.random.key(0), n) if n > 1 else jax.random.key(0)

@@ -40,6 +40,7 @@ def test_writer_logs_scalars_to_tensorboard_and_jsonl(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_tensorboard_writer_does_not_import_torch(tmp_path):
     """tensorboardX would import PyTorch (over a second) when installed; the writer hides it
     during the import, and `import torch` still works afterwards."""
