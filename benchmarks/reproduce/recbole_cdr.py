@@ -522,13 +522,15 @@ EMCDR_ITEMS = (
     "without biases, pointwise MSE on labels 1 and 0 with one sampled negative, each phase "
     "stopped early on valid; ours biased BPR-MF pre-trained `mf.epochs` epochs, the item's own "
     "target bias kept at scoring, `emcdr.item_bias=target`), the map (theirs 64 -> 128 -> "
-    "64, ours 65 -> `emcdr.hidden` -> 65 on factors and bias), and what the mapping phase "
-    "trains: ours the map alone, the MF frozen (the paper's EMCDR); theirs also the embeddings "
+    "64, ours 65 -> `emcdr.hidden` -> 65 on factors and bias). What the mapping phase trains "
+    "is the same on both sides: theirs trains the map and the embeddings "
     "(`calculate_map_loss` does not detach them and one optimizer holds every parameter in "
     "every phase), so its overlapping items' source and target embeddings are pulled toward "
-    "each other while the map fits them. `emcdr.tune_embeddings=true` trains ours as theirs "
-    "does: the map and both MF tables on the mapping loss (run with `--also "
-    "'emcdr.tune_embeddings=true'`, its column)."
+    "each other while the map fits them; ours with the quality suite's setting "
+    "(`emcdr.tune_embeddings=true`, chosen on valid) trains the map and both MF tables on the "
+    "mapping loss. The paper's EMCDR trains the map alone, the MF frozen: "
+    "`emcdr.tune_embeddings=false` (run with `--also 'emcdr.tune_embeddings=false'`, its "
+    "column)."
 )
 
 
