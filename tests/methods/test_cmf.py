@@ -284,3 +284,62 @@ def test_item_shared_cmf_needs_overlapping_items():
     split = _item_overlap_split(False)
     with pytest.raises(ValueError, match="no overlapping users"):
         get_method("cmf").build(_items_cfg(**{"cmf.share": "users"}), split)
+
+
+@pytest.mark.parametrize("share,sparse", [("users", False), ("items", True)])
+def test_unseen_negatives_index_the_rows_each_domain_trains(share, sparse, small_split):
+    """`mf.negatives=unseen`: each domain's positive index holds exactly its training pairs in
+    the rows CMF's params index (joint users, or joint items), and training runs on it, dense
+    or row-sparse; on explicit ratings (mse), where no negative is drawn, the setting is a
+    ConfigError."""
+    from transferjax.errors import ConfigError
+    from transferjax.models.pointwise import contains
+
+    if share == "users":
+        split, cfg = small_split, C.apply_overrides(_cfg(), ["mf.loss=bpr"])
+    else:
+        split, cfg = _item_overlap_split(True), _items_cfg()
+    cfg = C.apply_overrides(cfg, ["mf.negatives=unseen", f"mf.sparse={str(sparse).lower()}"])
+    built = get_method("cmf").build(cfg, split)
+    index = built.data["mf_positives"]
+    stage = built.stages[0]
+    rows = {"source": built.data["source_rows"], "target": stage.examples}
+    for dom in ("source", "target"):
+        u, i = np.asarray(rows[dom]["user"]), np.asarray(rows[dom]["item"])
+        assert len(index[dom]["items"]) == len(np.unique(np.stack([u, i], 1), axis=0))
+        assert bool(jnp.all(contains(index[dom], jnp.asarray(u), jnp.asarray(i))))
+    _, stats = train_stage(stage, view0(built), 2)
+    assert np.isfinite([s["loss"] for s in stats]).all()
+    with pytest.raises(ConfigError, match="mf.negatives=unseen"):
+        get_method("cmf").build(C.apply_overrides(_cfg(), ["mf.negatives=unseen"]), small_split)
+
+
+@pytest.mark.parametrize("method", ["mf", "emcdr", "ptupcdr"])
+def test_unseen_negatives_reach_every_mf_stage(method):
+    """`mf.negatives=unseen` in the other MF stages: target-only `mf` indexes the target's
+    training pairs, EMCDR's and PTUPCDR's pre-training both domains'; every MF stage trains on
+    it (its loss reads the index, so a builder that forgot it would fail, not fall back)."""
+    from transferjax.models.pointwise import contains
+
+    split = _item_overlap_split(True)
+    cfg = C.apply_overrides(
+        _items_cfg(), [f"method={method}", "mf.negatives=unseen", "emcdr.share=items"]
+    )
+    if method == "ptupcdr":  # a user bridge: needs overlapping users
+        split = build_split(_cfg().protocol, build_dataset(_cfg().data))
+        cfg = C.apply_overrides(_cfg(), ["method=ptupcdr", "mf.loss=bpr", "mf.negatives=unseen"])
+    built = get_method(method).build(cfg, split)
+    parts = (
+        {"target": split.target_train}
+        if method == "mf"
+        else {"source": split.source_train, "target": split.target_train}
+    )
+    index = built.data["mf_positives"]
+    assert set(index) == set(parts)
+    for part, d in parts.items():
+        assert bool(jnp.all(contains(index[part], jnp.asarray(d.user), jnp.asarray(d.item))))
+    view = view0(built)
+    for stage in built.stages:
+        if stage.name.endswith("mf"):
+            view, stats = train_stage(stage, view, 1)
+            assert np.isfinite(stats[0]["loss"]), stage.name

@@ -113,3 +113,39 @@ def test_pair_losses_match_numpy(kind):
     )
     np.testing.assert_allclose(aux[kind], np.mean(nll), rtol=1e-5)
     np.testing.assert_allclose(loss, np.mean(nll + 0.1 * reg), rtol=1e-5)
+
+
+def test_unseen_negatives_avoid_each_users_positives_and_uniform_draws_are_unchanged():
+    """`sample_negatives` with a positive index equals a numpy reference on the same 8 draws
+    per row: the first draw that is not a positive of its row's user, the first draw when all
+    are (user 4 has seen every item); from a shared table's pool, only the pool's rows. Without
+    an index, the draws are the plain uniform ones of the key (the stream of every existing
+    run)."""
+    from transferjax.models.pointwise import positive_index
+
+    p = _params()
+    u = np.array([0, 0, 0, 1, 1, 2, 3, *[4] * 7], np.int64)
+    i = np.array([0, 1, 5, 2, 3, 4, 0, *range(7)], np.int64)
+    index = {k: jnp.asarray(v) for k, v in positive_index(u, i, 5).items()}
+    seen = {(int(a), int(b)) for a, b in zip(u, i, strict=True)}
+    users = jnp.asarray(np.repeat(np.arange(5), 50), jnp.int32)
+    key = jax.random.key(3)
+
+    def reference(draws):
+        out = []
+        for r, a in enumerate(np.asarray(users)):
+            fresh = [int(d) for d in draws[:, r] if (int(a), int(d)) not in seen]
+            out.append(fresh[0] if fresh else int(draws[0, r]))
+        return np.array(out)
+
+    draws = np.asarray(jax.random.randint(key, (8, *users.shape), 0, 7, dtype=jnp.int32))
+    neg = np.asarray(sample_negatives({**p, "positives": index}, key, users, users))
+    np.testing.assert_array_equal(neg, reference(draws))
+    assert not any((int(a), int(b)) in seen for a, b in zip(users, neg, strict=True) if a != 4)
+    pool = jnp.asarray([2, 4, 6], jnp.int32)  # a shared table: the domain's own rows
+    view = {**p, "neg_items": pool, "positives": index}
+    from_pool = np.asarray(sample_negatives(view, key, users, users))
+    pool_draws = np.asarray(pool)[np.asarray(jax.random.randint(key, draws.shape, 0, 3, jnp.int32))]
+    np.testing.assert_array_equal(from_pool, reference(pool_draws))
+    plain = sample_negatives(p, key, users)
+    np.testing.assert_array_equal(plain, jax.random.randint(key, users.shape, 0, 7, jnp.int32))

@@ -52,7 +52,7 @@ from transferjax.methods.api import (
     selected_stage,
     trainer_optimizer,
 )
-from transferjax.methods.mf import mf_loss_kind
+from transferjax.methods.mf import check_negatives, mf_loss_kind, mf_positives
 from transferjax.methods.registry import register
 from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
 from transferjax.models.mf_sparse import cmf_sparse_step
@@ -150,14 +150,17 @@ def cmf_init(
     return out
 
 
-def _view(cmf: dict, domain: str, neg_items=None) -> dict:
+def _view(cmf: dict, domain: str, neg_items=None, positives=None) -> dict:
     """The MF params dict of one domain: the shared rows, that domain's own rows, fixed mu
-    (and, with shared items, `neg_items`: the joint rows of the domain's items)."""
+    (and, with shared items, `neg_items`: the joint rows of the domain's items; with
+    `mf.negatives=unseen`, `positives`: the domain's positive index)."""
     d = cmf[domain]
     v = {t: cmf[t] if t in cmf else d[t] for t in _TABLES}
     v["mu"] = jax.lax.stop_gradient(d["mu"])
     if neg_items is not None:
         v["neg_items"] = neg_items
+    if positives is not None:
+        v["positives"] = positives
     return v
 
 
@@ -171,6 +174,7 @@ def cmf_loss(
     reg: float,
     key: jax.Array,
     neg_items: dict | None = None,
+    positives: dict | None = None,
 ) -> tuple[jax.Array, dict]:
     """CMF objective of one step (Singh & Gordon, KDD 2008).
 
@@ -185,17 +189,27 @@ def cmf_loss(
       kinds: (source kind, target kind), each "mse", "bpr" or "bce".
       key: negatives for BPR (split between the domains).
       neg_items: with shared items, {"source", "target"}: each domain's joint item rows.
+      positives: {"source", "target"}: each domain's `positive_index` in these rows, when the
+        negatives avoid the user's positives (`mf.negatives=unseen`).
 
     Returns:
       (scalar loss, {"source_loss", "target_loss"} each including its L2 term).
     """
     k_s, k_t = jax.random.split(key)
-    neg = neg_items or {}
+    neg, pos = neg_items or {}, positives or {}
     l_s, _ = mf_loss(
-        _view(cmf, "source", neg.get("source")), source_batch, kind=kinds[0], reg=reg, key=k_s
+        _view(cmf, "source", neg.get("source"), pos.get("source")),
+        source_batch,
+        kind=kinds[0],
+        reg=reg,
+        key=k_s,
     )
     l_t, _ = mf_loss(
-        _view(cmf, "target", neg.get("target")), target_batch, kind=kinds[1], reg=reg, key=k_t
+        _view(cmf, "target", neg.get("target"), pos.get("target")),
+        target_batch,
+        kind=kinds[1],
+        reg=reg,
+        key=k_t,
     )
     loss = source_weight * l_s + (1.0 - source_weight) * l_t
     return loss, {"source_loss": l_s, "target_loss": l_t}
@@ -247,7 +261,8 @@ def build_cmf(cfg, split) -> Built:
         u, i = (to_joint[d.user], d.item) if users else (d.user, to_joint[d.item])
         return {"user": u, "item": i, "rating": d.rating}
 
-    rows = {k: jnp.asarray(v) for k, v in rows_of(src, s2j).items()}
+    src_rows, tgt_rows = rows_of(src, s2j), rows_of(tgt, t2j)
+    rows = {k: jnp.asarray(v) for k, v in src_rows.items()}
     b_s = source_batch_size(cfg.trainer.batch_size, len(src), len(tgt))
     neg = None if users else {"source": jnp.asarray(s2j), "target": jnp.asarray(t2j)}
 
@@ -266,6 +281,7 @@ def build_cmf(cfg, split) -> Built:
             reg=h["mf.reg"],
             key=k_loss,
             neg_items=p.get("neg_items"),
+            positives=p.get("mf_positives"),
         )
 
     opt = trainer_optimizer(cfg)
@@ -281,9 +297,24 @@ def build_cmf(cfg, split) -> Built:
             share=share,
         )
     stage = selected_stage(
-        cfg, name="cmf", part="cmf", loss=loss, examples=rows_of(tgt, t2j), optimizer=opt, step=step
+        cfg, name="cmf", part="cmf", loss=loss, examples=tgt_rows, optimizer=opt, step=step
     )
-    data = {"source_rows": rows}
+    check_negatives(cfg, *kinds)
+    n_u = (
+        {"source": n_joint, "target": n_joint}
+        if users
+        else {"source": src.n_users, "target": tgt.n_users}
+    )
+    data = {
+        "source_rows": rows,
+        **mf_positives(
+            cfg,
+            {
+                d: (r["user"], r["item"], n_u[d])
+                for d, r in (("source", src_rows), ("target", tgt_rows))
+            },
+        ),
+    }
     if users:
         trained = np.zeros(n_joint, bool)
         trained[s2j[src.user]] = True

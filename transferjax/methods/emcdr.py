@@ -56,6 +56,7 @@ from transferjax.methods.api import (
 )
 from transferjax.methods.mf import (
     MF_TRACED,
+    bridge_positives,
     bridge_pretraining,
     known_users,
     mf_scorer,
@@ -218,7 +219,7 @@ def build_emcdr(cfg, split) -> Built:
         init=init,
         stages=stages,
         scorer=mf_scorer(user_repr),
-        data={"known_target": known_users(split.target_train)},
+        data={"known_target": known_users(split.target_train), **bridge_positives(cfg, split)},
         hyper=hyper,
         represent=Represent(
             source=lambda p, src: mapping_apply(p["map"], _row_x(p["source"], src)),
@@ -251,6 +252,7 @@ def _item_mapped(cfg, split, *, init, stages, hyper) -> Built:
         data={
             "known_target": known_users(split.target_train),
             "map_items": jnp.asarray(known_item_pairs(split, target=False), jnp.int32),
+            **bridge_positives(cfg, split),
         },
         hyper=hyper,
     )

@@ -13,7 +13,7 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from transferjax.config import section
+from transferjax.config import ConfigError, section
 from transferjax.methods.api import (
     Built,
     Scorer,
@@ -26,6 +26,7 @@ from transferjax.methods.api import (
 from transferjax.methods.registry import register
 from transferjax.models.mf import mf_init, mf_loss, mf_score, mf_score_all
 from transferjax.models.mf_sparse import mf_sparse_step
+from transferjax.models.pointwise import positive_index
 from transferjax.models.sparse import make_sparse_optimizer
 
 
@@ -42,6 +43,11 @@ class MFConfig:
       touches only the batch's rows, with lazily updated moments; adam becomes lazy Adam,
       adagrad row-wise Adagrad (other optimizers are refused). Applies to every MF stage
       (mf, EMCDR/PTUPCDR pre-training) and to CMF.
+    negatives: the sampled negative of "bpr" and "bce": "uniform" over the domain's items (it
+      may be one of the user's training items: the classic BPR sampler) or "unseen": drawn
+      again (up to 8 draws) while it is one of them, as RecBole's samplers draw
+      (`transferjax.models.mf.sample_negatives`). Applies to the MF stages: mf, CMF, and
+      EMCDR's and PTUPCDR's pre-training (PTUPCDR's meta stage draws uniformly).
     """
 
     dim: int = 32
@@ -52,12 +58,40 @@ class MFConfig:
     lr: float = 1e-2
     batch_size: int = 1024
     sparse: bool = False
+    negatives: Literal["uniform", "unseen"] = "uniform"
 
 
 def mf_loss_kind(cfg, inter) -> str:
     if cfg.mf.loss != "auto":
         return cfg.mf.loss
     return "bpr" if inter.implicit else "mse"
+
+
+def mf_positives(cfg, rows: dict) -> dict:
+    """The `Built.data` entry `mf.negatives=unseen` needs: {"mf_positives": {part: the
+    `positive_index` of the part's training rows}}, from rows[part] = (user, item, n_users)
+    in the rows its MF params index; none with uniform negatives."""
+    if cfg.mf.negatives == "uniform":
+        return {}
+    return {
+        "mf_positives": {
+            part: {k: jnp.asarray(v) for k, v in positive_index(*r).items()}
+            for part, r in rows.items()
+        }
+    }
+
+
+def _index_rows(inter) -> tuple:
+    return inter.user, inter.item, inter.n_users
+
+
+def check_negatives(cfg, *kinds: str) -> None:
+    """A ConfigError when `mf.negatives=unseen` and none of the losses `kinds` samples one."""
+    if cfg.mf.negatives == "unseen" and all(k == "mse" for k in kinds):
+        raise ConfigError(
+            "mf.negatives=unseen: the MF loss here is mse (explicit ratings), which samples no "
+            "negatives; set mf.loss=bpr or bce, or leave mf.negatives=uniform"
+        )
 
 
 def domain_mf(
@@ -87,13 +121,19 @@ def domain_mf(
         mu=mu,
     )
 
+    unseen = cfg.mf.negatives == "unseen"  # the caller's data holds `mf_positives`
+    check_negatives(cfg, kind)
+
     def loss(p, batch, k):
-        return mf_loss(p[part], batch, kind=kind, reg=p["hyper"]["mf.reg"], key=k)
+        view = {**p[part], "positives": p["mf_positives"][part]} if unseen else p[part]
+        return mf_loss(view, batch, kind=kind, reg=p["hyper"]["mf.reg"], key=k)
 
     opt, step = make_optimizer(optimizer, lr=lr, weight_decay=cfg.trainer.weight_decay), None
     if cfg.mf.sparse:  # row-sparse updates: only the batch's rows (transferjax.models.sparse)
         opt = make_sparse_optimizer(optimizer, lr=lr)
-        step = mf_sparse_step(kind=kind, reg="mf.reg", optimizer=opt)
+        step = mf_sparse_step(
+            kind=kind, reg="mf.reg", optimizer=opt, positives=part if unseen else None
+        )
     stage = Stage(
         name=name,
         part=part,
@@ -123,6 +163,12 @@ def bridge_pretraining(
         domain_mf(cfg, split.source_train, name="source_mf", part="source", **kw),
         domain_mf(cfg, split.target_train, name="target_mf", part="target", **kw),
     )
+
+
+def bridge_positives(cfg, split) -> dict:
+    """`mf_positives` of both pre-trained domains (`bridge_pretraining`'s parts)."""
+    parts = {"source": split.source_train, "target": split.target_train}
+    return mf_positives(cfg, {k: _index_rows(d) for k, d in parts.items()})
 
 
 def known_users(inter) -> jnp.ndarray:
@@ -162,7 +208,7 @@ def build_mf(cfg, split) -> Built:
         init=lambda key: {"target": init(key)},
         stages=(stage,),
         scorer=mf_scorer(target_user_repr),
-        data={"known_target": known_users(tr)},
+        data={"known_target": known_users(tr), **mf_positives(cfg, {"target": _index_rows(tr)})},
         hyper=hyper_init(cfg, MF_TRACED),
     )
 

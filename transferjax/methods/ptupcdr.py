@@ -44,6 +44,7 @@ from transferjax.methods.api import (
 )
 from transferjax.methods.mf import (
     MF_TRACED,
+    bridge_positives,
     bridge_pretraining,
     known_users,
     mf_loss_kind,
@@ -228,6 +229,7 @@ def build_ptupcdr(cfg, split) -> Built:
     data = {
         "history": {"items": jnp.asarray(hist.items), "mask": jnp.asarray(hist.mask)},
         "known_target": known_users(split.target_train),
+        **bridge_positives(cfg, split),
     }
     return Built(
         init=init,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from transferjax.models.pointwise import contains
+
 
 def mf_init(
     key: jax.Array, *, n_users: int, n_items: int, dim: int, init_std: float = 0.1, mu: float = 0.0
@@ -77,22 +79,37 @@ def mse_loss(params: dict, batch: dict, *, reg: float) -> tuple[jax.Array, dict]
     return loss, {"mse": _masked_mean(err, batch["mask"])}
 
 
-def sample_negatives(params: dict, key: jax.Array, items: jax.Array) -> jax.Array:
+def sample_negatives(
+    params: dict, key: jax.Array, items: jax.Array, users: jax.Array | None = None, *, tries=8
+) -> jax.Array:
     """Uniform negatives shaped like `items`: rows of `params["item"]`, or, when the item table
     is shared by two domains (CMF over overlapping items), entries of `params["neg_items"]`
-    (i32[n]: the joint rows of this domain's items)."""
-    if "neg_items" in params:
-        pool = params["neg_items"]
-        return pool[jax.random.randint(key, items.shape, 0, pool.shape[0], dtype=items.dtype)]
-    return jax.random.randint(key, items.shape, 0, params["item"].shape[0], dtype=items.dtype)
+    (i32[n]: the joint rows of this domain's items).
+
+    With `params["positives"]` (a `transferjax.models.pointwise.positive_index` of the training
+    rows, in the item rows returned here), a draw that is one of its user's (`users`, shaped
+    like `items`) positives is drawn again, up to `tries` draws taken at once, as RecBole's
+    samplers draw negatives (`mf.negatives=unseen`); a row whose every draw is a positive keeps
+    the first. Without it, a negative may be one of the user's positives (the classic BPR
+    sampler)."""
+    pool = params.get("neg_items")
+    n = params["item"].shape[0] if pool is None else pool.shape[0]
+    index = params.get("positives")
+    shape = items.shape if index is None else (tries, *items.shape)
+    draws = jax.random.randint(key, shape, 0, n, dtype=items.dtype)
+    draws = draws if pool is None else pool[draws]
+    if index is None:
+        return draws
+    seen = contains(index, users[None], draws)
+    return jnp.take_along_axis(draws, jnp.argmax(~seen, axis=0)[None], axis=0)[0]
 
 
 def bpr_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[jax.Array, dict]:
     """Bayesian personalised ranking (Rendle et al., UAI 2009) with one uniform negative.
 
     loss = mean -log sigmoid(s_ui - s_uj) + reg * (||rows_ui||^2 + ||q_j||^2 + b_j^2), j ~ U(items).
-    (A sampled negative may occasionally be a positive; with sparse data this is the usual
-    practice.)
+    (A sampled negative may be one of the user's positives, the usual practice, unless params
+    hold "positives": `sample_negatives`.)
     """
     return _pair_loss(params, batch, reg=reg, key=key, kind="bpr")
 
@@ -110,7 +127,7 @@ def bce_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[
 
 def _pair_loss(params: dict, batch: dict, *, reg: float, key: jax.Array, kind: str):
     u, i = batch["user"], batch["item"]
-    j = sample_negatives(params, key, i)
+    j = sample_negatives(params, key, i, u)
     pu, bu = params["user"][u], params["user_bias"][u]
     s_i, s_j = mf_score(pu, bu, params, i), mf_score(pu, bu, params, j)
     nll = pair_nll(s_i, s_j, kind=kind)

@@ -60,7 +60,7 @@ def mf_rows(mf: dict, batch: dict, key: jax.Array, *, kind: str) -> tuple[dict, 
     }
     item_idx = [i]
     if kind in PAIR_KINDS:
-        j = sample_negatives(mf, key, i)
+        j = sample_negatives(mf, key, i, u)
         rows["neg"], rows["neg_bias"] = mf["item"][j], mf["item_bias"][j]
         item_idx.append(j)
     pad = jnp.asarray(-1, u.dtype)
@@ -121,14 +121,21 @@ def _value(v, frozen: dict):
     return frozen["hyper"][v] if isinstance(v, str) else v
 
 
-def mf_sparse_step(*, kind: str, reg: float | str, optimizer: SparseOptimizer):
+def mf_sparse_step(
+    *, kind: str, reg: float | str, optimizer: SparseOptimizer, positives: str | None = None
+):
     """`step(part, opt_state, frozen, batch, key) -> (part, opt_state, loss, aux)` for a Stage
     training one domain's MF params (`part`) with a row-sparse optimizer; mu is updated densely.
-    `reg`: a number or a key of the traced `frozen["hyper"]` ("mf.reg").
+    `reg`: a number or a key of the traced `frozen["hyper"]` ("mf.reg"). `positives`: the key
+    of the domain's positive index in `frozen["mf_positives"]`, when negatives avoid the user's
+    positives (`transferjax.models.mf.sample_negatives`).
     """
 
     def step(part, opt_state, frozen, batch, key):
-        rows, idx = mf_rows(part, batch, key, kind=kind)
+        view = (
+            part if positives is None else {**part, "positives": frozen["mf_positives"][positives]}
+        )
+        rows, idx = mf_rows(view, batch, key, kind=kind)
 
         def f(r, mu):
             return mf_row_loss(r, mu, batch, kind=kind, reg=_value(reg, frozen))
@@ -158,7 +165,8 @@ def cmf_sparse_step(
     `frozen["source_rows"]`); the shared rows (`share`: "users" or "items") of both batches
     are coalesced into one update; mu_s and mu_t stay fixed (stop-gradient in the dense loss).
     `source_weight` and `reg`: numbers or keys of the traced `frozen["hyper"]`; with shared
-    items, BPR negatives come from `frozen["neg_items"][domain]`."""
+    items, BPR negatives come from `frozen["neg_items"][domain]`, and they avoid the user's
+    positives when `frozen["mf_positives"][domain]` is there (`cmf_positives`)."""
     shared = ("user", "user_bias") if share == "users" else ("item", "item_bias")
 
     def step(part, opt_state, frozen, batch, key):
@@ -178,6 +186,8 @@ def cmf_sparse_step(
             }
             if share == "items" and "neg_items" in frozen:
                 view["neg_items"] = frozen["neg_items"][dom]
+            if "mf_positives" in frozen:
+                view["positives"] = frozen["mf_positives"][dom]
             gathered[dom] = mf_rows(view, b, k, kind=kd)
 
         def f(rs, rt):
