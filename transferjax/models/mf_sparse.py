@@ -166,7 +166,8 @@ def cmf_sparse_step(
     are coalesced into one update; mu_s and mu_t stay fixed (stop-gradient in the dense loss).
     `source_weight` and `reg`: numbers or keys of the traced `frozen["hyper"]`; with shared
     items, BPR negatives come from `frozen["neg_items"][domain]`, and they avoid the user's
-    positives when `frozen["mf_positives"][domain]` is there (`cmf_positives`)."""
+    positives when `frozen["mf_positives"][domain]` is there
+    (`transferjax.methods.mf.mf_positives`)."""
     shared = ("user", "user_bias") if share == "users" else ("item", "item_bias")
 
     def step(part, opt_state, frozen, batch, key):
