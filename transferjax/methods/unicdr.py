@@ -82,7 +82,7 @@ from transferjax.methods.api import (
 )
 from transferjax.methods.disencdr import device_arrays, joint_users
 from transferjax.methods.registry import register
-from transferjax.models.pointwise import contains, positive_index
+from transferjax.models.pointwise import first_unseen, positive_index
 from transferjax.models.unicdr import (
     DOMS,
     OTHER,
@@ -154,9 +154,7 @@ def sample_negatives(key, index, pool, user, *, n: int, tries: int) -> jax.Array
     """i32[b, n] items of `pool` (uniform), each re-drawn up to `tries` times while a positive
     of its row's user (the first draw when all are)."""
     draws = pool[jax.random.randint(key, (tries, *user.shape, n), 0, pool.shape[0])]
-    seen = contains(index, user[None, :, None], draws)
-    first = jnp.argmax(~seen, axis=0)
-    return jnp.take_along_axis(draws, first[None], axis=0)[0]
+    return first_unseen(index, user[:, None], draws)
 
 
 def _eval_contexts(v, d: str, user, c):

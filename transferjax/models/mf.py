@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from transferjax.models.pointwise import contains
+from transferjax.models.pointwise import first_unseen
 
 
 def mf_init(
@@ -100,8 +100,7 @@ def sample_negatives(
     draws = draws if pool is None else pool[draws]
     if index is None:
         return draws
-    seen = contains(index, users[None], draws)
-    return jnp.take_along_axis(draws, jnp.argmax(~seen, axis=0)[None], axis=0)[0]
+    return first_unseen(index, users, draws)
 
 
 def bpr_loss(params: dict, batch: dict, *, reg: float, key: jax.Array) -> tuple[jax.Array, dict]:

@@ -70,8 +70,15 @@ def sample_unseen(
       tries: draws per negative (module docstring).
     """
     draws = jax.random.randint(key, (tries, *user.shape, n), 0, n_items, dtype=jnp.int32)
-    seen = contains(index, user[None, :, None], draws)
-    first = jnp.argmax(~seen, axis=0)  # the first unseen draw; 0 when every draw is a positive
+    return first_unseen(index, user[:, None], draws)
+
+
+def first_unseen(index: dict, user: jax.Array, draws: jax.Array) -> jax.Array:
+    """draws[0]'s shape: per entry, the first of `draws[t]` (t = 0, 1, ...) that is not a
+    positive of its `user` (broadcast against draws[0]) in `index`; the first draw when every
+    draw is a positive."""
+    seen = contains(index, user[None], draws)
+    first = jnp.argmax(~seen, axis=0)
     return jnp.take_along_axis(draws, first[None], axis=0)[0]
 
 
