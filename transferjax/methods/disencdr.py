@@ -100,6 +100,7 @@ from transferjax.methods.api import (
     selected_stage,
 )
 from transferjax.methods.registry import register
+from transferjax.models import draws
 from transferjax.models.disencdr import DOMS, bce_terms, disencdr_forward, disencdr_init
 from transferjax.models.pointwise import positive_index, sample_unseen
 from transferjax.models.vbge import row_normalized_edges
@@ -202,7 +203,7 @@ def draw_positive(key, index: dict, user: jax.Array) -> tuple[jax.Array, jax.Arr
     u = jnp.maximum(user, 0)
     lo, hi = index["indptr"][u], index["indptr"][u + 1]
     n = (hi - lo).astype(jnp.float32)
-    r = lo + jnp.floor(jax.random.uniform(key, u.shape) * n).astype(jnp.int32)
+    r = lo + jnp.floor(draws.uniform(key, u.shape) * n).astype(jnp.int32)
     last = max(int(index["items"].shape[0]) - 1, 0)
     return index["items"][jnp.clip(r, 0, last)], (user >= 0) & (hi > lo)
 

@@ -1,7 +1,8 @@
 """Models as pure (init, apply) functions: MF, MLPs, the phi encoder, multi-task heads,
 discriminator, gradient reversal, row-sparse optimizers, LightGCN's propagation (`graph`),
 CoNet's cross networks (`crossnet`), DTCDR's NeuMF towers (`neumf`), and pointwise training
-with sampled negatives (`pointwise`).
+with sampled negatives (`pointwise`), and `jax.random`'s draws written to fuse into their use
+(`draws`, bit for bit the same).
 
 Math only: nothing here imports the methods, the trainer or the evaluation.
 """

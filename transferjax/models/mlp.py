@@ -17,6 +17,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from transferjax.models import draws
+
 __all__ = ["dense_init", "dense_parts", "dropout", "mlp_apply", "mlp_init", "xavier_normal"]
 
 
@@ -115,8 +117,9 @@ def mlp_apply(
 def dropout(x: jax.Array, rate, key: jax.Array | None) -> jax.Array:
     """Inverted dropout (torch's `F.dropout` in training): each entry of x is zeroed with
     probability `rate` and the rest scaled by 1 / (1 - rate); the identity when key is None
-    (scoring). `rate` may be traced (a swept hyperparameter)."""
+    (scoring). `rate` may be traced (a swept hyperparameter). The mask is
+    `jax.random.bernoulli(key, 1 - rate, x.shape)`, drawn by `draws.bernoulli`."""
     if key is None:
         return x
     keep = 1.0 - rate
-    return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
+    return jnp.where(draws.bernoulli(key, keep, x.shape), x / keep, 0.0)

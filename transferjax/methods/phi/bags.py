@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transferjax.data.batches import interest_bags
+from transferjax.models import draws
 
 LONGEST_KEPT = 1 << 16  # batch sizes up to this get a capacity below batch * max_len
 
@@ -105,5 +106,5 @@ def gather_rows(bags: dict, users: jax.Array, *, max_len: int):
 
 def split_entries(key, mask: jax.Array, *, keep: float) -> tuple[jax.Array, jax.Array]:
     """Disjoint (input, label) bool[b, L] masks: each real entry is input with prob `keep`."""
-    inp = mask & jax.random.bernoulli(key, keep, mask.shape)
+    inp = mask & draws.bernoulli(key, keep, mask.shape)
     return inp, mask & ~inp

@@ -56,6 +56,7 @@ from transferjax.methods.phi import encoders as PE
 from transferjax.methods.phi import heads as O
 from transferjax.methods.phi.config import PhiConfig  # noqa: F401  (registers the phi section)
 from transferjax.methods.registry import register
+from transferjax.models import draws
 from transferjax.models import heads as H
 
 COLD_RATE = 0.5  # share of users with both domains simulated cold per step
@@ -189,7 +190,7 @@ class PhiModel:
            "key": the objective's key}; the target split before the cold simulation.
         """
         k_cold, k_s, k_t, k_obj = jax.random.split(key, 4)
-        cold = has_s & has_t & jax.random.bernoulli(k_cold, COLD_RATE, has_s.shape)
+        cold = has_s & has_t & draws.bernoulli(k_cold, COLD_RATE, has_s.shape)
         s_in, s_lab = U.split_entries(k_s, s_mask, keep=SOURCE_KEEP)
         t_in, t_lab = U.split_entries(k_t, t_mask, keep=TARGET_KEEP)
         return {
