@@ -67,3 +67,11 @@ def test_other_implementations_fall_back_to_jax_random():
     np.testing.assert_array_equal(
         draws.bernoulli(key, 0.5, (6,)), jax.random.bernoulli(key, 0.5, (6,))
     )
+
+
+def test_raw_uint32_keys_give_the_same_draws():
+    key = jax.random.PRNGKey(11)
+    np.testing.assert_array_equal(draws.bits(key, (3, 4)), jax.random.bits(key, (3, 4), jnp.uint32))
+    np.testing.assert_array_equal(
+        draws.bernoulli(key, 0.4, (3, 4)), jax.random.bernoulli(key, 0.4, (3, 4))
+    )

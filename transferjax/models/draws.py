@@ -58,8 +58,8 @@ def _fused(key: jax.Array, shape: tuple[int, ...]) -> bool:
 
 
 def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """u32[*shape]: `jax.random.bits(key, shape, jnp.uint32)` for a typed key (one key, or
-    vmapped keys)."""
+    """u32[*shape]: `jax.random.bits(key, shape, jnp.uint32)` for a key, typed or raw uint32
+    (one key, or vmapped keys)."""
     shape = tuple(int(d) for d in shape)
     if not _fused(key, shape):
         return jax.random.bits(key, shape, jnp.uint32)
