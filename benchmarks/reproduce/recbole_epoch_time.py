@@ -19,9 +19,10 @@ model, one side after the other:
 The first epoch of each side (data-loader start, compile) is not counted; per side the median of
 the rest. An epoch is one pass of the target's training rows in batches of the same number of
 positives on both sides, so the ratio official / ours is the ratio per training example.
-Beside the times: one step's FLOPs (XLA's cost analysis of ours' one-step program; both sides
-compute the same model), each side's FLOP rate, and this core's float32 matrix-product rate
-measured in the same run (`common.gemm_rate`), the ceiling of a step made of matrix products.
+Beside the times: one step's FLOPs (the dense and sparse products of ours' one-step program,
+`method_steps.step_flops`; both sides compute the same model), each side's FLOP rate, and this
+core's float32 matrix-product rate measured in the same run (`common.gemm_rate`), the ceiling
+of a step made of matrix products.
 Writes the section `reproduce-recbole-epoch-time` of `--report` (default BENCHMARKS.md).
 """
 
@@ -139,9 +140,11 @@ def write_section(
         "so the ratio is also the ratio per training example. The wall time to the selected "
         "epoch, with evaluation and each side's own selected epoch, is in that section.",
         "",
-        "FLOPs: one training step of ours (XLA's cost analysis of the one-step program; both "
-        "sides compute the same model on the same batch), so each side's rate is those FLOPs "
-        "times the steps over its epoch time."
+        "FLOPs: the products of one training step of ours, forward and backward (2mnk per "
+        "matrix product, 2 per nonzero and column of a sparse one, in the one-step program: "
+        "`benchmarks.method_steps.step_flops`; not the other elementwise work; both sides compute "
+        "the same model on the same batch), so each side's rate is those FLOPs times the "
+        "steps over its epoch time."
         + (
             ""
             if gemm is None

@@ -19,9 +19,9 @@ The first round of each side warms up and is not counted. Seconds per step: the 
 official's timed steps; ours, the median over rounds of the epoch's time over `--steps`. The
 batch is the same, so the ratio official / ours is also the ratio per training example. Then
 each side's FLOPs of one step (the official's matrix products, counted by
-`disencdr_driver.py --count-flops`; ours, XLA's cost analysis) and this core's float32 matrix
-product rate: our FLOPs at that rate bound our step, and so the ratio, on this core. Writes the
-section `reproduce-step-time` of `--report` (default BENCHMARKS.md).
+`disencdr_driver.py --count-flops`; ours, those of its program, `method_steps.step_flops`) and
+this core's float32 matrix product rate: our FLOPs at that rate bound our step, and so the
+ratio, on this core. Writes the section `reproduce-step-time` of `--report` (default BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def official_flops(src, scratch) -> dict:
 
 def measure(src, scratch, cfg, split, *, steps: int, rounds: int, echo=print) -> dict:
     """{"official": [s per step], "ours": [s per step per round], "compile_s", "flops":
-    {"official": {"dense", "sparse"}, "ours": XLA's count}, "gemm": GFLOP/s} over `rounds`
+    {"official": {"dense", "sparse"}, "ours": its products' count}, "gemm": GFLOP/s} over `rounds`
     counted rounds after one warm-up round."""
     from benchmarks.method_steps import MethodSteps, step_flops
 
@@ -162,8 +162,9 @@ def write_section(report, *, res: dict, steps: int, rounds: int, cpu: int, cmd: 
             "FLOPs of one step (forward and backward): official, its matrix products as torch "
             f"runs them (dense {o['dense'] / 1e9:.1f} + sparse {o['sparse'] / 1e9:.1f} GFLOP, "
             "`disencdr_driver.py --count-flops`; it multiplies A (x W), so W meets the item "
-            "side's rows); ours, XLA's cost analysis of the one-step program (every operation; "
-            "ours multiplies W on the side with fewer rows, `transferjax.models.vbge`). This "
+            "side's rows); ours, the dense and sparse products of the one-step program, counted "
+            "the same way (`benchmarks.method_steps.step_flops`; ours multiplies W on the "
+            "side with fewer rows, `transferjax.models.vbge`). This "
             f"core's float32 matrix product (2048 x 2048 x 2048, the best of 5, measured in the "
             f"same run): {res['gemm']:.0f} GFLOP/s. No step of ours runs faster than its FLOPs "
             f"at that rate, {gf['ours'] / res['gemm']:.3f} s, so on this core official / ours "
