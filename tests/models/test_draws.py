@@ -67,6 +67,9 @@ def test_other_implementations_fall_back_to_jax_random():
     np.testing.assert_array_equal(
         draws.bernoulli(key, 0.5, (6,)), jax.random.bernoulli(key, 0.5, (6,))
     )
+    key = jax.random.key(3)
+    with jax.threefry_partitionable(False):  # JAX's other threefry stream: drawn by JAX
+        np.testing.assert_array_equal(draws.bits(key, (5, 4)), jax.random.bits(key, (5, 4)))
 
 
 def test_raw_uint32_keys_give_the_same_draws():
