@@ -7,8 +7,9 @@ each group) and returns the XOR of the hash's two words. On CPU, JAX lowers thos
 as a rolled loop (it compiles faster); the loop keeps XLA from fusing the hash into the
 elementwise work that uses it, so a dropout mask is hashed into a buffer, copied, then read
 again. Here the same hash is written out as uint32 arithmetic, which XLA fuses with the mask
-and the multiply that follow it: the same bits, a faster step for every method with dropout
-(the epoch times of `python -m benchmarks.reproduce.recbole_epoch_time` measure it).
+and the multiply that follow it: the same bits without the buffer and its copies (an op profile
+of a method's epoch, `benchmarks.op_profile.profile` on `benchmarks.method_steps.MethodSteps`,
+shows what each form spends), and no slower to compile.
 
 `bits`, `uniform` and `bernoulli` return exactly what `jax.random.bits`, `jax.random.uniform`
 (float32 on [0, 1)) and `jax.random.bernoulli` return for the same key and shape, vmapped keys
