@@ -48,6 +48,14 @@ class MethodSteps(Variant):
         self.device = device or jax.devices()[0]
 
     def setup(self) -> None:
+        self.prepare()
+        t0 = time.perf_counter()
+        self.program = stage_epoch(self.stage, batched=False).lower(*self._args()).compile()
+        self.compile_s = time.perf_counter() - t0
+
+    def prepare(self) -> None:
+        """The method built, its first stage, state and data on the device: all of `setup` but
+        the compile."""
         built = get_method(self.cfg.method).build(self.cfg, self.split)
         self.built = built
         self.stage = first_steps(built.stages[0], steps=self.steps)
@@ -62,9 +70,6 @@ class MethodSteps(Variant):
         self.steps = -(-self.n_rows // self.stage.batch_size)  # ceil: the steps of the epoch
         self.host_shuffle = self.device.platform == "cpu"  # as the trainer
         self.epoch = 0
-        t0 = time.perf_counter()
-        self.program = stage_epoch(self.stage, batched=False).lower(*self._args()).compile()
-        self.compile_s = time.perf_counter() - t0
 
     def _args(self) -> tuple:
         k_ep = jax.random.fold_in(jax.random.fold_in(self.state.key, 0), self.epoch)
@@ -125,5 +130,5 @@ def step_flops(cfg, split, *, step0: int = 0) -> float:
     on `split` from step `step0` (forward and backward): `product_flops` of its one-step epoch
     program."""
     one = MethodSteps(cfg, split, steps=1, step0=step0)
-    one.setup()
+    one.prepare()  # traced, not compiled
     return product_flops(jax.make_jaxpr(stage_epoch(one.stage, batched=False))(*one._args()))
