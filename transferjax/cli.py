@@ -12,8 +12,10 @@ transferjax methods
 
 Errors a user can act on (bad settings or data, a run folder in use or from other data, a
 read-only folder, a full disk) print one line `transferjax: error: ...` and exit non-zero (2,
-or 1 for an operating-system error); Ctrl-C prints one line and exits 130; `transferjax --debug
-...` shows the traceback instead.
+or 1 for an operating-system error); Ctrl-C prints one line and exits 130; a termination notice
+(SIGTERM) stops `run` and `sweep` at the end of the epoch in progress, after a checkpoint that
+the same command resumes from, with one line and exit status 143
+(`transferjax.train.preemption`); `transferjax --debug ...` shows the traceback instead.
 
 Benchmarks are not part of the installed library: from a checkout, `python -m benchmarks.quality`
 and `python -m benchmarks.speed` (see benchmarks/__init__.py).
@@ -27,7 +29,7 @@ import sys
 import warnings
 
 from transferjax import config as C
-from transferjax.errors import TransferjaxError, TransferjaxWarning
+from transferjax.errors import Preempted, TransferjaxError, TransferjaxWarning
 
 
 def _cfg_from_args(args) -> C.RunConfig:
@@ -317,6 +319,9 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             print("transferjax: interrupted", file=sys.stderr)
             return 130
+        except Preempted as e:
+            print(f"transferjax: {e}", file=sys.stderr)
+            return 128 + 15  # as a shell reports a job that SIGTERM ended
         except (TransferjaxError, ValueError) as e:
             print(f"transferjax: error: {_one_line(e)}", file=sys.stderr)
             return 2

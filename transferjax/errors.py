@@ -35,3 +35,23 @@ class RunFolderError(TransferjaxError, RuntimeError):
     """A run folder cannot be used as asked: another run holds it, it was written from other
     data or another state structure, or none of its checkpoints can be restored. The message
     says what differs and how to start fresh."""
+
+
+class Preempted(BaseException):
+    """Training stopped on a termination notice (SIGTERM; `transferjax.train.preemption`), after
+    a checkpoint when the call had a checkpoint folder. Not an error, and derived from
+    BaseException as KeyboardInterrupt is, so that code catching Exception (a sweep point, a
+    seed's thread) does not take it for a failure. The command line prints it as one line and
+    exits 143 (128 + SIGTERM)."""
+
+    def __init__(self, *, stage: str, epoch: int, checkpoint: str | None):
+        self.stage, self.epoch, self.checkpoint = stage, epoch, checkpoint
+        saved = (
+            f"checkpoint saved in {checkpoint}: run the same command again to resume"
+            if checkpoint is not None
+            else "no checkpoint was saved (checkpoints are off, or every trial had failed)"
+        )
+        super().__init__(
+            f"stopped by a termination notice (SIGTERM) after epoch {epoch} of stage "
+            f"{stage!r}; {saved}"
+        )

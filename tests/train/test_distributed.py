@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -209,6 +210,24 @@ def test_killed_run_resumes_on_both_processes_with_the_same_metrics(tmp_path, un
     _finish(_start(out, MF))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_from"] in (1, 2)
+    _assert_close(_history(out), _history(uninterrupted), rtol=0)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_both_processes_at_one_epoch_and_the_rerun_matches(tmp_path, uninterrupted):
+    """JAX's preemption service holds SIGTERM in each process: the processes agree on an epoch,
+    checkpoint it (not due by trainer.checkpoint_every) and exit 143; the rerun continues."""
+    out = tmp_path / "mf"
+    sets = [*MF, "trainer.checkpoint_every=3"]
+    procs = _start(out, sets, SIGTERM_AT_CHECK="1")  # process 1, after epoch 1
+    outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], outs
+    at = re.search(r"stopped by a termination notice \(SIGTERM\) after epoch (\d+)", outs[0])
+    assert at is not None and int(at[1]) in (2, 3), outs[0]  # the first epoch both reach (of 4)
+    assert not (out / "metrics.json").exists()
+    assert [int(d.name) for d in (out / "ckpt").iterdir() if d.name.isdigit()] == [int(at[1])]
+    _finish(_start(out, sets))
+    assert json.loads((out / "manifest.json").read_text())["resumed_from"] == int(at[1])
     _assert_close(_history(out), _history(uninterrupted), rtol=0)
 
 

@@ -159,38 +159,59 @@ LONG = dataclasses.replace(
 )
 
 
-@pytest.mark.slow
-def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
-    exp = tmp_path / "exp.py"
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    """LONG's experiment file and the folder of its uninterrupted run."""
+    d = tmp_path_factory.mktemp("long")
+    exp = d / "exp.py"
     exp.write_text(
         "from transferjax import config as C\n"
         f"def get_config():\n    return C.from_dict(C.RunConfig, {C.to_dict(LONG)!r})\n"
     )
-    ref = _cli(["run", str(exp), "--out", str(tmp_path / "ref")], tmp_path)
-    assert ref.wait(timeout=600) == 0, ref.stderr.read()
-    killed = tmp_path / "killed"
-    p = _cli(["run", str(exp), "--out", str(killed)], tmp_path)
+    ref = _cli(["run", str(exp), "--out", str(d / "ref")], d)
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err
+    return exp, d / "ref"
+
+
+def _steps(folder: pathlib.Path) -> list[int]:
+    ckpt = folder / "ckpt"
+    return [int(d.name) for d in ckpt.glob("[0-9]*") if d.name.isdigit()] if ckpt.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_stopped_then_rerun_matches_uninterrupted(long_run, tmp_path, sig):
+    """Killed (SIGKILL: from its newest checkpoint) or given a termination notice (SIGTERM: it
+    checkpoints the epoch in progress and exits 143 with one line), the run's rerun ends with
+    the uninterrupted run's history and selection."""
+    exp, ref = long_run
+    stopped = tmp_path / "stopped"
+    p = _cli(["run", str(exp), "--out", str(stopped)], tmp_path)
     deadline = time.time() + 300
-    while time.time() < deadline:  # wait until the mapping stage has checkpoints, then kill
-        steps = (
-            [int(d.name) for d in (killed / "ckpt").glob("[0-9]*") if d.name.isdigit()]
-            if (killed / "ckpt").exists()
-            else []
-        )
-        if steps and max(steps) >= 15:  # mapping epoch 9 of 24: 15 epochs left to kill in
+    while time.time() < deadline:  # wait until the mapping stage has checkpoints, then stop it
+        if max(_steps(stopped), default=0) >= 15:  # mapping epoch 9 of 24: 15 epochs left
             break
         time.sleep(0.05)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
-    again = _cli(["run", str(exp), "--out", str(killed)], tmp_path)
+    os.kill(p.pid, sig)
+    _, err = p.communicate(timeout=300)
+    assert not (stopped / "metrics.json").exists(), "the run finished before it could be stopped"
+    if sig == signal.SIGTERM:
+        assert p.returncode == 143, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("transferjax: stopped by a termination notice (SIGTERM) after"), err
+        assert f"checkpoint saved in {stopped / 'ckpt'}" in last
+    else:
+        assert p.returncode == -signal.SIGKILL
+    newest = max(_steps(stopped))
+    again = _cli(["run", str(exp), "--out", str(stopped)], tmp_path)
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     assert "resumed from checkpoint" in out
-    a = json.loads((tmp_path / "ref" / "metrics.json").read_text())
-    b = json.loads((killed / "metrics.json").read_text())
+    a = json.loads((ref / "metrics.json").read_text())
+    b = json.loads((stopped / "metrics.json").read_text())
     assert a["history"] == b["history"] and a["selected"] == b["selected"]
-    assert json.loads((killed / "manifest.json").read_text())["resumed_from"] >= 15
+    assert json.loads((stopped / "manifest.json").read_text())["resumed_from"] == newest >= 15
 
 
 @pytest.mark.slow

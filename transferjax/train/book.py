@@ -81,6 +81,7 @@ class Book:
     keep: bool = True  # `trainer.keep_selected`: hold the selected params in `best`
     best: Any = None  # the params of each trial's selected evaluation (its trial axis)
     best_index: list = dataclasses.field(default_factory=list)  # per trial: history index
+    saved_step: int | None = None  # the step of this call's newest checkpoint
 
     def stats(self, stats: dict) -> list[dict]:
         """Per-trial floats from an epoch's fetched stats (arrays [n] when batched)."""
@@ -185,7 +186,7 @@ class Book:
     def save(self, s_idx: int, epoch: int, state: TrainState) -> None:
         """Checkpoints `state` and the selected params after `epoch` of stage `s_idx`, with the
         record beside it."""
-        self.last_save = time.perf_counter()
+        self.last_save, self.saved_step = time.perf_counter(), self.step
         self.ckpt.save(
             self.step,
             checkpoint_tree(state, self.best),

@@ -39,6 +39,7 @@ from transferjax.train.distributed import is_multiprocess, is_writer, settle
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.mesh import mesh_sizes
 from transferjax.train.outputs import default_run_dir, split_fingerprint, write_results
+from transferjax.train.preemption import sigterm_notice
 from transferjax.train.trainer import Trainer, make_train
 from transferjax.train.writers import make_writer
 
@@ -116,49 +117,51 @@ def train_seeds(
     `train` is the trainer from `build_trainer` with the same arguments, when the caller built
     it already.
     """
-    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    vmapped = use_vmap(cfg, split) if vmapped is None else vmapped
-    together = trials is not None or vmapped or len(seeds) == 1
-    if train is None:
-        train = build_trainer(
-            cfg, split, trials=trials, progress=progress, on_nonfinite=on_nonfinite
-        )
-    if together:
-        keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
-        labels = [f"seed {s}" for s in seeds]
-        if trials is not None:
-            labels = [
-                f"trial {j} ({', '.join(f'{k}={v:g}' for k, v in t.items())}), seed {s}"
-                for j, t in enumerate(trials)
-                for s in seeds
-            ]
-        results = train(
-            keys[0] if len(keys) == 1 else jnp.stack(keys),
-            log=writer.scalars,
-            ckpt_dir=out / "ckpt",
-            labels=labels,
-        )
-        return results if isinstance(results, list) else [results]
-    workers = seed_workers(cfg, len(seeds))
-    lock = threading.Lock()
+    # one notice for every seed, their threads included (Python's handler runs in this one)
+    with sigterm_notice(enabled=cfg.trainer.checkpoint_every > 0):
+        seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+        vmapped = use_vmap(cfg, split) if vmapped is None else vmapped
+        together = trials is not None or vmapped or len(seeds) == 1
+        if train is None:
+            train = build_trainer(
+                cfg, split, trials=trials, progress=progress, on_nonfinite=on_nonfinite
+            )
+        if together:
+            keys = [jax.random.key(s) for s in seeds] * (1 if trials is None else len(trials))
+            labels = [f"seed {s}" for s in seeds]
+            if trials is not None:
+                labels = [
+                    f"trial {j} ({', '.join(f'{k}={v:g}' for k, v in t.items())}), seed {s}"
+                    for j, t in enumerate(trials)
+                    for s in seeds
+                ]
+            results = train(
+                keys[0] if len(keys) == 1 else jnp.stack(keys),
+                log=writer.scalars,
+                ckpt_dir=out / "ckpt",
+                labels=labels,
+            )
+            return results if isinstance(results, list) else [results]
+        workers = seed_workers(cfg, len(seeds))
+        lock = threading.Lock()
 
-    def log(i, step, values):
-        with lock:  # one writer shared by the seeds' threads
-            _prefixed(writer, f"trial{i}/", step, values)
+        def log(i, step, values):
+            with lock:  # one writer shared by the seeds' threads
+                _prefixed(writer, f"trial{i}/", step, values)
 
-    def one(i: int):
-        return train(
-            jax.random.key(seeds[i]),
-            log=functools.partial(log, i),
-            ckpt_dir=out / "ckpt" / f"seed{seeds[i]}",
-            show=progress and workers == 1,
-            labels=[f"seed {seeds[i]}"],
-        )
+        def one(i: int):
+            return train(
+                jax.random.key(seeds[i]),
+                log=functools.partial(log, i),
+                ckpt_dir=out / "ckpt" / f"seed{seeds[i]}",
+                show=progress and workers == 1,
+                labels=[f"seed {seeds[i]}"],
+            )
 
-    if workers == 1:
-        return [one(i) for i in range(len(seeds))]
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="seed") as pool:
-        return list(pool.map(one, range(len(seeds))))
+        if workers == 1:
+            return [one(i) for i in range(len(seeds))]
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="seed") as pool:
+            return list(pool.map(one, range(len(seeds))))
 
 
 def seed_workers(cfg, n_seeds: int) -> int:

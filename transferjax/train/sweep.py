@@ -40,6 +40,7 @@ from transferjax.train import folder as F
 from transferjax.train.distributed import is_writer
 from transferjax.train.files import write_json
 from transferjax.train.outputs import split_fingerprint, write_results
+from transferjax.train.preemption import sigterm_notice
 from transferjax.train.result import lower_is_better
 from transferjax.train.run import (
     build_trainer,
@@ -132,6 +133,7 @@ def sweep(
     writes = is_writer()
     with contextlib.ExitStack() as held:
         take_folder(held, out, writes=writes, fresh=False, echo=echo)
+        held.enter_context(sigterm_notice(enabled=base.trainer.checkpoint_every > 0))  # all groups
         return _sweep(
             base, space, pts, out, random=random, sample_seed=sample_seed, echo=echo, writes=writes
         )

@@ -27,6 +27,10 @@ anyway, and each evaluation are checked on the host. A diverged trial raises `Di
 learning-rate key, or (`fail`) is marked failed: its later evaluations are dropped, it is never
 selected from, and training stops once every trial has failed. Nothing is checkpointed after
 a divergence is seen, so a rerun does not resume from a diverged state.
+
+A termination notice (SIGTERM; `transferjax.train.preemption`) stops training at the end of the
+epoch in progress: that epoch is checkpointed and `Preempted` is raised, so a rerun resumes
+there.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import numpy as np
 from transferjax.config import flatten
 from transferjax.data.batches import host_epoch_indices
 from transferjax.diagnostics import make_monitor, selection
-from transferjax.errors import ConfigError
+from transferjax.errors import ConfigError, Preempted
 from transferjax.methods.registry import get_method
 from transferjax.train.book import Book, stage_shapes
 from transferjax.train.checkpoint import Checkpointer, structure_fingerprint
@@ -59,6 +63,7 @@ from transferjax.train.epoch import (
 )
 from transferjax.train.evaluate import check_select, default_select_metric
 from transferjax.train.mesh import make_layout
+from transferjax.train.preemption import reached, sigterm_notice
 from transferjax.train.progress import Progress
 from transferjax.train.result import Result, select_best, trial_view
 from transferjax.train.trials import LR_KEYS, fresh_state, trial_hypers
@@ -176,10 +181,11 @@ class Trainer:
             )
         book.start_best(params)
         try:
-            params, key = self._stages(book, params, key, hyper, overrides)
-        except BaseException:  # an error or an interrupt: the pending checkpoint is finished
-            with contextlib.suppress(Exception):  # the first error is the one to see
-                book.close()
+            with sigterm_notice(enabled=book.ckpt is not None):
+                params, key = self._stages(book, params, key, hyper, overrides)
+        except BaseException:  # an error, an interrupt or a notice: the pending checkpoint
+            with contextlib.suppress(Exception):  # is finished; the first error is the one
+                book.close()  # to see
             raise
         return self._finish(book, params, hyper, time.perf_counter() - t0, single)
 
@@ -202,8 +208,21 @@ class Trainer:
                 self._after_epoch(book, s_idx, stage, state, hyper, ep, stats)
                 if book.stopped:
                     break
+                last = s_idx == len(self.built.stages) - 1 and ep + 1 == stage.epochs
+                if not last and reached():  # a termination notice: save, then stop
+                    self._stop(book, s_idx, stage, ep + 1, state)
             params, key = state.params, state.key
         return params, key
+
+    def _stop(self, book: Book, s_idx: int, stage, done: int, state) -> None:
+        """Checkpoints epoch `done` of stage `s_idx` (unless `_after_epoch` just did) and
+        raises `Preempted` (`transferjax.train.preemption`)."""
+        where = None
+        if book.ckpt is not None and not book.all_failed:
+            if book.saved_step != book.step:
+                book.save(s_idx, done, state)
+            where = str(book.ckpt.directory)
+        raise Preempted(stage=stage.name, epoch=done, checkpoint=where)
 
     def _judge(
         self, book: Book, stage, epoch: int, problems: list, *, metrics: bool, stopped=False
