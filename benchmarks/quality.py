@@ -38,6 +38,7 @@ import time
 from benchmarks import quality_records as QR
 from benchmarks.sections import is_kept_section, section, section_names
 from transferjax import config as C
+from transferjax.errors import Preempted
 
 # The suite's experiment files: the checkout's experiments/ folder (benchmarks/ is not installed).
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
@@ -741,18 +742,26 @@ def _enable_compile_cache() -> str:
 
 
 def main(argv=None) -> int:
+    """Runs the suite; on a termination notice (SIGTERM) the cell in training checkpoints its
+    epoch and the suite exits 143 with one line: the same command resumes that cell."""
     args = build_parser().parse_args(argv)
-    path = run_quality(
-        cache_note=_enable_compile_cache(),
-        quick=args.quick,
-        runs_dir=args.runs,
-        out=args.out,
-        seeds=args.seeds,
-        only=tuple(args.only.split(",")) if args.only else (),
-        report_only=args.report_only,
-        methods=tuple(args.methods.split(",")) if args.methods else (),
-        train_seeds=tuple(int(k) for k in args.train_seeds.split(",")) if args.train_seeds else (),
-    )
+    try:
+        path = run_quality(
+            cache_note=_enable_compile_cache(),
+            quick=args.quick,
+            runs_dir=args.runs,
+            out=args.out,
+            seeds=args.seeds,
+            only=tuple(args.only.split(",")) if args.only else (),
+            report_only=args.report_only,
+            methods=tuple(args.methods.split(",")) if args.methods else (),
+            train_seeds=tuple(int(k) for k in args.train_seeds.split(","))
+            if args.train_seeds
+            else (),
+        )
+    except Preempted as e:
+        print(f"benchmarks.quality: {e}", file=sys.stderr)
+        return 128 + 15
     print(f"wrote {path}")
     return 0
 

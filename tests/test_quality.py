@@ -12,6 +12,7 @@ import pytest
 from benchmarks import quality as Q
 from benchmarks import sections as S
 from transferjax.data.types import DataError
+from transferjax.errors import Preempted
 
 
 def _tiny_suite(*, quick):
@@ -295,6 +296,26 @@ def test_module_entry_point_passes_its_flags(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Q, "run_quality", lambda **k: got.update(k) or out)
     Q.main(["--methods", "mf,emcdr", "--train-seeds", "1,2"])
     assert got["methods"] == ("mf", "emcdr") and got["train_seeds"] == (1, 2)
+
+
+def test_a_termination_notice_stops_the_suite_with_one_line(tmp_path, monkeypatch, capsys):
+    """A cell's run stopped by SIGTERM (`Preempted`, its epoch checkpointed) ends the suite with
+    exit status 143 and the run's line; no report is written."""
+    import transferjax.train.run as R
+
+    notice = Preempted(stage="mf", epoch=3, checkpoint=str(tmp_path / "ckpt"))
+
+    def preempted(*a, **k):
+        raise notice
+
+    monkeypatch.setattr(Q, "suite", _tiny_suite)
+    monkeypatch.setattr(R, "run", preempted)
+    out = tmp_path / "B.md"
+    argv = ["--quick", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    assert Q.main([*argv, "--only", "synthetic_tiny"]) == 143
+    got = capsys.readouterr()
+    assert got.err.strip() == f"benchmarks.quality: {notice}"
+    assert "wrote" not in got.out and not out.exists()
 
 
 @pytest.mark.parametrize("record", [None, "0" * 64], ids=["no record", "other data"])
