@@ -1,8 +1,10 @@
-"""The errors transferjax raises for bad input, bad settings and failed runs.
+"""The errors transferjax raises for bad input, bad settings and failed runs, and `Preempted`,
+the stop on a termination notice.
 
-Every one derives from `TransferjaxError`; the command line prints such an error as one line
+Every error derives from `TransferjaxError`; the command line prints such an error as one line
 (`transferjax: error: ...`) and exits non-zero, and `--debug` shows the traceback. Each message
-names what to look at: the file and line, the setting, or the run folder.
+names what to look at: the file and line, the setting, or the run folder. `Preempted` is not an
+error: the command line prints its line (where the checkpoint is) and exits 143.
 """
 
 from __future__ import annotations
