@@ -15,10 +15,11 @@ preemption, Kubernetes when it evicts a pod, a cloud before it reclaims a spot m
   asks `reached` after each epoch, with a counter that advances alike in all of them. JAX's
   preemption sync (`multihost_utils.reached_preemption_sync_point`) answers True in every
   process at the same epoch, the first one that all of them reach after the notice. All the
-  processes save that epoch's checkpoint together and stop.
+  processes save that epoch's checkpoint together (when the call has checkpoints) and stop.
 
-Outside these, SIGTERM keeps its default action: a call without checkpoints has nothing to
-save. `transferjax run` and `sweep` print one line naming the checkpoint and exit with status
+On one process, outside these blocks and in a call without checkpoints (nothing to save),
+SIGTERM keeps its default action. A notice in the last epoch of the last stage lets the call
+finish. `transferjax run` and `sweep` print one line naming the checkpoint and exit with status
 143 (128 + SIGTERM, what a shell reports for a job that SIGTERM ended).
 """
 
