@@ -761,7 +761,7 @@ def main(argv=None) -> int:
         )
     except Preempted as e:
         print(f"benchmarks.quality: {e}", file=sys.stderr)
-        return 128 + 15
+        return e.exit_status
     print(f"wrote {path}")
     return 0
 

@@ -321,7 +321,7 @@ def main(argv=None) -> int:
             return 130
         except Preempted as e:
             print(f"transferjax: {e}", file=sys.stderr)
-            return 128 + 15  # as a shell reports a job that SIGTERM ended
+            return e.exit_status
         except (TransferjaxError, ValueError) as e:
             print(f"transferjax: error: {_one_line(e)}", file=sys.stderr)
             return 2

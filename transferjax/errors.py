@@ -44,7 +44,9 @@ class Preempted(BaseException):
     a checkpoint when the call had a checkpoint folder. Not an error, and derived from
     BaseException as KeyboardInterrupt is, so that code catching Exception (a sweep point, a
     seed's thread) does not take it for a failure. The command line prints it as one line and
-    exits 143 (128 + SIGTERM)."""
+    exits `exit_status`."""
+
+    exit_status = 128 + 15  # 143: what a shell reports for a job that SIGTERM ended
 
     def __init__(self, *, stage: str, epoch: int, checkpoint: str | None):
         self.stage, self.epoch, self.checkpoint = stage, epoch, checkpoint
