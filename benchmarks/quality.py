@@ -431,12 +431,14 @@ def _check_train_seeds(train_seeds, tasks, methods, *, seeds: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """A finished cell: its wall seconds as measured when it ran, and where its results are
-    read: its run folder `source`, or its record file `source` as loaded (`record`)."""
+    """A finished cell: its wall seconds as measured when it ran (`partial`: a lower bound,
+    `QR.metrics_wall`), and where its results are read: its run folder `source`, or its record
+    file `source` as loaded (`record`)."""
 
     wall: float
     source: pathlib.Path
     record: dict | None = None
+    partial: bool = False
 
     def runs(self) -> list:
         """The cell's RunRecords, one per seed."""
@@ -466,6 +468,11 @@ class SeedCells:
     def wall(self) -> float:
         """The seeds' wall seconds, summed."""
         return sum(p.wall for p in self.parts)
+
+    @property
+    def partial(self) -> bool:
+        """Some seed's wall seconds are a lower bound."""
+        return any(p.partial for p in self.parts)
 
     def runs(self) -> list:
         """The cell's RunRecords, one per seed."""
@@ -534,7 +541,8 @@ def _run(cfg, folder: pathlib.Path, record, data: dict, *, name: str, dry: bool,
         return _finished(folder, record)
     rec = QR.load_record(record, cfg, fingerprint) if record is not None else None
     if rec is not None:
-        return Cell(wall=QR.record_wall(rec), source=record, record=rec)
+        wall, partial = QR.record_wall(rec)
+        return Cell(wall=wall, source=record, record=rec, partial=partial)
     why = " (its data or split changed since it ran)" if same else ""
     if dry:
         return why
@@ -549,8 +557,8 @@ def _run(cfg, folder: pathlib.Path, record, data: dict, *, name: str, dry: bool,
 def _finished(folder: pathlib.Path, record) -> Cell:
     if record is not None:
         QR.save_record(folder, record, machine=_machine())
-    wall = json.loads((folder / "metrics.json").read_text())["timing"]["wall_s"]
-    return Cell(wall=wall, source=folder)
+    wall, partial = QR.metrics_wall(json.loads((folder / "metrics.json").read_text()))
+    return Cell(wall=wall, source=folder, partial=partial)
 
 
 def _split_fingerprint(cfg, cache: dict) -> str:
@@ -576,6 +584,21 @@ def _same_data(folder: pathlib.Path, fingerprint) -> bool:
     return json.loads(rec.read_text()).get("data") == fingerprint()
 
 
+def _walls(cells, methods=None) -> str:
+    """The summed wall seconds of `cells`, said to be a lower bound when some are (naming their
+    `methods`, one per cell, when given)."""
+    cells = list(cells)
+    text = f"{sum(c.wall for c in cells):.0f} s"
+    partial = [i for i, c in enumerate(cells) if c.partial]
+    if not partial:
+        return text
+    which = f" ({', '.join(methods[i] for i in partial)})" if methods else ""
+    return (
+        f"at least {text}: some runs{which} were resumed before a run's wall time spanned its "
+        "processes, and their seeds' mean training time over every process stands in for it"
+    )
+
+
 def write_report(
     tasks, *, runs, out, quick, seeds, cells, total, only=(), missing=(), cache_note=""
 ) -> pathlib.Path:
@@ -597,7 +620,7 @@ def write_report(
         f"Machine: {json.dumps(_machine())}",
         "",
         f"Seeds per cell: {seeds}. Wall time of the suite's runs (each measured when it ran): "
-        f"{sum(c.wall for c in cells.values()):.0f} s; this invocation took {total:.0f} s "
+        f"{_walls(cells.values())}; this invocation took {total:.0f} s "
         f"(finished cells are reused, not rerun).{' ' + cache_note if cache_note else ''}",
         "",
         "Cells are test-split means +/- std over seeds at the epoch each seed selected on "
@@ -616,7 +639,8 @@ def write_report(
     splice = bool(only) and old.startswith(lines[0])
     shift_records, blocks = [], {}
     for task in tasks:
-        done = [cells[(task.name, m)] for m in task.methods if (task.name, m) in cells]
+        names = [m for m in task.methods if (task.name, m) in cells]
+        done = [cells[(task.name, m)] for m in names]
         if not done:
             continue
         recs = [r for c in done for r in c.runs()]
@@ -644,8 +668,7 @@ def write_report(
             + ".",
             "",
         ]
-        t = sum(c.wall for c in done)
-        lines += [f"Wall time of this task's runs: {t:.0f} s.", ""]
+        lines += [f"Wall time of this task's runs: {_walls(done, names)}.", ""]
         blocks[task.name] = lines[start:]
     if splice:  # --only into an existing report: replace just those tasks' sections
         text = old

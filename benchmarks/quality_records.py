@@ -94,6 +94,24 @@ def record_runs(rec: dict, path) -> list[RunRecord]:
     return metrics_records(rec["metrics"], rec["config"], path=path, where=str(path))
 
 
-def record_wall(rec: dict) -> float:
-    """The cell's wall seconds, as measured when it ran."""
-    return float(rec["metrics"]["timing"]["wall_s"])
+def metrics_wall(metrics: dict) -> tuple[float, bool]:
+    """A run's wall seconds from its metrics.json, and whether they are a lower bound.
+
+    A run written since the wall time spans a resumed run's processes has "process_wall_s"
+    beside "wall_s"; one written before holds its last process's wall time alone. Its
+    "train_s" counts every process (summed over seeds that trained one after another or side
+    by side), and each seed trained within the run's wall time, so where its seeds' mean
+    training time exceeds "wall_s" the run was resumed: that mean stands in, as a lower bound.
+    """
+    timing = metrics["timing"]
+    wall = float(timing["wall_s"])
+    mean_train = float(timing.get("train_s", 0.0)) / len(metrics.get("seeds") or [None])
+    if "process_wall_s" not in timing and mean_train > wall:
+        return mean_train, True
+    return wall, False
+
+
+def record_wall(rec: dict) -> tuple[float, bool]:
+    """The cell's wall seconds as measured when it ran, and whether a lower bound
+    (`metrics_wall`)."""
+    return metrics_wall(rec["metrics"])

@@ -318,6 +318,32 @@ def test_a_termination_notice_stops_the_suite_with_one_line(tmp_path, monkeypatc
     assert "wrote" not in got.out and not out.exists()
 
 
+def test_a_run_resumed_before_wall_times_spanned_processes_is_a_lower_bound(tmp_path):
+    """A run folder or record written before "process_wall_s" existed held its last process's
+    wall time alone; where its seeds' mean training time (over every process) is larger, the
+    run was resumed: that time stands in, and the sums say "at least" and name the cell."""
+    from benchmarks import quality_records as QR
+
+    def wall(seeds=1, **timing):
+        return QR.metrics_wall({"timing": timing, **({"seeds": [{}] * seeds} if seeds > 1 else {})})
+
+    assert wall(wall_s=10.0, train_s=30.0) == (30.0, True)
+    assert wall(wall_s=40.0, train_s=30.0) == (40.0, False)
+    assert wall(wall_s=10.0, train_s=30.0, process_wall_s=10.0) == (10.0, False)  # new: whole
+    assert wall(wall_s=3.0) == (3.0, False)  # no training time recorded
+    # 3 seeds side by side on threads: their summed training time exceeds one run's wall time
+    assert wall(3, wall_s=20.0, train_s=45.0) == (20.0, False)
+    assert wall(3, wall_s=10.0, train_s=45.0) == (15.0, True)
+    whole = Q.Cell(wall=12.0, source=tmp_path)
+    seeds = Q.SeedCells((Q.Cell(wall=30.0, source=tmp_path, partial=True), whole))
+    assert seeds.partial and seeds.wall == 42.0
+    assert Q._walls([whole, whole]) == "24 s"
+    assert Q._walls([whole, seeds], ["mf", "disencdr"]) == (
+        "at least 54 s: some runs (disencdr) were resumed before a run's wall time spanned its "
+        "processes, and their seeds' mean training time over every process stands in for it"
+    )
+
+
 @pytest.mark.parametrize("record", [None, "0" * 64], ids=["no record", "other data"])
 def test_a_finished_cell_of_other_data_is_trained_anew_not_reused(tmp_path, monkeypatch, record):
     """A finished folder whose recorded data fingerprint is not the split's (or that records

@@ -101,18 +101,23 @@ def test_notice_checkpoints_the_epoch_in_progress_and_the_rerun_matches(split, t
         if step == stop_at:
             preemption.notify()  # what SIGTERM does inside the trainer's call
 
+    started = time.perf_counter() - 100.0  # the run began 100 s before this call
     with pytest.raises(Preempted) as e:
-        train(jax.random.key(3), log=log, ckpt_dir=tmp_path)
+        train(jax.random.key(3), log=log, ckpt_dir=tmp_path, started=started)
+    stopped = time.perf_counter()
     assert (e.value.stage, e.value.epoch) == ("mapping", 2)
     assert e.value.checkpoint == str(tmp_path.absolute())
     assert "SIGTERM" in str(e.value) and "run the same command again" in str(e.value)
     ckpt = Checkpointer(tmp_path)
     try:  # the stage ends (3, 6) and the notice's epoch: not due by checkpoint_every
         assert ckpt.steps()[0] == stop_at  # newest first
-        assert ckpt.meta(stop_at)["epoch"] == 2
+        meta = ckpt.meta(stop_at)
     finally:
         ckpt.close()
+    assert meta["epoch"] == 2
+    assert 100.0 < meta["wall_time"] < stopped - started  # the run's clock at the save
     again = train(jax.random.key(3), ckpt_dir=tmp_path)
+    assert (again.wall_before, ref.wall_before) == (meta["wall_time"], 0.0)
     assert _histories(again) == _histories(ref)
     assert again.selected == ref.selected
     np.testing.assert_array_equal(

@@ -20,6 +20,7 @@ from transferjax.data.registry import build_dataset, build_split
 from transferjax.errors import RunFolderError
 from transferjax.methods.mf import MFConfig
 from transferjax.train import run as R
+from transferjax.train.checkpoint import Checkpointer
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.files import write_json
 from transferjax.train.trainer import make_train
@@ -184,7 +185,8 @@ def _steps(folder: pathlib.Path) -> list[int]:
 def test_stopped_then_rerun_matches_uninterrupted(long_run, tmp_path, sig):
     """Killed (SIGKILL: from its newest checkpoint) or given a termination notice (SIGTERM: it
     checkpoints the epoch in progress and exits 143 with one line), the run's rerun ends with
-    the uninterrupted run's history and selection."""
+    the uninterrupted run's history and selection; its wall time adds the stopped process's,
+    as the checkpoint it resumed from recorded it."""
     exp, ref = long_run
     stopped = tmp_path / "stopped"
     p = _cli(["run", str(exp), "--out", str(stopped)], tmp_path)
@@ -204,6 +206,9 @@ def test_stopped_then_rerun_matches_uninterrupted(long_run, tmp_path, sig):
     else:
         assert p.returncode == -signal.SIGKILL
     newest = max(_steps(stopped))
+    ckpt = Checkpointer(stopped / "ckpt")
+    saved = ckpt.meta(newest)
+    ckpt.close()
     again = _cli(["run", str(exp), "--out", str(stopped)], tmp_path)
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
@@ -212,6 +217,12 @@ def test_stopped_then_rerun_matches_uninterrupted(long_run, tmp_path, sig):
     b = json.loads((stopped / "metrics.json").read_text())
     assert a["history"] == b["history"] and a["selected"] == b["selected"]
     assert json.loads((stopped / "manifest.json").read_text())["resumed_from"] == newest >= 15
+    t, t_ref = b["timing"], a["timing"]
+    assert saved["wall_time"] >= saved["train_time"] > 0
+    assert t["wall_s"] == pytest.approx(t["process_wall_s"] + saved["wall_time"], rel=1e-9)
+    assert t["wall_s"] >= t["train_s"] > saved["train_time"]
+    assert t_ref["wall_s"] == t_ref["process_wall_s"]  # not resumed: this process alone
+    assert f"this process {t['process_wall_s']:.1f}s" in out
 
 
 @pytest.mark.slow

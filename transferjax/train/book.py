@@ -3,8 +3,14 @@ trials that failed and each trial's selected params.
 
 A `Book` lives for one call of the trainer (`transferjax.train.trainer`). It holds what the
 host needs between epochs and what a checkpoint stores beside the training state (stage, epoch,
-step, histories, train time, failures, the state's structure, the selected params), so that a
-resumed call continues exactly where the interrupted one stopped.
+step, histories, train and wall time, failures, the state's structure, the selected params), so
+that a resumed call continues exactly where the interrupted one stopped.
+
+Clocks that span processes: a checkpoint stores the training seconds so far (`train_s`) and the
+run's wall seconds so far (`wall_time`: the wall seconds before this process, `wall_before`,
+plus this process's since `started`, the perf_counter value at which its run began). A resumed
+call reads both back, so the times a resumed run reports count every process up to the
+checkpoint it resumed from (what ran after that checkpoint was done again, and counts once).
 
 The selected params: after each evaluation, a trial whose newest entry becomes its selected one
 (`select_best` over its valid history, the rule the result's selection uses) copies its params
@@ -69,6 +75,8 @@ class Book:
     history: list = dataclasses.field(default_factory=list)
     step: int = 0
     train_s: float = 0.0
+    started: float = dataclasses.field(default_factory=time.perf_counter)  # the run's start
+    wall_before: float = 0.0  # the run's wall seconds in earlier processes (module docstring)
     resumed: int | None = None
     meta: dict | None = None
     labels: list = dataclasses.field(default_factory=list)  # "seed 3", ... (messages)
@@ -134,6 +142,8 @@ class Book:
         self.history, self.resumed = meta["history"], step
         self.failed = list(meta.get("failed") or [None] * self.n)
         self.step, self.train_s = meta["step"], meta["train_time"]
+        # checkpoints from before wall times were kept: their training time, a lower bound
+        self.wall_before = meta.get("wall_time", meta["train_time"])
 
     def take_restored(self, s_idx: int) -> tuple[TrainState, int] | None:
         """The restored state and its first epoch to run, once, when the call resumes inside
@@ -197,6 +207,7 @@ class Book:
                 "history": self.history,
                 "best_index": self.best_index,
                 "train_time": self.train_s,
+                "wall_time": self.wall_before + time.perf_counter() - self.started,
                 "failed": self.failed,
                 "state_structure": self.structures[s_idx],
             },

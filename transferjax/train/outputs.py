@@ -84,7 +84,7 @@ SUMMARY_KEYS = (
 )
 
 
-def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
+def summary(cfg, results, split, seeds, wall: float, train_s: float, process_wall: float) -> str:
     lines = [
         f"transferjax {__version__}  {cfg.name}  method={cfg.method}  data={split.data.name}  "
         f"protocol={split.protocol}  seeds={list(seeds)}"
@@ -115,7 +115,11 @@ def summary(cfg, results, split, seeds, wall: float, train_s: float) -> str:
     lines.append(
         f"wall {wall:.1f}s (train {train_s:.1f}s, "
         f"compile {max(r.compile_time for r in results):.1f}s)"
-        + (f", resumed from checkpoint {r0.resumed_from}" if r0.resumed_from else "")
+        + (
+            f", resumed from checkpoint {r0.resumed_from}; this process {process_wall:.1f}s"
+            if r0.resumed_from
+            else ""
+        )
     )
     return "\n".join(lines)
 
@@ -141,13 +145,20 @@ def write_results(
     vmapped: bool,
     workers: int,
     t_data: float,
-    wall: float,
+    process_wall: float,
 ) -> dict:
     """Writes metrics.json, manifest.json and summary.txt (on process 0 of a multi-process
     run; the others write nothing); returns the metrics dict. `workers`: the threads the
-    seeds ran on (1 when vmapped)."""
+    seeds ran on (1 when vmapped).
+
+    Times: `process_wall` is this process's seconds; "wall_s" adds the wall seconds of the
+    earlier processes of a resumed run, as its checkpoints recorded them (the largest of its
+    seeds': they ran side by side or one after another, and each records the run's clock), so
+    it spans every process up to the checkpoints it resumed from, as "train_s" does.
+    """
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     train_s = results[0].train_time if vmapped else sum(r.train_time for r in results)
+    wall = process_wall + max(r.wall_before for r in results)
     common = {
         "method": cfg.method,
         "dataset": split.data.name,
@@ -161,6 +172,7 @@ def write_results(
             "train_s": train_s,
             "compile_s": max(r.compile_time for r in results),
             "wall_s": wall,
+            "process_wall_s": process_wall,
         },
         "version": __version__,
         "status": "ok" if all(r.status == "ok" for r in results) else "failed",
@@ -169,7 +181,8 @@ def write_results(
         metrics = {**common, **_seed_entry(seeds[0], results[0])}
     else:
         metrics = {**common, "seeds": [_seed_entry(s, r) for s, r in zip(seeds, results)]}
-    text = summary(cfg, results, split, seeds, wall, train_s) + f"\nrun folder: {out}"
+    text = summary(cfg, results, split, seeds, wall, train_s, process_wall)
+    text += f"\nrun folder: {out}"
     metrics["_summary"] = text
     if not is_writer():
         return metrics
@@ -192,6 +205,7 @@ def write_results(
             "python": platform.python_version(),
             "jax": jax.__version__,
             "wall_s": wall,
+            "process_wall_s": process_wall,
             "train_s": train_s,
             "compile_s": max(r.compile_time for r in results),
             "data_s": t_data,

@@ -52,6 +52,11 @@ class Result:
     A trial that diverged under `trainer.on_nonfinite=fail` has `status` "failed", `failure`
     {stage, epoch, setting, reason, message}, `selected` None and only the finite evaluations
     before the divergence in `history`.
+
+    Clocks: `wall_time` is this call's seconds; `train_time` the training seconds of every
+    process that trained the trial (a resumed call adds its own to those its checkpoint
+    recorded); `wall_before` the run's wall seconds in the processes before this one, as that
+    checkpoint recorded them (0 when not resumed).
     """
 
     params: Any
@@ -62,6 +67,7 @@ class Result:
     train_time: float
     compile_time: float = 0.0
     resumed_from: int | None = None
+    wall_before: float = 0.0  # resumed: the run's wall seconds before this process, as saved
     hyper: dict = dataclasses.field(default_factory=dict)  # the trial's traced values
     status: str = "ok"  # or "failed"
     failure: dict | None = None

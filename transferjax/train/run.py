@@ -107,6 +107,7 @@ def train_seeds(
     vmapped: bool | None = None,
     on_nonfinite: str | None = None,
     train: Trainer | None = None,
+    started: float | None = None,
 ) -> list:
     """Trains seeds cfg.seed .. cfg.seed + cfg.seeds - 1 (times `trials`, when given).
 
@@ -115,7 +116,8 @@ def train_seeds(
     Returns one `Result` per (trial, seed), trial-major. `on_nonfinite` overrides
     `trainer.on_nonfinite` (see `make_train`); divergence messages name the seed and trial.
     `train` is the trainer from `build_trainer` with the same arguments, when the caller built
-    it already.
+    it already. `started`: the perf_counter value at which the run began, for the wall time its
+    checkpoints record (`Trainer`; default: each call's start).
     """
     # one notice for every seed, their threads included (Python's handler runs in this one)
     with sigterm_notice(enabled=cfg.trainer.checkpoint_every > 0):
@@ -140,6 +142,7 @@ def train_seeds(
                 log=writer.scalars,
                 ckpt_dir=out / "ckpt",
                 labels=labels,
+                started=started,
             )
             return results if isinstance(results, list) else [results]
         workers = seed_workers(cfg, len(seeds))
@@ -156,6 +159,7 @@ def train_seeds(
                 ckpt_dir=out / "ckpt" / f"seed{seeds[i]}",
                 show=progress and workers == 1,
                 labels=[f"seed {seeds[i]}"],
+                started=started,
             )
 
         if workers == 1:
@@ -249,7 +253,14 @@ def run(
         writer = make_writer(out)
         try:
             results = train_seeds(
-                cfg, split, out=out, writer=writer, progress=progress, vmapped=vmapped, train=train
+                cfg,
+                split,
+                out=out,
+                writer=writer,
+                progress=progress,
+                vmapped=vmapped,
+                train=train,
+                started=t0,
             )
         finally:
             writer.close()
@@ -261,7 +272,7 @@ def run(
             vmapped=vmapped,
             workers=1 if vmapped else seed_workers(cfg, cfg.seeds),
             t_data=t_data,
-            wall=time.perf_counter() - t0,
+            process_wall=time.perf_counter() - t0,
         )
         if writes:
             F.record(out, cfg, data=data, state=state)

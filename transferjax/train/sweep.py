@@ -179,10 +179,12 @@ def _sweep(base, space, pts, out, *, random, sample_seed, echo, writes: bool = T
                 vmapped=vmapped,
                 workers=1 if vmapped else seed_workers(cfgs[i], cfgs[i].seeds),
                 t_data=t_data,
-                wall=wall,
+                process_wall=wall,
             )
     report = _report(space, pts, results, random=random, sample_seed=sample_seed)
-    report["wall_s"] = time.perf_counter() - t0
+    # with the groups' earlier processes (`write_results`), when the sweep resumed
+    before = sum(max(r.wall_before for r in results[min(idx)]) for idx in groups.values())
+    report["wall_s"] = time.perf_counter() - t0 + before
     if writes:
         write_json(out / "sweep.json", report)
         _announce(report, out, metric=results[0][0].select_metric, echo=echo)
@@ -215,7 +217,14 @@ def _train_group(gcfg, split, pts, folder, *, data, writes) -> tuple[list, float
     t1 = time.perf_counter()
     try:
         res = train_seeds(
-            gcfg, split, out=folder, writer=writer, trials=trials, vmapped=vmapped, train=train
+            gcfg,
+            split,
+            out=folder,
+            writer=writer,
+            trials=trials,
+            vmapped=vmapped,
+            train=train,
+            started=t1,
         )
     finally:
         writer.close()

@@ -83,8 +83,11 @@ __all__ = [
 
 
 class Trainer:
-    """`train(keys, *, log=None, ckpt_dir=None, show=None, labels=None) -> list[Result]` (one
-    `Result` for one scalar key) for a method built once on a split; see `make_train`."""
+    """`train(keys, *, log=None, ckpt_dir=None, show=None, labels=None, started=None) ->
+    list[Result]` (one `Result` for one scalar key) for a method built once on a split; see
+    `make_train`. `started`: the `time.perf_counter()` value at which the run began (default:
+    the call's start), from which the wall time in its checkpoints is counted
+    (`transferjax.train.book`)."""
 
     def __init__(
         self,
@@ -155,6 +158,7 @@ class Trainer:
         ckpt_dir=None,
         show: bool | None = None,
         labels: list[str] | None = None,
+        started: float | None = None,
     ):
         single = keys.ndim == 0
         keys = keys[None] if single else keys
@@ -171,6 +175,7 @@ class Trainer:
         key = k_train if batched else k_train[0]
         book = self._open(n, batched, log, ckpt_dir, self.progress if show is None else show)
         book.labels = labels or [f"trial {i}" if batched else "" for i in range(n)]
+        book.started = t0 if started is None else started
         book.overrides = overrides
         if book.ckpt is not None:
             stages = self.built.stages
@@ -428,6 +433,7 @@ class Trainer:
                 select_metric=self.metric,
                 wall_time=wall,
                 train_time=book.train_s,
+                wall_before=book.wall_before,
                 compile_time=self.programs.seconds,
                 resumed_from=book.resumed,
                 hyper={k: float(v) for k, v in trial_view(book.batched, hyper, i).items()},
