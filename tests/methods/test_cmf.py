@@ -286,7 +286,9 @@ def test_item_shared_cmf_needs_overlapping_items():
         get_method("cmf").build(_items_cfg(**{"cmf.share": "users"}), split)
 
 
-@pytest.mark.parametrize("share,sparse", [("users", False), ("items", True)])
+@pytest.mark.parametrize(
+    "share,sparse", [("users", False), pytest.param("items", True, marks=pytest.mark.slow)]
+)
 def test_unseen_negatives_index_the_rows_each_domain_trains(share, sparse, small_split):
     """`mf.negatives=unseen`: each domain's positive index holds exactly its training pairs in
     the rows CMF's params index (joint users, or joint items), and training runs on it, dense
@@ -314,7 +316,10 @@ def test_unseen_negatives_index_the_rows_each_domain_trains(share, sparse, small
         get_method("cmf").build(C.apply_overrides(_cfg(), ["mf.negatives=unseen"]), small_split)
 
 
-@pytest.mark.parametrize("method", ["mf", "emcdr", "ptupcdr"])
+# mf in the quick loop (`-m "not slow"`); the two-domain pre-training stages in the full suite
+@pytest.mark.parametrize(
+    "method", ["mf", *(pytest.param(m, marks=pytest.mark.slow) for m in ("emcdr", "ptupcdr"))]
+)
 def test_unseen_negatives_reach_every_mf_stage(method):
     """`mf.negatives=unseen` in the other MF stages: target-only `mf` indexes the target's
     training pairs, EMCDR's and PTUPCDR's pre-training both domains'; every MF stage trains on

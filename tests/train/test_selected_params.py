@@ -61,7 +61,7 @@ def _assert_same(a, b) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("n", [1, pytest.param(3, marks=pytest.mark.slow)])  # 3: vmapped trials
 def test_result_params_are_those_of_the_selected_evaluation(split, n):
     cap = Capture(CFG, split)
     keys = jax.random.split(jax.random.key(0), n) if n > 1 else jax.random.key(0)
