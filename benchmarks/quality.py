@@ -292,6 +292,18 @@ def method_settings(task: Task) -> list[tuple[str, tuple]]:
     return [(m, settings_of(task, m)) for m in task.methods if m in own or m in METHOD_SETTINGS]
 
 
+def records_cover(task: Task, root=None) -> bool:
+    """Whether `root` (default: the committed records) holds a record of each cell of `task`
+    that trains as one run; a BY_SEED cell's seeds finish one at a time, on any machine, and
+    the section names the seeds still missing. Only then is the task's section the one its
+    records give: until then its records accumulate (trained a few cells per machine) beside
+    the section as last published, which a partial report would shrink to the finished rows."""
+    root = QR.RECORDS if root is None else root
+    return all(
+        QR.record_path(root, task.name, m).is_file() for m in task.methods if m not in BY_SEED
+    )
+
+
 def task_config(task: Task, method: str, *, seeds: int) -> C.RunConfig:
     """The run config of one cell (the quick suite has fewer tasks, not fewer epochs)."""
     cfg = C.load(str(EXPERIMENTS / task.experiment))

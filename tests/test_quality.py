@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import quality as Q
+from benchmarks import quality_records as QR
 from benchmarks import sections as S
 from transferjax.data.types import DataError
 from transferjax.errors import Preempted
@@ -86,7 +87,6 @@ def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monk
     the same table without its run folder and is not trained again; a record of another
     config or other data is neither reported nor reused."""
     import transferjax.train.run as R
-    from benchmarks import quality_records as QR
 
     monkeypatch.setattr(Q, "suite", _tiny_suite)
     kw = dict(quick=True, seeds=2, echo=lambda *_: None, records_dir=tmp_path / "records")
@@ -127,7 +127,6 @@ def test_cells_trained_seed_by_seed_equal_one_run_of_all_seeds(tmp_path, monkeyp
     numbers as a cell of all seeds trained one after another; a cell with some seeds finished
     is listed with them and trains only the rest."""
     import transferjax.train.run as R
-    from benchmarks import quality_records as QR
 
     monkeypatch.setattr(Q, "suite", _tiny_suite)
     kw = dict(quick=True, seeds=2, echo=lambda *_: None)
@@ -209,6 +208,18 @@ def test_replace_task_section_keeps_the_rest():
     assert got == text.replace("\nb\n\n<!--", "\nnew b\n\n<!--")
     added = Q.replace_task_section(text, "c", "## c\n\nc")
     assert added == text.replace("<!-- speed:begin", "## c\n\nc\n\n<!-- speed:begin")
+
+
+def test_records_cover_a_task_once_each_whole_run_cell_has_one(tmp_path):
+
+    task = Q.Task(name="t", experiment="x.py", methods=("mf", "cmf", "disencdr"))
+    assert not Q.records_cover(task, tmp_path)
+    (tmp_path / "t").mkdir()
+    QR.record_path(tmp_path, "t", "mf").write_text("{}")
+    assert not Q.records_cover(task, tmp_path)  # cmf's record is missing
+    QR.record_path(tmp_path, "t", "cmf").write_text("{}")
+    # disencdr trains seed by seed (BY_SEED): its section names the seeds still missing
+    assert "disencdr" in Q.BY_SEED and Q.records_cover(task, tmp_path)
 
 
 def test_report_only_runs_nothing_and_lists_missing_cells(tmp_path, monkeypatch):
@@ -322,7 +333,6 @@ def test_a_run_resumed_before_wall_times_spanned_processes_is_a_lower_bound(tmp_
     """A run folder or record written before "process_wall_s" existed held its last process's
     wall time alone; where its seeds' mean training time (over every process) is larger, the
     run was resumed: that time stands in, and the sums say "at least" and name the cell."""
-    from benchmarks import quality_records as QR
 
     def wall(seeds=1, **timing):
         return QR.metrics_wall({"timing": timing, **({"seeds": [{}] * seeds} if seeds > 1 else {})})
@@ -410,17 +420,18 @@ def test_methods_trains_only_those_cells_and_names_are_checked(tmp_path, monkeyp
 def test_published_sections_are_what_their_cell_records_give(
     shared_datasets, tmp_path, monkeypatch
 ):
-    """Every task with committed cell records (`benchmarks/cells/TASK/`): its BENCHMARKS.md
-    table is the one those records give, rebuilt without a run folder or any training, on the
-    split the task builds now (a record of other data would be left out and the rows differ)."""
+    """Every task whose cells all have committed records (`benchmarks/cells/TASK/`,
+    `quality.records_cover`): its BENCHMARKS.md table is the one those records give, rebuilt
+    without a run folder or any training, on the split the task builds now (a record of other
+    data would be left out and the rows differ)."""
     import transferjax.train.run as R
-    from benchmarks import quality_records as QR
 
     monkeypatch.setenv("TRANSFERJAX_DATA", str(shared_datasets))
     monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     published = (Q.EXPERIMENTS.parent / "BENCHMARKS.md").read_text(encoding="utf-8")
-    tasks = sorted(p.name for p in QR.RECORDS.iterdir() if p.is_dir())
-    assert tasks, "no cell records committed"
+    recorded = {p.name for p in QR.RECORDS.iterdir() if p.is_dir()}
+    tasks = [t.name for t in Q.suite(quick=False) if t.name in recorded and Q.records_cover(t)]
+    assert tasks, "no task's cells all recorded"
     out = tmp_path / "B.md"
     out.write_text(published, encoding="utf-8")
     Q.run_quality(

@@ -155,6 +155,7 @@ def test_transfer_moves_information_both_ways():
         np.testing.assert_allclose(out[other][0][alone], base[other][0][alone], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_dropout_only_with_a_key_and_identity_at_rate_zero():
     ego = _jax_ego(_known_ego(_ego()))
     kw = dict(n_layers=2, connect="concat", lambda_source=0.8, lambda_target=0.8)

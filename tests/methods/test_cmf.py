@@ -286,9 +286,8 @@ def test_item_shared_cmf_needs_overlapping_items():
         get_method("cmf").build(_items_cfg(**{"cmf.share": "users"}), split)
 
 
-@pytest.mark.parametrize(
-    "share,sparse", [("users", False), pytest.param("items", True, marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("share,sparse", [("users", False), ("items", True)])
 def test_unseen_negatives_index_the_rows_each_domain_trains(share, sparse, small_split):
     """`mf.negatives=unseen`: each domain's positive index holds exactly its training pairs in
     the rows CMF's params index (joint users, or joint items), and training runs on it, dense

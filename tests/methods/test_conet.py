@@ -174,6 +174,7 @@ def test_training_lowers_the_loss(cold):
     assert stats[-1]["loss"] < stats[0]["loss"]
 
 
+@pytest.mark.slow
 def test_loss_kind_follows_the_selection_and_needs_ratings_for_mse(cold):
     conf, split = cold
     built = get_method("conet").build(conf, split)

@@ -207,6 +207,7 @@ def test_mapping_loss_with_tune_embeddings_reaches_the_mapped_rows():
         assert not any(np.any(np.asarray(a)) for a in jax.tree.leaves(g[side]))
 
 
+@pytest.mark.slow
 def test_tune_embeddings_trains_the_mapped_rows_only_and_fits_closer():
     """`emcdr.tune_embeddings`: the mapping stage trains the map and both MF tables, moves only
     the rows of the mapped pairs (Adam leaves a row without gradient where it is), and ends

@@ -188,6 +188,7 @@ def test_xavier_uniform_init_bounds_and_spread():
         np.testing.assert_allclose(x.std(), a / np.sqrt(3), rtol=0.02)  # U(-a, a)
 
 
+@pytest.mark.slow
 def test_unseen_negatives_and_norms_regulariser_in_the_method(cold_split):
     """`negatives=unseen`: the stage loss is `lightgcn_bpr_loss` on `sample_unseen`'s draws for
     the batch's users, none of which is a training item of its user."""

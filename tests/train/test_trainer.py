@@ -105,6 +105,7 @@ def test_epochs_do_not_recompile(small_split, method):
         assert all(np.isfinite(s["loss"]) for s in stats)
 
 
+@pytest.mark.slow
 def test_default_select_metric_matches_what_is_computed():
     from transferjax.train.evaluate import default_select_metric, make_evaluate
 
