@@ -241,7 +241,14 @@ def median_time(
     return statistics.median(times), times
 
 
-def _cpu_model() -> str:
+def usable_cores() -> int | None:
+    """The cores this process may run on (its CPU affinity: fewer than the machine's under
+    `taskset`), or None where the platform does not say."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` says."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -258,9 +265,9 @@ def machine_info(jax_device, torch_device=None) -> dict:
     import numpy as np
 
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cores_usable": usable_cores(),
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -33,6 +33,8 @@ import time
 
 import jax
 
+from benchmarks.measure import usable_cores
+
 KINDS = ("gather", "scatter", "dot", "reduce", "elementwise", "copy", "wait", "other")
 _ELEMENTWISE = {
     "add",
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = {
         "backend": jax.default_backend(),
         "jax": jax.__version__,
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpus": usable_cores(),
         "loadavg_1min": os.getloadavg()[0],
         "command": " ".join(["python -m benchmarks.op_profile", *argv]),
         "cases": cases,

@@ -36,6 +36,7 @@ import sys
 import time
 
 from benchmarks import quality_records as QR
+from benchmarks.measure import cpu_model, usable_cores
 from benchmarks.sections import is_kept_section, section, section_names
 from transferjax import config as C
 from transferjax.errors import Preempted
@@ -328,19 +329,15 @@ def cell_configs(task: Task, method: str, *, seeds: int) -> list[tuple[str, C.Ru
 
 
 def _machine() -> dict:
+    """Where cells train: the CPU, the machine's cores and those this process may use (fewer
+    under `taskset`, so a cell's wall time is read against the cores it had), versions, and
+    the JAX devices."""
     import jax
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "cores_usable": usable_cores(),
         "python": platform.python_version(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),

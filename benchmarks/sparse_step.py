@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.measure import usable_cores
 from transferjax.models import sparse as SP
 
 N, D, K, T = 6040, 32, 1024, 300
@@ -106,7 +107,7 @@ def main(argv=None) -> dict:
         prog="python -m benchmarks.sparse_step", description=__doc__.splitlines()[0]
     ).parse_args(argv)
     res = {
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpus": usable_cores(),
         "loadavg_1min": os.getloadavg()[0],
         "backend": jax.default_backend(),
         "plan": plan(),

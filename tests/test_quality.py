@@ -2,6 +2,7 @@
 reuses finished runs, BENCHMARKS.md from run folders, speed sections kept."""
 
 import json
+import os
 import re
 import shutil
 
@@ -95,6 +96,8 @@ def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monk
     paths = {m: QR.record_path(tmp_path / "records", task.name, m) for m in task.methods}
     rec = json.loads(paths["emcdr"].read_text())
     assert rec["machine"]["cpu"] and "history" not in json.dumps(rec["metrics"])
+    # the cores the cell had: its process's affinity (one under `taskset -c N`), not the machine's
+    assert rec["machine"]["cores_usable"] == len(os.sched_getaffinity(0))
     assert rec["code"]["jax"] == jax.__version__
     assert [s["seed"] for s in rec["metrics"]["seeds"]] == [0, 1]
 

@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from benchmarks.measure import cpu_model
 from benchmarks.sections import put_section
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -497,16 +498,9 @@ def put_reproduce_section(report, name: str, body: str) -> pathlib.Path:
 
 
 def machine() -> str:
-    """CPU model and core count, for the wall-time lines."""
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu or 'unknown CPU'}, {os.cpu_count()} cores"
+    """CPU model and the machine's core count, for the wall-time lines (which say what each
+    side was pinned to)."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def save_json(path, obj) -> None:
