@@ -241,28 +241,12 @@ def median_time(
     return statistics.median(times), times
 
 
-def usable_cores() -> int | None:
-    """The cores this process may run on (its CPU affinity: fewer than the machine's under
-    `taskset`), or None where the platform does not say."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what `platform` says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(jax_device, torch_device=None) -> dict:
     """CPU, cores, load, versions, and the device each framework ran on."""
     import jax
     import numpy as np
+
+    from transferjax.train.outputs import cpu_model, usable_cores
 
     info = {
         "cpu": cpu_model(),

@@ -33,7 +33,7 @@ import time
 
 import jax
 
-from benchmarks.measure import usable_cores
+from transferjax.train.outputs import usable_cores
 
 KINDS = ("gather", "scatter", "dot", "reduce", "elementwise", "copy", "wait", "other")
 _ELEMENTWISE = {

@@ -36,10 +36,11 @@ import sys
 import time
 
 from benchmarks import quality_records as QR
-from benchmarks.measure import cpu_model, usable_cores
 from benchmarks.sections import is_kept_section, section, section_names
 from transferjax import config as C
 from transferjax.errors import Preempted
+from transferjax.reports.collect import read_json
+from transferjax.train.outputs import cpu_model, usable_cores
 
 # The suite's experiment files: the checkout's experiments/ folder (benchmarks/ is not installed).
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
@@ -328,6 +329,9 @@ def cell_configs(task: Task, method: str, *, seeds: int) -> list[tuple[str, C.Ru
     return [(f"seed{k}", C.apply_overrides(cfg, [f"seed={k}", "seeds=1"])) for k in ks]
 
 
+MACHINE_KEYS = ("cpu", "cores", "cores_usable", "python", "jax", "backend", "devices")
+
+
 def _machine() -> dict:
     """Where cells train: the CPU, the machine's cores and those this process may use (fewer
     under `taskset`, so a cell's wall time is read against the cores it had), versions, and
@@ -343,6 +347,19 @@ def _machine() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }
+
+
+def _trained_on(folder: pathlib.Path) -> dict:
+    """The machine (`_machine`'s keys) that trained the run folder, as its manifest says
+    (a run records its CPU and the cores it could use), not that of the process reading it: a
+    later invocation, pinned elsewhere or on another machine, passes over every finished
+    folder of its tasks. A folder whose manifest does not name its CPU (written before runs
+    recorded it) is taken to have trained on this process's machine."""
+    path = folder / "manifest.json"
+    manifest = read_json(path) if path.is_file() else {}
+    if "cpu" not in manifest:
+        return _machine()
+    return {k: manifest.get(k) for k in MACHINE_KEYS}
 
 
 def run_quality(
@@ -457,10 +474,9 @@ class Cell:
             return read_run(self.source)
         return QR.record_runs(self.record, self.source)
 
-    def machine(self) -> dict | None:
-        """The machine that trained the cell, as its record says (None for a run folder: this
-        machine)."""
-        return None if self.record is None else self.record["machine"]
+    def machine(self) -> dict:
+        """The machine that trained the cell, as its record or its run folder says."""
+        return _trained_on(self.source) if self.record is None else self.record["machine"]
 
     def machines(self) -> list:
         """[`machine()`]: the machines of the cell's runs."""
@@ -488,7 +504,7 @@ class SeedCells:
         return [r for p in self.parts for r in p.runs()]
 
     def machines(self) -> list:
-        """The machine of each seed's run (None: this machine)."""
+        """The machine of each seed's run."""
         return [p.machine() for p in self.parts]
 
 
@@ -565,7 +581,7 @@ def _run(cfg, folder: pathlib.Path, record, data: dict, *, name: str, dry: bool,
 
 def _finished(folder: pathlib.Path, record) -> Cell:
     if record is not None:
-        QR.save_record(folder, record, machine=_machine())
+        QR.save_record(folder, record, machine=_trained_on(folder))
     wall, partial = QR.metrics_wall(json.loads((folder / "metrics.json").read_text()))
     return Cell(wall=wall, source=folder, partial=partial)
 
@@ -671,9 +687,7 @@ def write_report(
             to_markdown(tables),
             "",
             "Machine of its cells: "
-            + "; ".join(
-                dict.fromkeys(json.dumps(m or _machine()) for c in done for m in c.machines())
-            )
+            + "; ".join(dict.fromkeys(json.dumps(m) for c in done for m in c.machines()))
             + ".",
             "",
         ]

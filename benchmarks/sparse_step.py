@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.measure import usable_cores
 from transferjax.models import sparse as SP
+from transferjax.train.outputs import usable_cores
 
 N, D, K, T = 6040, 32, 1024, 300
 

@@ -107,6 +107,9 @@ def test_non_editable_install_runs_the_default_outside_the_checkout(tmp_path):
     assert numbers and all(math.isfinite(v) for v in numbers)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["git_commit"] is None  # an installed copy records no commit
+    # where it ran: the CPU, the machine's cores and those the run could use (inherited here)
+    assert manifest["cpu"] and manifest["cores"] == os.cpu_count()
+    assert manifest["cores_usable"] == len(os.sched_getaffinity(0))
 
 
 def test_no_library_module_locates_files_through_its_own_path():

@@ -101,6 +101,18 @@ def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monk
     assert rec["code"]["jax"] == jax.__version__
     assert [s["seed"] for s in rec["metrics"]["seeds"]] == [0, 1]
 
+    # the machine is the one the run folder trained on (its manifest's), not that of a later
+    # invocation passing over the finished folder (one pinned to another core, say)
+    manifest_path = tmp_path / "runs" / task.name / "emcdr" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert {k: manifest[k] for k in Q.MACHINE_KEYS} == rec["machine"]
+    manifest_path.write_text(json.dumps({**manifest, "cpu": "Other CPU", "cores_usable": 7}))
+    later = Q.run_quality(runs_dir=tmp_path / "runs", out=tmp_path / "a2.md", **kw).read_text()
+    machine = json.loads(paths["emcdr"].read_text())["machine"]
+    assert (machine["cpu"], machine["cores_usable"]) == ("Other CPU", 7)
+    assert json.loads(paths["mf"].read_text())["machine"] == rec["machine"]
+    assert '"cpu": "Other CPU"' in later and _table(later) == _table(first)
+
     # another machine: no run folders, only the records
     monkeypatch.setattr(R, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     again = Q.run_quality(runs_dir=tmp_path / "none", out=tmp_path / "b.md", **kw).read_text()

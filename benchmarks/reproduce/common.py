@@ -32,8 +32,8 @@ import time
 
 import numpy as np
 
-from benchmarks.measure import cpu_model
 from benchmarks.sections import put_section
+from transferjax.train.outputs import cpu_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"

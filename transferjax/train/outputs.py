@@ -1,11 +1,12 @@
-"""What a run records about itself: the config hash and default folder, the data fingerprint and
-the code's commit (provenance), and the files its results go to (metrics.json, manifest.json,
-summary.txt; the layout is described in `transferjax.train.run`).
+"""What a run records about itself: the config hash and default folder, the data fingerprint,
+the code's commit and the CPU it ran on (provenance), and the files its results go to
+(metrics.json, manifest.json, summary.txt; the layout is described in `transferjax.train.run`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import platform
 import subprocess
@@ -45,6 +46,24 @@ def split_fingerprint(split) -> str:
                 h.update(np.ascontiguousarray(a).tobytes())
     h.update(np.ascontiguousarray(split.warm_pairs).tobytes())
     return h.hexdigest()
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on: its CPU affinity, fewer than the machine's under
+    `taskset` or a container's CPU set; None where the platform does not say."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:
@@ -201,6 +220,11 @@ def write_results(
             "mesh": mesh_sizes(cfg.trainer.mesh),
             "backend": jax.default_backend(),
             "host": platform.node(),
+            # the CPU, the machine's cores and those the run's (last) process could use: a
+            # wall time is read against the cores it had
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "cores_usable": usable_cores(),
             "processes": jax.process_count(),
             "python": platform.python_version(),
             "jax": jax.__version__,

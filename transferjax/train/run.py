@@ -9,7 +9,8 @@ A run folder holds:
                 seeds, a "seeds" list of such entries; each has a "status", "ok" or "failed"
                 (diverged under trainer.on_nonfinite=fail: "failure" says where and why,
                 "selected" is null), and the top-level "status" is "failed" if any seed is
-  manifest.json config, versions, git commit, data fingerprint, seeds, devices, timings
+  manifest.json config, versions, git commit, data fingerprint, seeds, devices, CPU and the
+                cores the run could use, timings
   ckpt/         orbax checkpoints of the training state (resume)
   scalars.jsonl and tb/ (TensorBoard event files through tensorboardX)
   summary.txt   the printed summary
@@ -38,7 +39,12 @@ from transferjax.train import folder as F
 from transferjax.train.distributed import is_multiprocess, is_writer, settle
 from transferjax.train.evaluate import make_evaluate
 from transferjax.train.mesh import mesh_sizes
-from transferjax.train.outputs import default_run_dir, split_fingerprint, write_results
+from transferjax.train.outputs import (
+    default_run_dir,
+    split_fingerprint,
+    usable_cores,
+    write_results,
+)
 from transferjax.train.preemption import sigterm_notice
 from transferjax.train.trainer import Trainer, make_train
 from transferjax.train.writers import make_writer
@@ -184,8 +190,7 @@ def seed_workers(cfg, n_seeds: int) -> int:
         return max(1, min(cfg.trainer.workers, n_seeds))
     if jax.default_backend() != "cpu" or n_seeds <= 1:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    cores = usable_cores() or os.cpu_count() or 1
     if n_seeds <= cores or n_seeds % cores == 0:
         return min(cores, n_seeds)
     rounds = -(-n_seeds // (2 * cores))
