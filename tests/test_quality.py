@@ -15,6 +15,7 @@ from benchmarks import quality_records as QR
 from benchmarks import sections as S
 from transferjax.data.types import DataError
 from transferjax.errors import Preempted
+from transferjax.train.outputs import MACHINE_KEYS
 
 
 def _tiny_suite(*, quick):
@@ -105,7 +106,7 @@ def test_cell_records_stand_for_finished_cells_on_another_machine(tmp_path, monk
     # invocation passing over the finished folder (one pinned to another core, say)
     manifest_path = tmp_path / "runs" / task.name / "emcdr" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    assert {k: manifest[k] for k in Q.MACHINE_KEYS} == rec["machine"]
+    assert {k: manifest[k] for k in MACHINE_KEYS} == rec["machine"]
     manifest_path.write_text(json.dumps({**manifest, "cpu": "Other CPU", "cores_usable": 7}))
     later = Q.run_quality(runs_dir=tmp_path / "runs", out=tmp_path / "a2.md", **kw).read_text()
     machine = json.loads(paths["emcdr"].read_text())["machine"]

@@ -66,6 +66,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+MACHINE_KEYS = ("cpu", "cores", "cores_usable", "python", "jax", "backend", "devices")
+
+
+def machine() -> dict:
+    """Where this process runs (`MACHINE_KEYS`): the CPU, the machine's cores and those the
+    process may use (a wall time is read against the cores it had), the Python and JAX
+    versions, the backend and the devices."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": usable_cores(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": device_names(),
+    }
+
+
 def git_commit() -> str | None:
     """The commit of the code that ran, recorded only when the package sits at the top of a git
     checkout (`transferjax/` beside `.git`, as in an editable install); None otherwise (an
@@ -216,18 +234,11 @@ def write_results(
             "seeds": seeds,
             "vmapped_seeds": vmapped,
             "seed_workers": workers,
-            "devices": device_names(),
+            # the run's (last) process: its CPU, cores, versions, backend and devices
+            **machine(),
             "mesh": mesh_sizes(cfg.trainer.mesh),
-            "backend": jax.default_backend(),
             "host": platform.node(),
-            # the CPU, the machine's cores and those the run's (last) process could use: a
-            # wall time is read against the cores it had
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "cores_usable": usable_cores(),
             "processes": jax.process_count(),
-            "python": platform.python_version(),
-            "jax": jax.__version__,
             "wall_s": wall,
             "process_wall_s": process_wall,
             "train_s": train_s,
